@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint format migrate migrations seed schema bench clean
+
+# (Re)install when the project's declared dependencies change.
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(BIN)/ketafollow migrate
+	$(BIN)/ketafollow seed
+	exec $(BIN)/ketafollow serve
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(INSTALLED)
+	$(BIN)/ketafollow migrate
+
+# After changing models: write the next migration file (commit it).
+migrations: $(INSTALLED)
+	$(BIN)/tortoise makemigrations
+
+seed: $(INSTALLED)
+	$(BIN)/ketafollow seed
+
+schema: $(INSTALLED)
+	$(BIN)/ketafollow export-schema
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""`create_app`: the Starlette application, its routes, middleware and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route, WebSocketRoute
+
+from api.database import ensure_migrated, open_database
+from api.graphql_view import GraphQLEndpoint
+from api.health import healthz, readyz
+from api.middleware import BodySizeLimitMiddleware, DatabaseContextMiddleware, RequestContextMiddleware
+from api.settings import Settings
+from jobs.scheduler import build_scheduler
+from models.clock import Clock, SystemClock
+
+logger = logging.getLogger("ketafollow")
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+    """The ASGI app. Its lifespan opens the database, refuses an unmigrated one, runs the jobs."""
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_database(settings) as database:
+            await ensure_migrated()
+            app.state.database = database
+            scheduler = build_scheduler(clock) if settings.run_scheduler else None
+            app.state.scheduler = scheduler
+            if scheduler is not None:
+                scheduler.start()
+            logger.info("ketafollow ready", extra={"env": settings.env.value})
+            try:
+                yield
+            finally:
+                if scheduler is not None:
+                    scheduler.shutdown(wait=True)
+                app.state.database = None
+
+    graphql = GraphQLEndpoint(settings, clock)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(DatabaseContextMiddleware),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.scheduler = None
+    app.state.database = None
+    return app

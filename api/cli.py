@@ -1,0 +1,310 @@
+"""The `ketafollow` command: serve the API, run the jobs, migrate, seed, and manage accounts.
+
+Every command reads the same settings as the server (environment variables and `.env`), so
+`DATABASE_URL=postgres://… ketafollow migrate` migrates the database the server will use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from api.auth.passwords import hash_password, password_problem
+from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
+from api.log import configure_logging
+from api.settings import Settings, SettingsError
+from models import accounts
+from models.clock import SystemClock
+from models.errors import DomainError
+
+EXAMPLES = """\
+examples:
+  ketafollow migrate && ketafollow seed && ketafollow serve     what `make run` does
+  ketafollow serve --port 8765                                  another port
+  ketafollow worker                                             the jobs without the API
+  ketafollow export-schema --check                              is schema.graphql current?
+  ketafollow create-care-team North
+  ketafollow create-user --email dr.lee@clinic.example --role PROVIDER \\
+      --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
+  ketafollow create-client --client-id acme-ehr --name "Acme EHR" \\
+      --scope patients:read --scope clinical:read --care-team North
+
+configuration comes from environment variables (and a .env file in the working directory):
+  KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
+  SECRET_KEY      required in production       HOST / PORT   where `serve` listens
+see README.md for the full list.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"ketafollow: {error}", file=sys.stderr)
+        return 2
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ketafollow",
+        description="ketafollow: the GraphQL back end for at-home ketamine therapy follow-up.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the API (refuses an unmigrated database)")
+    serve.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run the scheduled jobs only, without the API")
+    worker.set_defaults(handler=_worker)
+
+    migrate_command = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate_command.set_defaults(handler=_migrate)
+
+    seed = commands.add_parser(
+        "seed", help="load instruments and demo data (idempotent; demo data not in production)"
+    )
+    seed.set_defaults(handler=_seed)
+
+    export = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
+    export.add_argument(
+        "--output", default="schema.graphql", help="file to write (default: schema.graphql; - for stdout)"
+    )
+    export.add_argument(
+        "--check", action="store_true", help="exit 1 if the file differs from the code, write nothing"
+    )
+    export.set_defaults(handler=_export_schema)
+
+    team = commands.add_parser("create-care-team", help="create a care team (no-op if it exists)")
+    team.add_argument("name")
+    team.set_defaults(handler=_create_care_team)
+
+    user = commands.add_parser(
+        "create-user",
+        help="create a patient, provider or admin account",
+        description="Create an account. The password is asked for on the terminal, or read from "
+        "standard input with --password-stdin (never pass it as an argument: it would show in `ps`).",
+    )
+    user.add_argument("--email", required=True)
+    user.add_argument("--role", required=True, choices=[r.value for r in accounts.Role], type=str.upper)
+    user.add_argument("--given-name", default="")
+    user.add_argument("--family-name", default="")
+    user.add_argument("--time-zone", default="UTC", help="IANA zone, e.g. America/New_York")
+    user.add_argument("--birth-date", type=date.fromisoformat, help="patients: YYYY-MM-DD")
+    user.add_argument("--phone")
+    user.add_argument(
+        "--care-team", action="append", default=[], help="patients: exactly one; providers: any number"
+    )
+    user.add_argument("--npi", help="providers: 10-digit National Provider Identifier")
+    user.add_argument("--credentials", default="", help="providers: e.g. MD, NP, PA-C")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user.set_defaults(handler=_create_user)
+
+    client = commands.add_parser(
+        "create-client",
+        help="register an EHR client (prints its secret once)",
+        description="Register an EHR integration. Its secret is generated, printed once and stored hashed.",
+    )
+    client.add_argument("--client-id", required=True)
+    client.add_argument("--name", required=True)
+    client.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help=f"repeat for each: {', '.join(sorted(accounts.API_SCOPES))}",
+    )
+    client.add_argument("--care-team", action="append", default=[], help="whose patients it may see (repeat)")
+    client.set_defaults(handler=_create_client)
+    return parser
+
+
+def _run_with_database(settings: Settings, work: Callable[[], Awaitable[int]]) -> int:
+    async def run() -> int:
+        async with open_database(settings):
+            return await work()
+
+    try:
+        return asyncio.run(run())
+    except DatabaseNotMigrated as error:
+        print(f"ketafollow: {error}", file=sys.stderr)
+        return 1
+    except DomainError as error:
+        print(f"ketafollow: {error.message}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    async def check() -> int:
+        await ensure_migrated()
+        return 0
+
+    if (status := _run_with_database(settings, check)) != 0:
+        return status
+    configure_logging(settings.log_level, settings.log_format)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, finishes requests, runs the lifespan exit.
+    server.run()
+    return 0 if server.started else 1
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.scheduler import build_scheduler
+
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def work() -> int:
+        await ensure_migrated()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        scheduler = build_scheduler(SystemClock())
+        scheduler.start()
+        print("ketafollow worker: running the scheduled jobs; stop with Ctrl-C", file=sys.stderr)
+        await stop.wait()
+        scheduler.shutdown(wait=True)
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        applied = await migrate()
+        print("\n".join(f"applied {name}" for name in applied) or "the database is up to date")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from seeds.loader import load_seeds
+
+    async def work() -> int:
+        await ensure_migrated()
+        report = await load_seeds(settings, today=SystemClock().now().date())
+        print(report.describe())
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _export_schema(settings: Settings, args: argparse.Namespace) -> int:
+    from schema import export_schema
+
+    sdl = export_schema()
+    if args.output == "-":
+        sys.stdout.write(sdl)
+        return 0
+    path = Path(args.output)
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != sdl:
+            print(f"{path} is out of date: run `ketafollow export-schema`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(sdl)
+    print(f"wrote {path}")
+    return 0
+
+
+def _create_care_team(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        team = await accounts.ensure_care_team(args.name)
+        print(f"care team {team.name} ({team.id})")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("ketafollow: the two passwords differ")
+    return first
+
+
+def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    role = accounts.Role(args.role)
+    if role is accounts.Role.PATIENT and len(args.care_team) != 1:
+        print("ketafollow: a patient needs exactly one --care-team", file=sys.stderr)
+        return 2
+    password = _read_password(args.password_stdin)
+    if problem := password_problem(password):
+        print(f"ketafollow: {problem}", file=sys.stderr)
+        return 2
+    data = accounts.NewUser(
+        email=args.email,
+        role=role,
+        given_name=args.given_name,
+        family_name=args.family_name,
+        time_zone=args.time_zone,
+        birth_date=args.birth_date,
+        phone=args.phone,
+        care_team=args.care_team[0] if role is accounts.Role.PATIENT else None,
+        care_teams=tuple(args.care_team) if role is accounts.Role.PROVIDER else (),
+        npi=args.npi,
+        credentials=args.credentials,
+    )
+
+    async def work() -> int:
+        await ensure_migrated()
+        user = await accounts.create_user(
+            data, password_hash=await hash_password(password), today=SystemClock().now().date()
+        )
+        print(f"created {user.role.value.lower()} {user.email} ({user.id})")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _create_client(settings: Settings, args: argparse.Namespace) -> int:
+    secret = secrets.token_urlsafe(32)
+    data = accounts.NewApiClient(
+        client_id=args.client_id, name=args.name, scopes=tuple(args.scope), care_teams=tuple(args.care_team)
+    )
+
+    async def work() -> int:
+        await ensure_migrated()
+        client = await accounts.create_api_client(data, secret_hash=await hash_password(secret))
+        print(f"created API client {client.client_id} with scopes {' '.join(client.scopes) or '(none)'}")
+        print(f"client secret (shown once, store it now): {secret}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The database: Tortoise configuration, opening and closing, and the migration state.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on and a busy timeout, so the
+server and a separate worker can share the file; PostgreSQL is used as given in `DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from tortoise.connection import get_connection
+from tortoise.context import TortoiseContext
+from tortoise.migrations.executor import MigrationExecutor
+
+from api.settings import Settings
+from models import MODEL_MODULES
+
+APP_LABEL = "ketafollow"
+MIGRATIONS_MODULE = "migrations"
+# Any constant will do: it only has to be the same in every replica that may run `migrate`.
+_MIGRATION_LOCK_KEY = 0x6B657461
+
+# SQLite PRAGMAs applied to every connection (Tortoise turns URL parameters into PRAGMAs).
+_SQLITE_PRAGMAS = {"journal_mode": "WAL", "foreign_keys": "ON", "busy_timeout": "10000"}
+
+
+class DatabaseNotMigrated(RuntimeError):
+    """The schema is behind the code; the message names the command that fixes it."""
+
+    def __init__(self, pending: list[str]) -> None:
+        self.pending = pending
+        shown = ", ".join(pending[:5]) + (" …" if len(pending) > 5 else "")
+        super().__init__(
+            f"the database is not migrated ({len(pending)} pending: {shown}). "
+            "Run `ketafollow migrate` (or `make migrate`) and start again."
+        )
+
+
+def connection_url(database_url: str) -> str:
+    """The URL Tortoise should open: SQLite gets its PRAGMAs and its folder created."""
+    parts = urlsplit(database_url)
+    if parts.scheme != "sqlite":
+        return database_url
+    path = Path(parts.netloc + parts.path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    query = dict(parse_qsl(parts.query))
+    for pragma, value in _SQLITE_PRAGMAS.items():
+        query.setdefault(pragma, value)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": connection_url(database_url)},
+        "apps": {
+            APP_LABEL: {
+                "models": list(MODEL_MODULES),
+                "migrations": MIGRATIONS_MODULE,
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # `tortoise makemigrations` reads `api.database.TORTOISE_ORM` (pyproject's [tool.tortoise]);
+    # computing it lazily keeps importing this module free of side effects.
+    if name == "TORTOISE_ORM":
+        return tortoise_config(Settings.from_env().database_url)
+    raise AttributeError(name)
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[TortoiseContext]:
+    """Open the connections for the duration of the block, as the current Tortoise context.
+
+    Tasks that do not inherit it (uvicorn runs requests apart from the lifespan) enter it
+    explicitly: see `api.middleware.DatabaseContextMiddleware`. No process-wide fallback is set,
+    so several apps (tests, benchmarks) can live in one process.
+    """
+    context = TortoiseContext()
+    with context:
+        await context.init(config=tortoise_config(settings.database_url))
+        try:
+            yield context
+        finally:
+            await context.close_connections()
+
+
+def _executor() -> MigrationExecutor:
+    apps = tortoise_config("sqlite://unused")["apps"]
+    return MigrationExecutor(get_connection("default"), apps)
+
+
+async def pending_migrations() -> list[str]:
+    """Names of the migrations the code has and the database has not applied yet."""
+    plan = await _executor().plan()
+    return [f"{step.migration.app_label}.{step.migration.name}" for step in plan if not step.backward]
+
+
+async def ensure_migrated() -> None:
+    """Refuse to serve a database whose schema is behind the code."""
+    pending = await pending_migrations()
+    if pending:
+        raise DatabaseNotMigrated(pending)
+
+
+async def migrate() -> list[str]:
+    """Apply every pending migration; returns what was applied.
+
+    On PostgreSQL an advisory lock makes replicas that start together migrate one after the other.
+    """
+    connection = get_connection("default")
+    if connection.capabilities.dialect != "postgres":
+        return await _migrate_now()
+    async with connection.acquire_connection() as locked:
+        await locked.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            return await _migrate_now()
+        finally:
+            await locked.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+
+
+async def _migrate_now() -> list[str]:
+    pending = await pending_migrations()
+    if pending:
+        await _executor().migrate()
+    return pending
+
+
+async def database_answers() -> bool:
+    """True when a trivial statement succeeds (used by /readyz)."""
+    try:
+        await get_connection("default").execute_query("SELECT 1")
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,239 @@
+"""One typed settings object, read from the environment (and `.env`) and validated at start-up.
+
+Every problem is collected and reported at once, with the variable's name, so an operator fixes a
+bad deployment in one go instead of one restart per mistake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+# Only ever used outside production; production refuses it (see `_check_secret`).
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+MINIMUM_SECRET_LENGTH = 32
+DEFAULT_DATABASE_URL = "sqlite://var/ketafollow.sqlite3"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """The environment does not describe a process that may start; `problems` says why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: Environment = Environment.DEVELOPMENT
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Access tokens are signed with `secret_key` and carry `secret_key_id` as their `kid`;
+    # `previous_secret_keys` (kid -> key) still verify, so keys rotate without logging anyone out.
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    secret_key_id: str = "k1"  # noqa: S105 - a key id, not a secret
+    previous_secret_keys: Mapping[str, str] = field(default_factory=dict)
+    token_issuer: str = "ketafollow"  # noqa: S105
+    token_audience: str = "ketafollow-api"  # noqa: S105
+    access_token_ttl: timedelta = timedelta(minutes=15)
+    refresh_token_idle_ttl: timedelta = timedelta(hours=12)
+    refresh_token_absolute_ttl: timedelta = timedelta(days=30)
+    max_query_depth: int = 12
+    max_aliases: int = 15
+    max_tokens: int = 2000
+    max_page_size: int = 100
+    max_body_bytes: int = 256 * 1024
+    log_level: str = "INFO"
+    log_format: str = "text"
+    run_scheduler: bool = True
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def graphql_ide_enabled(self) -> bool:
+        return not self.is_production
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return not self.is_production
+
+    @property
+    def demo_logins_enabled(self) -> bool:
+        return not self.is_production
+
+    @property
+    def signing_keys(self) -> dict[str, str]:
+        """Every key that verifies a token, by `kid`; the current one signs."""
+        return {**self.previous_secret_keys, self.secret_key_id: self.secret_key}
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read settings from `environ` (default: the process environment) over `env_file`.
+
+        Raises `SettingsError` listing every invalid or missing variable.
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return _Reader(values).settings()
+
+
+class _Reader:
+    """Turns raw strings into a `Settings`, collecting problems instead of failing on the first."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str) -> str:
+        return self.values.get(name, default).strip() or default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        raw = self.values.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"{name} must be between {minimum} and {maximum}, got {value}")
+            return default
+        return value
+
+    def seconds(self, name: str, default: timedelta, *, minimum: int, maximum: int) -> timedelta:
+        default_seconds = int(default.total_seconds())
+        return timedelta(seconds=self.integer(name, default_seconds, minimum=minimum, maximum=maximum))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.values.get(name)
+        if raw is None or not raw.strip():
+            return default
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        self.problems.append(f"{name} must be true or false, got {raw!r}")
+        return default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        self.problems.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return default
+
+    def settings(self) -> Settings:
+        env = Environment(
+            self.choice("KETAFOLLOW_ENV", Environment.DEVELOPMENT.value, tuple(e.value for e in Environment))
+        )
+        production = env is Environment.PRODUCTION
+        secret_key = self.values.get("SECRET_KEY", "").strip()
+        if not secret_key:
+            if production:
+                self.problems.append("SECRET_KEY must be set in production (32 or more random characters)")
+            secret_key = DEVELOPMENT_SECRET_KEY
+        elif production:
+            self._check_secret("SECRET_KEY", secret_key)
+        previous = self._previous_keys(production)
+        secret_key_id = self.text("SECRET_KEY_ID", "k1")
+        if secret_key_id in previous:
+            self.problems.append(f"SECRET_KEY_ID {secret_key_id!r} is also listed in PREVIOUS_SECRET_KEYS")
+
+        access_ttl = self.seconds("ACCESS_TOKEN_TTL_SECONDS", timedelta(minutes=15), minimum=60, maximum=3600)
+        idle_ttl = self.seconds(
+            "REFRESH_TOKEN_IDLE_TTL_SECONDS", timedelta(hours=12), minimum=300, maximum=30 * 86400
+        )
+        absolute_ttl = self.seconds(
+            "REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS", timedelta(days=30), minimum=300, maximum=90 * 86400
+        )
+        if idle_ttl > absolute_ttl:
+            self.problems.append(
+                "REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS"
+            )
+
+        settings = Settings(
+            env=env,
+            database_url=self._database_url(),
+            host=self.text("HOST", "127.0.0.1"),
+            port=self.integer("PORT", 8000, minimum=1, maximum=65535),
+            secret_key=secret_key,
+            secret_key_id=secret_key_id,
+            previous_secret_keys=previous,
+            token_issuer=self.text("TOKEN_ISSUER", "ketafollow"),
+            token_audience=self.text("TOKEN_AUDIENCE", "ketafollow-api"),
+            access_token_ttl=access_ttl,
+            refresh_token_idle_ttl=idle_ttl,
+            refresh_token_absolute_ttl=absolute_ttl,
+            max_query_depth=self.integer("GRAPHQL_MAX_DEPTH", 12, minimum=2, maximum=50),
+            max_aliases=self.integer("GRAPHQL_MAX_ALIASES", 15, minimum=1, maximum=200),
+            max_tokens=self.integer("GRAPHQL_MAX_TOKENS", 2000, minimum=100, maximum=100_000),
+            max_page_size=self.integer("GRAPHQL_MAX_PAGE_SIZE", 100, minimum=1, maximum=1000),
+            max_body_bytes=self.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024),
+            log_level=self.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
+            run_scheduler=self.boolean("RUN_SCHEDULER", True),
+        )
+        if self.problems:
+            raise SettingsError(self.problems)
+        return settings
+
+    def _check_secret(self, name: str, value: str) -> None:
+        if value == DEVELOPMENT_SECRET_KEY:
+            self.problems.append(f"{name} is the development default; set a random secret in production")
+        elif len(value) < MINIMUM_SECRET_LENGTH:
+            self.problems.append(f"{name} must be at least {MINIMUM_SECRET_LENGTH} characters in production")
+        elif len(set(value)) < 10:
+            self.problems.append(f"{name} is too weak (too few distinct characters); use a random secret")
+
+    def _previous_keys(self, production: bool) -> dict[str, str]:
+        raw = self.values.get("PREVIOUS_SECRET_KEYS", "").strip()
+        keys: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            kid, separator, key = item.partition("=")
+            if not separator or not kid.strip() or not key.strip():
+                self.problems.append("PREVIOUS_SECRET_KEYS must be a comma-separated list of kid=secret")
+                continue
+            if production:
+                self._check_secret(f"PREVIOUS_SECRET_KEYS[{kid.strip()}]", key.strip())
+            keys[kid.strip()] = key.strip()
+        return keys
+
+    def _database_url(self) -> str:
+        url = self.text("DATABASE_URL", DEFAULT_DATABASE_URL)
+        scheme = urlsplit(url).scheme
+        if scheme == "sqlite":
+            if url in {"sqlite://", "sqlite:///"}:
+                self.problems.append(
+                    "DATABASE_URL for SQLite needs a file path, e.g. sqlite://var/ketafollow.sqlite3"
+                )
+        elif scheme in {"postgres", "postgresql"}:
+            if not urlsplit(url).path.strip("/"):
+                self.problems.append("DATABASE_URL for PostgreSQL needs a database name")
+        else:
+            self.problems.append(
+                f"DATABASE_URL must start with sqlite:// or postgres://, got scheme {scheme or '(none)'!r}"
+            )
+        return url

@@ -1,0 +1,1 @@
+"""Time-based work: APScheduler jobs, each a thin call into a `models/` operation."""

@@ -1,0 +1,29 @@
+"""Builds the APScheduler that runs the periodic jobs, in the app's lifespan or `ketafollow worker`.
+
+The jobs claim due rows in the database (ARCHITECTURE.md decision 1), so the scheduler keeps no
+state of its own: no job store, nothing pickled, and several replicas may run it at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from jobs.registry import PERIODIC_JOBS
+from models.clock import Clock
+
+# A job that was due while the process was down or busy runs as soon as it can (no misfire
+# window), once (coalesced), and never overlaps itself.
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+def build_scheduler(clock: Clock) -> AsyncIOScheduler:
+    """A scheduler with every periodic job registered; the caller starts and stops it.
+
+    Jobs read `now` from `clock`, so tests drive them with a manual clock.
+    """
+    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
+    for job in PERIODIC_JOBS:
+        scheduler.add_job(job.run, "interval", seconds=job.every_seconds, args=[clock], id=job.name)
+    return scheduler

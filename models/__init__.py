@@ -1,0 +1,7 @@
+"""The domain: Tortoise models and the operations on them, one module per area.
+
+`MODEL_MODULES` lists every module that defines models; the database configuration and the
+migrations are built from it, so a new area is registered here once.
+"""
+
+MODEL_MODULES: tuple[str, ...] = ("models.accounts",)

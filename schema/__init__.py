@@ -1,0 +1,46 @@
+"""The GraphQL schema, composed from one module per area.
+
+`build_schema` takes the protections' limits so the same code serves development (introspection
+on) and production (off); `schema.graphql` at the root is the exported development schema.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from schema.accounts import AccountsQuery
+from schema.errors import ERROR_TYPES
+from schema.extensions import protections
+
+
+@strawberry.type
+class Query(AccountsQuery):
+    pass
+
+
+class KetafollowSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log nothing here: `ErrorPolicy` logs the unexpected errors, once, without request data."""
+
+
+def build_schema(
+    *, max_depth: int = 12, max_aliases: int = 15, max_tokens: int = 2000, introspection: bool = True
+) -> KetafollowSchema:
+    return KetafollowSchema(
+        query=Query,
+        types=list(ERROR_TYPES),
+        extensions=protections(
+            max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens, introspection=introspection
+        ),
+        config=StrawberryConfig(disable_field_suggestions=True),
+    )
+
+
+def export_schema() -> str:
+    """The SDL committed as `schema.graphql` (the tests fail when the two differ)."""
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,83 @@
+"""Schema extensions: the GraphQL protections and the error policy.
+
+Depth, alias and token limits refuse abusive documents before anything runs; introspection is
+refused in production; unexpected errors are logged with the request id and masked, so a client
+never sees a stack trace, SQL or a patient's data in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+from schema.errors import ClientError
+
+logger = logging.getLogger("ketafollow.graphql")
+
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+class ErrorPolicy(SchemaExtension):
+    """Show expected errors, mask and log the rest, and never suggest field names."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [self._public(error) for error in result.errors]
+
+    def _public(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None:
+            # Parsing and validation errors: about the document the client sent, safe to show,
+            # minus the suggestions that would let a client map a schema it cannot introspect.
+            error.message = _SUGGESTION.sub("", error.message)
+            return error
+        if isinstance(original, ClientError):
+            return GraphQLError(
+                original.message,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": original.code},
+            )
+        request_id = getattr(self.execution_context.context, "request_id", None)
+        logger.error(
+            "unexpected error in %s",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        return GraphQLError(
+            f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+        )
+
+
+def protections(
+    *, max_depth: int, max_aliases: int, max_tokens: int, introspection: bool
+) -> list[Callable[[], SchemaExtension]]:
+    """The extensions every request passes through, in order."""
+    # Factories, so each request gets fresh extension instances.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: ParserCache(maxsize=256),
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy]
+    return extensions

@@ -1,0 +1,1 @@
+"""Seed data: instrument definitions (as data) and the demo clinic, loaded idempotently."""

@@ -1,0 +1,58 @@
+"""Loads the seed data. Idempotent: what exists is left as it is, what is missing is added."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from api.auth.passwords import hash_password
+from api.settings import Settings
+from models import accounts
+from seeds import demo
+
+
+@dataclass
+class SeedReport:
+    created: list[str] = field(default_factory=list)
+    demo_loaded: bool = False
+
+    def describe(self) -> str:
+        lines = [f"seeded: {', '.join(self.created)}" if self.created else "seed data already present"]
+        if self.demo_loaded:
+            lines.append(f"demo logins (password {demo.DEMO_PASSWORD!r}):")
+            lines += [f"  {user.email:<24} {user.role.value.lower()}" for user in demo.USERS]
+            lines += [
+                f"  EHR client {client.client_id!r}, secret {demo.DEMO_CLIENT_SECRET!r}, "
+                f"scopes {' '.join(client.scopes)}"
+                for client in demo.API_CLIENTS
+            ]
+        else:
+            lines.append("demo data is not loaded in production")
+        return "\n".join(lines)
+
+
+async def load_seeds(settings: Settings, *, today: date) -> SeedReport:
+    """Load what every deployment needs, and the demo clinic outside production."""
+    report = SeedReport()
+    if settings.is_production:
+        return report
+    await _load_demo(report, today)
+    report.demo_loaded = True
+    return report
+
+
+async def _load_demo(report: SeedReport, today: date) -> None:
+    for name in demo.CARE_TEAMS:
+        if not await accounts.CareTeam.exists(name=name):
+            await accounts.ensure_care_team(name)
+            report.created.append(f"care team {name}")
+    for user in demo.USERS:
+        if await accounts.User.exists(email=user.email):
+            continue
+        await accounts.create_user(user, password_hash=await hash_password(demo.DEMO_PASSWORD), today=today)
+        report.created.append(user.email)
+    for client in demo.API_CLIENTS:
+        if await accounts.ApiClient.exists(client_id=client.client_id):
+            continue
+        await accounts.create_api_client(client, secret_hash=await hash_password(demo.DEMO_CLIENT_SECRET))
+        report.created.append(f"client {client.client_id}")

@@ -1,0 +1,99 @@
+"""The `ketafollow` command, run as a newcomer would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.auth.passwords import verify_password
+from api.database import open_database
+from api.settings import Environment, Settings
+from models.accounts import ApiClient, User
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = [sys.executable, "-m", "api.cli"]
+
+
+def run(*args: str, database_url: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "KETAFOLLOW_ENV": "test", "DATABASE_URL": database_url, **env}
+    return subprocess.run(  # noqa: S603 - our own command
+        [*COMMAND, *args], input=stdin, capture_output=True, text=True, cwd=ROOT, env=environment, timeout=60
+    )
+
+
+def test_help_lists_every_command(database_url: str) -> None:
+    result = run("--help", database_url=database_url)
+    assert result.returncode == 0
+    for command in ("serve", "worker", "migrate", "seed", "export-schema", "create-user", "create-client"):
+        assert command in result.stdout
+
+
+def test_invalid_configuration_is_reported_before_anything_runs(database_url: str) -> None:
+    result = run("migrate", database_url="mysql://nope/db")
+    assert result.returncode == 2
+    assert "DATABASE_URL must start with sqlite:// or postgres://" in result.stderr
+
+
+def test_serve_refuses_an_unmigrated_database_and_names_the_fix(empty_database_url: str) -> None:
+    result = run("serve", "--port", "8798", database_url=empty_database_url)
+    assert result.returncode == 1
+    assert "the database is not migrated" in result.stderr
+    assert "ketafollow migrate" in result.stderr
+
+
+def test_migrate_on_an_empty_database_then_again_is_a_no_op(empty_database_url: str) -> None:
+    first = run("migrate", database_url=empty_database_url)
+    second = run("migrate", database_url=empty_database_url)
+    assert first.returncode == 0 and "applied ketafollow.0001_initial" in first.stdout
+    assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_export_schema_check_passes_on_the_committed_schema(database_url: str) -> None:
+    result = run("export-schema", "--check", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+
+
+async def test_create_user_and_client_store_only_hashes(database_url: str) -> None:
+    assert run("create-care-team", "North", database_url=database_url).returncode == 0
+    created = run(
+        "create-user", "--email", "Dr.Lee@Clinic.test", "--role", "provider", "--given-name", "Ana",
+        "--family-name", "Lee", "--time-zone", "America/Chicago", "--care-team", "North",
+        "--npi", "1234567893", "--password-stdin",
+        database_url=database_url, stdin="a long enough passphrase\n",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "created provider dr.lee@clinic.test" in created.stdout
+    again = run(
+        "create-user", "--email", "dr.lee@clinic.test", "--role", "ADMIN", "--password-stdin",
+        database_url=database_url, stdin="another long passphrase\n",
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+    client = run(
+        "create-client", "--client-id", "acme-ehr", "--name", "Acme EHR", "--scope", "patients:read",
+        "--care-team", "North", database_url=database_url,
+    )  # fmt: skip
+    assert client.returncode == 0, client.stderr
+    secret = client.stdout.rsplit(": ", 1)[1].strip()
+
+    async with open_database(Settings(env=Environment.TEST, database_url=database_url)):
+        user = await User.get(email="dr.lee@clinic.test")
+        assert await verify_password(user.password_hash, "a long enough passphrase")
+        stored = await ApiClient.get(client_id="acme-ehr")
+        assert secret not in stored.secret_hash
+        assert await verify_password(stored.secret_hash, secret)
+
+
+@pytest.mark.parametrize("password", ["short", ""])
+def test_create_user_refuses_a_weak_password(database_url: str, password: str) -> None:
+    result = run(
+        "create-user", "--email", "a@b.test", "--role", "ADMIN", "--password-stdin",
+        database_url=database_url, stdin=password + "\n",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "at least 12 characters" in result.stderr

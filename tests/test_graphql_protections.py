@@ -1,0 +1,115 @@
+"""Each protection of the GraphQL endpoint refuses its attack with a clear error, never a 500."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.graphql import error_messages, gql
+
+DEEP = "{ me { careTeam { patients { careTeam { patients { careTeam { patients { careTeam { patients {"
+DEEP += " careTeam { patients { careTeam { patients { id } } } } } } } } } } } } } }"
+
+
+async def test_a_query_deeper_than_the_limit_is_refused(client: httpx.AsyncClient) -> None:
+    body = await gql(client, DEEP)
+    assert body.get("data") is None
+    assert any("exceeds maximum operation depth" in m for m in error_messages(body))
+
+
+async def test_a_query_with_too_many_aliases_is_refused(client: httpx.AsyncClient) -> None:
+    aliases = " ".join(f"a{i}: __typename" for i in range(50))
+    body = await gql(client, f"{{ {aliases} }}")
+    assert body.get("data") is None
+    assert any("aliases" in m for m in error_messages(body))
+
+
+async def test_a_document_with_too_many_tokens_is_refused(client: httpx.AsyncClient) -> None:
+    fields = " ".join("__typename" for _ in range(3000))
+    body = await gql(client, f"{{ {fields} }}")
+    assert body.get("data") is None
+    assert any("more than 2000 tokens" in m for m in error_messages(body))
+
+
+async def test_queries_over_get_are_refused(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql", params={"query": "{ __typename }"})
+    assert response.status_code in {400, 405}
+    assert "__typename" not in response.text
+
+
+async def test_a_form_encoded_post_is_refused(client: httpx.AsyncClient) -> None:
+    # What a cross-site HTML form can send without a CORS preflight.
+    response = await client.post("/graphql", data={"query": "{ __typename }"})
+    assert response.status_code == 400
+    assert "Unsupported content type" in response.text
+
+
+async def test_batched_operations_are_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", json=[{"query": "{ __typename }"}, {"query": "{ __typename }"}])
+    assert response.status_code == 400
+
+
+async def test_an_announced_oversized_body_is_refused_with_413(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/graphql",
+        content=json.dumps({"query": "{ __typename }", "variables": {"pad": "x" * 300_000}}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_too_large"
+
+
+async def test_a_streamed_oversized_body_is_refused_with_413(client: httpx.AsyncClient) -> None:
+    async def chunks():  # no Content-Length: the size is only known while reading
+        yield b'{"query": "{ __typename }", "variables": {"pad": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}}'
+
+    response = await client.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+async def test_malformed_json_is_a_400_not_a_500(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+
+
+async def test_field_suggestions_are_not_given(client: httpx.AsyncClient) -> None:
+    body = await gql(client, "{ mee { id } }")
+    messages = error_messages(body)
+    assert messages == ["Cannot query field 'mee' on type 'Query'."]
+
+
+async def test_introspection_works_in_development(client: httpx.AsyncClient) -> None:
+    body = await gql(client, "{ __schema { queryType { name } } }")
+    assert body["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_introspection_is_refused_in_production(production_client: httpx.AsyncClient) -> None:
+    body = await gql(production_client, "{ __schema { queryType { name } } }")
+    assert body.get("data") is None
+    assert any("introspection" in m.lower() for m in error_messages(body))
+    type_probe = await gql(production_client, '{ __type(name: "Patient") { fields { name } } }')
+    assert type_probe.get("data") is None
+
+
+async def test_graphiql_is_served_in_development_only(
+    client: httpx.AsyncClient, production_client: httpx.AsyncClient
+) -> None:
+    development = await client.get("/graphql", headers={"accept": "text/html"})
+    assert development.status_code == 200
+    assert "graphiql" in development.text.lower()
+    production = await production_client.get("/graphql", headers={"accept": "text/html"})
+    assert production.status_code == 404
+    assert "graphiql" not in production.text.lower()
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_refused(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/graphql", json={"query": "{ __typename }"})
+    assert response.status_code == 405

@@ -1,0 +1,70 @@
+"""Health and readiness, and the refusal to serve an unmigrated database."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.database import DatabaseNotMigrated, ensure_migrated, open_database, pending_migrations
+from api.settings import Environment, Settings
+from tests.conftest import ON_POSTGRES
+
+
+async def test_healthz_answers_while_the_process_is_up(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_database_migrations_and_scheduler(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "migrations": "ok", "scheduler": "running"},
+    }
+
+
+async def test_every_response_carries_a_request_id_and_security_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert len(response.headers["x-request-id"]) == 32
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_a_sane_incoming_request_id_is_kept_and_a_hostile_one_replaced(
+    client: httpx.AsyncClient,
+) -> None:
+    kept = await client.get("/healthz", headers={"X-Request-ID": "portal-abc12345"})
+    assert kept.headers["x-request-id"] == "portal-abc12345"
+    replaced = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert replaced.headers["x-request-id"] != "bad id\nwith newline"
+
+
+async def test_the_app_refuses_to_start_on_an_unmigrated_database_and_names_the_fix(
+    empty_database_url: str,
+) -> None:
+    app = create_app(Settings(env=Environment.TEST, database_url=empty_database_url))
+    with pytest.raises(DatabaseNotMigrated, match="ketafollow migrate"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+async def test_a_migrated_database_has_nothing_pending(settings: Settings) -> None:
+    async with open_database(settings):
+        assert await pending_migrations() == []
+        await ensure_migrated()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite PRAGMAs")
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(settings: Settings) -> None:
+    async with open_database(settings) as context:
+        connection = context.db()
+        _, journal = await connection.execute_query("PRAGMA journal_mode")
+        _, foreign_keys = await connection.execute_query("PRAGMA foreign_keys")
+        _, busy = await connection.execute_query("PRAGMA busy_timeout")
+    assert journal[0][0] == "wal"
+    assert foreign_keys[0][0] == 1
+    assert busy[0][0] >= 5000

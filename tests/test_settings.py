@@ -1,0 +1,100 @@
+"""Settings come from the environment, are validated at start-up, and production refuses weak secrets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from api.settings import DEVELOPMENT_SECRET_KEY, Environment, Settings, SettingsError
+
+STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
+
+
+def test_defaults_describe_a_development_server_on_sqlite() -> None:
+    settings = Settings.from_env({}, env_file=None)
+    assert settings.env is Environment.DEVELOPMENT
+    assert settings.database_url == "sqlite://var/ketafollow.sqlite3"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.graphql_ide_enabled and settings.introspection_enabled
+    assert settings.log_format == "text"
+
+
+def test_production_turns_off_the_ide_introspection_and_demo_logins() -> None:
+    settings = Settings.from_env({"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET}, env_file=None)
+    assert settings.is_production
+    assert not settings.graphql_ide_enabled
+    assert not settings.introspection_enabled
+    assert not settings.demo_logins_enabled
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        (None, "SECRET_KEY must be set in production"),
+        (DEVELOPMENT_SECRET_KEY, "SECRET_KEY is the development default"),
+        ("short-secret", "SECRET_KEY must be at least 32 characters"),
+        ("a" * 40, "SECRET_KEY is too weak"),
+    ],
+)
+def test_production_refuses_to_start_with_a_default_or_weak_secret(secret: str | None, problem: str) -> None:
+    environ = {"KETAFOLLOW_ENV": "production"} | ({"SECRET_KEY": secret} if secret is not None else {})
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert any(problem in line for line in raised.value.problems)
+
+
+def test_every_problem_is_reported_at_once_with_the_variable_named() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(
+            {
+                "PORT": "eighty",
+                "DATABASE_URL": "mysql://x/y",
+                "KETAFOLLOW_ENV": "staging",
+                "RUN_SCHEDULER": "maybe",
+            },
+            env_file=None,
+        )
+    text = str(raised.value)
+    for name in ("PORT", "DATABASE_URL", "KETAFOLLOW_ENV", "RUN_SCHEDULER"):
+        assert name in text
+
+
+def test_limits_are_range_checked() -> None:
+    with pytest.raises(SettingsError, match="GRAPHQL_MAX_DEPTH must be between 2 and 50"):
+        Settings.from_env({"GRAPHQL_MAX_DEPTH": "500"}, env_file=None)
+
+
+def test_token_lifetimes_are_read_in_seconds() -> None:
+    settings = Settings.from_env(
+        {"ACCESS_TOKEN_TTL_SECONDS": "300", "REFRESH_TOKEN_IDLE_TTL_SECONDS": "3600"}, env_file=None
+    )
+    assert settings.access_token_ttl == timedelta(minutes=5)
+    assert settings.refresh_token_idle_ttl == timedelta(hours=1)
+
+
+def test_previous_keys_verify_tokens_while_the_current_key_signs() -> None:
+    settings = Settings.from_env(
+        {
+            "SECRET_KEY": STRONG_SECRET,
+            "SECRET_KEY_ID": "k2",
+            "PREVIOUS_SECRET_KEYS": "k1=" + STRONG_SECRET[::-1],
+        },
+        env_file=None,
+    )
+    assert settings.signing_keys == {"k1": STRONG_SECRET[::-1], "k2": STRONG_SECRET}
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=9001\nHOST=0.0.0.0\n")
+    settings = Settings.from_env({"PORT": "9002"}, env_file=env_file)
+    assert (settings.host, settings.port) == ("0.0.0.0", 9002)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgres://localhost:5432", "ftp://example.test/db"])
+def test_unusable_database_urls_are_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        Settings.from_env({"DATABASE_URL": url}, env_file=None)
