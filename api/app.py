@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
+from api.auth.routes import revoke_endpoint, token_endpoint
 from api.database import ensure_migrated, open_database
 from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
@@ -47,6 +48,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/auth/token", token_endpoint, methods=["POST"]),
+            Route("/auth/revoke", revoke_endpoint, methods=["POST"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],

@@ -210,7 +210,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work() -> int:
         await ensure_migrated()
-        report = await load_seeds(settings, today=SystemClock().now().date())
+        report = await load_seeds(settings, now=SystemClock().now())
         print(report.describe())
         return 0
 

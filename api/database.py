@@ -6,12 +6,13 @@ server and a separate worker can share the file; PostgreSQL is used as given in 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tortoise import context as tortoise_context
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
@@ -92,6 +93,21 @@ async def open_database(settings: Settings) -> AsyncIterator[TortoiseContext]:
             yield context
         finally:
             await context.close_connections()
+
+
+@contextmanager
+def use_database(database: TortoiseContext) -> Iterator[None]:
+    """Make `database` the current one in this task for the duration of the block.
+
+    `TortoiseContext`'s own `with` keeps one token on the shared object, so it cannot be entered
+    by concurrent tasks; this keeps the token per call. (Tortoise has no public per-task API for
+    this yet; the context variable is pinned by our tortoise-orm <1.2 requirement.)
+    """
+    token = tortoise_context._current_context.set(database)
+    try:
+        yield
+    finally:
+        tortoise_context._current_context.reset(token)
 
 
 def _executor() -> MigrationExecutor:

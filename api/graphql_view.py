@@ -1,8 +1,10 @@
-"""The `/graphql` endpoint: Strawberry's ASGI view with our context and transport rules.
+"""The `/graphql` endpoint: Strawberry's ASGI view with our authentication, context and transport rules.
 
-GET is refused for operations (no queries in URLs, which end up in logs and caches; no CSRF by
-link), only `application/json` POST bodies are read (a form post from another site is refused),
-batches are off, and GraphiQL is served only outside production.
+Every operation needs a valid access token (`Authorization: Bearer …` over HTTP, in the
+`connection_init` payload over WebSocket); without one the answer is 401 `UNAUTHENTICATED` before
+any GraphQL runs. GET is refused for operations (no queries in URLs, which end up in logs and
+caches; no CSRF by link), only `application/json` POST bodies are read (a form post from another
+site is refused), batches are off, and GraphiQL is served only outside production.
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 
+from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
 from api.settings import Settings
+from models.audit import AuditTrail
 from models.clock import Clock
 from schema import build_schema
 from schema.context import Context
+
+
+def _trail(scope: Scope, client_address: str | None) -> AuditTrail:
+    return AuditTrail(request_id=scope.get("state", {}).get("request_id"), client_address=client_address)
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -36,6 +46,31 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.settings = settings
         self.clock = clock
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            request = Request(scope, receive)
+            address = request.client.host if request.client else None
+            try:
+                viewer = await authenticate(
+                    self.settings,
+                    bearer_token(request.headers.get("authorization")),
+                    now=self.clock.now(),
+                    trail=_trail(scope, address),
+                )
+            except NotAuthenticated as refusal:
+                await self._unauthenticated(refusal.message)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["viewer"] = viewer
+        await super().__call__(scope, receive, send)
+
+    @staticmethod
+    def _unauthenticated(message: str) -> Response:
+        return JSONResponse(
+            {"data": None, "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="ketafollow"'},
+        )
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | Any
     ) -> Context:
@@ -43,5 +78,26 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             clock=self.clock,
             request_id=request.scope.get("state", {}).get("request_id", ""),
             max_page_size=self.settings.max_page_size,
+            viewer=request.scope.get("state", {}).get("viewer"),
             client_address=request.client.host if request.client else None,
         )
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        """graphql-transport-ws: the access token comes in `connection_init`, or the socket closes."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        raw = params.get("Authorization") or params.get("authorization")
+        token = bearer_token(raw) if isinstance(raw, str) else None
+        if token is None and isinstance(params.get("token"), str):
+            token = params["token"]
+        try:
+            context.viewer = await authenticate(
+                self.settings,
+                token,
+                now=self.clock.now(),
+                trail=AuditTrail(client_address=context.client_address),
+            )
+        except NotAuthenticated as refusal:
+            raise ConnectionRejectionError(
+                {"message": refusal.message, "code": "UNAUTHENTICATED"}
+            ) from refusal
+        return None

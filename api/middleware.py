@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.database import use_database
 from api.log import request_id_var
 
 access_log = logging.getLogger("ketafollow.access")
@@ -97,7 +98,7 @@ class DatabaseContextMiddleware:
         if scope["type"] == "lifespan" or database is None:
             await self.app(scope, receive, send)
             return
-        with database:
+        with use_database(database):
             await self.app(scope, receive, send)
 
 

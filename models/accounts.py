@@ -100,6 +100,23 @@ class ApiClient(Entity):
         table = "api_client"
 
 
+class DataSharingConsent(Entity):
+    """Consent of a patient to share their record with one EHR client. Revoking keeps the row."""
+
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="data_sharing_consents", on_delete=fields.RESTRICT
+    )
+    api_client: fields.ForeignKeyRelation[ApiClient] = fields.ForeignKeyField(
+        "ketafollow.ApiClient", related_name="consents", on_delete=fields.RESTRICT
+    )
+    granted_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "data_sharing_consent"
+        indexes = (("api_client_id", "patient_id"),)
+
+
 @dataclass(frozen=True)
 class NewUser:
     email: str

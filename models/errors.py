@@ -19,6 +19,10 @@ class NotFound(DomainError):
         self.resource = resource
 
 
+class Forbidden(DomainError):
+    """The viewer's role may not do this at all (not about one record: that is `NotFound`)."""
+
+
 class InvalidInput(DomainError):
     """One input field is wrong; `field` names it as the client sent it."""
 

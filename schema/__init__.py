@@ -11,13 +11,19 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from schema.accounts import AccountsQuery
+from schema.accounts import AccountsMutation, AccountsQuery
+from schema.audit import AuditQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import protections
 
 
 @strawberry.type
-class Query(AccountsQuery):
+class Query(AccountsQuery, AuditQuery):
+    pass
+
+
+@strawberry.type
+class Mutation(AccountsMutation):
     pass
 
 
@@ -33,6 +39,7 @@ def build_schema(
 ) -> KetafollowSchema:
     return KetafollowSchema(
         query=Query,
+        mutation=Mutation,
         types=list(ERROR_TYPES),
         extensions=protections(
             max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens, introspection=introspection

@@ -1,48 +1,333 @@
-"""Accounts in the API: the viewer (`me`), patients, providers and care teams."""
+"""Accounts in the API: the viewer (`me`), patients, providers, care teams, and `node(id)`."""
 
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from enum import Enum
+from typing import Annotated, Any, cast
 
 import strawberry
+from strawberry import relay
 from strawberry.types import Info
 
+from models import consent, directory
+from models import errors as domain
+from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from schema.context import Context
-from schema.errors import Unauthenticated
+from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, ValidationError, error_type_for
+from schema.loaders import loader
+from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.permissions import viewer_of
+
+
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+def node_uuid(info: Info[Context, None], global_id: strawberry.ID, type_name: str) -> uuid.UUID | None:
+    """The UUID inside a global id of `type_name`, or None if it is anything else."""
+    try:
+        parsed = relay.GlobalID.from_id(global_id)
+    except (ValueError, relay.GlobalIDValueError):
+        return None
+    return parse_uuid(parsed.node_id) if parsed.type_name == type_name else None
+
+
+@strawberry.enum(name="ViewerRole")
+class ViewerRole(Enum):
+    PATIENT = "PATIENT"
+    PROVIDER = "PROVIDER"
+    ADMIN = "ADMIN"
+    EHR_CLIENT = "EHR_CLIENT"
 
 
 @strawberry.type(name="CareTeam")
-class CareTeamType:
-    id: strawberry.ID
+class CareTeamType(relay.Node):
+    id: relay.NodeID[str]
     name: str
-    patients: list[PatientType]
-    providers: list[ProviderType]
 
+    @classmethod
+    def from_model(cls, team: CareTeam) -> CareTeamType:
+        return cls(id=str(team.id), name=team.name)
 
-@strawberry.type(name="Patient")
-class PatientType:
-    id: strawberry.ID
-    given_name: str
-    family_name: str
-    birth_date: date
-    time_zone: str
-    care_team: CareTeamType
+    @classmethod
+    async def load_nodes(cls, info: Info[Context, None], node_ids: list[str]) -> list[CareTeamType | None]:
+        ids = [parse_uuid(str(node_id)) for node_id in node_ids]
+        found = await directory.get_care_teams(viewer_of(info), [i for i in ids if i])
+        return [cls.from_model(found[i]) if i in found else None for i in ids]
+
+    @strawberry.field
+    async def providers(self, info: Info[Context, None]) -> list[ProviderType]:
+        providers = await directory.providers_of_care_team(viewer_of(info), uuid.UUID(self.id))
+        return [ProviderType.from_model(provider) for provider in providers]
+
+    @strawberry.field
+    async def patients(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[PatientType]:
+        return await patient_connection(info, first, after, care_team_id=uuid.UUID(self.id))
 
 
 @strawberry.type(name="Provider")
-class ProviderType:
-    id: strawberry.ID
+class ProviderType(relay.Node):
+    id: relay.NodeID[str]
     given_name: str
     family_name: str
     credentials: str
     npi: str | None
-    care_teams: list[CareTeamType]
+
+    @classmethod
+    def from_model(cls, provider: Provider) -> ProviderType:
+        return cls(
+            id=str(provider.id),
+            given_name=provider.given_name,
+            family_name=provider.family_name,
+            credentials=provider.credentials,
+            npi=provider.npi,
+        )
+
+    @classmethod
+    async def load_nodes(cls, info: Info[Context, None], node_ids: list[str]) -> list[ProviderType | None]:
+        ids = [parse_uuid(str(node_id)) for node_id in node_ids]
+        found = await directory.get_providers(viewer_of(info), [i for i in ids if i])
+        return [cls.from_model(found[i]) if i in found else None for i in ids]
+
+    @strawberry.field
+    async def care_teams(self, info: Info[Context, None]) -> list[CareTeamType]:
+        teams = await directory.care_teams_of_provider(viewer_of(info), uuid.UUID(self.id))
+        return [CareTeamType.from_model(team) for team in teams]
+
+
+@strawberry.type(name="ApiClientSummary")
+class ApiClientSummary:
+    client_id: str
+    name: str
+
+
+@strawberry.type(name="DataSharingConsent")
+class DataSharingConsentType:
+    id: strawberry.ID
+    client: ApiClientSummary
+    granted_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_model(cls, consent_row: DataSharingConsent, client: ApiClientSummary) -> DataSharingConsentType:
+        return cls(
+            id=strawberry.ID(str(consent_row.id)),
+            client=client,
+            granted_at=consent_row.granted_at,
+            revoked_at=consent_row.revoked_at,
+        )
+
+
+@strawberry.type(name="DataSharingChoice")
+class DataSharingChoice:
+    client: ApiClientSummary
+    shared: bool
+    granted_at: datetime | None
+
+
+@strawberry.type(name="Patient")
+class PatientType(relay.Node):
+    id: relay.NodeID[str]
+    given_name: str
+    family_name: str
+    birth_date: date
+    time_zone: str
+    care_team_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, patient: Patient) -> PatientType:
+        return cls(
+            id=str(patient.id),
+            given_name=patient.given_name,
+            family_name=patient.family_name,
+            birth_date=patient.birth_date,
+            time_zone=patient.time_zone,
+            care_team_id=patient.care_team_id,  # type: ignore[attr-defined]
+        )
+
+    @classmethod
+    async def load_nodes(cls, info: Info[Context, None], node_ids: list[str]) -> list[PatientType | None]:
+        ids = [parse_uuid(str(node_id)) for node_id in node_ids]
+        found = await directory.get_patients(viewer_of(info), [i for i in ids if i])
+        return [cls.from_model(found[i]) if i in found else None for i in ids]
+
+    @strawberry.field
+    async def care_team(self, info: Info[Context, None]) -> CareTeamType | None:
+        team = await loader(info, "care_teams", directory.get_care_teams).load(self.care_team_id)
+        return CareTeamType.from_model(team) if team else None
+
+    @strawberry.field(description="EHR clients this patient may share their record with (the patient only).")
+    async def data_sharing(self, info: Info[Context, None]) -> list[DataSharingChoice]:
+        viewer = viewer_of(info)
+        if viewer.patient_id != uuid.UUID(self.id):
+            return []
+        return [
+            DataSharingChoice(
+                client=ApiClientSummary(client_id=choice.client.client_id, name=choice.client.name),
+                shared=choice.consent is not None,
+                granted_at=choice.consent.granted_at if choice.consent else None,
+            )
+            for choice in await consent.sharing_choices(viewer)
+        ]
+
+
+@strawberry.type(name="Viewer")
+class ViewerType:
+    id: strawberry.ID
+    role: ViewerRole
+    name: str = strawberry.field(description="The e-mail of a user, the client id of an EHR client.")
+    scopes: list[str]
+
+    @strawberry.field(description="The signed-in patient's record (patients only).")
+    async def patient(self, info: Info[Context, None]) -> PatientType | None:
+        viewer = viewer_of(info)
+        if viewer.patient_id is None:
+            return None
+        return PatientType.from_model(await directory.get_patient(viewer, viewer.patient_id))
+
+    @strawberry.field(description="The signed-in provider's profile (providers only).")
+    async def provider(self, info: Info[Context, None]) -> ProviderType | None:
+        viewer = viewer_of(info)
+        if viewer.provider_id is None:
+            return None
+        found = await directory.get_providers(viewer, [viewer.provider_id])
+        return ProviderType.from_model(found[viewer.provider_id]) if viewer.provider_id in found else None
+
+
+_PATIENT_CURSOR = "patients"
+
+
+async def patient_connection(
+    info: Info[Context, None], first: int | None, after: str | None, *, care_team_id: uuid.UUID | None = None
+) -> Connection[PatientType]:
+    viewer = viewer_of(info)
+    limit = page_size(first, info.context.max_page_size)
+    position = None
+    if after is not None:
+        family, given, raw_id = decode_cursor(_PATIENT_CURSOR, after, 3)
+        patient_id = parse_uuid(raw_id)
+        if patient_id is None:
+            raise BadUserInput("after is not a cursor this list issued")
+        position = directory.PatientCursor(family, given, patient_id)
+    patients = await directory.list_patients(
+        viewer, limit=limit + 1, after=position, care_team_id=care_team_id
+    )
+    page = patients[:limit]
+    return Connection[PatientType].build(
+        [PatientType.from_model(patient) for patient in page],
+        [encode_cursor(_PATIENT_CURSOR, [p.family_name, p.given_name, str(p.id)]) for p in page],
+        has_next_page=len(patients) > limit,
+        after=after,
+    )
+
+
+NodeLoader = Callable[[Info[Context, None], list[str]], Awaitable[list[Any]]]
+NODE_LOADERS: dict[str, NodeLoader] = {
+    "Patient": PatientType.load_nodes,
+    "Provider": ProviderType.load_nodes,
+    "CareTeam": CareTeamType.load_nodes,
+}
+
+
+DataSharingConsentResult = Annotated[
+    DataSharingConsentType | NotFound | ValidationError, strawberry.union("DataSharingConsentResult")
+]
+
+
+@strawberry.type(name="DataSharingConsentPayload")
+class DataSharingConsentPayload:
+    result: DataSharingConsentResult
+
+
+@strawberry.input
+class DataSharingConsentInput:
+    client_id: str
+
+
+async def _consent_payload(
+    info: Info[Context, None],
+    input: DataSharingConsentInput,
+    operation: Any,
+) -> DataSharingConsentPayload:
+    viewer = viewer_of(info)
+    try:
+        row = await operation(viewer, input.client_id, now=info.context.now())
+    except domain.Forbidden as error:
+        raise Forbidden(error.message) from error
+    except domain.DomainError as error:
+        return DataSharingConsentPayload(result=cast(NotFound | ValidationError, error_type_for(error)))
+    client = await row.api_client
+    return DataSharingConsentPayload(
+        result=DataSharingConsentType.from_model(
+            row, ApiClientSummary(client_id=client.client_id, name=client.name)
+        )
+    )
 
 
 @strawberry.type
 class AccountsQuery:
-    @strawberry.field(description="The signed-in patient.")
-    def me(self, info: Info[Context, None]) -> PatientType | None:
-        if info.context.viewer is None:
-            raise Unauthenticated("sign in first: send a bearer access token from POST /auth/token")
-        return None
+    @strawberry.field(
+        description="Who is signed in: a patient, provider, admin or EHR client, with its role."
+    )
+    def me(self, info: Info[Context, None]) -> ViewerType:
+        viewer = viewer_of(info)
+        return ViewerType(
+            id=strawberry.ID(str(viewer.id)),
+            role=ViewerRole(viewer.role_name),
+            name=viewer.label,
+            scopes=sorted(viewer.scopes),
+        )
+
+    @strawberry.field(description="Any object by its global id; null when it does not exist or is not yours.")
+    async def node(self, info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:
+        viewer_of(info)
+        try:
+            parsed = relay.GlobalID.from_id(id)
+        except (ValueError, relay.GlobalIDValueError):
+            return None
+        load = NODE_LOADERS.get(parsed.type_name)
+        if load is None:
+            return None
+        [found] = await load(info, [parsed.node_id])
+        node: relay.Node | None = found
+        return node
+
+    @strawberry.field(description="A patient's record, if you may see it.")
+    async def patient(self, info: Info[Context, None], id: strawberry.ID) -> PatientType | None:
+        viewer = viewer_of(info)
+        patient_id = node_uuid(info, id, "Patient")
+        try:
+            if patient_id is None:
+                raise domain.NotFound("patient")
+            return PatientType.from_model(await directory.get_patient(viewer, patient_id))
+        except domain.NotFound as error:
+            raise RecordNotFound(error.message) from error
+
+    @strawberry.field(description="The patients you may see (a provider's panel), ordered by name.")
+    async def patients(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[PatientType]:
+        return await patient_connection(info, first, after)
+
+
+@strawberry.type
+class AccountsMutation:
+    @strawberry.mutation(description="Let an EHR client serving your care team receive your record.")
+    async def grant_data_sharing_consent(
+        self, info: Info[Context, None], input: DataSharingConsentInput
+    ) -> DataSharingConsentPayload:
+        return await _consent_payload(info, input, consent.grant_data_sharing_consent)
+
+    @strawberry.mutation(description="Stop sharing your record with an EHR client, from now on.")
+    async def revoke_data_sharing_consent(
+        self, info: Info[Context, None], input: DataSharingConsentInput
+    ) -> DataSharingConsentPayload:
+        return await _consent_payload(info, input, consent.revoke_data_sharing_consent)

@@ -17,8 +17,10 @@ class Context:
     max_page_size: int
     viewer: Viewer | None = None
     client_address: str | None = None
-    # Per-request caches (DataLoaders) live here so nothing leaks between requests.
+    # Per-request caches (DataLoaders) live here so nothing leaks between requests or viewers.
     loaders: dict[str, Any] = field(default_factory=dict)
+    # Set by Strawberry from a WebSocket's `connection_init` payload.
+    connection_params: dict[str, Any] | None = None
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -33,6 +33,16 @@ class Forbidden(ClientError):
     code = "FORBIDDEN"
 
 
+class RecordNotFound(ClientError):
+    """Does not exist, or is not yours: the two are deliberately the same answer."""
+
+    code = "NOT_FOUND"
+
+
+class BadUserInput(ClientError):
+    code = "BAD_USER_INPUT"
+
+
 @strawberry.interface(name="Error")
 class Error:
     message: str

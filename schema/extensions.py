@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
-from graphql import GraphQLError
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -21,6 +21,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
 
 from schema.errors import ClientError
 
@@ -66,6 +67,42 @@ class ErrorPolicy(SchemaExtension):
         )
 
 
+class AuditFlush(SchemaExtension):
+    """Writes the request's audit entries before the response leaves; no audit, no data."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        viewer = getattr(context, "viewer", None)
+        if viewer is not None:
+            viewer.audit.operation = self.execution_context.operation_name or _root_fields(
+                self.execution_context
+            )
+        yield
+        if viewer is None:
+            return
+        try:
+            await viewer.audit.flush(viewer, context.now())
+        except Exception as error:  # the data must not leave without its audit trail
+            result = self.execution_context.result
+            if result is not None:
+                result.data = None
+                result.errors = [GraphQLError("audit write failed", original_error=error)]
+
+
+def _root_fields(execution_context: ExecutionContext) -> str | None:
+    document = execution_context.graphql_document
+    if document is None:
+        return None
+    names = [
+        selection.name.value
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+        for selection in definition.selection_set.selections
+        if isinstance(selection, FieldNode)
+    ]
+    return ",".join(names)[:100] or None
+
+
 def protections(
     *, max_depth: int, max_aliases: int, max_tokens: int, introspection: bool
 ) -> list[Callable[[], SchemaExtension]]:
@@ -79,5 +116,5 @@ def protections(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy]
+    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy, AuditFlush]
     return extensions

@@ -75,6 +75,9 @@ USERS: tuple[NewUser, ...] = (
     ),
 )
 
+# Patients who consented to share their record with the demo EHR client (email, client id).
+CONSENTS: tuple[tuple[str, str], ...] = (("alex@demo.test", "demo-ehr"), ("blair@demo.test", "demo-ehr"))
+
 API_CLIENTS: tuple[NewApiClient, ...] = (
     NewApiClient(
         client_id="demo-ehr",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime
 
 from api.auth.passwords import hash_password
 from api.settings import Settings
@@ -31,17 +31,17 @@ class SeedReport:
         return "\n".join(lines)
 
 
-async def load_seeds(settings: Settings, *, today: date) -> SeedReport:
+async def load_seeds(settings: Settings, *, now: datetime) -> SeedReport:
     """Load what every deployment needs, and the demo clinic outside production."""
     report = SeedReport()
     if settings.is_production:
         return report
-    await _load_demo(report, today)
+    await _load_demo(report, now)
     report.demo_loaded = True
     return report
 
 
-async def _load_demo(report: SeedReport, today: date) -> None:
+async def _load_demo(report: SeedReport, now: datetime) -> None:
     for name in demo.CARE_TEAMS:
         if not await accounts.CareTeam.exists(name=name):
             await accounts.ensure_care_team(name)
@@ -49,10 +49,19 @@ async def _load_demo(report: SeedReport, today: date) -> None:
     for user in demo.USERS:
         if await accounts.User.exists(email=user.email):
             continue
-        await accounts.create_user(user, password_hash=await hash_password(demo.DEMO_PASSWORD), today=today)
+        await accounts.create_user(
+            user, password_hash=await hash_password(demo.DEMO_PASSWORD), today=now.date()
+        )
         report.created.append(user.email)
     for client in demo.API_CLIENTS:
         if await accounts.ApiClient.exists(client_id=client.client_id):
             continue
         await accounts.create_api_client(client, secret_hash=await hash_password(demo.DEMO_CLIENT_SECRET))
         report.created.append(f"client {client.client_id}")
+    for email, client_id in demo.CONSENTS:
+        patient = await accounts.Patient.get(user__email=email)
+        client_row = await accounts.ApiClient.get(client_id=client_id)
+        if await accounts.DataSharingConsent.exists(patient=patient, api_client=client_row, revoked_at=None):
+            continue
+        await accounts.DataSharingConsent.create(patient=patient, api_client=client_row, granted_at=now)
+        report.created.append(f"consent {email} -> {client_id}")

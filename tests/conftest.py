@@ -12,8 +12,8 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,13 +23,17 @@ import pytest
 from starlette.applications import Starlette
 
 from api.app import create_app
-from api.database import migrate, open_database
+from api.auth.tokens import issue_access_token
+from api.database import migrate, open_database, use_database
 from api.settings import Environment, Settings
+from models.accounts import ApiClient, User
 from models.clock import ManualClock
+from seeds.loader import load_seeds
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))
 START = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+ALL_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
 
 
 def _with_database(url: str, name: str) -> str:
@@ -41,25 +45,35 @@ def _asyncpg_dsn(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
-async def _migrate_url(url: str) -> None:
+async def _prepare_template(url: str, *, demo: bool) -> None:
     async with open_database(Settings(database_url=url)):
         await migrate()
+        if demo:
+            await load_seeds(Settings(env=Environment.TEST, database_url=url), now=START - timedelta(days=60))
 
 
 class DatabaseFactory:
-    """Hands each test a new, migrated database, cloned from one template made per run."""
+    """Hands each test a new, migrated database, cloned from a template made once per run.
+
+    Two templates: `blank` (schema only) and `demo` (schema and the demo clinic of PRODUCT.md).
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
         self.created: list[str] = []
-        if ON_POSTGRES:
-            self.template = f"kf_template_{self.run_id}"
-            asyncio.run(self._admin(f'CREATE DATABASE "{self.template}"'))
-            asyncio.run(_migrate_url(_with_database(TEST_DATABASE_URL, self.template)))
-        else:
-            self.template_path = workdir / "template.sqlite3"
-            asyncio.run(_migrate_url(f"sqlite://{self.template_path}"))
+        self.templates: dict[str, str] = {}
+        for kind in ("blank", "demo"):
+            if ON_POSTGRES:
+                name = f"kf_template_{self.run_id}_{kind}"
+                asyncio.run(self._admin(f'CREATE DATABASE "{name}"'))
+                self.templates[kind] = name
+                url = _with_database(TEST_DATABASE_URL, name)
+            else:
+                path = workdir / f"template_{kind}.sqlite3"
+                self.templates[kind] = str(path)
+                url = f"sqlite://{path}"
+            asyncio.run(_prepare_template(url, demo=kind == "demo"))
 
     async def _admin(self, *statements: str) -> None:
         connection = await asyncpg.connect(_asyncpg_dsn(TEST_DATABASE_URL))
@@ -69,14 +83,14 @@ class DatabaseFactory:
         finally:
             await connection.close()
 
-    def new_database(self) -> str:
+    def new_database(self, kind: str = "demo") -> str:
         name = f"kf_test_{self.run_id}_{len(self.created)}"
         self.created.append(name)
         if ON_POSTGRES:
-            asyncio.run(self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+            asyncio.run(self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.templates[kind]}"'))
             return _with_database(TEST_DATABASE_URL, name)
         path = self.workdir / f"{name}.sqlite3"
-        shutil.copyfile(self.template_path, path)
+        shutil.copyfile(self.templates[kind], path)
         return f"sqlite://{path}"
 
     def empty_database(self) -> str:
@@ -95,7 +109,8 @@ class DatabaseFactory:
 
     def close(self) -> None:
         if ON_POSTGRES:
-            asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)'))
+            for name in self.templates.values():
+                asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +122,16 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFact
 
 @pytest.fixture
 def database_url(databases: DatabaseFactory) -> Iterator[str]:
-    url = databases.new_database()
+    """A migrated database holding the demo clinic (PRODUCT.md): most tests start from it."""
+    url = databases.new_database("demo")
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def blank_database_url(databases: DatabaseFactory) -> Iterator[str]:
+    """A migrated database with no rows at all."""
+    url = databases.new_database("blank")
     yield url
     databases.drop(url)
 
@@ -125,14 +149,26 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
+def blank_settings(blank_database_url: str) -> Settings:
+    return Settings(env=Environment.TEST, database_url=blank_database_url)
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
 
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[None]:
-    """The test's database opened for direct use of the domain layer (no app)."""
+    """The test's (demo) database opened for direct use of the domain layer (no app)."""
     async with open_database(settings):
+        yield
+
+
+@pytest.fixture
+async def blank_db(blank_settings: Settings) -> AsyncIterator[None]:
+    """An empty database opened for direct use of the domain layer."""
+    async with open_database(blank_settings):
         yield
 
 
@@ -148,6 +184,38 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@dataclass
+class Tokens:
+    """Access tokens minted for the demo clinic's accounts (the sign-in flow has its own tests)."""
+
+    settings: Settings
+    clock: ManualClock
+    user_ids: dict[str, uuid.UUID]
+    client_ids: dict[str, uuid.UUID]
+
+    def user(self, email: str) -> str:
+        return issue_access_token(
+            self.settings, subject_kind="user", subject_id=self.user_ids[email], now=self.clock.now()
+        )
+
+    def client(self, client_id: str, scopes: frozenset[str] = ALL_SCOPES) -> str:
+        return issue_access_token(
+            self.settings,
+            subject_kind="client",
+            subject_id=self.client_ids[client_id],
+            now=self.clock.now(),
+            scopes=scopes,
+        )
+
+
+@pytest.fixture
+async def tokens(app: Starlette, settings: Settings, clock: ManualClock) -> Tokens:
+    with use_database(app.state.database):
+        users = {user.email: user.id for user in await User.all()}
+        clients = {client.client_id: client.id for client in await ApiClient.all()}
+    return Tokens(settings, clock, users, clients)
 
 
 @pytest.fixture

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime
 
 import pytest
 
 from api.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
-from api.settings import Settings
+from api.settings import Environment, Settings
 from models import accounts
 from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
 from models.errors import Conflict, InvalidInput, NotFound
 from seeds import demo
 from seeds.loader import load_seeds
 
-TODAY = date(2026, 11, 25)
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+TODAY = NOW.date()
 HASH = "$argon2id$v=19$m=65536,t=3,p=2$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 
 
@@ -46,7 +48,7 @@ def test_npi_check_digit_follows_the_cms_luhn_rule(npi: str, valid: bool) -> Non
     assert accounts.npi_is_valid(npi) is valid
 
 
-async def test_a_patient_is_created_with_their_profile_and_a_normalised_email(db: None) -> None:
+async def test_a_patient_is_created_with_their_profile_and_a_normalised_email(blank_db: None) -> None:
     await accounts.ensure_care_team("North")
     user = await accounts.create_user(patient(), password_hash=HASH, today=TODAY)
     assert user.email == "new.patient@example.test"
@@ -67,7 +69,7 @@ async def test_a_patient_is_created_with_their_profile_and_a_normalised_email(db
     ],
 )
 async def test_an_invalid_patient_is_refused_with_the_field_named(
-    db: None, changes: dict[str, object], field: str
+    blank_db: None, changes: dict[str, object], field: str
 ) -> None:
     await accounts.ensure_care_team("North")
     with pytest.raises(InvalidInput) as refused:
@@ -76,7 +78,7 @@ async def test_an_invalid_patient_is_refused_with_the_field_named(
     assert await User.all().count() == 0
 
 
-async def test_a_duplicate_email_is_a_conflict_and_nothing_is_half_written(db: None) -> None:
+async def test_a_duplicate_email_is_a_conflict_and_nothing_is_half_written(blank_db: None) -> None:
     await accounts.ensure_care_team("North")
     await accounts.create_user(patient(), password_hash=HASH, today=TODAY)
     with pytest.raises(Conflict):
@@ -85,13 +87,13 @@ async def test_a_duplicate_email_is_a_conflict_and_nothing_is_half_written(db: N
     assert await Patient.all().count() == 1
 
 
-async def test_an_unknown_care_team_leaves_no_user_behind(db: None) -> None:
+async def test_an_unknown_care_team_leaves_no_user_behind(blank_db: None) -> None:
     with pytest.raises(NotFound):
         await accounts.create_user(patient(care_team="Nowhere"), password_hash=HASH, today=TODAY)
     assert await User.all().count() == 0
 
 
-async def test_a_provider_with_a_bad_npi_is_refused(db: None) -> None:
+async def test_a_provider_with_a_bad_npi_is_refused(blank_db: None) -> None:
     provider = NewUser(
         email="dr@example.test", role=Role.PROVIDER, given_name="A", family_name="B", npi="1234567890"
     )
@@ -99,7 +101,7 @@ async def test_a_provider_with_a_bad_npi_is_refused(db: None) -> None:
         await accounts.create_user(provider, password_hash=HASH, today=TODAY)
 
 
-async def test_an_api_client_gets_only_known_scopes(db: None) -> None:
+async def test_an_api_client_gets_only_known_scopes(blank_db: None) -> None:
     with pytest.raises(InvalidInput, match="unknown scopes: admin:all"):
         await accounts.create_api_client(
             NewApiClient(client_id="acme", name="Acme", scopes=("patients:read", "admin:all")),
@@ -111,16 +113,24 @@ async def test_an_api_client_gets_only_known_scopes(db: None) -> None:
     assert client.scopes == ["patients:read"]
 
 
-async def test_the_demo_seed_is_idempotent(db: None, settings: Settings) -> None:
-    first = await load_seeds(settings, today=TODAY)
+async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Settings) -> None:
+    first = await load_seeds(blank_settings, now=NOW)
     counts = (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
-    second = await load_seeds(settings, today=TODAY)
-    assert len(first.created) == len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS)
+    second = await load_seeds(blank_settings, now=NOW)
+    expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS)
+    assert len(first.created) == expected
     assert second.created == []
     assert counts == (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
     assert counts == (7, 2, 1)
     rivera = await Provider.get(user__email="dr.rivera@demo.test").prefetch_related("care_teams")
     assert [team.name for team in rivera.care_teams] == ["North"]
+
+
+async def test_production_loads_no_demo_clinic(blank_db: None, blank_settings: Settings) -> None:
+    production = replace(blank_settings, env=Environment.PRODUCTION)
+    report = await load_seeds(production, now=NOW)
+    assert not report.demo_loaded
+    assert await User.all().count() == 0
 
 
 async def test_passwords_are_hashed_with_argon2id_and_verified() -> None:

@@ -57,7 +57,8 @@ def test_export_schema_check_passes_on_the_committed_schema(database_url: str) -
     assert result.returncode == 0, result.stderr
 
 
-async def test_create_user_and_client_store_only_hashes(database_url: str) -> None:
+async def test_create_user_and_client_store_only_hashes(blank_database_url: str) -> None:
+    database_url = blank_database_url
     assert run("create-care-team", "North", database_url=database_url).returncode == 0
     created = run(
         "create-user", "--email", "Dr.Lee@Clinic.test", "--role", "provider", "--given-name", "Ana",

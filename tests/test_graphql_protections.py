@@ -7,28 +7,47 @@ import json
 import httpx
 import pytest
 
+from api.auth.tokens import issue_access_token
+from api.settings import Settings
+from models.clock import ManualClock
+from tests.conftest import Tokens
 from tests.graphql import error_messages, gql
 
 DEEP = "{ me { careTeam { patients { careTeam { patients { careTeam { patients { careTeam { patients {"
 DEEP += " careTeam { patients { careTeam { patients { id } } } } } } } } } } } } } }"
 
 
-async def test_a_query_deeper_than_the_limit_is_refused(client: httpx.AsyncClient) -> None:
-    body = await gql(client, DEEP)
+@pytest.fixture
+def token(tokens: Tokens) -> str:
+    return tokens.user("dr.rivera@demo.test")
+
+
+@pytest.fixture
+def production_token(production_settings: Settings, tokens: Tokens, clock: ManualClock) -> str:
+    return issue_access_token(
+        production_settings,
+        subject_kind="user",
+        subject_id=tokens.user_ids["dr.rivera@demo.test"],
+        now=clock.now(),
+    )
+
+
+async def test_a_query_deeper_than_the_limit_is_refused(client: httpx.AsyncClient, token: str) -> None:
+    body = await gql(client, DEEP, token=token)
     assert body.get("data") is None
     assert any("exceeds maximum operation depth" in m for m in error_messages(body))
 
 
-async def test_a_query_with_too_many_aliases_is_refused(client: httpx.AsyncClient) -> None:
+async def test_a_query_with_too_many_aliases_is_refused(client: httpx.AsyncClient, token: str) -> None:
     aliases = " ".join(f"a{i}: __typename" for i in range(50))
-    body = await gql(client, f"{{ {aliases} }}")
+    body = await gql(client, f"{{ {aliases} }}", token=token)
     assert body.get("data") is None
     assert any("aliases" in m for m in error_messages(body))
 
 
-async def test_a_document_with_too_many_tokens_is_refused(client: httpx.AsyncClient) -> None:
+async def test_a_document_with_too_many_tokens_is_refused(client: httpx.AsyncClient, token: str) -> None:
     fields = " ".join("__typename" for _ in range(3000))
-    body = await gql(client, f"{{ {fields} }}")
+    body = await gql(client, f"{{ {fields} }}", token=token)
     assert body.get("data") is None
     assert any("more than 2000 tokens" in m for m in error_messages(body))
 
@@ -39,15 +58,16 @@ async def test_queries_over_get_are_refused(client: httpx.AsyncClient) -> None:
     assert "__typename" not in response.text
 
 
-async def test_a_form_encoded_post_is_refused(client: httpx.AsyncClient) -> None:
+async def test_a_form_encoded_post_is_refused(client: httpx.AsyncClient, token: str) -> None:
     # What a cross-site HTML form can send without a CORS preflight.
-    response = await client.post("/graphql", data={"query": "{ __typename }"})
+    response = await client.post("/graphql", data={"query": "{ __typename }"}, headers=_bearer(token))
     assert response.status_code == 400
     assert "Unsupported content type" in response.text
 
 
-async def test_batched_operations_are_refused(client: httpx.AsyncClient) -> None:
-    response = await client.post("/graphql", json=[{"query": "{ __typename }"}, {"query": "{ __typename }"}])
+async def test_batched_operations_are_refused(client: httpx.AsyncClient, token: str) -> None:
+    batch = [{"query": "{ __typename }"}, {"query": "{ __typename }"}]
+    response = await client.post("/graphql", json=batch, headers=_bearer(token))
     assert response.status_code == 400
 
 
@@ -61,40 +81,44 @@ async def test_an_announced_oversized_body_is_refused_with_413(client: httpx.Asy
     assert response.json()["error"] == "request_too_large"
 
 
-async def test_a_streamed_oversized_body_is_refused_with_413(client: httpx.AsyncClient) -> None:
+async def test_a_streamed_oversized_body_is_refused_with_413(client: httpx.AsyncClient, token: str) -> None:
     async def chunks():  # no Content-Length: the size is only known while reading
         yield b'{"query": "{ __typename }", "variables": {"pad": "'
         for _ in range(40):
             yield b"x" * 10_000
         yield b'"}}'
 
-    response = await client.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **_bearer(token)}
+    response = await client.post("/graphql", content=chunks(), headers=headers)
     assert response.status_code == 413
 
 
-async def test_malformed_json_is_a_400_not_a_500(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/graphql", content=b"{not json", headers={"content-type": "application/json"}
-    )
+async def test_malformed_json_is_a_400_not_a_500(client: httpx.AsyncClient, token: str) -> None:
+    headers = {"content-type": "application/json", **_bearer(token)}
+    response = await client.post("/graphql", content=b"{not json", headers=headers)
     assert response.status_code == 400
 
 
-async def test_field_suggestions_are_not_given(client: httpx.AsyncClient) -> None:
-    body = await gql(client, "{ mee { id } }")
+async def test_field_suggestions_are_not_given(client: httpx.AsyncClient, token: str) -> None:
+    body = await gql(client, "{ mee { id } }", token=token)
     messages = error_messages(body)
     assert messages == ["Cannot query field 'mee' on type 'Query'."]
 
 
-async def test_introspection_works_in_development(client: httpx.AsyncClient) -> None:
-    body = await gql(client, "{ __schema { queryType { name } } }")
+async def test_introspection_works_in_development(client: httpx.AsyncClient, token: str) -> None:
+    body = await gql(client, "{ __schema { queryType { name } } }", token=token)
     assert body["data"]["__schema"]["queryType"]["name"] == "Query"
 
 
-async def test_introspection_is_refused_in_production(production_client: httpx.AsyncClient) -> None:
-    body = await gql(production_client, "{ __schema { queryType { name } } }")
+async def test_introspection_is_refused_in_production(
+    production_client: httpx.AsyncClient, production_token: str
+) -> None:
+    body = await gql(production_client, "{ __schema { queryType { name } } }", token=production_token)
     assert body.get("data") is None
     assert any("introspection" in m.lower() for m in error_messages(body))
-    type_probe = await gql(production_client, '{ __type(name: "Patient") { fields { name } } }')
+    type_probe = await gql(
+        production_client, '{ __type(name: "Patient") { fields { name } } }', token=production_token
+    )
     assert type_probe.get("data") is None
 
 
@@ -113,3 +137,7 @@ async def test_graphiql_is_served_in_development_only(
 async def test_other_methods_are_refused(client: httpx.AsyncClient, method: str) -> None:
     response = await client.request(method, "/graphql", json={"query": "{ __typename }"})
     assert response.status_code == 405
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from api.log import JsonFormatter, TextFormatter, request_id_var
+from tests.conftest import Tokens
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:
@@ -35,10 +36,14 @@ def test_text_lines_are_readable() -> None:
 
 
 async def test_the_access_line_has_the_path_but_not_the_query_string_or_body(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, tokens: Tokens, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="ketafollow.access"):
-        await client.post("/graphql?email=alex@demo.test", json={"query": "{ __typename } # Alex Morgan"})
+        await client.post(
+            "/graphql?email=alex@demo.test",
+            json={"query": "{ __typename } # Alex Morgan"},
+            headers={"Authorization": f"Bearer {tokens.user('alex@demo.test')}"},
+        )
     [line] = [r.getMessage() for r in caplog.records if r.name == "ketafollow.access"]
     assert line == "POST /graphql 200"
     assert request_id_var.get() is None  # reset after the request

@@ -6,6 +6,8 @@ Hashing is deliberately slow; run inline it would stall every other request of t
 from __future__ import annotations
 
 import asyncio
+import secrets
+from functools import cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,12 +31,22 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_HASHER.hash, password)
 
 
-async def verify_password(password_hash: str, password: str) -> bool:
-    """True when `password` matches; a malformed stored hash is treated as no match."""
+@cache
+def _unmatchable_hash() -> str:
+    return _HASHER.hash(secrets.token_urlsafe(32))
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when `password` matches; a malformed stored hash is treated as no match.
+
+    With no stored hash (no such account) a real verification still runs and fails, so the
+    answer takes the same time whether or not the account exists.
+    """
+    stored = password_hash if password_hash is not None else _unmatchable_hash()
 
     def verify() -> bool:
         try:
-            return _HASHER.verify(password_hash, password)
+            return _HASHER.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return False
 

@@ -1,0 +1,54 @@
+"""From a bearer access token to the request's `Viewer`, or a refusal that says why."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from api.auth.tokens import InvalidToken, decode_access_token
+from api.settings import Settings
+from models.access import Viewer, load_client_viewer, load_user_viewer
+from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+
+
+class NotAuthenticated(Exception):
+    """No usable credentials; `message` is safe to show, `audited` if the attempt was logged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+SIGN_IN_FIRST = "sign in first: send 'Authorization: Bearer <access token>' from POST /auth/token"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header (scheme case-insensitive, RFC 6750)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail) -> Viewer:
+    """The viewer a token stands for. Invalid tokens are refused and audited (they may be attacks)."""
+    if token is None:
+        raise NotAuthenticated(SIGN_IN_FIRST)
+    try:
+        claims = decode_access_token(settings, token, now=now)
+        if claims.subject_kind == "user":
+            viewer = await load_user_viewer(claims.subject_id, trail)
+        else:
+            viewer = await load_client_viewer(claims.subject_id, claims.scopes, trail)
+        if viewer is None:
+            raise InvalidToken("the account is no longer active")
+    except InvalidToken as error:
+        await record_now(
+            None,
+            AuditEntry(AuditAction.EXECUTE, "Authenticate", AuditOutcome.DENIED, detail=str(error)[:200]),
+            now=now,
+            trail=trail,
+        )
+        raise NotAuthenticated(f"invalid access token: {error}") from error
+    return viewer

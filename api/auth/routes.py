@@ -1,0 +1,271 @@
+"""`POST /auth/token` (RFC 6749: password, refresh_token, client_credentials) and `POST /auth/revoke`.
+
+Errors use the OAuth2 shape `{"error": …, "error_description": …}`. Sign-in failures say nothing
+about which part was wrong (no account oracle), cost the same time whether or not the account
+exists, and are throttled per account and per client address (models.sessions).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.auth.passwords import hash_password, needs_rehash, verify_password
+from api.auth.tokens import issue_access_token
+from api.settings import Settings
+from models import sessions
+from models.access import Viewer, load_user_viewer
+from models.accounts import ApiClient, User, normalise_email
+from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+from models.clock import Clock
+from models.errors import InvalidInput
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+DEMO_DOMAIN = "@demo.test"
+DEMO_CLIENTS = frozenset({"demo-ehr"})
+
+
+class OAuthError(Exception):
+    def __init__(
+        self, error: str, description: str, *, status: int = 400, headers: dict[str, str] | None = None
+    ):
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.error, "error_description": self.description},
+            status_code=self.status,
+            headers={**NO_STORE, **self.headers},
+        )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "send the parameters as application/x-www-form-urlencoded")
+    try:
+        parsed = parse_qs((await request.body()).decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError as error:
+        raise OAuthError("invalid_request", "the body is not valid UTF-8") from error
+    repeated = sorted(name for name, values in parsed.items() if len(values) > 1)
+    if repeated:
+        raise OAuthError("invalid_request", f"parameters must not be repeated: {', '.join(repeated)}")
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name, "")
+    if not value:
+        raise OAuthError("invalid_request", f"the {name} parameter is required")
+    return value
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _trail(request: Request, operation: str) -> AuditTrail:
+    return AuditTrail(
+        request_id=request.scope.get("state", {}).get("request_id"),
+        client_address=_address(request),
+        operation=operation,
+    )
+
+
+def _token_response(
+    access_token: str, settings: Settings, *, refresh_token: str | None, scope: str | None
+) -> Response:
+    body: dict[str, Any] = {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": int(settings.access_token_ttl.total_seconds()),
+    }
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    if scope:
+        body["scope"] = scope
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def _audit(
+    viewer: Viewer | None, trail: AuditTrail, now: datetime, outcome: AuditOutcome, detail: str
+) -> None:
+    await record_now(
+        viewer,
+        AuditEntry(AuditAction.EXECUTE, trail.operation or "Login", outcome, detail=detail[:200]),
+        now=now,
+        trail=trail,
+    )
+
+
+async def _refuse_if_throttled(keys: list[str], trail: AuditTrail, now: datetime, label: str) -> None:
+    until = await sessions.locked_until(keys, now=now)
+    if until is None:
+        return
+    wait = max(1, math.ceil((until - now).total_seconds()))
+    await _audit(None, trail, now, AuditOutcome.DENIED, f"throttled: {label}")
+    raise OAuthError(
+        "too_many_attempts",
+        f"too many failed attempts; try again in {wait} seconds",
+        status=429,
+        headers={"Retry-After": str(wait)},
+    )
+
+
+async def _password_grant(
+    request: Request, form: dict[str, str], settings: Settings, now: datetime
+) -> Response:
+    raw_email, password = _required(form, "username"), _required(form, "password")
+    trail = _trail(request, "Login")
+    try:
+        email = normalise_email(raw_email)
+    except InvalidInput:
+        email = raw_email.strip().lower()[:254]
+    account, address = sessions.account_key(email), sessions.address_key(_address(request))
+    await _refuse_if_throttled([account, address], trail, now, email)
+    user = await User.get_or_none(email=email, is_active=True)
+    matches = await verify_password(user.password_hash if user else None, password)
+    demo_refused = not settings.demo_logins_enabled and email.endswith(DEMO_DOMAIN)
+    viewer = await load_user_viewer(user.id, trail) if user and matches and not demo_refused else None
+    if user is None or viewer is None:
+        await sessions.record_failure(account, sessions.ACCOUNT_POLICY, now=now)
+        await sessions.record_failure(address, sessions.ADDRESS_POLICY, now=now)
+        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for {email}")
+        raise OAuthError("invalid_grant", "the e-mail address or the password is wrong")
+    await sessions.clear_failures(account)
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(password)
+        await user.save(update_fields=["password_hash", "updated_at"])
+    refresh = await sessions.start_session(
+        user.id,
+        now=now,
+        idle_ttl=settings.refresh_token_idle_ttl,
+        absolute_ttl=settings.refresh_token_absolute_ttl,
+    )
+    await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed in")
+    access = issue_access_token(settings, subject_kind="user", subject_id=user.id, now=now)
+    return _token_response(access, settings, refresh_token=refresh.token, scope=None)
+
+
+async def _refresh_grant(
+    request: Request, form: dict[str, str], settings: Settings, now: datetime
+) -> Response:
+    token = _required(form, "refresh_token")
+    trail = _trail(request, "TokenRefresh")
+    try:
+        rotated = await sessions.rotate_refresh_token(
+            token, now=now, idle_ttl=settings.refresh_token_idle_ttl
+        )
+    except sessions.RefreshRefused as refused:
+        viewer = await load_user_viewer(refused.user_id, trail) if refused.user_id else None
+        ended = "; the login was ended (token reuse)" if refused.family_revoked else ""
+        await _audit(viewer, trail, now, AuditOutcome.DENIED, f"refresh token {refused.reason.value}{ended}")
+        raise OAuthError(
+            "invalid_grant", f"the refresh token is {refused.reason.value}; sign in again"
+        ) from refused
+    viewer = await load_user_viewer(rotated.user_id, trail)
+    if viewer is None:
+        await sessions.revoke_family(rotated.family_id, now=now, reason="account inactive")
+        raise OAuthError("invalid_grant", "the account is no longer active")
+    access = issue_access_token(settings, subject_kind="user", subject_id=rotated.user_id, now=now)
+    return _token_response(access, settings, refresh_token=rotated.token, scope=None)
+
+
+def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str, bool]:
+    """(client_id, client_secret, sent_with_basic): HTTP Basic (RFC 6749 §2.3.1) or the form, not both."""
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("basic "):
+        if "client_secret" in form:
+            raise OAuthError("invalid_request", "send client credentials one way only")
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise OAuthError("invalid_client", "malformed Basic credentials", status=401) from error
+        client_id, separator, secret = decoded.partition(":")
+        if not separator:
+            raise OAuthError("invalid_client", "malformed Basic credentials", status=401)
+        return unquote(client_id), unquote(secret), True
+    return _required(form, "client_id"), _required(form, "client_secret"), False
+
+
+async def _client_credentials_grant(
+    request: Request, form: dict[str, str], settings: Settings, now: datetime
+) -> Response:
+    client_id, secret, basic = _client_credentials(request, form)
+    trail = _trail(request, "ClientLogin")
+    keys = [sessions.account_key(f"client:{client_id}"), sessions.address_key(_address(request))]
+    await _refuse_if_throttled(keys, trail, now, client_id)
+    client = await ApiClient.get_or_none(client_id=client_id, is_active=True)
+    matches = await verify_password(client.secret_hash if client else None, secret)
+    demo_refused = not settings.demo_logins_enabled and client_id in DEMO_CLIENTS
+    if client is None or not matches or demo_refused:
+        await sessions.record_failure(keys[0], sessions.ACCOUNT_POLICY, now=now)
+        await sessions.record_failure(keys[1], sessions.ADDRESS_POLICY, now=now)
+        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for client {client_id[:64]}")
+        headers = {"WWW-Authenticate": 'Basic realm="ketafollow"'} if basic else {}
+        raise OAuthError("invalid_client", "client authentication failed", status=401, headers=headers)
+    granted = frozenset(client.scopes)
+    requested = frozenset(form.get("scope", "").split()) or granted
+    if not requested <= granted:
+        raise OAuthError("invalid_scope", f"not granted: {' '.join(sorted(requested - granted))}")
+    await sessions.clear_failures(keys[0])
+    await record_now(
+        None,
+        AuditEntry(
+            AuditAction.EXECUTE, "ClientLogin", AuditOutcome.SUCCESS, detail=f"client {client.client_id}"
+        ),
+        now=now,
+        trail=trail,
+    )
+    access = issue_access_token(
+        settings, subject_kind="client", subject_id=client.id, now=now, scopes=requested
+    )
+    return _token_response(access, settings, refresh_token=None, scope=" ".join(sorted(requested)))
+
+
+GRANTS = {
+    "password": _password_grant,
+    "refresh_token": _refresh_grant,
+    "client_credentials": _client_credentials_grant,
+}
+
+
+async def token_endpoint(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    clock: Clock = request.app.state.clock
+    try:
+        form = await _form(request)
+        grant = GRANTS.get(_required(form, "grant_type"))
+        if grant is None:
+            raise OAuthError("unsupported_grant_type", f"supported: {', '.join(GRANTS)}")
+        return await grant(request, form, settings, clock.now())
+    except OAuthError as error:
+        return error.response()
+
+
+async def revoke_endpoint(request: Request) -> Response:
+    """RFC 7009: revoke a refresh token's whole login. Answers 200 even for unknown tokens."""
+    clock: Clock = request.app.state.clock
+    try:
+        form = await _form(request)
+        token = _required(form, "token")
+    except OAuthError as error:
+        return error.response()
+    now = clock.now()
+    trail = _trail(request, "Logout")
+    user_id = await sessions.revoke_session(token, now=now)
+    if user_id is not None:
+        viewer = await load_user_viewer(user_id, trail)
+        await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed out")
+    return Response(status_code=200, headers=NO_STORE)

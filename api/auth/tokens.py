@@ -1,0 +1,122 @@
+"""Access tokens: short-lived JWTs (HS256, algorithm pinned), with `kid` for key rotation.
+
+Every claim that matters is required and checked: `iss`, `aud`, `exp`, `iat`, `sub`, `jti`, `typ`.
+Times are checked against our own clock (not PyJWT's), so tests can move time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import jwt
+
+from api.settings import Settings
+
+ALGORITHM = "HS256"
+ACCESS_TYPE = "access"
+REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "sub", "jti", "typ")
+# Tolerated difference between replicas' clocks.
+_LEEWAY_SECONDS = 30
+
+
+class InvalidToken(Exception):
+    """The token is not one we issued, or no longer valid; the message says which check failed."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    subject_kind: str  # "user" or "client"
+    subject_id: uuid.UUID
+    scopes: frozenset[str]
+    token_id: str
+    expires_at: datetime
+
+
+def issue_access_token(
+    settings: Settings,
+    *,
+    subject_kind: str,
+    subject_id: uuid.UUID,
+    now: datetime,
+    scopes: frozenset[str] = frozenset(),
+) -> str:
+    claims: dict[str, object] = {
+        "iss": settings.token_issuer,
+        "aud": settings.token_audience,
+        "sub": f"{subject_kind}:{subject_id}",
+        "iat": int(now.timestamp()),
+        "exp": int((now + settings.access_token_ttl).timestamp()),
+        "jti": uuid.uuid4().hex,
+        "typ": ACCESS_TYPE,
+    }
+    if scopes:
+        claims["scope"] = " ".join(sorted(scopes))
+    return jwt.encode(
+        claims, settings.secret_key, algorithm=ALGORITHM, headers={"kid": settings.secret_key_id}
+    )
+
+
+def decode_access_token(settings: Settings, token: str, *, now: datetime) -> AccessClaims:
+    """Verify signature, algorithm, key id, issuer, audience, type and times; raise `InvalidToken`."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise InvalidToken("malformed token") from error
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken("unexpected signing algorithm")
+    key = settings.signing_keys.get(str(header.get("kid")))
+    if key is None:
+        raise InvalidToken("unknown signing key")
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=settings.token_audience,
+            issuer=settings.token_issuer,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+    except jwt.InvalidAudienceError as error:
+        raise InvalidToken("token is for another audience") from error
+    except jwt.InvalidIssuerError as error:
+        raise InvalidToken("token is from another issuer") from error
+    except jwt.MissingRequiredClaimError as error:
+        raise InvalidToken(f"token lacks the {error.claim!r} claim") from error
+    except jwt.PyJWTError as error:
+        raise InvalidToken("token signature or format is invalid") from error
+    return _checked_claims(claims, now)
+
+
+def _checked_claims(claims: dict[str, object], now: datetime) -> AccessClaims:
+    if claims.get("typ") != ACCESS_TYPE:
+        raise InvalidToken("not an access token")
+    expires, issued = claims.get("exp"), claims.get("iat")
+    if not isinstance(expires, int) or not isinstance(issued, int):
+        raise InvalidToken("token times are malformed")
+    timestamp = now.timestamp()
+    if timestamp >= expires + _LEEWAY_SECONDS:
+        raise InvalidToken("token has expired")
+    if issued > timestamp + _LEEWAY_SECONDS:
+        raise InvalidToken("token is issued in the future")
+    kind, _, raw_id = str(claims.get("sub")).partition(":")
+    try:
+        subject_id = uuid.UUID(raw_id)
+    except ValueError as error:
+        raise InvalidToken("token subject is malformed") from error
+    if kind not in {"user", "client"}:
+        raise InvalidToken("token subject is malformed")
+    scope = claims.get("scope", "")
+    return AccessClaims(
+        subject_kind=kind,
+        subject_id=subject_id,
+        scopes=frozenset(str(scope).split()),
+        token_id=str(claims["jti"]),
+        expires_at=datetime.fromtimestamp(expires, now.tzinfo),
+    )

@@ -1,0 +1,168 @@
+"""The audit log: one append-only `AuditEvent` per access to patient data, and per security event.
+
+HIPAA 45 CFR 164.312(b) (audit controls). Rows map 1:1 to FHIR `AuditEvent`. The table refuses
+UPDATE and DELETE at the database level (triggers in the migration), so not even a bug in this
+code can rewrite history.
+
+Reads are collected during a request in an `AuditTrail` and written in one statement before the
+response leaves (one row per patient touched, not per row read); writes record their event in
+the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.models import Model
+
+from models.accounts import Role
+from models.errors import Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from models.access import Viewer
+
+
+class AuditAction(StrEnum):
+    """FHIR AuditEvent.action: Create, Read, Update, Delete, Execute."""
+
+    CREATE = "C"
+    READ = "R"
+    UPDATE = "U"
+    DELETE = "D"
+    EXECUTE = "E"
+
+
+class AuditOutcome(StrEnum):
+    SUCCESS = "SUCCESS"
+    DENIED = "DENIED"
+    FAILED = "FAILED"
+
+
+class ActorType(StrEnum):
+    USER = "USER"
+    API_CLIENT = "API_CLIENT"
+    ANONYMOUS = "ANONYMOUS"
+    SYSTEM = "SYSTEM"
+
+
+class AuditEvent(Model):
+    id = fields.UUIDField(primary_key=True)
+    occurred_at = fields.DatetimeField(db_index=True)
+    actor_type = fields.CharEnumField(ActorType, max_length=16)
+    actor_id = fields.UUIDField(null=True)
+    actor_role = fields.CharField(max_length=16, null=True)
+    actor_label = fields.CharField(max_length=254, null=True)
+    patient_id = fields.UUIDField(null=True, db_index=True)
+    action = fields.CharEnumField(AuditAction, max_length=1)
+    resource_type = fields.CharField(max_length=64)
+    resource_id = fields.CharField(max_length=64, null=True)
+    operation = fields.CharField(max_length=100, null=True)
+    outcome = fields.CharEnumField(AuditOutcome, max_length=16)
+    detail = fields.CharField(max_length=200, null=True)
+    client_address = fields.CharField(max_length=64, null=True)
+    request_id = fields.CharField(max_length=64, null=True)
+
+    class Meta:
+        table = "audit_event"
+        indexes = (("patient_id", "occurred_at"),)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: AuditAction
+    resource_type: str
+    outcome: AuditOutcome
+    patient_id: UUID | None = None
+    resource_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class AuditTrail:
+    """The audit entries of one request, written together before the response is sent."""
+
+    request_id: str | None = None
+    client_address: str | None = None
+    operation: str | None = None
+    pending: list[AuditEntry] = field(default_factory=list)
+
+    def add(self, entry: AuditEntry) -> None:
+        # A list read touching a patient many times is one access to that patient.
+        if entry not in self.pending:
+            self.pending.append(entry)
+
+    def event(self, viewer: Viewer | None, entry: AuditEntry, now: datetime) -> AuditEvent:
+        return AuditEvent(
+            occurred_at=now,
+            actor_type=_actor_type(viewer),
+            actor_id=viewer.id if viewer else None,
+            actor_role=viewer.role_name if viewer else None,
+            actor_label=viewer.label if viewer else None,
+            patient_id=entry.patient_id,
+            action=entry.action,
+            resource_type=entry.resource_type,
+            resource_id=entry.resource_id,
+            operation=(self.operation or "")[:100] or None,
+            outcome=entry.outcome,
+            detail=entry.detail,
+            client_address=self.client_address,
+            request_id=self.request_id,
+        )
+
+    async def flush(self, viewer: Viewer | None, now: datetime) -> None:
+        """Write the pending entries in one statement (call inside the caller's transaction, if any)."""
+        if not self.pending:
+            return
+        entries, self.pending = self.pending, []
+        await AuditEvent.bulk_create([self.event(viewer, entry, now) for entry in entries])
+
+
+def _actor_type(viewer: Viewer | None) -> ActorType:
+    if viewer is None:
+        return ActorType.ANONYMOUS
+    return ActorType.API_CLIENT if viewer.is_api_client else ActorType.USER
+
+
+async def record_now(
+    viewer: Viewer | None, entry: AuditEntry, *, now: datetime, trail: AuditTrail | None = None
+) -> None:
+    """Write one event at once (security events, and writes inside their own transaction)."""
+    await (trail or AuditTrail()).event(viewer, entry, now).save()
+
+
+@dataclass(frozen=True)
+class AuditCursor:
+    occurred_at: datetime
+    id: UUID
+
+
+async def list_audit_events(
+    viewer: Viewer, *, patient_id: UUID | None, limit: int, after: AuditCursor | None = None
+) -> list[AuditEvent]:
+    """The audit log, newest first. Admins read all of it; a patient reads who accessed their record."""
+    if viewer.is_role(Role.PATIENT):
+        if patient_id not in (None, viewer.patient_id):
+            viewer.audit.add(
+                AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id)
+            )
+            raise NotFound("patient")
+        patient_id = viewer.patient_id
+    elif not viewer.is_role(Role.ADMIN):
+        raise Forbidden("only admins, and patients for their own record, may read the audit log")
+    query = AuditEvent.all()
+    if patient_id is not None:
+        query = query.filter(patient_id=patient_id)
+        viewer.audit.add(
+            AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=patient_id)
+        )
+    if after is not None:
+        query = query.filter(
+            Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id)
+        )
+    return list(await query.order_by("-occurred_at", "-id").limit(limit))

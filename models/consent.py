@@ -1,0 +1,108 @@
+"""A patient's consent to share their record with an EHR client (42 CFR Part 2-ready: per recipient).
+
+Granting twice keeps the first grant; revoking keeps the row with its `revoked_at`, so the
+history of who could see what, and when, is never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tortoise.transactions import in_transaction
+
+from models.access import Viewer
+from models.accounts import ApiClient, DataSharingConsent, Role
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.errors import Forbidden, NotFound
+
+
+@dataclass(frozen=True)
+class SharingChoice:
+    """An EHR client serving the patient's care team, and whether the patient shares with it."""
+
+    client: ApiClient
+    consent: DataSharingConsent | None
+
+
+def _require_patient(viewer: Viewer) -> None:
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise Forbidden("only a patient can grant or revoke consent to share their record")
+
+
+async def _client_serving(viewer: Viewer, client_id: str) -> ApiClient:
+    client = await ApiClient.get_or_none(
+        client_id=client_id, is_active=True, care_teams__id__in=list(viewer.care_team_ids)
+    )
+    if client is None:
+        raise NotFound("API client")
+    return client
+
+
+async def sharing_choices(viewer: Viewer) -> list[SharingChoice]:
+    """The clients the patient may share with, each with the active consent if there is one."""
+    if not viewer.is_role(Role.PATIENT):
+        return []
+    clients = await ApiClient.filter(is_active=True, care_teams__id__in=list(viewer.care_team_ids)).distinct()
+    consents = await DataSharingConsent.filter(patient_id=viewer.patient_id, revoked_at=None)
+    by_client = {consent.api_client_id: consent for consent in consents}  # type: ignore[attr-defined]
+    return [
+        SharingChoice(client, by_client.get(client.id)) for client in sorted(clients, key=lambda c: c.name)
+    ]
+
+
+async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
+    """The patient agrees that `client_id` may receive their record."""
+    _require_patient(viewer)
+    client = await _client_serving(viewer, client_id)
+    async with in_transaction():
+        existing = await DataSharingConsent.filter(
+            patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None
+        ).first()
+        if existing is not None:
+            return existing
+        consent = await DataSharingConsent.create(
+            patient_id=viewer.patient_id, api_client_id=client.id, granted_at=now
+        )
+        await record_now(
+            viewer,
+            AuditEntry(
+                AuditAction.CREATE,
+                "Consent",
+                AuditOutcome.SUCCESS,
+                patient_id=viewer.patient_id,
+                resource_id=str(consent.id),
+                detail=f"share with {client.client_id}",
+            ),
+            now=now,
+            trail=viewer.audit,
+        )
+    return consent
+
+
+async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
+    """The patient withdraws consent: the client sees nothing more of their record from now on."""
+    _require_patient(viewer)
+    client = await _client_serving(viewer, client_id)
+    async with in_transaction():
+        consent = await DataSharingConsent.filter(
+            patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None
+        ).first()
+        if consent is None:
+            raise NotFound("consent")
+        consent.revoked_at = now
+        await consent.save(update_fields=["revoked_at", "updated_at"])
+        await record_now(
+            viewer,
+            AuditEntry(
+                AuditAction.UPDATE,
+                "Consent",
+                AuditOutcome.SUCCESS,
+                patient_id=viewer.patient_id,
+                resource_id=str(consent.id),
+                detail=f"revoked sharing with {client.client_id}",
+            ),
+            now=now,
+            trail=viewer.audit,
+        )
+    return consent
