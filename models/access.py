@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 
 from models.accounts import ApiClient, DataSharingConsent, Patient, Provider, Role, User
 from models.audit import AuditTrail
@@ -120,7 +120,9 @@ def patients_visible_to(viewer: Viewer) -> Q:
         if not viewer.has_scope(Scope.PATIENTS_READ):
             return Q(pk=None)
         return Q(care_team_id__in=list(viewer.care_team_ids)) & Q(
-            id__in=DataSharingConsent.filter(api_client_id=viewer.id, revoked_at=None).values("patient_id")
+            id__in=Subquery(
+                DataSharingConsent.filter(api_client_id=viewer.id, revoked_at=None).values("patient_id")
+            )
         )
     if viewer.role is Role.ADMIN:
         return Q()

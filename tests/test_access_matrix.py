@@ -1,0 +1,180 @@
+"""Who may do what: every query and mutation of the schema by every kind of viewer.
+
+The matrix is checked against the schema itself, so a new root field without a rule here makes
+this file fail. Each probe targets the demo patient Alex (care team North) and answers one
+question: did the viewer get at Alex's data (or perform the operation)?
+
+Viewers: Alex; Blair (another North patient); Dr Rivera (North); Dr Okafor (South); the admin;
+the demo EHR client (North) with its scopes and Alex's consent, without the `patients:read`
+scope, and after Alex revoked consent; and nobody (no token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from strawberry import relay
+
+from api.database import use_database
+from models.accounts import ApiClient, DataSharingConsent, Patient
+from schema import build_schema
+from tests.conftest import Tokens
+
+ROLES = (
+    "alex",
+    "blair",
+    "provider_in_team",
+    "provider_outside",
+    "admin",
+    "client",
+    "client_without_scope",
+    "client_without_consent",
+    "anonymous",
+)
+
+
+@dataclass
+class Probe:
+    """One request about Alex; `allowed(body)` tells whether the viewer got what it asked for."""
+
+    query: str
+    allowed: Callable[[dict[str, Any]], bool]
+
+
+def _data(body: dict[str, Any], field: str) -> Any:
+    return (body.get("data") or {}).get(field)
+
+
+def _patients_include_alex(body: dict[str, Any]) -> bool:
+    edges = (_data(body, "patients") or {}).get("edges", [])
+    return any(edge["node"]["givenName"] == "Alex" for edge in edges)
+
+
+def _consent_result(field: str) -> Callable[[dict[str, Any]], bool]:
+    def allowed(body: dict[str, Any]) -> bool:
+        payload = _data(body, field)
+        return bool(payload) and payload["result"]["__typename"] == "DataSharingConsent"
+
+    return allowed
+
+
+PROBES: dict[str, Probe] = {
+    "me": Probe("{ me { role } }", lambda body: _data(body, "me") is not None),
+    "node": Probe(
+        "query($id: ID!) { node(id: $id) { ... on Patient { givenName } } }",
+        lambda body: (_data(body, "node") or {}).get("givenName") == "Alex",
+    ),
+    "patient": Probe(
+        "query($id: ID!) { patient(id: $id) { givenName } }",
+        lambda body: (_data(body, "patient") or {}).get("givenName") == "Alex",
+    ),
+    "patients": Probe("{ patients(first: 50) { edges { node { givenName } } } }", _patients_include_alex),
+    "auditEvents": Probe(
+        "query($id: ID!) { auditEvents(patientId: $id, first: 5) { edges { node { id } } } }",
+        lambda body: _data(body, "auditEvents") is not None,
+    ),
+    "grantDataSharingConsent": Probe(
+        'mutation { grantDataSharingConsent(input: { clientId: "demo-ehr" }) { result { __typename } } }',
+        _consent_result("grantDataSharingConsent"),
+    ),
+    "revokeDataSharingConsent": Probe(
+        'mutation { revokeDataSharingConsent(input: { clientId: "demo-ehr" }) { result { __typename } } }',
+        _consent_result("revokeDataSharingConsent"),
+    ),
+}
+
+EVERYONE = frozenset(ROLES) - {"anonymous"}
+SEES_ALEX = frozenset({"alex", "provider_in_team", "admin", "client"})
+
+# operation -> the viewers allowed; every other viewer is refused.
+MATRIX: dict[str, frozenset[str]] = {
+    "me": EVERYONE,
+    "node": SEES_ALEX,
+    "patient": SEES_ALEX,
+    "patients": SEES_ALEX,
+    "auditEvents": frozenset({"alex", "admin"}),
+    # A patient grants or revokes sharing of their own record only (Blair acts on Blair's).
+    "grantDataSharingConsent": frozenset({"alex", "blair"}),
+    "revokeDataSharingConsent": frozenset({"alex", "blair"}),
+}
+
+
+def test_every_root_field_of_the_schema_has_a_rule() -> None:
+    schema = build_schema()
+    fields = {field.name for field in schema.schema_converter.type_map["Query"].definition.fields}  # type: ignore[union-attr]
+    fields |= {field.name for field in schema.schema_converter.type_map["Mutation"].definition.fields}  # type: ignore[union-attr]
+    camel = {schema.config.name_converter.apply_naming_config(name) for name in fields}
+    assert camel == set(MATRIX), "add a rule (and a probe) for every new query or mutation"
+    assert set(MATRIX) == set(PROBES)
+
+
+async def _token_for(role: str, tokens: Tokens, app: Any) -> str | None:
+    if role == "anonymous":
+        return None
+    if role == "client_without_consent":
+        with use_database(app.state.database):
+            await DataSharingConsent.filter(patient__user__email="alex@demo.test").update(
+                revoked_at=tokens.clock.now()
+            )
+    users = {
+        "alex": "alex@demo.test",
+        "blair": "blair@demo.test",
+        "provider_in_team": "dr.rivera@demo.test",
+        "provider_outside": "dr.okafor@demo.test",
+        "admin": "admin@demo.test",
+    }
+    if role in users:
+        return tokens.user(users[role])
+    scopes = frozenset({"clinical:read", "changes:read"}) if role == "client_without_scope" else None
+    return tokens.client("demo-ehr", scopes) if scopes else tokens.client("demo-ehr")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("operation", sorted(MATRIX))
+async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, operation: str, role: str) -> None:
+    with use_database(app.state.database):
+        alex = await Patient.get(user__email="alex@demo.test")
+        assert await ApiClient.exists(client_id="demo-ehr")
+    alex_id = str(relay.GlobalID("Patient", str(alex.id)))
+    token = await _token_for(role, tokens, app)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    probe = PROBES[operation]
+    response = await client.post(
+        "/graphql", json={"query": probe.query, "variables": {"id": alex_id}}, headers=headers
+    )
+    assert response.status_code in {200, 401}, response.text
+    body = response.json()
+    for error in body.get("errors") or []:
+        assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", body
+    expected = role in MATRIX[operation]
+    assert probe.allowed(body) is expected, (
+        f"{role} {'should' if expected else 'must not'} {operation}: {body}"
+    )
+    if role == "anonymous":
+        assert response.status_code == 401
+
+
+async def test_a_refused_patient_looks_exactly_like_a_missing_one(
+    client: httpx.AsyncClient, tokens: Tokens, app: Any
+) -> None:
+    with use_database(app.state.database):
+        casey = await Patient.get(user__email="casey@demo.test")
+    headers = {"Authorization": f"Bearer {tokens.user('dr.rivera@demo.test')}"}
+    query = "query($id: ID!) { patient(id: $id) { givenName } node(id: $id) { id } }"
+    existing = str(relay.GlobalID("Patient", str(casey.id)))
+    missing = str(relay.GlobalID("Patient", "00000000-0000-4000-8000-000000000000"))
+    answers = []
+    for patient_id in (existing, missing):
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": {"id": patient_id}}, headers=headers
+        )
+        body = response.json()
+        for error in body["errors"]:
+            error.pop("locations", None)
+        answers.append((response.status_code, body))
+    assert answers[0] == answers[1]
+    assert answers[0][1]["errors"][0]["extensions"] == {"code": "NOT_FOUND"}

@@ -1,0 +1,60 @@
+"""The WebSocket endpoint (graphql-transport-ws) wants an access token in `connection_init`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+from starlette.applications import Starlette
+
+from tests.conftest import Tokens
+
+PROTOCOL = "graphql-transport-ws"
+
+
+@asynccontextmanager
+async def socket_to(app: Starlette) -> AsyncIterator[AsyncWebSocketSession]:
+    # Opened inside the test (not a fixture): the transport's task group must close in its own task.
+    async with (
+        httpx.AsyncClient(transport=ASGIWebSocketTransport(app=app), base_url="http://testserver") as http,
+        aconnect_ws("/graphql", http, subprotocols=[PROTOCOL]) as socket,
+    ):
+        yield socket
+
+
+async def test_a_socket_without_a_token_is_closed(app: Starlette) -> None:
+    async with socket_to(app) as socket:
+        await socket.send_json({"type": "connection_init", "payload": {}})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await socket.receive_json()
+    assert closed.value.code == 4403
+
+
+async def test_a_socket_with_a_forged_token_is_closed(app: Starlette) -> None:
+    async with socket_to(app) as socket:
+        await socket.send_json(
+            {"type": "connection_init", "payload": {"Authorization": "Bearer not.a.token"}}
+        )
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await socket.receive_json()
+    assert closed.value.code == 4403
+
+
+async def test_a_socket_with_a_valid_token_runs_operations_as_its_viewer(
+    app: Starlette, tokens: Tokens
+) -> None:
+    token = tokens.user("dr.rivera@demo.test")
+    async with socket_to(app) as socket:
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": "{ me { role name } }"}})
+        answer = await socket.receive_json()
+        assert answer == {
+            "id": "1",
+            "type": "next",
+            "payload": {"data": {"me": {"role": "PROVIDER", "name": "dr.rivera@demo.test"}}},
+        }
