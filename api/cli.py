@@ -168,6 +168,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         server_header=False,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, finishes requests, runs the lifespan exit.

@@ -1,14 +1,17 @@
 """The `/graphql` endpoint: Strawberry's ASGI view with our authentication, context and transport rules.
 
-Every operation needs a valid access token (`Authorization: Bearer …` over HTTP, in the
-`connection_init` payload over WebSocket); without one the answer is 401 `UNAUTHENTICATED` before
-any GraphQL runs. GET is refused for operations (no queries in URLs, which end up in logs and
+Every operation needs a valid access token: `Authorization: Bearer …` over HTTP (without one the
+answer is 401 `UNAUTHENTICATED` before any GraphQL runs), or the `connection_init` payload over
+WebSocket (checked again before every operation on the socket, which is closed with 4401 when the
+token expires). GET is refused for operations (no queries in URLs, which end up in logs and
 caches; no CSRF by link), only `application/json` POST bodies are read (a form post from another
 site is refused), batches are off, and GraphiQL is served only outside production.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from starlette.requests import Request
@@ -20,14 +23,28 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
 from api.settings import Settings
+from models.access import Viewer
 from models.audit import AuditTrail
 from models.clock import Clock
 from schema import build_schema
 from schema.context import Context
+from schema.errors import Unauthenticated
+
+TOKEN_EXPIRED = 4401
 
 
 def _trail(scope: Scope, client_address: str | None) -> AuditTrail:
     return AuditTrail(request_id=scope.get("state", {}).get("request_id"), client_address=client_address)
+
+
+def _connection_token(params: Any) -> str | None:
+    if not isinstance(params, dict):
+        return None
+    raw = params.get("Authorization") or params.get("authorization")
+    if isinstance(raw, str):
+        return bearer_token(raw)
+    token = params.get("token")
+    return token if isinstance(token, str) else None
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -47,11 +64,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                if (timer := scope.get("state", {}).get("expiry_timer")) is not None:
+                    timer.cancel()
+            return
         if scope["type"] == "http" and scope.get("method") == "POST":
             request = Request(scope, receive)
             address = request.client.host if request.client else None
             try:
-                viewer = await authenticate(
+                authenticated = await authenticate(
                     self.settings,
                     bearer_token(request.headers.get("authorization")),
                     now=self.clock.now(),
@@ -60,7 +84,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             except NotAuthenticated as refusal:
                 await self._unauthenticated(refusal.message)(scope, receive, send)
                 return
-            scope.setdefault("state", {})["viewer"] = viewer
+            scope.setdefault("state", {})["viewer"] = authenticated.viewer
         await super().__call__(scope, receive, send)
 
     @staticmethod
@@ -74,30 +98,53 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | Any
     ) -> Context:
-        return Context(
+        context = Context(
             clock=self.clock,
             request_id=request.scope.get("state", {}).get("request_id", ""),
             max_page_size=self.settings.max_page_size,
             viewer=request.scope.get("state", {}).get("viewer"),
             client_address=request.client.host if request.client else None,
         )
+        if isinstance(request, WebSocket):
+            context.transport = request
+        return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         """graphql-transport-ws: the access token comes in `connection_init`, or the socket closes."""
-        params = context.connection_params if isinstance(context.connection_params, dict) else {}
-        raw = params.get("Authorization") or params.get("authorization")
-        token = bearer_token(raw) if isinstance(raw, str) else None
-        if token is None and isinstance(params.get("token"), str):
-            token = params["token"]
+        token = _connection_token(context.connection_params)
+
+        async def reauthenticate() -> Viewer:
+            try:
+                authenticated = await authenticate(
+                    self.settings, token, now=self.clock.now(), trail=self._ws_trail(context)
+                )
+            except NotAuthenticated as refusal:
+                raise Unauthenticated(refusal.message) from refusal
+            return authenticated.viewer
+
         try:
-            context.viewer = await authenticate(
-                self.settings,
-                token,
-                now=self.clock.now(),
-                trail=AuditTrail(client_address=context.client_address),
+            authenticated = await authenticate(
+                self.settings, token, now=self.clock.now(), trail=self._ws_trail(context)
             )
         except NotAuthenticated as refusal:
             raise ConnectionRejectionError(
                 {"message": refusal.message, "code": "UNAUTHENTICATED"}
             ) from refusal
+        context.viewer = authenticated.viewer
+        context.reauthenticate = reauthenticate
+        websocket = context.transport
+        if isinstance(websocket, WebSocket):
+            delay = (authenticated.expires_at - self.clock.now()).total_seconds()
+            timer = asyncio.get_running_loop().create_task(self._close_when_expired(websocket, delay))
+            websocket.scope.setdefault("state", {})["expiry_timer"] = timer
         return None
+
+    @staticmethod
+    def _ws_trail(context: Context) -> AuditTrail:
+        return AuditTrail(request_id=context.request_id, client_address=context.client_address)
+
+    @staticmethod
+    async def _close_when_expired(websocket: WebSocket, delay: float) -> None:
+        await asyncio.sleep(max(delay, 0))
+        with contextlib.suppress(RuntimeError, OSError):
+            await websocket.close(TOKEN_EXPIRED, "access token expired: reconnect with a new one")

@@ -47,7 +47,7 @@ async def send_json_error(send: Send, status: int, body: Mapping[str, object]) -
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (kept from a sane `X-Request-ID`), echoes it, logs one access line."""
+    """Gives each request an id, returns it in `X-Request-ID`, logs one access line."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,8 +56,11 @@ class RequestContextMiddleware:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
+        # Our own id goes into logs and audit rows (a client must not choose it); a sane id the
+        # client sent is logged beside it, to correlate with the app's own logs.
         incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _INCOMING_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        client_request_id = incoming if _INCOMING_REQUEST_ID.match(incoming) else None
+        request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -82,7 +85,10 @@ class RequestContextMiddleware:
                 scope.get("method", "WS"),
                 scope["path"],
                 status,
-                extra={"duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+                extra={
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    **({"client_request_id": client_request_id} if client_request_id else {}),
+                },
             )
             request_id_var.reset(token)
 

@@ -60,6 +60,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     run_scheduler: bool = True
+    # Proxies whose X-Forwarded-For is believed (the client address feeds throttling and audit).
+    forwarded_allow_ips: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -195,6 +197,7 @@ class _Reader:
             log_level=self.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
+            forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
         )
         if self.problems:
             raise SettingsError(self.problems)

@@ -23,11 +23,16 @@ _POSTGRES_APPEND_ONLY = [
     "CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event "
     "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()",
 ]
+# One active consent per patient and client (the same SQL on SQLite and PostgreSQL).
+_ONE_ACTIVE_CONSENT = (
+    "CREATE UNIQUE INDEX data_sharing_consent_one_active ON data_sharing_consent "
+    "(patient_id, api_client_id) WHERE revoked_at IS NULL"
+)
 
 
-async def make_audit_log_append_only(apps, schema_editor) -> None:
+async def harden_tables(apps, schema_editor) -> None:
     statements = _POSTGRES_APPEND_ONLY if schema_editor.DIALECT == "postgres" else _SQLITE_APPEND_ONLY
-    for statement in statements:
+    for statement in [*statements, _ONE_ACTIVE_CONSENT]:
         await schema_editor.client.execute_script(statement)
 
 
@@ -74,9 +79,20 @@ class Migration(migrations.Migration):
             bases=['Entity'],
         ),
         ops.CreateModel(
+            name='KnownSignInAddress',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('subject', fields.CharField(max_length=300)),
+                ('address', fields.CharField(max_length=64)),
+                ('last_success_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'known_sign_in_address', 'app': 'ketafollow', 'unique_together': (('subject', 'address'),), 'pk_attr': 'id', 'table_description': 'An address an account signed in from successfully (exempts it from the account-wide lock).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='LoginThrottle',
             fields=[
-                ('key', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=300)),
+                ('key', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=400)),
                 ('failures', fields.IntField(default=0)),
                 ('window_started_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('lock_count', fields.IntField(default=0)),
@@ -86,21 +102,31 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='SessionFamily',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('user', fields.ForeignKeyField('ketafollow.User', source_field='user_id', db_constraint=True, to_field='id', related_name='session_families', on_delete=OnDelete.RESTRICT)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('last_used_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('revoke_reason', fields.CharField(null=True, max_length=32)),
+            ],
+            options={'table': 'session_family', 'app': 'ketafollow', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='RefreshToken',
             fields=[
                 ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
-                ('family_id', fields.UUIDField(db_index=True)),
-                ('user', fields.ForeignKeyField('ketafollow.User', source_field='user_id', db_constraint=True, to_field='id', related_name='refresh_tokens', on_delete=OnDelete.RESTRICT)),
+                ('family', fields.ForeignKeyField('ketafollow.SessionFamily', source_field='family_id', db_constraint=True, to_field='id', related_name='tokens', on_delete=OnDelete.RESTRICT)),
                 ('token_hash', fields.CharField(unique=True, max_length=64)),
                 ('issued_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('idle_expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
-                ('family_expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('rotated_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
-                ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
-                ('revoke_reason', fields.CharField(null=True, max_length=32)),
             ],
             options={'table': 'refresh_token', 'app': 'ketafollow', 'pk_attr': 'id'},
             bases=['Model'],
         ),
-        ops.RunPython(make_audit_log_append_only),
+        ops.RunPython(harden_tables),
     ]

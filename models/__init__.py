@@ -4,4 +4,9 @@
 migrations are built from it, so a new area is registered here once.
 """
 
-MODEL_MODULES: tuple[str, ...] = ("models.accounts", "models.audit", "models.sessions")
+MODEL_MODULES: tuple[str, ...] = (
+    "models.accounts",
+    "models.audit",
+    "models.sessions",
+    "models.throttle",
+)

@@ -30,7 +30,7 @@ class Role(StrEnum):
 API_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+CLIENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 
 
 class CareTeam(Entity):
@@ -251,7 +251,7 @@ async def create_user(data: NewUser, *, password_hash: str, today: date) -> User
 
 async def create_api_client(data: NewApiClient, *, secret_hash: str) -> ApiClient:
     """Register an EHR client with its scopes and the care teams whose patients it may see."""
-    if not _CLIENT_ID.match(data.client_id):
+    if not CLIENT_ID_PATTERN.match(data.client_id):
         raise InvalidInput("clientId", "clientId must be 3-64 characters of a-z, 0-9, '.', '_' or '-'")
     unknown = sorted(set(data.scopes) - API_SCOPES)
     if unknown:

@@ -145,7 +145,12 @@ class AuditCursor:
 async def list_audit_events(
     viewer: Viewer, *, patient_id: UUID | None, limit: int, after: AuditCursor | None = None
 ) -> list[AuditEvent]:
-    """The audit log, newest first. Admins read all of it; a patient reads who accessed their record."""
+    """The audit log, newest first (HIPAA audit controls; a patient's accounting of disclosures).
+
+    Admins read all of it. A patient reads who accessed their own record: the care team, clients
+    and admins, but not other patients' refused attempts, and no addresses or request ids.
+    Reading the log is itself audited, once per patient whose events were shown.
+    """
     if viewer.is_role(Role.PATIENT):
         if patient_id not in (None, viewer.patient_id):
             viewer.audit.add(
@@ -154,15 +159,26 @@ async def list_audit_events(
             raise NotFound("patient")
         patient_id = viewer.patient_id
     elif not viewer.is_role(Role.ADMIN):
+        viewer.audit.add(
+            AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id)
+        )
         raise Forbidden("only admins, and patients for their own record, may read the audit log")
     query = AuditEvent.all()
     if patient_id is not None:
         query = query.filter(patient_id=patient_id)
-        viewer.audit.add(
-            AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=patient_id)
+    if viewer.is_role(Role.PATIENT):
+        query = query.filter(
+            Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
         )
     if after is not None:
         query = query.filter(
             Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id)
         )
-    return list(await query.order_by("-occurred_at", "-id").limit(limit))
+    events = list(await query.order_by("-occurred_at", "-id").limit(limit))
+    for shown in sorted({event.patient_id for event in events if event.patient_id is not None}):
+        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=shown))
+    if viewer.is_role(Role.PATIENT):
+        for event in events:  # in memory only: the rows themselves cannot change
+            event.client_address = None
+            event.request_id = None
+    return events

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.exceptions import IntegrityError
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.access import Viewer
@@ -51,32 +53,44 @@ async def sharing_choices(viewer: Viewer) -> list[SharingChoice]:
     ]
 
 
+def _active(viewer: Viewer, client: ApiClient) -> QuerySet[DataSharingConsent]:
+    return DataSharingConsent.filter(patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None)
+
+
+def _consent_audit(
+    viewer: Viewer, action: AuditAction, consent: DataSharingConsent, detail: str
+) -> AuditEntry:
+    return AuditEntry(
+        action,
+        "Consent",
+        AuditOutcome.SUCCESS,
+        patient_id=viewer.patient_id,
+        resource_id=str(consent.id),
+        detail=detail,
+    )
+
+
 async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
-    """The patient agrees that `client_id` may receive their record."""
+    """The patient agrees that `client_id` may receive their record (granting twice is one grant)."""
     _require_patient(viewer)
     client = await _client_serving(viewer, client_id)
     async with in_transaction():
-        existing = await DataSharingConsent.filter(
-            patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None
-        ).first()
+        existing = await _active(viewer, client).first()
         if existing is not None:
             return existing
-        consent = await DataSharingConsent.create(
-            patient_id=viewer.patient_id, api_client_id=client.id, granted_at=now
-        )
-        await record_now(
-            viewer,
-            AuditEntry(
-                AuditAction.CREATE,
-                "Consent",
-                AuditOutcome.SUCCESS,
-                patient_id=viewer.patient_id,
-                resource_id=str(consent.id),
-                detail=f"share with {client.client_id}",
-            ),
-            now=now,
-            trail=viewer.audit,
-        )
+        try:
+            async with in_transaction():
+                consent = await DataSharingConsent.create(
+                    patient_id=viewer.patient_id, api_client_id=client.id, granted_at=now
+                )
+        except IntegrityError:
+            # A concurrent grant won: one active consent per patient and client (unique index).
+            winner = await _active(viewer, client).first()
+            if winner is None:
+                raise
+            return winner
+        entry = _consent_audit(viewer, AuditAction.CREATE, consent, f"share with {client.client_id}")
+        await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent
 
 
@@ -85,24 +99,13 @@ async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: da
     _require_patient(viewer)
     client = await _client_serving(viewer, client_id)
     async with in_transaction():
-        consent = await DataSharingConsent.filter(
-            patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None
-        ).first()
+        consent = await _active(viewer, client).first()
         if consent is None:
             raise NotFound("consent")
+        await _active(viewer, client).update(revoked_at=now, updated_at=now)
         consent.revoked_at = now
-        await consent.save(update_fields=["revoked_at", "updated_at"])
-        await record_now(
-            viewer,
-            AuditEntry(
-                AuditAction.UPDATE,
-                "Consent",
-                AuditOutcome.SUCCESS,
-                patient_id=viewer.patient_id,
-                resource_id=str(consent.id),
-                detail=f"revoked sharing with {client.client_id}",
-            ),
-            now=now,
-            trail=viewer.audit,
+        entry = _consent_audit(
+            viewer, AuditAction.UPDATE, consent, f"revoked sharing with {client.client_id}"
         )
+        await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,8 +20,11 @@ class Context:
     client_address: str | None = None
     # Per-request caches (DataLoaders) live here so nothing leaks between requests or viewers.
     loaders: dict[str, Any] = field(default_factory=dict)
-    # Set by Strawberry from a WebSocket's `connection_init` payload.
+    # WebSocket only: the `connection_init` payload (set by Strawberry), and how to check the
+    # connection's token again before each operation (set at `connection_init`).
     connection_params: dict[str, Any] | None = None
+    reauthenticate: Callable[[], Awaitable[Viewer]] | None = None
+    transport: Any = None
 
     def now(self) -> datetime:
         return self.clock.now()

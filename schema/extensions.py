@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode
+from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -68,10 +68,21 @@ class ErrorPolicy(SchemaExtension):
 
 
 class AuditFlush(SchemaExtension):
-    """Writes the request's audit entries before the response leaves; no audit, no data."""
+    """Scopes each operation: on a WebSocket the token is checked again and loaders start empty;
+    the operation's audit entries are written before its result leaves (no audit, no data)."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         context = self.execution_context.context
+        if getattr(context, "reauthenticate", None) is not None:
+            try:
+                context.viewer = await context.reauthenticate()
+            except ClientError as refusal:
+                self.execution_context.result = ExecutionResult(
+                    data=None, errors=[GraphQLError(refusal.message, extensions={"code": refusal.code})]
+                )
+                yield
+                return
+            context.loaders = {}
         viewer = getattr(context, "viewer", None)
         if viewer is not None:
             viewer.audit.operation = self.execution_context.operation_name or _root_fields(

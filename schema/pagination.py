@@ -67,11 +67,16 @@ def encode_cursor(kind: str, values: list[str]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_LENGTH = 512
+
+
 def decode_cursor(kind: str, cursor: str, length: int) -> list[str]:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadUserInput("after is not a cursor this list issued")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as error:
         raise BadUserInput("after is not a cursor this list issued") from error
     if (
         not isinstance(decoded, list)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -10,8 +12,9 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import Patient
+from models.accounts import DataSharingConsent, Patient
 from models.audit import AuditAction, AuditEvent, AuditOutcome
+from models.clock import ManualClock
 from tests.conftest import Tokens
 from tests.graphql import gql
 
@@ -100,21 +103,26 @@ async def test_a_patient_sees_who_accessed_their_record(
 
 
 async def test_the_audit_log_pages_newest_first_without_gaps_or_repeats(
-    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, clock: ManualClock
 ) -> None:
     for _ in range(5):
+        clock.advance(timedelta(seconds=1))
         await gql(
             client,
             "{ patients(first: 10) { edges { node { id } } } }",
             token=tokens.user("dr.rivera@demo.test"),
         )
+    with use_database(app.state.database):
+        before = await AuditEvent.all().order_by("-occurred_at", "-id").values_list("id", flat=True)
     admin = tokens.user("admin@demo.test")
     seen: list[str] = []
     after = None
     while True:
+        # Reading the log is audited too: those new rows are newer than every page's cursor.
+        clock.advance(timedelta(seconds=1))
         body = await gql(
             client,
-            "query($after: String) { auditEvents(first: 3, after: $after) { edges { node { id occurredAt } } "
+            "query($after: String) { auditEvents(first: 3, after: $after) { edges { node { id } } "
             "pageInfo { hasNextPage endCursor } } }",
             {"after": after},
             token=admin,
@@ -124,10 +132,8 @@ async def test_the_audit_log_pages_newest_first_without_gaps_or_repeats(
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    with use_database(app.state.database):
-        newest_first = await AuditEvent.all().order_by("-occurred_at", "-id").values_list("id", flat=True)
-    assert seen == [str(event_id) for event_id in newest_first]
-    assert len(seen) >= 10
+    assert seen == [str(event_id) for event_id in before]
+    assert len(before) >= 10
 
 
 async def test_a_cursor_from_another_list_is_refused(client: httpx.AsyncClient, tokens: Tokens) -> None:
@@ -203,3 +209,86 @@ async def test_the_audit_log_cannot_be_changed_or_erased(
         with pytest.raises(Exception, match="append-only"):
             await AuditEvent.filter(id=row.id).delete()
         assert (await AuditEvent.get(id=row.id)).detail is None
+
+
+async def test_a_patient_does_not_see_other_patients_or_addresses_in_their_log(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    ids = await patient_ids(app)
+    query = "query($id: ID!) { patient(id: $id) { givenName } }"
+    await gql(client, query, {"id": ids["blair"]}, token=tokens.user("alex@demo.test"))  # refused
+    await gql(client, query, {"id": ids["blair"]}, token=tokens.user("dr.rivera@demo.test"))
+    body = await gql(
+        client,
+        "{ auditEvents(first: 20) { edges { node { actor outcome clientAddress requestId } } } }",
+        token=tokens.user("blair@demo.test"),
+    )
+    events = [edge["node"] for edge in body["data"]["auditEvents"]["edges"]]
+    assert events == [
+        {"actor": "dr.rivera@demo.test", "outcome": "SUCCESS", "clientAddress": None, "requestId": None}
+    ]
+    # The admin still sees the refused attempt, with its address.
+    admin = await gql(
+        client,
+        "query($id: ID) { auditEvents(patientId: $id) { edges { node { actor outcome clientAddress } } } }",
+        {"id": ids["blair"]},
+        token=tokens.user("admin@demo.test"),
+    )
+    assert {"actor": "alex@demo.test", "outcome": "DENIED", "clientAddress": "127.0.0.1"} in [
+        edge["node"] for edge in admin["data"]["auditEvents"]["edges"]
+    ]
+
+
+async def test_reading_the_audit_log_is_audited_and_so_is_a_refusal(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    ids = await patient_ids(app)
+    await gql(
+        client,
+        "query($id: ID!) { patient(id: $id) { id } }",
+        {"id": ids["alex"]},
+        token=tokens.user("dr.rivera@demo.test"),
+    )
+    await gql(client, "{ auditEvents { edges { node { id } } } }", token=tokens.user("admin@demo.test"))
+    refused = await gql(
+        client, "query($id: ID) { auditEvents(patientId: $id) { edges { node { id } } } }",
+        {"id": ids["alex"]}, token=tokens.user("dr.rivera@demo.test"),
+    )  # fmt: skip
+    assert refused["errors"][0]["extensions"] == {"code": "FORBIDDEN"}
+    rows = await audit_rows(app, resource_type="AuditEvent")
+    assert {(row.actor_label, row.outcome) for row in rows} == {
+        ("admin@demo.test", AuditOutcome.SUCCESS),
+        ("dr.rivera@demo.test", AuditOutcome.DENIED),
+    }
+
+
+async def test_an_absurd_cursor_is_refused_politely(client: httpx.AsyncClient, tokens: Tokens) -> None:
+    for cursor in ("[" * 50_000, "W" * 600, "bm90LWpzb24"):
+        body = await gql(
+            client, "query($c: String) { patients(after: $c) { edges { node { id } } } }", {"c": cursor},
+            token=tokens.user("admin@demo.test"),
+        )  # fmt: skip
+        assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
+async def test_concurrent_consent_grants_make_one_consent_and_one_revoke_ends_it(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    blair = tokens.user("blair@demo.test")
+    await gql(
+        client,
+        'mutation { revokeDataSharingConsent(input: {clientId: "demo-ehr"}) { result { __typename } } }',
+        token=blair,
+    )
+    grant = 'mutation { grantDataSharingConsent(input: {clientId: "demo-ehr"}) { result { __typename } } }'
+    await asyncio.gather(*(gql(client, grant, token=blair) for _ in range(6)))
+    with use_database(app.state.database):
+        active = DataSharingConsent.filter(patient__user__email="blair@demo.test", revoked_at=None)
+        assert await active.count() == 1
+    await gql(
+        client,
+        'mutation { revokeDataSharingConsent(input: {clientId: "demo-ehr"}) { result { __typename } } }',
+        token=blair,
+    )
+    with use_database(app.state.database):
+        assert await active.count() == 0

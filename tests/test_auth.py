@@ -141,10 +141,11 @@ async def test_a_refresh_rotates_the_token(client: httpx.AsyncClient) -> None:
 
 
 async def test_reusing_a_rotated_refresh_token_ends_the_whole_login_and_is_audited(
-    client: httpx.AsyncClient, app: Starlette
+    client: httpx.AsyncClient, app: Starlette, clock: ManualClock
 ) -> None:
     first = (await sign_in(client, "alex@demo.test")).json()
     second = (await refresh(client, first["refresh_token"])).json()
+    clock.advance(timedelta(seconds=6))  # past the grace for concurrent retries
     reused = await refresh(client, first["refresh_token"])
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
@@ -160,9 +161,14 @@ async def test_of_two_concurrent_refreshes_with_one_token_exactly_one_wins(
     token = (await sign_in(client, "alex@demo.test")).json()["refresh_token"]
     responses = await asyncio.gather(*(refresh(client, token) for _ in range(2)))
     assert sorted(response.status_code for response in responses) == [200, 400]
+    [winner] = [response.json() for response in responses if response.status_code == 200]
+    [loser] = [response.json() for response in responses if response.status_code == 400]
+    assert "concurrent request" in loser["error_description"]
     with use_database(app.state.database):
         assert await RefreshToken.filter(rotated_at__isnull=False).count() == 1
     assert await denied_events(app, "TokenRefresh")
+    # The loser was a retry, not a thief: the winner's login lives on.
+    assert (await refresh(client, winner["refresh_token"])).status_code == 200
 
 
 async def test_an_idle_refresh_token_expires(client: httpx.AsyncClient, clock: ManualClock) -> None:
@@ -173,6 +179,13 @@ async def test_an_idle_refresh_token_expires(client: httpx.AsyncClient, clock: M
         "error": "invalid_grant",
         "error_description": "the refresh token is expired; sign in again",
     }
+
+
+async def test_logging_out_with_an_old_token_ends_its_successors_too(client: httpx.AsyncClient) -> None:
+    first = (await sign_in(client, "alex@demo.test")).json()["refresh_token"]
+    second = (await refresh(client, first)).json()["refresh_token"]
+    await client.post("/auth/revoke", data={"token": first})
+    assert (await refresh(client, second)).json()["error"] == "invalid_grant"
 
 
 async def test_logout_revokes_the_login(client: httpx.AsyncClient) -> None:
@@ -403,3 +416,36 @@ async def test_a_previous_signing_key_still_verifies_during_rotation(
             assert (await me(http, old_token)).status_code == 200
             fresh = (await sign_in(http, "alex@demo.test")).json()["access_token"]
     assert jwt.get_unverified_header(fresh)["kid"] == "k2"
+
+
+async def test_concurrent_guesses_are_counted_like_sequential_ones(client: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(sign_in(client, "alex@demo.test", f"guess {i}") for i in range(12)))
+    codes = [response.status_code for response in responses]
+    assert codes.count(400) == 5
+    assert codes.count(429) == 7
+
+
+def _client_at(app: Starlette, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_a_distributed_attack_cannot_lock_the_owner_out_of_a_known_address(app: Starlette) -> None:
+    async with _client_at(app, "198.51.100.7") as home:
+        assert (await sign_in(home, "alex@demo.test")).status_code == 200
+        for attacker in range(25):
+            async with _client_at(app, f"203.0.113.{attacker}") as elsewhere:
+                await sign_in(elsewhere, "alex@demo.test", "guess")
+        async with _client_at(app, "203.0.113.200") as new_address:
+            assert (await sign_in(new_address, "alex@demo.test")).status_code == 429
+        assert (await sign_in(home, "alex@demo.test")).status_code == 200
+
+
+async def test_an_oversized_client_id_is_an_authentication_failure_not_a_crash(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/auth/token", data={"grant_type": "client_credentials", "client_id": "x" * 400, "client_secret": "s"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"

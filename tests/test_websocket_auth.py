@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 from starlette.applications import Starlette
 
+from models.clock import ManualClock
 from tests.conftest import Tokens
 
 PROTOCOL = "graphql-transport-ws"
@@ -58,3 +60,22 @@ async def test_a_socket_with_a_valid_token_runs_operations_as_its_viewer(
             "type": "next",
             "payload": {"data": {"me": {"role": "PROVIDER", "name": "dr.rivera@demo.test"}}},
         }
+
+
+async def test_an_open_socket_stops_working_when_its_token_expires(
+    app: Starlette, tokens: Tokens, clock: ManualClock
+) -> None:
+    token = tokens.user("dr.rivera@demo.test")
+    async with socket_to(app) as socket:
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        clock.advance(timedelta(minutes=16))
+        await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": "{ me { role } }"}})
+        answer = await socket.receive_json()
+    assert answer["type"] == "next"
+    assert answer["payload"] == {
+        "data": None,
+        "errors": [
+            {"message": "invalid access token: token has expired", "extensions": {"code": "UNAUTHENTICATED"}}
+        ],
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from api.auth.tokens import InvalidToken, decode_access_token
@@ -31,7 +32,15 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail) -> Viewer:
+@dataclass(frozen=True)
+class Authenticated:
+    viewer: Viewer
+    expires_at: datetime
+
+
+async def authenticate(
+    settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail
+) -> Authenticated:
     """The viewer a token stands for. Invalid tokens are refused and audited (they may be attacks)."""
     if token is None:
         raise NotAuthenticated(SIGN_IN_FIRST)
@@ -51,4 +60,4 @@ async def authenticate(settings: Settings, token: str | None, *, now: datetime, 
             trail=trail,
         )
         raise NotAuthenticated(f"invalid access token: {error}") from error
-    return viewer
+    return Authenticated(viewer, claims.expires_at)

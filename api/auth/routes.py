@@ -20,9 +20,9 @@ from starlette.responses import JSONResponse, Response
 from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.auth.tokens import issue_access_token
 from api.settings import Settings
-from models import sessions
+from models import sessions, throttle
 from models.access import Viewer, load_user_viewer
-from models.accounts import ApiClient, User, normalise_email
+from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, normalise_email
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.clock import Clock
 from models.errors import InvalidInput
@@ -109,12 +109,13 @@ async def _audit(
     )
 
 
-async def _refuse_if_throttled(keys: list[str], trail: AuditTrail, now: datetime, label: str) -> None:
-    until = await sessions.locked_until(keys, now=now)
+async def _reserve_attempt(subject: str, request: Request, trail: AuditTrail, now: datetime) -> None:
+    """Count the attempt before checking it (so concurrent guesses count), or refuse with 429."""
+    until = await throttle.reserve_attempt(subject, _address(request), now=now)
     if until is None:
         return
     wait = max(1, math.ceil((until - now).total_seconds()))
-    await _audit(None, trail, now, AuditOutcome.DENIED, f"throttled: {label}")
+    await _audit(None, trail, now, AuditOutcome.DENIED, f"throttled: {subject}")
     raise OAuthError(
         "too_many_attempts",
         f"too many failed attempts; try again in {wait} seconds",
@@ -132,18 +133,16 @@ async def _password_grant(
         email = normalise_email(raw_email)
     except InvalidInput:
         email = raw_email.strip().lower()[:254]
-    account, address = sessions.account_key(email), sessions.address_key(_address(request))
-    await _refuse_if_throttled([account, address], trail, now, email)
+    subject = f"user:{email}"
+    await _reserve_attempt(subject, request, trail, now)
     user = await User.get_or_none(email=email, is_active=True)
     matches = await verify_password(user.password_hash if user else None, password)
     demo_refused = not settings.demo_logins_enabled and email.endswith(DEMO_DOMAIN)
     viewer = await load_user_viewer(user.id, trail) if user and matches and not demo_refused else None
     if user is None or viewer is None:
-        await sessions.record_failure(account, sessions.ACCOUNT_POLICY, now=now)
-        await sessions.record_failure(address, sessions.ADDRESS_POLICY, now=now)
         await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for {email}")
         raise OAuthError("invalid_grant", "the e-mail address or the password is wrong")
-    await sessions.clear_failures(account)
+    await throttle.attempt_succeeded(subject, _address(request), now=now)
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
         await user.save(update_fields=["password_hash", "updated_at"])
@@ -171,9 +170,11 @@ async def _refresh_grant(
         viewer = await load_user_viewer(refused.user_id, trail) if refused.user_id else None
         ended = "; the login was ended (token reuse)" if refused.family_revoked else ""
         await _audit(viewer, trail, now, AuditOutcome.DENIED, f"refresh token {refused.reason.value}{ended}")
-        raise OAuthError(
-            "invalid_grant", f"the refresh token is {refused.reason.value}; sign in again"
-        ) from refused
+        if refused.reason is sessions.RefreshRefusal.CONCURRENT:
+            advice = "the refresh token was already used by a concurrent request: use the one it received"
+        else:
+            advice = f"the refresh token is {refused.reason.value}; sign in again"
+        raise OAuthError("invalid_grant", advice) from refused
     viewer = await load_user_viewer(rotated.user_id, trail)
     if viewer is None:
         await sessions.revoke_family(rotated.family_id, now=now, reason="account inactive")
@@ -204,22 +205,28 @@ async def _client_credentials_grant(
 ) -> Response:
     client_id, secret, basic = _client_credentials(request, form)
     trail = _trail(request, "ClientLogin")
-    keys = [sessions.account_key(f"client:{client_id}"), sessions.address_key(_address(request))]
-    await _refuse_if_throttled(keys, trail, now, client_id)
+    unauthorised = OAuthError(
+        "invalid_client",
+        "client authentication failed",
+        status=401,
+        headers={"WWW-Authenticate": 'Basic realm="ketafollow"'} if basic else {},
+    )
+    if not CLIENT_ID_PATTERN.match(client_id):
+        await _audit(None, trail, now, AuditOutcome.DENIED, "malformed client id")
+        raise unauthorised
+    subject = f"client:{client_id}"
+    await _reserve_attempt(subject, request, trail, now)
     client = await ApiClient.get_or_none(client_id=client_id, is_active=True)
     matches = await verify_password(client.secret_hash if client else None, secret)
     demo_refused = not settings.demo_logins_enabled and client_id in DEMO_CLIENTS
     if client is None or not matches or demo_refused:
-        await sessions.record_failure(keys[0], sessions.ACCOUNT_POLICY, now=now)
-        await sessions.record_failure(keys[1], sessions.ADDRESS_POLICY, now=now)
-        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for client {client_id[:64]}")
-        headers = {"WWW-Authenticate": 'Basic realm="ketafollow"'} if basic else {}
-        raise OAuthError("invalid_client", "client authentication failed", status=401, headers=headers)
+        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for client {client_id}")
+        raise unauthorised
     granted = frozenset(client.scopes)
     requested = frozenset(form.get("scope", "").split()) or granted
     if not requested <= granted:
         raise OAuthError("invalid_scope", f"not granted: {' '.join(sorted(requested - granted))}")
-    await sessions.clear_failures(keys[0])
+    await throttle.attempt_succeeded(subject, _address(request), now=now)
     await record_now(
         None,
         AuditEntry(
