@@ -31,7 +31,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         async with open_database(settings) as database:
             await ensure_migrated()
             app.state.database = database
-            scheduler = build_scheduler(clock) if settings.run_scheduler else None
+            scheduler = build_scheduler(clock, settings.clinic_policy) if settings.run_scheduler else None
             app.state.scheduler = scheduler
             if scheduler is not None:
                 scheduler.start()

@@ -76,18 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate_command = commands.add_parser("migrate", help="apply pending database migrations")
     migrate_command.set_defaults(handler=_migrate)
 
-    seed = commands.add_parser(
-        "seed", help="load instruments and demo data (idempotent; demo data not in production)"
-    )
+    seed = commands.add_parser("seed", help="load instruments and demo data (idempotent; demo data not in production)")
     seed.set_defaults(handler=_seed)
 
     export = commands.add_parser("export-schema", help="write the GraphQL schema (SDL)")
     export.add_argument(
         "--output", default="schema.graphql", help="file to write (default: schema.graphql; - for stdout)"
     )
-    export.add_argument(
-        "--check", action="store_true", help="exit 1 if the file differs from the code, write nothing"
-    )
+    export.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code, write nothing")
     export.set_defaults(handler=_export_schema)
 
     team = commands.add_parser("create-care-team", help="create a care team (no-op if it exists)")
@@ -107,9 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("--time-zone", default="UTC", help="IANA zone, e.g. America/New_York")
     user.add_argument("--birth-date", type=date.fromisoformat, help="patients: YYYY-MM-DD")
     user.add_argument("--phone")
-    user.add_argument(
-        "--care-team", action="append", default=[], help="patients: exactly one; providers: any number"
-    )
+    user.add_argument("--care-team", action="append", default=[], help="patients: exactly one; providers: any number")
     user.add_argument("--npi", help="providers: 10-digit National Provider Identifier")
     user.add_argument("--credentials", default="", help="providers: e.g. MD, NP, PA-C")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
@@ -188,7 +182,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = build_scheduler(SystemClock())
+        scheduler = build_scheduler(SystemClock(), settings.clinic_policy)
         scheduler.start()
         print("ketafollow worker: running the scheduled jobs; stop with Ctrl-C", file=sys.stderr)
         await stop.wait()

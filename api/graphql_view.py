@@ -95,13 +95,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             headers={"WWW-Authenticate": 'Bearer realm="ketafollow"'},
         )
 
-    async def get_context(
-        self, request: Request | WebSocket, response: Response | WebSocket | Any
-    ) -> Context:
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | Any) -> Context:
         context = Context(
             clock=self.clock,
             request_id=request.scope.get("state", {}).get("request_id", ""),
             max_page_size=self.settings.max_page_size,
+            policy=self.settings.clinic_policy,
             viewer=request.scope.get("state", {}).get("viewer"),
             client_address=request.client.host if request.client else None,
         )
@@ -127,9 +126,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 self.settings, token, now=self.clock.now(), trail=self._ws_trail(context)
             )
         except NotAuthenticated as refusal:
-            raise ConnectionRejectionError(
-                {"message": refusal.message, "code": "UNAUTHENTICATED"}
-            ) from refusal
+            raise ConnectionRejectionError({"message": refusal.message, "code": "UNAUTHENTICATED"}) from refusal
         context.viewer = authenticated.viewer
         context.reauthenticate = reauthenticate
         websocket = context.transport

@@ -18,11 +18,7 @@ async def readyz(request: Request) -> JSONResponse:
     scheduler = request.app.state.scheduler
     checks = {
         "database": "ok" if database else "unreachable",
-        "migrations": "ok"
-        if database and not pending
-        else f"{len(pending)} pending"
-        if pending
-        else "unknown",
+        "migrations": "ok" if database and not pending else f"{len(pending)} pending" if pending else "unknown",
         "scheduler": "running"
         if scheduler is not None and scheduler.running
         else ("disabled" if scheduler is None else "stopped"),

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy
 
 # Only ever used outside production; production refuses it (see `_check_secret`).
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
@@ -62,6 +64,9 @@ class Settings:
     run_scheduler: bool = True
     # Proxies whose X-Forwarded-For is believed (the client address feeds throttling and audit).
     forwarded_allow_ips: str = ""
+    # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
+    crisis_resources: str = US_CRISIS_RESOURCES
+    on_call_contact: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -80,14 +85,17 @@ class Settings:
         return not self.is_production
 
     @property
+    def clinic_policy(self) -> ClinicPolicy:
+        """CLINICAL.md's defaults with this deployment's crisis wording and on-call line."""
+        return replace(DEFAULT_POLICY, crisis_resources=self.crisis_resources, on_call_contact=self.on_call_contact)
+
+    @property
     def signing_keys(self) -> dict[str, str]:
         """Every key that verifies a token, by `kid`; the current one signs."""
         return {**self.previous_secret_keys, self.secret_key_id: self.secret_key}
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env") -> Settings:
         """Read settings from `environ` (default: the process environment) over `env_file`.
 
         Raises `SettingsError` listing every invalid or missing variable.
@@ -165,16 +173,12 @@ class _Reader:
             self.problems.append(f"SECRET_KEY_ID {secret_key_id!r} is also listed in PREVIOUS_SECRET_KEYS")
 
         access_ttl = self.seconds("ACCESS_TOKEN_TTL_SECONDS", timedelta(minutes=15), minimum=60, maximum=3600)
-        idle_ttl = self.seconds(
-            "REFRESH_TOKEN_IDLE_TTL_SECONDS", timedelta(hours=12), minimum=300, maximum=30 * 86400
-        )
+        idle_ttl = self.seconds("REFRESH_TOKEN_IDLE_TTL_SECONDS", timedelta(hours=12), minimum=300, maximum=30 * 86400)
         absolute_ttl = self.seconds(
             "REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS", timedelta(days=30), minimum=300, maximum=90 * 86400
         )
         if idle_ttl > absolute_ttl:
-            self.problems.append(
-                "REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS"
-            )
+            self.problems.append("REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS")
 
         settings = Settings(
             env=env,
@@ -198,6 +202,8 @@ class _Reader:
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
+            crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
+            on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
         )
         if self.problems:
             raise SettingsError(self.problems)
@@ -229,9 +235,7 @@ class _Reader:
         scheme = urlsplit(url).scheme
         if scheme == "sqlite":
             if url in {"sqlite://", "sqlite:///"}:
-                self.problems.append(
-                    "DATABASE_URL for SQLite needs a file path, e.g. sqlite://var/ketafollow.sqlite3"
-                )
+                self.problems.append("DATABASE_URL for SQLite needs a file path, e.g. sqlite://var/ketafollow.sqlite3")
         elif scheme in {"postgres", "postgresql"}:
             if not urlsplit(url).path.strip("/"):
                 self.problems.append("DATABASE_URL for PostgreSQL needs a database name")

@@ -9,4 +9,11 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.audit",
     "models.sessions",
     "models.throttle",
+    "models.events",
+    "models.idempotency",
+    "models.plans",
+    "models.alerts",
+    "models.dosing",
+    "models.checkins",
+    "models.side_effects",
 )

@@ -97,9 +97,7 @@ async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
     )
 
 
-async def load_client_viewer(
-    client_id: UUID, token_scopes: frozenset[str], audit: AuditTrail
-) -> Viewer | None:
+async def load_client_viewer(client_id: UUID, token_scopes: frozenset[str], audit: AuditTrail) -> Viewer | None:
     """The viewer for an EHR client; scopes are those of the token still granted to the client."""
     client = await ApiClient.get_or_none(id=client_id, is_active=True).prefetch_related("care_teams")
     if client is None:
@@ -120,9 +118,7 @@ def patients_visible_to(viewer: Viewer) -> Q:
         if not viewer.has_scope(Scope.PATIENTS_READ):
             return Q(pk=None)
         return Q(care_team_id__in=list(viewer.care_team_ids)) & Q(
-            id__in=Subquery(
-                DataSharingConsent.filter(api_client_id=viewer.id, revoked_at=None).values("patient_id")
-            )
+            id__in=Subquery(DataSharingConsent.filter(api_client_id=viewer.id, revoked_at=None).values("patient_id"))
         )
     if viewer.role is Role.ADMIN:
         return Q()

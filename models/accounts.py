@@ -255,9 +255,7 @@ async def create_api_client(data: NewApiClient, *, secret_hash: str) -> ApiClien
         raise InvalidInput("clientId", "clientId must be 3-64 characters of a-z, 0-9, '.', '_' or '-'")
     unknown = sorted(set(data.scopes) - API_SCOPES)
     if unknown:
-        raise InvalidInput(
-            "scopes", f"unknown scopes: {', '.join(unknown)} (known: {', '.join(sorted(API_SCOPES))})"
-        )
+        raise InvalidInput("scopes", f"unknown scopes: {', '.join(unknown)} (known: {', '.join(sorted(API_SCOPES))})")
     name = _require_name("name", data.name)
     async with in_transaction():
         if await ApiClient.exists(client_id=data.client_id):

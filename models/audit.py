@@ -129,6 +129,13 @@ def _actor_type(viewer: Viewer | None) -> ActorType:
     return ActorType.API_CLIENT if viewer.is_api_client else ActorType.USER
 
 
+async def record_system(entry: AuditEntry, *, now: datetime) -> None:
+    """Write one event done by the service itself (a job, an automatic hold)."""
+    event = AuditTrail().event(None, entry, now)
+    event.actor_type = ActorType.SYSTEM
+    await event.save()
+
+
 async def record_now(
     viewer: Viewer | None, entry: AuditEntry, *, now: datetime, trail: AuditTrail | None = None
 ) -> None:
@@ -153,27 +160,19 @@ async def list_audit_events(
     """
     if viewer.is_role(Role.PATIENT):
         if patient_id not in (None, viewer.patient_id):
-            viewer.audit.add(
-                AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id)
-            )
+            viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id))
             raise NotFound("patient")
         patient_id = viewer.patient_id
     elif not viewer.is_role(Role.ADMIN):
-        viewer.audit.add(
-            AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id)
-        )
+        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id))
         raise Forbidden("only admins, and patients for their own record, may read the audit log")
     query = AuditEvent.all()
     if patient_id is not None:
         query = query.filter(patient_id=patient_id)
     if viewer.is_role(Role.PATIENT):
-        query = query.filter(
-            Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
-        )
+        query = query.filter(Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id))
     if after is not None:
-        query = query.filter(
-            Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id)
-        )
+        query = query.filter(Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id))
     events = list(await query.order_by("-occurred_at", "-id").limit(limit))
     for shown in sorted({event.patient_id for event in events if event.patient_id is not None}):
         viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=shown))

@@ -48,18 +48,14 @@ async def sharing_choices(viewer: Viewer) -> list[SharingChoice]:
     clients = await ApiClient.filter(is_active=True, care_teams__id__in=list(viewer.care_team_ids)).distinct()
     consents = await DataSharingConsent.filter(patient_id=viewer.patient_id, revoked_at=None)
     by_client = {consent.api_client_id: consent for consent in consents}  # type: ignore[attr-defined]
-    return [
-        SharingChoice(client, by_client.get(client.id)) for client in sorted(clients, key=lambda c: c.name)
-    ]
+    return [SharingChoice(client, by_client.get(client.id)) for client in sorted(clients, key=lambda c: c.name)]
 
 
 def _active(viewer: Viewer, client: ApiClient) -> QuerySet[DataSharingConsent]:
     return DataSharingConsent.filter(patient_id=viewer.patient_id, api_client_id=client.id, revoked_at=None)
 
 
-def _consent_audit(
-    viewer: Viewer, action: AuditAction, consent: DataSharingConsent, detail: str
-) -> AuditEntry:
+def _consent_audit(viewer: Viewer, action: AuditAction, consent: DataSharingConsent, detail: str) -> AuditEntry:
     return AuditEntry(
         action,
         "Consent",
@@ -104,8 +100,6 @@ async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: da
             raise NotFound("consent")
         await _active(viewer, client).update(revoked_at=now, updated_at=now)
         consent.revoked_at = now
-        entry = _consent_audit(
-            viewer, AuditAction.UPDATE, consent, f"revoked sharing with {client.client_id}"
-        )
+        entry = _consent_audit(viewer, AuditAction.UPDATE, consent, f"revoked sharing with {client.client_id}")
         await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent

@@ -28,15 +28,11 @@ class PatientCursor:
 
 def audit_patient_read(viewer: Viewer, patient_id: UUID, resource_type: str = "Patient") -> None:
     viewer.audit.add(
-        AuditEntry(
-            AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id, resource_id=None
-        )
+        AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id, resource_id=None)
     )
 
 
-def audit_refusal(
-    viewer: Viewer, resource_type: str, resource_id: UUID | str, patient_id: UUID | None
-) -> None:
+def audit_refusal(viewer: Viewer, resource_type: str, resource_id: UUID | str, patient_id: UUID | None) -> None:
     viewer.audit.add(
         AuditEntry(
             AuditAction.READ,
@@ -123,11 +119,38 @@ async def get_providers(viewer: Viewer, provider_ids: list[UUID]) -> dict[UUID, 
 async def providers_of_care_team(viewer: Viewer, care_team_id: UUID) -> list[Provider]:
     if care_team_id not in (await get_care_teams(viewer, [care_team_id])):
         return []
-    return list(
-        await Provider.filter(care_teams__id=care_team_id).order_by("family_name", "given_name", "id")
-    )
+    return list(await Provider.filter(care_teams__id=care_team_id).order_by("family_name", "given_name", "id"))
 
 
 async def care_teams_of_provider(viewer: Viewer, provider_id: UUID) -> list[CareTeam]:
     teams = await CareTeam.filter(_care_teams_visible_to(viewer), providers__id=provider_id).order_by("name")
     return list(teams)
+
+
+def _may_see_clinical_record(viewer: Viewer, patient: Patient) -> bool:
+    """Clinical records: the patient, their care team's providers, or a consented EHR client
+    with `clinical:read` (the consent is part of `patients_visible_to`). Never admins."""
+    if viewer.is_api_client:
+        return viewer.has_scope(Scope.CLINICAL_READ)
+    return viewer.role in (Role.PATIENT, Role.PROVIDER)
+
+
+async def clinical_patient(viewer: Viewer, patient_id: UUID, resource_type: str) -> Patient:
+    """The patient whose `resource_type` records the viewer asks for, if it may see them.
+
+    `NotFound` otherwise, exactly as for a patient who does not exist; audited either way.
+    """
+    patient = await Patient.filter(patients_visible_to(viewer), id=patient_id).first()
+    if patient is None or not _may_see_clinical_record(viewer, patient):
+        audit_refusal(viewer, resource_type, patient_id, patient_id)
+        raise NotFound("patient")
+    audit_patient_read(viewer, patient.id, resource_type)
+    return patient
+
+
+async def treating_provider_patient(viewer: Viewer, patient_id: UUID) -> Patient:
+    """The patient, if the viewer is a provider of their care team (who may change their care)."""
+    patient = await Patient.get_or_none(id=patient_id)
+    if patient is None or not viewer.is_role(Role.PROVIDER) or patient.care_team_id not in viewer.care_team_ids:  # type: ignore[attr-defined]
+        raise NotFound("patient")
+    return patient

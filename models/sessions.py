@@ -69,9 +69,7 @@ class RefreshRefusal(StrEnum):
 class RefreshRefused(Exception):
     """The refresh token cannot be used; `family_revoked` when this refusal ended the login."""
 
-    def __init__(
-        self, reason: RefreshRefusal, *, user_id: uuid.UUID | None = None, family_revoked: bool = False
-    ):
+    def __init__(self, reason: RefreshRefusal, *, user_id: uuid.UUID | None = None, family_revoked: bool = False):
         super().__init__(reason.value)
         self.reason = reason
         self.user_id = user_id

@@ -117,9 +117,7 @@ async def reserve_attempt(subject: str, address: str | None, *, now: datetime) -
     keys = _keys(subject, address, known=known)
     async with in_transaction():
         rows = [(await _row_for_update(key, now), policy) for key, policy in keys]
-        ends = [
-            row.locked_until for row, _ in rows if row.locked_until is not None and row.locked_until > now
-        ]
+        ends = [row.locked_until for row, _ in rows if row.locked_until is not None and row.locked_until > now]
         if ends:
             return max(ends)
         for row, policy in rows:
@@ -131,13 +129,9 @@ async def reserve_attempt(subject: str, address: str | None, *, now: datetime) -
 async def attempt_succeeded(subject: str, address: str | None, *, now: datetime) -> None:
     """A successful sign-in: forget the account's failures, remember the address."""
     async with in_transaction():
-        await LoginThrottle.filter(
-            key__in=[f"pair:{subject}|{_address(address)}", f"account:{subject}"]
-        ).delete()
+        await LoginThrottle.filter(key__in=[f"pair:{subject}|{_address(address)}", f"account:{subject}"]).delete()
         # The address keeps its count of others' failures, less this attempt.
-        address_row = (
-            await LoginThrottle.filter(key=f"address:{_address(address)}").select_for_update().first()
-        )
+        address_row = await LoginThrottle.filter(key=f"address:{_address(address)}").select_for_update().first()
         if address_row is not None and address_row.failures > 0:
             address_row.failures -= 1
             await address_row.save(update_fields=["failures"])
@@ -147,8 +141,6 @@ async def attempt_succeeded(subject: str, address: str | None, *, now: datetime)
         if not updated:
             try:
                 async with in_transaction():
-                    await KnownSignInAddress.create(
-                        subject=subject, address=_address(address), last_success_at=now
-                    )
+                    await KnownSignInAddress.create(subject=subject, address=_address(address), last_success_at=now)
             except IntegrityError:
                 pass  # recorded concurrently

@@ -13,24 +13,23 @@ from strawberry.types import ExecutionContext
 
 from schema.accounts import AccountsMutation, AccountsQuery
 from schema.audit import AuditQuery
+from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import protections
 
 
 @strawberry.type
-class Query(AccountsQuery, AuditQuery):
+class Query(AccountsQuery, ClinicalQuery, AuditQuery):
     pass
 
 
 @strawberry.type
-class Mutation(AccountsMutation):
+class Mutation(AccountsMutation, ClinicalMutation):
     pass
 
 
 class KetafollowSchema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log nothing here: `ErrorPolicy` logs the unexpected errors, once, without request data."""
 
 

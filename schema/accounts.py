@@ -15,6 +15,7 @@ from strawberry.types import Info
 from models import consent, directory
 from models import errors as domain
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
+from schema.clinical import PatientClinicalFields
 from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, ValidationError, error_type_for
 from schema.loaders import loader
@@ -134,7 +135,7 @@ class DataSharingChoice:
 
 
 @strawberry.type(name="Patient")
-class PatientType(relay.Node):
+class PatientType(PatientClinicalFields, relay.Node):
     id: relay.NodeID[str]
     given_name: str
     family_name: str
@@ -217,9 +218,7 @@ async def patient_connection(
         if patient_id is None:
             raise BadUserInput("after is not a cursor this list issued")
         position = directory.PatientCursor(family, given, patient_id)
-    patients = await directory.list_patients(
-        viewer, limit=limit + 1, after=position, care_team_id=care_team_id
-    )
+    patients = await directory.list_patients(viewer, limit=limit + 1, after=position, care_team_id=care_team_id)
     page = patients[:limit]
     return Connection[PatientType].build(
         [PatientType.from_model(patient) for patient in page],
@@ -266,17 +265,13 @@ async def _consent_payload(
         return DataSharingConsentPayload(result=cast(NotFound | ValidationError, error_type_for(error)))
     client = await row.api_client
     return DataSharingConsentPayload(
-        result=DataSharingConsentType.from_model(
-            row, ApiClientSummary(client_id=client.client_id, name=client.name)
-        )
+        result=DataSharingConsentType.from_model(row, ApiClientSummary(client_id=client.client_id, name=client.name))
     )
 
 
 @strawberry.type
 class AccountsQuery:
-    @strawberry.field(
-        description="Who is signed in: a patient, provider, admin or EHR client, with its role."
-    )
+    @strawberry.field(description="Who is signed in: a patient, provider, admin or EHR client, with its role.")
     def me(self, info: Info[Context, None]) -> ViewerType:
         viewer = viewer_of(info)
         return ViewerType(

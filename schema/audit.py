@@ -87,9 +87,7 @@ class AuditQuery:
                 raise BadUserInput("after is not a cursor this list issued")
             position = audit.AuditCursor(occurred_at, event_id)
         try:
-            events = await audit.list_audit_events(
-                viewer, patient_id=patient, limit=limit + 1, after=position
-            )
+            events = await audit.list_audit_events(viewer, patient_id=patient, limit=limit + 1, after=position)
         except domain.NotFound as error:
             raise RecordNotFound(error.message) from error
         except domain.Forbidden as error:

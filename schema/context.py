@@ -9,6 +9,7 @@ from typing import Any
 
 from models.access import Viewer
 from models.clock import Clock
+from models.policy import DEFAULT_POLICY, ClinicPolicy
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Context:
     request_id: str
     max_page_size: int
     viewer: Viewer | None = None
+    policy: ClinicPolicy = DEFAULT_POLICY
     client_address: str | None = None
     # Per-request caches (DataLoaders) live here so nothing leaks between requests or viewers.
     loaders: dict[str, Any] = field(default_factory=dict)

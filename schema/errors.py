@@ -10,9 +10,13 @@ Anything else is unexpected and masked (see `schema.extensions.ErrorPolicy`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 
 from models import errors as domain
+from models.idempotency import IdempotencyConflict as IdempotencyRefusal
+from models.idempotency import StoredRefusal
 
 
 class ClientError(Exception):
@@ -68,7 +72,19 @@ class IdempotencyConflict(Error):
     pass
 
 
-ERROR_TYPES: tuple[type, ...] = (ValidationError, NotFound, Conflict, IdempotencyConflict)
+@strawberry.type(name="FailedCheck")
+class FailedCheck:
+    code: str = strawberry.field(description="A code of CLINICAL.md section 2, e.g. BP_ABOVE_CEILING.")
+    message: str = strawberry.field(description="What to tell the patient.")
+    item: str | None = strawberry.field(description="The checklist item answered yes (CONTRAINDICATION).")
+
+
+@strawberry.type(name="SafetyCheckFailed")
+class SafetyCheckFailed(Error):
+    failed_checks: list[FailedCheck]
+
+
+ERROR_TYPES: tuple[type, ...] = (ValidationError, NotFound, Conflict, IdempotencyConflict, SafetyCheckFailed)
 
 
 def error_type_for(error: domain.DomainError) -> Error:
@@ -79,4 +95,19 @@ def error_type_for(error: domain.DomainError) -> Error:
         return NotFound(message=error.message)
     if isinstance(error, domain.Conflict):
         return Conflict(message=error.message)
+    if isinstance(error, IdempotencyRefusal):
+        return IdempotencyConflict(message=error.message)
+    if isinstance(error, StoredRefusal) and error.kind == "SafetyCheckFailed":
+        checks = [
+            FailedCheck(code=c["code"], message=c["message"], item=c.get("item")) for c in error.details["failedChecks"]
+        ]
+        return SafetyCheckFailed(message=error.message, failed_checks=checks)
     return ValidationError(message=error.message, field=None)
+
+
+def advice_of(error: domain.DomainError) -> dict[str, Any]:
+    """Advice a refusal carries for the patient (e.g. crisis resources after a checklist answer)."""
+    if isinstance(error, StoredRefusal):
+        advice: dict[str, Any] = error.details.get("advice", {})
+        return advice
+    return {}

@@ -85,9 +85,7 @@ class AuditFlush(SchemaExtension):
             context.loaders = {}
         viewer = getattr(context, "viewer", None)
         if viewer is not None:
-            viewer.audit.operation = self.execution_context.operation_name or _root_fields(
-                self.execution_context
-            )
+            viewer.audit.operation = self.execution_context.operation_name or _root_fields(self.execution_context)
         yield
         if viewer is None:
             return

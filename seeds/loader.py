@@ -9,6 +9,7 @@ from api.auth.passwords import hash_password
 from api.settings import Settings
 from models import accounts
 from seeds import demo
+from seeds.clinical import load_clinical_demo
 
 
 @dataclass
@@ -37,6 +38,7 @@ async def load_seeds(settings: Settings, *, now: datetime) -> SeedReport:
     if settings.is_production:
         return report
     await _load_demo(report, now)
+    report.created += await load_clinical_demo(now, settings.clinic_policy)
     report.demo_loaded = True
     return report
 
@@ -49,9 +51,7 @@ async def _load_demo(report: SeedReport, now: datetime) -> None:
     for user in demo.USERS:
         if await accounts.User.exists(email=user.email):
             continue
-        await accounts.create_user(
-            user, password_hash=await hash_password(demo.DEMO_PASSWORD), today=now.date()
-        )
+        await accounts.create_user(user, password_hash=await hash_password(demo.DEMO_PASSWORD), today=now.date())
         report.created.append(user.email)
     for client in demo.API_CLIENTS:
         if await accounts.ApiClient.exists(client_id=client.client_id):

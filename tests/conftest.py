@@ -49,7 +49,7 @@ async def _prepare_template(url: str, *, demo: bool) -> None:
     async with open_database(Settings(database_url=url)):
         await migrate()
         if demo:
-            await load_seeds(Settings(env=Environment.TEST, database_url=url), now=START - timedelta(days=60))
+            await load_seeds(Settings(env=Environment.TEST, database_url=url), now=START - timedelta(hours=1))
 
 
 class DatabaseFactory:
@@ -224,9 +224,7 @@ def production_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def production_client(
-    production_settings: Settings, clock: ManualClock
-) -> AsyncIterator[httpx.AsyncClient]:
+async def production_client(production_settings: Settings, clock: ManualClock) -> AsyncIterator[httpx.AsyncClient]:
     application = create_app(production_settings, clock=clock)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)

@@ -16,9 +16,7 @@ async def gql(
     expect_status: int = 200,
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = await client.post(
-        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-    )
+    response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
     assert response.status_code == expect_status, response.text
     body: dict[str, Any] = response.json()
     return body

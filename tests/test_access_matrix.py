@@ -20,7 +20,10 @@ import pytest
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import ApiClient, DataSharingConsent, Patient
+from models.accounts import DataSharingConsent, Patient
+from models.alerts import Alert
+from models.dosing import CHECKLIST, DosingSession
+from models.plans import TreatmentPlan
 from schema import build_schema
 from tests.conftest import Tokens
 
@@ -87,7 +90,72 @@ PROBES: dict[str, Probe] = {
     ),
 }
 
+
+def _authorised(field: str) -> Callable[[dict[str, Any]], bool]:
+    """A mutation reached its business rules (it may still refuse on them, e.g. a Conflict)."""
+
+    def allowed(body: dict[str, Any]) -> bool:
+        codes = {error.get("extensions", {}).get("code") for error in body.get("errors") or []}
+        payload = _data(body, field)
+        if codes & {"FORBIDDEN", "UNAUTHENTICATED"} or not payload:
+            return False
+        return bool(payload["result"]["__typename"] != "NotFound")
+
+    return allowed
+
+
+def _mutation(field: str, input_fields: str, variables: str = "") -> Probe:
+    signature = f"({variables})" if variables else ""
+    query = f"mutation{signature} {{ {field}(input: {{ {input_fields} }}) {{ result {{ __typename }} }} }}"
+    return Probe(query, _authorised(field))
+
+
+def _alerts_include_alex(body: dict[str, Any]) -> bool:
+    edges = (_data(body, "alerts") or {}).get("edges", [])
+    return any((edge["node"]["patient"] or {}).get("givenName") == "Alex" for edge in edges)
+
+
+NO = ", ".join(f'{{ code: "{code}", answer: false }}' for code in CHECKLIST)
+BP = '{ systolic: 120, diastolic: 80, measuredAt: "2026-11-25T14:55:00Z" }'
+
+PROBES.update(
+    {
+        "alerts": Probe(
+            "{ alerts(status: [OPEN, ACKNOWLEDGED, RESOLVED]) { edges { node { patient { givenName } } } } }",
+            _alerts_include_alex,
+        ),
+        "createTreatmentPlan": _mutation(
+            "createTreatmentPlan",
+            "patientId: $id, formulation: ORAL, setting: AT_HOME, dose: 100, plannedSessions: 4",
+            "$id: ID!",
+        ),
+        "updateTreatmentPlan": _mutation("updateTreatmentPlan", 'planId: $plan, notes: "reviewed"', "$plan: ID!"),
+        "holdTreatmentPlan": _mutation("holdTreatmentPlan", 'planId: $plan, reason: "review"', "$plan: ID!"),
+        "resumeTreatmentPlan": _mutation("resumeTreatmentPlan", 'planId: $plan, reason: "review"', "$plan: ID!"),
+        "endTreatmentPlan": _mutation(
+            "endTreatmentPlan", 'planId: $plan, status: COMPLETED, reason: "course done"', "$plan: ID!"
+        ),
+        "startDosingSession": _mutation(
+            "startDosingSession",
+            f'doseMg: 50, monitorPresent: true, monitorName: "Sam", bloodPressure: {BP}, checklist: [{NO}]',
+        ),
+        "completeDosingSession": _mutation(
+            "completeDosingSession",
+            "sessionId: $session, dissociation: 3, sedation: 2, backToBaseline: true",
+            "$session: ID!",
+        ),
+        "submitCheckIn": _mutation("submitCheckIn", 'recordedAt: "2026-11-25T14:00:00Z", pain: 4'),
+        "reportSideEffect": _mutation(
+            "reportSideEffect", 'code: "NAUSEA", grade: MILD, onsetAt: "2026-11-25T14:00:00Z"'
+        ),
+        "acknowledgeAlert": _mutation("acknowledgeAlert", "alertId: $alert", "$alert: ID!"),
+        "resolveAlert": _mutation("resolveAlert", 'alertId: $alert, note: "done"', "$alert: ID!"),
+    }
+)
+
 EVERYONE = frozenset(ROLES) - {"anonymous"}
+PATIENTS = frozenset({"alex", "blair"})
+TREATING_PROVIDER = frozenset({"provider_in_team"})
 SEES_ALEX = frozenset({"alex", "provider_in_team", "admin", "client"})
 
 # operation -> the viewers allowed; every other viewer is refused.
@@ -98,8 +166,23 @@ MATRIX: dict[str, frozenset[str]] = {
     "patients": SEES_ALEX,
     "auditEvents": frozenset({"alex", "admin"}),
     # A patient grants or revokes sharing of their own record only (Blair acts on Blair's).
-    "grantDataSharingConsent": frozenset({"alex", "blair"}),
-    "revokeDataSharingConsent": frozenset({"alex", "blair"}),
+    "grantDataSharingConsent": PATIENTS,
+    "revokeDataSharingConsent": PATIENTS,
+    # The alert queue and the plan belong to the patient's care team.
+    "alerts": TREATING_PROVIDER,
+    "createTreatmentPlan": TREATING_PROVIDER,
+    "updateTreatmentPlan": TREATING_PROVIDER,
+    "holdTreatmentPlan": TREATING_PROVIDER,
+    "resumeTreatmentPlan": TREATING_PROVIDER,
+    "endTreatmentPlan": TREATING_PROVIDER,
+    "acknowledgeAlert": TREATING_PROVIDER,
+    "resolveAlert": TREATING_PROVIDER,
+    # Patients log their own care (each acts on their own record only).
+    "startDosingSession": PATIENTS,
+    "submitCheckIn": PATIENTS,
+    "reportSideEffect": PATIENTS,
+    # Alex's session: Blair cannot complete it (it looks missing to her).
+    "completeDosingSession": frozenset({"alex"}),
 }
 
 
@@ -117,9 +200,7 @@ async def _token_for(role: str, tokens: Tokens, app: Any) -> str | None:
         return None
     if role == "client_without_consent":
         with use_database(app.state.database):
-            await DataSharingConsent.filter(patient__user__email="alex@demo.test").update(
-                revoked_at=tokens.clock.now()
-            )
+            await DataSharingConsent.filter(patient__user__email="alex@demo.test").update(revoked_at=tokens.clock.now())
     users = {
         "alex": "alex@demo.test",
         "blair": "blair@demo.test",
@@ -138,22 +219,27 @@ async def _token_for(role: str, tokens: Tokens, app: Any) -> str | None:
 async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, operation: str, role: str) -> None:
     with use_database(app.state.database):
         alex = await Patient.get(user__email="alex@demo.test")
-        assert await ApiClient.exists(client_id="demo-ehr")
-    alex_id = str(relay.GlobalID("Patient", str(alex.id)))
+        plan = await TreatmentPlan.get(patient=alex)
+        session = await DosingSession.filter(patient=alex).order_by("-started_at").first()
+        alert = await Alert.get(patient=alex)
+        assert session is not None
+    variables = {
+        "id": str(relay.GlobalID("Patient", str(alex.id))),
+        "plan": str(relay.GlobalID("TreatmentPlan", str(plan.id))),
+        "session": str(relay.GlobalID("DosingSession", str(session.id))),
+        "alert": str(relay.GlobalID("Alert", str(alert.id))),
+    }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     probe = PROBES[operation]
-    response = await client.post(
-        "/graphql", json={"query": probe.query, "variables": {"id": alex_id}}, headers=headers
-    )
+    used = {name: value for name, value in variables.items() if f"${name}" in probe.query}
+    response = await client.post("/graphql", json={"query": probe.query, "variables": used}, headers=headers)
     assert response.status_code in {200, 401}, response.text
     body = response.json()
     for error in body.get("errors") or []:
         assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", body
     expected = role in MATRIX[operation]
-    assert probe.allowed(body) is expected, (
-        f"{role} {'should' if expected else 'must not'} {operation}: {body}"
-    )
+    assert probe.allowed(body) is expected, f"{role} {'should' if expected else 'must not'} {operation}: {body}"
     if role == "anonymous":
         assert response.status_code == 401
 

@@ -13,6 +13,7 @@ from models import accounts
 from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
 from models.errors import Conflict, InvalidInput, NotFound
 from seeds import demo
+from seeds.clinical import COURSES
 from seeds.loader import load_seeds
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -94,9 +95,7 @@ async def test_an_unknown_care_team_leaves_no_user_behind(blank_db: None) -> Non
 
 
 async def test_a_provider_with_a_bad_npi_is_refused(blank_db: None) -> None:
-    provider = NewUser(
-        email="dr@example.test", role=Role.PROVIDER, given_name="A", family_name="B", npi="1234567890"
-    )
+    provider = NewUser(email="dr@example.test", role=Role.PROVIDER, given_name="A", family_name="B", npi="1234567890")
     with pytest.raises(InvalidInput, match="npi"):
         await accounts.create_user(provider, password_hash=HASH, today=TODAY)
 
@@ -117,7 +116,7 @@ async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Setti
     first = await load_seeds(blank_settings, now=NOW)
     counts = (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
     second = await load_seeds(blank_settings, now=NOW)
-    expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS)
+    expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS) + len(COURSES)
     assert len(first.created) == expected
     assert second.created == []
     assert counts == (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())

@@ -28,9 +28,7 @@ ME = "{ me { role name } }"
 
 
 async def sign_in(client: httpx.AsyncClient, email: str, password: str = DEMO_PASSWORD) -> httpx.Response:
-    return await client.post(
-        "/auth/token", data={"grant_type": "password", "username": email, "password": password}
-    )
+    return await client.post("/auth/token", data={"grant_type": "password", "username": email, "password": password})
 
 
 async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -38,9 +36,7 @@ async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 async def me(client: httpx.AsyncClient, access_token: str) -> httpx.Response:
-    return await client.post(
-        "/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {access_token}"}
-    )
+    return await client.post("/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {access_token}"})
 
 
 async def denied_events(app: Starlette, resource_type: str) -> list[AuditEvent]:
@@ -303,9 +299,7 @@ async def test_an_access_token_expires_after_its_lifetime(
     token = tokens.user("alex@demo.test")
     assert (await me(client, token)).status_code == 200
     clock.advance(timedelta(minutes=16))
-    assert (await me(client, token)).json()["errors"][0][
-        "message"
-    ] == "invalid access token: token has expired"
+    assert (await me(client, token)).json()["errors"][0]["message"] == "invalid access token: token has expired"
 
 
 async def test_a_deactivated_account_is_refused_at_once(
@@ -346,9 +340,7 @@ async def test_an_address_spraying_many_accounts_is_locked(client: httpx.AsyncCl
     assert response.status_code == 429
 
 
-async def test_the_account_lock_never_lasts_more_than_15_minutes(
-    client: httpx.AsyncClient, clock: ManualClock
-) -> None:
+async def test_the_account_lock_never_lasts_more_than_15_minutes(client: httpx.AsyncClient, clock: ManualClock) -> None:
     for _round in range(8):
         for _ in range(5):
             await sign_in(client, "alex@demo.test", "guess")
@@ -375,9 +367,7 @@ async def test_a_password_hashed_with_old_parameters_is_rehashed_at_sign_in(
     assert await verify_password(stored, DEMO_PASSWORD)
 
 
-async def test_demo_logins_are_refused_in_production(
-    production_settings: Settings, clock: ManualClock
-) -> None:
+async def test_demo_logins_are_refused_in_production(production_settings: Settings, clock: ManualClock) -> None:
     from api.app import create_app
 
     application = create_app(production_settings, clock=clock)

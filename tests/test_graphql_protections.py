@@ -116,9 +116,7 @@ async def test_introspection_is_refused_in_production(
     body = await gql(production_client, "{ __schema { queryType { name } } }", token=production_token)
     assert body.get("data") is None
     assert any("introspection" in m.lower() for m in error_messages(body))
-    type_probe = await gql(
-        production_client, '{ __type(name: "Patient") { fields { name } } }', token=production_token
-    )
+    type_probe = await gql(production_client, '{ __type(name: "Patient") { fields { name } } }', token=production_token)
     assert type_probe.get("data") is None
 
 

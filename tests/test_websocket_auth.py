@@ -38,17 +38,13 @@ async def test_a_socket_without_a_token_is_closed(app: Starlette) -> None:
 
 async def test_a_socket_with_a_forged_token_is_closed(app: Starlette) -> None:
     async with socket_to(app) as socket:
-        await socket.send_json(
-            {"type": "connection_init", "payload": {"Authorization": "Bearer not.a.token"}}
-        )
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": "Bearer not.a.token"}})
         with pytest.raises(WebSocketDisconnect) as closed:
             await socket.receive_json()
     assert closed.value.code == 4403
 
 
-async def test_a_socket_with_a_valid_token_runs_operations_as_its_viewer(
-    app: Starlette, tokens: Tokens
-) -> None:
+async def test_a_socket_with_a_valid_token_runs_operations_as_its_viewer(app: Starlette, tokens: Tokens) -> None:
     token = tokens.user("dr.rivera@demo.test")
     async with socket_to(app) as socket:
         await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
@@ -75,7 +71,5 @@ async def test_an_open_socket_stops_working_when_its_token_expires(
     assert answer["type"] == "next"
     assert answer["payload"] == {
         "data": None,
-        "errors": [
-            {"message": "invalid access token: token has expired", "extensions": {"code": "UNAUTHENTICATED"}}
-        ],
+        "errors": [{"message": "invalid access token: token has expired", "extensions": {"code": "UNAUTHENTICATED"}}],
     }

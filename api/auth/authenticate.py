@@ -38,9 +38,7 @@ class Authenticated:
     expires_at: datetime
 
 
-async def authenticate(
-    settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail
-) -> Authenticated:
+async def authenticate(settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail) -> Authenticated:
     """The viewer a token stands for. Invalid tokens are refused and audited (they may be attacks)."""
     if token is None:
         raise NotAuthenticated(SIGN_IN_FIRST)

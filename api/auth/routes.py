@@ -33,9 +33,7 @@ DEMO_CLIENTS = frozenset({"demo-ehr"})
 
 
 class OAuthError(Exception):
-    def __init__(
-        self, error: str, description: str, *, status: int = 400, headers: dict[str, str] | None = None
-    ):
+    def __init__(self, error: str, description: str, *, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(description)
         self.error = error
         self.description = description
@@ -83,9 +81,7 @@ def _trail(request: Request, operation: str) -> AuditTrail:
     )
 
 
-def _token_response(
-    access_token: str, settings: Settings, *, refresh_token: str | None, scope: str | None
-) -> Response:
+def _token_response(access_token: str, settings: Settings, *, refresh_token: str | None, scope: str | None) -> Response:
     body: dict[str, Any] = {
         "access_token": access_token,
         "token_type": "Bearer",
@@ -98,9 +94,7 @@ def _token_response(
     return JSONResponse(body, headers=NO_STORE)
 
 
-async def _audit(
-    viewer: Viewer | None, trail: AuditTrail, now: datetime, outcome: AuditOutcome, detail: str
-) -> None:
+async def _audit(viewer: Viewer | None, trail: AuditTrail, now: datetime, outcome: AuditOutcome, detail: str) -> None:
     await record_now(
         viewer,
         AuditEntry(AuditAction.EXECUTE, trail.operation or "Login", outcome, detail=detail[:200]),
@@ -124,9 +118,7 @@ async def _reserve_attempt(subject: str, request: Request, trail: AuditTrail, no
     )
 
 
-async def _password_grant(
-    request: Request, form: dict[str, str], settings: Settings, now: datetime
-) -> Response:
+async def _password_grant(request: Request, form: dict[str, str], settings: Settings, now: datetime) -> Response:
     raw_email, password = _required(form, "username"), _required(form, "password")
     trail = _trail(request, "Login")
     try:
@@ -157,15 +149,11 @@ async def _password_grant(
     return _token_response(access, settings, refresh_token=refresh.token, scope=None)
 
 
-async def _refresh_grant(
-    request: Request, form: dict[str, str], settings: Settings, now: datetime
-) -> Response:
+async def _refresh_grant(request: Request, form: dict[str, str], settings: Settings, now: datetime) -> Response:
     token = _required(form, "refresh_token")
     trail = _trail(request, "TokenRefresh")
     try:
-        rotated = await sessions.rotate_refresh_token(
-            token, now=now, idle_ttl=settings.refresh_token_idle_ttl
-        )
+        rotated = await sessions.rotate_refresh_token(token, now=now, idle_ttl=settings.refresh_token_idle_ttl)
     except sessions.RefreshRefused as refused:
         viewer = await load_user_viewer(refused.user_id, trail) if refused.user_id else None
         ended = "; the login was ended (token reuse)" if refused.family_revoked else ""
@@ -229,15 +217,11 @@ async def _client_credentials_grant(
     await throttle.attempt_succeeded(subject, _address(request), now=now)
     await record_now(
         None,
-        AuditEntry(
-            AuditAction.EXECUTE, "ClientLogin", AuditOutcome.SUCCESS, detail=f"client {client.client_id}"
-        ),
+        AuditEntry(AuditAction.EXECUTE, "ClientLogin", AuditOutcome.SUCCESS, detail=f"client {client.client_id}"),
         now=now,
         trail=trail,
     )
-    access = issue_access_token(
-        settings, subject_kind="client", subject_id=client.id, now=now, scopes=requested
-    )
+    access = issue_access_token(settings, subject_kind="client", subject_id=client.id, now=now, scopes=requested)
     return _token_response(access, settings, refresh_token=None, scope=" ".join(sorted(requested)))
 
 

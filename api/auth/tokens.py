@@ -53,9 +53,7 @@ def issue_access_token(
     }
     if scopes:
         claims["scope"] = " ".join(sorted(scopes))
-    return jwt.encode(
-        claims, settings.secret_key, algorithm=ALGORITHM, headers={"kid": settings.secret_key_id}
-    )
+    return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM, headers={"kid": settings.secret_key_id})
 
 
 def decode_access_token(settings: Settings, token: str, *, now: datetime) -> AccessClaims:

@@ -1,0 +1,228 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+import functools
+from json import dumps, loads
+from models.alert_rules import AlertKind, Severity
+from models.alerts import AlertStatus
+from models.dosing import SessionStatus
+from models.events import Operation
+from models.plans import CareSetting, DoseUnit, Formulation, PlanStatus
+from models.side_effects import Grade
+from tortoise.fields.base import OnDelete
+from uuid import uuid4
+from tortoise import fields
+from tortoise.indexes import Index
+
+
+# Invariants the application checks, backed by the database so that a race cannot break them
+# (partial unique indexes: the same SQL on SQLite and PostgreSQL).
+_INVARIANTS = [
+    # One current (ACTIVE or ON_HOLD) treatment plan per patient.
+    "CREATE UNIQUE INDEX treatment_plan_one_current ON treatment_plan (patient_id) "
+    "WHERE status IN ('ACTIVE', 'ON_HOLD')",
+    # One dosing session in progress per patient.
+    "CREATE UNIQUE INDEX dosing_session_one_in_progress ON dosing_session (patient_id) "
+    "WHERE status = 'IN_PROGRESS'",
+]
+
+
+async def add_invariants(apps, schema_editor) -> None:
+    for statement in _INVARIANTS:
+        await schema_editor.client.execute_script(statement)
+
+
+class Migration(migrations.Migration):
+    dependencies = [('ketafollow', '0002_identity_and_audit')]
+
+    initial = False
+
+    operations = [
+        ops.CreateModel(
+            name='Alert',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='alerts', on_delete=OnDelete.RESTRICT)),
+                ('kind', fields.CharEnumField(description='PRE_DOSE_BP_ABOVE_CEILING: PRE_DOSE_BP_ABOVE_CEILING\nPRE_DOSE_CHECKLIST: PRE_DOSE_CHECKLIST\nPOST_DOSE_BP_HIGH: POST_DOSE_BP_HIGH\nNOT_BACK_TO_BASELINE: NOT_BACK_TO_BASELINE\nSESSION_ABANDONED: SESSION_ABANDONED\nSIDE_EFFECT: SIDE_EFFECT\nMISUSE_CONCERN: MISUSE_CONCERN\nCRISIS_LANGUAGE: CRISIS_LANGUAGE', enum_type=AlertKind, max_length=40)),
+                ('severity', fields.CharEnumField(description='URGENT: URGENT\nHIGH: HIGH\nROUTINE: ROUTINE', enum_type=Severity, max_length=16)),
+                ('severity_rank', fields.IntField()),
+                ('status', fields.CharEnumField(default=AlertStatus.OPEN, description='OPEN: OPEN\nACKNOWLEDGED: ACKNOWLEDGED\nRESOLVED: RESOLVED', enum_type=AlertStatus, max_length=16)),
+                ('summary', fields.CharField(max_length=500)),
+                ('source_type', fields.CharField(max_length=64)),
+                ('source_id', fields.UUIDField(null=True)),
+                ('dedup_key', fields.CharField(unique=True, max_length=300)),
+                ('raised_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('respond_by', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('acknowledged_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('acknowledged_by_id', fields.UUIDField(null=True)),
+                ('acknowledgement_note', fields.CharField(default='', max_length=2000)),
+                ('resolved_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('resolved_by_id', fields.UUIDField(null=True)),
+                ('resolution_note', fields.CharField(default='', max_length=2000)),
+                ('escalation_level', fields.IntField(default=0)),
+                ('escalated_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('version', fields.IntField(default=1)),
+            ],
+            options={'table': 'alert', 'app': 'ketafollow', 'indexes': [Index(fields=['status', 'severity_rank', 'respond_by'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='AlertEscalation',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('alert', fields.ForeignKeyField('ketafollow.Alert', source_field='alert_id', db_constraint=True, to_field='id', related_name='escalations', on_delete=OnDelete.RESTRICT)),
+                ('level', fields.IntField()),
+                ('provider', fields.ForeignKeyField('ketafollow.Provider', source_field='provider_id', null=True, db_constraint=True, to_field='id', related_name='alert_escalations', on_delete=OnDelete.RESTRICT)),
+                ('contact', fields.CharField(null=True, max_length=200)),
+                ('escalated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'alert_escalation', 'app': 'ketafollow', 'pk_attr': 'id', 'table_description': 'Who an overdue alert was escalated to, and when (the record CLINICAL.md §9 asks for).'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='CheckIn',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='check_ins', on_delete=OnDelete.RESTRICT)),
+                ('recorded_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('pain', fields.IntField()),
+                ('mood', fields.IntField(null=True)),
+                ('sleep', fields.IntField(null=True)),
+                ('note', fields.TextField(default='', unique=False)),
+            ],
+            options={'table': 'check_in', 'app': 'ketafollow', 'indexes': [Index(fields=['patient_id', 'recorded_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='DomainEvent',
+            fields=[
+                ('seq', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('type', fields.CharField(max_length=64)),
+                ('resource_type', fields.CharField(max_length=64)),
+                ('resource_id', fields.UUIDField()),
+                ('patient_id', fields.UUIDField(null=True, db_index=True)),
+                ('operation', fields.CharEnumField(description='CREATED: CREATED\nUPDATED: UPDATED\nDELETED: DELETED', enum_type=Operation, max_length=8)),
+                ('version', fields.IntField()),
+                ('occurred_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('payload', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+            ],
+            options={'table': 'domain_event', 'app': 'ketafollow', 'indexes': [Index(fields=['resource_type', 'resource_id'])], 'pk_attr': 'seq'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='IdempotencyKey',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('viewer_id', fields.UUIDField()),
+                ('operation', fields.CharField(max_length=64)),
+                ('key', fields.CharField(max_length=128)),
+                ('request_hash', fields.CharField(max_length=64)),
+                ('response', fields.JSONField(encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'idempotency_key', 'app': 'ketafollow', 'unique_together': (('viewer_id', 'operation', 'key'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='TreatmentPlan',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='treatment_plans', on_delete=OnDelete.RESTRICT)),
+                ('prescriber', fields.ForeignKeyField('ketafollow.Provider', source_field='prescriber_id', db_constraint=True, to_field='id', related_name='treatment_plans', on_delete=OnDelete.RESTRICT)),
+                ('formulation', fields.CharEnumField(description='SUBLINGUAL_TABLET: SUBLINGUAL_TABLET\nORAL: ORAL\nINTRANASAL_KETAMINE: INTRANASAL_KETAMINE\nINTRANASAL_ESKETAMINE: INTRANASAL_ESKETAMINE\nINTRAMUSCULAR: INTRAMUSCULAR\nINTRAVENOUS: INTRAVENOUS', enum_type=Formulation, max_length=32)),
+                ('setting', fields.CharEnumField(description='AT_HOME: AT_HOME\nCLINIC: CLINIC', enum_type=CareSetting, max_length=16)),
+                ('dose', fields.DecimalField(max_digits=8, decimal_places=2)),
+                ('dose_unit', fields.CharEnumField(description='MG: MG\nMG_PER_KG: MG_PER_KG\nMG_PER_KG_PER_HOUR: MG_PER_KG_PER_HOUR', enum_type=DoseUnit, max_length=24)),
+                ('sessions_per_week', fields.IntField()),
+                ('min_hours_between_sessions', fields.IntField()),
+                ('planned_sessions', fields.IntField()),
+                ('monitor_required', fields.BooleanField(default=True)),
+                ('bp_ceiling_systolic', fields.IntField()),
+                ('bp_ceiling_diastolic', fields.IntField()),
+                ('survey_schedule', fields.JSONField(encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('notes', fields.TextField(default='', unique=False)),
+                ('status', fields.CharEnumField(description='ACTIVE: ACTIVE\nON_HOLD: ON_HOLD\nCOMPLETED: COMPLETED\nCANCELLED: CANCELLED', enum_type=PlanStatus, max_length=16)),
+                ('status_reason', fields.CharField(default='', max_length=500)),
+                ('status_changed_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('version', fields.IntField(default=1)),
+            ],
+            options={'table': 'treatment_plan', 'app': 'ketafollow', 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='DosingSession',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='dosing_sessions', on_delete=OnDelete.RESTRICT)),
+                ('plan', fields.ForeignKeyField('ketafollow.TreatmentPlan', source_field='plan_id', db_constraint=True, to_field='id', related_name='dosing_sessions', on_delete=OnDelete.RESTRICT)),
+                ('status', fields.CharEnumField(description='IN_PROGRESS: IN_PROGRESS\nCOMPLETED: COMPLETED\nABANDONED: ABANDONED', enum_type=SessionStatus, max_length=16)),
+                ('formulation', fields.CharField(max_length=32)),
+                ('dose_mg', fields.DecimalField(max_digits=8, decimal_places=2)),
+                ('lot_number', fields.CharField(null=True, max_length=64)),
+                ('monitor_name', fields.CharField(null=True, max_length=100)),
+                ('checklist', fields.JSONField(encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('started_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('pre_systolic', fields.IntField()),
+                ('pre_diastolic', fields.IntField()),
+                ('pre_measured_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('ended_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('post_systolic', fields.IntField(null=True)),
+                ('post_diastolic', fields.IntField(null=True)),
+                ('post_measured_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('dissociation', fields.IntField(null=True)),
+                ('sedation', fields.IntField(null=True)),
+                ('back_to_baseline', fields.BooleanField(null=True)),
+                ('ended_early', fields.BooleanField(default=False)),
+                ('notes', fields.TextField(default='', unique=False)),
+                ('version', fields.IntField(default=1)),
+            ],
+            options={'table': 'dosing_session', 'app': 'ketafollow', 'indexes': [Index(fields=['patient_id', 'started_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='SideEffectReport',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='side_effect_reports', on_delete=OnDelete.RESTRICT)),
+                ('session', fields.ForeignKeyField('ketafollow.DosingSession', source_field='session_id', null=True, db_constraint=True, to_field='id', related_name='side_effect_reports', on_delete=OnDelete.RESTRICT)),
+                ('code', fields.CharField(max_length=40)),
+                ('grade', fields.CharEnumField(description='MILD: MILD\nMODERATE: MODERATE\nSEVERE: SEVERE\nLIFE_THREATENING: LIFE_THREATENING', enum_type=Grade, max_length=20)),
+                ('onset_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('resolved_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('reported_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('note', fields.TextField(default='', unique=False)),
+                ('version', fields.IntField(default=1)),
+            ],
+            options={'table': 'side_effect_report', 'app': 'ketafollow', 'indexes': [Index(fields=['patient_id', 'onset_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='TreatmentPlanStatusChange',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('plan', fields.ForeignKeyField('ketafollow.TreatmentPlan', source_field='plan_id', db_constraint=True, to_field='id', related_name='status_history', on_delete=OnDelete.RESTRICT)),
+                ('from_status', fields.CharEnumField(null=True, description='ACTIVE: ACTIVE\nON_HOLD: ON_HOLD\nCOMPLETED: COMPLETED\nCANCELLED: CANCELLED', enum_type=PlanStatus, max_length=16)),
+                ('to_status', fields.CharEnumField(description='ACTIVE: ACTIVE\nON_HOLD: ON_HOLD\nCOMPLETED: COMPLETED\nCANCELLED: CANCELLED', enum_type=PlanStatus, max_length=16)),
+                ('reason', fields.CharField(max_length=500)),
+                ('changed_by_id', fields.UUIDField(null=True)),
+                ('changed_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'treatment_plan_status_change', 'app': 'ketafollow', 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.RunPython(add_invariants),
+    ]

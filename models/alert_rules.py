@@ -1,0 +1,147 @@
+"""Alert rules: which facts raise which alert, how severe, and by when someone must respond.
+
+Pure functions, one per rule, each naming its source in CLINICAL.md. The operations that store
+alerts (models.alerts) call them; nothing else decides severity or deadlines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from models.policy import BloodPressure, ClinicPolicy
+
+
+class Severity(StrEnum):
+    URGENT = "URGENT"
+    HIGH = "HIGH"
+    ROUTINE = "ROUTINE"
+
+    @property
+    def rank(self) -> int:
+        """Sort key: most urgent first."""
+        return {"URGENT": 0, "HIGH": 1, "ROUTINE": 2}[self.value]
+
+
+class AlertKind(StrEnum):
+    PRE_DOSE_BP_ABOVE_CEILING = "PRE_DOSE_BP_ABOVE_CEILING"
+    PRE_DOSE_CHECKLIST = "PRE_DOSE_CHECKLIST"
+    POST_DOSE_BP_HIGH = "POST_DOSE_BP_HIGH"
+    NOT_BACK_TO_BASELINE = "NOT_BACK_TO_BASELINE"
+    SESSION_ABANDONED = "SESSION_ABANDONED"
+    SIDE_EFFECT = "SIDE_EFFECT"
+    MISUSE_CONCERN = "MISUSE_CONCERN"
+    CRISIS_LANGUAGE = "CRISIS_LANGUAGE"
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """An alert to raise: `rule` distinguishes alerts of one kind for duplicate suppression."""
+
+    kind: AlertKind
+    severity: Severity
+    summary: str
+    rule: str = ""
+
+
+# §9: acknowledge within.
+_RESPONSE_TIME = {Severity.URGENT: timedelta(minutes=15), Severity.HIGH: timedelta(hours=4)}
+ROUTINE_BUSINESS_DAYS = 2
+
+
+def respond_by(severity: Severity, raised_at: datetime, time_zone: str) -> datetime:
+    """The response deadline of an alert (CLINICAL.md §9): 15 min, 4 h, or 2 business days.
+
+    Business days are counted in the patient's time zone, skipping Saturdays and Sundays
+    (public holidays are not known to the service).
+    """
+    if severity in _RESPONSE_TIME:
+        return raised_at + _RESPONSE_TIME[severity]
+    local = raised_at.astimezone(ZoneInfo(time_zone))
+    remaining = ROUTINE_BUSINESS_DAYS
+    while remaining:
+        local += timedelta(days=1)
+        if local.weekday() < 5:
+            remaining -= 1
+    # Re-localise the wall-clock time so a DST change in between keeps the local hour.
+    return local.replace(tzinfo=None).replace(tzinfo=ZoneInfo(time_zone)).astimezone(raised_at.tzinfo)
+
+
+# §2: the pre-dose checklist items that raise an alert when answered "yes".
+CHECKLIST_ALERTS: dict[str, Severity] = {
+    "CHEST_PAIN_OR_SOB": Severity.URGENT,
+    "SEVERE_HEADACHE": Severity.URGENT,
+    "SUICIDAL_THOUGHTS": Severity.URGENT,
+    "PREGNANT": Severity.HIGH,
+    "NEW_MEDICATION": Severity.ROUTINE,
+}
+
+
+def pre_dose_blood_pressure_alert(reading: BloodPressure, ceiling: BloodPressure) -> AlertSpec | None:
+    """§2 BP_ABOVE_CEILING: a refused pre-dose reading at or over the plan's ceiling → HIGH."""
+    if not reading.reaches(ceiling):
+        return None
+    return AlertSpec(
+        AlertKind.PRE_DOSE_BP_ABOVE_CEILING,
+        Severity.HIGH,
+        f"Pre-dose blood pressure {reading} at or over the plan's ceiling {ceiling}; session refused.",
+    )
+
+
+def checklist_alerts(answered_yes: list[str]) -> list[AlertSpec]:
+    """§2 pre-dose checklist: each "yes" that CLINICAL.md marks with an alert raises one."""
+    return [
+        AlertSpec(
+            AlertKind.PRE_DOSE_CHECKLIST,
+            CHECKLIST_ALERTS[code],
+            f"Pre-dose checklist: patient answered yes to {code}; session refused.",
+            rule=code,
+        )
+        for code in answered_yes
+        if code in CHECKLIST_ALERTS
+    ]
+
+
+def post_dose_blood_pressure_alert(reading: BloodPressure | None, policy: ClinicPolicy) -> AlertSpec | None:
+    """§3: post-dose ≥ 160/100 → HIGH; ≥ 180/110 → URGENT (hypertensive urgency)."""
+    if reading is None:
+        return None
+    if reading.reaches(policy.post_dose_urgent):
+        return AlertSpec(
+            AlertKind.POST_DOSE_BP_HIGH,
+            Severity.URGENT,
+            f"Post-dose blood pressure {reading}: hypertensive urgency.",
+        )
+    if reading.reaches(policy.post_dose_high):
+        return AlertSpec(AlertKind.POST_DOSE_BP_HIGH, Severity.HIGH, f"Post-dose blood pressure {reading}.")
+    return None
+
+
+def not_back_to_baseline_alert(back_to_baseline: bool) -> AlertSpec | None:
+    """§3: `backToBaseline: false` at the end of a session → HIGH."""
+    if back_to_baseline:
+        return None
+    return AlertSpec(
+        AlertKind.NOT_BACK_TO_BASELINE,
+        Severity.HIGH,
+        "Patient reported not being back to baseline after the session.",
+    )
+
+
+def abandoned_session_alert(hours: float) -> AlertSpec:
+    """§3: a session still in progress after the limit is closed as abandoned → HIGH."""
+    return AlertSpec(
+        AlertKind.SESSION_ABANDONED,
+        Severity.HIGH,
+        f"Dosing session still in progress after {hours:g} hours was closed as abandoned; the patient may need a call.",
+    )
+
+
+def crisis_language_alert(matches: list[str], where: str) -> AlertSpec | None:
+    """§7: crisis wording in a patient's text → URGENT, with the match shown."""
+    if not matches:
+        return None
+    shown = ", ".join(f'"{match}"' for match in matches)
+    return AlertSpec(AlertKind.CRISIS_LANGUAGE, Severity.URGENT, f"Crisis wording in {where}: {shown}.")

@@ -1,0 +1,277 @@
+"""Alerts and triage: raise (once per rule and source), list by urgency, acknowledge, resolve,
+escalate when the deadline passes (CLINICAL.md §9).
+
+What raises an alert and how severe it is lives in `models.alert_rules`; this module stores
+alerts and moves them through OPEN → ACKNOWLEDGED → RESOLVED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models.access import Viewer
+from models.accounts import Patient, Provider, Role
+from models.alert_rules import AlertKind, AlertSpec, Severity, respond_by
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
+from models.base import Entity
+from models.directory import audit_patient_read
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.events import Operation, record_event
+from models.policy import ClinicPolicy
+
+
+class AlertStatus(StrEnum):
+    OPEN = "OPEN"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    RESOLVED = "RESOLVED"
+
+
+class Alert(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="alerts", on_delete=fields.RESTRICT
+    )
+    kind = fields.CharEnumField(AlertKind, max_length=40)
+    severity = fields.CharEnumField(Severity, max_length=16)
+    severity_rank = fields.IntField()
+    status = fields.CharEnumField(AlertStatus, max_length=16, default=AlertStatus.OPEN)
+    summary = fields.CharField(max_length=500)
+    source_type = fields.CharField(max_length=64)
+    source_id = fields.UUIDField(null=True)
+    dedup_key = fields.CharField(max_length=300, unique=True)
+    raised_at = fields.DatetimeField()
+    respond_by = fields.DatetimeField()
+    acknowledged_at = fields.DatetimeField(null=True)
+    acknowledged_by_id = fields.UUIDField(null=True)
+    acknowledgement_note = fields.CharField(max_length=2000, default="")
+    resolved_at = fields.DatetimeField(null=True)
+    resolved_by_id = fields.UUIDField(null=True)
+    resolution_note = fields.CharField(max_length=2000, default="")
+    escalation_level = fields.IntField(default=0)
+    escalated_at = fields.DatetimeField(null=True)
+    version = fields.IntField(default=1)
+
+    class Meta:
+        table = "alert"
+        indexes = (("status", "severity_rank", "respond_by"),)
+
+
+class AlertEscalation(Entity):
+    """Who an overdue alert was escalated to, and when (the record CLINICAL.md §9 asks for)."""
+
+    alert: fields.ForeignKeyRelation[Alert] = fields.ForeignKeyField(
+        "ketafollow.Alert", related_name="escalations", on_delete=fields.RESTRICT
+    )
+    level = fields.IntField()
+    provider: fields.ForeignKeyNullableRelation[Provider] = fields.ForeignKeyField(
+        "ketafollow.Provider", related_name="alert_escalations", null=True, on_delete=fields.RESTRICT
+    )
+    contact = fields.CharField(max_length=200, null=True)
+    escalated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "alert_escalation"
+
+
+async def _alert_event(alert: Alert, event_type: str, operation: Operation, now: datetime) -> None:
+    await record_event(
+        event_type,
+        resource_type="Alert",
+        resource_id=alert.id,
+        operation=operation,
+        version=alert.version,
+        now=now,
+        patient_id=alert.patient_id,  # type: ignore[attr-defined]
+        payload={"severity": alert.severity.value, "kind": alert.kind.value, "status": alert.status.value},
+    )
+
+
+async def raise_alert(
+    spec: AlertSpec, *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime
+) -> Alert:
+    """Store `spec` for the care team (inside the caller's transaction).
+
+    CLINICAL.md §9 duplicate suppression: the same rule for the same patient and source record
+    raises one alert; raising it again returns the first.
+    """
+    dedup_key = f"{spec.kind.value}:{spec.rule}:{patient.id}:{source_type}:{source_id}"
+    existing = await Alert.get_or_none(dedup_key=dedup_key)
+    if existing is not None:
+        return existing
+    try:
+        async with in_transaction():
+            alert = await Alert.create(
+                patient=patient,
+                kind=spec.kind,
+                severity=spec.severity,
+                severity_rank=spec.severity.rank,
+                summary=spec.summary[:500],
+                source_type=source_type,
+                source_id=source_id,
+                dedup_key=dedup_key,
+                raised_at=now,
+                respond_by=respond_by(spec.severity, now, patient.time_zone),
+            )
+    except IntegrityError:
+        winner = await Alert.get_or_none(dedup_key=dedup_key)
+        if winner is None:
+            raise
+        return winner
+    await _alert_event(alert, "Alert.raised", Operation.CREATED, now)
+    return alert
+
+
+async def raise_alerts(
+    specs: list[AlertSpec], *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime
+) -> list[Alert]:
+    return [
+        await raise_alert(spec, patient=patient, source_type=source_type, source_id=source_id, now=now)
+        for spec in specs
+    ]
+
+
+def _triage_scope(viewer: Viewer) -> Q:
+    """Alerts are the care team's work queue: providers see their care teams' patients' alerts."""
+    if not viewer.is_role(Role.PROVIDER):
+        raise Forbidden("alerts are for the providers of the patient's care team")
+    return Q(patient__care_team_id__in=list(viewer.care_team_ids))
+
+
+@dataclass(frozen=True)
+class AlertCursor:
+    severity_rank: int
+    respond_by: datetime
+    id: UUID
+
+
+async def list_alerts(
+    viewer: Viewer, *, statuses: list[AlertStatus] | None, limit: int, after: AlertCursor | None = None
+) -> list[Alert]:
+    """The viewer's alert queue, most urgent first: severity, then the earliest deadline."""
+    query = Alert.filter(_triage_scope(viewer))
+    if statuses:
+        query = query.filter(status__in=statuses)
+    if after is not None:
+        query = query.filter(
+            Q(severity_rank__gt=after.severity_rank)
+            | Q(severity_rank=after.severity_rank, respond_by__gt=after.respond_by)
+            | Q(severity_rank=after.severity_rank, respond_by=after.respond_by, id__gt=after.id)
+        )
+    alerts = list(await query.order_by("severity_rank", "respond_by", "id").limit(limit))
+    for alert in alerts:
+        audit_patient_read(viewer, alert.patient_id, "Alert")  # type: ignore[attr-defined]
+    return alerts
+
+
+async def _alert_for(viewer: Viewer, alert_id: UUID) -> Alert:
+    alert = await Alert.filter(_triage_scope(viewer), id=alert_id).select_for_update().first()
+    if alert is None:
+        raise NotFound("alert")
+    return alert
+
+
+def _note(note: str | None, *, required: bool) -> str:
+    cleaned = (note or "").strip()
+    if required and not cleaned:
+        raise InvalidInput("note", "say how the alert was resolved")
+    if len(cleaned) > 2000:
+        raise InvalidInput("note", "note must be at most 2000 characters")
+    return cleaned
+
+
+async def _triaged(viewer: Viewer, alert: Alert, what: str, now: datetime) -> None:
+    await _alert_event(alert, f"Alert.{what}", Operation.UPDATED, now)
+    patient_id: UUID = alert.patient_id  # type: ignore[attr-defined]
+    entry = AuditEntry(AuditAction.UPDATE, "Alert", AuditOutcome.SUCCESS, patient_id, str(alert.id), what)
+    await record_now(viewer, entry, now=now, trail=viewer.audit)
+
+
+async def acknowledge_alert(viewer: Viewer, alert_id: UUID, note: str | None, *, now: datetime) -> Alert:
+    """A provider of the care team takes the alert (acknowledging twice keeps the first)."""
+    cleaned = _note(note, required=False)
+    async with in_transaction():
+        alert = await _alert_for(viewer, alert_id)
+        if alert.status is AlertStatus.RESOLVED:
+            raise Conflict("the alert is already resolved")
+        if alert.status is AlertStatus.ACKNOWLEDGED:
+            return alert
+        alert.status = AlertStatus.ACKNOWLEDGED
+        alert.acknowledged_at, alert.acknowledged_by_id, alert.acknowledgement_note = now, viewer.id, cleaned
+        alert.version += 1
+        await alert.save()
+        await _triaged(viewer, alert, "acknowledged", now)
+    return alert
+
+
+async def resolve_alert(viewer: Viewer, alert_id: UUID, note: str | None, *, now: datetime) -> Alert:
+    """A provider of the care team closes the alert, saying how (an open alert is acknowledged too)."""
+    cleaned = _note(note, required=True)
+    async with in_transaction():
+        alert = await _alert_for(viewer, alert_id)
+        if alert.status is AlertStatus.RESOLVED:
+            raise Conflict("the alert is already resolved")
+        if alert.acknowledged_at is None:
+            alert.acknowledged_at, alert.acknowledged_by_id = now, viewer.id
+        alert.status = AlertStatus.RESOLVED
+        alert.resolved_at, alert.resolved_by_id, alert.resolution_note = now, viewer.id, cleaned
+        alert.version += 1
+        await alert.save()
+        await _triaged(viewer, alert, "resolved", now)
+    return alert
+
+
+async def escalate_overdue_alerts(*, now: datetime, policy: ClinicPolicy) -> int:
+    """Job: escalate alerts still OPEN past their deadline (CLINICAL.md §9). Returns how many.
+
+    Level 1 (URGENT and HIGH): every provider of the patient's care team. Level 2 (URGENT only,
+    one more deadline later): the clinic's on-call contact. Each escalation is claimed with a
+    conditional update, so replicas running this job at once escalate an alert once.
+    """
+    escalated = 0
+    due = await Alert.filter(
+        status=AlertStatus.OPEN,
+        respond_by__lte=now,
+        escalation_level=0,
+        severity__in=[Severity.URGENT, Severity.HIGH],
+    ).prefetch_related("patient")
+    for alert in due:
+        escalated += await _escalate(alert, level=1, now=now, policy=policy)
+    second = await Alert.filter(
+        status=AlertStatus.OPEN, severity=Severity.URGENT, escalation_level=1, escalated_at__isnull=False
+    ).prefetch_related("patient")
+    for alert in second:
+        assert alert.escalated_at is not None
+        if now >= alert.escalated_at + (alert.respond_by - alert.raised_at):
+            escalated += await _escalate(alert, level=2, now=now, policy=policy)
+    return escalated
+
+
+async def _escalate(alert: Alert, *, level: int, now: datetime, policy: ClinicPolicy) -> int:
+    async with in_transaction():
+        claimed = await Alert.filter(id=alert.id, escalation_level=level - 1, status=AlertStatus.OPEN).update(
+            escalation_level=level, escalated_at=now, version=alert.version + 1
+        )
+        if claimed != 1:
+            return 0
+        alert.escalation_level, alert.escalated_at, alert.version = level, now, alert.version + 1
+        if level == 1:
+            providers = await Provider.filter(care_teams__id=alert.patient.care_team_id)  # type: ignore[attr-defined]
+            for provider in providers:
+                await AlertEscalation.create(alert=alert, level=level, provider=provider, escalated_at=now)
+        else:
+            contact = policy.on_call_contact or "clinic on-call contact (not configured)"
+            await AlertEscalation.create(alert=alert, level=level, contact=contact, escalated_at=now)
+        await _alert_event(alert, "Alert.escalated", Operation.UPDATED, now)
+        detail = f"escalated to level {level}"
+        await record_system(
+            AuditEntry(AuditAction.UPDATE, "Alert", AuditOutcome.SUCCESS, alert.patient.id, str(alert.id), detail),
+            now=now,
+        )
+    return 1

@@ -1,0 +1,119 @@
+"""Daily check-ins: pain (0-10 NRS), mood, sleep and a note, often sent late from an offline phone.
+
+`recorded_at` is the device's time (when the patient answered), `received_at` the server's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models import alert_rules
+from models.access import Viewer
+from models.accounts import Patient, Role
+from models.alerts import raise_alerts
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.base import Entity
+from models.crisis import crisis_matches
+from models.directory import clinical_patient
+from models.errors import Forbidden, InvalidInput
+from models.events import Operation, record_event
+from models.idempotency import Outcome, run_once
+from models.policy import ClinicPolicy
+
+MAX_NOTE = 2000
+
+
+class CheckIn(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="check_ins", on_delete=fields.RESTRICT
+    )
+    recorded_at = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    pain = fields.IntField()
+    mood = fields.IntField(null=True)
+    sleep = fields.IntField(null=True)
+    note = fields.TextField(default="")
+
+    class Meta:
+        table = "check_in"
+        indexes = (("patient_id", "recorded_at"),)
+
+
+@dataclass(frozen=True)
+class NewCheckIn:
+    recorded_at: datetime
+    pain: int
+    mood: int | None = None
+    sleep: int | None = None
+    note: str = ""
+    idempotency_key: str | None = None
+
+
+def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> tuple[str, str] | None:
+    """(field, why) for a check-in that cannot be right, or None. Scales are 0-10 (pain: NRS,
+    0 no pain; mood and sleep quality: 0 worst, 10 best)."""
+    for name, value in (("pain", data.pain), ("mood", data.mood), ("sleep", data.sleep)):
+        if value is not None and not 0 <= value <= 10:
+            return name, f"{name} must be between 0 and 10"
+    if data.recorded_at > now + policy.clock_skew:
+        return "recordedAt", "recordedAt is in the future: check the phone's clock"
+    if data.recorded_at < now - policy.oldest_backdated_entry:
+        days = policy.oldest_backdated_entry.days
+        return "recordedAt", f"recordedAt is more than {days} days ago"
+    if len(data.note) > MAX_NOTE:
+        return "note", f"note must be at most {MAX_NOTE} characters"
+    return None
+
+
+async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Store the patient's check-in; crisis wording in the note alerts the care team (CLINICAL.md §7)."""
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise Forbidden("check-ins are submitted by the patient")
+    patient_id = viewer.patient_id
+    if problem := check_in_problem(data, now, policy):
+        raise InvalidInput(*problem)
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            check_in = await CheckIn.create(
+                patient_id=patient_id,
+                recorded_at=data.recorded_at,
+                received_at=now,
+                pain=data.pain,
+                mood=data.mood,
+                sleep=data.sleep,
+                note=data.note.strip(),
+            )
+            matches = crisis_matches(data.note)
+            if spec := alert_rules.crisis_language_alert(matches, "a check-in note"):
+                patient = await Patient.get(id=patient_id)
+                await raise_alerts([spec], patient=patient, source_type="CheckIn", source_id=check_in.id, now=now)
+            await record_event(
+                "CheckIn.created", resource_type="CheckIn", resource_id=check_in.id, operation=Operation.CREATED,
+                version=1, now=now, patient_id=patient_id,
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "CheckIn", AuditOutcome.SUCCESS, patient_id, str(check_in.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        advice: dict[str, Any] = {"crisisResources": policy.crisis_text()} if matches else {}
+        return Outcome(check_in.id, advice)
+
+    request = {k: v for k, v in vars(data).items() if k != "idempotency_key"}
+    return await run_once(viewer, "submitCheckIn", data.idempotency_key, request, write, now=now)
+
+
+async def list_check_ins(
+    viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
+) -> list[CheckIn]:
+    """A patient's check-ins, most recently recorded first."""
+    await clinical_patient(viewer, patient_id, "CheckIn")
+    query = CheckIn.filter(patient_id=patient_id)
+    if before is not None:
+        query = query.filter(Q(recorded_at__lt=before[0]) | Q(recorded_at=before[0], id__lt=before[1]))
+    return list(await query.order_by("-recorded_at", "-id").limit(limit))

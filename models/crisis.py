@@ -1,0 +1,54 @@
+"""Crisis wording in patients' free text (CLINICAL.md §7).
+
+Misses are not acceptable, false positives are: the scan is a plain substring match after
+normalising case, quotes, punctuation and spacing, so "Can\u2019t  go on!!" matches "can't go on".
+"""
+
+from __future__ import annotations
+
+import re
+
+CRISIS_PHRASES: tuple[str, ...] = (
+    "kill myself",
+    "killing myself",
+    "suicide",
+    "suicidal",
+    "end my life",
+    "end it all",
+    "want to die",
+    "wanna die",
+    "better off dead",
+    "hurt myself",
+    "hurting myself",
+    "self harm",
+    "self-harm",
+    "cut myself",
+    "overdose",
+    "take all my pills",
+    "no reason to live",
+    "can't go on",
+    "cant go on",
+    "can't breathe",
+    "cant breathe",
+    "chest pain",
+)
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
+# Keep letters, digits, apostrophes and hyphens (they are part of phrases); everything else is a space.
+_PUNCTUATION = re.compile(r"[^\w'\-]+")
+
+
+def normalise(text: str) -> str:
+    """Lower case, straight quotes, punctuation and repeated spaces collapsed to one space (§7)."""
+    lowered = text.translate(_QUOTES).lower()
+    return " " + " ".join(_PUNCTUATION.sub(" ", lowered).split()) + " "
+
+
+def crisis_matches(text: str | None, phrases: tuple[str, ...] = CRISIS_PHRASES) -> list[str]:
+    """The crisis phrases found in `text`, in list order (CLINICAL.md §7)."""
+    if not text:
+        return []
+    haystack = normalise(text)
+    # Hyphen and space variants of a phrase are both in the list; compare both ways.
+    spaced = haystack.replace("-", " ")
+    return [phrase for phrase in phrases if phrase in haystack or normalise(phrase).strip() in spaced]

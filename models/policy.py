@@ -1,0 +1,57 @@
+"""Clinic defaults (CLINICAL.md), in one object a clinic can change without a release.
+
+Every number here is either a published figure or a product default that CLINICAL.md names as
+such; settings may override the ones a clinic is expected to tune.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+US_CRISIS_RESOURCES = "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
+EMERGENCY_INSTRUCTIONS = "Call 911 (emergency services) now. Do not drive yourself."
+
+
+@dataclass(frozen=True)
+class BloodPressure:
+    systolic: int
+    diastolic: int
+
+    def reaches(self, limit: BloodPressure) -> bool:
+        """At or over a limit: either number at or above its counterpart (CLINICAL.md §2, §3)."""
+        return self.systolic >= limit.systolic or self.diastolic >= limit.diastolic
+
+    def __str__(self) -> str:
+        return f"{self.systolic}/{self.diastolic} mmHg"
+
+
+@dataclass(frozen=True)
+class ClinicPolicy:
+    # §2: default pre-dose ceiling (the label's example of an elevated baseline); never above 160/100.
+    default_bp_ceiling: BloodPressure = BloodPressure(140, 90)
+    highest_bp_ceiling: BloodPressure = BloodPressure(160, 100)
+    # §2: a pre-dose reading counts if taken in the last 30 minutes.
+    bp_reading_valid_for: timedelta = timedelta(minutes=30)
+    default_min_hours_between_sessions: int = 48
+    # §3: monitoring for at least 2 hours (label); abandoned after 6 hours (product default).
+    minimum_monitoring: timedelta = timedelta(hours=2)
+    abandon_after: timedelta = timedelta(hours=6)
+    # §3: post-dose limits (product defaults, per clinic).
+    post_dose_high: BloodPressure = BloodPressure(160, 100)
+    post_dose_urgent: BloodPressure = BloodPressure(180, 110)
+    # §7: crisis resources shown to patients (US defaults) and the clinic's on-call number.
+    crisis_resources: str = US_CRISIS_RESOURCES
+    on_call_contact: str | None = None
+    # Device clocks drift: a time this far in the future is still accepted as "now".
+    clock_skew: timedelta = timedelta(minutes=5)
+    # Offline phones sync late; anything older than this is refused as implausible.
+    oldest_backdated_entry: timedelta = timedelta(days=30)
+
+    def crisis_text(self) -> str:
+        if self.on_call_contact:
+            return f"{self.crisis_resources} Your clinic's on-call line: {self.on_call_contact}."
+        return self.crisis_resources
+
+
+DEFAULT_POLICY = ClinicPolicy()

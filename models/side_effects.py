@@ -1,0 +1,238 @@
+"""Side-effect reports: the catalogue, the grading rules, and what the patient is told (CLINICAL.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models import alert_rules
+from models.access import Viewer
+from models.accounts import Patient, Role
+from models.alert_rules import AlertKind, AlertSpec, Severity
+from models.alerts import raise_alerts
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.base import Entity
+from models.crisis import crisis_matches
+from models.directory import clinical_patient
+from models.dosing import DosingSession
+from models.errors import Forbidden, InvalidInput
+from models.events import Operation, record_event
+from models.idempotency import Outcome, run_once
+from models.plans import PlanStatus, TreatmentPlan, change_plan_status
+from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+
+
+class Grade(StrEnum):
+    """CTCAE-style grades (CLINICAL.md §4)."""
+
+    MILD = "MILD"
+    MODERATE = "MODERATE"
+    SEVERE = "SEVERE"
+    LIFE_THREATENING = "LIFE_THREATENING"
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    label: str
+    snomed: str | None
+    always_urgent: bool = False
+
+
+# CLINICAL.md §4: the catalogue, with SNOMED CT codes for FHIR.
+CATALOGUE: dict[str, CatalogueEntry] = {
+    "NAUSEA": CatalogueEntry("Nausea", "422587007"),
+    "VOMITING": CatalogueEntry("Vomiting", "422400008"),
+    "DIZZINESS": CatalogueEntry("Dizziness", "404640003"),
+    "HEADACHE": CatalogueEntry("Headache", "25064002"),
+    "DISSOCIATION": CatalogueEntry("Dissociation", "44376007"),
+    "SEDATION": CatalogueEntry("Sedation (drowsy)", "271782001"),
+    "ELEVATED_BLOOD_PRESSURE": CatalogueEntry("High blood pressure", "24184005"),
+    "PALPITATIONS": CatalogueEntry("Palpitations", "80313002"),
+    "ANXIETY": CatalogueEntry("Anxiety", "48694002"),
+    "HALLUCINATIONS": CatalogueEntry("Hallucinations", "7011001"),
+    "CONFUSION": CatalogueEntry("Confusion", "286933003"),
+    "BLURRED_VISION": CatalogueEntry("Blurred vision", "111516008"),
+    "URINARY_SYMPTOMS": CatalogueEntry("Urinary urgency, frequency or pain", "49650001"),
+    "BLOOD_IN_URINE": CatalogueEntry("Blood in urine", "34436003", always_urgent=True),
+    "CHEST_PAIN": CatalogueEntry("Chest pain", "29857009", always_urgent=True),
+    "SHORTNESS_OF_BREATH": CatalogueEntry("Shortness of breath", "267036007", always_urgent=True),
+    "SUICIDAL_THOUGHTS": CatalogueEntry("Suicidal thoughts", "6471006", always_urgent=True),
+    "FALL_OR_INJURY": CatalogueEntry("Fall or injury", "1912002"),
+    "CRAVING_OR_MISUSE": CatalogueEntry("Craving or misuse", None),
+    "ALLERGIC_REACTION": CatalogueEntry("Allergic reaction", "419076005"),
+    "OTHER": CatalogueEntry("Other", None),
+}
+_CALL_911_ANY_GRADE = frozenset({"CHEST_PAIN", "SHORTNESS_OF_BREATH"})
+
+
+def side_effect_alert(code: str, grade: Grade) -> AlertSpec | None:
+    """CLINICAL.md §4: MODERATE → ROUTINE; SEVERE → HIGH; LIFE_THREATENING or an always-urgent code
+    → URGENT; CRAVING_OR_MISUSE at any grade → at least HIGH. MILD alone raises nothing."""
+    label = CATALOGUE[code].label
+    if grade is Grade.LIFE_THREATENING or CATALOGUE[code].always_urgent:
+        return AlertSpec(AlertKind.SIDE_EFFECT, Severity.URGENT, f"{label} reported as {grade.value}.")
+    if code == "CRAVING_OR_MISUSE":
+        return AlertSpec(
+            AlertKind.MISUSE_CONCERN, Severity.HIGH, f"Patient reported craving or misuse ({grade.value})."
+        )
+    if grade is Grade.SEVERE:
+        return AlertSpec(AlertKind.SIDE_EFFECT, Severity.HIGH, f"{label} reported as SEVERE.")
+    if grade is Grade.MODERATE:
+        return AlertSpec(AlertKind.SIDE_EFFECT, Severity.ROUTINE, f"{label} reported as MODERATE.")
+    return None
+
+
+def side_effect_holds_plan(code: str, grade: Grade) -> bool:
+    """CLINICAL.md §4: SEVERE, LIFE_THREATENING or an always-urgent code put the plan ON_HOLD."""
+    return grade in (Grade.SEVERE, Grade.LIFE_THREATENING) or CATALOGUE[code].always_urgent
+
+
+def side_effect_advice(
+    code: str, grade: Grade, respond_by: datetime | None, time_zone: str, policy: ClinicPolicy
+) -> dict[str, Any]:
+    """CLINICAL.md §4: what the patient is told after a report."""
+    advice: dict[str, Any] = {}
+    emergency = (
+        grade is Grade.LIFE_THREATENING
+        or code in _CALL_911_ANY_GRADE
+        or (code == "ALLERGIC_REACTION" and grade in (Grade.SEVERE, Grade.LIFE_THREATENING))
+    )
+    if emergency:
+        advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
+    elif respond_by is not None:
+        local = respond_by.astimezone(ZoneInfo(time_zone))
+        when = f"{local:%a %d %b, %H:%M} {local.tzname()}"
+        advice["safetyInstructions"] = (
+            f"Your care team has been told and will respond by {when}. "
+            "If you feel worse or unsafe before then, call 911."
+        )
+    else:
+        advice["safetyInstructions"] = (
+            "Thank you: your care team will review this report. If it gets worse, report it again."
+        )
+    if code == "SUICIDAL_THOUGHTS":
+        advice["crisisResources"] = policy.crisis_text()
+    return advice
+
+
+class SideEffectReport(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="side_effect_reports", on_delete=fields.RESTRICT
+    )
+    session: fields.ForeignKeyNullableRelation[DosingSession] = fields.ForeignKeyField(
+        "ketafollow.DosingSession", related_name="side_effect_reports", null=True, on_delete=fields.RESTRICT
+    )
+    code = fields.CharField(max_length=40)
+    grade = fields.CharEnumField(Grade, max_length=20)
+    onset_at = fields.DatetimeField()
+    resolved_at = fields.DatetimeField(null=True)
+    reported_at = fields.DatetimeField()
+    note = fields.TextField(default="")
+    version = fields.IntField(default=1)
+
+    class Meta:
+        table = "side_effect_report"
+        indexes = (("patient_id", "onset_at"),)
+
+
+@dataclass(frozen=True)
+class NewSideEffect:
+    code: str
+    grade: Grade
+    onset_at: datetime
+    session_id: UUID | None = None
+    resolved_at: datetime | None = None
+    note: str = ""
+    idempotency_key: str | None = None
+
+
+def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> None:
+    if data.code not in CATALOGUE:
+        raise InvalidInput("code", f"unknown side effect {data.code!r}")
+    if data.code == "OTHER" and not data.note.strip():
+        raise InvalidInput("note", "describe the side effect when the code is OTHER")
+    if len(data.note) > 2000:
+        raise InvalidInput("note", "note must be at most 2000 characters")
+    if data.onset_at > now + policy.clock_skew:
+        raise InvalidInput("onsetAt", "onsetAt is in the future")
+    if data.onset_at < now - policy.oldest_backdated_entry:
+        raise InvalidInput("onsetAt", f"onsetAt is more than {policy.oldest_backdated_entry.days} days ago")
+    if data.resolved_at is not None and not data.onset_at <= data.resolved_at <= now + policy.clock_skew:
+        raise InvalidInput("resolvedAt", "resolvedAt must be between onsetAt and now")
+
+
+async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Store a patient's report; alert, hold the plan and advise as CLINICAL.md §4 says."""
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise Forbidden("side effects are reported by the patient")
+    patient_id = viewer.patient_id
+    _validate(data, now, policy)
+    if data.session_id is not None and not await DosingSession.exists(id=data.session_id, patient_id=patient_id):
+        raise InvalidInput("sessionId", "sessionId is not one of your sessions")
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            patient = await Patient.get(id=patient_id)
+            report = await SideEffectReport.create(
+                patient=patient,
+                session_id=data.session_id,
+                code=data.code,
+                grade=data.grade,
+                onset_at=data.onset_at,
+                resolved_at=data.resolved_at,
+                reported_at=now,
+                note=data.note.strip(),
+            )
+            specs = [
+                spec
+                for spec in (
+                    side_effect_alert(data.code, data.grade),
+                    alert_rules.crisis_language_alert(crisis_matches(data.note), "a side-effect note"),
+                )
+                if spec is not None
+            ]
+            alerts = await raise_alerts(
+                specs, patient=patient, source_type="SideEffectReport", source_id=report.id, now=now
+            )
+            if side_effect_holds_plan(data.code, data.grade):
+                plan = (
+                    await TreatmentPlan.filter(patient_id=patient_id, status=PlanStatus.ACTIVE)
+                    .select_for_update()
+                    .first()
+                )
+                if plan is not None:
+                    reason = f"automatic hold: {CATALOGUE[data.code].label} reported as {data.grade.value}"
+                    await change_plan_status(plan, PlanStatus.ON_HOLD, reason, changed_by=None, now=now)
+            await record_event(
+                "SideEffectReport.created", resource_type="SideEffectReport", resource_id=report.id,
+                operation=Operation.CREATED, version=1, now=now, patient_id=patient_id,
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "SideEffectReport", AuditOutcome.SUCCESS, patient_id, str(report.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        deadline = min((alert.respond_by for alert in alerts), default=None)
+        advice = side_effect_advice(data.code, data.grade, deadline, patient.time_zone, policy)
+        if crisis_matches(data.note):
+            advice["crisisResources"] = policy.crisis_text()
+        return Outcome(report.id, advice)
+
+    request = {k: v for k, v in vars(data).items() if k != "idempotency_key"}
+    return await run_once(viewer, "reportSideEffect", data.idempotency_key, request, write, now=now)
+
+
+async def list_side_effects(
+    viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
+) -> list[SideEffectReport]:
+    """A patient's side-effect reports, most recent onset first."""
+    await clinical_patient(viewer, patient_id, "SideEffectReport")
+    query = SideEffectReport.filter(patient_id=patient_id)
+    if before is not None:
+        query = query.filter(Q(onset_at__lt=before[0]) | Q(onset_at=before[0], id__lt=before[1]))
+    return list(await query.order_by("-onset_at", "-id").limit(limit))

@@ -1,0 +1,825 @@
+"""The clinical core in the API: treatment plans, dosing sessions, check-ins, side effects, alerts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+if TYPE_CHECKING:
+    from schema.accounts import PatientType
+
+from models import alerts as alert_ops
+from models import checkins, directory, dosing, plans, side_effects
+from models.alert_rules import Severity as DomainSeverity
+from models.alerts import AlertStatus as DomainAlertStatus
+from models.policy import BloodPressure as DomainBloodPressure
+from schema.context import Context
+from schema.errors import Conflict, IdempotencyConflict, NotFound, SafetyCheckFailed, ValidationError
+from schema.mutations import attempt, aware, decimal, global_id, node_id
+from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.permissions import viewer_of
+
+Formulation = strawberry.enum(plans.Formulation, name="Formulation")
+CareSetting = strawberry.enum(plans.CareSetting, name="CareSetting")
+DoseUnit = strawberry.enum(plans.DoseUnit, name="DoseUnit")
+TreatmentPlanStatus = strawberry.enum(plans.PlanStatus, name="TreatmentPlanStatus")
+DosingSessionStatus = strawberry.enum(dosing.SessionStatus, name="DosingSessionStatus")
+SideEffectGrade = strawberry.enum(side_effects.Grade, name="SideEffectGrade")
+AlertSeverity = strawberry.enum(DomainSeverity, name="AlertSeverity")
+AlertStatus = strawberry.enum(DomainAlertStatus, name="AlertStatus")
+
+
+@strawberry.enum(name="PlanEnding")
+class PlanEnding(Enum):
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+# ---------------------------------------------------------------- types
+
+
+@strawberry.type(name="BloodPressure")
+class BloodPressureType:
+    systolic: int
+    diastolic: int
+    measured_at: datetime | None = None
+
+
+@strawberry.type(name="ScheduledSurvey")
+class ScheduledSurveyType:
+    instrument: str
+    offset_minutes: int
+    window_minutes: int
+
+
+@strawberry.type(name="TreatmentPlanStatusChange")
+class TreatmentPlanStatusChangeType:
+    from_status: TreatmentPlanStatus | None  # type: ignore[valid-type]
+    to_status: TreatmentPlanStatus  # type: ignore[valid-type]
+    reason: str
+    changed_at: datetime
+    changed_by_system: bool
+
+
+@strawberry.type(name="TreatmentPlan")
+class TreatmentPlanType(relay.Node):
+    id: relay.NodeID[str]
+    formulation: Formulation  # type: ignore[valid-type]
+    setting: CareSetting  # type: ignore[valid-type]
+    dose: float
+    dose_unit: DoseUnit  # type: ignore[valid-type]
+    sessions_per_week: int
+    min_hours_between_sessions: int
+    planned_sessions: int
+    monitor_required: bool
+    blood_pressure_ceiling: BloodPressureType
+    survey_schedule: list[ScheduledSurveyType]
+    notes: str
+    status: TreatmentPlanStatus  # type: ignore[valid-type]
+    status_reason: str
+    status_changed_at: datetime
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, plan: plans.TreatmentPlan) -> TreatmentPlanType:
+        return cls(
+            id=str(plan.id),
+            formulation=plan.formulation,
+            setting=plan.setting,
+            dose=float(plan.dose),
+            dose_unit=plan.dose_unit,
+            sessions_per_week=plan.sessions_per_week,
+            min_hours_between_sessions=plan.min_hours_between_sessions,
+            planned_sessions=plan.planned_sessions,
+            monitor_required=plan.monitor_required,
+            blood_pressure_ceiling=BloodPressureType(
+                systolic=plan.bp_ceiling_systolic, diastolic=plan.bp_ceiling_diastolic
+            ),
+            survey_schedule=[
+                ScheduledSurveyType(
+                    instrument=item.instrument,
+                    offset_minutes=item.offset_minutes,
+                    window_minutes=item.window_minutes,
+                )
+                for item in plan.schedule
+            ],
+            notes=plan.notes,
+            status=plan.status,
+            status_reason=plan.status_reason,
+            status_changed_at=plan.status_changed_at,
+            created_at=plan.created_at,
+        )
+
+    @strawberry.field(description="Every status change, oldest first, with its reason.")
+    async def status_history(self) -> list[TreatmentPlanStatusChangeType]:
+        return [
+            TreatmentPlanStatusChangeType(
+                from_status=change.from_status,
+                to_status=change.to_status,
+                reason=change.reason,
+                changed_at=change.changed_at,
+                changed_by_system=change.changed_by_id is None,
+            )
+            for change in await plans.plan_history(uuid.UUID(self.id))
+        ]
+
+
+@strawberry.type(name="ChecklistAnswer")
+class ChecklistAnswerType:
+    code: str
+    answer: bool
+
+
+@strawberry.type(name="DosingSession")
+class DosingSessionType(relay.Node):
+    id: relay.NodeID[str]
+    status: DosingSessionStatus  # type: ignore[valid-type]
+    started_at: datetime
+    ended_at: datetime | None
+    dose_mg: float
+    formulation: str
+    lot_number: str | None
+    monitor_name: str | None
+    pre_dose_blood_pressure: BloodPressureType
+    post_dose_blood_pressure: BloodPressureType | None
+    dissociation: int | None
+    sedation: int | None
+    back_to_baseline: bool | None
+    ended_early: bool = strawberry.field(description="Completed before 2 hours, patient back to baseline.")
+    notes: str
+    duration_minutes: int | None
+    checklist: list[ChecklistAnswerType]
+
+    @classmethod
+    def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
+        post = None
+        if session.post_systolic is not None and session.post_diastolic is not None:
+            post = BloodPressureType(
+                systolic=session.post_systolic,
+                diastolic=session.post_diastolic,
+                measured_at=session.post_measured_at,
+            )
+        duration = session.duration
+        return cls(
+            id=str(session.id),
+            status=session.status,
+            started_at=session.started_at,
+            ended_at=session.ended_at,
+            dose_mg=float(session.dose_mg),
+            formulation=session.formulation,
+            lot_number=session.lot_number,
+            monitor_name=session.monitor_name,
+            pre_dose_blood_pressure=BloodPressureType(
+                systolic=session.pre_systolic,
+                diastolic=session.pre_diastolic,
+                measured_at=session.pre_measured_at,
+            ),
+            post_dose_blood_pressure=post,
+            dissociation=session.dissociation,
+            sedation=session.sedation,
+            back_to_baseline=session.back_to_baseline,
+            ended_early=session.ended_early,
+            notes=session.notes,
+            duration_minutes=int(duration.total_seconds() // 60) if duration else None,
+            checklist=[ChecklistAnswerType(code=code, answer=answer) for code, answer in session.checklist.items()],
+        )
+
+
+@strawberry.type(name="CheckIn")
+class CheckInType(relay.Node):
+    id: relay.NodeID[str]
+    recorded_at: datetime
+    received_at: datetime
+    pain: int
+    mood: int | None
+    sleep: int | None
+    note: str
+
+    @classmethod
+    def from_model(cls, check_in: checkins.CheckIn) -> CheckInType:
+        return cls(
+            id=str(check_in.id),
+            recorded_at=check_in.recorded_at,
+            received_at=check_in.received_at,
+            pain=check_in.pain,
+            mood=check_in.mood,
+            sleep=check_in.sleep,
+            note=check_in.note,
+        )
+
+
+@strawberry.type(name="SideEffectReport")
+class SideEffectReportType(relay.Node):
+    id: relay.NodeID[str]
+    code: str
+    label: str
+    snomed_code: str | None
+    grade: SideEffectGrade  # type: ignore[valid-type]
+    onset_at: datetime
+    resolved_at: datetime | None
+    reported_at: datetime
+    session_id: strawberry.ID | None
+    note: str
+
+    @classmethod
+    def from_model(cls, report: side_effects.SideEffectReport) -> SideEffectReportType:
+        entry = side_effects.CATALOGUE[report.code]
+        session_id = report.session_id  # type: ignore[attr-defined]
+        return cls(
+            id=str(report.id),
+            code=report.code,
+            label=entry.label,
+            snomed_code=entry.snomed,
+            grade=report.grade,
+            onset_at=report.onset_at,
+            resolved_at=report.resolved_at,
+            reported_at=report.reported_at,
+            session_id=strawberry.ID(global_id("DosingSession", session_id)) if session_id else None,
+            note=report.note,
+        )
+
+
+@strawberry.type(name="Alert")
+class AlertType(relay.Node):
+    id: relay.NodeID[str]
+    kind: str
+    severity: AlertSeverity  # type: ignore[valid-type]
+    status: AlertStatus  # type: ignore[valid-type]
+    summary: str
+    source_type: str
+    created_at: datetime
+    respond_by: datetime
+    acknowledged_at: datetime | None
+    acknowledgement_note: str
+    resolved_at: datetime | None
+    resolution_note: str
+    escalation_level: int
+    patient_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, alert: alert_ops.Alert) -> AlertType:
+        return cls(
+            id=str(alert.id),
+            kind=alert.kind.value,
+            severity=alert.severity,
+            status=alert.status,
+            summary=alert.summary,
+            source_type=alert.source_type,
+            created_at=alert.raised_at,
+            respond_by=alert.respond_by,
+            acknowledged_at=alert.acknowledged_at,
+            acknowledgement_note=alert.acknowledgement_note,
+            resolved_at=alert.resolved_at,
+            resolution_note=alert.resolution_note,
+            escalation_level=alert.escalation_level,
+            patient_id=alert.patient_id,  # type: ignore[attr-defined]
+        )
+
+    @strawberry.field
+    async def patient(
+        self, info: Info[Context, None]
+    ) -> Annotated[PatientType, strawberry.lazy("schema.accounts")] | None:
+        from schema.accounts import PatientType  # the patient type carries this module's fields
+
+        found = await directory.get_patients(viewer_of(info), [self.patient_id])
+        return PatientType.from_model(found[self.patient_id]) if self.patient_id in found else None
+
+
+# ------------------------------------------------------- patient fields
+
+
+def _before(kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if after is None:
+        return None
+    moment, raw_id = decode_cursor(kind, after, 2)
+    try:
+        return datetime.fromisoformat(moment), uuid.UUID(raw_id)
+    except ValueError:
+        from schema.errors import BadUserInput
+
+        raise BadUserInput("after is not a cursor this list issued") from None
+
+
+def _connection(kind: str, rows: list[Any], limit: int, after: str | None, moment: str, convert: Any) -> Any:
+    page = rows[:limit]
+    return Connection.build(
+        [convert(row) for row in page],
+        [encode_cursor(kind, [getattr(row, moment).isoformat(), str(row.id)]) for row in page],
+        has_next_page=len(rows) > limit,
+        after=after,
+    )
+
+
+@strawberry.type
+class PatientClinicalFields:
+    """Clinical fields of `Patient`, resolved with the viewer's clinical access (models.directory)."""
+
+    if TYPE_CHECKING:
+        id: str  # provided by `Patient` (schema.accounts), which this class is a base of
+
+    @strawberry.field(description="The current plan (ACTIVE or ON_HOLD), else the latest one.")
+    async def treatment_plan(self, info: Info[Context, None]) -> TreatmentPlanType | None:
+        plan = await plans.current_plan(viewer_of(info), uuid.UUID(str(self.id)))
+        return TreatmentPlanType.from_model(plan) if plan else None
+
+    @strawberry.field(description="Dosing sessions, newest first.")
+    async def dosing_sessions(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[DosingSessionType]:
+        limit = page_size(first, info.context.max_page_size)
+        rows = await dosing.list_sessions(
+            viewer_of(info),
+            uuid.UUID(str(self.id)),
+            limit=limit + 1,
+            before=_before("sessions", after),
+        )
+        return _connection("sessions", rows, limit, after, "started_at", DosingSessionType.from_model)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Check-ins, most recently recorded first.")
+    async def check_ins(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[CheckInType]:
+        limit = page_size(first, info.context.max_page_size)
+        rows = await checkins.list_check_ins(
+            viewer_of(info),
+            uuid.UUID(str(self.id)),
+            limit=limit + 1,
+            before=_before("checkins", after),
+        )
+        return _connection("checkins", rows, limit, after, "recorded_at", CheckInType.from_model)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Side-effect reports, most recent onset first.")
+    async def side_effect_reports(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[SideEffectReportType]:
+        limit = page_size(first, info.context.max_page_size)
+        rows = await side_effects.list_side_effects(
+            viewer_of(info),
+            uuid.UUID(str(self.id)),
+            limit=limit + 1,
+            before=_before("side_effects", after),
+        )
+        return _connection("side_effects", rows, limit, after, "onset_at", SideEffectReportType.from_model)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------- inputs
+
+
+@strawberry.input
+class BloodPressureInput:
+    systolic: int
+    diastolic: int
+    measured_at: datetime | None = None
+
+
+@strawberry.input
+class ScheduledSurveyInput:
+    instrument: str
+    offset_minutes: int
+    window_minutes: int
+
+
+@strawberry.input
+class ChecklistAnswerInput:
+    code: str
+    answer: bool
+
+
+@strawberry.input
+class CreateTreatmentPlanInput:
+    patient_id: strawberry.ID
+    formulation: Formulation  # type: ignore[valid-type]
+    setting: CareSetting  # type: ignore[valid-type]
+    dose: float = strawberry.field(description="mg (IM: mg/kg; IV: mg/kg per hour), within the formulation's limits.")
+    planned_sessions: int
+    sessions_per_week: int | None = None
+    min_hours_between_sessions: int | None = None
+    monitor_required: bool | None = None
+    blood_pressure_ceiling: BloodPressureInput | None = None
+    survey_schedule: list[ScheduledSurveyInput] | None = None
+    structural_contraindications: list[str] = strawberry.field(
+        default_factory=list,
+        description="Recorded contraindications (CLINICAL.md section 2); any one refuses the plan.",
+    )
+    notes: str | None = None
+    reason: str = "plan created"
+
+
+@strawberry.input
+class UpdateTreatmentPlanInput:
+    plan_id: strawberry.ID
+    setting: CareSetting | None = None  # type: ignore[valid-type]
+    dose: float | None = None
+    planned_sessions: int | None = None
+    sessions_per_week: int | None = None
+    min_hours_between_sessions: int | None = None
+    monitor_required: bool | None = None
+    blood_pressure_ceiling: BloodPressureInput | None = None
+    survey_schedule: list[ScheduledSurveyInput] | None = None
+    notes: str | None = None
+
+
+@strawberry.input
+class TreatmentPlanStatusInput:
+    plan_id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
+class EndTreatmentPlanInput:
+    plan_id: strawberry.ID
+    status: PlanEnding
+    reason: str
+
+
+@strawberry.input
+class StartDosingSessionInput:
+    idempotency_key: str | None = None
+    dose_mg: float
+    monitor_present: bool
+    monitor_name: str | None = None
+    blood_pressure: BloodPressureInput | None = None
+    checklist: list[ChecklistAnswerInput]
+    lot_number: str | None = None
+
+
+@strawberry.input
+class CompleteDosingSessionInput:
+    idempotency_key: str | None = None
+    session_id: strawberry.ID
+    ended_at: datetime | None = None
+    blood_pressure: BloodPressureInput | None = None
+    dissociation: int
+    sedation: int
+    back_to_baseline: bool
+    notes: str = ""
+
+
+@strawberry.input
+class SubmitCheckInInput:
+    idempotency_key: str | None = None
+    recorded_at: datetime
+    pain: int
+    mood: int | None = None
+    sleep: int | None = None
+    note: str = ""
+
+
+@strawberry.input
+class ReportSideEffectInput:
+    idempotency_key: str | None = None
+    code: str
+    grade: SideEffectGrade  # type: ignore[valid-type]
+    onset_at: datetime
+    session_id: strawberry.ID | None = None
+    resolved_at: datetime | None = None
+    note: str = ""
+
+
+@strawberry.input
+class AlertActionInput:
+    alert_id: strawberry.ID
+    note: str | None = None
+
+
+def _terms(data: CreateTreatmentPlanInput | UpdateTreatmentPlanInput) -> plans.PlanTerms:
+    ceiling = data.blood_pressure_ceiling
+    schedule = data.survey_schedule
+    return plans.PlanTerms(
+        formulation=getattr(data, "formulation", None),
+        setting=data.setting,
+        dose=decimal(data.dose, "dose") if data.dose is not None else None,
+        sessions_per_week=data.sessions_per_week,
+        min_hours_between_sessions=data.min_hours_between_sessions,
+        planned_sessions=data.planned_sessions,
+        monitor_required=data.monitor_required,
+        bp_ceiling=DomainBloodPressure(ceiling.systolic, ceiling.diastolic) if ceiling else None,
+        survey_schedule=(
+            tuple(plans.ScheduledSurvey(s.instrument, s.offset_minutes, s.window_minutes) for s in schedule)
+            if schedule is not None
+            else None
+        ),
+        notes=data.notes,
+    )
+
+
+def _reading(value: BloodPressureInput | None, field_name: str) -> dosing.BloodPressureReading | None:
+    if value is None:
+        return None
+    return dosing.BloodPressureReading(
+        value.systolic, value.diastolic, aware(value.measured_at, f"{field_name}.measuredAt")
+    )
+
+
+# ------------------------------------------------------------ payloads
+
+PlanResult = Annotated[
+    TreatmentPlanType | ValidationError | NotFound | Conflict, strawberry.union("TreatmentPlanResult")
+]
+StartResult = Annotated[
+    DosingSessionType | SafetyCheckFailed | ValidationError | NotFound | Conflict | IdempotencyConflict,
+    strawberry.union("StartDosingSessionResult"),
+]
+CompleteResult = Annotated[
+    DosingSessionType | ValidationError | NotFound | Conflict | IdempotencyConflict,
+    strawberry.union("CompleteDosingSessionResult"),
+]
+CheckInResult = Annotated[CheckInType | ValidationError | IdempotencyConflict, strawberry.union("SubmitCheckInResult")]
+SideEffectResult = Annotated[
+    SideEffectReportType | ValidationError | IdempotencyConflict, strawberry.union("ReportSideEffectResult")
+]
+AlertResult = Annotated[AlertType | ValidationError | NotFound | Conflict, strawberry.union("AlertResult")]
+
+
+@strawberry.type
+class TreatmentPlanPayload:
+    result: PlanResult
+
+
+@strawberry.type
+class StartDosingSessionPayload:
+    result: StartResult
+    safety_instructions: str | None = None
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class CompleteDosingSessionPayload:
+    result: CompleteResult
+    safety_instructions: str | None = None
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class SubmitCheckInPayload:
+    result: CheckInResult
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class ReportSideEffectPayload:
+    result: SideEffectResult
+    safety_instructions: str | None = None
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class AlertPayload:
+    result: AlertResult
+
+
+def _advice(advice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "safety_instructions": advice.get("safetyInstructions"),
+        "crisis_resources": advice.get("crisisResources"),
+    }
+
+
+async def _plan_payload(call: Any) -> TreatmentPlanPayload:
+    outcome = await attempt(call)
+    if outcome.error is not None:
+        return TreatmentPlanPayload(result=outcome.error)  # type: ignore[arg-type]
+    assert outcome.value is not None
+    return TreatmentPlanPayload(result=TreatmentPlanType.from_model(outcome.value))
+
+
+# ------------------------------------------------------------ root fields
+
+_ALERT_CURSOR = "alerts"
+
+
+@strawberry.type
+class ClinicalQuery:
+    @strawberry.field(description="Your care teams' alerts, most urgent first (providers).")
+    async def alerts(
+        self,
+        info: Info[Context, None],
+        status: list[AlertStatus] | None = None,  # type: ignore[valid-type]
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[AlertType]:
+        from models import errors as domain
+        from schema.errors import BadUserInput, Forbidden
+
+        limit = page_size(first, info.context.max_page_size)
+        position = None
+        if after is not None:
+            rank, respond, raw_id = decode_cursor(_ALERT_CURSOR, after, 3)
+            try:
+                position = alert_ops.AlertCursor(int(rank), datetime.fromisoformat(respond), uuid.UUID(raw_id))
+            except ValueError:
+                raise BadUserInput("after is not a cursor this list issued") from None
+        try:
+            rows = await alert_ops.list_alerts(viewer_of(info), statuses=status, limit=limit + 1, after=position)
+        except domain.Forbidden as refusal:
+            raise Forbidden(refusal.message) from refusal
+        page = rows[:limit]
+        return Connection[AlertType].build(
+            [AlertType.from_model(alert) for alert in page],
+            [encode_cursor(_ALERT_CURSOR, [str(a.severity_rank), a.respond_by.isoformat(), str(a.id)]) for a in page],
+            has_next_page=len(rows) > limit,
+            after=after,
+        )
+
+
+@strawberry.type
+class ClinicalMutation:
+    @strawberry.mutation(description="Prescribe a plan for a patient of your care team (providers).")
+    async def create_treatment_plan(
+        self, info: Info[Context, None], input: CreateTreatmentPlanInput
+    ) -> TreatmentPlanPayload:
+        async def call() -> plans.TreatmentPlan:
+            data = plans.NewPlan(
+                patient_id=node_id(input.patient_id, "Patient", "patientId"),
+                terms=_terms(input),
+                structural_contraindications=tuple(input.structural_contraindications),
+                reason=input.reason,
+            )
+            return await plans.create_treatment_plan(
+                viewer_of(info), data, now=info.context.now(), policy=info.context.policy
+            )
+
+        return await _plan_payload(call)
+
+    @strawberry.mutation(description="Change a current plan's terms (providers).")
+    async def update_treatment_plan(
+        self, info: Info[Context, None], input: UpdateTreatmentPlanInput
+    ) -> TreatmentPlanPayload:
+        async def call() -> plans.TreatmentPlan:
+            plan_id = node_id(input.plan_id, "TreatmentPlan", "planId")
+            return await plans.update_treatment_plan(
+                viewer_of(info), plan_id, _terms(input), now=info.context.now(), policy=info.context.policy
+            )
+
+        return await _plan_payload(call)
+
+    @strawberry.mutation(description="Put an active plan on hold: no session can start (providers).")
+    async def hold_treatment_plan(
+        self, info: Info[Context, None], input: TreatmentPlanStatusInput
+    ) -> TreatmentPlanPayload:
+        return await _plan_payload(lambda: _set_status(info, input.plan_id, plans.PlanStatus.ON_HOLD, input.reason))
+
+    @strawberry.mutation(description="Resume a plan on hold (providers).")
+    async def resume_treatment_plan(
+        self, info: Info[Context, None], input: TreatmentPlanStatusInput
+    ) -> TreatmentPlanPayload:
+        return await _plan_payload(lambda: _set_status(info, input.plan_id, plans.PlanStatus.ACTIVE, input.reason))
+
+    @strawberry.mutation(description="Complete or cancel a plan (providers).")
+    async def end_treatment_plan(self, info: Info[Context, None], input: EndTreatmentPlanInput) -> TreatmentPlanPayload:
+        status = plans.PlanStatus(input.status.value)
+        return await _plan_payload(lambda: _set_status(info, input.plan_id, status, input.reason))
+
+    @strawberry.mutation(description="Run the pre-dose safety checks and start a session (patients).")
+    async def start_dosing_session(
+        self, info: Info[Context, None], input: StartDosingSessionInput
+    ) -> StartDosingSessionPayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            data = dosing.StartSession(
+                dose_mg=decimal(input.dose_mg, "doseMg"),
+                monitor_present=input.monitor_present,
+                monitor_name=input.monitor_name,
+                blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
+                checklist=_checklist(input.checklist),
+                lot_number=input.lot_number,
+                idempotency_key=input.idempotency_key,
+            )
+            outcome = await dosing.start_dosing_session(
+                viewer, data, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await dosing.get_session(viewer, outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return StartDosingSessionPayload(result=result.error, **_advice(result.advice))  # type: ignore[arg-type]
+        assert result.value is not None
+        outcome, session = result.value
+        return StartDosingSessionPayload(result=DosingSessionType.from_model(session), **_advice(outcome.advice))
+
+    @strawberry.mutation(description="Close a session: post-dose readings and ratings (patients).")
+    async def complete_dosing_session(
+        self, info: Info[Context, None], input: CompleteDosingSessionInput
+    ) -> CompleteDosingSessionPayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            data = dosing.CompleteSession(
+                session_id=node_id(input.session_id, "DosingSession", "sessionId"),
+                back_to_baseline=input.back_to_baseline,
+                dissociation=input.dissociation,
+                sedation=input.sedation,
+                ended_at=aware(input.ended_at, "endedAt"),
+                blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
+                notes=input.notes,
+                idempotency_key=input.idempotency_key,
+            )
+            outcome = await dosing.complete_dosing_session(
+                viewer, data, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await dosing.get_session(viewer, outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return CompleteDosingSessionPayload(result=result.error, **_advice(result.advice))  # type: ignore[arg-type]
+        assert result.value is not None
+        outcome, session = result.value
+        return CompleteDosingSessionPayload(result=DosingSessionType.from_model(session), **_advice(outcome.advice))
+
+    @strawberry.mutation(description="Daily check-in, also sent late from an offline phone (patients).")
+    async def submit_check_in(self, info: Info[Context, None], input: SubmitCheckInInput) -> SubmitCheckInPayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            recorded_at = aware(input.recorded_at, "recordedAt")
+            assert recorded_at is not None
+            data = checkins.NewCheckIn(
+                recorded_at=recorded_at, pain=input.pain, mood=input.mood, sleep=input.sleep, note=input.note,
+                idempotency_key=input.idempotency_key,
+            )  # fmt: skip
+            outcome = await checkins.submit_check_in(viewer, data, now=info.context.now(), policy=info.context.policy)
+            return outcome, await checkins.CheckIn.get(id=outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return SubmitCheckInPayload(result=result.error)  # type: ignore[arg-type]
+        assert result.value is not None
+        outcome, check_in = result.value
+        return SubmitCheckInPayload(
+            result=CheckInType.from_model(check_in), crisis_resources=outcome.advice.get("crisisResources")
+        )
+
+    @strawberry.mutation(description="Report a side effect; the payload says what to do now (patients).")
+    async def report_side_effect(
+        self, info: Info[Context, None], input: ReportSideEffectInput
+    ) -> ReportSideEffectPayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            onset_at = aware(input.onset_at, "onsetAt")
+            assert onset_at is not None
+            data = side_effects.NewSideEffect(
+                code=input.code,
+                grade=input.grade,
+                onset_at=onset_at,
+                session_id=node_id(input.session_id, "DosingSession", "sessionId") if input.session_id else None,
+                resolved_at=aware(input.resolved_at, "resolvedAt"),
+                note=input.note,
+                idempotency_key=input.idempotency_key,
+            )
+            outcome = await side_effects.report_side_effect(
+                viewer, data, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await side_effects.SideEffectReport.get(id=outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return ReportSideEffectPayload(result=result.error)  # type: ignore[arg-type]
+        assert result.value is not None
+        outcome, report = result.value
+        return ReportSideEffectPayload(result=SideEffectReportType.from_model(report), **_advice(outcome.advice))
+
+    @strawberry.mutation(description="Take an alert (providers of the patient's care team).")
+    async def acknowledge_alert(self, info: Info[Context, None], input: AlertActionInput) -> AlertPayload:
+        return await _alert_payload(info, input, alert_ops.acknowledge_alert)
+
+    @strawberry.mutation(description="Close an alert, saying how (providers of the patient's care team).")
+    async def resolve_alert(self, info: Info[Context, None], input: AlertActionInput) -> AlertPayload:
+        return await _alert_payload(info, input, alert_ops.resolve_alert)
+
+
+def _checklist(answers: list[ChecklistAnswerInput]) -> dict[str, bool]:
+    from models.errors import InvalidInput
+
+    codes = [answer.code for answer in answers]
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        raise InvalidInput("checklist", f"each item once; repeated: {', '.join(repeated)}")
+    return {answer.code: answer.answer for answer in answers}
+
+
+async def _set_status(
+    info: Info[Context, None], raw_plan_id: str, status: plans.PlanStatus, reason: str
+) -> plans.TreatmentPlan:
+    plan_id = node_id(raw_plan_id, "TreatmentPlan", "planId")
+    return await plans.set_treatment_plan_status(viewer_of(info), plan_id, status, reason, now=info.context.now())
+
+
+async def _alert_payload(info: Info[Context, None], input: AlertActionInput, operation: Any) -> AlertPayload:
+    async def call() -> alert_ops.Alert:
+        alert_id = node_id(input.alert_id, "Alert", "alertId")
+        alert: alert_ops.Alert = await operation(viewer_of(info), alert_id, input.note, now=info.context.now())
+        return alert
+
+    result = await attempt(call)
+    if result.error is not None:
+        return AlertPayload(result=result.error)  # type: ignore[arg-type]
+    assert result.value is not None
+    return AlertPayload(result=AlertType.from_model(result.value))

@@ -1,0 +1,70 @@
+"""What every mutation resolver does the same way: turn input into domain values and domain
+refusals into members of the payload's error union."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from strawberry import relay
+
+from models import errors as domain
+from schema.errors import Error, Forbidden, advice_of, error_type_for
+
+Result = TypeVar("Result")
+
+
+@dataclass
+class Attempt(Generic[Result]):
+    """A domain call's result, or the error member and the advice that came with its refusal."""
+
+    value: Result | None = None
+    error: Error | None = None
+    advice: dict[str, Any] = field(default_factory=dict)
+
+
+async def attempt(call: Callable[[], Awaitable[Result]]) -> Attempt[Result]:
+    try:
+        return Attempt(value=await call())
+    except domain.Forbidden as refusal:
+        raise Forbidden(refusal.message) from refusal
+    except domain.DomainError as refusal:
+        return Attempt(error=error_type_for(refusal), advice=advice_of(refusal))
+
+
+def aware(value: datetime | None, field_name: str) -> datetime | None:
+    """Times from clients must say their offset (a phone's local time is ambiguous)."""
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise domain.InvalidInput(
+            field_name, f"{field_name} must include a time zone offset, e.g. 2026-11-25T14:00:00Z"
+        )
+    return value
+
+
+def decimal(value: float, field_name: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as error:  # pragma: no cover - GraphQL Floats are finite
+        raise domain.InvalidInput(field_name, f"{field_name} must be a number") from error
+    if not number.is_finite():
+        raise domain.InvalidInput(field_name, f"{field_name} must be a number")
+    return number
+
+
+def node_id(raw: str, type_name: str, field_name: str) -> UUID:
+    """The UUID in a global id of `type_name`; anything else is a refusal naming the field."""
+    try:
+        parsed = relay.GlobalID.from_id(raw)
+        if parsed.type_name == type_name:
+            return UUID(parsed.node_id)
+    except (ValueError, relay.GlobalIDValueError):
+        pass
+    raise domain.InvalidInput(field_name, f"{field_name} is not a {type_name} id")
+
+
+def global_id(type_name: str, value: UUID) -> str:
+    return str(relay.GlobalID(type_name, str(value)))
