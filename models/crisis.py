@@ -33,22 +33,23 @@ CRISIS_PHRASES: tuple[str, ...] = (
     "chest pain",
 )
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
-# Keep letters, digits, apostrophes and hyphens (they are part of phrases); everything else is a space.
-_PUNCTUATION = re.compile(r"[^\w'\-]+")
+_QUOTES = str.maketrans(dict.fromkeys("\u2018\u2019\u201b\u2032\u02bc`", "'") | dict.fromkeys("\u201c\u201d", '"'))
+# Everything but letters, digits and apostrophes separates words (hyphens and underscores too).
+_SEPARATORS = re.compile(r"[^\w']+|_+")
 
 
 def normalise(text: str) -> str:
     """Lower case, straight quotes, punctuation and repeated spaces collapsed to one space (§7)."""
-    lowered = text.translate(_QUOTES).lower()
-    return " " + " ".join(_PUNCTUATION.sub(" ", lowered).split()) + " "
+    return " ".join(_SEPARATORS.sub(" ", text.translate(_QUOTES).lower()).split())
 
 
 def crisis_matches(text: str | None, phrases: tuple[str, ...] = CRISIS_PHRASES) -> list[str]:
-    """The crisis phrases found in `text`, in list order (CLINICAL.md §7)."""
+    """The crisis phrases found in `text`, in list order (CLINICAL.md §7).
+
+    Plain substring matching on both normalised: "suicidally" still matches "suicidal", and
+    "self-harm", "self harm" and "self--harm" are the same words.
+    """
     if not text:
         return []
     haystack = normalise(text)
-    # Hyphen and space variants of a phrase are both in the list; compare both ways.
-    spaced = haystack.replace("-", " ")
-    return [phrase for phrase in phrases if phrase in haystack or normalise(phrase).strip() in spaced]
+    return [phrase for phrase in phrases if normalise(phrase) in haystack]

@@ -331,7 +331,7 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
                 .first()
             )
             if plan is not None and data.dose_mg > plan.dose:
-                raise InvalidInput("doseMg", f"doseMg is more than your plan's dose of {plan.dose:g} mg")
+                raise InvalidInput("doseMg", f"doseMg is more than your plan's dose of {plan.dose.normalize():f} mg")
             failures = failed_safety_checks(await _facts(patient, plan, data, answered_yes, now, policy), policy)
             if failures:
                 alerts = list(alert_rules.checklist_alerts(list(answered_yes)))

@@ -195,6 +195,10 @@ class Tokens:
     user_ids: dict[str, uuid.UUID]
     client_ids: dict[str, uuid.UUID]
 
+    def fresh(self, email: str) -> FreshToken:
+        """A token for `email` minted anew each time it is used (for tests that move the clock)."""
+        return FreshToken(self, email)
+
     def user(self, email: str) -> str:
         return issue_access_token(
             self.settings, subject_kind="user", subject_id=self.user_ids[email], now=self.clock.now()
@@ -208,6 +212,15 @@ class Tokens:
             now=self.clock.now(),
             scopes=scopes,
         )
+
+
+@dataclass
+class FreshToken:
+    tokens: Tokens
+    email: str
+
+    def __str__(self) -> str:
+        return self.tokens.user(self.email)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ async def gql(
     query: str,
     variables: dict[str, Any] | None = None,
     *,
-    token: str | None = None,
+    token: object | None = None,
     expect_status: int = 200,
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
