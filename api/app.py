@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,13 +17,24 @@ from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
 from api.middleware import BodySizeLimitMiddleware, DatabaseContextMiddleware, RequestContextMiddleware
 from api.settings import Settings
+from jobs.environment import JobEnvironment
 from jobs.scheduler import build_scheduler
+from jobs.senders import log_notification, webhook_sender
 from models.clock import Clock, SystemClock
+from models.notifications import Sender
 
 logger = logging.getLogger("ketafollow")
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+def job_environment(settings: Settings, clock: Clock) -> JobEnvironment:
+    """What the jobs run with: the notification sender is the webhook when one is configured."""
+    sender: Sender = log_notification
+    if settings.notify_webhook_url and settings.notify_webhook_secret:
+        sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret)
+    return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> Starlette:
     """The ASGI app. Its lifespan opens the database, refuses an unmigrated one, runs the jobs."""
     clock = clock or SystemClock()
 
@@ -31,7 +43,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         async with open_database(settings) as database:
             await ensure_migrated()
             app.state.database = database
-            scheduler = build_scheduler(clock, settings.clinic_policy) if settings.run_scheduler else None
+            env = job_environment(settings, clock)
+            if sender is not None:
+                env = replace(env, sender=sender)
+            scheduler = build_scheduler(env) if settings.run_scheduler else None
             app.state.scheduler = scheduler
             if scheduler is not None:
                 scheduler.start()

@@ -172,6 +172,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from api.app import job_environment
     from jobs.scheduler import build_scheduler
 
     configure_logging(settings.log_level, settings.log_format)
@@ -182,7 +183,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = build_scheduler(SystemClock(), settings.clinic_policy)
+        scheduler = build_scheduler(job_environment(settings, SystemClock()))
         scheduler.start()
         print("ketafollow worker: running the scheduled jobs; stop with Ctrl-C", file=sys.stderr)
         await stop.wait()

@@ -64,6 +64,9 @@ class Settings:
     run_scheduler: bool = True
     # Proxies whose X-Forwarded-For is believed (the client address feeds throttling and audit).
     forwarded_allow_ips: str = ""
+    # Notifications: posted to this webhook (signed with the secret) instead of only logged.
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: str | None = None
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
@@ -202,6 +205,8 @@ class _Reader:
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
+            notify_webhook_url=self._webhook_url(),
+            notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
         )
@@ -229,6 +234,18 @@ class _Reader:
                 self._check_secret(f"PREVIOUS_SECRET_KEYS[{kid.strip()}]", key.strip())
             keys[kid.strip()] = key.strip()
         return keys
+
+    def _webhook_url(self) -> str | None:
+        url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()
+        if not url:
+            return None
+        if urlsplit(url).scheme not in {"http", "https"}:
+            self.problems.append(f"NOTIFY_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        if len(self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip()) < MINIMUM_SECRET_LENGTH:
+            self.problems.append(
+                f"NOTIFY_WEBHOOK_SECRET must be set ({MINIMUM_SECRET_LENGTH}+ characters) with NOTIFY_WEBHOOK_URL"
+            )
+        return url
 
     def _database_url(self) -> str:
         url = self.text("DATABASE_URL", DEFAULT_DATABASE_URL)

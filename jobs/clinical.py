@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from jobs.environment import JobEnvironment
 from models import alerts, dosing
-from models.clock import Clock
-from models.policy import ClinicPolicy
 
 
-async def close_abandoned_sessions(clock: Clock, policy: ClinicPolicy) -> int:
+async def close_abandoned_sessions(env: JobEnvironment) -> int:
     """Sessions still in progress past the limit are closed and the care team alerted (CLINICAL.md §3)."""
-    return await dosing.close_abandoned_sessions(now=clock.now(), policy=policy)
+    return await dosing.close_abandoned_sessions(now=env.clock.now(), policy=env.policy)
 
 
-async def escalate_overdue_alerts(clock: Clock, policy: ClinicPolicy) -> int:
+async def escalate_overdue_alerts(env: JobEnvironment) -> int:
     """Alerts not acknowledged by their deadline go to the whole care team, then on call (§9)."""
-    return await alerts.escalate_overdue_alerts(now=clock.now(), policy=policy)
+    return await alerts.escalate_overdue_alerts(now=env.clock.now(), policy=env.policy)

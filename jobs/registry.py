@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jobs import clinical
-from models.clock import Clock
-from models.policy import ClinicPolicy
+from jobs import clinical, surveys
+from jobs.environment import JobEnvironment
 
 
 @dataclass(frozen=True)
 class PeriodicJob:
     name: str
     every_seconds: int
-    run: Callable[[Clock, ClinicPolicy], Awaitable[object]]
+    run: Callable[[JobEnvironment], Awaitable[object]]
 
 
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("close_abandoned_sessions", 60, clinical.close_abandoned_sessions),
     PeriodicJob("escalate_overdue_alerts", 30, clinical.escalate_overdue_alerts),
+    PeriodicJob("open_due_surveys", 30, surveys.open_due_surveys),
+    PeriodicJob("send_survey_reminders", 60, surveys.send_survey_reminders),
+    PeriodicJob("expire_overdue_surveys", 60, surveys.expire_overdue_surveys),
+    PeriodicJob("deliver_notifications", 15, surveys.deliver_notifications),
 )

@@ -10,22 +10,21 @@ from datetime import UTC
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from jobs.environment import JobEnvironment
 from jobs.registry import PERIODIC_JOBS
-from models.clock import Clock
-from models.policy import ClinicPolicy
 
 # A job that was due while the process was down or busy runs as soon as it can (no misfire
 # window), once (coalesced), and never overlaps itself.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 
 
-def build_scheduler(clock: Clock, policy: ClinicPolicy) -> AsyncIOScheduler:
+def build_scheduler(env: JobEnvironment) -> AsyncIOScheduler:
     """A scheduler with every periodic job registered; the caller starts and stops it.
 
-    Jobs read `now` from `clock`, so tests drive them with a manual clock. The scheduler must be
-    started where the database is the current one: its jobs run in tasks that inherit it.
+    Jobs read `now` from `env.clock`, so tests drive them with a manual clock. The scheduler must
+    be started where the database is the current one: its jobs run in tasks that inherit it.
     """
     scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS)
     for job in PERIODIC_JOBS:
-        scheduler.add_job(job.run, "interval", seconds=job.every_seconds, args=[clock, policy], id=job.name)
+        scheduler.add_job(job.run, "interval", seconds=job.every_seconds, args=[env], id=job.name)
     return scheduler

@@ -16,4 +16,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.dosing",
     "models.checkins",
     "models.side_effects",
+    "models.instruments",
+    "models.surveys",
+    "models.notifications",
 )

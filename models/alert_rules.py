@@ -34,6 +34,8 @@ class AlertKind(StrEnum):
     SIDE_EFFECT = "SIDE_EFFECT"
     MISUSE_CONCERN = "MISUSE_CONCERN"
     CRISIS_LANGUAGE = "CRISIS_LANGUAGE"
+    SURVEY_ANSWER = "SURVEY_ANSWER"
+    SAFETY_CHECK_UNANSWERED = "SAFETY_CHECK_UNANSWERED"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,15 @@ def abandoned_session_alert(hours: float) -> AlertSpec:
         AlertKind.SESSION_ABANDONED,
         Severity.HIGH,
         f"Dosing session still in progress after {hours:g} hours was closed as abandoned; the patient may need a call.",
+    )
+
+
+def unanswered_safety_check_alert(instrument: str) -> AlertSpec:
+    """§6: a post-session check that expires unanswered → HIGH (a safety check went unanswered)."""
+    return AlertSpec(
+        AlertKind.SAFETY_CHECK_UNANSWERED,
+        Severity.HIGH,
+        f"The {instrument} safety check expired unanswered; the patient may need a call.",
     )
 
 

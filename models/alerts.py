@@ -45,7 +45,7 @@ class Alert(Entity):
     summary = fields.CharField(max_length=500)
     source_type = fields.CharField(max_length=64)
     source_id = fields.UUIDField(null=True)
-    dedup_key = fields.CharField(max_length=300, unique=True)
+    dedup_key = fields.CharField(max_length=300, db_index=True)
     raised_at = fields.DatetimeField()
     respond_by = fields.DatetimeField()
     acknowledged_at = fields.DatetimeField(null=True)
@@ -99,10 +99,12 @@ async def raise_alert(
     """Store `spec` for the care team (inside the caller's transaction).
 
     CLINICAL.md §9 duplicate suppression: the same rule for the same patient and source record
-    raises one alert; raising it again returns the first.
+    raises one alert while that alert is open or acknowledged (a unique index backs this);
+    once it is resolved, the same rule firing again is news and raises a new one.
     """
     dedup_key = f"{spec.kind.value}:{spec.rule}:{patient.id}:{source_type}:{source_id}"
-    existing = await Alert.get_or_none(dedup_key=dedup_key)
+    active = Alert.filter(dedup_key=dedup_key, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
+    existing = await active.first()
     if existing is not None:
         return existing
     try:
@@ -120,7 +122,7 @@ async def raise_alert(
                 respond_by=respond_by(spec.severity, now, patient.time_zone),
             )
     except IntegrityError:
-        winner = await Alert.get_or_none(dedup_key=dedup_key)
+        winner = await active.first()
         if winner is None:
             raise
         return winner

@@ -148,6 +148,18 @@ async def clinical_patient(viewer: Viewer, patient_id: UUID, resource_type: str)
     return patient
 
 
+async def clinical_patients(viewer: Viewer, patient_ids: list[UUID], resource_type: str) -> dict[UUID, Patient]:
+    """`clinical_patient` for many patients in one query (for DataLoaders): the allowed ones."""
+    visible = {p.id: p for p in await Patient.filter(patients_visible_to(viewer), id__in=patient_ids)}
+    allowed = {pid: p for pid, p in visible.items() if _may_see_clinical_record(viewer, p)}
+    for patient_id in patient_ids:
+        if patient_id in allowed:
+            audit_patient_read(viewer, patient_id, resource_type)
+        else:
+            audit_refusal(viewer, resource_type, patient_id, patient_id)
+    return allowed
+
+
 async def treating_provider_patient(viewer: Viewer, patient_id: UUID) -> Patient:
     """The patient, if the viewer is a provider of their care team (who may change their care)."""
     patient = await Patient.get_or_none(id=patient_id)

@@ -6,12 +6,12 @@ post-dose blood pressure, the treatment monitor, times and durations, the patien
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from models import alert_rules
 from models.access import Viewer
 from models.accounts import Patient, Role
+from models.alert_rules import AlertSpec
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
@@ -27,9 +28,10 @@ from models.crisis import crisis_matches
 from models.directory import clinical_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
-from models.idempotency import Outcome, StoredRefusal, run_once
+from models.idempotency import Outcome, StoredRefusal, fingerprint, run_once
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
+from models.surveys import schedule_follow_up
 
 
 class SessionStatus(StrEnum):
@@ -81,6 +83,8 @@ class SafetyFacts:
     completed_sessions: int
     planned_sessions: int | None
     answered_yes: tuple[str, ...]
+    dose_mg: Decimal | None = None
+    plan_dose_mg: Decimal | None = None
 
 
 def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[FailedCheck]:
@@ -135,6 +139,15 @@ def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[Faile
             FailedCheck(
                 "SESSIONS_USED_UP",
                 f"You have completed all {facts.planned_sessions} planned sessions. Contact your care team.",
+            )
+        )
+    if facts.dose_mg is not None and facts.plan_dose_mg is not None and facts.dose_mg > facts.plan_dose_mg:
+        # Not in §2's table: a product guard rail against a mistyped or self-escalated dose.
+        failed.append(
+            FailedCheck(
+                "DOSE_ABOVE_PLAN",
+                f"The dose you entered ({facts.dose_mg.normalize():f} mg) is more than your plan's "
+                f"{facts.plan_dose_mg.normalize():f} mg. Take only the prescribed dose.",
             )
         )
     for code in facts.answered_yes:
@@ -307,6 +320,8 @@ async def _facts(
         completed_sessions=completed,
         planned_sessions=plan.planned_sessions if plan else None,
         answered_yes=answered_yes,
+        dose_mg=data.dose_mg,
+        plan_dose_mg=plan.dose if plan else None,
     )
 
 
@@ -321,6 +336,9 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
     failed check. A refusal still raises the alerts it calls for and is kept under its key."""
     patient_id = _require_patient(viewer)
     answered_yes = _validate_start(data, now, policy)
+    if data.blood_pressure is not None and data.blood_pressure.measured_at is None:
+        # A reading sent without its time was just taken: it is checked (and alerts) as such.
+        data = replace(data, blood_pressure=replace(data.blood_pressure, measured_at=now))
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -330,62 +348,13 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
                 .select_for_update()
                 .first()
             )
-            if plan is not None and data.dose_mg > plan.dose:
-                raise InvalidInput("doseMg", f"doseMg is more than your plan's dose of {plan.dose.normalize():f} mg")
             failures = failed_safety_checks(await _facts(patient, plan, data, answered_yes, now, policy), policy)
             if failures:
-                alerts = list(alert_rules.checklist_alerts(list(answered_yes)))
-                bp_alert = (
-                    alert_rules.pre_dose_blood_pressure_alert(
-                        data.blood_pressure.pressure, plan.bp_ceiling if plan else policy.default_bp_ceiling
-                    )
-                    if data.blood_pressure and any(f.code == "BP_ABOVE_CEILING" for f in failures)
-                    else None
-                )
-                if bp_alert:
-                    alerts.insert(0, bp_alert)
-                # The source is this attempt: identical retries without a key raise no new alerts.
-                await raise_alerts(
-                    alerts,
-                    patient=patient,
-                    source_type="DoseAttempt",
-                    source_id=None if not alerts else _attempt_id(patient_id, data, now),
-                    now=now,
-                )
-                await record_now(
-                    viewer,
-                    AuditEntry(
-                        AuditAction.EXECUTE,
-                        "DosingSession",
-                        AuditOutcome.DENIED,
-                        patient_id,
-                        None,
-                        ",".join(f.code for f in failures)[:200],
-                    ),
-                    now=now,
-                    trail=viewer.audit,
-                )
+                await _refused(viewer, patient, plan, data, answered_yes, failures, now=now, policy=policy)
                 refusal: SafetyCheckFailed | None = SafetyCheckFailed(failures, refusal_advice(failures, policy))
             else:
                 refusal = None
-                assert (
-                    plan is not None and data.blood_pressure is not None and data.blood_pressure.measured_at is not None
-                )
-                session = await DosingSession.create(
-                    patient_id=patient_id,
-                    plan=plan,
-                    status=SessionStatus.IN_PROGRESS,
-                    formulation=plan.formulation.value,
-                    dose_mg=data.dose_mg,
-                    lot_number=(data.lot_number or "").strip() or None,
-                    monitor_name=(data.monitor_name or "").strip() or None,
-                    checklist=dict(data.checklist),
-                    started_at=now,
-                    pre_systolic=data.blood_pressure.systolic,
-                    pre_diastolic=data.blood_pressure.diastolic,
-                    pre_measured_at=data.blood_pressure.measured_at,
-                )
-                await _session_written(viewer, session, "DosingSession.started", Operation.CREATED, now)
+                session = await _open_session(viewer, patient, plan, data, now)
         if refusal is not None:
             raise refusal
         return Outcome(session.id)
@@ -396,13 +365,63 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
         raise Conflict("you already have a session in progress: complete it first") from error
 
 
-def _attempt_id(patient_id: UUID, data: StartSession, now: datetime) -> UUID:
-    """A stable id for one dose attempt (patient, reading time), so its alerts are raised once."""
-    from uuid import NAMESPACE_URL, uuid5
+async def _refused(
+    viewer: Viewer,
+    patient: Patient,
+    plan: TreatmentPlan | None,
+    data: StartSession,
+    answered_yes: tuple[str, ...],
+    failures: list[FailedCheck],
+    *,
+    now: datetime,
+    policy: ClinicPolicy,
+) -> None:
+    """The alerts and the audit row of a refused start (inside its transaction)."""
+    specs = alert_rules.checklist_alerts(list(answered_yes))
+    if data.blood_pressure is not None and any(failure.code == "BP_ABOVE_CEILING" for failure in failures):
+        ceiling = plan.bp_ceiling if plan else policy.default_bp_ceiling
+        if spec := alert_rules.pre_dose_blood_pressure_alert(data.blood_pressure.pressure, ceiling):
+            specs.insert(0, spec)
+    await raise_alerts(
+        specs, patient=patient, source_type="DoseAttempt", source_id=_attempt_id(patient.id, data, now), now=now
+    )
+    codes = ",".join(failure.code for failure in failures)[:200]
+    entry = AuditEntry(AuditAction.EXECUTE, "DosingSession", AuditOutcome.DENIED, patient.id, None, codes)
+    await record_now(viewer, entry, now=now, trail=viewer.audit)
 
+
+async def _open_session(
+    viewer: Viewer, patient: Patient, plan: TreatmentPlan | None, data: StartSession, now: datetime
+) -> DosingSession:
     reading = data.blood_pressure
-    measured = reading.measured_at.isoformat() if reading and reading.measured_at else now.isoformat()
-    return uuid5(NAMESPACE_URL, f"dose-attempt:{patient_id}:{measured}")
+    # Every check passed, so there is a current plan and a recent reading.
+    assert plan is not None and reading is not None and reading.measured_at is not None
+    session = await DosingSession.create(
+        patient=patient,
+        plan=plan,
+        status=SessionStatus.IN_PROGRESS,
+        formulation=plan.formulation.value,
+        dose_mg=data.dose_mg,
+        lot_number=(data.lot_number or "").strip() or None,
+        monitor_name=(data.monitor_name or "").strip() or None,
+        checklist=dict(data.checklist),
+        started_at=now,
+        pre_systolic=reading.systolic,
+        pre_diastolic=reading.diastolic,
+        pre_measured_at=reading.measured_at,
+    )
+    await _session_written(viewer, session, "DosingSession.started", Operation.CREATED, now)
+    return session
+
+
+ATTEMPT_WINDOW = timedelta(minutes=10)
+
+
+def _attempt_id(patient_id: UUID, data: Any, now: datetime) -> UUID:
+    """One id per distinct attempt: the same request repeated within 10 minutes (a retry
+    without a key) raises its alerts once; anything else is a new attempt with new alerts."""
+    bucket = int(now.timestamp() // ATTEMPT_WINDOW.total_seconds())
+    return uuid5(NAMESPACE_URL, f"attempt:{patient_id}:{fingerprint(_request(data))}:{bucket}")
 
 
 async def _session_written(
@@ -453,12 +472,50 @@ def _validate_completion(
     return ended_at
 
 
+def _completion_alerts(data: CompleteSession, policy: ClinicPolicy) -> tuple[list[AlertSpec], dict[str, Any]]:
+    """What the patient's own completion report calls for (CLINICAL.md §3, §7), and the advice."""
+    reading = data.blood_pressure
+    matches = crisis_matches(data.notes)
+    blood_pressure = alert_rules.post_dose_blood_pressure_alert(reading.pressure if reading else None, policy)
+    crisis = alert_rules.crisis_language_alert(matches, "session notes")
+    advice: dict[str, Any] = {}
+    if blood_pressure is not None and blood_pressure.severity is alert_rules.Severity.URGENT:
+        advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
+    if matches:
+        advice["crisisResources"] = policy.crisis_text()
+    return [spec for spec in (blood_pressure, crisis) if spec is not None], advice
+
+
 async def complete_dosing_session(
     viewer: Viewer, data: CompleteSession, *, now: datetime, policy: ClinicPolicy
 ) -> Outcome:
-    """Close a session (CLINICAL.md §3): post-dose readings, ratings, alerts; its event schedules
-    the follow-up surveys."""
+    """Close a session (CLINICAL.md §3): post-dose readings, ratings, alerts; the follow-up
+    surveys are scheduled in the same transaction. A dangerous reading or crisis wording alerts
+    the care team even when the completion itself is refused (late, too early, not found)."""
     patient_id = _require_patient(viewer)
+    urgent, advice = _completion_alerts(data, policy)
+    try:
+        return await _complete(viewer, patient_id, data, urgent, advice, now=now, policy=policy)
+    except (Conflict, InvalidInput, NotFound) as refusal:
+        if urgent:
+            async with in_transaction():
+                patient = await Patient.get(id=patient_id)
+                attempt = _attempt_id(patient_id, data, now)
+                await raise_alerts(urgent, patient=patient, source_type="CompletionAttempt", source_id=attempt, now=now)
+            refusal.advice.update(advice)
+        raise
+
+
+async def _complete(
+    viewer: Viewer,
+    patient_id: UUID,
+    data: CompleteSession,
+    urgent: list[AlertSpec],
+    advice: dict[str, Any],
+    *,
+    now: datetime,
+    policy: ClinicPolicy,
+) -> Outcome:
     session = await DosingSession.get_or_none(id=data.session_id, patient_id=patient_id)
     if session is None:
         raise NotFound("dosing session")
@@ -483,26 +540,14 @@ async def complete_dosing_session(
             current.version += 1
             await current.save()
             patient = await Patient.get(id=patient_id)
-            matches = crisis_matches(data.notes)
-            specs = [
-                spec
-                for spec in (
-                    alert_rules.post_dose_blood_pressure_alert(reading.pressure if reading else None, policy),
-                    alert_rules.not_back_to_baseline_alert(data.back_to_baseline),
-                    alert_rules.crisis_language_alert(matches, "session notes"),
-                )
-                if spec is not None
-            ]
+            baseline = alert_rules.not_back_to_baseline_alert(data.back_to_baseline)
+            specs = [*urgent, *([baseline] if baseline else [])]
             await raise_alerts(specs, patient=patient, source_type="DosingSession", source_id=current.id, now=now)
+            plan = await TreatmentPlan.get(id=current.plan_id)  # type: ignore[attr-defined]
+            await schedule_follow_up(
+                patient, current.id, ended_at, plan.schedule, back_to_baseline=data.back_to_baseline, now=now
+            )
             await _session_written(viewer, current, "DosingSession.completed", Operation.UPDATED, now)
-        advice: dict[str, Any] = {}
-        if any(
-            spec.severity is alert_rules.Severity.URGENT and spec.kind is alert_rules.AlertKind.POST_DOSE_BP_HIGH
-            for spec in specs
-        ):
-            advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
-        if matches:
-            advice["crisisResources"] = policy.crisis_text()
         return Outcome(current.id, advice)
 
     return await run_once(viewer, "completeDosingSession", data.idempotency_key, _request(data), write, now=now)

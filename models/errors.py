@@ -9,6 +9,9 @@ class DomainError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # What to tell the patient anyway (e.g. crisis resources when their words called for
+        # them, even though the write itself was refused).
+        self.advice: dict[str, str] = {}
 
 
 class NotFound(DomainError):

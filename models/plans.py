@@ -23,7 +23,7 @@ from models.access import Viewer
 from models.accounts import Patient, Provider, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
-from models.directory import clinical_patient, treating_provider_patient
+from models.directory import clinical_patient, clinical_patients, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.policy import BloodPressure, ClinicPolicy
@@ -260,7 +260,7 @@ def _resolve(terms: PlanTerms, base: ResolvedTerms | None, policy: ClinicPolicy)
         for name in ("formulation", "setting", "dose", "planned_sessions"):
             if getattr(terms, name) is None:
                 raise InvalidInput(name, f"{name} is required")
-        assert terms.formulation and terms.setting and terms.dose is not None and terms.planned_sessions
+        assert terms.formulation and terms.setting and terms.dose is not None and terms.planned_sessions is not None
         base = ResolvedTerms(
             formulation=terms.formulation,
             setting=terms.setting,
@@ -282,6 +282,8 @@ def _resolve(terms: PlanTerms, base: ResolvedTerms | None, policy: ClinicPolicy)
 
 
 def _validate(terms: ResolvedTerms, policy: ClinicPolicy) -> None:
+    if terms.dose != terms.dose.quantize(Decimal("0.01")):
+        raise InvalidInput("dose", "dose has at most 2 decimal places")
     if problem := dose_problem(terms.formulation, terms.setting, terms.dose):
         raise InvalidInput("dose", problem)
     for name, value, low, high in (
@@ -410,14 +412,19 @@ async def update_treatment_plan(
     viewer: Viewer, plan_id: UUID, changes: PlanTerms, *, now: datetime, policy: ClinicPolicy
 ) -> TreatmentPlan:
     """Change a current plan's terms (not its status: hold, resume and end do that)."""
-    plan = await _plan_for_provider(viewer, plan_id)
-    if plan.status not in CURRENT_STATUSES:
-        raise Conflict(f"a {plan.status.value} plan cannot be changed; create a new one")
-    terms = _resolve(changes, terms_of(plan), policy)
+    await _plan_for_provider(viewer, plan_id)
     async with in_transaction():
-        plan.update_from_dict(_columns(terms))
+        # Locked and re-read: a concurrent hold (e.g. the automatic one after a severe side effect)
+        # must neither be lost nor undone by an edit of the terms.
+        plan = await TreatmentPlan.filter(id=plan_id).select_for_update().first()
+        if plan is None:  # pragma: no cover - plans are never deleted
+            raise NotFound("treatment plan")
+        if plan.status not in CURRENT_STATUSES:
+            raise Conflict(f"a {plan.status.value} plan cannot be changed; create a new one")
+        columns = _columns(_resolve(changes, terms_of(plan), policy))
+        plan.update_from_dict(columns)
         plan.version += 1
-        await plan.save()
+        await plan.save(update_fields=[*columns, "version", "updated_at"])
         await _changed(plan, viewer, AuditAction.UPDATE, "plan terms changed", now=now)
     return plan
 
@@ -471,6 +478,21 @@ async def current_plan(viewer: Viewer, patient_id: UUID) -> TreatmentPlan | None
     return await plans.filter(status__in=CURRENT_STATUSES).first() or await plans.order_by("-created_at").first()
 
 
-async def plan_history(plan_id: UUID) -> list[TreatmentPlanStatusChange]:
-    """Status changes of a plan the caller has already been allowed to see, oldest first."""
-    return list(await TreatmentPlanStatusChange.filter(plan_id=plan_id).order_by("changed_at", "created_at"))
+async def current_plans(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, TreatmentPlan]:
+    """`current_plan` for many patients in two queries (for DataLoaders)."""
+    allowed = await clinical_patients(viewer, patient_ids, "TreatmentPlan")
+    chosen: dict[UUID, TreatmentPlan] = {}
+    for plan in await TreatmentPlan.filter(patient_id__in=list(allowed)).order_by("created_at"):
+        patient_id: UUID = plan.patient_id  # type: ignore[attr-defined]
+        known = chosen.get(patient_id)
+        if known is None or known.status not in CURRENT_STATUSES:
+            chosen[patient_id] = plan
+    return chosen
+
+
+async def plan_histories(plan_ids: list[UUID]) -> dict[UUID, list[TreatmentPlanStatusChange]]:
+    """Status changes of plans the caller was already allowed to see, oldest first, by plan."""
+    histories: dict[UUID, list[TreatmentPlanStatusChange]] = {plan_id: [] for plan_id in plan_ids}
+    for change in await TreatmentPlanStatusChange.filter(plan_id__in=plan_ids).order_by("changed_at", "created_at"):
+        histories[change.plan_id].append(change)  # type: ignore[attr-defined]
+    return histories

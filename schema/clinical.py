@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,11 +17,22 @@ if TYPE_CHECKING:
 
 from models import alerts as alert_ops
 from models import checkins, directory, dosing, plans, side_effects
+from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
 from models.policy import BloodPressure as DomainBloodPressure
 from schema.context import Context
-from schema.errors import Conflict, IdempotencyConflict, NotFound, SafetyCheckFailed, ValidationError
+from schema.errors import (
+    BadUserInput,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    NotFound,
+    RecordNotFound,
+    SafetyCheckFailed,
+    ValidationError,
+)
+from schema.loaders import loader
 from schema.mutations import attempt, aware, decimal, global_id, node_id
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
@@ -117,7 +129,8 @@ class TreatmentPlanType(relay.Node):
         )
 
     @strawberry.field(description="Every status change, oldest first, with its reason.")
-    async def status_history(self) -> list[TreatmentPlanStatusChangeType]:
+    async def status_history(self, info: Info[Context, None]) -> list[TreatmentPlanStatusChangeType]:
+        history = await loader(info, "plan_histories", _histories).load(uuid.UUID(self.id))
         return [
             TreatmentPlanStatusChangeType(
                 from_status=change.from_status,
@@ -126,7 +139,7 @@ class TreatmentPlanType(relay.Node):
                 changed_at=change.changed_at,
                 changed_by_system=change.changed_by_id is None,
             )
-            for change in await plans.plan_history(uuid.UUID(self.id))
+            for change in history or []
         ]
 
 
@@ -287,11 +300,26 @@ class AlertType(relay.Node):
     ) -> Annotated[PatientType, strawberry.lazy("schema.accounts")] | None:
         from schema.accounts import PatientType  # the patient type carries this module's fields
 
-        found = await directory.get_patients(viewer_of(info), [self.patient_id])
-        return PatientType.from_model(found[self.patient_id]) if self.patient_id in found else None
+        patient = await loader(info, "patients", directory.get_patients).load(self.patient_id)
+        return PatientType.from_model(patient) if patient else None
+
+
+async def _histories(viewer: Any, plan_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    return await plans.plan_histories(plan_ids)
 
 
 # ------------------------------------------------------- patient fields
+
+
+def cursor_time(raw: str) -> datetime:
+    """A time inside a cursor: always with its offset (a forged naive one is refused)."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadUserInput("after is not a cursor this list issued") from None
+    if moment.tzinfo is None:
+        raise BadUserInput("after is not a cursor this list issued")
+    return moment
 
 
 def _before(kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
@@ -299,14 +327,27 @@ def _before(kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     moment, raw_id = decode_cursor(kind, after, 2)
     try:
-        return datetime.fromisoformat(moment), uuid.UUID(raw_id)
+        return cursor_time(moment), uuid.UUID(raw_id)
     except ValueError:
-        from schema.errors import BadUserInput
-
         raise BadUserInput("after is not a cursor this list issued") from None
 
 
-def _connection(kind: str, rows: list[Any], limit: int, after: str | None, moment: str, convert: Any) -> Any:
+async def _page(
+    info: Info[Context, None],
+    kind: str,
+    moment: str,
+    fetch: Callable[..., Awaitable[list[Any]]],
+    convert: Callable[[Any], Any],
+    patient_id: uuid.UUID,
+    first: int | None,
+    after: str | None,
+) -> Any:
+    """One page of a patient's clinical list, newest first, or NOT_FOUND for viewers without access."""
+    limit = page_size(first, info.context.max_page_size)
+    try:
+        rows = await fetch(viewer_of(info), patient_id, limit=limit + 1, before=_before(kind, after))
+    except domain.NotFound as refusal:
+        raise RecordNotFound(refusal.message) from refusal
     page = rows[:limit]
     return Connection.build(
         [convert(row) for row in page],
@@ -325,47 +366,42 @@ class PatientClinicalFields:
 
     @strawberry.field(description="The current plan (ACTIVE or ON_HOLD), else the latest one.")
     async def treatment_plan(self, info: Info[Context, None]) -> TreatmentPlanType | None:
-        plan = await plans.current_plan(viewer_of(info), uuid.UUID(str(self.id)))
+        plan = await loader(info, "current_plans", plans.current_plans).load(uuid.UUID(str(self.id)))
         return TreatmentPlanType.from_model(plan) if plan else None
 
     @strawberry.field(description="Dosing sessions, newest first.")
     async def dosing_sessions(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
-    ) -> Connection[DosingSessionType]:
-        limit = page_size(first, info.context.max_page_size)
-        rows = await dosing.list_sessions(
-            viewer_of(info),
-            uuid.UUID(str(self.id)),
-            limit=limit + 1,
-            before=_before("sessions", after),
+    ) -> Connection[DosingSessionType] | None:
+        patient_id = uuid.UUID(str(self.id))
+        return await _page(  # type: ignore[no-any-return]
+            info, "sessions", "started_at", dosing.list_sessions, DosingSessionType.from_model, patient_id, first, after
         )
-        return _connection("sessions", rows, limit, after, "started_at", DosingSessionType.from_model)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Check-ins, most recently recorded first.")
     async def check_ins(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
-    ) -> Connection[CheckInType]:
-        limit = page_size(first, info.context.max_page_size)
-        rows = await checkins.list_check_ins(
-            viewer_of(info),
-            uuid.UUID(str(self.id)),
-            limit=limit + 1,
-            before=_before("checkins", after),
+    ) -> Connection[CheckInType] | None:
+        patient_id = uuid.UUID(str(self.id))
+        return await _page(  # type: ignore[no-any-return]
+            info, "checkins", "recorded_at", checkins.list_check_ins, CheckInType.from_model, patient_id, first, after
         )
-        return _connection("checkins", rows, limit, after, "recorded_at", CheckInType.from_model)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Side-effect reports, most recent onset first.")
     async def side_effect_reports(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
-    ) -> Connection[SideEffectReportType]:
-        limit = page_size(first, info.context.max_page_size)
-        rows = await side_effects.list_side_effects(
-            viewer_of(info),
-            uuid.UUID(str(self.id)),
-            limit=limit + 1,
-            before=_before("side_effects", after),
+    ) -> Connection[SideEffectReportType] | None:
+        patient_id = uuid.UUID(str(self.id))
+        return await _page(  # type: ignore[no-any-return]
+            info,
+            "side_effects",
+            "onset_at",
+            side_effects.list_side_effects,
+            SideEffectReportType.from_model,
+            patient_id,
+            first,
+            after,
         )
-        return _connection("side_effects", rows, limit, after, "onset_at", SideEffectReportType.from_model)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------- inputs
@@ -605,14 +641,14 @@ class ClinicalQuery:
         after: str | None = None,
     ) -> Connection[AlertType]:
         from models import errors as domain
-        from schema.errors import BadUserInput, Forbidden
+        from schema.errors import BadUserInput
 
         limit = page_size(first, info.context.max_page_size)
         position = None
         if after is not None:
             rank, respond, raw_id = decode_cursor(_ALERT_CURSOR, after, 3)
             try:
-                position = alert_ops.AlertCursor(int(rank), datetime.fromisoformat(respond), uuid.UUID(raw_id))
+                position = alert_ops.AlertCursor(int(rank), cursor_time(respond), uuid.UUID(raw_id))
             except ValueError:
                 raise BadUserInput("after is not a cursor this list issued") from None
         try:

@@ -108,6 +108,6 @@ def error_type_for(error: domain.DomainError) -> Error:
 def advice_of(error: domain.DomainError) -> dict[str, Any]:
     """Advice a refusal carries for the patient (e.g. crisis resources after a checklist answer)."""
     if isinstance(error, StoredRefusal):
-        advice: dict[str, Any] = error.details.get("advice", {})
-        return advice
-    return {}
+        stored: dict[str, Any] = error.details.get("advice", {})
+        return stored
+    return dict(error.advice)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from models import alerts, checkins, dosing, plans, side_effects
+from tortoise.transactions import in_transaction
+
+from models import alerts, checkins, dosing, plans, side_effects, surveys
 from models.access import Viewer, load_user_viewer
 from models.accounts import Patient, User
 from models.audit import AuditTrail
@@ -38,17 +40,19 @@ class DemoCourse:
     session_days_ago: tuple[int, ...]
     pain_from: int
     pain_to: int
+    mood_from: int  # PHQ-9 total at baseline
+    mood_to: int  # PHQ-9 total by the latest survey
 
 
 COURSES: tuple[DemoCourse, ...] = (
     DemoCourse("alex@demo.test", "dr.rivera@demo.test", plans.Formulation.SUBLINGUAL_TABLET, Decimal(100), 12,
-               (40, 33, 26, 19, 12, 5), 7, 4),
+               (40, 33, 26, 19, 12, 5), 7, 4, 16, 6),
     DemoCourse("blair@demo.test", "dr.rivera@demo.test", plans.Formulation.INTRANASAL_KETAMINE, Decimal(50), 8,
-               (20, 13, 6), 7, 6),
+               (20, 13, 6), 7, 6, 14, 13),
     DemoCourse("casey@demo.test", "dr.okafor@demo.test", plans.Formulation.ORAL, Decimal(150), 10,
-               (30, 23, 16, 9), 6, 5),
+               (30, 23, 16, 9), 6, 5, 12, 11),
     DemoCourse("devon@demo.test", "dr.okafor@demo.test", plans.Formulation.SUBLINGUAL_TABLET, Decimal(200), 6,
-               (10, 3), 8, 6),
+               (10, 3), 8, 6, 18, 15),
 )  # fmt: skip
 
 
@@ -92,32 +96,86 @@ async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
         patient_row = await Patient.get(user__email=course.patient)
         if await plans.TreatmentPlan.exists(patient_id=patient_row.id):
             continue
-        patient, provider = await _viewer(course.patient), await _viewer(course.provider)
-        plan = await plans.create_treatment_plan(
-            provider,
-            plans.NewPlan(
-                patient_id=patient_row.id,
-                terms=plans.PlanTerms(
-                    formulation=course.formulation, setting=plans.CareSetting.AT_HOME, dose=course.dose,
-                    planned_sessions=course.planned_sessions,
+        # One transaction per patient: a crash mid-seed leaves no half-written chart behind.
+        async with in_transaction():
+            patient, provider = await _viewer(course.patient), await _viewer(course.provider)
+            plan = await plans.create_treatment_plan(
+                provider,
+                plans.NewPlan(
+                    patient_id=patient_row.id,
+                    terms=plans.PlanTerms(
+                        formulation=course.formulation, setting=plans.CareSetting.AT_HOME, dose=course.dose,
+                        planned_sessions=course.planned_sessions,
+                    ),
+                    reason="initial course after intake assessment",
                 ),
-                reason="initial course after intake assessment",
-            ),
-            now=first_day, policy=policy,
-        )  # fmt: skip
-        sessions = [
-            await _session(patient, course, (now - timedelta(days=days)).replace(hour=23, minute=0), policy)
-            for days in course.session_days_ago
-        ]
-        for day in range(45, 0, -1):
-            progress = (45 - day) / 45
-            pain = round(course.pain_from + (course.pain_to - course.pain_from) * progress)
-            recorded = now - timedelta(days=day) + timedelta(hours=1)
-            entry = checkins.NewCheckIn(recorded_at=recorded, pain=pain, mood=10 - pain, sleep=6)
-            await checkins.submit_check_in(patient, entry, now=recorded + timedelta(minutes=5), policy=policy)
-        await _story(course, patient, provider, plan, sessions, now, policy)
+                now=first_day, policy=policy,
+            )  # fmt: skip
+            first_session = (now - timedelta(days=course.session_days_ago[0])).replace(hour=23, minute=0)
+            await _baseline(patient, course, first_session - timedelta(days=2), policy)
+            sessions = [
+                await _session(patient, course, (now - timedelta(days=days)).replace(hour=23, minute=0), policy)
+                for days in course.session_days_ago
+            ]
+            await _answer_follow_ups(patient, patient_row, course, now, policy)
+            for day in range(45, 0, -1):
+                progress = (45 - day) / 45
+                pain = round(course.pain_from + (course.pain_to - course.pain_from) * progress)
+                recorded = now - timedelta(days=day) + timedelta(hours=1)
+                entry = checkins.NewCheckIn(recorded_at=recorded, pain=pain, mood=10 - pain, sleep=6)
+                await checkins.submit_check_in(patient, entry, now=recorded + timedelta(minutes=5), policy=policy)
+            await _story(course, patient, provider, plan, sessions, now, policy)
         added.append(f"clinical history of {course.patient}")
     return added
+
+
+def _answers(instrument: str, course: DemoCourse, progress: float) -> dict[str, int]:
+    """Plausible answers on the course's trajectory (`progress` 0 at baseline, 1 by now)."""
+    pain = round(course.pain_from + (course.pain_to - course.pain_from) * progress)
+    phq9 = round(course.mood_from + (course.mood_to - course.mood_from) * progress)
+    if instrument == "PHQ-9":  # spread the total over items 1-8 (item 9, self-harm, stays 0)
+        return {str(i + 1): min(3, max(0, (phq9 - i + 7) // 8)) for i in range(8)} | {"9": 0, "10": 1}
+    if instrument == "GAD-7":
+        gad7 = round(phq9 * 0.7)
+        return {str(i + 1): min(3, max(0, (gad7 - i + 6) // 7)) for i in range(7)}
+    if instrument == "PAIN-NRS":
+        return {"1": pain}
+    if instrument == "PEG-3":
+        return {"1": pain, "2": min(10, pain + 1), "3": pain}
+    if instrument == "POST-SESSION":
+        return {"1": 1, "2": 1, "3": 0, "4": 1, "5": 0, "6": 1, "7": 0, "8": 0, "9": 0, "10": 0}
+    return {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}
+
+
+async def _baseline(patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy) -> None:
+    """Baseline scores two days before the first session (CLINICAL.md §5 outcome definitions)."""
+    for code in ("PAIN-NRS", "PHQ-9", "GAD-7", "PEG-3"):
+        response = surveys.NewResponse(answers=_answers(code, course, 0.0), instrument=code)
+        await surveys.submit_survey_response(patient, response, now=at, policy=policy)
+
+
+async def _answer_follow_ups(
+    patient: Viewer, patient_row: Patient, course: DemoCourse, now: datetime, policy: ClinicPolicy
+) -> None:
+    """Answer the follow-up surveys whose time has come, as the patient would; Devon's latest stays
+    open and one of Blair's PEG-3 expired unanswered (so the demo shows every state)."""
+    due = await surveys.SurveyAssignment.filter(patient_id=patient_row.id, available_at__lt=now).order_by(
+        "available_at"
+    )
+    skipped_one = False
+    for index, assignment in enumerate(due):
+        await surveys.open_due_surveys(now=assignment.available_at)
+        answered_at = assignment.available_at + timedelta(minutes=40)
+        if answered_at >= now or (course.patient == "devon@demo.test" and index == len(due) - 1):
+            continue
+        if course.patient == "blair@demo.test" and assignment.instrument == "PEG-3" and not skipped_one:
+            skipped_one = True
+            continue
+        response = surveys.NewResponse(
+            answers=_answers(assignment.instrument, course, (index + 1) / len(due)), assignment_id=assignment.id
+        )
+        await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
+    await surveys.expire_overdue_surveys(now=now)
 
 
 async def _story(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from api.auth.passwords import hash_password
 from api.settings import Settings
 from models import accounts
+from models.instruments import load_definition
 from seeds import demo
 from seeds.clinical import load_clinical_demo
 
@@ -32,9 +35,23 @@ class SeedReport:
         return "\n".join(lines)
 
 
+INSTRUMENTS = Path(__file__).parent / "instruments"
+
+
+async def load_instruments() -> list[str]:
+    """The survey instruments (every deployment needs them); a known version is left alone."""
+    added = []
+    for path in sorted(INSTRUMENTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        if await load_definition(data):
+            added.append(f"instrument {data['code']} {data['version']}")
+    return added
+
+
 async def load_seeds(settings: Settings, *, now: datetime) -> SeedReport:
     """Load what every deployment needs, and the demo clinic outside production."""
     report = SeedReport()
+    report.created += await load_instruments()
     if settings.is_production:
         return report
     await _load_demo(report, now)

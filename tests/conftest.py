@@ -26,8 +26,12 @@ from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
 from api.settings import Environment, Settings
+from jobs.environment import JobEnvironment
+from jobs.senders import log_notification
 from models.accounts import ApiClient, User
 from models.clock import ManualClock
+from models.notifications import Sender
+from models.policy import DEFAULT_POLICY
 from seeds.loader import load_seeds
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -141,6 +145,11 @@ def empty_database_url(databases: DatabaseFactory) -> Iterator[str]:
     url = databases.empty_database()
     yield url
     databases.drop(url)
+
+
+def job_env(clock: ManualClock, sender: Sender = log_notification) -> JobEnvironment:
+    """What the app's scheduler gives its jobs, for tests that run a job directly."""
+    return JobEnvironment(clock=clock, policy=DEFAULT_POLICY, sender=sender)
 
 
 @pytest.fixture

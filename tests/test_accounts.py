@@ -14,7 +14,7 @@ from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider,
 from models.errors import Conflict, InvalidInput, NotFound
 from seeds import demo
 from seeds.clinical import COURSES
-from seeds.loader import load_seeds
+from seeds.loader import INSTRUMENTS, load_seeds
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -116,7 +116,9 @@ async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Setti
     first = await load_seeds(blank_settings, now=NOW)
     counts = (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
     second = await load_seeds(blank_settings, now=NOW)
+    instruments = len(list(INSTRUMENTS.glob("*.json")))
     expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS) + len(COURSES)
+    expected += instruments
     assert len(first.created) == expected
     assert second.created == []
     assert counts == (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
@@ -129,6 +131,7 @@ async def test_production_loads_no_demo_clinic(blank_db: None, blank_settings: S
     production = replace(blank_settings, env=Environment.PRODUCTION)
     report = await load_seeds(production, now=NOW)
     assert not report.demo_loaded
+    assert all(line.startswith("instrument ") for line in report.created)
     assert await User.all().count() == 0
 
 

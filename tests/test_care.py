@@ -15,9 +15,8 @@ from jobs import clinical as clinical_jobs
 from models.alerts import Alert, AlertEscalation
 from models.checkins import CheckIn
 from models.clock import ManualClock
-from models.policy import DEFAULT_POLICY
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, patient_global_id, plan_of, start
-from tests.conftest import Tokens
+from tests.conftest import Tokens, job_env
 from tests.graphql import gql
 
 CREATE_PLAN = """
@@ -125,6 +124,22 @@ async def test_doses_outside_the_formulation_limits_are_refused_with_the_limit_n
     assert ceiling["field"] == "bloodPressureCeiling"
     contraindicated = await create_plan(client, rivera, blair, structuralContraindications=["ACTIVE_PSYCHOSIS"])
     assert contraindicated["field"] == "structuralContraindications"
+    assert (await create_plan(client, rivera, blair, plannedSessions=0))["field"] == "plannedSessions"
+    assert (await create_plan(client, rivera, blair, dose=100.125))["field"] == "dose"
+
+
+async def test_an_admin_sees_who_a_patient_is_but_not_their_clinical_record(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    query = (
+        "query($id: ID!) { patient(id: $id) { givenName treatmentPlan { id } "
+        "dosingSessions { edges { node { id } } } } }"
+    )
+    body = await gql(
+        client, query, {"id": await patient_global_id(app, "alex@demo.test")}, token=tokens.user("admin@demo.test")
+    )
+    assert body["data"]["patient"] == {"givenName": "Alex", "treatmentPlan": None, "dosingSessions": None}
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["NOT_FOUND"]
 
 
 async def test_a_plan_on_hold_refuses_sessions_until_resumed_and_keeps_its_history(
@@ -300,17 +315,16 @@ async def test_an_unacknowledged_urgent_alert_is_escalated_to_the_team_then_on_c
     )
     with use_database(app.state.database):
         alert = await Alert.get(patient__user__email="alex@demo.test", kind="SIDE_EFFECT", severity="URGENT")
-        policy = DEFAULT_POLICY
         clock.advance(timedelta(minutes=14))
-        await clinical_jobs.escalate_overdue_alerts(clock, policy)
+        await clinical_jobs.escalate_overdue_alerts(job_env(clock))
         assert not await AlertEscalation.filter(alert=alert).exists()
         clock.advance(timedelta(minutes=2))
-        await clinical_jobs.escalate_overdue_alerts(clock, policy)
+        await clinical_jobs.escalate_overdue_alerts(job_env(clock))
         first = await AlertEscalation.filter(alert=alert).prefetch_related("provider")
         assert [(e.level, e.provider.family_name if e.provider else None) for e in first] == [(1, "Rivera")]
         clock.advance(timedelta(minutes=16))
-        await clinical_jobs.escalate_overdue_alerts(clock, policy)
-        await clinical_jobs.escalate_overdue_alerts(clock, policy)  # a second replica: nothing more
+        await clinical_jobs.escalate_overdue_alerts(job_env(clock))
+        await clinical_jobs.escalate_overdue_alerts(job_env(clock))  # a second replica: nothing more
         levels = sorted((e.level, e.contact) for e in await AlertEscalation.filter(alert=alert))
     assert levels == [(1, None), (2, "clinic on-call contact (not configured)")]
     queue = await gql(client, ALERTS, {"status": ["OPEN"]}, token=tokens.fresh("dr.rivera@demo.test"))
@@ -324,6 +338,6 @@ async def test_an_unacknowledged_urgent_alert_is_escalated_to_the_team_then_on_c
 
 async def test_the_app_runs_the_clinical_jobs_on_its_scheduler(app: Starlette) -> None:
     scheduler = app.state.scheduler
-    assert {job.id for job in scheduler.get_jobs()} == {"close_abandoned_sessions", "escalate_overdue_alerts"}
+    assert {job.id for job in scheduler.get_jobs()} >= {"close_abandoned_sessions", "escalate_overdue_alerts"}
     job = scheduler.get_job("escalate_overdue_alerts")
     assert job.trigger.interval == timedelta(seconds=30)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from strawberry import relay
 
 from api.database import use_database
 from jobs import clinical as clinical_jobs
@@ -15,9 +16,8 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.dosing import DosingSession, SessionStatus
 from models.events import DomainEvent
-from models.policy import DEFAULT_POLICY
 from tests.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
-from tests.conftest import Tokens
+from tests.conftest import Tokens, job_env
 from tests.graphql import gql
 
 
@@ -119,15 +119,53 @@ async def test_a_second_session_is_refused_while_one_is_in_progress_and_too_soon
     assert (await start(client, alex, clock.now()))["result"]["__typename"] == "DosingSession"
 
 
-async def test_a_dose_above_the_plan_is_refused_as_invalid_input(
-    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+async def test_a_dose_above_the_plan_is_refused_and_does_not_hide_an_urgent_answer(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
 ) -> None:
-    refused = await start(client, tokens.fresh("alex@demo.test"), clock.now(), doseMg=150)
-    assert refused["result"] == {
-        "__typename": "ValidationError",
-        "message": "doseMg is more than your plan's dose of 100 mg",
-        "field": "doseMg",
-    }
+    refused = await start(
+        client,
+        tokens.fresh("alex@demo.test"),
+        clock.now(),
+        doseMg=150,
+        checklist=no_contraindications(SUICIDAL_THOUGHTS=True),
+    )
+    checks = [(check["code"], check["item"]) for check in refused["result"]["failedChecks"]]
+    assert checks == [("DOSE_ABOVE_PLAN", None), ("CONTRAINDICATION", "SUICIDAL_THOUGHTS")]
+    assert "more than your plan's 100 mg" in refused["result"]["failedChecks"][0]["message"]
+    assert "988" in refused["crisisResources"]
+    assert [
+        a.severity.value for a in await alerts_of(app, "alex@demo.test") if a.kind.value == "PRE_DOSE_CHECKLIST"
+    ] == ["URGENT"]
+
+
+async def test_a_reading_sent_without_its_time_counts_as_just_taken(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    refused = await start(
+        client, tokens.fresh("alex@demo.test"), clock.now(), bloodPressure={"systolic": 195, "diastolic": 118}
+    )
+    assert [check["code"] for check in refused["result"]["failedChecks"]] == ["BP_ABOVE_CEILING"]
+    assert [a.kind.value for a in await alerts_of(app, "alex@demo.test") if a.status.value == "OPEN"] == [
+        "PRE_DOSE_BP_ABOVE_CEILING"
+    ]
+
+
+async def test_a_resolved_alert_does_not_silence_the_same_answer_later(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    yes = no_contraindications(SUICIDAL_THOUGHTS=True)
+    await start(client, tokens.fresh("alex@demo.test"), clock.now(), checklist=yes)
+    [first] = [a for a in await alerts_of(app, "alex@demo.test") if a.kind.value == "PRE_DOSE_CHECKLIST"]
+    resolve = 'mutation($id: ID!) { resolveAlert(input: {alertId: $id, note: "called"}) { result { __typename } } }'
+    await gql(
+        client, resolve, {"id": str(relay.GlobalID("Alert", str(first.id)))}, token=tokens.fresh("dr.rivera@demo.test")
+    )
+    clock.advance(timedelta(minutes=1))
+    await start(client, tokens.fresh("alex@demo.test"), clock.now(), checklist=yes)
+    statuses = sorted(
+        a.status.value for a in await alerts_of(app, "alex@demo.test") if a.kind.value == "PRE_DOSE_CHECKLIST"
+    )
+    assert statuses == ["OPEN", "RESOLVED"]
 
 
 async def test_an_incomplete_checklist_or_a_time_without_offset_is_refused(
@@ -253,11 +291,14 @@ async def test_a_session_left_in_progress_is_closed_as_abandoned_and_the_team_al
     session = (await start(client, tokens.fresh("alex@demo.test"), clock.now()))["result"]
     clock.advance(timedelta(hours=5, minutes=59))
     with use_database(app.state.database):
-        assert await clinical_jobs.close_abandoned_sessions(clock, DEFAULT_POLICY) == 0
+        assert await clinical_jobs.close_abandoned_sessions(job_env(clock)) == 0
         clock.advance(timedelta(minutes=2))
-        assert await clinical_jobs.close_abandoned_sessions(clock, DEFAULT_POLICY) == 1
-        assert await clinical_jobs.close_abandoned_sessions(clock, DEFAULT_POLICY) == 0
+        assert await clinical_jobs.close_abandoned_sessions(job_env(clock)) == 1
+        assert await clinical_jobs.close_abandoned_sessions(job_env(clock)) == 0
     [alert] = [a for a in await alerts_of(app, "alex@demo.test") if a.kind.value == "SESSION_ABANDONED"]
     assert alert.severity.value == "HIGH"
-    late = await complete(client, tokens.fresh("alex@demo.test"), session["id"])
+    late = await complete(client, tokens.fresh("alex@demo.test"), session["id"], notes="i just want to die")
     assert late["result"] == {"__typename": "Conflict", "message": "the session is already abandoned"}
+    # The refusal does not swallow what the patient wrote.
+    assert "988" in late["crisisResources"]
+    assert any(a.kind.value == "CRISIS_LANGUAGE" for a in await alerts_of(app, "alex@demo.test"))

@@ -6,8 +6,10 @@ from models.alert_rules import AlertKind, Severity
 from models.alerts import AlertStatus
 from models.dosing import SessionStatus
 from models.events import Operation
+from models.notifications import NotificationStatus
 from models.plans import CareSetting, DoseUnit, Formulation, PlanStatus
 from models.side_effects import Grade
+from models.surveys import AssignmentStatus
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields
@@ -23,6 +25,9 @@ _INVARIANTS = [
     # One dosing session in progress per patient.
     "CREATE UNIQUE INDEX dosing_session_one_in_progress ON dosing_session (patient_id) "
     "WHERE status = 'IN_PROGRESS'",
+    # One open (or acknowledged) alert per rule, patient and source record.
+    "CREATE UNIQUE INDEX alert_one_active_per_rule ON alert (dedup_key) "
+    "WHERE status IN ('OPEN', 'ACKNOWLEDGED')",
 ]
 
 
@@ -44,14 +49,14 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
                 ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='alerts', on_delete=OnDelete.RESTRICT)),
-                ('kind', fields.CharEnumField(description='PRE_DOSE_BP_ABOVE_CEILING: PRE_DOSE_BP_ABOVE_CEILING\nPRE_DOSE_CHECKLIST: PRE_DOSE_CHECKLIST\nPOST_DOSE_BP_HIGH: POST_DOSE_BP_HIGH\nNOT_BACK_TO_BASELINE: NOT_BACK_TO_BASELINE\nSESSION_ABANDONED: SESSION_ABANDONED\nSIDE_EFFECT: SIDE_EFFECT\nMISUSE_CONCERN: MISUSE_CONCERN\nCRISIS_LANGUAGE: CRISIS_LANGUAGE', enum_type=AlertKind, max_length=40)),
+                ('kind', fields.CharEnumField(description='PRE_DOSE_BP_ABOVE_CEILING: PRE_DOSE_BP_ABOVE_CEILING\nPRE_DOSE_CHECKLIST: PRE_DOSE_CHECKLIST\nPOST_DOSE_BP_HIGH: POST_DOSE_BP_HIGH\nNOT_BACK_TO_BASELINE: NOT_BACK_TO_BASELINE\nSESSION_ABANDONED: SESSION_ABANDONED\nSIDE_EFFECT: SIDE_EFFECT\nMISUSE_CONCERN: MISUSE_CONCERN\nCRISIS_LANGUAGE: CRISIS_LANGUAGE\nSURVEY_ANSWER: SURVEY_ANSWER\nSAFETY_CHECK_UNANSWERED: SAFETY_CHECK_UNANSWERED', enum_type=AlertKind, max_length=40)),
                 ('severity', fields.CharEnumField(description='URGENT: URGENT\nHIGH: HIGH\nROUTINE: ROUTINE', enum_type=Severity, max_length=16)),
                 ('severity_rank', fields.IntField()),
                 ('status', fields.CharEnumField(default=AlertStatus.OPEN, description='OPEN: OPEN\nACKNOWLEDGED: ACKNOWLEDGED\nRESOLVED: RESOLVED', enum_type=AlertStatus, max_length=16)),
                 ('summary', fields.CharField(max_length=500)),
                 ('source_type', fields.CharField(max_length=64)),
                 ('source_id', fields.UUIDField(null=True)),
-                ('dedup_key', fields.CharField(unique=True, max_length=300)),
+                ('dedup_key', fields.CharField(db_index=True, max_length=300)),
                 ('raised_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('respond_by', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('acknowledged_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
@@ -128,6 +133,78 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'idempotency_key', 'app': 'ketafollow', 'unique_together': (('viewer_id', 'operation', 'key'),), 'pk_attr': 'id'},
             bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Instrument',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('code', fields.CharField(max_length=32)),
+                ('version', fields.CharField(max_length=16)),
+                ('definition', fields.JSONField(encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('loaded_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'instrument', 'app': 'ketafollow', 'unique_together': (('code', 'version'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Notification',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('recipient_id', fields.UUIDField(db_index=True)),
+                ('kind', fields.CharField(max_length=40)),
+                ('link', fields.CharField(max_length=200)),
+                ('dedup_key', fields.CharField(unique=True, max_length=200)),
+                ('status', fields.CharEnumField(default=NotificationStatus.PENDING, description='PENDING: PENDING\nSENDING: SENDING\nSENT: SENT\nFAILED: FAILED', enum_type=NotificationStatus, max_length=16)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('not_before', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('attempts', fields.IntField(default=0)),
+                ('lease_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('last_error', fields.CharField(null=True, max_length=300)),
+            ],
+            options={'table': 'notification', 'app': 'ketafollow', 'indexes': [Index(fields=['status', 'not_before'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='SurveyAssignment',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='survey_assignments', on_delete=OnDelete.RESTRICT)),
+                ('instrument', fields.CharField(max_length=32)),
+                ('session_id', fields.UUIDField(null=True, db_index=True)),
+                ('status', fields.CharEnumField(default=AssignmentStatus.SCHEDULED, description='SCHEDULED: SCHEDULED\nAVAILABLE: AVAILABLE\nCOMPLETED: COMPLETED\nEXPIRED: EXPIRED\nCANCELLED: CANCELLED', enum_type=AssignmentStatus, max_length=16)),
+                ('available_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('notify_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('reminder_times', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('reminders_sent', fields.IntField(default=0)),
+                ('next_reminder_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('completed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('response_id', fields.UUIDField(null=True)),
+                ('version', fields.IntField(default=1)),
+            ],
+            options={'table': 'survey_assignment', 'app': 'ketafollow', 'unique_together': (('session_id', 'instrument'),), 'indexes': [Index(fields=['status', 'available_at']), Index(fields=['status', 'expires_at']), Index(fields=['status', 'next_reminder_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='SurveyResponse',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='survey_responses', on_delete=OnDelete.RESTRICT)),
+                ('assignment_id', fields.UUIDField(null=True, unique=True)),
+                ('instrument', fields.CharField(max_length=32)),
+                ('instrument_version', fields.CharField(max_length=16)),
+                ('answers', fields.JSONField(encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('total_score', fields.DecimalField(null=True, max_digits=6, decimal_places=1)),
+                ('severity', fields.CharField(null=True, max_length=32)),
+                ('submitted_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'survey_response', 'app': 'ketafollow', 'indexes': [Index(fields=['patient_id', 'instrument', 'submitted_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
         ),
         ops.CreateModel(
             name='TreatmentPlan',

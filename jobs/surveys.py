@@ -1,0 +1,26 @@
+"""Survey jobs: open what is due, remind, expire, and deliver the notification outbox."""
+
+from __future__ import annotations
+
+from jobs.environment import JobEnvironment
+from models import notifications, surveys
+
+
+async def open_due_surveys(env: JobEnvironment) -> int:
+    """Surveys whose time has come become available and their patient is notified (§6)."""
+    return await surveys.open_due_surveys(now=env.clock.now())
+
+
+async def send_survey_reminders(env: JobEnvironment) -> int:
+    """At most two reminders per survey, never in quiet hours (§6)."""
+    return await surveys.send_reminders(now=env.clock.now())
+
+
+async def expire_overdue_surveys(env: JobEnvironment) -> int:
+    """Unanswered surveys expire; an expired post-session check alerts the care team (§6)."""
+    return await surveys.expire_overdue_surveys(now=env.clock.now())
+
+
+async def deliver_notifications(env: JobEnvironment) -> int:
+    """Send due notifications through the configured sender, with retries."""
+    return await notifications.deliver_due(env.sender, now=env.clock.now())

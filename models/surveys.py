@@ -1,0 +1,454 @@
+"""Survey assignments and responses: the follow-up schedule after each session, and the jobs that
+open, remind and expire surveys (CLINICAL.md §5-6, ARCHITECTURE.md decision 1).
+
+The database is the source of truth: completing a session inserts its assignments in the same
+transaction; short jobs claim due rows with conditional updates, so a restart loses nothing, a
+survey due while the service was down is delivered when it is back, and replicas never send one
+twice. Times are computed in the patient's time zone (DST-correct) and stored in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models import alert_rules, notifications
+from models.access import Viewer
+from models.accounts import Patient, Role
+from models.alerts import raise_alerts
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.base import Entity
+from models.directory import clinical_patient
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.events import Operation, record_event
+from models.idempotency import Outcome, run_once
+from models.instruments import ON_DEMAND, InstrumentDefinition, alert_spec, definition_of, score
+from models.plans import ScheduledSurvey
+from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+
+POST_SESSION = "POST-SESSION"
+BATCH = 500
+# CLINICAL.md §6: quiet hours (local), reminders at half the window and 2 h before expiry.
+QUIET_START, QUIET_END = time(22, 0), time(8, 0)
+LAST_REMINDER_BEFORE_EXPIRY = timedelta(hours=2)
+
+
+class AssignmentStatus(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    AVAILABLE = "AVAILABLE"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+class SurveyAssignment(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="survey_assignments", on_delete=fields.RESTRICT
+    )
+    instrument = fields.CharField(max_length=32)
+    session_id = fields.UUIDField(null=True, db_index=True)
+    status = fields.CharEnumField(AssignmentStatus, max_length=16, default=AssignmentStatus.SCHEDULED)
+    available_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    notify_at = fields.DatetimeField()
+    reminder_times: list[str] = fields.JSONField(default=list)
+    reminders_sent = fields.IntField(default=0)
+    next_reminder_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    response_id = fields.UUIDField(null=True)
+    version = fields.IntField(default=1)
+
+    class Meta:
+        table = "survey_assignment"
+        unique_together = (("session_id", "instrument"),)
+        indexes = (("status", "available_at"), ("status", "expires_at"), ("status", "next_reminder_at"))
+
+
+class SurveyResponse(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="survey_responses", on_delete=fields.RESTRICT
+    )
+    assignment_id = fields.UUIDField(null=True, unique=True)
+    instrument = fields.CharField(max_length=32)
+    instrument_version = fields.CharField(max_length=16)
+    answers: dict[str, int] = fields.JSONField()
+    total_score = fields.DecimalField(max_digits=6, decimal_places=1, null=True)
+    severity = fields.CharField(max_length=32, null=True)
+    submitted_at = fields.DatetimeField()
+
+    class Meta:
+        table = "survey_response"
+        indexes = (("patient_id", "instrument", "submitted_at"),)
+
+
+# ------------------------------------------------------------------ pure schedule rules
+
+
+def in_quiet_hours(moment: datetime, time_zone: str) -> bool:
+    local = moment.astimezone(ZoneInfo(time_zone)).time()
+    return local >= QUIET_START or local < QUIET_END
+
+
+def after_quiet_hours(moment: datetime, time_zone: str) -> datetime:
+    """`moment`, or the end of the quiet hours it falls in (08:00 local), CLINICAL.md §6."""
+    if not in_quiet_hours(moment, time_zone):
+        return moment
+    zone = ZoneInfo(time_zone)
+    local = moment.astimezone(zone)
+    day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
+    return datetime.combine(day, QUIET_END, tzinfo=zone).astimezone(moment.tzinfo)
+
+
+def reminder_times(available_at: datetime, expires_at: datetime, time_zone: str) -> list[datetime]:
+    """At most two reminders, at half the window and 2 h before expiry, never in quiet hours
+    (moved to their end, dropped if that is past expiry) (CLINICAL.md §6)."""
+    wanted = [available_at + (expires_at - available_at) / 2, expires_at - LAST_REMINDER_BEFORE_EXPIRY]
+    times: list[datetime] = []
+    for moment in wanted:
+        shifted = after_quiet_hours(moment, time_zone)
+        if available_at < shifted < expires_at and shifted not in times:
+            times.append(shifted)
+    return sorted(times)
+
+
+@dataclass(frozen=True)
+class PlannedAssignment:
+    instrument: str
+    available_at: datetime
+    expires_at: datetime
+    notify_at: datetime
+    reminders: tuple[datetime, ...]
+
+
+def follow_up_schedule(
+    ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *, back_to_baseline: bool, time_zone: str
+) -> list[PlannedAssignment]:
+    """The surveys a completed session calls for (CLINICAL.md §6): each at its offset after the
+    session's end, open for its window. The post-session check is due at once when the patient
+    was not back to baseline, and it is a safety check: its notification ignores quiet hours."""
+    planned = []
+    for item in schedule:
+        offset = (
+            timedelta(0)
+            if item.instrument == POST_SESSION and not back_to_baseline
+            else timedelta(minutes=item.offset_minutes)
+        )
+        available_at = ended_at + offset
+        expires_at = available_at + timedelta(minutes=item.window_minutes)
+        notify_at = available_at if item.instrument == POST_SESSION else after_quiet_hours(available_at, time_zone)
+        planned.append(
+            PlannedAssignment(
+                item.instrument,
+                available_at,
+                expires_at,
+                min(notify_at, expires_at),
+                tuple(reminder_times(available_at, expires_at, time_zone)),
+            )
+        )
+    return planned
+
+
+# ------------------------------------------------------------------ writes
+
+
+async def _event(assignment: SurveyAssignment, event: str, operation: Operation, now: datetime) -> None:
+    await record_event(
+        event,
+        resource_type="SurveyAssignment",
+        resource_id=assignment.id,
+        operation=operation,
+        version=assignment.version,
+        now=now,
+        patient_id=assignment.patient_id,  # type: ignore[attr-defined]
+        payload={"instrument": assignment.instrument, "status": assignment.status.value},
+    )
+
+
+async def schedule_follow_up(
+    patient: Patient, session_id: UUID, ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *,
+    back_to_baseline: bool, now: datetime,
+) -> list[SurveyAssignment]:  # fmt: skip
+    """Insert a completed session's assignments (inside `completeDosingSession`'s transaction)."""
+    created = []
+    for planned in follow_up_schedule(
+        ended_at, schedule, back_to_baseline=back_to_baseline, time_zone=patient.time_zone
+    ):
+        assignment = await SurveyAssignment.create(
+            patient=patient,
+            instrument=planned.instrument,
+            session_id=session_id,
+            available_at=planned.available_at,
+            expires_at=planned.expires_at,
+            notify_at=planned.notify_at,
+            reminder_times=[moment.isoformat() for moment in planned.reminders],
+            next_reminder_at=planned.reminders[0] if planned.reminders else None,
+        )
+        await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
+        created.append(assignment)
+    return created
+
+
+async def cancel_session_surveys(session_id: UUID, *, now: datetime) -> int:
+    """A voided session cancels its surveys not yet answered or expired (CLINICAL.md §6)."""
+    cancelled = 0
+    for assignment in await SurveyAssignment.filter(
+        session_id=session_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
+    ):
+        if await _move(assignment, AssignmentStatus.CANCELLED, now):
+            cancelled += 1
+    return cancelled
+
+
+async def _move(assignment: SurveyAssignment, to: AssignmentStatus, now: datetime, **changes: Any) -> bool:
+    """Claim a transition with a conditional update; False if another worker moved it first."""
+    claimed = await SurveyAssignment.filter(
+        id=assignment.id, status=assignment.status, version=assignment.version
+    ).update(status=to, version=assignment.version + 1, updated_at=now, **changes)
+    if claimed != 1:
+        return False
+    assignment.status, assignment.version = to, assignment.version + 1
+    for name, value in changes.items():
+        setattr(assignment, name, value)
+    await _event(assignment, f"SurveyAssignment.{to.value.lower()}", Operation.UPDATED, now)
+    return True
+
+
+async def open_due_surveys(*, now: datetime) -> int:
+    """Job: scheduled surveys whose time has come become available, and their patient is told."""
+    opened = 0
+    due = (
+        await SurveyAssignment.filter(status=AssignmentStatus.SCHEDULED, available_at__lte=now)
+        .order_by("available_at")
+        .limit(BATCH)
+        .prefetch_related("patient__user")
+    )
+    for assignment in due:
+        if assignment.expires_at <= now:
+            continue  # the expiry job will take it
+        async with in_transaction():
+            if not await _move(assignment, AssignmentStatus.AVAILABLE, now):
+                continue
+            await notifications.enqueue(
+                assignment.patient.user.id,
+                "SURVEY_AVAILABLE",
+                f"survey/{assignment.id}",
+                dedup_key=f"survey-available:{assignment.id}",
+                now=now,
+                not_before=max(assignment.notify_at, now),
+            )
+        opened += 1
+    return opened
+
+
+async def send_reminders(*, now: datetime) -> int:
+    """Job: remind about open surveys at their reminder times (each reminder once)."""
+    reminded = 0
+    due = (
+        await SurveyAssignment.filter(status=AssignmentStatus.AVAILABLE, next_reminder_at__lte=now)
+        .order_by("next_reminder_at")
+        .limit(BATCH)
+        .prefetch_related("patient__user")
+    )
+    for assignment in due:
+        times = [datetime.fromisoformat(moment) for moment in assignment.reminder_times]
+        number = assignment.reminders_sent
+        following = times[number + 1] if number + 1 < len(times) else None
+        async with in_transaction():
+            claimed = await SurveyAssignment.filter(
+                id=assignment.id, status=AssignmentStatus.AVAILABLE, reminders_sent=number
+            ).update(reminders_sent=number + 1, next_reminder_at=following, updated_at=now)
+            if claimed != 1:
+                continue
+            if assignment.expires_at - now > timedelta(minutes=15):  # a reminder as it closes is noise
+                await notifications.enqueue(
+                    assignment.patient.user.id,
+                    "SURVEY_REMINDER",
+                    f"survey/{assignment.id}",
+                    dedup_key=f"survey-reminder:{assignment.id}:{number + 1}",
+                    now=now,
+                    not_before=now,
+                )
+                reminded += 1
+    return reminded
+
+
+async def expire_overdue_surveys(*, now: datetime) -> int:
+    """Job: unanswered surveys past their window expire; an expired post-session check alerts
+    the care team (CLINICAL.md §6: a safety check went unanswered)."""
+    expired = 0
+    overdue = (
+        await SurveyAssignment.filter(
+            status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE], expires_at__lte=now
+        )
+        .order_by("expires_at")
+        .limit(BATCH)
+        .prefetch_related("patient")
+    )
+    for assignment in overdue:
+        async with in_transaction():
+            if not await _move(assignment, AssignmentStatus.EXPIRED, now, next_reminder_at=None):
+                continue
+            if assignment.instrument == POST_SESSION:
+                spec = alert_rules.unanswered_safety_check_alert(POST_SESSION)
+                await raise_alerts(
+                    [spec], patient=assignment.patient, source_type="SurveyAssignment", source_id=assignment.id, now=now
+                )
+        expired += 1
+    return expired
+
+
+# ------------------------------------------------------------------ responses
+
+
+@dataclass(frozen=True)
+class NewResponse:
+    answers: dict[str, int]
+    assignment_id: UUID | None = None
+    instrument: str | None = None
+    idempotency_key: str | None = None
+
+
+async def pain_baseline(patient_id: UUID) -> Decimal | None:
+    """CLINICAL.md §5: the latest pain NRS before the first completed session (at most 30 days
+    before it). No baseline is no baseline: never guessed."""
+    from models.dosing import DosingSession, SessionStatus  # dosing schedules surveys: import here
+
+    first = (
+        await DosingSession.filter(patient_id=patient_id, status=SessionStatus.COMPLETED).order_by("started_at").first()
+    )
+    if first is None:
+        return None
+    before = (
+        await SurveyResponse.filter(
+            patient_id=patient_id,
+            instrument="PAIN-NRS",
+            submitted_at__lt=first.started_at,
+            submitted_at__gte=first.started_at - timedelta(days=30),
+        )
+        .order_by("-submitted_at")
+        .first()
+    )
+    return before.total_score if before else None
+
+
+def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], policy: ClinicPolicy) -> dict[str, Any]:
+    advice: dict[str, Any] = {}
+    kinds = {rule.advice for rule in fired}
+    if "emergency" in kinds:
+        advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
+    if "crisis" in kinds:
+        advice["crisisResources"] = policy.crisis_text()
+    return advice
+
+
+async def _assignment_to_answer(patient_id: UUID, data: NewResponse, now: datetime) -> SurveyAssignment | None:
+    if data.assignment_id is None:
+        if data.instrument not in ON_DEMAND:
+            on_demand = ", ".join(sorted(ON_DEMAND))
+            raise InvalidInput("instrument", f"give an assignmentId, or an instrument taken at any time: {on_demand}")
+        return None
+    assignment = await SurveyAssignment.get_or_none(id=data.assignment_id, patient_id=patient_id)
+    if assignment is None:
+        raise NotFound("survey assignment")
+    if data.instrument is not None and data.instrument != assignment.instrument:
+        raise InvalidInput("instrument", f"this assignment is a {assignment.instrument}, not a {data.instrument}")
+    if assignment.status is AssignmentStatus.SCHEDULED and assignment.available_at > now:
+        raise Conflict("this survey is not open yet")
+    if assignment.status in (AssignmentStatus.EXPIRED, AssignmentStatus.CANCELLED) or assignment.expires_at <= now:
+        raise Conflict(
+            f"this survey is {'cancelled' if assignment.status is AssignmentStatus.CANCELLED else 'expired'}"
+        )
+    if assignment.status is AssignmentStatus.COMPLETED:
+        raise Conflict("this survey is already answered")
+    return assignment
+
+
+async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Score a patient's answers on the server; alert rules raise alerts and return advice."""
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise Forbidden("surveys are answered by the patient")
+    patient_id = viewer.patient_id
+    assignment = await _assignment_to_answer(patient_id, data, now)
+    code = assignment.instrument if assignment else data.instrument
+    assert code is not None
+    definition = await definition_of(code)
+    baseline = await pain_baseline(patient_id) if code == "PAIN-NRS" else None
+    result = score(definition, data.answers, baseline=baseline)
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            response = await SurveyResponse.create(
+                patient_id=patient_id,
+                assignment_id=assignment.id if assignment else None,
+                instrument=definition.code,
+                instrument_version=definition.version,
+                answers=dict(data.answers),
+                total_score=result.total,
+                severity=result.severity,
+                submitted_at=now,
+            )
+            if assignment is not None and not await _move(
+                assignment,
+                AssignmentStatus.COMPLETED,
+                now,
+                completed_at=now,
+                response_id=response.id,
+                next_reminder_at=None,
+            ):
+                raise Conflict("this survey was answered or closed meanwhile")
+            patient = await Patient.get(id=patient_id)
+            specs = [alert_spec(definition, rule) for rule in result.alerts]
+            await raise_alerts(specs, patient=patient, source_type="SurveyResponse", source_id=response.id, now=now)
+            await record_event(
+                "SurveyResponse.created", resource_type="SurveyResponse", resource_id=response.id,
+                operation=Operation.CREATED, version=1, now=now, patient_id=patient_id,
+                payload={"instrument": definition.code},
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "SurveyResponse", AuditOutcome.SUCCESS, patient_id, str(response.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        return Outcome(response.id, response_advice(definition, result.alerts, policy))
+
+    request = {"answers": data.answers, "assignment": str(data.assignment_id), "instrument": data.instrument}
+    return await run_once(viewer, "submitSurveyResponse", data.idempotency_key, request, write, now=now)
+
+
+async def list_assignments(
+    viewer: Viewer, patient_id: UUID, *, statuses: list[AssignmentStatus] | None, limit: int,
+    before: tuple[datetime, UUID] | None = None,
+) -> list[SurveyAssignment]:  # fmt: skip
+    """A patient's assignments, latest opening first."""
+    await clinical_patient(viewer, patient_id, "SurveyAssignment")
+    query = SurveyAssignment.filter(patient_id=patient_id)
+    if statuses:
+        query = query.filter(status__in=statuses)
+    if before is not None:
+        query = query.filter(Q(available_at__lt=before[0]) | Q(available_at=before[0], id__lt=before[1]))
+    return list(await query.order_by("-available_at", "-id").limit(limit))
+
+
+async def list_responses(
+    viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
+) -> list[SurveyResponse]:
+    """A patient's scored responses, newest first."""
+    await clinical_patient(viewer, patient_id, "SurveyResponse")
+    query = SurveyResponse.filter(patient_id=patient_id)
+    if before is not None:
+        query = query.filter(Q(submitted_at__lt=before[0]) | Q(submitted_at=before[0], id__lt=before[1]))
+    return list(await query.order_by("-submitted_at", "-id").limit(limit))
+
+
+async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
+    response = await SurveyResponse.get_or_none(id=response_id)
+    if response is None:
+        raise NotFound("survey response")
+    await clinical_patient(viewer, response.patient_id, "SurveyResponse")  # type: ignore[attr-defined]
+    return response
