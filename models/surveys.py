@@ -120,6 +120,16 @@ def reminder_times(available_at: datetime, expires_at: datetime, time_zone: str)
     return sorted(times)
 
 
+def after_offset(moment: datetime, minutes: int, time_zone: str) -> datetime:
+    """`moment` plus an offset: whole days on the patient's wall clock (a survey "7 days later"
+    opens at the same local time across a DST change), anything shorter in elapsed time."""
+    if minutes % (24 * 60):
+        return moment + timedelta(minutes=minutes)
+    zone = ZoneInfo(time_zone)
+    local = moment.astimezone(zone).replace(tzinfo=None) + timedelta(minutes=minutes)
+    return local.replace(tzinfo=zone).astimezone(moment.tzinfo)
+
+
 @dataclass(frozen=True)
 class PlannedAssignment:
     instrument: str
@@ -137,13 +147,9 @@ def follow_up_schedule(
     was not back to baseline, and it is a safety check: its notification ignores quiet hours."""
     planned = []
     for item in schedule:
-        offset = (
-            timedelta(0)
-            if item.instrument == POST_SESSION and not back_to_baseline
-            else timedelta(minutes=item.offset_minutes)
-        )
-        available_at = ended_at + offset
-        expires_at = available_at + timedelta(minutes=item.window_minutes)
+        due_at_once = item.instrument == POST_SESSION and not back_to_baseline
+        available_at = ended_at if due_at_once else after_offset(ended_at, item.offset_minutes, time_zone)
+        expires_at = after_offset(available_at, item.window_minutes, time_zone)
         notify_at = available_at if item.instrument == POST_SESSION else after_quiet_hours(available_at, time_zone)
         planned.append(
             PlannedAssignment(

@@ -16,15 +16,16 @@ from schema.audit import AuditQuery
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import protections
+from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, AuditQuery):
+class Query(AccountsQuery, ClinicalQuery, SurveyQuery, AuditQuery):
     pass
 
 
 @strawberry.type
-class Mutation(AccountsMutation, ClinicalMutation):
+class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation):
     pass
 
 

@@ -21,6 +21,7 @@ from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, Val
 from schema.loaders import loader
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
+from schema.surveys import PatientSurveyFields
 
 
 def parse_uuid(raw: str) -> uuid.UUID | None:
@@ -135,7 +136,7 @@ class DataSharingChoice:
 
 
 @strawberry.type(name="Patient")
-class PatientType(PatientClinicalFields, relay.Node):
+class PatientType(PatientClinicalFields, PatientSurveyFields, relay.Node):
     id: relay.NodeID[str]
     given_name: str
     family_name: str

@@ -332,7 +332,7 @@ def _before(kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise BadUserInput("after is not a cursor this list issued") from None
 
 
-async def _page(
+async def patient_page(
     info: Info[Context, None],
     kind: str,
     moment: str,
@@ -374,7 +374,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[DosingSessionType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await _page(  # type: ignore[no-any-return]
+        return await patient_page(  # type: ignore[no-any-return]
             info, "sessions", "started_at", dosing.list_sessions, DosingSessionType.from_model, patient_id, first, after
         )
 
@@ -383,7 +383,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[CheckInType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await _page(  # type: ignore[no-any-return]
+        return await patient_page(  # type: ignore[no-any-return]
             info, "checkins", "recorded_at", checkins.list_check_ins, CheckInType.from_model, patient_id, first, after
         )
 
@@ -392,7 +392,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[SideEffectReportType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await _page(  # type: ignore[no-any-return]
+        return await patient_page(  # type: ignore[no-any-return]
             info,
             "side_effects",
             "onset_at",

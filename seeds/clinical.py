@@ -27,6 +27,7 @@ from models.audit import AuditTrail
 from models.dosing import CHECKLIST, BloodPressureReading, CompleteSession, StartSession
 from models.errors import DomainError
 from models.idempotency import Outcome
+from models.notifications import Notification, NotificationStatus
 from models.policy import ClinicPolicy
 
 
@@ -176,6 +177,10 @@ async def _answer_follow_ups(
         )
         await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
     await surveys.expire_overdue_surveys(now=now)
+    # The notifications of this made-up past went out back then: none is pending now.
+    await Notification.filter(recipient_id=patient.id, status=NotificationStatus.PENDING, not_before__lt=now).update(
+        status=NotificationStatus.SENT, sent_at=now
+    )
 
 
 async def _story(

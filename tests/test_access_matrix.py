@@ -149,6 +149,10 @@ PROBES.update(
             "reportSideEffect", 'code: "NAUSEA", grade: MILD, onsetAt: "2026-11-25T14:00:00Z"'
         ),
         "acknowledgeAlert": _mutation("acknowledgeAlert", "alertId: $alert", "$alert: ID!"),
+        "instruments": Probe("{ instruments { code } }", lambda body: bool(_data(body, "instruments"))),
+        "submitSurveyResponse": _mutation(
+            "submitSurveyResponse", 'instrument: "PAIN-NRS", answers: [{ linkId: "1", value: 4 }]'
+        ),
         "resolveAlert": _mutation("resolveAlert", 'alertId: $alert, note: "done"', "$alert: ID!"),
     }
 )
@@ -181,6 +185,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "startDosingSession": PATIENTS,
     "submitCheckIn": PATIENTS,
     "reportSideEffect": PATIENTS,
+    "submitSurveyResponse": PATIENTS,
+    # Instrument definitions are not patient data: every signed-in viewer may read them.
+    "instruments": EVERYONE,
     # Alex's session: Blair cannot complete it (it looks missing to her).
     "completeDosingSession": frozenset({"alex"}),
 }

@@ -1,0 +1,280 @@
+"""Surveys in the API: the instruments, a patient's assignments and responses, and answering."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from models import instruments, surveys
+from schema.clinical import patient_page
+from schema.context import Context
+from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
+from schema.mutations import attempt, global_id, node_id
+from schema.pagination import Connection
+from schema.permissions import viewer_of
+
+SurveyAssignmentStatus = strawberry.enum(surveys.AssignmentStatus, name="SurveyAssignmentStatus")
+
+
+@strawberry.type(name="InstrumentOption")
+class InstrumentOptionType:
+    value: int
+    label: str
+
+
+@strawberry.type(name="InstrumentItem")
+class InstrumentItemType:
+    link_id: str
+    text: str
+    loinc: str | None
+    required: bool
+    scored: bool
+    options: list[InstrumentOptionType]
+
+
+@strawberry.type(name="SeverityBand")
+class SeverityBandType:
+    name: str
+    minimum: float
+    maximum: float
+
+
+@strawberry.type(name="Instrument")
+class InstrumentType:
+    code: str
+    version: str
+    title: str
+    preamble: str
+    source: str
+    scoring: str = strawberry.field(description="sum, mean or none (item-level rules only).")
+    loinc: str | None = strawberry.field(description="LOINC code of the total score, where one exists.")
+    items: list[InstrumentItemType]
+    bands: list[SeverityBandType]
+    on_demand: bool = strawberry.field(description="May be taken at any time, without an assignment.")
+
+    @classmethod
+    def from_definition(cls, definition: instruments.InstrumentDefinition) -> InstrumentType:
+        return cls(
+            code=definition.code,
+            version=definition.version,
+            title=definition.title,
+            preamble=definition.preamble,
+            source=definition.source,
+            scoring=definition.method,
+            loinc=definition.loinc_total,
+            items=[
+                InstrumentItemType(
+                    link_id=item.link_id,
+                    text=item.text,
+                    loinc=item.loinc,
+                    required=item.required,
+                    scored=item.scored,
+                    options=[InstrumentOptionType(value=option.value, label=option.label) for option in item.options],
+                )
+                for item in definition.items
+            ],
+            bands=[
+                SeverityBandType(name=b.name, minimum=float(b.minimum), maximum=float(b.maximum))
+                for b in definition.bands
+            ],
+            on_demand=definition.code in instruments.ON_DEMAND,
+        )
+
+
+@strawberry.type(name="SurveyAssignment")
+class SurveyAssignmentType(relay.Node):
+    id: relay.NodeID[str]
+    instrument: str
+    status: SurveyAssignmentStatus  # type: ignore[valid-type]
+    available_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None
+    session_id: strawberry.ID | None
+    response_id: strawberry.ID | None
+
+    @classmethod
+    def from_model(cls, assignment: surveys.SurveyAssignment) -> SurveyAssignmentType:
+        return cls(
+            id=str(assignment.id),
+            instrument=assignment.instrument,
+            status=assignment.status,
+            available_at=assignment.available_at,
+            expires_at=assignment.expires_at,
+            completed_at=assignment.completed_at,
+            session_id=strawberry.ID(global_id("DosingSession", assignment.session_id))
+            if assignment.session_id
+            else None,
+            response_id=(
+                strawberry.ID(global_id("SurveyResponse", assignment.response_id)) if assignment.response_id else None
+            ),
+        )
+
+
+@strawberry.type(name="SurveyAnswer")
+class SurveyAnswerType:
+    link_id: str
+    value: int
+
+
+@strawberry.type(name="SurveyResponse")
+class SurveyResponseType(relay.Node):
+    id: relay.NodeID[str]
+    instrument: str
+    instrument_version: str
+    total_score: float | None
+    severity: str | None = strawberry.field(description="The band's name (CLINICAL.md §5), e.g. MODERATELY_SEVERE.")
+    submitted_at: datetime
+    assignment_id: strawberry.ID | None
+    answers: list[SurveyAnswerType]
+
+    @classmethod
+    def from_model(cls, response: surveys.SurveyResponse) -> SurveyResponseType:
+        return cls(
+            id=str(response.id),
+            instrument=response.instrument,
+            instrument_version=response.instrument_version,
+            total_score=float(response.total_score) if response.total_score is not None else None,
+            severity=response.severity,
+            submitted_at=response.submitted_at,
+            assignment_id=(
+                strawberry.ID(global_id("SurveyAssignment", response.assignment_id)) if response.assignment_id else None
+            ),
+            answers=[SurveyAnswerType(link_id=key, value=value) for key, value in response.answers.items()],
+        )
+
+
+@strawberry.type
+class PatientSurveyFields:
+    """Survey fields of `Patient` (schema.accounts composes them)."""
+
+    if TYPE_CHECKING:
+        id: str
+
+    @strawberry.field(description="Surveys assigned to the patient, latest opening first.")
+    async def survey_assignments(
+        self,
+        info: Info[Context, None],
+        status: list[SurveyAssignmentStatus] | None = None,  # type: ignore[valid-type]
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[SurveyAssignmentType] | None:
+        async def fetch(viewer: Any, patient_id: uuid.UUID, *, limit: int, before: Any) -> list[Any]:
+            return await surveys.list_assignments(viewer, patient_id, statuses=status, limit=limit, before=before)
+
+        return await patient_page(
+            info,
+            "assignments",
+            "available_at",
+            fetch,
+            SurveyAssignmentType.from_model,
+            uuid.UUID(str(self.id)),
+            first,
+            after,
+        )
+
+    @strawberry.field(description="Scored survey responses, newest first.")
+    async def survey_responses(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[SurveyResponseType] | None:
+        return await patient_page(
+            info,
+            "responses",
+            "submitted_at",
+            surveys.list_responses,
+            SurveyResponseType.from_model,
+            uuid.UUID(str(self.id)),
+            first,
+            after,
+        )
+
+
+@strawberry.input
+class SurveyAnswerInput:
+    link_id: str
+    value: int
+
+
+@strawberry.input
+class SubmitSurveyResponseInput:
+    idempotency_key: str | None = None
+    assignment_id: strawberry.ID | None = None
+    instrument: str | None = strawberry.field(
+        default=None, description="PHQ-9, GAD-7, PAIN-NRS or PEG-3 taken without an assignment."
+    )
+    answers: list[SurveyAnswerInput]
+
+
+SubmitResult = Annotated[
+    SurveyResponseType | ValidationError | NotFound | Conflict | IdempotencyConflict,
+    strawberry.union("SubmitSurveyResponseResult"),
+]
+
+
+@strawberry.type
+class SubmitSurveyResponsePayload:
+    result: SubmitResult
+    safety_instructions: str | None = None
+    crisis_resources: str | None = None
+
+
+def _answers(answers: list[SurveyAnswerInput]) -> dict[str, int]:
+    from models.errors import InvalidInput
+
+    result: dict[str, int] = {}
+    for answer in answers:
+        if answer.link_id in result:
+            raise InvalidInput(f"answers.{answer.link_id}", f"item {answer.link_id} is answered twice")
+        result[answer.link_id] = answer.value
+    return result
+
+
+@strawberry.type
+class SurveyQuery:
+    @strawberry.field(description="The survey instruments, latest version of each.")
+    async def instruments(self, info: Info[Context, None]) -> list[InstrumentType]:
+        viewer_of(info)
+        definitions = await instruments.current_definitions()
+        return [InstrumentType.from_definition(definitions[code]) for code in sorted(definitions)]
+
+
+@strawberry.type
+class SurveyMutation:
+    @strawberry.mutation(description="Answer an assigned survey, or take PHQ-9, GAD-7, PAIN-NRS or PEG-3 (patients).")
+    async def submit_survey_response(
+        self, info: Info[Context, None], input: SubmitSurveyResponseInput
+    ) -> SubmitSurveyResponsePayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            data = surveys.NewResponse(
+                answers=_answers(input.answers),
+                assignment_id=node_id(input.assignment_id, "SurveyAssignment", "assignmentId")
+                if input.assignment_id
+                else None,
+                instrument=input.instrument,
+                idempotency_key=input.idempotency_key,
+            )
+            outcome = await surveys.submit_survey_response(
+                viewer, data, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await surveys.get_response(viewer, outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return SubmitSurveyResponsePayload(
+                result=result.error,  # type: ignore[arg-type]
+                safety_instructions=result.advice.get("safetyInstructions"),
+                crisis_resources=result.advice.get("crisisResources"),
+            )
+        assert result.value is not None
+        outcome, response = result.value
+        return SubmitSurveyResponsePayload(
+            result=SurveyResponseType.from_model(response),
+            safety_instructions=outcome.advice.get("safetyInstructions"),
+            crisis_resources=outcome.advice.get("crisisResources"),
+        )

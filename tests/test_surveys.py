@@ -1,0 +1,385 @@
+"""Surveys: published scoring, the follow-up schedule, and the jobs that must lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from api.app import create_app
+from api.database import use_database
+from api.settings import Settings
+from jobs import surveys as survey_jobs
+from models import surveys
+from models.alerts import Alert
+from models.clock import ManualClock
+from models.errors import InvalidInput
+from models.instruments import InstrumentDefinition, score
+from models.notifications import OutgoingNotification
+from models.plans import DEFAULT_SURVEY_SCHEDULE
+from seeds.loader import INSTRUMENTS
+from tests.clinical import complete, start
+from tests.conftest import Tokens, job_env
+from tests.graphql import gql
+
+DEFINITIONS = {
+    data["code"]: InstrumentDefinition.parse(data)
+    for data in (json.loads(path.read_text()) for path in INSTRUMENTS.glob("*.json"))
+}
+
+
+def answers(*values: int) -> dict[str, int]:
+    return {str(index + 1): value for index, value in enumerate(values)}
+
+
+# Reference cases from the published scoring rules (Kroenke 2001; Spitzer 2006; Krebs 2009).
+@pytest.mark.parametrize(
+    ("code", "given", "total", "band"),
+    [
+        ("PHQ-9", answers(0, 0, 0, 0, 0, 0, 0, 0, 0), Decimal(0), "MINIMAL"),
+        ("PHQ-9", answers(1, 1, 1, 1, 0, 0, 0, 0, 0), Decimal(4), "MINIMAL"),
+        ("PHQ-9", answers(1, 1, 1, 1, 1, 0, 0, 0, 0), Decimal(5), "MILD"),
+        ("PHQ-9", answers(2, 2, 1, 1, 1, 1, 1, 0, 0), Decimal(9), "MILD"),
+        ("PHQ-9", answers(2, 2, 2, 2, 1, 1, 0, 0, 0), Decimal(10), "MODERATE"),
+        ("PHQ-9", answers(3, 3, 2, 2, 2, 2, 1, 0, 0), Decimal(15), "MODERATELY_SEVERE"),
+        ("PHQ-9", answers(3, 3, 3, 3, 2, 2, 2, 1, 0), Decimal(19), "MODERATELY_SEVERE"),
+        ("PHQ-9", answers(3, 3, 3, 3, 3, 2, 2, 1, 0), Decimal(20), "SEVERE"),
+        ("PHQ-9", answers(3, 3, 3, 3, 3, 3, 3, 3, 3), Decimal(27), "SEVERE"),
+        # The difficulty item (10) is not scored.
+        ("PHQ-9", {**answers(1, 1, 1, 1, 1, 0, 0, 0, 0), "10": 3}, Decimal(5), "MILD"),
+        ("GAD-7", answers(0, 0, 1, 1, 1, 1, 0), Decimal(4), "MINIMAL"),
+        ("GAD-7", answers(1, 1, 1, 1, 1, 0, 0), Decimal(5), "MILD"),
+        ("GAD-7", answers(2, 2, 2, 1, 1, 1, 1), Decimal(10), "MODERATE"),
+        ("GAD-7", answers(3, 2, 2, 2, 2, 2, 1), Decimal(14), "MODERATE"),
+        ("GAD-7", answers(3, 3, 2, 2, 2, 2, 1), Decimal(15), "SEVERE"),
+        ("GAD-7", answers(3, 3, 3, 3, 3, 3, 3), Decimal(21), "SEVERE"),
+        ("PEG-3", answers(7, 8, 6), Decimal("7.0"), None),
+        ("PEG-3", answers(5, 6, 8), Decimal("6.3"), None),
+        ("PEG-3", answers(4, 4, 5), Decimal("4.3"), None),
+        ("PEG-3", answers(2, 3, 3), Decimal("2.7"), None),
+        ("PAIN-NRS", answers(6), Decimal(6), None),
+        ("POST-SESSION", answers(1, 0, 0, 0, 0, 0, 0, 0, 0, 0), None, None),
+    ],
+)
+def test_scores_and_bands_follow_the_published_rules(
+    code: str, given: dict[str, int], total: Decimal | None, band: str | None
+) -> None:
+    result = score(DEFINITIONS[code], given)
+    assert result.total == total
+    assert result.severity == band
+
+
+@pytest.mark.parametrize(
+    ("code", "given", "rules"),
+    [
+        ("PHQ-9", answers(0, 0, 0, 0, 0, 0, 0, 0, 1), ["PHQ9_ITEM9"]),
+        ("PHQ-9", answers(3, 3, 3, 3, 3, 2, 2, 1, 0), ["PHQ9_SEVERE"]),
+        ("PHQ-9", answers(3, 3, 3, 3, 3, 3, 2, 0, 2), ["PHQ9_ITEM9", "PHQ9_SEVERE"]),
+        ("PHQ-9", answers(3, 3, 3, 3, 2, 2, 2, 1, 0), []),
+        ("GAD-7", answers(3, 3, 2, 2, 2, 2, 1), ["GAD7_SEVERE"]),
+        ("GAD-7", answers(3, 2, 2, 2, 2, 2, 1), []),
+        ("POST-SESSION", answers(0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ["POST_NOT_BASELINE"]),
+        ("POST-SESSION", answers(1, 0, 3, 0, 0, 0, 0, 0, 0, 0), ["POST_SEVERE_SYMPTOM"]),
+        ("POST-SESSION", answers(1, 0, 0, 0, 0, 0, 0, 0, 1, 0), ["POST_CHEST"]),
+        ("POST-SESSION", answers(1, 0, 0, 0, 0, 0, 0, 0, 0, 1), ["POST_SELF_HARM"]),
+        ("POST-SESSION", answers(1, 2, 2, 2, 2, 2, 2, 1, 0, 0), []),
+        ("WEEKLY-SAFETY", answers(0, 0, 1, 0, 0), ["WEEKLY_BLOOD"]),
+        ("WEEKLY-SAFETY", answers(1, 0, 0, 0, 0), ["WEEKLY_YES"]),
+        ("WEEKLY-SAFETY", answers(0, 0, 0, 0, 0), []),
+    ],
+)
+def test_alert_rules_fire_as_clinical_md_says(code: str, given: dict[str, int], rules: list[str]) -> None:
+    assert [rule.id for rule in score(DEFINITIONS[code], given).alerts] == rules
+
+
+@pytest.mark.parametrize(
+    ("baseline", "fires"), [(None, False), (Decimal(4), True), (Decimal(5), True), (Decimal(6), False)]
+)
+def test_a_pain_of_8_alerts_only_3_points_above_a_known_baseline(baseline: Decimal | None, fires: bool) -> None:
+    assert bool(score(DEFINITIONS["PAIN-NRS"], answers(8), baseline=baseline).alerts) is fires
+
+
+@pytest.mark.parametrize(
+    ("code", "given", "field"),
+    [
+        ("PHQ-9", answers(1, 1, 1, 1, 1, 1, 1, 1), "answers.9"),
+        ("PHQ-9", answers(1, 1, 1, 1, 4, 1, 1, 1, 1), "answers.5"),
+        ("PHQ-9", {**answers(0, 0, 0, 0, 0, 0, 0, 0, 0), "11": 1}, "answers.11"),
+        ("PEG-3", answers(5, 11, 5), "answers.2"),
+        ("PAIN-NRS", answers(-1), "answers.1"),
+    ],
+)
+def test_incomplete_or_out_of_range_answers_are_refused_with_the_item_named(
+    code: str, given: dict[str, int], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        score(DEFINITIONS[code], given)
+    assert refused.value.field == field
+
+
+def test_the_schedule_opens_each_survey_at_its_offset_and_keeps_quiet_hours() -> None:
+    # A session ending at 20:30 in New York (01:30 UTC the next day).
+    ended = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
+    planned = {
+        p.instrument: p
+        for p in surveys.follow_up_schedule(
+            ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York"
+        )
+    }
+    post = planned["POST-SESSION"]
+    assert post.available_at == ended + timedelta(hours=2)  # 22:30 local, quiet hours...
+    assert post.notify_at == post.available_at  # ...but a safety check is notified at once
+    pain = planned["PAIN-NRS"]
+    assert pain.available_at == datetime(2026, 11, 27, 1, 30, tzinfo=UTC)  # 20:30 local next day
+    assert pain.expires_at == datetime(2026, 11, 28, 1, 30, tzinfo=UTC)
+    # Reminders at half the window (08:30 local, fine) and 2 h before expiry (18:30 local).
+    assert [r.astimezone(UTC).hour for r in pain.reminders] == [13, 23]
+    phq9 = planned["PHQ-9"]
+    assert phq9.available_at == datetime(2026, 12, 3, 1, 30, tzinfo=UTC)
+
+
+def test_a_survey_due_in_quiet_hours_is_notified_at_eight() -> None:
+    ended = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 22:00 New York
+    planned = surveys.follow_up_schedule(
+        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York"
+    )
+    pain = next(p for p in planned if p.instrument == "PAIN-NRS")
+    assert pain.available_at == datetime(2026, 11, 27, 3, 0, tzinfo=UTC)  # 22:00 local
+    assert pain.notify_at == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)  # 08:00 local
+
+
+def test_whole_day_offsets_keep_the_local_time_across_a_dst_change() -> None:
+    # Ends 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday 1 November.
+    ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
+    planned = surveys.follow_up_schedule(
+        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=False, time_zone="America/New_York"
+    )
+    by_code = {p.instrument: p for p in planned}
+    assert by_code["POST-SESSION"].available_at == ended  # not back to baseline: due at once
+    # +72 h of PEG-3 is three local days: 16:00 EST on 3 November, i.e. 21:00 UTC.
+    assert by_code["PEG-3"].available_at == datetime(2026, 11, 3, 21, 0, tzinfo=UTC)
+    assert by_code["PHQ-9"].available_at == datetime(2026, 11, 7, 21, 0, tzinfo=UTC)
+
+
+class RecordingSender:
+    """The edge of the world: records what would have been pushed."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingNotification] = []
+
+    async def __call__(self, notification: OutgoingNotification) -> None:
+        self.sent.append(notification)
+
+
+async def run_jobs(clock: ManualClock, sender: RecordingSender) -> None:
+    env = job_env(clock, sender)
+    await survey_jobs.expire_overdue_surveys(env)
+    await survey_jobs.open_due_surveys(env)
+    await survey_jobs.send_survey_reminders(env)
+    await survey_jobs.deliver_notifications(env)
+
+
+async def complete_a_session(client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock) -> str:
+    alex = tokens.fresh("alex@demo.test")
+    session = (await start(client, alex, clock.now()))["result"]
+    clock.advance(timedelta(hours=2, minutes=30))
+    await complete(client, alex, session["id"])
+    return str(session["id"])
+
+
+async def alex_assignments(app: Starlette, session: str | None = None) -> dict[str, surveys.SurveyAssignment]:
+    with use_database(app.state.database):
+        rows = await surveys.SurveyAssignment.filter(patient__user__email="alex@demo.test").order_by("-created_at")
+    return {row.instrument: row for row in reversed(rows)}
+
+
+async def test_a_completed_session_schedules_its_surveys_which_open_remind_and_expire(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    await complete_a_session(client, tokens, clock)
+    ended = clock.now()
+    sender = RecordingSender()
+    assigned = await alex_assignments(app)
+    assert assigned["POST-SESSION"].available_at == ended + timedelta(hours=2)
+    with use_database(app.state.database):
+        clock.advance(timedelta(hours=1, minutes=59))
+        await run_jobs(clock, sender)
+        assert sender.sent == []
+        clock.advance(timedelta(minutes=1))
+        await run_jobs(clock, sender)
+        assert [n.kind for n in sender.sent] == ["SURVEY_AVAILABLE"]
+        assert sender.sent[0].text == "A check-in is ready for you."  # no health information
+        # Nobody answers: a reminder at half the 6 h window, then the check expires and alerts.
+        clock.advance(timedelta(hours=3))
+        await run_jobs(clock, sender)
+        assert [n.kind for n in sender.sent] == ["SURVEY_AVAILABLE", "SURVEY_REMINDER"]
+        clock.advance(timedelta(hours=3, minutes=1))
+        await run_jobs(clock, sender)
+        post = await surveys.SurveyAssignment.get(id=assigned["POST-SESSION"].id)
+        assert post.status is surveys.AssignmentStatus.EXPIRED
+        alert = await Alert.get(kind="SAFETY_CHECK_UNANSWERED", source_id=post.id)
+    assert alert.severity.value == "HIGH"
+
+
+SUBMIT = """
+mutation Submit($input: SubmitSurveyResponseInput!) {
+  submitSurveyResponse(input: $input) {
+    result { __typename ... on SurveyResponse { id instrument totalScore severity }
+             ... on Error { message } ... on ValidationError { field } }
+    safetyInstructions
+    crisisResources
+  }
+}
+"""
+
+
+def as_input(given: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"linkId": key, "value": value} for key, value in given.items()]
+
+
+async def test_a_phq9_with_item_9_above_zero_alerts_urgently_and_answers_with_crisis_resources(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    given = answers(2, 2, 2, 2, 1, 2, 1, 1, 1)
+    body = await gql(
+        client,
+        SUBMIT,
+        {"input": {"instrument": "PHQ-9", "answers": as_input(given)}},
+        token=tokens.user("alex@demo.test"),
+    )
+    payload = body["data"]["submitSurveyResponse"]
+    assert payload["result"]["totalScore"] == 14
+    assert payload["result"]["severity"] == "MODERATE"
+    assert "988" in payload["crisisResources"]
+    with use_database(app.state.database):
+        alert = await Alert.get(patient__user__email="alex@demo.test", kind="SURVEY_ANSWER")
+    assert alert.severity.value == "URGENT"
+    assert alert.summary.startswith("PHQ-9:")
+
+
+async def test_answering_an_assignment_completes_it_once(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    await complete_a_session(client, tokens, clock)
+    post = (await alex_assignments(app))["POST-SESSION"]
+    assignment_id = f"{post.id}"
+    from strawberry import relay
+
+    global_id = str(relay.GlobalID("SurveyAssignment", assignment_id))
+    given = as_input(answers(1, 0, 1, 0, 0, 1, 0, 0, 0, 0))
+    early = await gql(
+        client, SUBMIT, {"input": {"assignmentId": global_id, "answers": given}}, token=tokens.fresh("alex@demo.test")
+    )
+    assert early["data"]["submitSurveyResponse"]["result"] == {
+        "__typename": "Conflict",
+        "message": "this survey is not open yet",
+    }
+    clock.advance(timedelta(hours=2))
+    with use_database(app.state.database):
+        await survey_jobs.open_due_surveys(job_env(clock))
+    done = await gql(
+        client, SUBMIT, {"input": {"assignmentId": global_id, "answers": given}}, token=tokens.fresh("alex@demo.test")
+    )
+    assert done["data"]["submitSurveyResponse"]["result"]["instrument"] == "POST-SESSION"
+    again = await gql(
+        client, SUBMIT, {"input": {"assignmentId": global_id, "answers": given}}, token=tokens.fresh("alex@demo.test")
+    )
+    assert again["data"]["submitSurveyResponse"]["result"]["message"] == "this survey is already answered"
+    listed = await gql(
+        client,
+        "{ me { patient { surveyAssignments(status: [COMPLETED], first: 1) "
+        "{ edges { node { instrument responseId } } } } } }",
+        token=tokens.fresh("alex@demo.test"),
+    )
+    [edge] = listed["data"]["me"]["patient"]["surveyAssignments"]["edges"]
+    assert edge["node"]["instrument"] == "POST-SESSION"
+    assert edge["node"]["responseId"] is not None
+
+
+async def test_only_the_four_open_instruments_may_be_taken_without_an_assignment(
+    client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    body = await gql(
+        client,
+        SUBMIT,
+        {"input": {"instrument": "WEEKLY-SAFETY", "answers": as_input(answers(0, 0, 0, 0, 0))}},
+        token=tokens.user("alex@demo.test"),
+    )
+    assert body["data"]["submitSurveyResponse"]["result"]["field"] == "instrument"
+    incomplete = await gql(
+        client,
+        SUBMIT,
+        {"input": {"instrument": "GAD-7", "answers": as_input(answers(1, 1, 1))}},
+        token=tokens.user("alex@demo.test"),
+    )
+    assert incomplete["data"]["submitSurveyResponse"]["result"] == {
+        "__typename": "ValidationError",
+        "message": "GAD-7 item 4 is not answered",
+        "field": "answers.4",
+    }
+
+
+async def test_surveys_due_during_downtime_are_delivered_once_after_a_restart(
+    settings: Settings, clock: ManualClock, tokens: Tokens, client: httpx.AsyncClient, app: Starlette
+) -> None:
+    await complete_a_session(client, tokens, clock)
+    # The service is down for a day and a half: several surveys fall due meanwhile.
+    clock.advance(timedelta(hours=30))
+    sender = RecordingSender()
+    restarted = create_app(settings, clock=clock, sender=sender)
+    async with restarted.router.lifespan_context(restarted):
+        scheduler = restarted.state.scheduler
+        for _ in range(3):  # run every job several times: nothing may be sent twice
+            for job_id in ("expire_overdue_surveys", "open_due_surveys", "deliver_notifications"):
+                scheduler.get_job(job_id).modify(next_run_time=datetime.now(UTC))
+                await _wait_for_run(scheduler, job_id)
+    assigned = await alex_assignments(app)
+    # The post-session check (+2 h, 6 h window) expired during the downtime; the pain NRS
+    # (+24 h, 24 h window) is open and was announced exactly once.
+    assert assigned["POST-SESSION"].status is surveys.AssignmentStatus.EXPIRED
+    assert assigned["PAIN-NRS"].status is surveys.AssignmentStatus.AVAILABLE
+    alex_links = {f"survey/{assignment.id}" for assignment in assigned.values()}
+    assert [n.link for n in sender.sent if n.link in alex_links] == [f"survey/{assigned['PAIN-NRS'].id}"]
+    # Other patients' surveys that fell due meanwhile were announced too, each once.
+    assert len({n.link for n in sender.sent}) == len(sender.sent)
+
+
+async def _wait_for_run(scheduler: Any, job_id: str, *, seconds: float = 10) -> None:
+    """Until the real scheduler has run the job just made due (its next run moves on)."""
+    for _ in range(int(seconds / 0.02)):
+        job = scheduler.get_job(job_id)
+        if job.next_run_time > datetime.now(UTC) + timedelta(seconds=1):
+            await asyncio.sleep(0.05)  # let the run's own awaits finish
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the scheduler did not run {job_id} in time")
+
+
+async def test_two_replicas_running_the_jobs_at_once_send_each_notification_once(
+    settings: Settings, clock: ManualClock, tokens: Tokens, client: httpx.AsyncClient, app: Starlette
+) -> None:
+    for _ in range(3):
+        await complete_a_session(client, tokens, clock)
+        clock.advance(timedelta(hours=48))
+    sender = RecordingSender()
+    replicas = [create_app(settings, clock=clock, sender=sender) for _ in range(2)]
+    async with replicas[0].router.lifespan_context(replicas[0]), replicas[1].router.lifespan_context(replicas[1]):
+
+        async def replica_pass(replica: Starlette) -> None:
+            with use_database(replica.state.database):
+                await run_jobs(clock, sender)
+
+        for _ in range(3):
+            await asyncio.gather(*(replica_pass(replica) for replica in replicas))
+            clock.advance(timedelta(hours=6))
+    links = [notification.link for notification in sender.sent if notification.kind == "SURVEY_AVAILABLE"]
+    assert links
+    assert len(links) == len(set(links))
+    reminders = [(n.link, n.id) for n in sender.sent if n.kind == "SURVEY_REMINDER"]
+    assert len(reminders) == len(set(reminders))
