@@ -341,7 +341,7 @@ async def patient_page(
     patient_id: uuid.UUID,
     first: int | None,
     after: str | None,
-) -> Any:
+) -> Connection[Any]:
     """One page of a patient's clinical list, newest first, or NOT_FOUND for viewers without access."""
     limit = page_size(first, info.context.max_page_size)
     try:
@@ -349,7 +349,7 @@ async def patient_page(
     except domain.NotFound as refusal:
         raise RecordNotFound(refusal.message) from refusal
     page = rows[:limit]
-    return Connection.build(
+    return Connection[Any].build(
         [convert(row) for row in page],
         [encode_cursor(kind, [getattr(row, moment).isoformat(), str(row.id)]) for row in page],
         has_next_page=len(rows) > limit,
@@ -374,7 +374,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[DosingSessionType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await patient_page(  # type: ignore[no-any-return]
+        return await patient_page(
             info, "sessions", "started_at", dosing.list_sessions, DosingSessionType.from_model, patient_id, first, after
         )
 
@@ -383,7 +383,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[CheckInType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await patient_page(  # type: ignore[no-any-return]
+        return await patient_page(
             info, "checkins", "recorded_at", checkins.list_check_ins, CheckInType.from_model, patient_id, first, after
         )
 
@@ -392,7 +392,7 @@ class PatientClinicalFields:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[SideEffectReportType] | None:
         patient_id = uuid.UUID(str(self.id))
-        return await patient_page(  # type: ignore[no-any-return]
+        return await patient_page(
             info,
             "side_effects",
             "onset_at",
