@@ -22,5 +22,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("open_due_surveys", 30, surveys.open_due_surveys),
     PeriodicJob("send_survey_reminders", 60, surveys.send_survey_reminders),
     PeriodicJob("expire_overdue_surveys", 60, surveys.expire_overdue_surveys),
+    PeriodicJob("schedule_recurring_surveys", 3600, surveys.schedule_recurring_surveys),
+    PeriodicJob("remind_daily_check_ins", 300, surveys.remind_daily_check_ins),
     PeriodicJob("deliver_notifications", 15, surveys.deliver_notifications),
 )

@@ -21,6 +21,16 @@ async def expire_overdue_surveys(env: JobEnvironment) -> int:
     return await surveys.expire_overdue_surveys(now=env.clock.now())
 
 
+async def schedule_recurring_surveys(env: JobEnvironment) -> int:
+    """Next week's PHQ-9, GAD-7 and safety survey for every active plan (§6)."""
+    return await surveys.schedule_recurring_surveys(now=env.clock.now())
+
+
+async def remind_daily_check_ins(env: JobEnvironment) -> int:
+    """The 19:00 local check-in reminder, for patients who have not checked in today (§6)."""
+    return await surveys.remind_daily_check_ins(now=env.clock.now())
+
+
 async def deliver_notifications(env: JobEnvironment) -> int:
     """Send due notifications through the configured sender, with retries."""
     return await notifications.deliver_due(env.sender, now=env.clock.now())

@@ -174,6 +174,7 @@ class Migration(migrations.Migration):
                 ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='survey_assignments', on_delete=OnDelete.RESTRICT)),
                 ('instrument', fields.CharField(max_length=32)),
                 ('session_id', fields.UUIDField(null=True, db_index=True)),
+                ('recurrence_key', fields.CharField(null=True, unique=True, max_length=120)),
                 ('status', fields.CharEnumField(default=AssignmentStatus.SCHEDULED, description='SCHEDULED: SCHEDULED\nAVAILABLE: AVAILABLE\nCOMPLETED: COMPLETED\nEXPIRED: EXPIRED\nCANCELLED: CANCELLED', enum_type=AssignmentStatus, max_length=16)),
                 ('available_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),

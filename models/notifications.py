@@ -57,6 +57,7 @@ class Notification(Model):
 MESSAGES = {
     "SURVEY_AVAILABLE": "A check-in is ready for you.",
     "SURVEY_REMINDER": "Reminder: a check-in is waiting for you.",
+    "CHECK_IN_REMINDER": "Time for your daily check-in.",
 }
 
 

@@ -455,6 +455,10 @@ async def change_plan_status(
         changed_by_id=changed_by.id if changed_by else None, changed_at=now,
     )  # fmt: skip
     await _changed(plan, changed_by, AuditAction.UPDATE, f"{previous.value} -> {to_status.value}", now=now)
+    if to_status is not PlanStatus.ACTIVE:
+        from models.surveys import cancel_recurring_surveys  # surveys reads plans: import here
+
+        await cancel_recurring_surveys(plan.patient_id, now=now)  # type: ignore[attr-defined]
     return plan
 
 

@@ -18,6 +18,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from tortoise import fields
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -56,6 +57,8 @@ class SurveyAssignment(Entity):
     )
     instrument = fields.CharField(max_length=32)
     session_id = fields.UUIDField(null=True, db_index=True)
+    # Recurring surveys (weekly while the plan is active): one per patient, instrument and week.
+    recurrence_key = fields.CharField(max_length=120, null=True, unique=True)
     status = fields.CharEnumField(AssignmentStatus, max_length=16, default=AssignmentStatus.SCHEDULED)
     available_at = fields.DatetimeField()
     expires_at = fields.DatetimeField()
@@ -310,6 +313,115 @@ async def expire_overdue_surveys(*, now: datetime) -> int:
                 )
         expired += 1
     return expired
+
+
+# ------------------------------------------------------------------ recurring surveys
+
+# CLINICAL.md §6: weekly PHQ-9, GAD-7 and safety survey while the plan is ACTIVE (opening on the
+# plan's weekday at 10:00 local, open 72 h), and a daily check-in reminder at 19:00 local.
+WEEKLY_SURVEYS = ("PHQ-9", "GAD-7", "WEEKLY-SAFETY")
+WEEKLY_OPENS_AT = time(10, 0)
+WEEKLY_WINDOW = timedelta(hours=72)
+SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN = timedelta(days=3)
+DAILY_REMINDER_AT = time(19, 0)
+
+
+def next_weekly_opening(plan_start: datetime, now: datetime, time_zone: str) -> datetime:
+    """The next weekly opening at or after `now`: the plan's weekday, 10:00 on the patient's clock."""
+    zone = ZoneInfo(time_zone)
+    anchor = plan_start.astimezone(zone).date()
+    today = now.astimezone(zone).date()
+    days_ahead = (anchor.weekday() - today.weekday()) % 7
+    opening = datetime.combine(today + timedelta(days=days_ahead), WEEKLY_OPENS_AT, tzinfo=zone)
+    if opening < now:
+        opening = datetime.combine(opening.date() + timedelta(days=7), WEEKLY_OPENS_AT, tzinfo=zone)
+    return opening.astimezone(now.tzinfo)
+
+
+async def schedule_recurring_surveys(*, now: datetime) -> int:
+    """Job: make sure each patient with an ACTIVE plan has their next weekly surveys scheduled.
+
+    The weekly PHQ-9 / GAD-7 is skipped when a session's own one is due within 3 days of it
+    (CLINICAL.md §6). A recurrence key makes this idempotent across runs and replicas.
+    """
+    from models.plans import PlanStatus, TreatmentPlan  # plans cancels recurring surveys: import here
+
+    created = 0
+    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient"):
+        patient = plan.patient
+        opening = next_weekly_opening(plan.created_at, now, patient.time_zone)
+        for instrument in WEEKLY_SURVEYS:
+            key = f"weekly:{patient.id}:{instrument}:{opening.date().isoformat()}"
+            if await SurveyAssignment.exists(recurrence_key=key):
+                continue
+            if instrument != "WEEKLY-SAFETY" and await SurveyAssignment.exists(
+                patient_id=patient.id,
+                instrument=instrument,
+                session_id__isnull=False,
+                status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
+                available_at__gte=opening - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+                available_at__lte=opening + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+            ):
+                continue
+            expires_at = opening + WEEKLY_WINDOW
+            reminders = reminder_times(opening, expires_at, patient.time_zone)
+            try:
+                async with in_transaction():
+                    assignment = await SurveyAssignment.create(
+                        patient=patient,
+                        instrument=instrument,
+                        recurrence_key=key,
+                        available_at=opening,
+                        expires_at=expires_at,
+                        notify_at=after_quiet_hours(opening, patient.time_zone),
+                        reminder_times=[moment.isoformat() for moment in reminders],
+                        next_reminder_at=reminders[0] if reminders else None,
+                    )
+                    await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
+            except IntegrityError:
+                continue  # another replica scheduled it
+            created += 1
+    return created
+
+
+async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
+    """A plan leaving ACTIVE cancels the recurring surveys not yet open (CLINICAL.md §6)."""
+    cancelled = 0
+    for assignment in await SurveyAssignment.filter(
+        patient_id=patient_id, recurrence_key__isnull=False, status=AssignmentStatus.SCHEDULED
+    ):
+        if await _move(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
+            cancelled += 1
+    return cancelled
+
+
+async def remind_daily_check_ins(*, now: datetime) -> int:
+    """Job: at 19:00 on the patient's clock, remind those with an ACTIVE plan who have not
+    checked in today (once a day, never in quiet hours)."""
+    from models.checkins import CheckIn
+    from models.plans import PlanStatus, TreatmentPlan
+
+    reminded = 0
+    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient__user"):
+        patient = plan.patient
+        zone = ZoneInfo(patient.time_zone)
+        local = now.astimezone(zone)
+        due = datetime.combine(local.date(), DAILY_REMINDER_AT, tzinfo=zone)
+        if not due <= local or in_quiet_hours(now, patient.time_zone):
+            continue
+        start_of_day = datetime.combine(local.date(), time(0, 0), tzinfo=zone)
+        if await CheckIn.exists(patient_id=patient.id, recorded_at__gte=start_of_day):
+            continue
+        await notifications.enqueue(
+            patient.user.id,
+            "CHECK_IN_REMINDER",
+            "check-in",
+            dedup_key=f"check-in-reminder:{patient.id}:{local.date().isoformat()}",
+            now=now,
+            not_before=now,
+        )
+        reminded += 1
+    return reminded
 
 
 # ------------------------------------------------------------------ responses

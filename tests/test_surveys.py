@@ -17,6 +17,7 @@ from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from models import surveys
+from models.accounts import Patient
 from models.alerts import Alert
 from models.clock import ManualClock
 from models.errors import InvalidInput
@@ -383,3 +384,65 @@ async def test_two_replicas_running_the_jobs_at_once_send_each_notification_once
     assert len(links) == len(set(links))
     reminders = [(n.link, n.id) for n in sender.sent if n.kind == "SURVEY_REMINDER"]
     assert len(reminders) == len(set(reminders))
+
+
+def test_the_weekly_surveys_open_on_the_plans_weekday_at_ten_local() -> None:
+    plan_start = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)  # a Monday
+    now = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday
+    opening = surveys.next_weekly_opening(plan_start, now, "America/Chicago")
+    assert opening == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # Monday 10:00 CST
+    monday_morning = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 09:00 CST: today's is still ahead
+    assert surveys.next_weekly_opening(plan_start, monday_morning, "America/Chicago") == opening
+
+
+async def test_recurring_surveys_are_scheduled_once_and_cancelled_when_the_plan_is_held(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        await survey_jobs.schedule_recurring_surveys(job_env(clock))
+        assert await survey_jobs.schedule_recurring_surveys(job_env(clock)) == 0  # idempotent
+        weekly = await surveys.SurveyAssignment.filter(
+            patient__user__email="alex@demo.test", recurrence_key__isnull=False
+        ).values_list("instrument", flat=True)
+        # Alex's last session's PHQ-9 and GAD-7 are due within 3 days: only the safety survey.
+        session_surveys = await surveys.SurveyAssignment.filter(
+            patient__user__email="alex@demo.test", instrument="PHQ-9", status=surveys.AssignmentStatus.SCHEDULED
+        ).exists()
+    assert sorted(weekly) == (["WEEKLY-SAFETY"] if session_surveys else ["GAD-7", "PHQ-9", "WEEKLY-SAFETY"])
+    plan = (await gql(client, "{ me { patient { treatmentPlan { id } } } }", token=tokens.user("alex@demo.test")))[
+        "data"
+    ]["me"]["patient"]["treatmentPlan"]["id"]
+    hold = 'mutation($p: ID!) { holdTreatmentPlan(input: {planId: $p, reason: "review"}) { result { __typename } } }'
+    await gql(client, hold, {"p": plan}, token=tokens.user("dr.rivera@demo.test"))
+    with use_database(app.state.database):
+        statuses = await surveys.SurveyAssignment.filter(
+            patient__user__email="alex@demo.test", recurrence_key__isnull=False
+        ).values_list("status", flat=True)
+    assert set(statuses) == {surveys.AssignmentStatus.CANCELLED}
+
+
+async def test_the_daily_check_in_reminder_comes_at_seven_pm_local_once_and_not_after_a_check_in(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    sender = RecordingSender()
+    # 18:59 in New York (Alex), 17:59 in Chicago (Blair).
+    clock.set(datetime(2026, 11, 25, 23, 59, tzinfo=UTC))
+    await gql(
+        client,
+        "mutation($at: DateTime!) { submitCheckIn(input: {recordedAt: $at, pain: 3}) { result { __typename } } }",
+        {"at": clock.now().isoformat()},
+        token=tokens.fresh("blair@demo.test"),
+    )
+    with use_database(app.state.database):
+        await survey_jobs.remind_daily_check_ins(job_env(clock, sender))
+        assert sender.sent == []
+        clock.advance(timedelta(minutes=2))  # 19:01 New York
+        await survey_jobs.remind_daily_check_ins(job_env(clock, sender))
+        await survey_jobs.remind_daily_check_ins(job_env(clock, sender))
+        await survey_jobs.deliver_notifications(job_env(clock, sender))
+        clock.advance(timedelta(hours=1))  # 19:01 Chicago: Blair already checked in today
+        await survey_jobs.remind_daily_check_ins(job_env(clock, sender))
+        await survey_jobs.deliver_notifications(job_env(clock, sender))
+        alex = await Patient.get(user__email="alex@demo.test").prefetch_related("user")
+    reminders = [n for n in sender.sent if n.kind == "CHECK_IN_REMINDER"]
+    assert [n.recipient_id for n in reminders] == [alex.user.id]
