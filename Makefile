@@ -43,5 +43,9 @@ seed: $(INSTALLED)
 schema: $(INSTALLED)
 	$(BIN)/ketafollow export-schema
 
+# Figures, not assertions (see README: Benchmarks).
+bench: $(INSTALLED)
+	$(BIN)/python -m tests.benchmarks.bench_scheduler
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
