@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from api.auth.routes import revoke_endpoint, token_endpoint
+from api.bus import Dispatcher, make_bus
 from api.database import ensure_migrated, open_database
 from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
@@ -43,6 +46,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
         async with open_database(settings) as database:
             await ensure_migrated()
             app.state.database = database
+            bus = make_bus(settings.event_bus_url)
+            await bus.start()
+            app.state.bus = bus
+            dispatcher = Dispatcher(bus)
+            await dispatcher.start_at_the_end()
+            dispatching = asyncio.create_task(dispatcher.run_forever(), name="event-dispatcher")
             env = job_environment(settings, clock)
             if sender is not None:
                 env = replace(env, sender=sender)
@@ -56,6 +65,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             finally:
                 if scheduler is not None:
                     scheduler.shutdown(wait=True)
+                dispatching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatching
+                await bus.close()
                 app.state.database = None
 
     graphql = GraphQLEndpoint(settings, clock)
@@ -79,4 +92,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
     app.state.clock = clock
     app.state.scheduler = None
     app.state.database = None
+    app.state.bus = None
     return app

@@ -101,6 +101,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             request_id=request.scope.get("state", {}).get("request_id", ""),
             max_page_size=self.settings.max_page_size,
             policy=self.settings.clinic_policy,
+            bus=request.app.state.bus,
             viewer=request.scope.get("state", {}).get("viewer"),
             client_address=request.client.host if request.client else None,
         )

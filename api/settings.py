@@ -67,6 +67,8 @@ class Settings:
     # Notifications: posted to this webhook (signed with the secret) instead of only logged.
     notify_webhook_url: str | None = None
     notify_webhook_secret: str | None = None
+    # Live events between replicas: Redis pub/sub when set, else in-process (ARCHITECTURE.md §3).
+    event_bus_url: str | None = None
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
@@ -205,6 +207,7 @@ class _Reader:
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
+            event_bus_url=self._event_bus_url(),
             notify_webhook_url=self._webhook_url(),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
@@ -234,6 +237,12 @@ class _Reader:
                 self._check_secret(f"PREVIOUS_SECRET_KEYS[{kid.strip()}]", key.strip())
             keys[kid.strip()] = key.strip()
         return keys
+
+    def _event_bus_url(self) -> str | None:
+        url = self.values.get("EVENT_BUS_URL", "").strip()
+        if url and urlsplit(url).scheme not in {"redis", "rediss"}:
+            self.problems.append(f"EVENT_BUS_URL must be a redis:// or rediss:// URL, got {url!r}")
+        return url or None
 
     def _webhook_url(self) -> str | None:
         url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()

@@ -19,4 +19,5 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.instruments",
     "models.surveys",
     "models.notifications",
+    "models.messaging",
 )

@@ -7,9 +7,12 @@ event before its transaction commits.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from tortoise import fields
@@ -60,3 +63,59 @@ async def record_event(
         occurred_at=now,
         payload=payload or {},
     )
+
+
+class DispatchCursor(Model):
+    """How far the shared dispatcher has published events (api.bus, Redis mode)."""
+
+    name = fields.CharField(max_length=32, primary_key=True)
+    last_seq = fields.BigIntField()
+
+    class Meta:
+        table = "dispatch_cursor"
+
+
+@dataclass(frozen=True)
+class BusEvent:
+    """A committed `DomainEvent` as subscribers receive it (published after commit, in order)."""
+
+    seq: int
+    type: str
+    resource_type: str
+    resource_id: UUID
+    patient_id: UUID | None
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: DomainEvent) -> BusEvent:
+        return cls(event.seq, event.type, event.resource_type, event.resource_id, event.patient_id, dict(event.payload))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "resourceType": self.resource_type,
+            "resourceId": str(self.resource_id),
+            "patientId": str(self.patient_id) if self.patient_id else None,
+            "payload": self.payload,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BusEvent:
+        patient = data.get("patientId")
+        return cls(
+            int(data["seq"]),
+            str(data["type"]),
+            str(data["resourceType"]),
+            UUID(str(data["resourceId"])),
+            UUID(str(patient)) if patient else None,
+            dict(data.get("payload") or {}),
+        )
+
+
+class EventBus(Protocol):
+    """Where committed events go for live subscribers (api.bus has the implementations)."""
+
+    async def publish(self, event: BusEvent) -> None: ...
+
+    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[BusEvent]]: ...

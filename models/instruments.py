@@ -148,7 +148,7 @@ def validate_answers(definition: InstrumentDefinition, answers: dict[str, int]) 
 
 
 def _numeric(link_id: str) -> tuple[int, str]:
-    return (int(link_id), link_id) if link_id.isdigit() else (10**6, link_id)
+    return (int(link_id), link_id) if link_id.isascii() and link_id.isdecimal() else (10**6, link_id)
 
 
 def total_score(definition: InstrumentDefinition, answers: dict[str, int]) -> Decimal | None:
@@ -224,7 +224,7 @@ async def load_definition(data: dict[str, Any]) -> bool:
 
 
 def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+    return tuple(int(part) if part.isascii() and part.isdecimal() else 0 for part in version.split("."))
 
 
 async def current_definitions() -> dict[str, InstrumentDefinition]:

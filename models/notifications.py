@@ -9,6 +9,7 @@ never see a duplicate (a crash between sending and recording) dedups on the noti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,8 @@ from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.quiet_hours import after_quiet_hours
+
 MAX_ATTEMPTS = 8
 LEASE = timedelta(minutes=2)
 BATCH = 200
@@ -32,6 +35,7 @@ class NotificationStatus(StrEnum):
     SENDING = "SENDING"
     SENT = "SENT"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # what it announced is no longer true (e.g. the survey was answered)
 
 
 class Notification(Model):
@@ -43,6 +47,8 @@ class Notification(Model):
     status = fields.CharEnumField(NotificationStatus, max_length=16, default=NotificationStatus.PENDING)
     created_at = fields.DatetimeField()
     not_before = fields.DatetimeField()
+    # Set unless the notification may break quiet hours (a safety check): retries respect them.
+    quiet_hours_zone = fields.CharField(max_length=64, null=True)
     attempts = fields.IntField(default=0)
     lease_until = fields.DatetimeField(null=True)
     sent_at = fields.DatetimeField(null=True)
@@ -58,6 +64,7 @@ MESSAGES = {
     "SURVEY_AVAILABLE": "A check-in is ready for you.",
     "SURVEY_REMINDER": "Reminder: a check-in is waiting for you.",
     "CHECK_IN_REMINDER": "Time for your daily check-in.",
+    "NEW_MESSAGE": "You have a new message.",
 }
 
 
@@ -83,7 +90,14 @@ Sender = Callable[[OutgoingNotification], Awaitable[None]]
 
 
 async def enqueue(
-    recipient_id: UUID, kind: str, link: str, *, dedup_key: str, now: datetime, not_before: datetime
+    recipient_id: UUID,
+    kind: str,
+    link: str,
+    *,
+    dedup_key: str,
+    now: datetime,
+    not_before: datetime,
+    quiet_hours_zone: str | None = None,
 ) -> None:
     """Queue one notification (inside the caller's transaction); the same `dedup_key` queues once."""
     if kind not in MESSAGES:
@@ -99,9 +113,20 @@ async def enqueue(
                 dedup_key=dedup_key,
                 created_at=now,
                 not_before=not_before,
+                quiet_hours_zone=quiet_hours_zone,
             )
     except IntegrityError:
         pass  # queued concurrently
+
+
+async def cancel_pending(*, prefixes: list[str]) -> int:
+    """Withdraw queued notifications whose dedup key starts with one of `prefixes`."""
+    withdrawn = 0
+    for prefix in prefixes:
+        withdrawn += await Notification.filter(dedup_key__startswith=prefix, status=NotificationStatus.PENDING).update(
+            status=NotificationStatus.CANCELLED
+        )
+    return withdrawn
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -111,7 +136,13 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 async def deliver_due(sender: Sender, *, now: datetime) -> int:
-    """Job: send what is due, each claimed with a lease. Returns how many were sent."""
+    """Job: send what is due, each claimed with a lease. Returns how many were sent.
+
+    The lease is taken from the time of each claim (the job's `now` plus the time the batch has
+    taken so far), and the batch stops before a lease could run out under a slow sender, so two
+    replicas never hold the same notification at once.
+    """
+    started = time.monotonic()
     due = (
         await Notification.filter(
             Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=now),
@@ -122,11 +153,15 @@ async def deliver_due(sender: Sender, *, now: datetime) -> int:
     )
     sent = 0
     for row in due:
+        elapsed = timedelta(seconds=time.monotonic() - started)
+        if elapsed > LEASE / 2:
+            break  # the rest waits for the next run
+        claimed_at = now + elapsed
         claimed = await Notification.filter(
-            Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=now),
+            Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=claimed_at),
             id=row.id,
             attempts=row.attempts,
-        ).update(status=NotificationStatus.SENDING, lease_until=now + LEASE, attempts=row.attempts + 1)
+        ).update(status=NotificationStatus.SENDING, lease_until=claimed_at + LEASE, attempts=row.attempts + 1)
         if claimed != 1:
             continue
         outgoing = OutgoingNotification(row.id, row.recipient_id, row.kind, MESSAGES[row.kind], row.link)
@@ -135,8 +170,11 @@ async def deliver_due(sender: Sender, *, now: datetime) -> int:
         except Exception as error:  # the sender's failure is data: retry later
             attempts = row.attempts + 1
             status = NotificationStatus.FAILED if attempts >= MAX_ATTEMPTS else NotificationStatus.PENDING
+            retry_at = now + retry_delay(attempts)
+            if row.quiet_hours_zone:
+                retry_at = after_quiet_hours(retry_at, row.quiet_hours_zone)
             await Notification.filter(id=row.id).update(
-                status=status, lease_until=None, not_before=now + retry_delay(attempts), last_error=str(error)[:300]
+                status=status, lease_until=None, not_before=retry_at, last_error=str(error)[:300]
             )
             continue
         await Notification.filter(id=row.id).update(status=NotificationStatus.SENT, sent_at=now, lease_until=None)

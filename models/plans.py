@@ -151,6 +151,9 @@ def ceiling_problem(ceiling: BloodPressure, policy: ClinicPolicy) -> str | None:
 def schedule_problem(schedule: tuple[ScheduledSurvey, ...]) -> str | None:
     if len(schedule) > 20:
         return "a survey schedule has at most 20 entries"
+    instruments = [item.instrument for item in schedule]
+    if len(set(instruments)) != len(instruments):
+        return "each instrument appears once in a survey schedule"
     for item in schedule:
         if item.instrument not in INSTRUMENT_CODES:
             return f"unknown instrument {item.instrument!r} (known: {', '.join(sorted(INSTRUMENT_CODES))})"

@@ -35,11 +35,11 @@ from models.idempotency import Outcome, run_once
 from models.instruments import ON_DEMAND, InstrumentDefinition, alert_spec, definition_of, score
 from models.plans import ScheduledSurvey
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+from models.quiet_hours import after_quiet_hours, in_quiet_hours
 
 POST_SESSION = "POST-SESSION"
 BATCH = 500
-# CLINICAL.md §6: quiet hours (local), reminders at half the window and 2 h before expiry.
-QUIET_START, QUIET_END = time(22, 0), time(8, 0)
+# CLINICAL.md §6: reminders at half the window and 2 h before expiry.
 LAST_REMINDER_BEFORE_EXPIRY = timedelta(hours=2)
 
 
@@ -94,21 +94,6 @@ class SurveyResponse(Entity):
 
 
 # ------------------------------------------------------------------ pure schedule rules
-
-
-def in_quiet_hours(moment: datetime, time_zone: str) -> bool:
-    local = moment.astimezone(ZoneInfo(time_zone)).time()
-    return local >= QUIET_START or local < QUIET_END
-
-
-def after_quiet_hours(moment: datetime, time_zone: str) -> datetime:
-    """`moment`, or the end of the quiet hours it falls in (08:00 local), CLINICAL.md §6."""
-    if not in_quiet_hours(moment, time_zone):
-        return moment
-    zone = ZoneInfo(time_zone)
-    local = moment.astimezone(zone)
-    day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
-    return datetime.combine(day, QUIET_END, tzinfo=zone).astimezone(moment.tzinfo)
 
 
 def reminder_times(available_at: datetime, expires_at: datetime, time_zone: str) -> list[datetime]:
@@ -186,7 +171,11 @@ async def schedule_follow_up(
     patient: Patient, session_id: UUID, ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *,
     back_to_baseline: bool, now: datetime,
 ) -> list[SurveyAssignment]:  # fmt: skip
-    """Insert a completed session's assignments (inside `completeDosingSession`'s transaction)."""
+    """Insert a completed session's assignments (inside `completeDosingSession`'s transaction).
+
+    A weekly PHQ-9 or GAD-7 not yet open within 3 days of the session's own is cancelled: the
+    patient answers one, not two (CLINICAL.md §6).
+    """
     created = []
     for planned in follow_up_schedule(
         ended_at, schedule, back_to_baseline=back_to_baseline, time_zone=patient.time_zone
@@ -203,6 +192,16 @@ async def schedule_follow_up(
         )
         await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
         created.append(assignment)
+        if planned.instrument in ("PHQ-9", "GAD-7"):
+            for weekly in await SurveyAssignment.filter(
+                patient_id=patient.id,
+                instrument=planned.instrument,
+                recurrence_key__isnull=False,
+                status=AssignmentStatus.SCHEDULED,
+                available_at__gte=planned.available_at - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+                available_at__lte=planned.available_at + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+            ):
+                await _move(weekly, AssignmentStatus.CANCELLED, now, next_reminder_at=None)
     return created
 
 
@@ -212,13 +211,20 @@ async def cancel_session_surveys(session_id: UUID, *, now: datetime) -> int:
     for assignment in await SurveyAssignment.filter(
         session_id=session_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
     ):
-        if await _move(assignment, AssignmentStatus.CANCELLED, now):
+        if await _move(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
             cancelled += 1
     return cancelled
 
 
+_CLOSED = (AssignmentStatus.COMPLETED, AssignmentStatus.EXPIRED, AssignmentStatus.CANCELLED)
+
+
 async def _move(assignment: SurveyAssignment, to: AssignmentStatus, now: datetime, **changes: Any) -> bool:
-    """Claim a transition with a conditional update; False if another worker moved it first."""
+    """Claim a transition with a conditional update; False if another worker moved it first.
+
+    A survey that closes takes its queued notifications with it: nobody is told that a check-in
+    is ready once it was answered, expired or cancelled.
+    """
     claimed = await SurveyAssignment.filter(
         id=assignment.id, status=assignment.status, version=assignment.version
     ).update(status=to, version=assignment.version + 1, updated_at=now, **changes)
@@ -227,39 +233,59 @@ async def _move(assignment: SurveyAssignment, to: AssignmentStatus, now: datetim
     assignment.status, assignment.version = to, assignment.version + 1
     for name, value in changes.items():
         setattr(assignment, name, value)
+    if to in _CLOSED:
+        await notifications.cancel_pending(
+            prefixes=[f"survey-available:{assignment.id}", f"survey-reminder:{assignment.id}:"]
+        )
     await _event(assignment, f"SurveyAssignment.{to.value.lower()}", Operation.UPDATED, now)
     return True
 
 
+def _notify_from(assignment: SurveyAssignment, moment: datetime, time_zone: str) -> datetime:
+    """When a survey's notification may go out: never in quiet hours, except the post-session
+    check (a safety check), CLINICAL.md §6."""
+    return moment if assignment.instrument == POST_SESSION else after_quiet_hours(moment, time_zone)
+
+
 async def open_due_surveys(*, now: datetime) -> int:
-    """Job: scheduled surveys whose time has come become available, and their patient is told."""
+    """Job: scheduled surveys whose time has come become available, and their patient is told.
+
+    Rows are taken with SKIP LOCKED on PostgreSQL, so replicas share a backlog instead of
+    fighting over the same batch; the conditional update in `_move` is the final word anyway.
+    """
     opened = 0
-    due = (
-        await SurveyAssignment.filter(status=AssignmentStatus.SCHEDULED, available_at__lte=now)
-        .order_by("available_at")
-        .limit(BATCH)
-        .prefetch_related("patient__user")
-    )
-    for assignment in due:
-        if assignment.expires_at <= now:
-            continue  # the expiry job will take it
-        async with in_transaction():
+    async with in_transaction():
+        due = (
+            await SurveyAssignment.filter(status=AssignmentStatus.SCHEDULED, available_at__lte=now, expires_at__gt=now)
+            .order_by("available_at")
+            .limit(BATCH)
+            .select_for_update(skip_locked=True)
+        )
+        patient_ids = {assignment.patient_id for assignment in due}  # type: ignore[attr-defined]
+        patients = {patient.id: patient for patient in await Patient.filter(id__in=patient_ids)}
+        users: dict[UUID, UUID] = {pid: patient.user_id for pid, patient in patients.items()}  # type: ignore[attr-defined]
+        zones: dict[UUID, str] = {pid: patient.time_zone for pid, patient in patients.items()}
+        for assignment in due:
             if not await _move(assignment, AssignmentStatus.AVAILABLE, now):
                 continue
+            patient_id = assignment.patient_id  # type: ignore[attr-defined]
             await notifications.enqueue(
-                assignment.patient.user.id,
+                users[patient_id],
                 "SURVEY_AVAILABLE",
                 f"survey/{assignment.id}",
                 dedup_key=f"survey-available:{assignment.id}",
                 now=now,
-                not_before=max(assignment.notify_at, now),
+                not_before=_notify_from(assignment, max(assignment.notify_at, now), zones[patient_id]),
+                quiet_hours_zone=None if assignment.instrument == POST_SESSION else zones[patient_id],
             )
-        opened += 1
+            opened += 1
     return opened
 
 
 async def send_reminders(*, now: datetime) -> int:
-    """Job: remind about open surveys at their reminder times (each reminder once)."""
+    """Job: remind about open surveys at their reminder times (each reminder once, never in
+    quiet hours: one that falls due in them, e.g. after downtime, waits until 08:00 or is dropped
+    if the survey closes first)."""
     reminded = 0
     due = (
         await SurveyAssignment.filter(status=AssignmentStatus.AVAILABLE, next_reminder_at__lte=now)
@@ -271,20 +297,23 @@ async def send_reminders(*, now: datetime) -> int:
         times = [datetime.fromisoformat(moment) for moment in assignment.reminder_times]
         number = assignment.reminders_sent
         following = times[number + 1] if number + 1 < len(times) else None
+        zone = assignment.patient.time_zone
+        send_at = after_quiet_hours(now, zone)
         async with in_transaction():
             claimed = await SurveyAssignment.filter(
                 id=assignment.id, status=AssignmentStatus.AVAILABLE, reminders_sent=number
             ).update(reminders_sent=number + 1, next_reminder_at=following, updated_at=now)
             if claimed != 1:
                 continue
-            if assignment.expires_at - now > timedelta(minutes=15):  # a reminder as it closes is noise
+            if assignment.expires_at - send_at > timedelta(minutes=15):  # a reminder as it closes is noise
                 await notifications.enqueue(
                     assignment.patient.user.id,
                     "SURVEY_REMINDER",
                     f"survey/{assignment.id}",
                     dedup_key=f"survey-reminder:{assignment.id}:{number + 1}",
                     now=now,
-                    not_before=now,
+                    not_before=send_at,
+                    quiet_hours_zone=zone,
                 )
                 reminded += 1
     return reminded
@@ -352,16 +381,23 @@ async def schedule_recurring_surveys(*, now: datetime) -> int:
         opening = next_weekly_opening(plan.created_at, now, patient.time_zone)
         for instrument in WEEKLY_SURVEYS:
             key = f"weekly:{patient.id}:{instrument}:{opening.date().isoformat()}"
-            if await SurveyAssignment.exists(recurrence_key=key):
-                continue
-            if instrument != "WEEKLY-SAFETY" and await SurveyAssignment.exists(
+            near_session_survey = instrument != "WEEKLY-SAFETY" and await SurveyAssignment.exists(
                 patient_id=patient.id,
                 instrument=instrument,
                 session_id__isnull=False,
                 status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
                 available_at__gte=opening - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
                 available_at__lte=opening + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
-            ):
+            )
+            existing = await SurveyAssignment.get_or_none(recurrence_key=key)
+            if existing is not None:
+                # Cancelled by a hold that has since been lifted: the plan is active again.
+                revive = existing.status is AssignmentStatus.CANCELLED and existing.available_at > now
+                if revive and not near_session_survey:
+                    revived = await _move(existing, AssignmentStatus.SCHEDULED, now, next_reminder_at=_first(existing))
+                    created += int(revived)
+                continue
+            if near_session_survey:
                 continue
             expires_at = opening + WEEKLY_WINDOW
             reminders = reminder_times(opening, expires_at, patient.time_zone)
@@ -382,6 +418,10 @@ async def schedule_recurring_surveys(*, now: datetime) -> int:
                 continue  # another replica scheduled it
             created += 1
     return created
+
+
+def _first(assignment: SurveyAssignment) -> datetime | None:
+    return datetime.fromisoformat(assignment.reminder_times[0]) if assignment.reminder_times else None
 
 
 async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
@@ -469,41 +509,46 @@ def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], po
 
 
 async def _assignment_to_answer(patient_id: UUID, data: NewResponse, now: datetime) -> SurveyAssignment | None:
+    """The assignment being answered, locked for this transaction, if it may be answered now."""
     if data.assignment_id is None:
         if data.instrument not in ON_DEMAND:
             on_demand = ", ".join(sorted(ON_DEMAND))
             raise InvalidInput("instrument", f"give an assignmentId, or an instrument taken at any time: {on_demand}")
         return None
-    assignment = await SurveyAssignment.get_or_none(id=data.assignment_id, patient_id=patient_id)
+    assignment = await SurveyAssignment.filter(id=data.assignment_id, patient_id=patient_id).select_for_update().first()
     if assignment is None:
         raise NotFound("survey assignment")
     if data.instrument is not None and data.instrument != assignment.instrument:
         raise InvalidInput("instrument", f"this assignment is a {assignment.instrument}, not a {data.instrument}")
-    if assignment.status is AssignmentStatus.SCHEDULED and assignment.available_at > now:
-        raise Conflict("this survey is not open yet")
-    if assignment.status in (AssignmentStatus.EXPIRED, AssignmentStatus.CANCELLED) or assignment.expires_at <= now:
-        raise Conflict(
-            f"this survey is {'cancelled' if assignment.status is AssignmentStatus.CANCELLED else 'expired'}"
-        )
     if assignment.status is AssignmentStatus.COMPLETED:
         raise Conflict("this survey is already answered")
-    return assignment
+    if assignment.status is AssignmentStatus.CANCELLED:
+        raise Conflict("this survey is cancelled")
+    if assignment.status is AssignmentStatus.EXPIRED or assignment.expires_at <= now:
+        raise Conflict("this survey is expired")
+    if assignment.available_at > now:
+        raise Conflict("this survey is not open yet")
+    return assignment  # AVAILABLE, or SCHEDULED whose time has come (the open job may lag)
 
 
 async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: datetime, policy: ClinicPolicy) -> Outcome:
-    """Score a patient's answers on the server; alert rules raise alerts and return advice."""
+    """Score a patient's answers on the server; alert rules raise alerts and return advice.
+
+    Everything is checked inside the idempotent write, so a retry with the same key gets the
+    first result back (crisis resources included) rather than "already answered".
+    """
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
         raise Forbidden("surveys are answered by the patient")
     patient_id = viewer.patient_id
-    assignment = await _assignment_to_answer(patient_id, data, now)
-    code = assignment.instrument if assignment else data.instrument
-    assert code is not None
-    definition = await definition_of(code)
-    baseline = await pain_baseline(patient_id) if code == "PAIN-NRS" else None
-    result = score(definition, data.answers, baseline=baseline)
 
     async def write() -> Outcome:
         async with in_transaction():
+            assignment = await _assignment_to_answer(patient_id, data, now)
+            code = assignment.instrument if assignment else data.instrument
+            assert code is not None
+            definition = await definition_of(code)
+            baseline = await pain_baseline(patient_id) if code == "PAIN-NRS" else None
+            result = score(definition, data.answers, baseline=baseline)
             response = await SurveyResponse.create(
                 patient_id=patient_id,
                 assignment_id=assignment.id if assignment else None,
@@ -514,15 +559,11 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
                 severity=result.severity,
                 submitted_at=now,
             )
-            if assignment is not None and not await _move(
-                assignment,
-                AssignmentStatus.COMPLETED,
-                now,
-                completed_at=now,
-                response_id=response.id,
-                next_reminder_at=None,
-            ):
-                raise Conflict("this survey was answered or closed meanwhile")
+            if assignment is not None:
+                await _move(
+                    assignment, AssignmentStatus.COMPLETED, now, completed_at=now, response_id=response.id,
+                    next_reminder_at=None,
+                )  # fmt: skip
             patient = await Patient.get(id=patient_id)
             specs = [alert_spec(definition, rule) for rule in result.alerts]
             await raise_alerts(specs, patient=patient, source_type="SurveyResponse", source_id=response.id, now=now)

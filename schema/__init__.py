@@ -16,16 +16,17 @@ from schema.audit import AuditQuery
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import protections
+from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, SurveyQuery, AuditQuery):
+class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery):
     pass
 
 
 @strawberry.type
-class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation):
+class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation):
     pass
 
 
@@ -40,6 +41,7 @@ def build_schema(
     return KetafollowSchema(
         query=Query,
         mutation=Mutation,
+        subscription=LiveSubscription,
         types=list(ERROR_TYPES),
         extensions=protections(
             max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens, introspection=introspection

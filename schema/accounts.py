@@ -229,11 +229,18 @@ async def patient_connection(
     )
 
 
+async def _load_threads(info: Info[Context, None], node_ids: list[str]) -> list[Any]:
+    from schema.messaging import MessageThreadType  # messaging's types refer to Patient
+
+    return await MessageThreadType.load_nodes(info, node_ids)
+
+
 NodeLoader = Callable[[Info[Context, None], list[str]], Awaitable[list[Any]]]
 NODE_LOADERS: dict[str, NodeLoader] = {
     "Patient": PatientType.load_nodes,
     "Provider": ProviderType.load_nodes,
     "CareTeam": CareTeamType.load_nodes,
+    "MessageThread": _load_threads,
 }
 
 

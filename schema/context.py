@@ -9,6 +9,7 @@ from typing import Any
 
 from models.access import Viewer
 from models.clock import Clock
+from models.events import EventBus
 from models.policy import DEFAULT_POLICY, ClinicPolicy
 
 
@@ -27,6 +28,8 @@ class Context:
     connection_params: dict[str, Any] | None = None
     reauthenticate: Callable[[], Awaitable[Viewer]] | None = None
     transport: Any = None
+    # Where subscriptions listen for committed events (api.bus).
+    bus: EventBus | None = None
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from models import alerts, checkins, dosing, plans, side_effects, surveys
+from models import alerts, checkins, dosing, messaging, plans, side_effects, surveys
 from models.access import Viewer, load_user_viewer
 from models.accounts import Patient, User
 from models.audit import AuditTrail
@@ -126,7 +126,12 @@ async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
                 entry = checkins.NewCheckIn(recorded_at=recorded, pain=pain, mood=10 - pain, sleep=6)
                 await checkins.submit_check_in(patient, entry, now=recorded + timedelta(minutes=5), policy=policy)
             await _story(course, patient, provider, plan, sessions, now, policy)
+            await _conversation(course, patient, provider, now, policy)
         added.append(f"clinical history of {course.patient}")
+    # The notifications of this made-up past went out back then: none is pending now.
+    await Notification.filter(status=NotificationStatus.PENDING, created_at__lte=now).update(
+        status=NotificationStatus.SENT, sent_at=now
+    )
     return added
 
 
@@ -177,10 +182,44 @@ async def _answer_follow_ups(
         )
         await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
     await surveys.expire_overdue_surveys(now=now)
-    # The notifications of this made-up past went out back then: none is pending now.
-    await Notification.filter(recipient_id=patient.id, status=NotificationStatus.PENDING, not_before__lt=now).update(
-        status=NotificationStatus.SENT, sent_at=now
-    )
+
+
+CONVERSATIONS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "alex@demo.test": (
+        "Questions about my sessions",
+        [
+            ("patient", "Is it normal to feel a bit foggy the morning after a session?"),
+            ("provider", "A little fogginess the next morning is common. Tell us if it lasts past midday."),
+            ("patient", "Thanks, it cleared by 10am."),
+            ("provider", "Good. Your pain scores are trending down nicely; keep logging your check-ins."),
+        ],
+    ),
+    "blair@demo.test": (
+        "Blood pressure before sessions",
+        [
+            ("patient", "My blood pressure was high again before my session yesterday."),
+            ("provider", "Thanks for not dosing. Please rest 10 minutes and re-measure before the next session."),
+        ],
+    ),
+}
+
+
+async def _conversation(
+    course: DemoCourse, patient: Viewer, provider: Viewer, now: datetime, policy: ClinicPolicy
+) -> None:
+    """A thread for the demo patients who have one; the provider's last reply is unread."""
+    if course.patient not in CONVERSATIONS:
+        return
+    subject, lines = CONVERSATIONS[course.patient]
+    at = now - timedelta(days=2)
+    thread = await messaging.create_thread(patient, subject, patient_id=None, now=at)
+    for index, (who, body) in enumerate(lines):
+        at += timedelta(hours=3)
+        author = patient if who == "patient" else provider
+        await messaging.send_message(author, messaging.NewMessage(thread.id, body), now=at, policy=policy)
+        if index < len(lines) - 1:
+            await messaging.mark_thread_read(patient, thread.id, now=at + timedelta(minutes=30))
+            await messaging.mark_thread_read(provider, thread.id, now=at + timedelta(minutes=30))
 
 
 async def _story(

@@ -23,6 +23,7 @@ from api.database import use_database
 from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
 from models.dosing import CHECKLIST, DosingSession
+from models.messaging import MessageThread
 from models.plans import TreatmentPlan
 from schema import build_schema
 from tests.conftest import Tokens
@@ -150,6 +151,19 @@ PROBES.update(
         ),
         "acknowledgeAlert": _mutation("acknowledgeAlert", "alertId: $alert", "$alert: ID!"),
         "instruments": Probe("{ instruments { code } }", lambda body: bool(_data(body, "instruments"))),
+        "threads": Probe(
+            "{ threads { edges { node { patient { givenName } } } } }",
+            lambda body: any(
+                ((edge["node"]["patient"] or {}).get("givenName") == "Alex")
+                for edge in (_data(body, "threads") or {}).get("edges", [])
+            ),
+        ),
+        "unreadMessageCount": Probe(
+            "{ unreadMessageCount }", lambda body: _data(body, "unreadMessageCount") is not None
+        ),
+        "createMessageThread": _mutation("createMessageThread", 'subject: "hello", patientId: $id', "$id: ID!"),
+        "sendMessage": _mutation("sendMessage", 'threadId: $thread, body: "hello"', "$thread: ID!"),
+        "markThreadRead": _mutation("markThreadRead", "threadId: $thread", "$thread: ID!"),
         "submitSurveyResponse": _mutation(
             "submitSurveyResponse", 'instrument: "PAIN-NRS", answers: [{ linkId: "1", value: 4 }]'
         ),
@@ -186,6 +200,14 @@ MATRIX: dict[str, frozenset[str]] = {
     "submitCheckIn": PATIENTS,
     "reportSideEffect": PATIENTS,
     "submitSurveyResponse": PATIENTS,
+    # Alex's thread: Alex and Alex's care team, nobody else.
+    "threads": frozenset({"alex", "provider_in_team"}),
+    "sendMessage": frozenset({"alex", "provider_in_team"}),
+    "markThreadRead": frozenset({"alex", "provider_in_team"}),
+    # Everyone's own count (0 for those who take part in no thread): no one else's data.
+    "unreadMessageCount": EVERYONE,
+    # A patient opens a thread with their own team (Blair: hers); a provider with a team patient.
+    "createMessageThread": frozenset({"alex", "blair", "provider_in_team"}),
     # Instrument definitions are not patient data: every signed-in viewer may read them.
     "instruments": EVERYONE,
     # Alex's session: Blair cannot complete it (it looks missing to her).
@@ -229,12 +251,14 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         plan = await TreatmentPlan.get(patient=alex)
         session = await DosingSession.filter(patient=alex).order_by("-started_at").first()
         alert = await Alert.get(patient=alex)
+        thread = await MessageThread.get(patient=alex)
         assert session is not None
     variables = {
         "id": str(relay.GlobalID("Patient", str(alex.id))),
         "plan": str(relay.GlobalID("TreatmentPlan", str(plan.id))),
         "session": str(relay.GlobalID("DosingSession", str(session.id))),
         "alert": str(relay.GlobalID("Alert", str(alert.id))),
+        "thread": str(relay.GlobalID("MessageThread", str(thread.id))),
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

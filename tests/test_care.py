@@ -126,6 +126,8 @@ async def test_doses_outside_the_formulation_limits_are_refused_with_the_limit_n
     assert contraindicated["field"] == "structuralContraindications"
     assert (await create_plan(client, rivera, blair, plannedSessions=0))["field"] == "plannedSessions"
     assert (await create_plan(client, rivera, blair, dose=100.125))["field"] == "dose"
+    twice = [{"instrument": "PHQ-9", "offsetMinutes": 10080, "windowMinutes": 4320}] * 2
+    assert (await create_plan(client, rivera, blair, surveySchedule=twice))["field"] == "surveySchedule"
 
 
 async def test_an_admin_sees_who_a_patient_is_but_not_their_clinical_record(

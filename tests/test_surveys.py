@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,7 +23,7 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.errors import InvalidInput
 from models.instruments import InstrumentDefinition, score
-from models.notifications import OutgoingNotification
+from models.notifications import Notification, OutgoingNotification
 from models.plans import DEFAULT_SURVEY_SCHEDULE
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
@@ -348,7 +349,8 @@ async def test_surveys_due_during_downtime_are_delivered_once_after_a_restart(
     alex_links = {f"survey/{assignment.id}" for assignment in assigned.values()}
     assert [n.link for n in sender.sent if n.link in alex_links] == [f"survey/{assigned['PAIN-NRS'].id}"]
     # Other patients' surveys that fell due meanwhile were announced too, each once.
-    assert len({n.link for n in sender.sent}) == len(sender.sent)
+    announced = [n.link for n in sender.sent if n.kind == "SURVEY_AVAILABLE"]
+    assert len(set(announced)) == len(announced)
 
 
 async def _wait_for_run(scheduler: Any, job_id: str, *, seconds: float = 10) -> None:
@@ -446,3 +448,93 @@ async def test_the_daily_check_in_reminder_comes_at_seven_pm_local_once_and_not_
         alex = await Patient.get(user__email="alex@demo.test").prefetch_related("user")
     reminders = [n for n in sender.sent if n.kind == "CHECK_IN_REMINDER"]
     assert [n.recipient_id for n in reminders] == [alex.user.id]
+
+
+async def test_a_retried_answer_with_its_key_replays_the_first_result_and_its_crisis_resources(
+    client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    given = as_input(answers(1, 1, 1, 1, 1, 1, 1, 1, 2))
+    variables = {"input": {"instrument": "PHQ-9", "answers": given, "idempotencyKey": "phq9-2026-11-25"}}
+    first = await gql(client, SUBMIT, variables, token=tokens.user("alex@demo.test"))
+    second = await gql(client, SUBMIT, variables, token=tokens.user("alex@demo.test"))
+    assert first == second
+    assert "988" in second["data"]["submitSurveyResponse"]["crisisResources"]
+
+
+async def test_after_downtime_nothing_is_pushed_in_quiet_hours_and_answered_surveys_are_not_announced(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    await complete_a_session(client, tokens, clock)  # ends 17:30 UTC (12:30 New York)
+    assigned = await alex_assignments(app)
+    sender = RecordingSender()
+    # Back up at 03:00 New York the next day: the pain NRS (due 12:30) waits until 08:00.
+    clock.set(datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
+    with use_database(app.state.database):
+        await run_jobs(clock, sender)
+        pain = await surveys.SurveyAssignment.get(id=assigned["PAIN-NRS"].id)
+        assert pain.status is surveys.AssignmentStatus.AVAILABLE
+        assert [n.kind for n in sender.sent] == []
+        queued = await Notification.get(dedup_key=f"survey-available:{pain.id}")
+        assert queued.not_before == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
+    # Alex answers at 07:00 local, before the held notification would have gone out.
+    clock.set(datetime(2026, 11, 27, 12, 0, tzinfo=UTC))
+    from strawberry import relay
+
+    answer = {"assignmentId": str(relay.GlobalID("SurveyAssignment", str(pain.id))), "answers": as_input(answers(3))}
+    await gql(client, SUBMIT, {"input": answer}, token=tokens.fresh("alex@demo.test"))
+    clock.set(datetime(2026, 11, 27, 13, 30, tzinfo=UTC))
+    with use_database(app.state.database):
+        await run_jobs(clock, sender)
+    assert f"survey/{pain.id}" not in [n.link for n in sender.sent]
+
+
+async def test_a_hold_then_resume_brings_the_weekly_surveys_back(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        await survey_jobs.schedule_recurring_surveys(job_env(clock))
+    plan = (await gql(client, "{ me { patient { treatmentPlan { id } } } }", token=tokens.user("blair@demo.test")))[
+        "data"
+    ]["me"]["patient"]["treatmentPlan"]["id"]
+    rivera = tokens.user("dr.rivera@demo.test")
+    for mutation in ("holdTreatmentPlan", "resumeTreatmentPlan"):
+        query = (
+            f'mutation($p: ID!) {{ {mutation}(input: {{planId: $p, reason: "review"}}) {{ result {{ __typename }} }} }}'
+        )
+        await gql(client, query, {"p": plan}, token=rivera)
+    with use_database(app.state.database):
+        await survey_jobs.schedule_recurring_surveys(job_env(clock))
+        statuses = await surveys.SurveyAssignment.filter(
+            patient__user__email="blair@demo.test", recurrence_key__isnull=False
+        ).values_list("status", flat=True)
+    assert statuses
+    assert set(statuses) == {surveys.AssignmentStatus.SCHEDULED}
+
+
+async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_change(app: Starlette) -> None:
+    with use_database(app.state.database):
+        patient = await Patient.get(user__email="alex@demo.test").prefetch_related("user")
+        # A session ended at 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday.
+        ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
+        await surveys.schedule_follow_up(
+            patient, uuid.uuid4(), ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, now=ended
+        )
+        peg = await surveys.SurveyAssignment.filter(patient=patient, instrument="PEG-3").order_by("-created_at").first()
+        assert peg is not None
+        clock = ManualClock(datetime(2026, 11, 3, 20, 59, tzinfo=UTC))  # 15:59 EST
+        sender = RecordingSender()
+        await run_jobs(clock, sender)
+        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.SCHEDULED
+        clock.set(datetime(2026, 11, 3, 21, 0, tzinfo=UTC))  # 16:00 EST: three local days later
+        await run_jobs(clock, sender)
+        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.AVAILABLE
+        # 48 h window: reminders at 16:00 EST on 4 November (half) and 14:00 EST on 5 November.
+        clock.set(datetime(2026, 11, 4, 21, 0, tzinfo=UTC))
+        await run_jobs(clock, sender)
+        clock.set(datetime(2026, 11, 5, 19, 0, tzinfo=UTC))
+        await run_jobs(clock, sender)
+        clock.set(datetime(2026, 11, 5, 21, 0, tzinfo=UTC))
+        await run_jobs(clock, sender)
+        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.EXPIRED
+    kinds = [n.kind for n in sender.sent if n.link == f"survey/{peg.id}"]
+    assert kinds == ["SURVEY_AVAILABLE", "SURVEY_REMINDER", "SURVEY_REMINDER"]

@@ -1,0 +1,291 @@
+"""Secure messaging between a patient and their care team: threads, messages, read state.
+
+Messages are numbered within their thread (under a lock on the thread row), and a participant's
+read state is the highest number they have read, so unread counts stay exact however reads and
+sends interleave. The participants of a thread are the patient and the providers of the
+patient's care team (as the team is now, not as it was). A patient's words are scanned for
+crisis wording (CLINICAL.md §7): the message is still delivered, the care team is alerted, and
+the patient gets the crisis resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.functions import Count
+from tortoise.transactions import in_transaction
+
+from models import alert_rules, notifications
+from models.access import Viewer
+from models.accounts import Patient, Provider, Role, User
+from models.alerts import raise_alerts
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.base import Entity
+from models.crisis import crisis_matches
+from models.directory import audit_patient_read
+from models.errors import Forbidden, InvalidInput, NotFound
+from models.events import Operation, record_event
+from models.idempotency import Outcome, run_once
+from models.policy import ClinicPolicy
+
+MAX_BODY = 4000
+MAX_SUBJECT = 120
+
+
+class MessageThread(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="message_threads", on_delete=fields.RESTRICT
+    )
+    subject = fields.CharField(max_length=MAX_SUBJECT)
+    message_count = fields.IntField(default=0)
+    last_message_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "message_thread"
+        indexes = (("patient_id", "last_message_at"),)
+
+
+class Message(Entity):
+    thread: fields.ForeignKeyRelation[MessageThread] = fields.ForeignKeyField(
+        "ketafollow.MessageThread", related_name="messages", on_delete=fields.RESTRICT
+    )
+    number = fields.IntField()
+    sender: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "ketafollow.User", related_name="messages_sent", on_delete=fields.RESTRICT
+    )
+    body = fields.TextField()
+    sent_at = fields.DatetimeField()
+    reply_to_id = fields.UUIDField(null=True)
+
+    class Meta:
+        table = "message"
+        unique_together = (("thread_id", "number"),)
+
+
+class ThreadReadState(Entity):
+    thread: fields.ForeignKeyRelation[MessageThread] = fields.ForeignKeyField(
+        "ketafollow.MessageThread", related_name="read_states", on_delete=fields.RESTRICT
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "ketafollow.User", related_name="thread_read_states", on_delete=fields.RESTRICT
+    )
+    last_read_number = fields.IntField(default=0)
+    last_read_at = fields.DatetimeField()
+
+    class Meta:
+        table = "thread_read_state"
+        unique_together = (("thread_id", "user_id"),)
+
+
+def _threads_visible_to(viewer: Viewer) -> Q:
+    """A patient's own threads; a provider's care teams' patients' threads. Nobody else."""
+    if viewer.is_role(Role.PATIENT) and viewer.patient_id is not None:
+        return Q(patient_id=viewer.patient_id)
+    if viewer.is_role(Role.PROVIDER):
+        return Q(patient__care_team_id__in=list(viewer.care_team_ids))
+    return Q(pk=None)
+
+
+def _require_participant_role(viewer: Viewer) -> None:
+    if not (viewer.is_role(Role.PATIENT) or viewer.is_role(Role.PROVIDER)):
+        raise Forbidden("messages are between a patient and their care team")
+
+
+async def get_thread(viewer: Viewer, thread_id: UUID) -> MessageThread:
+    """The thread, if the viewer takes part in it; `NotFound` otherwise (audited)."""
+    thread = await MessageThread.filter(_threads_visible_to(viewer), id=thread_id).first()
+    if thread is None:
+        viewer.audit.add(AuditEntry(AuditAction.READ, "MessageThread", AuditOutcome.DENIED, resource_id=str(thread_id)))
+        raise NotFound("thread")
+    audit_patient_read(viewer, thread.patient_id, "MessageThread")  # type: ignore[attr-defined]
+    return thread
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    last_message_at: datetime
+    id: UUID
+
+
+async def list_threads(viewer: Viewer, *, limit: int, after: ThreadCursor | None = None) -> list[MessageThread]:
+    """The viewer's threads, the most recently active first."""
+    _require_participant_role(viewer)
+    query = MessageThread.filter(_threads_visible_to(viewer))
+    if after is not None:
+        query = query.filter(
+            Q(last_message_at__lt=after.last_message_at) | Q(last_message_at=after.last_message_at, id__lt=after.id)
+        )
+    threads = list(await query.order_by("-last_message_at", "-id").limit(limit))
+    for thread in threads:
+        audit_patient_read(viewer, thread.patient_id, "MessageThread")  # type: ignore[attr-defined]
+    return threads
+
+
+async def list_messages(
+    viewer: Viewer, thread_id: UUID, *, limit: int, before_number: int | None = None
+) -> list[Message]:
+    """A thread's messages, newest first; `before_number` continues a page."""
+    thread = await get_thread(viewer, thread_id)
+    query = Message.filter(thread_id=thread.id)
+    if before_number is not None:
+        query = query.filter(number__lt=before_number)
+    return list(await query.order_by("-number").limit(limit))
+
+
+async def messages_after(viewer: Viewer, thread_id: UUID, number: int) -> list[Message]:
+    """What a reconnecting client missed: messages after `number`, oldest first (at most 500)."""
+    thread = await get_thread(viewer, thread_id)
+    return list(await Message.filter(thread_id=thread.id, number__gt=number).order_by("number").limit(500))
+
+
+async def unread_counts(viewer: Viewer, thread_ids: list[UUID]) -> dict[UUID, int]:
+    """Unread messages per thread for the viewer: others' messages after their read mark (two
+    queries for any number of threads)."""
+    if not thread_ids:
+        return {}
+    marks = {
+        state.thread_id: state.last_read_number  # type: ignore[attr-defined]
+        for state in await ThreadReadState.filter(user_id=viewer.id, thread_id__in=thread_ids)
+    }
+    unread = Q(
+        *[Q(thread_id=thread_id, number__gt=marks.get(thread_id, 0)) for thread_id in thread_ids], join_type="OR"
+    )
+    rows = (
+        await Message.filter(unread)
+        .exclude(sender_id=viewer.id)
+        .annotate(unread=Count("id"))
+        .group_by("thread_id")
+        .values("thread_id", "unread")
+    )
+    counts = dict.fromkeys(thread_ids, 0)
+    for row in rows:
+        counts[UUID(str(row["thread_id"]))] = int(row["unread"])
+    return counts
+
+
+async def total_unread(viewer: Viewer) -> int:
+    ids: list[UUID] = [thread.id for thread in await MessageThread.filter(_threads_visible_to(viewer)).only("id")]
+    counts = await unread_counts(viewer, ids)
+    return sum(counts.values())
+
+
+async def create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime) -> MessageThread:
+    """A new thread: a patient's with their care team, or a provider's with a team patient."""
+    _require_participant_role(viewer)
+    cleaned = " ".join(subject.split())
+    if not cleaned or len(cleaned) > MAX_SUBJECT:
+        raise InvalidInput("subject", f"subject must be 1 to {MAX_SUBJECT} characters")
+    if viewer.is_role(Role.PATIENT):
+        patient = await Patient.get(id=viewer.patient_id)
+    else:
+        found = await Patient.get_or_none(id=patient_id) if patient_id else None
+        if found is None or found.care_team_id not in viewer.care_team_ids:  # type: ignore[attr-defined]
+            raise NotFound("patient")
+        patient = found
+    async with in_transaction():
+        thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
+        await record_event(
+            "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
+            operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
+        )  # fmt: skip
+        entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
+        await record_now(viewer, entry, now=now, trail=viewer.audit)
+    return thread
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    thread_id: UUID
+    body: str
+    reply_to_id: UUID | None = None
+    idempotency_key: str | None = None
+
+
+async def participants(thread: MessageThread) -> list[UUID]:
+    """User ids of everyone in the thread: the patient and the care team's providers."""
+    patient = await Patient.get(id=thread.patient_id)  # type: ignore[attr-defined]
+    team: UUID = patient.care_team_id  # type: ignore[attr-defined]
+    providers: list[UUID] = [provider.user_id for provider in await Provider.filter(care_teams__id=team)]  # type: ignore[attr-defined]
+    patient_user: UUID = patient.user_id  # type: ignore[attr-defined]
+    return [patient_user, *providers]
+
+
+async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Post a message; the others in the thread are notified, and crisis wording from a patient
+    alerts the care team (the message is delivered all the same)."""
+    _require_participant_role(viewer)
+    body = data.body.strip()
+    if not body or len(body) > MAX_BODY:
+        raise InvalidInput("body", f"a message is 1 to {MAX_BODY} characters")
+    thread = await get_thread(viewer, data.thread_id)
+    if data.reply_to_id is not None and not await Message.exists(id=data.reply_to_id, thread_id=thread.id):
+        raise InvalidInput("replyToId", "replyToId is not a message of this thread")
+    matches = crisis_matches(body) if viewer.is_role(Role.PATIENT) else []
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            locked = await MessageThread.filter(id=thread.id).select_for_update().first()
+            assert locked is not None
+            locked.message_count += 1
+            locked.last_message_at = now
+            await locked.save(update_fields=["message_count", "last_message_at", "updated_at"])
+            message = await Message.create(
+                thread=locked, number=locked.message_count, sender_id=viewer.id, body=body, sent_at=now,
+                reply_to_id=data.reply_to_id,
+            )  # fmt: skip
+            await _mark_read(viewer.id, locked.id, locked.message_count, now)
+            patient_id: UUID = locked.patient_id  # type: ignore[attr-defined]
+            await record_event(
+                "Message.created", resource_type="Message", resource_id=message.id, operation=Operation.CREATED,
+                version=1, now=now, patient_id=patient_id,
+                payload={"threadId": str(locked.id), "number": message.number, "senderId": str(viewer.id)},
+            )  # fmt: skip
+            for recipient in await participants(locked):
+                if recipient != viewer.id:
+                    await notifications.enqueue(
+                        recipient, "NEW_MESSAGE", f"thread/{locked.id}",
+                        dedup_key=f"message:{message.id}:{recipient}", now=now, not_before=now,
+                    )  # fmt: skip
+            if spec := alert_rules.crisis_language_alert(matches, "a message"):
+                patient = await Patient.get(id=patient_id)
+                await raise_alerts([spec], patient=patient, source_type="Message", source_id=message.id, now=now)
+            entry = AuditEntry(AuditAction.CREATE, "Message", AuditOutcome.SUCCESS, patient_id, str(message.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        advice: dict[str, Any] = {"crisisResources": policy.crisis_text()} if matches else {}
+        return Outcome(message.id, advice)
+
+    request = {"thread": str(data.thread_id), "body": body, "replyTo": str(data.reply_to_id)}
+    return await run_once(viewer, "sendMessage", data.idempotency_key, request, write, now=now)
+
+
+async def _mark_read(user_id: UUID, thread_id: UUID, number: int, now: datetime) -> None:
+    """Raise the read mark to `number` (never lower it: reads may arrive out of order)."""
+    updated = await ThreadReadState.filter(user_id=user_id, thread_id=thread_id, last_read_number__lt=number).update(
+        last_read_number=number, last_read_at=now, updated_at=now
+    )
+    if updated == 0 and not await ThreadReadState.exists(user_id=user_id, thread_id=thread_id):
+        await ThreadReadState.create(user_id=user_id, thread_id=thread_id, last_read_number=number, last_read_at=now)
+
+
+async def mark_thread_read(viewer: Viewer, thread_id: UUID, *, now: datetime) -> MessageThread:
+    """Everything in the thread so far is read by the viewer."""
+    _require_participant_role(viewer)
+    thread = await get_thread(viewer, thread_id)
+    async with in_transaction():
+        locked = await MessageThread.filter(id=thread.id).select_for_update().first()
+        assert locked is not None
+        await _mark_read(viewer.id, locked.id, locked.message_count, now)
+    return locked
+
+
+async def get_message(viewer: Viewer, message_id: UUID) -> Message:
+    message = await Message.get_or_none(id=message_id)
+    if message is None:
+        raise NotFound("message")
+    await get_thread(viewer, message.thread_id)  # type: ignore[attr-defined]
+    return message

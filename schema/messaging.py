@@ -1,0 +1,352 @@
+"""Messaging and live updates in the API: threads, messages, read state, and subscriptions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from models import alerts as alert_ops
+from models import errors as domain
+from models import messaging, surveys
+from models.accounts import Role, User
+from models.events import BusEvent
+from schema.clinical import AlertType, cursor_time
+from schema.context import Context
+from schema.errors import BadUserInput, Forbidden, IdempotencyConflict, NotFound, RecordNotFound, ValidationError
+from schema.loaders import loader
+from schema.mutations import attempt, node_id
+from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.permissions import viewer_of
+from schema.surveys import SurveyAssignmentType
+
+if TYPE_CHECKING:
+    from schema.accounts import PatientType
+
+
+@strawberry.type(name="MessageSender")
+class MessageSenderType:
+    id: strawberry.ID
+    role: str
+    name: str
+
+
+@strawberry.type(name="Message")
+class MessageType(relay.Node):
+    id: relay.NodeID[str]
+    number: int = strawberry.field(description="Position in its thread: 1, 2, 3…")
+    body: str
+    sent_at: datetime
+    reply_to_id: strawberry.ID | None
+    sender_id: strawberry.Private[uuid.UUID]
+    thread_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, message: messaging.Message) -> MessageType:
+        reply = message.reply_to_id
+        return cls(
+            id=str(message.id),
+            number=message.number,
+            body=message.body,
+            sent_at=message.sent_at,
+            reply_to_id=strawberry.ID(str(relay.GlobalID("Message", str(reply)))) if reply else None,
+            sender_id=message.sender_id,  # type: ignore[attr-defined]
+            thread_id=message.thread_id,  # type: ignore[attr-defined]
+        )
+
+    @strawberry.field
+    async def sender(self, info: Info[Context, None]) -> MessageSenderType:
+        user = await loader(info, "senders", _senders).load(self.sender_id)
+        if user is None:  # pragma: no cover - users are never deleted
+            raise RecordNotFound("sender not found")
+        return user
+
+
+async def _senders(viewer: Any, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, MessageSenderType]:
+    """Who wrote messages the viewer may read: a name to show, no contact details."""
+    users = await User.filter(id__in=user_ids).prefetch_related("patient", "provider")
+    senders = {}
+    for user in users:
+        if user.role is Role.PROVIDER:
+            provider = await user.provider  # type: ignore[attr-defined]
+            name = f"{provider.given_name} {provider.family_name}, {provider.credentials}".rstrip(", ")
+        elif user.role is Role.PATIENT:
+            patient = await user.patient  # type: ignore[attr-defined]
+            name = f"{patient.given_name} {patient.family_name}"
+        else:
+            name = "Clinic"
+        senders[user.id] = MessageSenderType(id=strawberry.ID(str(user.id)), role=user.role.value, name=name)
+    return senders
+
+
+_MESSAGES = "messages"
+_THREADS = "threads"
+
+
+@strawberry.type(name="MessageThread")
+class MessageThreadType(relay.Node):
+    id: relay.NodeID[str]
+    subject: str
+    created_at: datetime
+    last_message_at: datetime | None
+    message_count: int
+    patient_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, thread: messaging.MessageThread) -> MessageThreadType:
+        return cls(
+            id=str(thread.id),
+            subject=thread.subject,
+            created_at=thread.created_at,
+            last_message_at=thread.last_message_at,
+            message_count=thread.message_count,
+            patient_id=thread.patient_id,  # type: ignore[attr-defined]
+        )
+
+    @classmethod
+    async def load_nodes(cls, info: Info[Context, None], node_ids: list[str]) -> list[MessageThreadType | None]:
+        found: list[MessageThreadType | None] = []
+        for raw in node_ids:
+            try:
+                found.append(cls.from_model(await messaging.get_thread(viewer_of(info), uuid.UUID(raw))))
+            except (ValueError, domain.NotFound):
+                found.append(None)
+        return found
+
+    @strawberry.field(description="Messages from others that the viewer has not read yet.")
+    async def unread_count(self, info: Info[Context, None]) -> int:
+        return await loader(info, "unread", messaging.unread_counts).load(uuid.UUID(self.id)) or 0
+
+    @strawberry.field
+    async def patient(
+        self, info: Info[Context, None]
+    ) -> Annotated[PatientType, strawberry.lazy("schema.accounts")] | None:
+        from models import directory
+        from schema.accounts import PatientType
+
+        patient = await loader(info, "patients", directory.get_patients).load(self.patient_id)
+        return PatientType.from_model(patient) if patient else None
+
+    @strawberry.field(description="Newest first. To catch up after a dropped connection, use `missedMessages`.")
+    async def messages(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[MessageType]:
+        limit = page_size(first, info.context.max_page_size)
+        before = None
+        if after is not None:
+            [raw] = decode_cursor(_MESSAGES, after, 1)
+            if not (raw.isascii() and raw.isdecimal()):
+                raise BadUserInput("after is not a cursor this list issued")
+            before = int(raw)
+        rows = await messaging.list_messages(viewer_of(info), uuid.UUID(self.id), limit=limit + 1, before_number=before)
+        page = rows[:limit]
+        return Connection[MessageType].build(
+            [MessageType.from_model(message) for message in page],
+            [encode_cursor(_MESSAGES, [str(message.number)]) for message in page],
+            has_next_page=len(rows) > limit,
+            after=after,
+        )
+
+    @strawberry.field(description="Messages after `number` (the last one the client has), oldest first.")
+    async def missed_messages(self, info: Info[Context, None], after_number: int) -> list[MessageType]:
+        rows = await messaging.messages_after(viewer_of(info), uuid.UUID(self.id), after_number)
+        return [MessageType.from_model(message) for message in rows]
+
+
+# ------------------------------------------------------------- mutations
+
+
+@strawberry.input
+class SendMessageInput:
+    idempotency_key: str | None = None
+    thread_id: strawberry.ID
+    body: str
+    reply_to_id: strawberry.ID | None = None
+
+
+@strawberry.input
+class MarkThreadReadInput:
+    thread_id: strawberry.ID
+
+
+@strawberry.input
+class CreateMessageThreadInput:
+    subject: str
+    patient_id: strawberry.ID | None = strawberry.field(default=None, description="Providers: the patient to write to.")
+
+
+SendResult = Annotated[
+    MessageType | ValidationError | NotFound | IdempotencyConflict, strawberry.union("SendMessageResult")
+]
+ThreadResult = Annotated[MessageThreadType | ValidationError | NotFound, strawberry.union("MessageThreadResult")]
+
+
+@strawberry.type
+class SendMessagePayload:
+    result: SendResult
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class MessageThreadPayload:
+    result: ThreadResult
+
+
+async def _thread_payload(call: Any) -> MessageThreadPayload:
+    outcome = await attempt(call)
+    if outcome.error is not None:
+        return MessageThreadPayload(result=outcome.error)  # type: ignore[arg-type]
+    assert outcome.value is not None
+    return MessageThreadPayload(result=MessageThreadType.from_model(outcome.value))
+
+
+@strawberry.type
+class MessagingQuery:
+    @strawberry.field(description="Your message threads, the most recently active first.")
+    async def threads(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[MessageThreadType]:
+        limit = page_size(first, info.context.max_page_size)
+        position = None
+        if after is not None:
+            moment, raw_id = decode_cursor(_THREADS, after, 2)
+            try:
+                position = messaging.ThreadCursor(cursor_time(moment), uuid.UUID(raw_id))
+            except ValueError:
+                raise BadUserInput("after is not a cursor this list issued") from None
+        try:
+            rows = await messaging.list_threads(viewer_of(info), limit=limit + 1, after=position)
+        except domain.Forbidden as refusal:
+            raise Forbidden(refusal.message) from refusal
+        page = rows[:limit]
+        return Connection[MessageThreadType].build(
+            [MessageThreadType.from_model(thread) for thread in page],
+            [encode_cursor(_THREADS, [(t.last_message_at or t.created_at).isoformat(), str(t.id)]) for t in page],
+            has_next_page=len(rows) > limit,
+            after=after,
+        )
+
+    @strawberry.field(description="Unread messages across all your threads.")
+    async def unread_message_count(self, info: Info[Context, None]) -> int:
+        viewer = viewer_of(info)
+        if not (viewer.is_role(Role.PATIENT) or viewer.is_role(Role.PROVIDER)):
+            return 0
+        return await messaging.total_unread(viewer)
+
+
+@strawberry.type
+class MessagingMutation:
+    @strawberry.mutation(description="Start a thread with your care team (patients) or a patient (providers).")
+    async def create_message_thread(
+        self, info: Info[Context, None], input: CreateMessageThreadInput
+    ) -> MessageThreadPayload:
+        async def call() -> messaging.MessageThread:
+            patient = node_id(input.patient_id, "Patient", "patientId") if input.patient_id else None
+            return await messaging.create_thread(
+                viewer_of(info), input.subject, patient_id=patient, now=info.context.now()
+            )
+
+        return await _thread_payload(call)
+
+    @strawberry.mutation(description="Send a message to everyone in the thread.")
+    async def send_message(self, info: Info[Context, None], input: SendMessageInput) -> SendMessagePayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            data = messaging.NewMessage(
+                thread_id=node_id(input.thread_id, "MessageThread", "threadId"),
+                body=input.body,
+                reply_to_id=node_id(input.reply_to_id, "Message", "replyToId") if input.reply_to_id else None,
+                idempotency_key=input.idempotency_key,
+            )
+            outcome = await messaging.send_message(viewer, data, now=info.context.now(), policy=info.context.policy)
+            return outcome, await messaging.get_message(viewer, outcome.resource_id)
+
+        result = await attempt(call)
+        if result.error is not None:
+            return SendMessagePayload(result=result.error)  # type: ignore[arg-type]
+        assert result.value is not None
+        outcome, message = result.value
+        return SendMessagePayload(
+            result=MessageType.from_model(message), crisis_resources=outcome.advice.get("crisisResources")
+        )
+
+    @strawberry.mutation(description="Everything in the thread so far is read.")
+    async def mark_thread_read(self, info: Info[Context, None], input: MarkThreadReadInput) -> MessageThreadPayload:
+        async def call() -> messaging.MessageThread:
+            thread_id = node_id(input.thread_id, "MessageThread", "threadId")
+            return await messaging.mark_thread_read(viewer_of(info), thread_id, now=info.context.now())
+
+        return await _thread_payload(call)
+
+
+# ---------------------------------------------------------- subscriptions
+
+
+async def _events(info: Info[Context, None], wanted: str) -> AsyncGenerator[BusEvent, None]:
+    bus = info.context.bus
+    if bus is None:  # pragma: no cover - the app always has one
+        raise RecordNotFound("live updates are not available")
+    async with bus.subscribe() as events:
+        async for event in events:
+            if event.type == wanted:
+                yield event
+
+
+async def _flush_audit(info: Info[Context, None]) -> None:
+    viewer = viewer_of(info)
+    await viewer.audit.flush(viewer, info.context.now())
+
+
+@strawberry.type
+class LiveSubscription:
+    @strawberry.subscription(description="New messages in a thread you take part in.")
+    async def message_added(
+        self, info: Info[Context, None], thread_id: strawberry.ID
+    ) -> AsyncGenerator[MessageType, None]:
+        viewer = viewer_of(info)
+        try:
+            thread = await messaging.get_thread(viewer, node_id(thread_id, "MessageThread", "threadId"))
+        except (domain.NotFound, domain.InvalidInput) as refusal:
+            await _flush_audit(info)
+            raise RecordNotFound("thread not found") from refusal
+        await _flush_audit(info)
+        async for event in _events(info, "Message.created"):
+            if event.payload.get("threadId") != str(thread.id):
+                continue
+            try:
+                message = await messaging.get_message(viewer, event.resource_id)
+            except domain.NotFound:
+                continue  # the viewer left the care team meanwhile
+            await _flush_audit(info)
+            yield MessageType.from_model(message)
+
+    @strawberry.subscription(description="Alerts raised for your care teams' patients (providers).")
+    async def alert_raised(self, info: Info[Context, None]) -> AsyncGenerator[AlertType, None]:
+        viewer = viewer_of(info)
+        if not viewer.is_role(Role.PROVIDER):
+            raise Forbidden("alerts are for the providers of the patient's care team")
+        async for event in _events(info, "Alert.raised"):
+            alerts = await alert_ops.Alert.filter(
+                id=event.resource_id, patient__care_team_id__in=list(viewer.care_team_ids)
+            )
+            for alert in alerts:
+                await _flush_audit(info)
+                yield AlertType.from_model(alert)
+
+    @strawberry.subscription(description="Your surveys as they open (patients).")
+    async def survey_available(self, info: Info[Context, None]) -> AsyncGenerator[SurveyAssignmentType, None]:
+        viewer = viewer_of(info)
+        if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+            raise Forbidden("surveys are the patient's")
+        async for event in _events(info, "SurveyAssignment.available"):
+            if event.patient_id != viewer.patient_id:
+                continue
+            assignment = await surveys.SurveyAssignment.get_or_none(id=event.resource_id, patient_id=viewer.patient_id)
+            if assignment is not None:
+                yield SurveyAssignmentType.from_model(assignment)
