@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from tortoise import context as tortoise_context
 from tortoise.connection import get_connection
@@ -41,23 +41,22 @@ class DatabaseNotMigrated(RuntimeError):
         )
 
 
-def connection_url(database_url: str) -> str:
-    """The URL Tortoise should open: SQLite gets its PRAGMAs and its folder created."""
+def connection(database_url: str) -> str | dict[str, Any]:
+    """What Tortoise should open. SQLite: our backend (write transactions begin IMMEDIATE, see
+    api.sqlite_backend) with its PRAGMAs, and its folder created."""
     parts = urlsplit(database_url)
     if parts.scheme != "sqlite":
         return database_url
     path = Path(parts.netloc + parts.path)
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
-    query = dict(parse_qsl(parts.query))
-    for pragma, value in _SQLITE_PRAGMAS.items():
-        query.setdefault(pragma, value)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    pragmas: dict[str, Any] = {**_SQLITE_PRAGMAS, **dict(parse_qsl(parts.query))}
+    return {"engine": "api.sqlite_backend", "credentials": {"file_path": str(path), **pragmas}}
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": connection_url(database_url)},
+        "connections": {"default": connection(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": list(MODEL_MODULES),

@@ -98,6 +98,18 @@ class AuditFlush(SchemaExtension):
                 result.errors = [GraphQLError("audit write failed", original_error=error)]
 
 
+def public_error(error: Exception, request_id: str | None) -> GraphQLError:
+    """What a client may see of an exception raised outside the normal result path (a
+    subscription's stream): a `ClientError` as it is, anything else masked and logged."""
+    if isinstance(error, ClientError):
+        return GraphQLError(error.message, extensions={"code": error.code})
+    logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
+    return GraphQLError(
+        f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
 def _root_fields(execution_context: ExecutionContext) -> str | None:
     document = execution_context.graphql_document
     if document is None:

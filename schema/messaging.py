@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry import relay
 from strawberry.types import Info
 
@@ -19,6 +21,7 @@ from models.events import BusEvent
 from schema.clinical import AlertType, cursor_time
 from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, IdempotencyConflict, NotFound, RecordNotFound, ValidationError
+from schema.extensions import public_error
 from schema.loaders import loader
 from schema.mutations import attempt, node_id
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
@@ -288,6 +291,24 @@ class MessagingMutation:
 # ---------------------------------------------------------- subscriptions
 
 
+def guarded(
+    stream: Callable[..., AsyncGenerator[Any, None]],
+) -> Callable[..., AsyncGenerator[Any, None]]:
+    """Subscriptions fail like queries do: refusals with their code, the unexpected masked."""
+
+    @functools.wraps(stream)
+    async def run(self: Any, info: Info[Context, None], **arguments: Any) -> AsyncGenerator[Any, None]:
+        try:
+            async for item in stream(self, info, **arguments):
+                yield item
+        except GraphQLError:
+            raise
+        except Exception as error:
+            raise public_error(error, info.context.request_id) from error
+
+    return run
+
+
 async def _events(info: Info[Context, None], wanted: str) -> AsyncGenerator[BusEvent, None]:
     bus = info.context.bus
     if bus is None:  # pragma: no cover - the app always has one
@@ -303,9 +324,10 @@ async def _flush_audit(info: Info[Context, None]) -> None:
     await viewer.audit.flush(viewer, info.context.now())
 
 
-@strawberry.type
+@strawberry.type(name="Subscription")
 class LiveSubscription:
     @strawberry.subscription(description="New messages in a thread you take part in.")
+    @guarded
     async def message_added(
         self, info: Info[Context, None], thread_id: strawberry.ID
     ) -> AsyncGenerator[MessageType, None]:
@@ -327,6 +349,7 @@ class LiveSubscription:
             yield MessageType.from_model(message)
 
     @strawberry.subscription(description="Alerts raised for your care teams' patients (providers).")
+    @guarded
     async def alert_raised(self, info: Info[Context, None]) -> AsyncGenerator[AlertType, None]:
         viewer = viewer_of(info)
         if not viewer.is_role(Role.PROVIDER):
@@ -340,6 +363,7 @@ class LiveSubscription:
                 yield AlertType.from_model(alert)
 
     @strawberry.subscription(description="Your surveys as they open (patients).")
+    @guarded
     async def survey_available(self, info: Info[Context, None]) -> AsyncGenerator[SurveyAssignmentType, None]:
         viewer = viewer_of(info)
         if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:

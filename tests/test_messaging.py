@@ -1,0 +1,228 @@
+"""Messaging and live updates: threads, unread counts, and subscriptions over real WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+from starlette.applications import Starlette
+from strawberry import relay
+
+from api.app import create_app
+from api.database import use_database
+from api.settings import Settings
+from jobs import surveys as survey_jobs
+from models.alerts import Alert
+from models.clock import ManualClock
+from models.messaging import MessageThread
+from tests.clinical import REPORT_SIDE_EFFECT, complete, start
+from tests.conftest import Tokens, job_env
+from tests.graphql import gql
+
+PROTOCOL = "graphql-transport-ws"
+SEND = """
+mutation Send($input: SendMessageInput!) {
+  sendMessage(input: $input) {
+    result { __typename ... on Message { id number body sender { name role } } ... on Error { message } }
+    crisisResources
+  }
+}
+"""
+THREADS = "{ threads { edges { node { id subject unreadCount messageCount } } } unreadMessageCount }"
+
+
+async def thread_of(app: Starlette, email: str) -> str:
+    with use_database(app.state.database):
+        thread = await MessageThread.get(patient__user__email=email)
+    return str(relay.GlobalID("MessageThread", str(thread.id)))
+
+
+@asynccontextmanager
+async def subscribed(
+    app: Starlette, token: str, query: str, variables: dict[str, Any] | None = None
+) -> AsyncIterator[AsyncWebSocketSession]:
+    async with (
+        httpx.AsyncClient(transport=ASGIWebSocketTransport(app=app), base_url="http://testserver") as http,
+        aconnect_ws("/graphql", http, subprotocols=[PROTOCOL]) as socket,
+    ):
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        await socket.send_json(
+            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}
+        )
+        yield socket
+
+
+async def next_payload(socket: AsyncWebSocketSession, seconds: float = 5) -> dict[str, Any]:
+    message = await socket.receive_json(timeout=seconds)
+    assert message["type"] == "next", message
+    payload: dict[str, Any] = message["payload"]
+    return payload
+
+
+async def test_a_provider_receives_a_patients_message_live(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    query = "subscription($t: ID!) { messageAdded(threadId: $t) { number body sender { name role } } }"
+    async with subscribed(app, tokens.user("dr.rivera@demo.test"), query, {"t": thread}) as provider:
+        await asyncio.sleep(0.1)  # the subscription is registered on the bus
+        sent = await gql(
+            client, SEND, {"input": {"threadId": thread, "body": "Slept 8 hours!"}}, token=tokens.user("alex@demo.test")
+        )
+        assert sent["data"]["sendMessage"]["result"]["__typename"] == "Message"
+        payload = await next_payload(provider)
+    assert payload["data"]["messageAdded"] == {
+        "number": 5,
+        "body": "Slept 8 hours!",
+        "sender": {"name": "Alex Morgan", "role": "PATIENT"},
+    }
+
+
+async def test_another_patient_cannot_subscribe_to_a_thread(app: Starlette, tokens: Tokens) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    query = "subscription($t: ID!) { messageAdded(threadId: $t) { body } }"
+    async with subscribed(app, tokens.user("blair@demo.test"), query, {"t": thread}) as blair:
+        message = await blair.receive_json(timeout=5)
+    # graphql-transport-ws: a resolver's refusal comes as `next` with errors, then `complete`.
+    assert message["type"] == "next"
+    assert message["payload"]["data"] is None
+    assert [error["message"] for error in message["payload"]["errors"]] == ["thread not found"]
+    assert message["payload"]["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+
+
+async def test_providers_are_told_of_new_alerts_for_their_patients_only(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    query = "subscription { alertRaised { severity summary patient { givenName } } }"
+    async with (
+        subscribed(app, tokens.user("dr.rivera@demo.test"), query) as rivera,
+        subscribed(app, tokens.user("dr.okafor@demo.test"), query) as okafor,
+    ):
+        await asyncio.sleep(0.1)
+        report = {"code": "SHORTNESS_OF_BREATH", "grade": "MILD", "onsetAt": clock.now().isoformat()}
+        await gql(client, REPORT_SIDE_EFFECT, {"input": report}, token=tokens.user("alex@demo.test"))
+        payload = await next_payload(rivera)
+        with pytest.raises(TimeoutError):
+            await okafor.receive_json(timeout=0.8)
+    assert payload["data"]["alertRaised"] == {
+        "severity": "URGENT",
+        "summary": "Shortness of breath reported as MILD.",
+        "patient": {"givenName": "Alex"},
+    }
+
+
+async def test_a_patient_is_told_when_a_survey_opens(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    alex = tokens.fresh("alex@demo.test")
+    session = (await start(client, alex, clock.now()))["result"]
+    clock.advance(timedelta(hours=3))
+    await complete(client, alex, session["id"])
+    query = "subscription { surveyAvailable { instrument status } }"
+    async with subscribed(app, str(alex), query) as patient:
+        await asyncio.sleep(0.1)
+        clock.advance(timedelta(hours=2))
+        with use_database(app.state.database):
+            await survey_jobs.open_due_surveys(job_env(clock))
+        payload = await next_payload(patient)
+    assert payload["data"]["surveyAvailable"] == {"instrument": "POST-SESSION", "status": "AVAILABLE"}
+
+
+async def test_crisis_words_in_a_message_alert_the_team_and_the_message_is_still_delivered(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    sent = await gql(
+        client,
+        SEND,
+        {"input": {"threadId": thread, "body": "I can't go on like this"}},
+        token=tokens.user("alex@demo.test"),
+    )
+    assert sent["data"]["sendMessage"]["result"]["__typename"] == "Message"
+    assert "988" in sent["data"]["sendMessage"]["crisisResources"]
+    with use_database(app.state.database):
+        alert = await Alert.get(patient__user__email="alex@demo.test", kind="CRISIS_LANGUAGE")
+    assert alert.severity.value == "URGENT"
+
+
+async def test_unread_counts_stay_exact_under_50_concurrent_sends_and_reads(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    rivera, alex = tokens.user("dr.rivera@demo.test"), tokens.user("alex@demo.test")
+    mark = "mutation($t: ID!) { markThreadRead(input: {threadId: $t}) { result { __typename } } }"
+    await gql(client, mark, {"t": thread}, token=alex)
+
+    async def send(number: int) -> None:
+        await gql(client, SEND, {"input": {"threadId": thread, "body": f"note {number}"}}, token=rivera)
+
+    async def read() -> None:
+        await gql(client, THREADS, token=alex)
+
+    await asyncio.gather(*(send(n) for n in range(50)), *(read() for _ in range(50)))
+    counts = await gql(client, THREADS, token=alex)
+    [edge] = counts["data"]["threads"]["edges"]
+    assert edge["node"]["unreadCount"] == 50
+    assert edge["node"]["messageCount"] == 54
+    assert counts["data"]["unreadMessageCount"] == 50
+    await gql(client, mark, {"t": thread}, token=alex)
+    assert (await gql(client, THREADS, token=alex))["data"]["unreadMessageCount"] == 0
+
+
+async def test_a_client_that_reconnects_gets_what_it_missed(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    for body in ("one", "two"):
+        await gql(client, SEND, {"input": {"threadId": thread, "body": body}}, token=tokens.user("dr.rivera@demo.test"))
+    missed = await gql(
+        client,
+        "query($t: ID!) { node(id: $t) { ... on MessageThread { missedMessages(afterNumber: 4) { number body } } } }",
+        {"t": thread},
+        token=tokens.user("alex@demo.test"),
+    )
+    assert missed["data"]["node"]["missedMessages"] == [{"number": 5, "body": "one"}, {"number": 6, "body": "two"}]
+
+
+def _redis_answers() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+        return True
+    return False
+
+
+@pytest.mark.parametrize("bus", ["in-process", "redis"])
+async def test_a_message_sent_through_one_replica_reaches_a_subscriber_on_another(
+    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette, bus: str
+) -> None:
+    if bus == "redis" and not _redis_answers():
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
+    shared = replace(settings, event_bus_url="redis://127.0.0.1:6379/0" if bus == "redis" else None)
+    replica_a, replica_b = create_app(shared, clock=clock), create_app(shared, clock=clock)
+    thread = await thread_of(app, "alex@demo.test")
+    query = "subscription($t: ID!) { messageAdded(threadId: $t) { body } }"
+    async with (
+        replica_a.router.lifespan_context(replica_a),
+        replica_b.router.lifespan_context(replica_b),
+        subscribed(replica_b, tokens.user("dr.rivera@demo.test"), query, {"t": thread}) as on_b,
+    ):
+        await asyncio.sleep(0.3)
+        transport = httpx.ASGITransport(app=replica_a)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as to_a:
+            body = {"input": {"threadId": thread, "body": f"via replica A ({bus})"}}
+            await gql(to_a, SEND, body, token=tokens.user("alex@demo.test"))
+        payload = await next_payload(on_b)
+        # Exactly once, although both replicas dispatch.
+        with pytest.raises(TimeoutError):
+            await on_b.receive_json(timeout=0.8)
+    assert payload["data"]["messageAdded"] == {"body": f"via replica A ({bus})"}
