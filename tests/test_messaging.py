@@ -226,3 +226,41 @@ async def test_a_message_sent_through_one_replica_reaches_a_subscriber_on_anothe
         with pytest.raises(TimeoutError):
             await on_b.receive_json(timeout=0.8)
     assert payload["data"]["messageAdded"] == {"body": f"via replica A ({bus})"}
+
+
+async def test_over_a_real_socket_a_provider_receives_a_patients_message(
+    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette
+) -> None:
+    """The same, end to end through uvicorn on a loopback port: TCP, HTTP and WebSocket frames."""
+    import uvicorn
+
+    served = create_app(settings, clock=clock)
+    server = uvicorn.Server(uvicorn.Config(served, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        thread = await thread_of(app, "alex@demo.test")
+        query = "subscription($t: ID!) { messageAdded(threadId: $t) { body } }"
+        async with (
+            httpx.AsyncClient(base_url=base) as http,
+            aconnect_ws(f"{base}/graphql", http, subprotocols=[PROTOCOL]) as provider,
+        ):
+            token = tokens.user("dr.rivera@demo.test")
+            await provider.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+            assert (await provider.receive_json(timeout=5))["type"] == "connection_ack"
+            await provider.send_json(
+                {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"t": thread}}}
+            )
+            await asyncio.sleep(0.2)
+            body = {"input": {"threadId": thread, "body": "over the wire"}}
+            await gql(http, SEND, body, token=tokens.user("alex@demo.test"))
+            payload = await next_payload(provider)
+        assert payload["data"]["messageAdded"] == {"body": "over the wire"}
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
