@@ -25,19 +25,21 @@ from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
 from models.crisis import crisis_matches
-from models.directory import clinical_patient
+from models.directory import clinical_patient, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, StoredRefusal, fingerprint, run_once
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
-from models.surveys import schedule_follow_up
+from models.surveys import cancel_session_surveys, schedule_follow_up
 
 
 class SessionStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
     ABANDONED = "ABANDONED"
+    # A record made by mistake: kept (never deleted, CLINICAL.md §12), not counted, surveys cancelled.
+    ENTERED_IN_ERROR = "ENTERED_IN_ERROR"
 
 
 # CLINICAL.md §2: the pre-dose checklist, asked every session, in the patient's words.
@@ -301,7 +303,7 @@ async def _facts(
     policy: ClinicPolicy,
 ) -> SafetyFacts:
     sessions = DosingSession.filter(patient_id=patient.id)
-    last = await sessions.order_by("-started_at").first()
+    last = await sessions.exclude(status=SessionStatus.ENTERED_IN_ERROR).order_by("-started_at").first()
     completed = await sessions.filter(plan_id=plan.id, status=SessionStatus.COMPLETED).count() if plan else 0
     reading = data.blood_pressure
     return SafetyFacts(
@@ -551,6 +553,34 @@ async def _complete(
         return Outcome(current.id, advice)
 
     return await run_once(viewer, "completeDosingSession", data.idempotency_key, _request(data), write, now=now)
+
+
+async def void_dosing_session(viewer: Viewer, session_id: UUID, reason: str, *, now: datetime) -> DosingSession:
+    """A provider of the patient's care team marks a session entered in error (CLINICAL.md §12:
+    corrections never delete). Its follow-up surveys not yet answered are cancelled (§6)."""
+    if not viewer.is_role(Role.PROVIDER):
+        raise Forbidden("only the patient's providers may void a session")
+    cleaned = " ".join(reason.split())
+    if not cleaned or len(cleaned) > 500:
+        raise InvalidInput("reason", "say why the session is void (1 to 500 characters)")
+    session = await DosingSession.get_or_none(id=session_id)
+    if session is None:
+        raise NotFound("dosing session")
+    await treating_provider_patient(viewer, session.patient_id)  # type: ignore[attr-defined]
+    async with in_transaction():
+        current = await DosingSession.filter(id=session_id).select_for_update().first()
+        assert current is not None
+        if current.status is SessionStatus.ENTERED_IN_ERROR:
+            return current
+        if current.status is SessionStatus.IN_PROGRESS:
+            raise Conflict("a session in progress cannot be voided: complete it first")
+        current.status = SessionStatus.ENTERED_IN_ERROR
+        current.notes = f"{current.notes}\n[entered in error: {cleaned}]".strip()
+        current.version += 1
+        await current.save(update_fields=["status", "notes", "version", "updated_at"])
+        await cancel_session_surveys(current.id, now=now)
+        await _session_written(viewer, current, "DosingSession.voided", Operation.UPDATED, now)
+    return current
 
 
 async def close_abandoned_sessions(*, now: datetime, policy: ClinicPolicy) -> int:

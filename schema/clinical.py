@@ -519,6 +519,12 @@ class ReportSideEffectInput:
 
 
 @strawberry.input
+class VoidDosingSessionInput:
+    session_id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
 class AlertActionInput:
     alert_id: strawberry.ID
     note: str | None = None
@@ -821,6 +827,20 @@ class ClinicalMutation:
         assert result.value is not None
         outcome, report = result.value
         return ReportSideEffectPayload(result=SideEffectReportType.from_model(report), **_advice(outcome.advice))
+
+    @strawberry.mutation(description="Mark a session entered in error; its open surveys are cancelled (providers).")
+    async def void_dosing_session(
+        self, info: Info[Context, None], input: VoidDosingSessionInput
+    ) -> CompleteDosingSessionPayload:
+        async def call() -> dosing.DosingSession:
+            session_id = node_id(input.session_id, "DosingSession", "sessionId")
+            return await dosing.void_dosing_session(viewer_of(info), session_id, input.reason, now=info.context.now())
+
+        result = await attempt(call)
+        if result.error is not None:
+            return CompleteDosingSessionPayload(result=result.error)  # type: ignore[arg-type]
+        assert result.value is not None
+        return CompleteDosingSessionPayload(result=DosingSessionType.from_model(result.value))
 
     @strawberry.mutation(description="Take an alert (providers of the patient's care team).")
     async def acknowledge_alert(self, info: Info[Context, None], input: AlertActionInput) -> AlertPayload:

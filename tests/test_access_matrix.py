@@ -164,6 +164,7 @@ PROBES.update(
         "createMessageThread": _mutation("createMessageThread", 'subject: "hello", patientId: $id', "$id: ID!"),
         "sendMessage": _mutation("sendMessage", 'threadId: $thread, body: "hello"', "$thread: ID!"),
         "markThreadRead": _mutation("markThreadRead", "threadId: $thread", "$thread: ID!"),
+        "voidDosingSession": _mutation("voidDosingSession", 'sessionId: $session, reason: "test"', "$session: ID!"),
         "submitSurveyResponse": _mutation(
             "submitSurveyResponse", 'instrument: "PAIN-NRS", answers: [{ linkId: "1", value: 4 }]'
         ),
@@ -193,6 +194,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "holdTreatmentPlan": TREATING_PROVIDER,
     "resumeTreatmentPlan": TREATING_PROVIDER,
     "endTreatmentPlan": TREATING_PROVIDER,
+    "voidDosingSession": TREATING_PROVIDER,
     "acknowledgeAlert": TREATING_PROVIDER,
     "resolveAlert": TREATING_PROVIDER,
     # Patients log their own care (each acts on their own record only).

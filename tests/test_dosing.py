@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.dosing import DosingSession, SessionStatus
 from models.events import DomainEvent
+from models.surveys import AssignmentStatus, SurveyAssignment
 from tests.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
 from tests.conftest import Tokens, job_env
 from tests.graphql import gql
@@ -302,3 +304,32 @@ async def test_a_session_left_in_progress_is_closed_as_abandoned_and_the_team_al
     # The refusal does not swallow what the patient wrote.
     assert "988" in late["crisisResources"]
     assert any(a.kind.value == "CRISIS_LANGUAGE" for a in await alerts_of(app, "alex@demo.test"))
+
+
+async def test_a_provider_voids_a_session_entered_in_error_and_its_surveys_are_cancelled(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    alex = tokens.fresh("alex@demo.test")
+    session = (await start(client, alex, clock.now()))["result"]
+    clock.advance(timedelta(hours=3))
+    await complete(client, alex, session["id"])
+    void = (
+        "mutation($s: ID!, $r: String!) { voidDosingSession(input: {sessionId: $s, reason: $r}) "
+        "{ result { __typename ... on DosingSession { status notes } ... on Error { message } } } }"
+    )
+    refused = await gql(
+        client, void, {"s": session["id"], "r": "logged twice"}, token=tokens.fresh("dr.okafor@demo.test")
+    )
+    assert refused["data"]["voidDosingSession"]["result"]["__typename"] == "NotFound"
+    voided = await gql(
+        client, void, {"s": session["id"], "r": "logged twice"}, token=tokens.fresh("dr.rivera@demo.test")
+    )
+    assert voided["data"]["voidDosingSession"]["result"]["status"] == "ENTERED_IN_ERROR"
+    assert "[entered in error: logged twice]" in voided["data"]["voidDosingSession"]["result"]["notes"]
+    with use_database(app.state.database):
+        statuses = await SurveyAssignment.filter(
+            session_id=uuid.UUID(relay.GlobalID.from_id(session["id"]).node_id)
+        ).values_list("status", flat=True)
+    assert set(statuses) == {AssignmentStatus.CANCELLED}
+    # The voided session does not make the next one "too soon".
+    assert (await start(client, alex, clock.now()))["result"]["__typename"] == "DosingSession"

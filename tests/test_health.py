@@ -66,3 +66,25 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(settings: Settings) 
     assert journal[0][0] == "wal"
     assert foreign_keys[0][0] == 1
     assert busy[0][0] >= 5000
+
+
+INVARIANT_INDEXES = {
+    "data_sharing_consent_one_active",
+    "treatment_plan_one_current",
+    "dosing_session_one_in_progress",
+    "alert_one_active_per_rule",
+}
+
+
+async def test_the_migrations_leave_every_invariant_index_and_the_audit_guard_in_place(settings: Settings) -> None:
+    # A later migration that rebuilds a table (SQLite does, to alter a column) must recreate these.
+    async with open_database(settings) as context:
+        connection = context.db()
+        if ON_POSTGRES:
+            _, rows = await connection.execute_query("SELECT indexname FROM pg_indexes")
+            _, triggers = await connection.execute_query("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        else:
+            _, rows = await connection.execute_query("SELECT name FROM sqlite_master WHERE type = 'index'")
+            _, triggers = await connection.execute_query("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert {row[0] for row in rows} >= INVARIANT_INDEXES
+    assert {row[0] for row in triggers} & {"audit_event_no_update", "audit_event_no_change"}

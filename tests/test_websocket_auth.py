@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import httpx
+import jwt
 import pytest
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
@@ -73,3 +74,20 @@ async def test_an_open_socket_stops_working_when_its_token_expires(
         "data": None,
         "errors": [{"message": "invalid access token: token has expired", "extensions": {"code": "UNAUTHENTICATED"}}],
     }
+
+
+async def test_a_socket_is_closed_when_its_token_expires(app: Starlette, tokens: Tokens, clock: ManualClock) -> None:
+    settings = tokens.settings
+    now = int(clock.now().timestamp())
+    subject = f"user:{tokens.user_ids['alex@demo.test']}"
+    claims = {
+        "iss": settings.token_issuer, "aud": settings.token_audience, "sub": subject,
+        "iat": now, "exp": now + 1, "jti": "short-lived", "typ": "access",
+    }  # fmt: skip
+    token = jwt.encode(claims, settings.secret_key, algorithm="HS256", headers={"kid": settings.secret_key_id})
+    async with socket_to(app) as socket:
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            await socket.receive_json(timeout=5)
+    assert closed.value.code == 4401

@@ -17,7 +17,8 @@ from tortoise.indexes import Index
 
 
 # Invariants the application checks, backed by the database so that a race cannot break them
-# (partial unique indexes: the same SQL on SQLite and PostgreSQL).
+# (partial unique indexes: the same SQL on SQLite and PostgreSQL). tests/test_health.py checks
+# they exist: a later migration that rebuilds one of these tables on SQLite must recreate them.
 _INVARIANTS = [
     # One current (ACTIVE or ON_HOLD) treatment plan per patient.
     "CREATE UNIQUE INDEX treatment_plan_one_current ON treatment_plan (patient_id) "
@@ -105,6 +106,15 @@ class Migration(migrations.Migration):
             bases=['Entity'],
         ),
         ops.CreateModel(
+            name='DispatchCursor',
+            fields=[
+                ('name', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=32)),
+                ('last_seq', fields.BigIntField()),
+            ],
+            options={'table': 'dispatch_cursor', 'app': 'ketafollow', 'pk_attr': 'name', 'table_description': 'How far the shared dispatcher has published events (api.bus, Redis mode).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='DomainEvent',
             fields=[
                 ('seq', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -147,6 +157,36 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='MessageThread',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='message_threads', on_delete=OnDelete.RESTRICT)),
+                ('subject', fields.CharField(max_length=120)),
+                ('message_count', fields.IntField(default=0)),
+                ('last_message_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'message_thread', 'app': 'ketafollow', 'indexes': [Index(fields=['patient_id', 'last_message_at'])], 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
+            name='Message',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('thread', fields.ForeignKeyField('ketafollow.MessageThread', source_field='thread_id', db_constraint=True, to_field='id', related_name='messages', on_delete=OnDelete.RESTRICT)),
+                ('number', fields.IntField()),
+                ('sender', fields.ForeignKeyField('ketafollow.User', source_field='sender_id', db_constraint=True, to_field='id', related_name='messages_sent', on_delete=OnDelete.RESTRICT)),
+                ('body', fields.TextField(unique=False)),
+                ('sent_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('reply_to_id', fields.UUIDField(null=True)),
+            ],
+            options={'table': 'message', 'app': 'ketafollow', 'unique_together': (('thread_id', 'number'),), 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
             name='Notification',
             fields=[
                 ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
@@ -154,9 +194,10 @@ class Migration(migrations.Migration):
                 ('kind', fields.CharField(max_length=40)),
                 ('link', fields.CharField(max_length=200)),
                 ('dedup_key', fields.CharField(unique=True, max_length=200)),
-                ('status', fields.CharEnumField(default=NotificationStatus.PENDING, description='PENDING: PENDING\nSENDING: SENDING\nSENT: SENT\nFAILED: FAILED', enum_type=NotificationStatus, max_length=16)),
+                ('status', fields.CharEnumField(default=NotificationStatus.PENDING, description='PENDING: PENDING\nSENDING: SENDING\nSENT: SENT\nFAILED: FAILED\nCANCELLED: CANCELLED', enum_type=NotificationStatus, max_length=16)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('not_before', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('quiet_hours_zone', fields.CharField(null=True, max_length=64)),
                 ('attempts', fields.IntField(default=0)),
                 ('lease_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
@@ -208,6 +249,20 @@ class Migration(migrations.Migration):
             bases=['Entity'],
         ),
         ops.CreateModel(
+            name='ThreadReadState',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('thread', fields.ForeignKeyField('ketafollow.MessageThread', source_field='thread_id', db_constraint=True, to_field='id', related_name='read_states', on_delete=OnDelete.RESTRICT)),
+                ('user', fields.ForeignKeyField('ketafollow.User', source_field='user_id', db_constraint=True, to_field='id', related_name='thread_read_states', on_delete=OnDelete.RESTRICT)),
+                ('last_read_number', fields.IntField(default=0)),
+                ('last_read_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'thread_read_state', 'app': 'ketafollow', 'unique_together': (('thread_id', 'user_id'),), 'pk_attr': 'id'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
             name='TreatmentPlan',
             fields=[
                 ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
@@ -243,7 +298,7 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
                 ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='dosing_sessions', on_delete=OnDelete.RESTRICT)),
                 ('plan', fields.ForeignKeyField('ketafollow.TreatmentPlan', source_field='plan_id', db_constraint=True, to_field='id', related_name='dosing_sessions', on_delete=OnDelete.RESTRICT)),
-                ('status', fields.CharEnumField(description='IN_PROGRESS: IN_PROGRESS\nCOMPLETED: COMPLETED\nABANDONED: ABANDONED', enum_type=SessionStatus, max_length=16)),
+                ('status', fields.CharEnumField(description='IN_PROGRESS: IN_PROGRESS\nCOMPLETED: COMPLETED\nABANDONED: ABANDONED\nENTERED_IN_ERROR: ENTERED_IN_ERROR', enum_type=SessionStatus, max_length=16)),
                 ('formulation', fields.CharField(max_length=32)),
                 ('dose_mg', fields.DecimalField(max_digits=8, decimal_places=2)),
                 ('lot_number', fields.CharField(null=True, max_length=64)),

@@ -1,0 +1,90 @@
+"""The notification webhook sender against a real HTTP receiver on loopback (the edge of the world)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.database import use_database
+from jobs.senders import webhook_sender
+from models import notifications
+from models.clock import ManualClock
+from models.notifications import Notification, NotificationStatus
+
+SECRET = "a-webhook-secret-of-more-than-32-chars"
+
+
+class Receiver:
+    """A clinic's push gateway: fails the first `failures` calls, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+
+    async def receive(self, request: Request) -> Response:
+        self.calls.append((dict(request.headers), await request.body()))
+        if len(self.calls) <= self.failures:
+            return Response(status_code=503)
+        return Response(status_code=204)
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[str]:
+    app = Starlette(routes=[Route("/push", receiver.receive, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/push"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_signed_notification_is_retried_with_back_off_then_sent_once(
+    app: Starlette, clock: ManualClock
+) -> None:
+    receiver = Receiver(failures=1)
+    recipient = uuid.uuid4()
+    async with serving(receiver) as url:
+        send = webhook_sender(url, SECRET)
+        with use_database(app.state.database):
+            await notifications.enqueue(
+                recipient, "NEW_MESSAGE", "thread/abc", dedup_key="test:1", now=clock.now(), not_before=clock.now()
+            )
+            assert await notifications.deliver_due(send, now=clock.now()) == 0  # 503: kept for later
+            row = await Notification.get(dedup_key="test:1")
+            assert row.status is NotificationStatus.PENDING
+            assert row.not_before == clock.now() + timedelta(seconds=30)
+            assert await notifications.deliver_due(send, now=clock.now()) == 0  # not yet due again
+            clock.advance(timedelta(seconds=31))
+            assert await notifications.deliver_due(send, now=clock.now()) == 1
+            assert await notifications.deliver_due(send, now=clock.now()) == 0  # sent once
+            assert (await Notification.get(dedup_key="test:1")).status is NotificationStatus.SENT
+    assert len(receiver.calls) == 2
+    headers, body = receiver.calls[-1]
+    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["x-ketafollow-signature"] == f"sha256={expected}"
+    assert headers["idempotency-key"] == str(row.id)
+    assert json.loads(body) == {
+        "id": str(row.id),
+        "recipient": str(recipient),
+        "kind": "NEW_MESSAGE",
+        "text": "You have a new message.",
+        "link": "thread/abc",
+    }
