@@ -33,7 +33,7 @@ from schema.errors import (
     ValidationError,
 )
 from schema.loaders import loader
-from schema.mutations import attempt, aware, decimal, global_id, node_id
+from schema.mutations import attempt, aware, decimal, global_id, node_id, written
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 
@@ -601,6 +601,7 @@ class CompleteDosingSessionPayload:
 @strawberry.type
 class SubmitCheckInPayload:
     result: CheckInResult
+    safety_instructions: str | None = None
     crisis_resources: str | None = None
 
 
@@ -614,13 +615,6 @@ class ReportSideEffectPayload:
 @strawberry.type
 class AlertPayload:
     result: AlertResult
-
-
-def _advice(advice: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "safety_instructions": advice.get("safetyInstructions"),
-        "crisis_resources": advice.get("crisisResources"),
-    }
 
 
 async def _plan_payload(call: Any) -> TreatmentPlanPayload:
@@ -739,12 +733,8 @@ class ClinicalMutation:
             )
             return outcome, await dosing.get_session(viewer, outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return StartDosingSessionPayload(result=result.error, **_advice(result.advice))  # type: ignore[arg-type]
-        assert result.value is not None
-        outcome, session = result.value
-        return StartDosingSessionPayload(result=DosingSessionType.from_model(session), **_advice(outcome.advice))
+        result, advice = await written(call, DosingSessionType.from_model)
+        return StartDosingSessionPayload(result=result, **advice)
 
     @strawberry.mutation(description="Close a session: post-dose readings and ratings (patients).")
     async def complete_dosing_session(
@@ -768,12 +758,8 @@ class ClinicalMutation:
             )
             return outcome, await dosing.get_session(viewer, outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return CompleteDosingSessionPayload(result=result.error, **_advice(result.advice))  # type: ignore[arg-type]
-        assert result.value is not None
-        outcome, session = result.value
-        return CompleteDosingSessionPayload(result=DosingSessionType.from_model(session), **_advice(outcome.advice))
+        result, advice = await written(call, DosingSessionType.from_model)
+        return CompleteDosingSessionPayload(result=result, **advice)
 
     @strawberry.mutation(description="Daily check-in, also sent late from an offline phone (patients).")
     async def submit_check_in(self, info: Info[Context, None], input: SubmitCheckInInput) -> SubmitCheckInPayload:
@@ -789,14 +775,8 @@ class ClinicalMutation:
             outcome = await checkins.submit_check_in(viewer, data, now=info.context.now(), policy=info.context.policy)
             return outcome, await checkins.CheckIn.get(id=outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return SubmitCheckInPayload(result=result.error)  # type: ignore[arg-type]
-        assert result.value is not None
-        outcome, check_in = result.value
-        return SubmitCheckInPayload(
-            result=CheckInType.from_model(check_in), crisis_resources=outcome.advice.get("crisisResources")
-        )
+        result, advice = await written(call, CheckInType.from_model)
+        return SubmitCheckInPayload(result=result, **advice)
 
     @strawberry.mutation(description="Report a side effect; the payload says what to do now (patients).")
     async def report_side_effect(
@@ -821,12 +801,8 @@ class ClinicalMutation:
             )
             return outcome, await side_effects.SideEffectReport.get(id=outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return ReportSideEffectPayload(result=result.error)  # type: ignore[arg-type]
-        assert result.value is not None
-        outcome, report = result.value
-        return ReportSideEffectPayload(result=SideEffectReportType.from_model(report), **_advice(outcome.advice))
+        result, advice = await written(call, SideEffectReportType.from_model)
+        return ReportSideEffectPayload(result=result, **advice)
 
     @strawberry.mutation(description="Mark a session entered in error; its open surveys are cancelled (providers).")
     async def void_dosing_session(

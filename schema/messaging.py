@@ -23,7 +23,7 @@ from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, IdempotencyConflict, NotFound, RecordNotFound, ValidationError
 from schema.extensions import public_error
 from schema.loaders import loader
-from schema.mutations import attempt, node_id
+from schema.mutations import attempt, node_id, written
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 from schema.surveys import SurveyAssignmentType
@@ -192,6 +192,7 @@ ThreadResult = Annotated[MessageThreadType | ValidationError | NotFound, strawbe
 @strawberry.type
 class SendMessagePayload:
     result: SendResult
+    safety_instructions: str | None = None
     crisis_resources: str | None = None
 
 
@@ -270,14 +271,8 @@ class MessagingMutation:
             outcome = await messaging.send_message(viewer, data, now=info.context.now(), policy=info.context.policy)
             return outcome, await messaging.get_message(viewer, outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return SendMessagePayload(result=result.error)  # type: ignore[arg-type]
-        assert result.value is not None
-        outcome, message = result.value
-        return SendMessagePayload(
-            result=MessageType.from_model(message), crisis_resources=outcome.advice.get("crisisResources")
-        )
+        result, advice = await written(call, MessageType.from_model)
+        return SendMessagePayload(result=result, **advice)
 
     @strawberry.mutation(description="Everything in the thread so far is read.")
     async def mark_thread_read(self, info: Info[Context, None], input: MarkThreadReadInput) -> MessageThreadPayload:

@@ -13,6 +13,7 @@ from uuid import UUID
 from strawberry import relay
 
 from models import errors as domain
+from models.idempotency import Outcome
 from schema.errors import Error, Forbidden, advice_of, error_type_for
 
 Result = TypeVar("Result")
@@ -34,6 +35,23 @@ async def attempt(call: Callable[[], Awaitable[Result]]) -> Attempt[Result]:
         raise Forbidden(refusal.message) from refusal
     except domain.DomainError as refusal:
         return Attempt(error=error_type_for(refusal), advice=advice_of(refusal))
+
+
+async def written(
+    call: Callable[[], Awaitable[tuple[Outcome, Any]]], convert: Callable[[Any], Any]
+) -> tuple[Any, dict[str, str | None]]:
+    """Run a patient write: the payload's `result` member, and its advice as payload fields
+    (`safetyInstructions`, `crisisResources`), whether the write succeeded or was refused."""
+    result = await attempt(call)
+    if result.error is not None:
+        return result.error, advice_fields(result.advice)
+    assert result.value is not None
+    outcome, record = result.value
+    return convert(record), advice_fields(outcome.advice)
+
+
+def advice_fields(advice: dict[str, Any]) -> dict[str, str | None]:
+    return {"safety_instructions": advice.get("safetyInstructions"), "crisis_resources": advice.get("crisisResources")}
 
 
 def aware(value: datetime | None, field_name: str) -> datetime | None:

@@ -14,7 +14,7 @@ from models import instruments, surveys
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from schema.mutations import attempt, global_id, node_id
+from schema.mutations import global_id, node_id, written
 from schema.pagination import Connection
 from schema.permissions import viewer_of
 
@@ -264,17 +264,5 @@ class SurveyMutation:
             )
             return outcome, await surveys.get_response(viewer, outcome.resource_id)
 
-        result = await attempt(call)
-        if result.error is not None:
-            return SubmitSurveyResponsePayload(
-                result=result.error,  # type: ignore[arg-type]
-                safety_instructions=result.advice.get("safetyInstructions"),
-                crisis_resources=result.advice.get("crisisResources"),
-            )
-        assert result.value is not None
-        outcome, response = result.value
-        return SubmitSurveyResponsePayload(
-            result=SurveyResponseType.from_model(response),
-            safety_instructions=outcome.advice.get("safetyInstructions"),
-            crisis_resources=outcome.advice.get("crisisResources"),
-        )
+        result, advice = await written(call, SurveyResponseType.from_model)
+        return SubmitSurveyResponsePayload(result=result, **advice)
