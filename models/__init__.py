@@ -20,4 +20,5 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.surveys",
     "models.notifications",
     "models.messaging",
+    "models.opioids",
 )

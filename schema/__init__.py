@@ -17,6 +17,7 @@ from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import protections
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
+from schema.outcomes import OutcomesMutation
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
@@ -26,7 +27,7 @@ class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuer
 
 
 @strawberry.type
-class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation):
+class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation, OutcomesMutation):
     pass
 
 

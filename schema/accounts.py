@@ -19,6 +19,7 @@ from schema.clinical import PatientClinicalFields
 from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, ValidationError, error_type_for
 from schema.loaders import loader
+from schema.outcomes import PatientOutcomeFields
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 from schema.surveys import PatientSurveyFields
@@ -136,7 +137,7 @@ class DataSharingChoice:
 
 
 @strawberry.type(name="Patient")
-class PatientType(PatientClinicalFields, PatientSurveyFields, relay.Node):
+class PatientType(PatientClinicalFields, PatientSurveyFields, PatientOutcomeFields, relay.Node):
     id: relay.NodeID[str]
     given_name: str
     family_name: str

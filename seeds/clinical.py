@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from models import alerts, checkins, dosing, messaging, plans, side_effects, surveys
+from models import alerts, checkins, dosing, messaging, opioids, plans, side_effects, surveys
 from models.access import Viewer, load_user_viewer
 from models.accounts import Patient, User
 from models.audit import AuditTrail
@@ -127,6 +127,7 @@ async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
                 await checkins.submit_check_in(patient, entry, now=recorded + timedelta(minutes=5), policy=policy)
             await _story(course, patient, provider, plan, sessions, now, policy)
             await _conversation(course, patient, provider, now, policy)
+            await _opioid_history(course, patient, now, policy)
         added.append(f"clinical history of {course.patient}")
     # The notifications of this made-up past went out back then: none is pending now.
     await Notification.filter(status=NotificationStatus.PENDING, created_at__lte=now).update(
@@ -202,6 +203,27 @@ CONVERSATIONS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ],
     ),
 }
+
+
+# (drug, strength, unit, intakes a day at the start, at the end, every n days): Alex tapers
+# oxycodone as pain falls; Blair's tramadol stays flat; Casey wears a fentanyl patch.
+OPIOIDS: dict[str, tuple[str, int, str, int, int, int]] = {
+    "alex@demo.test": ("oxycodone", 10, "mg", 4, 2, 1),
+    "blair@demo.test": ("tramadol", 50, "mg", 3, 3, 1),
+    "casey@demo.test": ("fentanyl patch", 25, "mcg/hr", 1, 1, 3),
+}
+
+
+async def _opioid_history(course: DemoCourse, patient: Viewer, now: datetime, policy: ClinicPolicy) -> None:
+    if course.patient not in OPIOIDS:
+        return
+    drug, strength, unit, start, end, every = OPIOIDS[course.patient]
+    for day in range(29, 0, -every):
+        per_day = round(start + (end - start) * (29 - day) / 29)
+        for n in range(per_day):
+            taken = now - timedelta(days=day) + timedelta(hours=4 * n)
+            dose = opioids.NewOpioidDose(drug, Decimal(strength), unit, Decimal(1), taken)
+            await opioids.log_opioid_use(patient, dose, now=taken + timedelta(minutes=1), policy=policy)
 
 
 async def _conversation(

@@ -164,6 +164,10 @@ PROBES.update(
         "createMessageThread": _mutation("createMessageThread", 'subject: "hello", patientId: $id', "$id: ID!"),
         "sendMessage": _mutation("sendMessage", 'threadId: $thread, body: "hello"', "$thread: ID!"),
         "markThreadRead": _mutation("markThreadRead", "threadId: $thread", "$thread: ID!"),
+        "logOpioidUse": _mutation(
+            "logOpioidUse",
+            'drug: "oxycodone", strength: 5, strengthUnit: "mg", quantity: 1, takenAt: "2026-11-25T14:00:00Z"',
+        ),
         "voidDosingSession": _mutation("voidDosingSession", 'sessionId: $session, reason: "test"', "$session: ID!"),
         "submitSurveyResponse": _mutation(
             "submitSurveyResponse", 'instrument: "PAIN-NRS", answers: [{ linkId: "1", value: 4 }]'
@@ -202,6 +206,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "submitCheckIn": PATIENTS,
     "reportSideEffect": PATIENTS,
     "submitSurveyResponse": PATIENTS,
+    "logOpioidUse": PATIENTS,
     # Alex's thread: Alex and Alex's care team, nobody else.
     "threads": frozenset({"alex", "provider_in_team"}),
     "sendMessage": frozenset({"alex", "provider_in_team"}),
