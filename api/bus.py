@@ -5,9 +5,10 @@ in `seq` order and publishes them. Two buses:
 - in-process (the default): every replica runs its own dispatcher over the shared table and
   publishes to its own subscribers, so an event committed through replica A reaches a subscriber
   on replica B through the database;
-- Redis pub/sub (`EVENT_BUS_URL=redis://…`): one dispatcher at a time claims a range of events
-  (a conditional update on a shared cursor row) and publishes it to Redis; every replica relays
-  what Redis delivers to its own subscribers.
+- Redis pub/sub (`EVENT_BUS_URL=redis://…`): dispatchers publish what follows a shared position
+  (a row in the database) to Redis, then move the position with a conditional update; every
+  replica relays what Redis delivers to its own subscribers, dropping any `seq` it has already
+  delivered (publication is at least once: a crash republishes rather than loses).
 
 On PostgreSQL a `seq` can commit after a higher one (two transactions racing). The dispatcher
 remembers such gaps for a while and publishes a late event when it appears, so nothing is lost
@@ -18,6 +19,7 @@ through queries (`messages(after:)`, `alerts`), which read the database, not the
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -34,6 +36,7 @@ QUEUE_SIZE = 1000
 POLL_SECONDS = 0.2
 BATCH = 200
 GAP_MEMORY_SECONDS = 60.0
+RECENT_SEQS = 10_000
 
 
 class InProcessBus:
@@ -44,18 +47,30 @@ class InProcessBus:
 
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[BusEvent | None]] = set()
+        # Publication is at least once (see Dispatcher): the same seq twice is delivered once.
+        self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     async def publish(self, event: BusEvent) -> None:
         self.deliver(event)
 
     def deliver(self, event: BusEvent) -> None:
+        if event.seq in self._recent:
+            return
+        self._recent[event.seq] = None
+        while len(self._recent) > RECENT_SEQS:
+            self._recent.popitem(last=False)
         for queue in list(self._queues):
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
-                self._queues.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+                self._disconnect(queue)
+
+    def _disconnect(self, queue: asyncio.Queue[BusEvent | None]) -> None:
+        """End a subscriber's stream: its client reconnects and catches up through queries."""
+        self._queues.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[BusEvent]]:
@@ -76,9 +91,7 @@ class InProcessBus:
 
     async def close(self) -> None:
         for queue in list(self._queues):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
-        self._queues.clear()
+            self._disconnect(queue)
 
 
 class RedisBus(InProcessBus):
@@ -102,22 +115,37 @@ class RedisBus(InProcessBus):
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def _listen(self) -> None:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(CHANNEL)
-        self._ready.set()
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    self.deliver(BusEvent.from_json(json.loads(message["data"])))
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Relay Redis to local subscribers; on a lost connection, log, end the local streams
+        (their clients reconnect and catch up through queries) and reconnect with back-off."""
+        delay = 0.5
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                self._ready.set()
+                delay = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.deliver(BusEvent.from_json(json.loads(message["data"])))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("lost the Redis event bus; reconnecting in %.1f s", delay)
+                for queue in list(self._queues):
+                    self._disconnect(queue)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
-        await self._redis.aclose()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
         await super().close()
 
 
@@ -139,6 +167,9 @@ class Dispatcher:
         self.cursor = latest.seq if latest else 0
         if self.bus.shared:
             await DispatchCursor.get_or_create(name="bus", defaults={"last_seq": self.cursor})
+            # After a full restart the shared position may lag behind: nobody is listening for
+            # what happened while every replica was down.
+            await DispatchCursor.filter(name="bus", last_seq__lt=self.cursor).update(last_seq=self.cursor)
 
     async def run_once(self) -> int:
         """One pass: publish what committed since the last one; returns how many were published."""
@@ -147,17 +178,14 @@ class Dispatcher:
         assert self.cursor is not None
         published = await self._recover_gaps()
         start = self.cursor
+        shared_at = None
         if self.bus.shared:
-            shared = await DispatchCursor.get(name="bus")
-            start = max(start, shared.last_seq)
+            shared_at = (await DispatchCursor.get(name="bus")).last_seq
+            start = max(start, shared_at)
         events = list(await DomainEvent.filter(seq__gt=start).order_by("seq").limit(BATCH))
         if not events:
+            self.cursor = start
             return published
-        if self.bus.shared:
-            # Claim the range: of two dispatchers, exactly one moves the shared cursor.
-            claimed = await DispatchCursor.filter(name="bus", last_seq=start).update(last_seq=events[-1].seq)
-            if claimed != 1:
-                return published
         expected = start + 1
         for event in events:
             for missing in range(expected, event.seq):
@@ -165,6 +193,10 @@ class Dispatcher:
             expected = event.seq + 1
             await self.bus.publish(BusEvent.of(event))
         self.cursor = events[-1].seq
+        if shared_at is not None:
+            # Moved only after publishing: a crash mid-batch republishes (receivers drop repeats)
+            # rather than losing events; two dispatchers racing both publish, one moves it.
+            await DispatchCursor.filter(name="bus", last_seq=shared_at).update(last_seq=self.cursor)
         return published + len(events)
 
     async def _recover_gaps(self) -> int:

@@ -108,12 +108,20 @@ class DatabaseContextMiddleware:
             await self.app(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    def __init__(self, status: int, error: Mapping[str, object]) -> None:
+        self.status = status
+        self.error = error
+
+
+# A NUL character has no place in any field of this API, and PostgreSQL cannot store one in text:
+# refused at the door (raw, JSON-escaped or form-encoded) instead of failing deep inside.
+_NUL_FORMS = (b"\x00", b"\\u0000", b"%00")
 
 
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413, whether announced or streamed."""
+    """Refuses request bodies over `max_bytes` with 413, whether announced or streamed, and
+    bodies carrying a NUL character with 400."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -123,24 +131,27 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = {
-            "error": "request_too_large",
-            "message": f"request body is larger than {self.max_bytes} bytes",
-        }
+        too_large = {"error": "request_too_large", "message": f"request body is larger than {self.max_bytes} bytes"}
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await send_json_error(send, 413, error)
+            await send_json_error(send, 413, too_large)
             return
         received = 0
+        tail = b""
         response_started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyRefused(413, too_large)
+                window = tail + chunk  # a NUL escape split across two chunks is still seen
+                if any(form in window for form in _NUL_FORMS):
+                    raise _BodyRefused(400, {"error": "invalid_request", "message": "NUL characters are not allowed"})
+                tail = window[-5:]
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -151,7 +162,7 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except _BodyRefused as refused:
             if response_started:
                 raise
-            await send_json_error(send, 413, error)
+            await send_json_error(send, refused.status, refused.error)

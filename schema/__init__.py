@@ -15,7 +15,7 @@ from schema.accounts import AccountsMutation, AccountsQuery
 from schema.audit import AuditQuery
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
-from schema.extensions import protections
+from schema.extensions import make_public, protections
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
 from schema.surveys import SurveyMutation, SurveyQuery
@@ -33,7 +33,11 @@ class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMuta
 
 class KetafollowSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        """Log nothing here: `ErrorPolicy` logs the unexpected errors, once, without request data."""
+        """Every result's errors, queries' and each subscription event's alike, pass here before
+        they leave: mask the unexpected (logged once, with the request id, no request data)."""
+        request_id = getattr(execution_context.context, "request_id", None) if execution_context else None
+        for error in errors:
+            make_public(error, request_id)
 
 
 def build_schema(

@@ -30,41 +30,41 @@ logger = logging.getLogger("ketafollow.graphql")
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
-class ErrorPolicy(SchemaExtension):
-    """Show expected errors, mask and log the rest, and never suggest field names."""
+def make_public(error: GraphQLError, request_id: str | None) -> None:
+    """Turn an error into what a client may see, in place (and only once: it drops the cause).
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
-            result.errors = [self._public(error) for error in result.errors]
-
-    def _public(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is None:
-            # Parsing and validation errors: about the document the client sent, safe to show,
-            # minus the suggestions that would let a client map a schema it cannot introspect.
-            error.message = _SUGGESTION.sub("", error.message)
-            return error
-        if isinstance(original, ClientError):
-            return GraphQLError(
-                original.message,
-                nodes=error.nodes,
-                path=error.path,
-                extensions={"code": original.code},
-            )
-        request_id = getattr(self.execution_context.context, "request_id", None)
+    Parsing and validation errors are about the client's document: shown, minus the suggestions
+    that would map a schema for someone who cannot introspect it. A `ClientError` is shown with
+    its code. Anything else is logged with the request id and masked.
+    """
+    original = error.original_error
+    if original is None:
+        error.message = _SUGGESTION.sub("", error.message)
+        return
+    if isinstance(original, ClientError):
+        error.message, error.extensions = original.message, {"code": original.code}
+    else:
         logger.error(
             "unexpected error in %s",
             ".".join(str(p) for p in error.path or []) or "operation",
             exc_info=(type(original), original, original.__traceback__),
         )
-        return GraphQLError(
-            f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-        )
+        error.message = f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error."
+        error.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+    error.original_error = None
+
+
+class ErrorPolicy(SchemaExtension):
+    """Show expected errors, mask and log the rest, and never suggest field names (for results
+    that did not pass through `Schema.process_errors`, e.g. refused before execution)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            request_id = getattr(self.execution_context.context, "request_id", None)
+            for error in result.errors:
+                make_public(error, request_id)
 
 
 class AuditFlush(SchemaExtension):

@@ -16,11 +16,21 @@ from strawberry.types import Info
 from models import alerts as alert_ops
 from models import errors as domain
 from models import messaging, surveys
+from models.access import Viewer
 from models.accounts import Role, User
+from models.audit import AuditAction, AuditEntry, AuditOutcome
 from models.events import BusEvent
 from schema.clinical import AlertType, cursor_time
 from schema.context import Context
-from schema.errors import BadUserInput, Forbidden, IdempotencyConflict, NotFound, RecordNotFound, ValidationError
+from schema.errors import (
+    BadUserInput,
+    ClientError,
+    Forbidden,
+    IdempotencyConflict,
+    NotFound,
+    RecordNotFound,
+    ValidationError,
+)
 from schema.extensions import public_error
 from schema.loaders import loader
 from schema.mutations import attempt, node_id, written
@@ -143,7 +153,7 @@ class MessageThreadType(relay.Node):
         before = None
         if after is not None:
             [raw] = decode_cursor(_MESSAGES, after, 1)
-            if not (raw.isascii() and raw.isdecimal()):
+            if not (raw.isascii() and raw.isdecimal()) or int(raw) > 2**31 - 1:
                 raise BadUserInput("after is not a cursor this list issued")
             before = int(raw)
         rows = await messaging.list_messages(viewer_of(info), uuid.UUID(self.id), limit=limit + 1, before_number=before)
@@ -314,9 +324,24 @@ async def _events(info: Info[Context, None], wanted: str) -> AsyncGenerator[BusE
                 yield event
 
 
-async def _flush_audit(info: Info[Context, None]) -> None:
-    viewer = viewer_of(info)
-    await viewer.audit.flush(viewer, info.context.now())
+async def _still_allowed(info: Info[Context, None]) -> Viewer | None:
+    """The viewer as they are now: a deactivated account or an expired token ends the stream,
+    and a change of care team applies at the next event (Context.reauthenticate, WebSocket)."""
+    if info.context.reauthenticate is None:
+        return viewer_of(info)
+    try:
+        viewer = await info.context.reauthenticate()
+    except ClientError:
+        return None
+    info.context.viewer = viewer
+    return viewer
+
+
+async def _delivered(viewer: Viewer, patient_id: uuid.UUID | None, resource_type: str, now: datetime) -> None:
+    """Each event a subscriber receives is a read of patient data: audited, then written at once."""
+    viewer.audit.operation = viewer.audit.operation or "subscription"
+    viewer.audit.add(AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id))
+    await viewer.audit.flush(viewer, now)
 
 
 @strawberry.type(name="Subscription")
@@ -330,31 +355,34 @@ class LiveSubscription:
         try:
             thread = await messaging.get_thread(viewer, node_id(thread_id, "MessageThread", "threadId"))
         except (domain.NotFound, domain.InvalidInput) as refusal:
-            await _flush_audit(info)
+            await viewer.audit.flush(viewer, info.context.now())
             raise RecordNotFound("thread not found") from refusal
-        await _flush_audit(info)
+        await viewer.audit.flush(viewer, info.context.now())
         async for event in _events(info, "Message.created"):
             if event.payload.get("threadId") != str(thread.id):
                 continue
+            current = await _still_allowed(info)
+            if current is None:
+                return
             try:
-                message = await messaging.get_message(viewer, event.resource_id)
+                message = await messaging.get_message(current, event.resource_id)
             except domain.NotFound:
-                continue  # the viewer left the care team meanwhile
-            await _flush_audit(info)
+                return  # no longer in this thread (e.g. moved to another care team): the stream ends
+            await current.audit.flush(current, info.context.now())
             yield MessageType.from_model(message)
 
     @strawberry.subscription(description="Alerts raised for your care teams' patients (providers).")
     @guarded
     async def alert_raised(self, info: Info[Context, None]) -> AsyncGenerator[AlertType, None]:
-        viewer = viewer_of(info)
-        if not viewer.is_role(Role.PROVIDER):
+        if not viewer_of(info).is_role(Role.PROVIDER):
             raise Forbidden("alerts are for the providers of the patient's care team")
         async for event in _events(info, "Alert.raised"):
-            alerts = await alert_ops.Alert.filter(
-                id=event.resource_id, patient__care_team_id__in=list(viewer.care_team_ids)
-            )
-            for alert in alerts:
-                await _flush_audit(info)
+            current = await _still_allowed(info)
+            if current is None:
+                return
+            teams = list(current.care_team_ids)
+            for alert in await alert_ops.Alert.filter(id=event.resource_id, patient__care_team_id__in=teams):
+                await _delivered(current, alert.patient_id, "Alert", info.context.now())  # type: ignore[attr-defined]
                 yield AlertType.from_model(alert)
 
     @strawberry.subscription(description="Your surveys as they open (patients).")
@@ -366,6 +394,10 @@ class LiveSubscription:
         async for event in _events(info, "SurveyAssignment.available"):
             if event.patient_id != viewer.patient_id:
                 continue
+            current = await _still_allowed(info)
+            if current is None:
+                return
             assignment = await surveys.SurveyAssignment.get_or_none(id=event.resource_id, patient_id=viewer.patient_id)
             if assignment is not None:
+                await _delivered(current, viewer.patient_id, "SurveyAssignment", info.context.now())
                 yield SurveyAssignmentType.from_model(assignment)

@@ -139,3 +139,26 @@ async def test_other_methods_are_refused(client: httpx.AsyncClient, method: str)
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"query": "{ __typename }", "variables": {"x": "a\\u0000b"}}',
+        b"grant_type=password&username=a%00b&password=x",
+    ],
+)
+async def test_a_nul_character_anywhere_is_refused_at_the_door(
+    client: httpx.AsyncClient, token: str, body: bytes
+) -> None:
+    form = body.startswith(b"grant_type")
+    response = await client.post(
+        "/auth/token" if form else "/graphql",
+        content=body,
+        headers={
+            "content-type": "application/x-www-form-urlencoded" if form else "application/json",
+            **({} if form else _bearer(token)),
+        },
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request", "message": "NUL characters are not allowed"}

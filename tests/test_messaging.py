@@ -22,6 +22,7 @@ from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
+from models.accounts import User
 from models.alerts import Alert
 from models.clock import ManualClock
 from models.messaging import MessageThread
@@ -130,9 +131,9 @@ async def test_a_patient_is_told_when_a_survey_opens(
     clock.advance(timedelta(hours=3))
     await complete(client, alex, session["id"])
     query = "subscription { surveyAvailable { instrument status } }"
+    clock.advance(timedelta(hours=2))  # the post-session check is due (and the token is fresh)
     async with subscribed(app, str(alex), query) as patient:
         await asyncio.sleep(0.1)
-        clock.advance(timedelta(hours=2))
         with use_database(app.state.database):
             await survey_jobs.open_due_surveys(job_env(clock))
         payload = await next_payload(patient)
@@ -264,3 +265,17 @@ async def test_over_a_real_socket_a_provider_receives_a_patients_message(
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=10)
+
+
+async def test_a_subscription_ends_when_its_viewer_may_no_longer_see_the_events(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    thread = await thread_of(app, "alex@demo.test")
+    query = "subscription($t: ID!) { messageAdded(threadId: $t) { body } }"
+    async with subscribed(app, tokens.user("dr.rivera@demo.test"), query, {"t": thread}) as provider:
+        await asyncio.sleep(0.1)
+        with use_database(app.state.database):
+            await User.filter(email="dr.rivera@demo.test").update(is_active=False)
+        await gql(client, SEND, {"input": {"threadId": thread, "body": "private"}}, token=tokens.user("alex@demo.test"))
+        message = await provider.receive_json(timeout=5)
+    assert message == {"id": "1", "type": "complete"}
