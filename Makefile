@@ -46,6 +46,7 @@ schema: $(INSTALLED)
 # Figures, not assertions (see README: Benchmarks).
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.benchmarks.bench_scheduler
+	$(BIN)/python -m tests.benchmarks.bench_panel
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -90,12 +90,11 @@ class AuditTrail:
     request_id: str | None = None
     client_address: str | None = None
     operation: str | None = None
-    pending: list[AuditEntry] = field(default_factory=list)
+    pending: dict[AuditEntry, None] = field(default_factory=dict)  # ordered, without repeats
 
     def add(self, entry: AuditEntry) -> None:
         # A list read touching a patient many times is one access to that patient.
-        if entry not in self.pending:
-            self.pending.append(entry)
+        self.pending.setdefault(entry)
 
     def event(self, viewer: Viewer | None, entry: AuditEntry, now: datetime) -> AuditEvent:
         return AuditEvent(
@@ -119,7 +118,7 @@ class AuditTrail:
         """Write the pending entries in one statement (call inside the caller's transaction, if any)."""
         if not self.pending:
             return
-        entries, self.pending = self.pending, []
+        entries, self.pending = list(self.pending), {}
         await AuditEvent.bulk_create([self.event(viewer, entry, now) for entry in entries])
 
 

@@ -168,6 +168,16 @@ async def unread_counts(viewer: Viewer, thread_ids: list[UUID]) -> dict[UUID, in
     return counts
 
 
+async def unread_by_patient(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, int]:
+    """Unread messages per patient for the viewer, across that patient's threads (3 queries)."""
+    threads = await MessageThread.filter(_threads_visible_to(viewer), patient_id__in=patient_ids)
+    counts = await unread_counts(viewer, [thread.id for thread in threads])
+    totals = dict.fromkeys(patient_ids, 0)
+    for thread in threads:
+        totals[thread.patient_id] += counts.get(thread.id, 0)  # type: ignore[attr-defined]
+    return totals
+
+
 async def total_unread(viewer: Viewer) -> int:
     ids: list[UUID] = [thread.id for thread in await MessageThread.filter(_threads_visible_to(viewer)).only("id")]
     counts = await unread_counts(viewer, ids)

@@ -243,21 +243,21 @@ async def opioid_summaries(
 
     allowed = await clinical_patients(viewer, patient_ids, "OpioidDose")
     earliest = now - timedelta(days=max(days, CURRENT_WINDOW_DAYS) + 40)
-    doses = await OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")
-    firsts = await DosingSession.filter(patient_id__in=list(allowed), status=SessionStatus.COMPLETED).order_by(
-        "started_at"
-    )
+    doses = OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")
+    firsts = DosingSession.filter(patient_id__in=list(allowed), status=SessionStatus.COMPLETED).order_by("started_at")
     first_session: dict[UUID, datetime] = {}
-    for session in firsts:
-        first_session.setdefault(session.patient_id, session.started_at)  # type: ignore[attr-defined]
-    by_patient: dict[UUID, list[OpioidDose]] = {patient_id: [] for patient_id in allowed}
-    for dose in doses:
-        by_patient[dose.patient_id].append(dose)  # type: ignore[attr-defined]
+    for patient_id, started_at in await firsts.values_list("patient_id", "started_at"):
+        first_session.setdefault(patient_id, started_at)
+    by_patient: dict[UUID, list[Intake]] = {patient_id: [] for patient_id in allowed}
+    for patient_id, drug, strength, quantity, taken_at in await doses.values_list(
+        "patient_id", "drug", "strength", "quantity", "taken_at"
+    ):
+        by_patient[patient_id].append(Intake(drug, strength, quantity, taken_at))
     summaries = {}
     for patient_id, patient in allowed.items():
         zone = patient.time_zone
         today = now.astimezone(ZoneInfo(zone)).date()
-        intakes = [Intake(d.drug, d.strength, d.quantity, d.taken_at) for d in by_patient[patient_id]]
+        intakes = by_patient[patient_id]
         daily = daily_mme(intakes, today - timedelta(days=days - 1), today, zone)
         window = (today - timedelta(days=CURRENT_WINDOW_DAYS), today - timedelta(days=1))
         recent = daily_mme(intakes, *window, zone)

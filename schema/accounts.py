@@ -12,14 +12,14 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import consent, directory
+from models import consent, directory, outcomes
 from models import errors as domain
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from schema.clinical import PatientClinicalFields
 from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, ValidationError, error_type_for
 from schema.loaders import loader
-from schema.outcomes import PatientOutcomeFields
+from schema.outcomes import PatientOutcomeFields, PatientPanelFields
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 from schema.surveys import PatientSurveyFields
@@ -137,7 +137,7 @@ class DataSharingChoice:
 
 
 @strawberry.type(name="Patient")
-class PatientType(PatientClinicalFields, PatientSurveyFields, PatientOutcomeFields, relay.Node):
+class PatientType(PatientClinicalFields, PatientSurveyFields, PatientOutcomeFields, PatientPanelFields, relay.Node):
     id: relay.NodeID[str]
     given_name: str
     family_name: str
@@ -206,6 +206,19 @@ class ViewerType:
 
 
 _PATIENT_CURSOR = "patients"
+_URGENCY_CURSOR = "panel"
+
+
+@strawberry.enum(name="PatientOrder")
+class PatientOrder(Enum):
+    URGENCY = "URGENCY"
+    NAME = "NAME"
+
+
+@strawberry.input(name="PatientFilter")
+class PatientFilter:
+    care_team_id: strawberry.ID | None = None
+    has_open_alerts: bool | None = None
 
 
 async def patient_connection(
@@ -315,11 +328,38 @@ class AccountsQuery:
         except domain.NotFound as error:
             raise RecordNotFound(error.message) from error
 
-    @strawberry.field(description="The patients you may see (a provider's panel), ordered by name.")
+    @strawberry.field(description="The patients you may see (a provider's panel), the most urgent first.")
     async def patients(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        filter: PatientFilter | None = None,
+        order_by: PatientOrder = PatientOrder.URGENCY,
     ) -> Connection[PatientType]:
-        return await patient_connection(info, first, after)
+        team = node_uuid(info, filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
+        if filter and filter.care_team_id and team is None:
+            raise BadUserInput("careTeamId is not a care team id")
+        if order_by is PatientOrder.NAME:
+            return await patient_connection(info, first, after, care_team_id=team)
+        limit = page_size(first, info.context.max_page_size)
+        position = tuple(decode_cursor(_URGENCY_CURSOR, after, 5)) if after else None
+        if position is not None and not position[0].isdecimal():
+            raise BadUserInput("after is not a cursor this list issued")
+        rows = await outcomes.panel_by_urgency(
+            viewer_of(info),
+            limit=limit + 1,
+            after=position,
+            care_team_id=team,
+            with_open_alerts=filter.has_open_alerts if filter else None,
+        )
+        page = rows[:limit]
+        return Connection[PatientType].build(
+            [PatientType.from_model(patient) for patient, _ in page],
+            [encode_cursor(_URGENCY_CURSOR, list(key)) for _, key in page],
+            has_next_page=len(rows) > limit,
+            after=after,
+        )
 
 
 @strawberry.type

@@ -10,7 +10,8 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import opioids
+from models import messaging, opioids, outcomes
+from models.outcomes import Measure, PanelFacts, PatientOutcomes
 from schema.context import Context
 from schema.errors import IdempotencyConflict, ValidationError
 from schema.loaders import loader
@@ -72,6 +73,10 @@ class OpioidUseType:
             ],
             summary=summary,
         )
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 @strawberry.type(name="OpioidDose")
@@ -156,3 +161,141 @@ class OutcomesMutation:
 
         result, advice = await written(call, OpioidDoseType.from_model)
         return LogOpioidUsePayload(result=result, **advice)
+
+
+@strawberry.type(name="SeriesPoint")
+class SeriesPointType:
+    date: date
+    value: float
+
+
+@strawberry.type(name="ScoreOutcome")
+class ScoreOutcomeType:
+    baseline: float | None = strawberry.field(description="Latest before the first session (30 days at most).")
+    latest: float | None
+    change_percent: float | None
+    response: bool | None = strawberry.field(description="A reduction of 50 % or more (PHQ-9, GAD-7).")
+    remission: bool | None = strawberry.field(description="Latest total below 5 (PHQ-9, GAD-7).")
+
+
+@strawberry.type(name="PainOutcome")
+class PainOutcomeType:
+    baseline: float | None
+    latest_rolling_average: float | None = strawberry.field(description="Mean of the last 7 days with a value.")
+    change_percent: float | None
+    improvement: str | None = strawberry.field(description="SUBSTANTIAL (50 %+), MEANINGFUL (30 %+) or NONE.")
+
+
+@strawberry.type(name="GradeCount")
+class GradeCountType:
+    grade: str
+    count: int
+
+
+@strawberry.type(name="Outcomes")
+class OutcomesType:
+    pain: PainOutcomeType
+    phq9: ScoreOutcomeType
+    gad7: ScoreOutcomeType
+    mme_baseline: float | None
+    mme_current: float
+    mme_change: float | None
+    sessions_completed: int
+    sessions_planned: int | None
+    surveys_answered: int
+    surveys_sent: int
+    survey_adherence: float | None = strawberry.field(description="Answered / made available (expired = unanswered).")
+    side_effects_by_grade: list[GradeCountType]
+    pain_series: list[SeriesPointType]
+    phq9_series: list[SeriesPointType]
+    gad7_series: list[SeriesPointType]
+    mme_series: list[SeriesPointType]
+
+    @classmethod
+    def from_outcomes(cls, found: PatientOutcomes) -> OutcomesType:
+        def score(measure: Measure) -> ScoreOutcomeType:
+            return ScoreOutcomeType(
+                baseline=_float(measure.baseline),
+                latest=_float(measure.latest),
+                change_percent=_float(outcomes.percent_change(measure.baseline, measure.latest)),
+                response=outcomes.responded(measure.baseline, measure.latest),
+                remission=outcomes.in_remission(measure.latest),
+            )
+
+        def series(points: list[Any]) -> list[SeriesPointType]:
+            return [SeriesPointType(date=day, value=float(value)) for day, value in points]
+
+        change = None if found.mme_baseline is None else found.mme_current - found.mme_baseline
+        return cls(
+            pain=PainOutcomeType(
+                baseline=_float(found.pain.baseline),
+                latest_rolling_average=_float(found.pain.latest),
+                change_percent=_float(outcomes.percent_change(found.pain.baseline, found.pain.latest)),
+                improvement=outcomes.pain_improvement(found.pain.baseline, found.pain.latest),
+            ),
+            phq9=score(found.phq9),
+            gad7=score(found.gad7),
+            mme_baseline=_float(found.mme_baseline),
+            mme_current=float(found.mme_current),
+            mme_change=_float(change),
+            sessions_completed=found.sessions_completed,
+            sessions_planned=found.sessions_planned,
+            surveys_answered=found.surveys_answered,
+            surveys_sent=found.surveys_sent,
+            survey_adherence=round(found.surveys_answered / found.surveys_sent, 3) if found.surveys_sent else None,
+            side_effects_by_grade=[GradeCountType(grade=g, count=n) for g, n in sorted(found.side_effects.items())],
+            pain_series=series(found.pain.series),
+            phq9_series=series(found.phq9.series),
+            gad7_series=series(found.gad7.series),
+            mme_series=series(found.mme_series),
+        )
+
+
+@strawberry.type
+class PatientPanelFields:
+    """What the provider panel shows beside each patient (schema.accounts composes them)."""
+
+    if TYPE_CHECKING:
+        id: str
+
+    @strawberry.field(description="Outcomes and their series for charts (CLINICAL.md §5 definitions).")
+    async def outcomes(self, info: Info[Context, None]) -> OutcomesType | None:
+        async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, PatientOutcomes]:
+            return await outcomes.outcomes_for(viewer, ids, now=info.context.now())
+
+        found = await loader(info, "outcomes", fetch).load(uuid.UUID(str(self.id)))
+        return OutcomesType.from_outcomes(found) if found else None
+
+    async def _facts(self, info: Info[Context, None]) -> PanelFacts | None:
+        async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, PanelFacts]:
+            return await outcomes.panel_facts(viewer, ids, now=info.context.now())
+
+        facts: PanelFacts | None = await loader(info, "panel_facts", fetch).load(uuid.UUID(str(self.id)))
+        return facts
+
+    @strawberry.field(description="Open and acknowledged alerts (the care team's).")
+    async def open_alert_count(self, info: Info[Context, None]) -> int | None:
+        facts = await self._facts(info)
+        return facts.open_alerts if facts else None
+
+    @strawberry.field
+    async def highest_alert_severity(self, info: Info[Context, None]) -> str | None:
+        facts = await self._facts(info)
+        return facts.highest_severity.value if facts and facts.highest_severity else None
+
+    @strawberry.field
+    async def next_survey_due_at(self, info: Info[Context, None]) -> datetime | None:
+        facts = await self._facts(info)
+        return facts.next_survey_due if facts else None
+
+    @strawberry.field
+    async def last_session_at(self, info: Info[Context, None]) -> datetime | None:
+        facts = await self._facts(info)
+        return facts.last_session_at if facts else None
+
+    @strawberry.field(description="Messages in this patient's threads you have not read.")
+    async def unread_messages(self, info: Info[Context, None]) -> int:
+        count: int | None = await loader(info, "unread_by_patient", messaging.unread_by_patient).load(
+            uuid.UUID(str(self.id))
+        )
+        return count or 0

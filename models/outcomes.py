@@ -1,0 +1,280 @@
+"""Outcomes per patient and the provider panel's facts, for many patients in a fixed number of
+queries (ARCHITECTURE.md decision 7: the statement count never grows with the rows).
+
+Outcome definitions are CLINICAL.md §5's: the baseline is the latest value before the first
+completed session (at most 30 days before it), never guessed; PHQ-9/GAD-7 response is a ≥ 50 %
+reduction and remission a latest total < 5; pain change of ≥ 30 % is meaningful and ≥ 50 %
+substantial; adherence is surveys answered / surveys made available (expired count as not
+answered).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from tortoise.functions import Count
+
+from models.access import Viewer, patients_visible_to
+from models.accounts import Patient
+from models.alert_rules import Severity
+from models.alerts import Alert, AlertStatus
+from models.checkins import CheckIn
+from models.directory import audit_patient_read, clinical_patients
+from models.dosing import DosingSession, SessionStatus
+from models.opioids import opioid_summaries
+from models.plans import CURRENT_STATUSES, TreatmentPlan
+from models.side_effects import SideEffectReport
+from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
+
+BASELINE_LOOKBACK = timedelta(days=30)
+ROLLING_DAYS = 7
+REMISSION_BELOW = Decimal(5)
+
+
+def percent_change(baseline: Decimal | None, latest: Decimal | None) -> Decimal | None:
+    """Change from baseline in percent (negative is a reduction); None without both, or from 0."""
+    if baseline is None or latest is None or baseline == 0:
+        return None
+    return ((latest - baseline) / baseline * 100).quantize(Decimal("0.1"))
+
+
+def responded(baseline: Decimal | None, latest: Decimal | None) -> bool | None:
+    """CLINICAL.md §5: response is a reduction of at least 50 % from baseline."""
+    change = percent_change(baseline, latest)
+    return None if change is None else change <= Decimal(-50)
+
+
+def in_remission(latest: Decimal | None) -> bool | None:
+    """CLINICAL.md §5: remission is a latest PHQ-9 / GAD-7 total below 5."""
+    return None if latest is None else latest < REMISSION_BELOW
+
+
+def pain_improvement(baseline: Decimal | None, latest: Decimal | None) -> str | None:
+    """CLINICAL.md §5 (IMMPACT): SUBSTANTIAL (≥ 50 % less), MEANINGFUL (≥ 30 %), or NONE."""
+    change = percent_change(baseline, latest)
+    if change is None:
+        return None
+    if change <= Decimal(-50):
+        return "SUBSTANTIAL"
+    if change <= Decimal(-30):
+        return "MEANINGFUL"
+    return "NONE"
+
+
+def baseline_before(points: list[tuple[datetime, Decimal]], first_session: datetime | None) -> Decimal | None:
+    """The latest value before the first completed session, within 30 days of it."""
+    if first_session is None:
+        return None
+    before = [value for moment, value in points if first_session - BASELINE_LOOKBACK <= moment < first_session]
+    return before[-1] if before else None
+
+
+@dataclass(frozen=True)
+class Measure:
+    baseline: Decimal | None
+    latest: Decimal | None
+    series: list[tuple[date, Decimal]]
+
+
+@dataclass
+class PatientOutcomes:
+    pain: Measure
+    phq9: Measure
+    gad7: Measure
+    mme_baseline: Decimal | None
+    mme_current: Decimal
+    mme_series: list[tuple[date, Decimal]]
+    sessions_completed: int
+    sessions_planned: int | None
+    surveys_answered: int
+    surveys_sent: int
+    side_effects: dict[str, int] = field(default_factory=dict)
+
+
+def _daily_means(points: list[tuple[datetime, Decimal]], zone: str) -> list[tuple[date, Decimal]]:
+    by_day: dict[date, list[Decimal]] = defaultdict(list)
+    for moment, value in points:
+        by_day[moment.astimezone(ZoneInfo(zone)).date()].append(value)
+    return [(day, _mean(values)) for day, values in sorted(by_day.items())]
+
+
+def _mean(values: list[Decimal]) -> Decimal:
+    return (sum(values, Decimal(0)) / len(values)).quantize(Decimal("0.1"))
+
+
+def _measure(
+    points: list[tuple[datetime, Decimal]], first_session: datetime | None, zone: str, *, rolling: bool
+) -> Measure:
+    latest: Decimal | None = None
+    if points:
+        if rolling:  # pain: the mean of the last 7 days with a value
+            cutoff = points[-1][0] - timedelta(days=ROLLING_DAYS)
+            recent = [value for moment, value in points if moment > cutoff]
+            latest = (sum(recent, Decimal(0)) / len(recent)).quantize(Decimal("0.1"))
+        else:
+            latest = points[-1][1]
+    return Measure(baseline_before(points, first_session), latest, _daily_means(points, zone))
+
+
+async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime) -> dict[UUID, PatientOutcomes]:
+    """Outcomes of the patients whose clinical record the viewer may see, in ~12 queries."""
+    allowed = await clinical_patients(viewer, patient_ids, "Outcomes")
+    ids = list(allowed)
+    first_sessions: dict[UUID, datetime] = {}
+    completed: dict[UUID, int] = defaultdict(int)
+    sessions = DosingSession.filter(patient_id__in=ids, status=SessionStatus.COMPLETED).order_by("started_at")
+    for patient_id, started_at in await sessions.values_list("patient_id", "started_at"):
+        first_sessions.setdefault(patient_id, started_at)
+        completed[patient_id] += 1
+    pain: dict[UUID, list[tuple[datetime, Decimal]]] = defaultdict(list)
+    scores: dict[tuple[UUID, str], list[tuple[datetime, Decimal]]] = defaultdict(list)
+    responses = SurveyResponse.filter(
+        patient_id__in=ids, instrument__in=["PAIN-NRS", "PHQ-9", "GAD-7"], total_score__isnull=False
+    ).order_by("submitted_at")
+    for key, instrument, submitted_at, total in await responses.values_list(
+        "patient_id", "instrument", "submitted_at", "total_score"
+    ):
+        if instrument == "PAIN-NRS":
+            pain[key].append((submitted_at, total))
+        else:
+            scores[(key, instrument)].append((submitted_at, total))
+    check_ins = CheckIn.filter(patient_id__in=ids).order_by("recorded_at")
+    for key, recorded_at, level in await check_ins.values_list("patient_id", "recorded_at", "pain"):
+        pain[key].append((recorded_at, Decimal(level)))
+    planned = {
+        plan.patient_id: plan.planned_sessions  # type: ignore[attr-defined]
+        for plan in await TreatmentPlan.filter(patient_id__in=ids, status__in=CURRENT_STATUSES)
+    }
+    sent: dict[UUID, int] = defaultdict(int)
+    answered: dict[UUID, int] = defaultdict(int)
+    for row in (
+        await SurveyAssignment.filter(
+            patient_id__in=ids,
+            status__in=[AssignmentStatus.AVAILABLE, AssignmentStatus.COMPLETED, AssignmentStatus.EXPIRED],
+        )
+        .annotate(n=Count("id"))
+        .group_by("patient_id", "status")
+        .values("patient_id", "status", "n")
+    ):
+        sent[UUID(str(row["patient_id"]))] += int(row["n"])
+        if row["status"] == AssignmentStatus.COMPLETED:
+            answered[UUID(str(row["patient_id"]))] += int(row["n"])
+    grades: dict[UUID, dict[str, int]] = defaultdict(dict)
+    for row in (
+        await SideEffectReport.filter(patient_id__in=ids)
+        .annotate(n=Count("id"))
+        .group_by("patient_id", "grade")
+        .values("patient_id", "grade", "n")
+    ):
+        grades[UUID(str(row["patient_id"]))][str(row["grade"])] = int(row["n"])
+    opioids = await opioid_summaries(viewer, ids, now=now)
+    result = {}
+    for patient_id, patient in allowed.items():
+        zone, first = patient.time_zone, first_sessions.get(patient_id)
+        mme = opioids.get(patient_id)
+        result[patient_id] = PatientOutcomes(
+            pain=_measure(sorted(pain[patient_id]), first, zone, rolling=True),
+            phq9=_measure(scores[(patient_id, "PHQ-9")], first, zone, rolling=False),
+            gad7=_measure(scores[(patient_id, "GAD-7")], first, zone, rolling=False),
+            mme_baseline=mme.baseline_mme_per_day if mme else None,
+            mme_current=mme.current_mme_per_day if mme else Decimal(0),
+            mme_series=sorted(mme.daily.items()) if mme else [],
+            sessions_completed=completed[patient_id],
+            sessions_planned=planned.get(patient_id),
+            surveys_answered=answered[patient_id],
+            surveys_sent=sent[patient_id],
+            side_effects=grades[patient_id],
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class PanelFacts:
+    """What the provider panel shows beside each patient's name."""
+
+    open_alerts: int
+    highest_severity: Severity | None
+    earliest_respond_by: datetime | None
+    next_survey_due: datetime | None
+    last_session_at: datetime | None
+
+
+async def panel_facts(viewer: Viewer, patient_ids: list[UUID], *, now: datetime) -> dict[UUID, PanelFacts]:
+    """Open alerts, next survey and last session per patient, in three queries (alerts are the
+    care team's work queue: only providers of the patient's team get them)."""
+    allowed = await clinical_patients(viewer, patient_ids, "Panel")
+    ids = list(allowed)
+    alerts: dict[UUID, list[Alert]] = defaultdict(list)
+    for alert in await Alert.filter(
+        patient_id__in=ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]
+    ).order_by("severity_rank", "respond_by"):
+        alerts[alert.patient_id].append(alert)  # type: ignore[attr-defined]
+    next_due: dict[UUID, datetime] = {}
+    for assignment in await SurveyAssignment.filter(
+        patient_id__in=ids, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE], expires_at__gt=now
+    ).order_by("available_at"):
+        next_due.setdefault(assignment.patient_id, assignment.available_at)  # type: ignore[attr-defined]
+    last_session: dict[UUID, datetime] = {}
+    valid = DosingSession.filter(patient_id__in=ids).exclude(status=SessionStatus.ENTERED_IN_ERROR)
+    for session in await valid.order_by("-started_at"):
+        last_session.setdefault(session.patient_id, session.started_at)  # type: ignore[attr-defined]
+    return {
+        patient_id: PanelFacts(
+            open_alerts=len(alerts[patient_id]),
+            highest_severity=alerts[patient_id][0].severity if alerts[patient_id] else None,
+            earliest_respond_by=alerts[patient_id][0].respond_by if alerts[patient_id] else None,
+            next_survey_due=next_due.get(patient_id),
+            last_session_at=last_session.get(patient_id),
+        )
+        for patient_id in ids
+    }
+
+
+NO_ALERT_RANK = 9
+FAR_FUTURE = "9999-12-31T00:00:00+00:00"
+
+
+def urgency_key(patient: Patient, top: Alert | None) -> tuple[str, ...]:
+    """Most urgent first: open alert severity, then its deadline, then name (a stable total order)."""
+    rank = top.severity_rank if top else NO_ALERT_RANK
+    deadline = top.respond_by.isoformat() if top else FAR_FUTURE
+    return (str(rank), deadline, patient.family_name.lower(), patient.given_name.lower(), str(patient.id))
+
+
+async def panel_by_urgency(
+    viewer: Viewer,
+    *,
+    limit: int,
+    after: tuple[str, ...] | None = None,
+    care_team_id: UUID | None = None,
+    with_open_alerts: bool | None = None,
+) -> list[tuple[Patient, tuple[str, ...]]]:
+    """The viewer's patients ordered by urgency (two queries whatever the panel's size), the
+    `limit` after the `after` position, each with its position (the cursor)."""
+    query = Patient.filter(patients_visible_to(viewer))
+    if care_team_id is not None:
+        query = query.filter(care_team_id=care_team_id)
+    patients = list(await query)
+    top: dict[UUID, Alert] = {}
+    for alert in await Alert.filter(
+        patient_id__in=[p.id for p in patients], status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]
+    ).order_by("-severity_rank", "-respond_by"):
+        top[alert.patient_id] = alert  # type: ignore[attr-defined]  # the last written is the most urgent
+    if with_open_alerts is not None:
+        patients = [p for p in patients if (p.id in top) is with_open_alerts]
+    ordered = sorted(((p, urgency_key(p, top.get(p.id))) for p in patients), key=lambda pair: _sortable(pair[1]))
+    if after is not None:
+        ordered = [pair for pair in ordered if _sortable(pair[1]) > _sortable(after)]
+    page = ordered[:limit]
+    for patient, _ in page:
+        audit_patient_read(viewer, patient.id)
+    return page
+
+
+def _sortable(key: tuple[str, ...]) -> tuple[int | str, ...]:
+    return (int(key[0]), *key[1:])

@@ -1,0 +1,88 @@
+"""Benchmark: the provider panel query at 500 patients, each with 30 days of history.
+
+Run with `make bench` (SQLite in a temporary file; `BENCH_DATABASE_URL=postgres://…/db` for an
+existing, empty PostgreSQL database). Prints median and p95 latency of the whole HTTP request and
+the SQL statements per request. Figures, not assertions: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from api.app import create_app
+from api.auth.tokens import issue_access_token
+from api.database import migrate, open_database, use_database
+from api.settings import Environment, Settings
+from models.accounts import User
+from models.clock import ManualClock
+from seeds.loader import load_seeds
+from tests.benchmarks.bench_scheduler import NOW, summary
+from tests.panel_data import PANEL, add_panel_patients, counting_statements
+
+PATIENTS = int(os.environ.get("BENCH_PANEL_PATIENTS", "500"))
+HISTORY_DAYS = 30
+RUNS = 30
+
+
+async def fill(settings: Settings) -> None:
+    async with open_database(settings):
+        await migrate()
+        await load_seeds(settings, now=NOW - timedelta(hours=1))
+        await add_panel_patients(PATIENTS - 2, "bench", now=NOW, history_days=HISTORY_DAYS)  # + Alex and Blair
+
+
+async def measure(settings: Settings) -> None:
+    clock = ManualClock(NOW)
+    app = create_app(replace(settings, max_page_size=PATIENTS), clock=clock)
+    async with app.router.lifespan_context(app):
+        with use_database(app.state.database):
+            provider = await User.get(email="dr.rivera@demo.test")
+        token = issue_access_token(settings, subject_kind="user", subject_id=provider.id, now=clock.now())
+        headers = {"Authorization": f"Bearer {token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            for page in sorted({50, PATIENTS}):
+                await measure_page(http, headers, page)
+
+
+async def measure_page(http: httpx.AsyncClient, headers: dict[str, str], page: int) -> None:
+    payload = {"query": PANEL, "variables": {"first": page}}
+    latencies, statements = [], set()
+    for _ in range(RUNS + 2):  # the first two warm up
+        with counting_statements() as counter:
+            started = time.perf_counter()
+            response = await http.post("/graphql", json=payload, headers=headers)
+            latencies.append(time.perf_counter() - started)
+        body = response.json()
+        if response.status_code != 200 or "errors" in body:
+            raise SystemExit(f"panel query failed: {response.status_code} {body}")
+        statements.add(counter.count)
+    shown = len(body["data"]["patients"]["edges"])
+    print(f"panel query, first {shown:>3} of {PATIENTS} patients (HTTP, in process) {summary(latencies[2:])}")
+    print(f"  SQL statements per request: {', '.join(str(n) for n in sorted(statements))}")
+    print(f"  response size: {len(response.content) / 1024:.0f} KiB")
+
+
+async def main() -> None:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    with tempfile.TemporaryDirectory() as folder:
+        database_url = url or f"sqlite://{Path(folder) / 'bench-panel.sqlite3'}"
+        settings = Settings(env=Environment.TEST, database_url=database_url)
+        print(f"ketafollow panel benchmark: {PATIENTS} patients, {HISTORY_DAYS} days of check-ins and doses each")
+        print(f"database: {database_url.split(':')[0]}")
+        started = time.perf_counter()
+        await fill(settings)
+        print(f"filled in {time.perf_counter() - started:.1f} s")
+        await asyncio.wait_for(measure(settings), timeout=600)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
