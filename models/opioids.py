@@ -239,9 +239,17 @@ async def opioid_summaries(
     average of the last 7 days), the baseline (7 days before the first completed session), the
     regimen of the last 7 days, and the CLINICAL.md §10 flags."""
     from models.directory import clinical_patients
-    from models.dosing import DosingSession, SessionStatus
 
     allowed = await clinical_patients(viewer, patient_ids, "OpioidDose")
+    return await summaries_for(allowed, now=now, days=days)
+
+
+async def summaries_for(
+    allowed: dict[UUID, Patient], *, now: datetime, days: int = SUMMARY_DAYS
+) -> dict[UUID, OpioidSummary]:
+    """`opioid_summaries` for patients whose access the caller has already checked and audited."""
+    from models.dosing import DosingSession, SessionStatus
+
     earliest = now - timedelta(days=max(days, CURRENT_WINDOW_DAYS) + 40)
     doses = OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")
     firsts = DosingSession.filter(patient_id__in=list(allowed), status=SessionStatus.COMPLETED).order_by("started_at")

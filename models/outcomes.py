@@ -26,7 +26,7 @@ from models.alerts import Alert, AlertStatus
 from models.checkins import CheckIn
 from models.directory import audit_patient_read, clinical_patients
 from models.dosing import DosingSession, SessionStatus
-from models.opioids import opioid_summaries
+from models.opioids import summaries_for
 from models.plans import CURRENT_STATUSES, TreatmentPlan
 from models.side_effects import SideEffectReport
 from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
@@ -172,7 +172,7 @@ async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime
         .values("patient_id", "grade", "n")
     ):
         grades[UUID(str(row["patient_id"]))][str(row["grade"])] = int(row["n"])
-    opioids = await opioid_summaries(viewer, ids, now=now)
+    opioids = await summaries_for(allowed, now=now)
     result = {}
     for patient_id, patient in allowed.items():
         zone, first = patient.time_zone, first_sessions.get(patient_id)
