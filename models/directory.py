@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 
 from models.access import Scope, Viewer, patients_visible_to
 from models.accounts import CareTeam, Patient, Provider, Role
@@ -67,12 +67,24 @@ async def get_patients(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, Pa
 
 
 async def list_patients(
-    viewer: Viewer, *, limit: int, after: PatientCursor | None = None, care_team_id: UUID | None = None
+    viewer: Viewer,
+    *,
+    limit: int,
+    after: PatientCursor | None = None,
+    care_team_id: UUID | None = None,
+    with_open_alerts: bool | None = None,
 ) -> list[Patient]:
-    """Visible patients ordered by name, `limit` of them after `after`."""
+    """Visible patients ordered by name, `limit` of them after `after`; with `with_open_alerts`,
+    only those with (True) or without (False) an open or acknowledged alert."""
+    from models.alerts import Alert, AlertStatus  # alerts audit through this module
+
     query = Patient.filter(patients_visible_to(viewer))
     if care_team_id is not None:
         query = query.filter(care_team_id=care_team_id)
+    if with_open_alerts is not None:
+        active = Alert.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]).values("patient_id")
+        flagged = Q(id__in=Subquery(active))
+        query = query.filter(flagged if with_open_alerts else ~flagged)
     if after is not None:
         query = query.filter(
             Q(family_name__gt=after.family_name)

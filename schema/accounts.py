@@ -222,7 +222,12 @@ class PatientFilter:
 
 
 async def patient_connection(
-    info: Info[Context, None], first: int | None, after: str | None, *, care_team_id: uuid.UUID | None = None
+    info: Info[Context, None],
+    first: int | None,
+    after: str | None,
+    *,
+    care_team_id: uuid.UUID | None = None,
+    with_open_alerts: bool | None = None,
 ) -> Connection[PatientType]:
     viewer = viewer_of(info)
     limit = page_size(first, info.context.max_page_size)
@@ -233,7 +238,9 @@ async def patient_connection(
         if patient_id is None:
             raise BadUserInput("after is not a cursor this list issued")
         position = directory.PatientCursor(family, given, patient_id)
-    patients = await directory.list_patients(viewer, limit=limit + 1, after=position, care_team_id=care_team_id)
+    patients = await directory.list_patients(
+        viewer, limit=limit + 1, after=position, care_team_id=care_team_id, with_open_alerts=with_open_alerts
+    )
     page = patients[:limit]
     return Connection[PatientType].build(
         [PatientType.from_model(patient) for patient in page],
@@ -340,8 +347,9 @@ class AccountsQuery:
         team = node_uuid(info, filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
         if filter and filter.care_team_id and team is None:
             raise BadUserInput("careTeamId is not a care team id")
+        with_open_alerts = filter.has_open_alerts if filter else None
         if order_by is PatientOrder.NAME:
-            return await patient_connection(info, first, after, care_team_id=team)
+            return await patient_connection(info, first, after, care_team_id=team, with_open_alerts=with_open_alerts)
         limit = page_size(first, info.context.max_page_size)
         position = tuple(decode_cursor(_URGENCY_CURSOR, after, 5)) if after else None
         if position is not None and not position[0].isdecimal():
@@ -351,7 +359,7 @@ class AccountsQuery:
             limit=limit + 1,
             after=position,
             care_team_id=team,
-            with_open_alerts=filter.has_open_alerts if filter else None,
+            with_open_alerts=with_open_alerts,
         )
         page = rows[:limit]
         return Connection[PatientType].build(

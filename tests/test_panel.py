@@ -56,6 +56,22 @@ async def test_the_panel_puts_the_most_urgent_first_and_filters(client: httpx.As
     assert [e["node"]["givenName"] for e in only_alerts["data"]["patients"]["edges"]] == ["Alex"]
 
 
+@pytest.mark.parametrize(
+    ("has_open_alerts", "expected"),
+    [(True, ["Blair"]), (False, ["Alex"]), (None, ["Blair", "Alex"])],  # by family name
+)
+async def test_the_alert_filter_holds_in_name_order_too(
+    client: httpx.AsyncClient, tokens: Tokens, has_open_alerts: bool | None, expected: list[str]
+) -> None:
+    body = await gql(
+        client,
+        "query($f: PatientFilter) { patients(filter: $f, orderBy: NAME) { edges { node { givenName } } } }",
+        {"f": {"hasOpenAlerts": has_open_alerts}},
+        token=tokens.user("dr.rivera@demo.test"),
+    )
+    assert [e["node"]["givenName"] for e in body["data"]["patients"]["edges"]] == expected
+
+
 async def test_outcomes_show_response_for_alex_and_none_for_blair(client: httpx.AsyncClient, tokens: Tokens) -> None:
     body = await gql(client, PANEL, {"first": 10}, token=tokens.user("dr.rivera@demo.test"))
     by_name = {e["node"]["givenName"]: e["node"]["outcomes"] for e in body["data"]["patients"]["edges"]}
