@@ -1,6 +1,6 @@
 """Benchmark: the provider panel query at 500 patients, each with 30 days of history.
 
-Run with `make bench` (SQLite in a temporary file; `BENCH_DATABASE_URL=postgres://…/db` for an
+Run with `make bench` (SQLite in a temporary file; `BENCH_PANEL_DATABASE_URL=postgres://…/db` for an
 existing, empty PostgreSQL database). Prints median and p95 latency of the whole HTTP request and
 the SQL statements per request. Figures, not assertions: this machine is shared and noisy.
 """
@@ -72,7 +72,7 @@ async def measure_page(http: httpx.AsyncClient, headers: dict[str, str], page: i
 
 
 async def main() -> None:
-    url = os.environ.get("BENCH_DATABASE_URL")
+    url = os.environ.get("BENCH_PANEL_DATABASE_URL")
     with tempfile.TemporaryDirectory() as folder:
         database_url = url or f"sqlite://{Path(folder) / 'bench-panel.sqlite3'}"
         settings = Settings(env=Environment.TEST, database_url=database_url)
