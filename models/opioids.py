@@ -222,6 +222,58 @@ class OpioidSummary:
         return self.current_mme_per_day - self.baseline_mme_per_day
 
 
+INTERACTION_WINDOW = timedelta(hours=4)
+
+
+@dataclass(frozen=True)
+class InteractionWarning:
+    code: str
+    message: str
+
+
+def opioid_interaction(intakes: list[Intake], session_start: datetime) -> InteractionWarning | None:
+    """CLINICAL.md §8: an opioid logged within 4 hours before a session starts is a warning, not a
+    refusal (ketamine adds to an opioid's sedation and its slowing of breathing). A patch still
+    worn at the start counts as taken now."""
+
+    def on_board(dose: Intake) -> bool:
+        if dose.taken_at > session_start:
+            return False
+        worn_for = CATALOGUE[dose.drug].worn_for if dose.drug in CATALOGUE else None
+        return session_start - dose.taken_at <= max(INTERACTION_WINDOW, worn_for or INTERACTION_WINDOW)
+
+    recent = [dose for dose in intakes if on_board(dose)]
+    if not recent:
+        return None
+    last = max(recent, key=lambda dose: dose.taken_at)
+    if session_start - last.taken_at > INTERACTION_WINDOW:
+        when = f"You are wearing a {last.drug}"
+    else:
+        minutes = int((session_start - last.taken_at).total_seconds() // 60)
+        when = f"You logged {last.drug} {minutes} minutes before this session"
+    return InteractionWarning(
+        "OPIOID_WITHIN_4_HOURS",
+        f"{when}. Together with ketamine, opioids add to sleepiness and can slow breathing: keep your "
+        "monitor with you, and if breathing becomes slow or shallow, or you cannot be woken, your "
+        "monitor should call 911.",
+    )
+
+
+async def session_warnings(patient_id: UUID, session_start: datetime) -> list[InteractionWarning]:
+    """The §8 warnings of a session started at `session_start` (recomputed the same on a retry)."""
+    window = OpioidDose.filter(
+        patient_id=patient_id,
+        taken_at__gte=session_start - max(INTERACTION_WINDOW, PATCH_WEAR),
+        taken_at__lte=session_start,
+    )
+    intakes = [
+        Intake(drug, strength, quantity, taken_at)
+        for drug, strength, quantity, taken_at in await window.values_list("drug", "strength", "quantity", "taken_at")
+    ]
+    warning = opioid_interaction(intakes, session_start)
+    return [warning] if warning else []
+
+
 CURRENT_WINDOW_DAYS = 7
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from schema.accounts import PatientType
 
 from models import alerts as alert_ops
-from models import checkins, directory, dosing, plans, side_effects
+from models import checkins, directory, dosing, opioids, plans, side_effects
 from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
@@ -584,11 +584,20 @@ class TreatmentPlanPayload:
     result: PlanResult
 
 
+@strawberry.type(name="InteractionWarning")
+class InteractionWarningType:
+    code: str = strawberry.field(description="e.g. OPIOID_WITHIN_4_HOURS")
+    message: str
+
+
 @strawberry.type
 class StartDosingSessionPayload:
     result: StartResult
     safety_instructions: str | None = None
     crisis_resources: str | None = None
+    warnings: list[InteractionWarningType] = strawberry.field(
+        default_factory=list, description="CLINICAL.md §8 interactions to know before dosing (not refusals)."
+    )
 
 
 @strawberry.type
@@ -731,10 +740,14 @@ class ClinicalMutation:
             outcome = await dosing.start_dosing_session(
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
-            return outcome, await dosing.get_session(viewer, outcome.resource_id)
+            session = await dosing.get_session(viewer, outcome.resource_id)
+            found = await opioids.session_warnings(session.patient_id, session.started_at)  # type: ignore[attr-defined]
+            warnings.extend(InteractionWarningType(code=w.code, message=w.message) for w in found)
+            return outcome, session
 
+        warnings: list[InteractionWarningType] = []
         result, advice = await written(call, DosingSessionType.from_model)
-        return StartDosingSessionPayload(result=result, **advice)
+        return StartDosingSessionPayload(result=result, warnings=warnings, **advice)
 
     @strawberry.mutation(description="Close a session: post-dose readings and ratings (patients).")
     async def complete_dosing_session(

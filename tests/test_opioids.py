@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from models.clock import ManualClock
-from models.opioids import CATALOGUE, Intake, daily_mme, dose_mme, mme_flags
+from models.opioids import CATALOGUE, Intake, daily_mme, dose_mme, mme_flags, opioid_interaction
+from tests.clinical import start_input
 from tests.conftest import Tokens
 from tests.graphql import gql
 
@@ -130,3 +131,44 @@ async def test_unknown_drugs_or_units_are_refused_not_guessed(
     }
     body = await gql(client, LOG, {"input": {**values, **change}}, token=tokens.user("alex@demo.test"))
     assert body["data"]["logOpioidUse"]["result"]["field"] == field
+
+
+# CLINICAL.md §8: an opioid within 4 hours before a session is a warning, not a refusal.
+@pytest.mark.parametrize(
+    ("drug", "before", "warned"),
+    [
+        ("oxycodone", timedelta(minutes=30), True),
+        ("oxycodone", timedelta(hours=4), True),
+        ("oxycodone", timedelta(hours=4, minutes=1), False),
+        ("oxycodone", -timedelta(minutes=5), False),  # after the start: not before the session
+        ("fentanyl patch", timedelta(hours=60), True),  # still worn
+        ("fentanyl patch", timedelta(hours=73), False),  # taken off
+    ],
+)
+def test_an_opioid_before_a_session_is_a_warning(drug: str, before: timedelta, warned: bool) -> None:
+    strength = Decimal(25) if drug == "fentanyl patch" else Decimal(10)
+    warning = opioid_interaction([Intake(drug, strength, Decimal(1), MONDAY - before)], MONDAY)
+    assert (warning is not None) is warned
+    if warning:
+        assert warning.code == "OPIOID_WITHIN_4_HOURS"
+        assert drug in warning.message
+
+
+async def test_starting_a_session_after_an_opioid_succeeds_with_a_warning(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    alex = tokens.fresh("alex@demo.test")
+    taken = clock.now() - timedelta(minutes=90)
+    dose = {"drug": "hydrocodone", "strength": 10, "strengthUnit": "mg", "quantity": 1, "takenAt": taken.isoformat()}
+    assert (await gql(client, LOG, {"input": dose}, token=alex))["data"]["logOpioidUse"]["result"]["mme"] == 10
+    query = (
+        "mutation($input: StartDosingSessionInput!) { startDosingSession(input: $input) "
+        "{ result { __typename } warnings { code message } } }"
+    )
+    variables = {"input": start_input(clock.now(), idempotencyKey="start-after-opioid")}
+    first = (await gql(client, query, variables, token=alex))["data"]["startDosingSession"]
+    assert first["result"]["__typename"] == "DosingSession"
+    assert [w["code"] for w in first["warnings"]] == ["OPIOID_WITHIN_4_HOURS"]
+    assert "hydrocodone 90 minutes before" in first["warnings"][0]["message"]
+    retried = (await gql(client, query, variables, token=alex))["data"]["startDosingSession"]
+    assert retried == first  # a retry from a flaky network gets the same answer
