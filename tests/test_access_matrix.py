@@ -81,6 +81,14 @@ PROBES: dict[str, Probe] = {
         "query($id: ID!) { auditEvents(patientId: $id, first: 5) { edges { node { id } } } }",
         lambda body: _data(body, "auditEvents") is not None,
     ),
+    "fhirResource": Probe(
+        'query($record: ID!) { fhirResource(resourceType: "MedicationAdministration", id: $record) }',
+        lambda body: (_data(body, "fhirResource") or {}).get("resourceType") == "MedicationAdministration",
+    ),
+    "fhirPatientBundle": Probe(
+        "query($id: ID!) { fhirPatientBundle(patientId: $id) }",
+        lambda body: (_data(body, "fhirPatientBundle") or {}).get("type") == "collection",
+    ),
     "grantDataSharingConsent": Probe(
         'mutation { grantDataSharingConsent(input: { clientId: "demo-ehr" }) { result { __typename } } }',
         _consent_result("grantDataSharingConsent"),
@@ -188,6 +196,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "patient": SEES_ALEX,
     "patients": SEES_ALEX,
     "auditEvents": frozenset({"alex", "admin"}),
+    # A clinical record as FHIR: the chart's readers (an admin sees identities, not care).
+    "fhirResource": frozenset({"alex", "provider_in_team", "client"}),
+    "fhirPatientBundle": frozenset({"alex", "provider_in_team", "client"}),
     # A patient grants or revokes sharing of their own record only (Blair acts on Blair's).
     "grantDataSharingConsent": PATIENTS,
     "revokeDataSharingConsent": PATIENTS,
@@ -266,6 +277,7 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         "session": str(relay.GlobalID("DosingSession", str(session.id))),
         "alert": str(relay.GlobalID("Alert", str(alert.id))),
         "thread": str(relay.GlobalID("MessageThread", str(thread.id))),
+        "record": str(session.id),  # FHIR ids are the records' own
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,262 @@
+"""Our records as FHIR R4 resources (PRODUCT.md capability 10, CLINICAL.md §4 and §11 codes).
+
+Pure mappers from stored rows to FHIR JSON, and `fhir_resource`, which finds one resource the
+viewer may read. Codes are the ones CLINICAL.md gives (or the HL7 code systems' own); where a
+record has no standard code it carries text only, never a guessed code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from models.access import Viewer
+from models.accounts import Patient
+from models.alerts import Alert, AlertStatus
+from models.directory import clinical_patient, get_patient
+from models.dosing import DosingSession, SessionStatus
+from models.errors import InvalidInput, NotFound
+from models.side_effects import CATALOGUE, Grade, SideEffectReport
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+HL7 = "http://terminology.hl7.org/CodeSystem"
+
+KETAMINE_RXCUI = "6130"  # the ingredient; esketamine (Spravato) is named in text only
+ROUTES = {  # SNOMED CT route of administration
+    "SUBLINGUAL_TABLET": ("37839007", "Sublingual route"),
+    "ORAL": ("26643006", "Oral route"),
+    "INTRANASAL_KETAMINE": ("46713006", "Nasal route"),
+    "INTRANASAL_ESKETAMINE": ("46713006", "Nasal route"),
+    "INTRAMUSCULAR": ("78421000", "Intramuscular route"),
+    "INTRAVENOUS": ("47625008", "Intravenous route"),
+}
+ADMINISTRATION_STATUS = {
+    SessionStatus.IN_PROGRESS: "in-progress",
+    SessionStatus.COMPLETED: "completed",
+    SessionStatus.ABANDONED: "unknown",  # never closed: whether it ended well is not known
+    SessionStatus.ENTERED_IN_ERROR: "entered-in-error",
+}
+BLOOD_PRESSURE_MOMENTS = ("pre", "post")
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _meta(updated_at: datetime, version: int | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"lastUpdated": _instant(updated_at)}
+    if version is not None:
+        meta["versionId"] = str(version)
+    return meta
+
+
+def _reference(resource_type: str, resource_id: UUID | str) -> dict[str, str]:
+    return {"reference": f"{resource_type}/{resource_id}"}
+
+
+def _concept(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+def patient_resource(patient: Patient) -> dict[str, Any]:
+    """A Patient: name, birth date, phone."""
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": str(patient.id),
+        "meta": _meta(patient.updated_at),
+        "active": True,
+        "name": [{"use": "official", "family": patient.family_name, "given": [patient.given_name]}],
+        "birthDate": patient.birth_date.isoformat(),
+    }
+    if patient.phone:
+        resource["telecom"] = [{"system": "phone", "value": patient.phone, "use": "mobile"}]
+    return resource
+
+
+def medication_administration(session: DosingSession) -> dict[str, Any]:
+    """A dosing session as a MedicationAdministration: ketamine, route, dose, when."""
+    route_code, route_name = ROUTES[session.formulation]
+    esketamine = session.formulation == "INTRANASAL_ESKETAMINE"
+    medication = {"text": "Esketamine nasal spray"} if esketamine else _concept(RXNORM, KETAMINE_RXCUI, "Ketamine")
+    period = {"start": _instant(session.started_at)}
+    if session.ended_at is not None:
+        period["end"] = _instant(session.ended_at)
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": str(session.id),
+        "meta": _meta(session.updated_at, session.version),
+        "status": ADMINISTRATION_STATUS[session.status],
+        "medicationCodeableConcept": medication,
+        "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
+        "effectivePeriod": period,
+        "dosage": {
+            "route": _concept(SNOMED, route_code, route_name),
+            "dose": {"value": float(session.dose_mg), "unit": "mg", "system": UCUM, "code": "mg"},
+        },
+    }
+
+
+def _pressure(code: str, name: str, value: int) -> dict[str, Any]:
+    return {
+        "code": _concept(LOINC, code, name),
+        "valueQuantity": {"value": value, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"},
+    }
+
+
+def blood_pressure_observation(session: DosingSession, moment: str) -> dict[str, Any] | None:
+    """The pre- or post-dose reading of a session (CLINICAL.md §11: 85354-9 with 8480-6 and
+    8462-4); None when the session has no such reading."""
+    systolic: int | None
+    diastolic: int | None
+    measured_at: datetime | None
+    if moment == "pre":
+        systolic, diastolic, measured_at = session.pre_systolic, session.pre_diastolic, session.pre_measured_at
+    else:
+        systolic, diastolic, measured_at = session.post_systolic, session.post_diastolic, session.post_measured_at
+    if systolic is None or diastolic is None or measured_at is None:
+        return None
+    voided = session.status is SessionStatus.ENTERED_IN_ERROR
+    return {
+        "resourceType": "Observation",
+        "id": f"{session.id}-bp-{moment}",
+        "meta": _meta(session.updated_at, session.version),
+        "status": "entered-in-error" if voided else "final",
+        "category": [
+            {"coding": [{"system": f"{HL7}/observation-category", "code": "vital-signs", "display": "Vital Signs"}]}
+        ],
+        "code": _concept(LOINC, "85354-9", "Blood pressure panel with all children optional"),
+        "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
+        "effectiveDateTime": _instant(measured_at),
+        "partOf": [_reference("MedicationAdministration", session.id)],
+        "component": [
+            _pressure("8480-6", "Systolic blood pressure", systolic),
+            _pressure("8462-4", "Diastolic blood pressure", diastolic),
+        ],
+    }
+
+
+_SEVERITY = {Grade.MILD: "mild", Grade.MODERATE: "moderate", Grade.SEVERE: "severe", Grade.LIFE_THREATENING: "severe"}
+
+
+def adverse_event(report: SideEffectReport) -> dict[str, Any]:
+    """A side effect (CLINICAL.md §4): SNOMED CT code, seriousness, severity, the session as the
+    suspect entity."""
+    entry = CATALOGUE[report.code]
+    event = _concept(SNOMED, entry.snomed, entry.label) if entry.snomed else {"text": entry.label}
+    if report.note:
+        event["text"] = f"{entry.label}: {report.note}"
+    serious = report.grade in (Grade.SEVERE, Grade.LIFE_THREATENING)
+    resolved = report.resolved_at is not None
+    resource: dict[str, Any] = {
+        "resourceType": "AdverseEvent",
+        "id": str(report.id),
+        "meta": _meta(report.updated_at, report.version),
+        "actuality": "actual",
+        "event": event,
+        "subject": _reference("Patient", report.patient_id),  # type: ignore[attr-defined]
+        "date": _instant(report.onset_at),
+        "recordedDate": _instant(report.reported_at),
+        "seriousness": _concept(
+            f"{HL7}/adverse-event-seriousness",
+            "serious" if serious else "non-serious",
+            "Serious" if serious else "Non-serious",
+        ),
+        "severity": _concept(
+            f"{HL7}/adverse-event-severity", _SEVERITY[report.grade], _SEVERITY[report.grade].capitalize()
+        ),
+        "outcome": _concept(
+            f"{HL7}/adverse-event-outcome",
+            "resolved" if resolved else "ongoing",
+            "Resolved" if resolved else "Ongoing",
+        ),
+    }
+    if report.session_id is not None:  # type: ignore[attr-defined]
+        resource["suspectEntity"] = [{"instance": _reference("MedicationAdministration", report.session_id)}]  # type: ignore[attr-defined]
+    return resource
+
+
+def flag(alert: Alert) -> dict[str, Any]:
+    """An alert as a Flag: active until resolved, its severity in the text."""
+    period = {"start": _instant(alert.raised_at)}
+    if alert.resolved_at is not None:
+        period["end"] = _instant(alert.resolved_at)
+    return {
+        "resourceType": "Flag",
+        "id": str(alert.id),
+        "meta": _meta(alert.updated_at, alert.version),
+        "status": "inactive" if alert.status is AlertStatus.RESOLVED else "active",
+        "category": [_concept(f"{HL7}/flag-category", "clinical", "Clinical")],
+        "code": {"text": f"{alert.severity.value}: {alert.summary}"},
+        "subject": _reference("Patient", alert.patient_id),  # type: ignore[attr-defined]
+        "period": period,
+    }
+
+
+RESOURCE_TYPES = ("Patient", "MedicationAdministration", "Observation", "AdverseEvent", "Flag")
+
+
+def _uuid(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound("resource") from None
+
+
+async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) -> dict[str, Any]:
+    """One resource the viewer may read, as FHIR JSON; `NotFound` for one that does not exist or
+    that the viewer may not see (the same answer, audited either way)."""
+    if resource_type not in RESOURCE_TYPES:
+        raise InvalidInput("resourceType", f"resourceType must be one of {', '.join(RESOURCE_TYPES)}")
+    if resource_type == "Patient":
+        return patient_resource(await get_patient(viewer, _uuid(resource_id)))
+    if resource_type == "Observation":
+        session_id, _, moment = resource_id.partition("-bp-")
+        if moment not in BLOOD_PRESSURE_MOMENTS:
+            raise NotFound("resource")
+        session = await _owned(viewer, DosingSession, _uuid(session_id), "Observation")
+        observation = blood_pressure_observation(session, moment)
+        if observation is None:
+            raise NotFound("resource")
+        return observation
+    if resource_type == "MedicationAdministration":
+        return medication_administration(await _owned(viewer, DosingSession, _uuid(resource_id), resource_type))
+    if resource_type == "AdverseEvent":
+        return adverse_event(await _owned(viewer, SideEffectReport, _uuid(resource_id), resource_type))
+    return flag(await _owned(viewer, Alert, _uuid(resource_id), resource_type))
+
+
+async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> dict[str, Any]:
+    """A patient's record as a FHIR `collection` Bundle: the Patient, then each session with its
+    readings, side effects and alerts, oldest first (one query per kind of record)."""
+    patient = await clinical_patient(viewer, patient_id, "Bundle")
+    resources: list[dict[str, Any]] = [patient_resource(patient)]
+    for session in await DosingSession.filter(patient_id=patient_id).order_by("started_at", "id"):
+        resources.append(medication_administration(session))
+        resources += [
+            found for moment in BLOOD_PRESSURE_MOMENTS if (found := blood_pressure_observation(session, moment))
+        ]
+    reports = await SideEffectReport.filter(patient_id=patient_id).order_by("reported_at", "id")
+    resources += [adverse_event(report) for report in reports]
+    resources += [flag(alert) for alert in await Alert.filter(patient_id=patient_id).order_by("raised_at", "id")]
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": _instant(now),
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"urn:ketafollow:{resource['resourceType']}/{resource['id']}", "resource": resource}
+            for resource in resources
+        ],
+    }
+
+
+async def _owned(viewer: Viewer, model: Any, record_id: UUID, resource_type: str) -> Any:
+    record = await model.get_or_none(id=record_id)
+    if record is None:
+        raise NotFound("resource")
+    await clinical_patient(viewer, record.patient_id, resource_type)
+    return record

@@ -1,0 +1,149 @@
+"""FHIR R4 resources: every seeded record, fetched through the API, validates against the R4
+models of fhir.resources (R4B package), with the codes CLINICAL.md gives; access is the chart's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.adverseevent import AdverseEvent
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient as FhirPatient
+from starlette.applications import Starlette
+from strawberry import relay
+
+from api.database import use_database
+from models.accounts import Patient
+from models.alerts import Alert
+from models.dosing import DosingSession
+from models.side_effects import SideEffectReport
+from tests.conftest import Tokens
+from tests.graphql import gql
+
+QUERY = "query($t: String!, $id: ID!) { fhirResource(resourceType: $t, id: $id) }"
+MODELS: dict[str, Any] = {
+    "Patient": FhirPatient,
+    "MedicationAdministration": MedicationAdministration,
+    "Observation": Observation,
+    "AdverseEvent": AdverseEvent,
+    "Flag": Flag,
+}
+
+
+async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
+    with use_database(app.state.database):
+        ids = [("Patient", str(p.id)) for p in await Patient.all()]
+        for session in await DosingSession.all():
+            ids.append(("MedicationAdministration", str(session.id)))
+            ids.append(("Observation", f"{session.id}-bp-pre"))
+            if session.post_systolic is not None:
+                ids.append(("Observation", f"{session.id}-bp-post"))
+        ids += [("AdverseEvent", str(r.id)) for r in await SideEffectReport.all()]
+        ids += [("Flag", str(a.id)) for a in await Alert.all()]
+    return ids
+
+
+async def fetch(client: httpx.AsyncClient, token: str, resource_type: str, resource_id: str) -> dict[str, Any]:
+    return await gql(client, QUERY, {"t": resource_type, "id": resource_id}, token=token)
+
+
+async def test_every_seeded_record_is_valid_fhir_r4(client: httpx.AsyncClient, tokens: Tokens, app: Starlette) -> None:
+    providers = [tokens.user("dr.rivera@demo.test"), tokens.user("dr.okafor@demo.test")]  # North, South
+    validated: set[tuple[str, str]] = set()
+    ids = await seeded_ids(app)
+    for (resource_type, resource_id), provider in [(record, p) for record in ids for p in providers]:
+        body = await fetch(client, provider, resource_type, resource_id)
+        if "errors" in body:  # another care team's patient: the same answer as a missing record
+            assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+            continue
+        resource = body["data"]["fhirResource"]
+        assert resource["resourceType"] == resource_type
+        assert resource["id"] == resource_id
+        MODELS[resource_type].model_validate(resource)
+        validated.add((resource_type, resource_id))
+    assert validated == set(ids)  # each record by its own team's provider
+    assert {kind for kind, _ in ids} == set(MODELS)  # the demo has a record of each kind
+
+
+async def test_a_blood_pressure_reading_carries_the_loinc_codes(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        session = await DosingSession.filter(patient__user__email="alex@demo.test").first()
+    assert session is not None
+    body = await fetch(client, tokens.user("alex@demo.test"), "Observation", f"{session.id}-bp-pre")
+    observation = body["data"]["fhirResource"]
+    assert observation["code"]["coding"][0]["code"] == "85354-9"
+    components = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in observation["component"]}
+    assert components["8480-6"] == {
+        "value": session.pre_systolic,
+        "unit": "mmHg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mm[Hg]",
+    }
+    assert components["8462-4"]["value"] == session.pre_diastolic
+    assert observation["partOf"] == [{"reference": f"MedicationAdministration/{session.id}"}]
+
+
+async def test_a_side_effect_names_its_snomed_code_and_suspect_session(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        report = await SideEffectReport.filter(session_id__not_isnull=True).first()
+        assert report is not None
+        email = (await Patient.get(id=report.patient_id).prefetch_related("user")).user.email  # type: ignore[attr-defined]
+    body = await fetch(client, tokens.user(email), "AdverseEvent", str(report.id))
+    event = body["data"]["fhirResource"]
+    assert event["event"]["coding"][0]["system"] == "http://snomed.info/sct"
+    assert event["suspectEntity"] == [{"instance": {"reference": f"MedicationAdministration/{report.session_id}"}}]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "resource_id", "code"),
+    [
+        ("Medication", "x", "BAD_USER_INPUT"),
+        ("Patient", "not-a-uuid", "NOT_FOUND"),
+        ("Observation", "00000000-0000-0000-0000-000000000000-bp-during", "NOT_FOUND"),
+        ("Flag", "00000000-0000-0000-0000-000000000000", "NOT_FOUND"),
+    ],
+)
+async def test_bad_requests_are_named(
+    client: httpx.AsyncClient, tokens: Tokens, resource_type: str, resource_id: str, code: str
+) -> None:
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), resource_type, resource_id)
+    assert body["errors"][0]["extensions"]["code"] == code
+    assert body["data"] is None
+
+
+async def test_another_patients_record_is_not_found(client: httpx.AsyncClient, tokens: Tokens, app: Starlette) -> None:
+    with use_database(app.state.database):
+        alex = await Patient.get(user__email="alex@demo.test")
+    mine = await fetch(client, tokens.user("alex@demo.test"), "Patient", str(alex.id))
+    assert mine["data"]["fhirResource"]["name"][0]["given"] == ["Alex"]
+    theirs = await fetch(client, tokens.user("blair@demo.test"), "Patient", str(alex.id))
+    assert theirs["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_patients_record_is_a_valid_collection_bundle(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        alex = await Patient.get(user__email="alex@demo.test")
+        sessions = await DosingSession.filter(patient=alex).count()
+        reports = await SideEffectReport.filter(patient=alex).count()
+    patient_id = str(relay.GlobalID("Patient", str(alex.id)))
+    query = "query($id: ID!) { fhirPatientBundle(patientId: $id) }"
+    body = await gql(client, query, {"id": patient_id}, token=tokens.user("alex@demo.test"))
+    bundle = body["data"]["fhirPatientBundle"]
+    Bundle.model_validate(bundle)
+    kinds = [entry["resource"]["resourceType"] for entry in bundle["entry"]]
+    assert kinds[0] == "Patient"
+    assert kinds.count("MedicationAdministration") == sessions
+    assert kinds.count("AdverseEvent") == reports
+    assert bundle["total"] == len(kinds)
+    subjects = {entry["resource"]["subject"]["reference"] for entry in bundle["entry"][1:]}
+    assert subjects == {f"Patient/{alex.id}"}  # nobody else's records
