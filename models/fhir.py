@@ -17,7 +17,9 @@ from models.alerts import Alert, AlertStatus
 from models.directory import clinical_patient, get_patient
 from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
+from models.instruments import Instrument, InstrumentDefinition
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
+from models.surveys import SurveyResponse
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -196,7 +198,74 @@ def flag(alert: Alert) -> dict[str, Any]:
     }
 
 
-RESOURCE_TYPES = ("Patient", "MedicationAdministration", "Observation", "AdverseEvent", "Flag")
+QUESTIONNAIRE_CANONICAL = "urn:ketafollow:Questionnaire"
+
+
+def questionnaire_response(response: SurveyResponse, definition: InstrumentDefinition) -> dict[str, Any]:
+    """A survey answer set, each answer as its LOINC answer code where the instrument has one."""
+    items = []
+    for item in definition.items:
+        if item.link_id not in response.answers:
+            continue
+        value = response.answers[item.link_id]
+        option = next((o for o in item.options if o.value == value), None)
+        if option is not None and option.loinc:
+            answer: dict[str, Any] = {"valueCoding": {"system": LOINC, "code": option.loinc, "display": option.label}}
+        else:
+            answer = {"valueInteger": value}
+        entry: dict[str, Any] = {"linkId": item.link_id, "text": item.text, "answer": [answer]}
+        if item.loinc:
+            entry["definition"] = f"{LOINC}/{item.loinc}"
+        items.append(entry)
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": str(response.id),
+        "meta": _meta(response.updated_at),
+        "questionnaire": f"{QUESTIONNAIRE_CANONICAL}:{definition.code}|{definition.version}",
+        "status": "completed",
+        "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
+        "authored": _instant(response.submitted_at),
+        "item": items,
+    }
+
+
+def score_observation(response: SurveyResponse, definition: InstrumentDefinition) -> dict[str, Any] | None:
+    """CLINICAL.md §11: an Observation per total score (LOINC total code where the instrument has
+    one), `derivedFrom` its QuestionnaireResponse; None for an unscored instrument."""
+    if response.total_score is None:
+        return None
+    title = f"{definition.title} total score"
+    code = _concept(LOINC, definition.loinc_total, title) if definition.loinc_total else {"text": title}
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"{response.id}-total",
+        "meta": _meta(response.updated_at),
+        "status": "final",
+        "category": [{"coding": [{"system": f"{HL7}/observation-category", "code": "survey", "display": "Survey"}]}],
+        "code": code,
+        "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
+        "effectiveDateTime": _instant(response.submitted_at),
+        "valueQuantity": {"value": float(response.total_score), "unit": "{score}", "system": UCUM, "code": "{score}"},
+        "derivedFrom": [_reference("QuestionnaireResponse", response.id)],
+    }
+    if response.severity:
+        observation["interpretation"] = [{"text": response.severity}]
+    return observation
+
+
+async def _definition(response: SurveyResponse) -> InstrumentDefinition:
+    row = await Instrument.get(code=response.instrument, version=response.instrument_version)
+    return InstrumentDefinition.parse(row.definition)
+
+
+RESOURCE_TYPES = (
+    "Patient",
+    "MedicationAdministration",
+    "Observation",
+    "QuestionnaireResponse",
+    "AdverseEvent",
+    "Flag",
+)
 
 
 def _uuid(raw: str) -> UUID:
@@ -213,6 +282,15 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         raise InvalidInput("resourceType", f"resourceType must be one of {', '.join(RESOURCE_TYPES)}")
     if resource_type == "Patient":
         return patient_resource(await get_patient(viewer, _uuid(resource_id)))
+    if resource_type == "Observation" and resource_id.endswith("-total"):
+        response = await _owned(viewer, SurveyResponse, _uuid(resource_id.removesuffix("-total")), resource_type)
+        scored = score_observation(response, await _definition(response))
+        if scored is None:
+            raise NotFound("resource")
+        return scored
+    if resource_type == "QuestionnaireResponse":
+        response = await _owned(viewer, SurveyResponse, _uuid(resource_id), resource_type)
+        return questionnaire_response(response, await _definition(response))
     if resource_type == "Observation":
         session_id, _, moment = resource_id.partition("-bp-")
         if moment not in BLOOD_PRESSURE_MOMENTS:
@@ -239,6 +317,13 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
         resources += [
             found for moment in BLOOD_PRESSURE_MOMENTS if (found := blood_pressure_observation(session, moment))
         ]
+    instruments = await Instrument.all()
+    definitions = {(row.code, row.version): InstrumentDefinition.parse(row.definition) for row in instruments}
+    for response in await SurveyResponse.filter(patient_id=patient_id).order_by("submitted_at", "id"):
+        definition = definitions[(response.instrument, response.instrument_version)]
+        resources.append(questionnaire_response(response, definition))
+        if scored := score_observation(response, definition):
+            resources.append(scored)
     reports = await SideEffectReport.filter(patient_id=patient_id).order_by("reported_at", "id")
     resources += [adverse_event(report) for report in reports]
     resources += [flag(alert) for alert in await Alert.filter(patient_id=patient_id).order_by("raised_at", "id")]

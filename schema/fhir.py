@@ -20,8 +20,9 @@ from schema.permissions import viewer_of
 class FhirQuery:
     @strawberry.field(
         description=(
-            "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), "
-            "Observation (`<session id>-bp-pre` or `-bp-post`), AdverseEvent (a side effect) or Flag (an alert)."
+            "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), Observation "
+            "(`<session id>-bp-pre` or `-bp-post`, `<response id>-total`), QuestionnaireResponse, "
+            "AdverseEvent (a side effect) or Flag (an alert)."
         )
     )
     async def fhir_resource(self, info: Info[Context, None], resource_type: str, id: strawberry.ID) -> JSON:

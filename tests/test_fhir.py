@@ -13,6 +13,7 @@ from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient as FhirPatient
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from starlette.applications import Starlette
 from strawberry import relay
 
@@ -21,6 +22,7 @@ from models.accounts import Patient
 from models.alerts import Alert
 from models.dosing import DosingSession
 from models.side_effects import SideEffectReport
+from models.surveys import SurveyResponse
 from tests.conftest import Tokens
 from tests.graphql import gql
 
@@ -29,6 +31,7 @@ MODELS: dict[str, Any] = {
     "Patient": FhirPatient,
     "MedicationAdministration": MedicationAdministration,
     "Observation": Observation,
+    "QuestionnaireResponse": QuestionnaireResponse,
     "AdverseEvent": AdverseEvent,
     "Flag": Flag,
 }
@@ -42,6 +45,10 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
             ids.append(("Observation", f"{session.id}-bp-pre"))
             if session.post_systolic is not None:
                 ids.append(("Observation", f"{session.id}-bp-post"))
+        for response in await SurveyResponse.all():
+            ids.append(("QuestionnaireResponse", str(response.id)))
+            if response.total_score is not None:
+                ids.append(("Observation", f"{response.id}-total"))
         ids += [("AdverseEvent", str(r.id)) for r in await SideEffectReport.all()]
         ids += [("Flag", str(a.id)) for a in await Alert.all()]
     return ids
@@ -147,3 +154,20 @@ async def test_a_patients_record_is_a_valid_collection_bundle(
     assert bundle["total"] == len(kinds)
     subjects = {entry["resource"]["subject"]["reference"] for entry in bundle["entry"][1:]}
     assert subjects == {f"Patient/{alex.id}"}  # nobody else's records
+
+
+async def test_a_phq9_total_is_an_observation_derived_from_its_answers(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        response = await SurveyResponse.filter(patient__user__email="alex@demo.test", instrument="PHQ-9").first()
+    assert response is not None and response.total_score is not None
+    alex = tokens.user("alex@demo.test")
+    total = (await fetch(client, alex, "Observation", f"{response.id}-total"))["data"]["fhirResource"]
+    assert total["code"]["coding"][0]["system"] == "http://loinc.org"
+    assert total["code"]["coding"][0]["code"] == "44261-6"
+    assert total["valueQuantity"]["value"] == float(response.total_score)
+    assert total["derivedFrom"] == [{"reference": f"QuestionnaireResponse/{response.id}"}]
+    answers = (await fetch(client, alex, "QuestionnaireResponse", str(response.id)))["data"]["fhirResource"]
+    assert answers["questionnaire"] == f"urn:ketafollow:Questionnaire:PHQ-9|{response.instrument_version}"
+    assert len(answers["item"]) == len(response.answers)
