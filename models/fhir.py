@@ -56,6 +56,10 @@ def _meta(updated_at: datetime, version: int | None = None) -> dict[str, Any]:
     return meta
 
 
+def _period(start: datetime, end: datetime | None) -> dict[str, str]:
+    return {"start": _instant(start)} | ({"end": _instant(end)} if end is not None else {})
+
+
 def _reference(resource_type: str, resource_id: UUID | str) -> dict[str, str]:
     return {"reference": f"{resource_type}/{resource_id}"}
 
@@ -84,9 +88,6 @@ def medication_administration(session: DosingSession) -> dict[str, Any]:
     route_code, route_name = ROUTES[session.formulation]
     esketamine = session.formulation == "INTRANASAL_ESKETAMINE"
     medication = {"text": "Esketamine nasal spray"} if esketamine else _concept(RXNORM, KETAMINE_RXCUI, "Ketamine")
-    period = {"start": _instant(session.started_at)}
-    if session.ended_at is not None:
-        period["end"] = _instant(session.ended_at)
     return {
         "resourceType": "MedicationAdministration",
         "id": str(session.id),
@@ -94,7 +95,7 @@ def medication_administration(session: DosingSession) -> dict[str, Any]:
         "status": ADMINISTRATION_STATUS[session.status],
         "medicationCodeableConcept": medication,
         "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
-        "effectivePeriod": period,
+        "effectivePeriod": _period(session.started_at, session.ended_at),
         "dosage": {
             "route": _concept(SNOMED, route_code, route_name),
             "dose": {"value": float(session.dose_mg), "unit": "mg", "system": UCUM, "code": "mg"},
@@ -183,9 +184,6 @@ def adverse_event(report: SideEffectReport) -> dict[str, Any]:
 
 def flag(alert: Alert) -> dict[str, Any]:
     """An alert as a Flag: active until resolved, its severity in the text."""
-    period = {"start": _instant(alert.raised_at)}
-    if alert.resolved_at is not None:
-        period["end"] = _instant(alert.resolved_at)
     return {
         "resourceType": "Flag",
         "id": str(alert.id),
@@ -194,7 +192,7 @@ def flag(alert: Alert) -> dict[str, Any]:
         "category": [_concept(f"{HL7}/flag-category", "clinical", "Clinical")],
         "code": {"text": f"{alert.severity.value}: {alert.summary}"},
         "subject": _reference("Patient", alert.patient_id),  # type: ignore[attr-defined]
-        "period": period,
+        "period": _period(alert.raised_at, alert.resolved_at),
     }
 
 
