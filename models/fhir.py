@@ -12,12 +12,13 @@ from typing import Any
 from uuid import UUID
 
 from models.access import Viewer
-from models.accounts import Patient
+from models.accounts import Patient, Provider
 from models.alerts import Alert, AlertStatus
 from models.directory import clinical_patient, get_patient
 from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
 from models.instruments import Instrument, InstrumentDefinition
+from models.messaging import Message, MessageThread
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
 from models.surveys import SurveyResponse
 
@@ -196,6 +197,34 @@ def flag(alert: Alert) -> dict[str, Any]:
     }
 
 
+def communication(message: Message, thread: MessageThread, patient: Patient, sender: dict[str, str]) -> dict[str, Any]:
+    """A message as a Communication between the patient and their care team; `sender` is the
+    reference to the patient or the provider who wrote it."""
+    from_patient = sender["reference"] == f"Patient/{patient.id}"
+    team = _reference("CareTeam", patient.care_team_id)  # type: ignore[attr-defined]
+    return {
+        "resourceType": "Communication",
+        "id": str(message.id),
+        "meta": _meta(message.updated_at),
+        "status": "completed",
+        "subject": _reference("Patient", patient.id),
+        "topic": {"text": thread.subject},
+        "sent": _instant(message.sent_at),
+        "sender": sender,
+        "recipient": [team if from_patient else _reference("Patient", patient.id)],
+        "payload": [{"contentString": message.body}],
+        **({"inResponseTo": [_reference("Communication", message.reply_to_id)]} if message.reply_to_id else {}),
+    }
+
+
+async def _senders(patient: Patient, user_ids: set[UUID]) -> dict[UUID, dict[str, str]]:
+    """References for message senders: the patient, or a provider (one query)."""
+    found = {patient.user_id: _reference("Patient", patient.id)}  # type: ignore[attr-defined]
+    for provider in await Provider.filter(user_id__in=list(user_ids - set(found))):
+        found[provider.user_id] = _reference("Practitioner", provider.id)  # type: ignore[attr-defined]
+    return {user_id: found.get(user_id, {"display": "care team"}) for user_id in user_ids}
+
+
 QUESTIONNAIRE_CANONICAL = "urn:ketafollow:Questionnaire"
 
 
@@ -263,6 +292,7 @@ RESOURCE_TYPES = (
     "QuestionnaireResponse",
     "AdverseEvent",
     "Flag",
+    "Communication",
 )
 
 
@@ -300,6 +330,13 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         return observation
     if resource_type == "MedicationAdministration":
         return medication_administration(await _owned(viewer, DosingSession, _uuid(resource_id), resource_type))
+    if resource_type == "Communication":
+        message = await Message.get_or_none(id=_uuid(resource_id)).select_related("thread")
+        if message is None:
+            raise NotFound("resource")
+        patient = await clinical_patient(viewer, message.thread.patient_id, resource_type)  # type: ignore[attr-defined]
+        senders = await _senders(patient, {message.sender_id})  # type: ignore[attr-defined]
+        return communication(message, message.thread, patient, senders[message.sender_id])  # type: ignore[attr-defined]
     if resource_type == "AdverseEvent":
         return adverse_event(await _owned(viewer, SideEffectReport, _uuid(resource_id), resource_type))
     return flag(await _owned(viewer, Alert, _uuid(resource_id), resource_type))
@@ -325,6 +362,13 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
     reports = await SideEffectReport.filter(patient_id=patient_id).order_by("reported_at", "id")
     resources += [adverse_event(report) for report in reports]
     resources += [flag(alert) for alert in await Alert.filter(patient_id=patient_id).order_by("raised_at", "id")]
+    threads = {thread.id: thread for thread in await MessageThread.filter(patient_id=patient_id)}
+    messages = await Message.filter(thread_id__in=list(threads)).order_by("sent_at", "number")
+    senders = await _senders(patient, {message.sender_id for message in messages})  # type: ignore[attr-defined]
+    resources += [
+        communication(message, threads[message.thread_id], patient, senders[message.sender_id])  # type: ignore[attr-defined]
+        for message in messages
+    ]
     return {
         "resourceType": "Bundle",
         "type": "collection",

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.observation import Observation
@@ -21,6 +22,7 @@ from api.database import use_database
 from models.accounts import Patient
 from models.alerts import Alert
 from models.dosing import DosingSession
+from models.messaging import Message
 from models.side_effects import SideEffectReport
 from models.surveys import SurveyResponse
 from tests.conftest import Tokens
@@ -34,6 +36,7 @@ MODELS: dict[str, Any] = {
     "QuestionnaireResponse": QuestionnaireResponse,
     "AdverseEvent": AdverseEvent,
     "Flag": Flag,
+    "Communication": Communication,
 }
 
 
@@ -51,6 +54,7 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
                 ids.append(("Observation", f"{response.id}-total"))
         ids += [("AdverseEvent", str(r.id)) for r in await SideEffectReport.all()]
         ids += [("Flag", str(a.id)) for a in await Alert.all()]
+        ids += [("Communication", str(m.id)) for m in await Message.all()]
     return ids
 
 
@@ -171,3 +175,17 @@ async def test_a_phq9_total_is_an_observation_derived_from_its_answers(
     answers = (await fetch(client, alex, "QuestionnaireResponse", str(response.id)))["data"]["fhirResource"]
     assert answers["questionnaire"] == f"urn:ketafollow:Questionnaire:PHQ-9|{response.instrument_version}"
     assert len(answers["item"]) == len(response.answers)
+
+
+async def test_a_message_is_a_communication_between_patient_and_team(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        alex = await Patient.get(user__email="alex@demo.test")
+        mine = await Message.filter(thread__patient=alex, sender_id=alex.user_id).first()  # type: ignore[attr-defined]
+    assert mine is not None
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), "Communication", str(mine.id))
+    message = body["data"]["fhirResource"]
+    assert message["sender"] == {"reference": f"Patient/{alex.id}"}
+    assert message["recipient"] == [{"reference": f"CareTeam/{alex.care_team_id}"}]  # type: ignore[attr-defined]
+    assert message["payload"] == [{"contentString": mine.body}]
