@@ -12,9 +12,9 @@ from typing import Any
 from uuid import UUID
 
 from models.access import Viewer
-from models.accounts import Patient, Provider
+from models.accounts import CareTeam, Patient, Provider
 from models.alerts import Alert, AlertStatus
-from models.directory import clinical_patient, get_patient
+from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
 from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
 from models.instruments import Instrument, InstrumentDefinition
@@ -82,6 +82,35 @@ def patient_resource(patient: Patient) -> dict[str, Any]:
     if patient.phone:
         resource["telecom"] = [{"system": "phone", "value": patient.phone, "use": "mobile"}]
     return resource
+
+
+def practitioner(provider: Provider) -> dict[str, Any]:
+    """A provider: name, credentials, NPI when known."""
+    name: dict[str, Any] = {"family": provider.family_name, "given": [provider.given_name]}
+    if provider.credentials:
+        name["suffix"] = [provider.credentials]
+    resource: dict[str, Any] = {
+        "resourceType": "Practitioner",
+        "id": str(provider.id),
+        "meta": _meta(provider.updated_at),
+        "active": True,
+        "name": [name],
+    }
+    if provider.npi:
+        resource["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": provider.npi}]
+    return resource
+
+
+def care_team(team: CareTeam, providers: list[Provider]) -> dict[str, Any]:
+    """A care team and its providers."""
+    return {
+        "resourceType": "CareTeam",
+        "id": str(team.id),
+        "meta": _meta(team.updated_at),
+        "status": "active",
+        "name": team.name,
+        "participant": [{"member": _reference("Practitioner", provider.id)} for provider in providers],
+    }
 
 
 def medication_administration(session: DosingSession) -> dict[str, Any]:
@@ -293,6 +322,8 @@ RESOURCE_TYPES = (
     "AdverseEvent",
     "Flag",
     "Communication",
+    "Practitioner",
+    "CareTeam",
 )
 
 
@@ -330,6 +361,17 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         return observation
     if resource_type == "MedicationAdministration":
         return medication_administration(await _owned(viewer, DosingSession, _uuid(resource_id), resource_type))
+    if resource_type == "Practitioner":
+        providers = await get_providers(viewer, [_uuid(resource_id)])
+        if not providers:
+            raise NotFound("resource")
+        return practitioner(next(iter(providers.values())))
+    if resource_type == "CareTeam":
+        teams = await get_care_teams(viewer, [_uuid(resource_id)])
+        if not teams:
+            raise NotFound("resource")
+        team = next(iter(teams.values()))
+        return care_team(team, await providers_of_care_team(viewer, team.id))
     if resource_type == "Communication":
         message = await Message.get_or_none(id=_uuid(resource_id)).select_related("thread")
         if message is None:

@@ -9,17 +9,19 @@ import httpx
 import pytest
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.careteam import CareTeam as FhirCareTeam
 from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient as FhirPatient
+from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import Patient
+from models.accounts import CareTeam, Patient, Provider
 from models.alerts import Alert
 from models.dosing import DosingSession
 from models.messaging import Message
@@ -37,6 +39,8 @@ MODELS: dict[str, Any] = {
     "AdverseEvent": AdverseEvent,
     "Flag": Flag,
     "Communication": Communication,
+    "Practitioner": Practitioner,
+    "CareTeam": FhirCareTeam,
 }
 
 
@@ -55,6 +59,8 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
         ids += [("AdverseEvent", str(r.id)) for r in await SideEffectReport.all()]
         ids += [("Flag", str(a.id)) for a in await Alert.all()]
         ids += [("Communication", str(m.id)) for m in await Message.all()]
+        ids += [("Practitioner", str(p.id)) for p in await Provider.all()]
+        ids += [("CareTeam", str(t.id)) for t in await CareTeam.all()]
     return ids
 
 
@@ -189,3 +195,15 @@ async def test_a_message_is_a_communication_between_patient_and_team(
     assert message["sender"] == {"reference": f"Patient/{alex.id}"}
     assert message["recipient"] == [{"reference": f"CareTeam/{alex.care_team_id}"}]  # type: ignore[attr-defined]
     assert message["payload"] == [{"contentString": mine.body}]
+
+
+async def test_a_care_team_lists_its_practitioners(client: httpx.AsyncClient, tokens: Tokens, app: Starlette) -> None:
+    with use_database(app.state.database):
+        north = await CareTeam.get(name="North")
+        members = await Provider.filter(care_teams__id=north.id)
+    body = await fetch(client, tokens.user("alex@demo.test"), "CareTeam", str(north.id))
+    team = body["data"]["fhirResource"]
+    assert team["name"] == "North"
+    assert {p["member"]["reference"] for p in team["participant"]} == {f"Practitioner/{p.id}" for p in members}
+    other = await fetch(client, tokens.user("casey@demo.test"), "CareTeam", str(north.id))
+    assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"  # Casey is in South
