@@ -14,6 +14,7 @@ from uuid import UUID
 from models.access import Viewer
 from models.accounts import CareTeam, Patient, Provider
 from models.alerts import Alert, AlertStatus
+from models.checkins import CheckIn
 from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
 from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
@@ -254,6 +255,40 @@ async def _senders(patient: Patient, user_ids: set[UUID]) -> dict[UUID, dict[str
     return {user_id: found.get(user_id, {"display": "care team"}) for user_id in user_ids}
 
 
+PAIN_NRS_LOINC = "72514-3"  # the pain NRS instrument's own code (seeds/instruments/pain-nrs.json)
+
+
+def _rating(text: str, value: int) -> dict[str, Any]:
+    return {"code": {"text": text}, "valueInteger": value}
+
+
+def check_in_observation(check_in: CheckIn) -> dict[str, Any]:
+    """A daily check-in: pain 0-10 (LOINC 72514-3) with mood and sleep (0 worst, 10 best, no
+    standard code: text) as components; the note as a note."""
+    components = [
+        _rating(f"{name} (0 worst, 10 best)", value)
+        for name, value in (("Mood", check_in.mood), ("Sleep quality", check_in.sleep))
+        if value is not None
+    ]
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": str(check_in.id),
+        "meta": _meta(check_in.updated_at),
+        "status": "final",
+        "category": [{"coding": [{"system": f"{HL7}/observation-category", "code": "survey", "display": "Survey"}]}],
+        "code": _concept(LOINC, PAIN_NRS_LOINC, "Pain severity 0-10 numeric rating, reported"),
+        "subject": _reference("Patient", check_in.patient_id),  # type: ignore[attr-defined]
+        "effectiveDateTime": _instant(check_in.recorded_at),
+        "issued": _instant(check_in.received_at),
+        "valueInteger": check_in.pain,
+    }
+    if components:
+        resource["component"] = components
+    if check_in.note:
+        resource["note"] = [{"text": check_in.note}]
+    return resource
+
+
 QUESTIONNAIRE_CANONICAL = "urn:ketafollow:Questionnaire"
 
 
@@ -350,6 +385,8 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
     if resource_type == "QuestionnaireResponse":
         response = await _owned(viewer, SurveyResponse, _uuid(resource_id), resource_type)
         return questionnaire_response(response, await _definition(response))
+    if resource_type == "Observation" and "-bp-" not in resource_id:  # a check-in
+        return check_in_observation(await _owned(viewer, CheckIn, _uuid(resource_id), resource_type))
     if resource_type == "Observation":
         session_id, _, moment = resource_id.partition("-bp-")
         if moment not in BLOOD_PRESSURE_MOMENTS:
@@ -394,6 +431,8 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
         resources += [
             found for moment in BLOOD_PRESSURE_MOMENTS if (found := blood_pressure_observation(session, moment))
         ]
+    check_ins = await CheckIn.filter(patient_id=patient_id).order_by("recorded_at", "id")
+    resources += [check_in_observation(check_in) for check_in in check_ins]
     instruments = await Instrument.all()
     definitions = {(row.code, row.version): InstrumentDefinition.parse(row.definition) for row in instruments}
     for response in await SurveyResponse.filter(patient_id=patient_id).order_by("submitted_at", "id"):

@@ -21,7 +21,7 @@ class FhirQuery:
     @strawberry.field(
         description=(
             "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), Observation "
-            "(`<session id>-bp-pre` or `-bp-post`, `<response id>-total`), QuestionnaireResponse, "
+            "(a check-in; `<session id>-bp-pre` or `-bp-post`; `<response id>-total`), QuestionnaireResponse, "
             "AdverseEvent (a side effect), Flag (an alert), Communication (a message), Practitioner or CareTeam."
         )
     )

@@ -23,6 +23,7 @@ from strawberry import relay
 from api.database import use_database
 from models.accounts import CareTeam, Patient, Provider
 from models.alerts import Alert
+from models.checkins import CheckIn
 from models.dosing import DosingSession
 from models.messaging import Message
 from models.side_effects import SideEffectReport
@@ -56,6 +57,7 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
             ids.append(("QuestionnaireResponse", str(response.id)))
             if response.total_score is not None:
                 ids.append(("Observation", f"{response.id}-total"))
+        ids += [("Observation", str(c.id)) for c in await CheckIn.all()]
         ids += [("AdverseEvent", str(r.id)) for r in await SideEffectReport.all()]
         ids += [("Flag", str(a.id)) for a in await Alert.all()]
         ids += [("Communication", str(m.id)) for m in await Message.all()]
@@ -207,3 +209,13 @@ async def test_a_care_team_lists_its_practitioners(client: httpx.AsyncClient, to
     assert {p["member"]["reference"] for p in team["participant"]} == {f"Practitioner/{p.id}" for p in members}
     other = await fetch(client, tokens.user("casey@demo.test"), "CareTeam", str(north.id))
     assert other["errors"][0]["extensions"]["code"] == "NOT_FOUND"  # Casey is in South
+
+
+async def test_a_check_in_is_a_pain_observation(client: httpx.AsyncClient, tokens: Tokens, app: Starlette) -> None:
+    with use_database(app.state.database):
+        check_in = await CheckIn.filter(patient__user__email="alex@demo.test").first()
+    assert check_in is not None
+    body = await fetch(client, tokens.user("alex@demo.test"), "Observation", str(check_in.id))
+    observation = body["data"]["fhirResource"]
+    assert observation["code"]["coding"][0]["code"] == "72514-3"
+    assert observation["valueInteger"] == check_in.pain
