@@ -31,7 +31,8 @@ from models.policy import ClinicPolicy
 
 class StrengthUnit(StrEnum):
     MG = "mg"
-    MCG_PER_HOUR = "mcg/hr"
+    MCG = "mcg"  # buccal and nasal fentanyl
+    MCG_PER_HOUR = "mcg/hr"  # a patch
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ CATALOGUE: dict[str, Opioid] = {
     "tapentadol": Opioid(Decimal("0.4"), StrengthUnit.MG, "787390"),
     "tramadol": Opioid(Decimal("0.2"), StrengthUnit.MG, "10689"),
     "buprenorphine": Opioid(None, StrengthUnit.MG, None, "no MME factor for buprenorphine (CDC 2022)"),
-    "fentanyl buccal": Opioid(None, StrengthUnit.MCG_PER_HOUR, None, "no MME factor for buccal fentanyl"),
-    "fentanyl nasal": Opioid(None, StrengthUnit.MCG_PER_HOUR, None, "no MME factor for nasal fentanyl"),
+    "fentanyl buccal": Opioid(None, StrengthUnit.MCG, None, "no MME factor for buccal fentanyl"),
+    "fentanyl nasal": Opioid(None, StrengthUnit.MCG, None, "no MME factor for nasal fentanyl"),
 }
 # CLINICAL.md §10 flags.
 REASSESS_AT = Decimal(50)

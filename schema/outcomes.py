@@ -124,7 +124,7 @@ class LogOpioidUseInput:
     idempotency_key: str | None = None
     drug: str = strawberry.field(description="A lower-case generic name, e.g. oxycodone or fentanyl patch.")
     strength: float
-    strength_unit: str = strawberry.field(description="mg, or mcg/hr for a fentanyl patch.")
+    strength_unit: str = strawberry.field(description="mg; mcg/hr for a fentanyl patch; mcg for buccal or nasal.")
     quantity: float = strawberry.field(description="Units taken (patches applied).")
     taken_at: datetime
 

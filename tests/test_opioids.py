@@ -172,3 +172,19 @@ async def test_starting_a_session_after_an_opioid_succeeds_with_a_warning(
     assert "hydrocodone 90 minutes before" in first["warnings"][0]["message"]
     retried = (await gql(client, query, variables, token=alex))["data"]["startDosingSession"]
     assert retried == first  # a retry from a flaky network gets the same answer
+
+
+async def test_buccal_fentanyl_is_logged_in_mcg_and_recorded_without_mme(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    taken = (clock.now() - timedelta(hours=1)).isoformat()
+    dose = {"drug": "fentanyl buccal", "strength": 100, "quantity": 1, "takenAt": taken}
+    devon = tokens.user("devon@demo.test")
+    wrong = await gql(client, LOG, {"input": {**dose, "strengthUnit": "mcg/hr"}}, token=devon)
+    assert wrong["data"]["logOpioidUse"]["result"]["field"] == "strengthUnit"
+    logged = await gql(client, LOG, {"input": {**dose, "strengthUnit": "mcg"}}, token=devon)
+    assert logged["data"]["logOpioidUse"]["result"] == {
+        "__typename": "OpioidDose",
+        "drug": "fentanyl buccal",
+        "mme": None,
+    }
