@@ -20,6 +20,8 @@ from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
 from models.instruments import Instrument, InstrumentDefinition
 from models.messaging import Message, MessageThread
+from models.opioids import CATALOGUE as OPIOIDS
+from models.opioids import OpioidDose
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
 from models.surveys import SurveyResponse
 
@@ -255,6 +257,30 @@ async def _senders(patient: Patient, user_ids: set[UUID]) -> dict[UUID, dict[str
     return {user_id: found.get(user_id, {"display": "care team"}) for user_id in user_ids}
 
 
+def medication_statement(dose: OpioidDose) -> dict[str, Any]:
+    """A logged opioid dose (CLINICAL.md §10): RxNorm ingredient where the catalogue has one, the
+    strength and count as taken; a patch covers the time it is worn."""
+    opioid = OPIOIDS[dose.drug]
+    medication = _concept(RXNORM, opioid.rxnorm, dose.drug) if opioid.rxnorm else {"text": dose.drug}
+    unit = dose.strength_unit.value
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationStatement",
+        "id": str(dose.id),
+        "meta": _meta(dose.updated_at),
+        "status": "completed",
+        "medicationCodeableConcept": medication,
+        "subject": _reference("Patient", dose.patient_id),  # type: ignore[attr-defined]
+        "dateAsserted": _instant(dose.recorded_at),
+        "informationSource": _reference("Patient", dose.patient_id),  # type: ignore[attr-defined]
+        "dosage": [{"text": f"{dose.quantity.normalize():f} x {dose.strength.normalize():f} {unit}"}],
+    }
+    if opioid.worn_for is not None:
+        resource["effectivePeriod"] = _period(dose.taken_at, dose.taken_at + opioid.worn_for)
+    else:
+        resource["effectiveDateTime"] = _instant(dose.taken_at)
+    return resource
+
+
 PAIN_NRS_LOINC = "72514-3"  # the pain NRS instrument's own code (seeds/instruments/pain-nrs.json)
 
 
@@ -359,6 +385,7 @@ RESOURCE_TYPES = (
     "Communication",
     "Practitioner",
     "CareTeam",
+    "MedicationStatement",
 )
 
 
@@ -409,6 +436,8 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
             raise NotFound("resource")
         team = next(iter(teams.values()))
         return care_team(team, await providers_of_care_team(viewer, team.id))
+    if resource_type == "MedicationStatement":
+        return medication_statement(await _owned(viewer, OpioidDose, _uuid(resource_id), resource_type))
     if resource_type == "Communication":
         message = await Message.get_or_none(id=_uuid(resource_id)).select_related("thread")
         if message is None:
@@ -431,6 +460,8 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
         resources += [
             found for moment in BLOOD_PRESSURE_MOMENTS if (found := blood_pressure_observation(session, moment))
         ]
+    doses = await OpioidDose.filter(patient_id=patient_id).order_by("taken_at", "id")
+    resources += [medication_statement(dose) for dose in doses]
     check_ins = await CheckIn.filter(patient_id=patient_id).order_by("recorded_at", "id")
     resources += [check_in_observation(check_in) for check_in in check_ins]
     instruments = await Instrument.all()

@@ -22,7 +22,8 @@ class FhirQuery:
         description=(
             "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), Observation "
             "(a check-in; `<session id>-bp-pre` or `-bp-post`; `<response id>-total`), QuestionnaireResponse, "
-            "AdverseEvent (a side effect), Flag (an alert), Communication (a message), Practitioner or CareTeam."
+            "AdverseEvent (a side effect), Flag (an alert), Communication (a message), "
+            "MedicationStatement (an opioid dose), Practitioner or CareTeam."
         )
     )
     async def fhir_resource(self, info: Info[Context, None], resource_type: str, id: strawberry.ID) -> JSON:

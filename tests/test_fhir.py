@@ -13,6 +13,7 @@ from fhir.resources.R4B.careteam import CareTeam as FhirCareTeam
 from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.practitioner import Practitioner
@@ -26,6 +27,7 @@ from models.alerts import Alert
 from models.checkins import CheckIn
 from models.dosing import DosingSession
 from models.messaging import Message
+from models.opioids import OpioidDose
 from models.side_effects import SideEffectReport
 from models.surveys import SurveyResponse
 from tests.conftest import Tokens
@@ -42,6 +44,7 @@ MODELS: dict[str, Any] = {
     "Communication": Communication,
     "Practitioner": Practitioner,
     "CareTeam": FhirCareTeam,
+    "MedicationStatement": MedicationStatement,
 }
 
 
@@ -63,6 +66,7 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
         ids += [("Communication", str(m.id)) for m in await Message.all()]
         ids += [("Practitioner", str(p.id)) for p in await Provider.all()]
         ids += [("CareTeam", str(t.id)) for t in await CareTeam.all()]
+        ids += [("MedicationStatement", str(d.id)) for d in await OpioidDose.all()]
     return ids
 
 
@@ -219,3 +223,19 @@ async def test_a_check_in_is_a_pain_observation(client: httpx.AsyncClient, token
     observation = body["data"]["fhirResource"]
     assert observation["code"]["coding"][0]["code"] == "72514-3"
     assert observation["valueInteger"] == check_in.pain
+
+
+async def test_an_opioid_dose_is_a_medication_statement_with_its_rxnorm_code(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        dose = await OpioidDose.filter(patient__user__email="alex@demo.test", drug="oxycodone").first()
+    assert dose is not None
+    body = await fetch(client, tokens.user("alex@demo.test"), "MedicationStatement", str(dose.id))
+    statement = body["data"]["fhirResource"]
+    assert statement["medicationCodeableConcept"]["coding"][0] == {
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "7804",
+        "display": "oxycodone",
+    }
+    assert statement["effectiveDateTime"] == dose.taken_at.isoformat()
