@@ -64,6 +64,11 @@ def _period(start: datetime, end: datetime | None) -> dict[str, str]:
     return {"start": _instant(start)} | ({"end": _instant(end)} if end is not None else {})
 
 
+def _category(code: str, display: str) -> list[dict[str, Any]]:
+    """An Observation's category from HL7's observation-category code system."""
+    return [{"coding": [{"system": f"{HL7}/observation-category", "code": code, "display": display}]}]
+
+
 def _reference(resource_type: str, resource_id: UUID | str) -> dict[str, str]:
     return {"reference": f"{resource_type}/{resource_id}"}
 
@@ -161,9 +166,7 @@ def blood_pressure_observation(session: DosingSession, moment: str) -> dict[str,
         "id": f"{session.id}-bp-{moment}",
         "meta": _meta(session.updated_at, session.version),
         "status": "entered-in-error" if voided else "final",
-        "category": [
-            {"coding": [{"system": f"{HL7}/observation-category", "code": "vital-signs", "display": "Vital Signs"}]}
-        ],
+        "category": _category("vital-signs", "Vital Signs"),
         "code": _concept(LOINC, "85354-9", "Blood pressure panel with all children optional"),
         "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
         "effectiveDateTime": _instant(measured_at),
@@ -301,7 +304,7 @@ def check_in_observation(check_in: CheckIn) -> dict[str, Any]:
         "id": str(check_in.id),
         "meta": _meta(check_in.updated_at),
         "status": "final",
-        "category": [{"coding": [{"system": f"{HL7}/observation-category", "code": "survey", "display": "Survey"}]}],
+        "category": _category("survey", "Survey"),
         "code": _concept(LOINC, PAIN_NRS_LOINC, "Pain severity 0-10 numeric rating, reported"),
         "subject": _reference("Patient", check_in.patient_id),  # type: ignore[attr-defined]
         "effectiveDateTime": _instant(check_in.recorded_at),
@@ -358,7 +361,7 @@ def score_observation(response: SurveyResponse, definition: InstrumentDefinition
         "id": f"{response.id}-total",
         "meta": _meta(response.updated_at),
         "status": "final",
-        "category": [{"coding": [{"system": f"{HL7}/observation-category", "code": "survey", "display": "Survey"}]}],
+        "category": _category("survey", "Survey"),
         "code": code,
         "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
         "effectiveDateTime": _instant(response.submitted_at),
