@@ -17,7 +17,14 @@ from models import errors as domain
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from schema.clinical import PatientClinicalFields
 from schema.context import Context
-from schema.errors import BadUserInput, Forbidden, NotFound, RecordNotFound, ValidationError, error_type_for
+from schema.errors import (
+    BadUserInput,
+    Forbidden,
+    NotFound,
+    ValidationError,
+    error_type_for,
+    refusals_as_errors,
+)
 from schema.loaders import loader
 from schema.outcomes import PatientOutcomeFields, PatientPanelFields
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
@@ -328,12 +335,10 @@ class AccountsQuery:
     async def patient(self, info: Info[Context, None], id: strawberry.ID) -> PatientType | None:
         viewer = viewer_of(info)
         patient_id = node_uuid(info, id, "Patient")
-        try:
+        with refusals_as_errors():
             if patient_id is None:
                 raise domain.NotFound("patient")
             return PatientType.from_model(await directory.get_patient(viewer, patient_id))
-        except domain.NotFound as error:
-            raise RecordNotFound(error.message) from error
 
     @strawberry.field(description="The patients you may see (a provider's panel), the most urgent first.")
     async def patients(

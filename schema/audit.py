@@ -9,10 +9,9 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import audit
-from models import errors as domain
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
-from schema.errors import BadUserInput, Forbidden, RecordNotFound
+from schema.errors import BadUserInput, refusals_as_errors
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 
@@ -86,12 +85,8 @@ class AuditQuery:
             if event_id is None:
                 raise BadUserInput("after is not a cursor this list issued")
             position = audit.AuditCursor(occurred_at, event_id)
-        try:
+        with refusals_as_errors():
             events = await audit.list_audit_events(viewer, patient_id=patient, limit=limit + 1, after=position)
-        except domain.NotFound as error:
-            raise RecordNotFound(error.message) from error
-        except domain.Forbidden as error:
-            raise Forbidden(error.message) from error
         page = events[:limit]
         return Connection[AuditEventType].build(
             [AuditEventType.from_model(event) for event in page],

@@ -10,6 +10,8 @@ Anything else is unexpected and masked (see `schema.extensions.ErrorPolicy`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import strawberry
@@ -45,6 +47,19 @@ class RecordNotFound(ClientError):
 
 class BadUserInput(ClientError):
     code = "BAD_USER_INPUT"
+
+
+@contextmanager
+def refusals_as_errors() -> Iterator[None]:
+    """For reads: a domain refusal becomes the request-level error of the same meaning."""
+    try:
+        yield
+    except domain.NotFound as error:
+        raise RecordNotFound(error.message) from error
+    except domain.Forbidden as error:
+        raise Forbidden(error.message) from error
+    except domain.InvalidInput as error:
+        raise BadUserInput(error.message) from error
 
 
 @strawberry.interface(name="Error")

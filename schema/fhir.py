@@ -8,11 +8,10 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from models import errors as domain
 from models import fhir
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
-from schema.errors import BadUserInput, RecordNotFound
+from schema.errors import BadUserInput, refusals_as_errors
 from schema.permissions import viewer_of
 
 
@@ -27,12 +26,8 @@ class FhirQuery:
         )
     )
     async def fhir_resource(self, info: Info[Context, None], resource_type: str, id: strawberry.ID) -> JSON:
-        try:
+        with refusals_as_errors():
             resource: dict[str, Any] = await fhir.fhir_resource(viewer_of(info), resource_type, str(id))
-        except domain.InvalidInput as error:
-            raise BadUserInput(error.message) from error
-        except domain.NotFound as error:
-            raise RecordNotFound(error.message) from error
         return resource  # type: ignore[return-value]  # JSON is any JSON value
 
     @strawberry.field(description="A patient's record as a FHIR R4 `collection` Bundle.")
@@ -40,8 +35,6 @@ class FhirQuery:
         patient = node_uuid(info, patient_id, "Patient") or parse_uuid(str(patient_id))
         if patient is None:
             raise BadUserInput("patientId is not a patient id")
-        try:
+        with refusals_as_errors():
             bundle = await fhir.patient_bundle(viewer_of(info), patient, now=info.context.now())
-        except domain.NotFound as error:
-            raise RecordNotFound(error.message) from error
         return bundle  # type: ignore[return-value]
