@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('patient', fields.ForeignKeyField('ketafollow.Patient', source_field='patient_id', db_constraint=True, to_field='id', related_name='opioid_doses', on_delete=OnDelete.RESTRICT)),
                 ('drug', fields.CharField(max_length=40)),
                 ('strength', fields.DecimalField(max_digits=8, decimal_places=2)),
-                ('strength_unit', fields.CharEnumField(description='MG: mg\nMCG_PER_HOUR: mcg/hr', enum_type=StrengthUnit, max_length=8)),
+                ('strength_unit', fields.CharEnumField(description='MG: mg\nMCG: mcg\nMCG_PER_HOUR: mcg/hr', enum_type=StrengthUnit, max_length=8)),
                 ('quantity', fields.DecimalField(max_digits=6, decimal_places=2)),
                 ('taken_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('recorded_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),

@@ -35,6 +35,9 @@ class DomainEvent(Model):
     version = fields.IntField()
     occurred_at = fields.DatetimeField()
     payload: dict[str, Any] = fields.JSONField(default=dict)
+    # The writing transaction's id, set by a database trigger on PostgreSQL (NULL on SQLite, where
+    # writers are serialized and `seq` order is commit order). See models.changes.
+    xid = fields.BigIntField(null=True)
 
     class Meta:
         table = "domain_event"
