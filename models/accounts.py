@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from models.base import Entity
 from models.errors import Conflict, InvalidInput, NotFound
+from models.events import Operation, record_event
 
 
 class Role(StrEnum):
@@ -226,7 +227,7 @@ async def create_user(data: NewUser, *, password_hash: str, today: date) -> User
         except IntegrityError as error:
             raise Conflict(f"a user with e-mail {email} already exists") from error
         if data.role is Role.PATIENT:
-            await Patient.create(
+            patient = await Patient.create(
                 user=user,
                 care_team=await _care_team_named(data.care_team or ""),
                 given_name=_require_name("givenName", data.given_name),
@@ -235,6 +236,10 @@ async def create_user(data: NewUser, *, password_hash: str, today: date) -> User
                 time_zone=data.time_zone,
                 phone=data.phone,
             )
+            await record_event(
+                "Patient.created", resource_type="Patient", resource_id=patient.id, operation=Operation.CREATED,
+                version=1, now=patient.created_at, patient_id=patient.id,
+            )  # fmt: skip
         elif data.role is Role.PROVIDER:
             provider = await Provider.create(
                 user=user,

@@ -148,6 +148,27 @@ class AuditCursor:
     id: UUID
 
 
+async def get_audit_event(viewer: Viewer, event_id: UUID) -> AuditEvent:
+    """One audit row, under the rules of `list_audit_events`; `NotFound` for any other."""
+    query = AuditEvent.filter(id=event_id)
+    if viewer.is_role(Role.PATIENT):
+        query = query.filter(patient_id=viewer.patient_id).filter(
+            Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
+        )
+    elif not viewer.is_role(Role.ADMIN):
+        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, resource_id=str(event_id)))
+        raise NotFound("audit event")
+    event = await query.first()
+    if event is None:
+        raise NotFound("audit event")
+    if event.patient_id is not None:
+        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=event.patient_id))
+    if viewer.is_role(Role.PATIENT):
+        event.client_address = None
+        event.request_id = None
+    return event
+
+
 async def list_audit_events(
     viewer: Viewer, *, patient_id: UUID | None, limit: int, after: AuditCursor | None = None
 ) -> list[AuditEvent]:

@@ -17,6 +17,7 @@ from models.access import Viewer
 from models.accounts import ApiClient, DataSharingConsent, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.errors import Forbidden, NotFound
+from models.events import Operation, record_event
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ def _consent_audit(viewer: Viewer, action: AuditAction, consent: DataSharingCons
     )
 
 
+async def _consent_event(consent: DataSharingConsent, operation: Operation, version: int, now: datetime) -> None:
+    """Grants and revocations reach the client's change feed (models.changes): a revocation is
+    the last change of that patient the client receives."""
+    await record_event(
+        f"Consent.{'granted' if version == 1 else 'revoked'}", resource_type="Consent", resource_id=consent.id,
+        operation=operation, version=version, now=now, patient_id=consent.patient_id,  # type: ignore[attr-defined]
+    )  # fmt: skip
+
+
 async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
     """The patient agrees that `client_id` may receive their record (granting twice is one grant)."""
     _require_patient(viewer)
@@ -85,6 +95,7 @@ async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: dat
             if winner is None:
                 raise
             return winner
+        await _consent_event(consent, Operation.CREATED, 1, now)
         entry = _consent_audit(viewer, AuditAction.CREATE, consent, f"share with {client.client_id}")
         await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent
@@ -100,6 +111,7 @@ async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: da
             raise NotFound("consent")
         await _active(viewer, client).update(revoked_at=now, updated_at=now)
         consent.revoked_at = now
+        await _consent_event(consent, Operation.UPDATED, 2, now)
         entry = _consent_audit(viewer, AuditAction.UPDATE, consent, f"revoked sharing with {client.client_id}")
         await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent

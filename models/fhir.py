@@ -12,8 +12,9 @@ from typing import Any
 from uuid import UUID
 
 from models.access import Viewer
-from models.accounts import CareTeam, Patient, Provider
+from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert, AlertStatus
+from models.audit import ActorType, AuditEvent, AuditOutcome, get_audit_event
 from models.checkins import CheckIn
 from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
 from models.dosing import DosingSession, SessionStatus
@@ -22,6 +23,7 @@ from models.instruments import Instrument, InstrumentDefinition
 from models.messaging import Message, MessageThread
 from models.opioids import CATALOGUE as OPIOIDS
 from models.opioids import OpioidDose
+from models.plans import DoseUnit, PlanStatus, TreatmentPlan
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
 from models.surveys import SurveyResponse
 
@@ -252,9 +254,9 @@ def communication(message: Message, thread: MessageThread, patient: Patient, sen
     }
 
 
-async def _senders(patient: Patient, user_ids: set[UUID]) -> dict[UUID, dict[str, str]]:
-    """References for message senders: the patient, or a provider (one query)."""
-    found = {patient.user_id: _reference("Patient", patient.id)}  # type: ignore[attr-defined]
+async def sender_references(patients: list[Patient], user_ids: set[UUID]) -> dict[UUID, dict[str, str]]:
+    """References for message senders: one of the patients, or a provider (one query)."""
+    found = {patient.user_id: _reference("Patient", patient.id) for patient in patients}  # type: ignore[attr-defined]
     for provider in await Provider.filter(user_id__in=list(user_ids - set(found))):
         found[provider.user_id] = _reference("Practitioner", provider.id)  # type: ignore[attr-defined]
     return {user_id: found.get(user_id, {"display": "care team"}) for user_id in user_ids}
@@ -341,7 +343,7 @@ def questionnaire_response(response: SurveyResponse, definition: InstrumentDefin
         "resourceType": "QuestionnaireResponse",
         "id": str(response.id),
         "meta": _meta(response.updated_at),
-        "questionnaire": f"{QUESTIONNAIRE_CANONICAL}:{definition.code}|{definition.version}",
+        "questionnaire": _questionnaire_canonical(definition.code, definition.version),
         "status": "completed",
         "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
         "authored": _instant(response.submitted_at),
@@ -373,6 +375,222 @@ def score_observation(response: SurveyResponse, definition: InstrumentDefinition
     return observation
 
 
+def _questionnaire_id(definition: InstrumentDefinition) -> str:
+    return f"{definition.code}-{definition.version}"
+
+
+def _questionnaire_canonical(code: str, version: str | None = None) -> str:
+    return f"{QUESTIONNAIRE_CANONICAL}:{code}" + (f"|{version}" if version else "")
+
+
+def questionnaire(definition: InstrumentDefinition) -> dict[str, Any]:
+    """An instrument's definition as a Questionnaire (the canonical its responses name), items
+    with their LOINC codes and answer options."""
+    items = []
+    for item in definition.items:
+        coded = bool(item.options) and all(option.loinc for option in item.options)
+        entry: dict[str, Any] = {
+            "linkId": item.link_id,
+            "text": item.text,
+            "type": "choice" if coded else "integer",
+            "required": item.required,
+        }
+        if item.loinc:
+            entry["code"] = [{"system": LOINC, "code": item.loinc}]
+        if coded:
+            entry["answerOption"] = [
+                {"valueCoding": {"system": LOINC, "code": option.loinc, "display": option.label}}
+                for option in item.options
+            ]
+        elif item.options:
+            entry["answerOption"] = [{"valueInteger": option.value} for option in item.options]
+        items.append(entry)
+    resource: dict[str, Any] = {
+        "resourceType": "Questionnaire",
+        "id": _questionnaire_id(definition),
+        "url": _questionnaire_canonical(definition.code),
+        "version": definition.version,
+        "name": "".join(character for character in definition.code if character.isalnum()),
+        "title": definition.title,
+        "status": "active",
+        "subjectType": ["Patient"],
+        "item": items,
+    }
+    if definition.loinc_panel:
+        resource["code"] = [{"system": LOINC, "code": definition.loinc_panel}]
+    if definition.preamble:
+        resource["description"] = definition.preamble
+    if definition.source:
+        resource["copyright"] = definition.source
+    return resource
+
+
+_PLAN_STATUS = {  # CarePlan.status, MedicationRequest.status
+    PlanStatus.ACTIVE: ("active", "active"),
+    PlanStatus.ON_HOLD: ("on-hold", "on-hold"),
+    PlanStatus.COMPLETED: ("completed", "completed"),
+    PlanStatus.CANCELLED: ("revoked", "cancelled"),
+}
+_DOSE_UNITS = {DoseUnit.MG: "mg", DoseUnit.MG_PER_KG: "mg/kg", DoseUnit.MG_PER_KG_PER_HOUR: "mg/kg/h"}
+
+
+def _ketamine(formulation: str) -> dict[str, Any]:
+    if formulation == "INTRANASAL_ESKETAMINE":
+        return {"text": "Esketamine nasal spray"}
+    return _concept(RXNORM, KETAMINE_RXCUI, "Ketamine")
+
+
+def medication_request(plan: TreatmentPlan) -> dict[str, Any]:
+    """A treatment plan's prescription: ketamine, route, dose per session, sessions per week."""
+    route_code, route_name = ROUTES[plan.formulation]
+    unit = _DOSE_UNITS[plan.dose_unit]
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": str(plan.id),
+        "meta": _meta(plan.updated_at, plan.version),
+        "status": _PLAN_STATUS[plan.status][1],
+        "intent": "order",
+        "medicationCodeableConcept": _ketamine(plan.formulation),
+        "subject": _reference("Patient", plan.patient_id),  # type: ignore[attr-defined]
+        "authoredOn": _instant(plan.created_at),
+        "requester": _reference("Practitioner", plan.prescriber_id),  # type: ignore[attr-defined]
+        "dosageInstruction": [
+            {
+                "text": (
+                    f"{plan.dose.normalize():f} {unit} per session, up to {plan.sessions_per_week} sessions a week, "
+                    f"at least {plan.min_hours_between_sessions} h apart"
+                    + (", with a treatment monitor present" if plan.monitor_required else "")
+                ),
+                "timing": {"repeat": {"frequency": plan.sessions_per_week, "period": 1, "periodUnit": "wk"}},
+                "route": _concept(SNOMED, route_code, route_name),
+                "doseAndRate": [
+                    {"doseQuantity": {"value": float(plan.dose), "unit": unit, "system": UCUM, "code": unit}}
+                ],
+            }
+        ],
+    }
+    if plan.status_reason:
+        resource["statusReason"] = {"text": plan.status_reason}
+    return resource
+
+
+def care_plan(plan: TreatmentPlan) -> dict[str, Any]:
+    """A treatment plan: the prescription as its activity, and each scheduled survey (instrument,
+    when after a session) as a task, with the blood-pressure ceiling in the description."""
+    surveys = [
+        {
+            "detail": {
+                "kind": "Task",
+                "instantiatesCanonical": [_questionnaire_canonical(item.instrument)],
+                "code": {"text": item.instrument},
+                "status": "scheduled",
+                "description": (
+                    f"{item.instrument} {item.offset_minutes} minutes after each session, "
+                    f"open for {item.window_minutes} minutes"
+                ),
+            }
+        }
+        for item in plan.schedule
+    ]
+    resource: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "id": str(plan.id),
+        "meta": _meta(plan.updated_at, plan.version),
+        "status": _PLAN_STATUS[plan.status][0],
+        "intent": "plan",
+        "title": "Ketamine treatment plan",
+        "description": (
+            f"{plan.planned_sessions} sessions ({plan.setting.value.lower().replace('_', ' ')}); hold the dose "
+            f"when blood pressure exceeds {plan.bp_ceiling_systolic}/{plan.bp_ceiling_diastolic} mmHg"
+        ),
+        "subject": _reference("Patient", plan.patient_id),  # type: ignore[attr-defined]
+        "period": {"start": _instant(plan.created_at)},
+        "created": _instant(plan.created_at),
+        "author": _reference("Practitioner", plan.prescriber_id),  # type: ignore[attr-defined]
+        "activity": [{"reference": _reference("MedicationRequest", plan.id)}, *surveys],
+    }
+    if plan.notes:
+        resource["note"] = [{"text": plan.notes}]
+    return resource
+
+
+def consent(record: DataSharingConsent, client: ApiClient) -> dict[str, Any]:
+    """A patient's consent to share their record with one EHR client; `inactive` once revoked
+    (from then on the client receives nothing more of the record)."""
+    return {
+        "resourceType": "Consent",
+        "id": str(record.id),
+        "meta": _meta(record.updated_at, 2 if record.revoked_at else 1),
+        "status": "inactive" if record.revoked_at else "active",
+        "scope": _concept(f"{HL7}/consentscope", "patient-privacy", "Privacy Consent"),
+        "category": [_concept(LOINC, "59284-0", "Patient Consent")],
+        "patient": _reference("Patient", record.patient_id),  # type: ignore[attr-defined]
+        "dateTime": _instant(record.granted_at),
+        "policyRule": _concept(f"{HL7}/v3-ActCode", "OPTIN", "opt-in"),
+        "provision": {
+            "type": "permit",
+            "period": _period(record.granted_at, record.revoked_at),
+            "actor": [
+                {
+                    "role": _concept(f"{HL7}/v3-ParticipationType", "IRCP", "information recipient"),
+                    "reference": {
+                        "identifier": {"system": CLIENT_IDENTIFIER_SYSTEM, "value": client.client_id},
+                        "display": client.name,
+                    },
+                }
+            ],
+        },
+    }
+
+
+CLIENT_IDENTIFIER_SYSTEM = "urn:ketafollow:api-client"
+_AUDIT_OUTCOME = {AuditOutcome.SUCCESS: "0", AuditOutcome.DENIED: "4", AuditOutcome.FAILED: "8"}
+
+
+def audit_event(event: AuditEvent) -> dict[str, Any]:
+    """An audit row as a FHIR AuditEvent (ARCHITECTURE.md decision 6: they map 1:1)."""
+    who: dict[str, Any] = {"display": event.actor_label or event.actor_type.value.lower()}
+    if event.actor_id is not None:
+        who["identifier"] = {"system": f"urn:ketafollow:{event.actor_type.value.lower()}", "value": str(event.actor_id)}
+    agent: dict[str, Any] = {"who": who, "requestor": event.actor_type is not ActorType.SYSTEM}
+    if event.actor_role:
+        agent["type"] = {"text": event.actor_role}
+    if event.client_address:
+        agent["network"] = {"address": event.client_address, "type": "2"}
+    entities: list[dict[str, Any]] = []
+    if event.patient_id is not None:
+        entities.append({"what": _reference("Patient", event.patient_id), "role": _coding_role("1", "Patient")})
+    if event.resource_id:
+        entities.append({"what": {"display": f"{event.resource_type}/{event.resource_id}"}})
+    elif event.resource_type:
+        entities.append({"what": {"display": event.resource_type}})
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(event.id),
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
+        "action": event.action.value,
+        "recorded": _instant(event.occurred_at),
+        "outcome": _AUDIT_OUTCOME[event.outcome],
+        "agent": [agent],
+        "source": {"observer": {"display": "ketafollow"}},
+    }
+    if event.operation:
+        resource["subtype"] = [{"system": "urn:ketafollow:graphql-operation", "code": event.operation}]
+    if event.detail:
+        resource["outcomeDesc"] = event.detail
+    if entities:
+        resource["entity"] = entities
+    return resource
+
+
+def _coding_role(code: str, display: str) -> dict[str, str]:
+    return {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": code, "display": display}
+
+
 async def _definition(response: SurveyResponse) -> InstrumentDefinition:
     row = await Instrument.get(code=response.instrument, version=response.instrument_version)
     return InstrumentDefinition.parse(row.definition)
@@ -389,6 +607,11 @@ RESOURCE_TYPES = (
     "Practitioner",
     "CareTeam",
     "MedicationStatement",
+    "CarePlan",
+    "MedicationRequest",
+    "Questionnaire",
+    "Consent",
+    "AuditEvent",
 )
 
 
@@ -406,6 +629,19 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         raise InvalidInput("resourceType", f"resourceType must be one of {', '.join(RESOURCE_TYPES)}")
     if resource_type == "Patient":
         return patient_resource(await get_patient(viewer, _uuid(resource_id)))
+    if resource_type == "Questionnaire":
+        return questionnaire(await _instrument(resource_id))
+    if resource_type == "AuditEvent":
+        return audit_event(await get_audit_event(viewer, _uuid(resource_id)))
+    if resource_type == "Consent":
+        record = await DataSharingConsent.get_or_none(id=_uuid(resource_id)).select_related("api_client")
+        if record is None or (viewer.is_api_client and record.api_client.id != viewer.id):
+            raise NotFound("resource")
+        await clinical_patient(viewer, record.patient_id, resource_type)  # type: ignore[attr-defined]
+        return consent(record, record.api_client)
+    if resource_type in ("CarePlan", "MedicationRequest"):
+        plan = await _owned(viewer, TreatmentPlan, _uuid(resource_id), resource_type)
+        return care_plan(plan) if resource_type == "CarePlan" else medication_request(plan)
     if resource_type == "Observation" and resource_id.endswith("-total"):
         response = await _owned(viewer, SurveyResponse, _uuid(resource_id.removesuffix("-total")), resource_type)
         scored = score_observation(response, await _definition(response))
@@ -446,11 +682,25 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         if message is None:
             raise NotFound("resource")
         patient = await clinical_patient(viewer, message.thread.patient_id, resource_type)  # type: ignore[attr-defined]
-        senders = await _senders(patient, {message.sender_id})  # type: ignore[attr-defined]
+        senders = await sender_references([patient], {message.sender_id})  # type: ignore[attr-defined]
         return communication(message, message.thread, patient, senders[message.sender_id])  # type: ignore[attr-defined]
     if resource_type == "AdverseEvent":
         return adverse_event(await _owned(viewer, SideEffectReport, _uuid(resource_id), resource_type))
     return flag(await _owned(viewer, Alert, _uuid(resource_id), resource_type))
+
+
+async def _instrument(questionnaire_id: str) -> InstrumentDefinition:
+    code, _, version = questionnaire_id.rpartition("-")
+    row = await Instrument.get_or_none(code=code, version=version)
+    if row is None:
+        raise NotFound("resource")
+    return InstrumentDefinition.parse(row.definition)
+
+
+async def questionnaires() -> list[dict[str, Any]]:
+    """Every instrument version we have served, as Questionnaires (no patient data)."""
+    rows = await Instrument.all().order_by("code", "version")
+    return [questionnaire(InstrumentDefinition.parse(row.definition)) for row in rows]
 
 
 async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> dict[str, Any]:
@@ -458,6 +708,8 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
     readings, side effects and alerts, oldest first (one query per kind of record)."""
     patient = await clinical_patient(viewer, patient_id, "Bundle")
     resources: list[dict[str, Any]] = [patient_resource(patient)]
+    for plan in await TreatmentPlan.filter(patient_id=patient_id).order_by("created_at", "id"):
+        resources += [care_plan(plan), medication_request(plan)]
     for session in await DosingSession.filter(patient_id=patient_id).order_by("started_at", "id"):
         resources.append(medication_administration(session))
         resources += [
@@ -479,7 +731,7 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
     resources += [flag(alert) for alert in await Alert.filter(patient_id=patient_id).order_by("raised_at", "id")]
     threads = {thread.id: thread for thread in await MessageThread.filter(patient_id=patient_id)}
     messages = await Message.filter(thread_id__in=list(threads)).order_by("sent_at", "number")
-    senders = await _senders(patient, {message.sender_id for message in messages})  # type: ignore[attr-defined]
+    senders = await sender_references([patient], {message.sender_id for message in messages})  # type: ignore[attr-defined]
     resources += [
         communication(message, threads[message.thread_id], patient, senders[message.sender_id])  # type: ignore[attr-defined]
         for message in messages

@@ -16,14 +16,14 @@ from schema.audit import AuditQuery
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
-from schema.fhir import FhirQuery
+from schema.fhir import ChangesQuery, FhirQuery
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery):
+class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery):
     pass
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from models import fhir
+from models import changes, fhir
+from models.events import Operation
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
+from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 
 
@@ -38,3 +42,92 @@ class FhirQuery:
         with refusals_as_errors():
             bundle = await fhir.patient_bundle(viewer_of(info), patient, now=info.context.now())
         return bundle  # type: ignore[return-value]
+
+
+@strawberry.enum(description="A FHIR R4 resource type that the change feed carries (models.changes.SOURCES).")
+class ResourceType(Enum):
+    AdverseEvent = "AdverseEvent"
+    CarePlan = "CarePlan"
+    Communication = "Communication"
+    Consent = "Consent"
+    Flag = "Flag"
+    MedicationAdministration = "MedicationAdministration"
+    MedicationRequest = "MedicationRequest"
+    MedicationStatement = "MedicationStatement"
+    Observation = "Observation"
+    Patient = "Patient"
+    QuestionnaireResponse = "QuestionnaireResponse"
+
+
+ChangeAction = strawberry.enum(Operation, name="ChangeAction", description="What happened to the resource.")
+_CHANGES_CURSOR = "changes"
+
+
+@strawberry.type(name="Change", description="One resource at its latest version, in commit order (the EHR feed).")
+class ChangeType:
+    sequence: int = strawberry.field(description="The event's number (several resources of one record share it).")
+    resource_type: ResourceType
+    resource_id: strawberry.ID
+    action: ChangeAction  # type: ignore[valid-type]
+    version: int
+    occurred_at: datetime
+    resource: JSON | None = strawberry.field(description="The FHIR R4 resource; null when it was deleted.")
+
+    @classmethod
+    def of(cls, change: changes.Change) -> ChangeType:
+        return cls(
+            sequence=change.sequence,
+            resource_type=ResourceType[change.resource_type],
+            resource_id=strawberry.ID(change.resource_id),
+            action=change.action,
+            version=change.version,
+            occurred_at=change.occurred_at,
+            resource=change.resource,  # type: ignore[arg-type]
+        )
+
+
+def _position(after: str) -> changes.FeedPosition:
+    xid, seq, part = decode_cursor(_CHANGES_CURSOR, after, 3)
+    try:
+        return changes.FeedPosition(int(xid), int(seq), int(part))
+    except ValueError:
+        raise BadUserInput("after is not a cursor this list issued") from None
+
+
+def _cursor(position: changes.FeedPosition) -> str:
+    return encode_cursor(_CHANGES_CURSOR, [str(position.xid), str(position.seq), str(position.part)])
+
+
+@strawberry.type
+class ChangesQuery:
+    @strawberry.field(
+        description=(
+            "Every change the EHR client may see, in commit order, each resource at its latest version "
+            "(apply as upserts by resourceType and id). Resume with `after: pageInfo.endCursor`: it moves "
+            "on even when a page is empty, and nothing is skipped or repeated."
+        )
+    )
+    async def changes(
+        self,
+        info: Info[Context, None],
+        after: str | None = None,
+        first: int | None = None,
+        resource_types: list[ResourceType] | None = None,
+    ) -> Connection[ChangeType]:
+        limit = page_size(first, info.context.max_page_size)
+        wanted = frozenset(kind.value for kind in resource_types) if resource_types is not None else None
+        if wanted is not None and not wanted:
+            raise BadUserInput("resourceTypes must name at least one resource type (or be left out)")
+        with refusals_as_errors():
+            page = await changes.read_changes(
+                viewer_of(info), after=_position(after) if after else None, first=limit, resource_types=wanted
+            )
+        connection = Connection[ChangeType].build(
+            [ChangeType.of(change) for change in page.changes],
+            [_cursor(change.position) for change in page.changes],
+            has_next_page=page.has_next_page,
+            after=after,
+        )
+        if page.end is not None:
+            connection.page_info.end_cursor = _cursor(page.end)
+        return connection

@@ -10,6 +10,9 @@ from pathlib import Path
 from api.auth.passwords import hash_password
 from api.settings import Settings
 from models import accounts
+from models.access import load_user_viewer
+from models.audit import AuditTrail
+from models.consent import grant_data_sharing_consent
 from models.instruments import load_definition
 from seeds import demo
 from seeds.clinical import load_clinical_demo
@@ -80,5 +83,7 @@ async def _load_demo(report: SeedReport, now: datetime) -> None:
         client_row = await accounts.ApiClient.get(client_id=client_id)
         if await accounts.DataSharingConsent.exists(patient=patient, api_client=client_row, revoked_at=None):
             continue
-        await accounts.DataSharingConsent.create(patient=patient, api_client=client_row, granted_at=now)
+        viewer = await load_user_viewer(patient.user_id, AuditTrail())  # type: ignore[attr-defined]
+        assert viewer is not None, f"demo patient {email} cannot sign in"
+        await grant_data_sharing_consent(viewer, client_id, now=now)
         report.created.append(f"consent {email} -> {client_id}")

@@ -89,6 +89,13 @@ PROBES: dict[str, Probe] = {
         "query($id: ID!) { fhirPatientBundle(patientId: $id) }",
         lambda body: (_data(body, "fhirPatientBundle") or {}).get("type") == "collection",
     ),
+    "changes": Probe(
+        "{ changes(first: 20) { edges { node { resourceType resource } } } }",
+        lambda body: any(
+            edge["node"]["resourceType"] == "Patient" and edge["node"]["resource"]["name"][0]["given"] == ["Alex"]
+            for edge in (_data(body, "changes") or {}).get("edges", [])
+        ),
+    ),
     "grantDataSharingConsent": Probe(
         'mutation { grantDataSharingConsent(input: { clientId: "demo-ehr" }) { result { __typename } } }',
         _consent_result("grantDataSharingConsent"),
@@ -199,6 +206,8 @@ MATRIX: dict[str, frozenset[str]] = {
     # A clinical record as FHIR: the chart's readers (an admin sees identities, not care).
     "fhirResource": frozenset({"alex", "provider_in_team", "client"}),
     "fhirPatientBundle": frozenset({"alex", "provider_in_team", "client"}),
+    # The change feed is for EHR clients: scopes, care team and consent (a revoked one stops it).
+    "changes": frozenset({"client"}),
     # A patient grants or revokes sharing of their own record only (Blair acts on Blair's).
     "grantDataSharingConsent": PATIENTS,
     "revokeDataSharingConsent": PATIENTS,
