@@ -25,7 +25,7 @@ from api.middleware import (
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
-from api.rate_limit import RateLimitMiddleware, make_bucket_store
+from api.rate_limit import RateLimiter, RateLimitMiddleware, make_bucket_store
 from api.settings import Settings
 from jobs.environment import JobEnvironment
 from jobs.scheduler import build_scheduler
@@ -97,11 +97,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatching
                 await bus.close()
-                await buckets.close()
+                await limiter.close()
                 app.state.database = None
 
-    graphql = GraphQLEndpoint(settings, clock)
-    buckets = make_bucket_store(settings)
+    limiter = RateLimiter(settings, clock, make_bucket_store(settings))
+    graphql = GraphQLEndpoint(settings, clock, limiter)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             Middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds),
             *cors_middleware(settings),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
-            Middleware(RateLimitMiddleware, settings=settings, clock=clock, store=buckets),
+            Middleware(RateLimitMiddleware, limiter=limiter),
             Middleware(DatabaseContextMiddleware),
         ],
         lifespan=lifespan,

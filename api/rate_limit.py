@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,7 @@ from api.auth.authenticate import bearer_token
 from api.auth.tokens import InvalidToken, decode_access_token
 from api.middleware import send_json_error
 from api.settings import BucketPolicy, Settings
+from models.access import Viewer
 from models.clock import Clock
 from schema.cost import request_cost
 
@@ -140,51 +142,83 @@ def make_bucket_store(settings: Settings) -> BucketStore:
     return InProcessBuckets()
 
 
-class RateLimitMiddleware:
-    """Spends the caller's tokens for each HTTP request, or answers 429 with `Retry-After`."""
+class RateLimiter:
+    """Chooses the caller's bucket and spends from it; one per app, shared by HTTP and WebSocket."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, clock: Clock, store: BucketStore) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, clock: Clock, store: BucketStore) -> None:
         self.settings = settings
         self.clock = clock
         self.store = store
+
+    def bucket_for(self, kind: str, subject_id: UUID) -> Bucket:
+        if kind == "client":
+            return Bucket(f"client:{subject_id}", self.settings.client_rate, "client")
+        return Bucket(f"user:{subject_id}", self.settings.user_rate, "user")
+
+    def bucket_for_viewer(self, viewer: Viewer) -> Bucket:
+        return self.bucket_for("client" if viewer.is_api_client else "user", viewer.id)
+
+    def bucket_for_address(self, address: str | None) -> Bucket:
+        return Bucket(f"address:{address or 'unknown'}", self.settings.anonymous_rate, "address")
+
+    async def spend(self, bucket: Bucket, cost: int) -> int:
+        """Spend `cost` tokens (never more than a full bucket holds, so any request can pass):
+        0 when spent, else the whole seconds (at least 1) until they are there."""
+        try:
+            wait = await self.store.spend(bucket, min(cost, bucket.policy.burst), self.clock.now())
+        except (OSError, ConnectionError, TimeoutError) as error:
+            # Redis unreachable: patients must still be able to report a serious side effect.
+            logger.error("rate limit store unreachable; request let through: %s", type(error).__name__)
+            return 0
+        return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def refusal_message(bucket: Bucket, retry_after: int) -> str:
+    who = {"user": "this account", "client": "this client", "address": "this address"}[bucket.kind]
+    seconds = f"{retry_after} second{'s' if retry_after > 1 else ''}"
+    return f"rate limit exceeded: too many requests from {who}; try again in {seconds}"
+
+
+class RateLimitMiddleware:
+    """Spends the caller's tokens for each HTTP request, or answers 429 with `Retry-After`.
+
+    (Operations on a WebSocket spend theirs one by one: see `api.graphql_view`.)"""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.settings = limiter.settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        now = self.clock.now()
-        bucket = self._bucket(scope, now)
+        bucket = self._bucket(scope)
         cost = 1
         if bucket.kind != "address" and scope["path"] == "/graphql" and scope["method"] == "POST":
             body = await _read_body(receive)
             receive = _replay(body, receive)
-            cost = min(self._graphql_cost(body), bucket.policy.burst)  # never more than a full bucket
-        try:
-            wait = await self.store.spend(bucket, cost, now)
-        except (OSError, ConnectionError, TimeoutError) as error:
-            # Redis unreachable: patients must still be able to report a serious side effect.
-            logger.error("rate limit store unreachable; request let through: %s", type(error).__name__)
-            wait = 0.0
-        if wait > 0:
-            await self._refuse(scope, send, bucket, math.ceil(wait))
+            cost = self._graphql_cost(body)
+        retry_after = await self.limiter.spend(bucket, cost)
+        if retry_after:
+            await self._refuse(scope, send, bucket, retry_after)
             return
         await self.app(scope, receive, send)
 
-    def _bucket(self, scope: Scope, now: datetime) -> Bucket:
+    def _bucket(self, scope: Scope) -> Bucket:
         token = bearer_token(Headers(scope=scope).get("authorization"))
         if token is not None:
             try:
-                claims = decode_access_token(self.settings, token, now=now)
+                claims = decode_access_token(self.settings, token, now=self.limiter.clock.now())
             except InvalidToken:
                 pass  # refused later, as anonymous: it spends its address's budget
             else:
-                if claims.subject_kind == "client":
-                    return Bucket(f"client:{claims.subject_id}", self.settings.client_rate, "client")
-                return Bucket(f"user:{claims.subject_id}", self.settings.user_rate, "user")
+                return self.limiter.bucket_for(claims.subject_kind, claims.subject_id)
         client = scope.get("client")
-        address = client[0] if client else "unknown"
-        return Bucket(f"address:{address}", self.settings.anonymous_rate, "address")
+        return self.limiter.bucket_for_address(client[0] if client else None)
 
     def _graphql_cost(self, body: bytes) -> int:
         try:
@@ -200,9 +234,7 @@ class RateLimitMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, bucket: Bucket, retry_after: int) -> None:
-        who = {"user": "this account", "client": "this client", "address": "this address"}[bucket.kind]
-        seconds = f"{retry_after} second{'s' if retry_after > 1 else ''}"
-        message = f"rate limit exceeded: too many requests from {who}; try again in {seconds}"
+        message = refusal_message(bucket, retry_after)
         body: dict[str, object]
         if scope["path"].startswith("/auth/"):  # the OAuth2 endpoints' own error shape
             body = {"error": "rate_limited", "error_description": message}

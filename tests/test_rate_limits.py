@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from httpx_ws import aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
 from starlette.applications import Starlette
 
 from api.app import create_app
@@ -216,3 +218,34 @@ async def test_replicas_without_a_shared_store_each_keep_their_own_budget(
         assert (await post(replica_a, ME, rivera)).status_code == 200
         assert (await post(replica_a, ME, rivera)).status_code == 429
         assert (await post(replica_b, ME, rivera)).status_code == 200
+
+
+async def test_operations_on_a_websocket_spend_the_same_budget(
+    app: Starlette, settings: Settings, clock: ManualClock, tokens: Tokens
+) -> None:
+    socket_app = create_app(limited(settings, None, user_rate=BucketPolicy(burst=4, per_minute=60)), clock=clock)
+    token = tokens.user("dr.rivera@demo.test")
+    async with (
+        socket_app.router.lifespan_context(socket_app),
+        httpx.AsyncClient(transport=ASGIWebSocketTransport(app=socket_app), base_url="http://testserver") as http,
+        aconnect_ws("/graphql", http, subprotocols=["graphql-transport-ws"]) as socket,
+    ):
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        three = "{ a: me { role } b: me { role } c: me { role } }"
+        answers = []
+        for number, query in enumerate((three, three, ME), start=1):
+            await socket.send_json({"id": str(number), "type": "subscribe", "payload": {"query": query}})
+            answers.append(await socket.receive_json(timeout=5))
+            if answers[-1]["type"] == "next":
+                assert (await socket.receive_json(timeout=5))["type"] == "complete"
+        assert set(answers[0]["payload"]["data"]) == {"a", "b", "c"}
+        assert answers[1]["type"] == "error"  # graphql-transport-ws: refused before it ran
+        [refused] = answers[1]["payload"]
+        assert refused["extensions"] == {"code": "RATE_LIMITED"}
+        assert "try again in 2 seconds" in refused["message"]
+        assert answers[2]["payload"]["data"] == {"me": {"role": "PROVIDER"}}  # the last token
+        # The socket's spending is the account's: HTTP finds the bucket empty.
+        transport = httpx.ASGITransport(app=socket_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as over_http:
+            assert_rate_limited(await post(over_http, ME, token), retry_after=1)
