@@ -245,6 +245,12 @@ async def test_operations_on_a_websocket_spend_the_same_budget(
         assert refused["extensions"] == {"code": "RATE_LIMITED"}
         assert "try again in 2 seconds" in refused["message"]
         assert answers[2]["payload"]["data"] == {"me": {"role": "PROVIDER"}}  # the last token
+        subscription = {"query": "subscription { alertRaised { id } }"}
+        await socket.send_json({"id": "4", "type": "subscribe", "payload": subscription})
+        answer = await socket.receive_json(timeout=5)
+        assert answer["type"] == "next"  # a subscription refused at its start: one result, no data
+        assert answer["payload"]["data"] is None
+        assert [error["extensions"]["code"] for error in answer["payload"]["errors"]] == ["RATE_LIMITED"]
         # The socket's spending is the account's: HTTP finds the bucket empty.
         transport = httpx.ASGITransport(app=socket_app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as over_http:
