@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +51,10 @@ class Bucket:
     key: str
     policy: BucketPolicy
     kind: str  # "user", "client" or "address": named in the refusal
+
+
+class StoreUnavailable(Exception):
+    """The shared store (Redis) did not answer."""
 
 
 class BucketStore(Protocol):
@@ -129,7 +134,10 @@ class RedisBuckets:
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
         policy = bucket.policy
         args = [policy.burst, policy.per_second / 1000, int(now.timestamp() * 1000), cost]
-        wait_ms = await self._script(keys=[self._prefix + bucket.key], args=args)
+        try:
+            wait_ms = await self._script(keys=[self._prefix + bucket.key], args=args)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(type(error).__name__) from error
         return int(wait_ms) / 1000
 
     async def close(self) -> None:
@@ -166,9 +174,9 @@ class RateLimiter:
         0 when spent, else the whole seconds (at least 1) until they are there."""
         try:
             wait = await self.store.spend(bucket, min(cost, bucket.policy.burst), self.clock.now())
-        except (OSError, ConnectionError, TimeoutError) as error:
-            # Redis unreachable: patients must still be able to report a serious side effect.
-            logger.error("rate limit store unreachable; request let through: %s", type(error).__name__)
+        except StoreUnavailable as error:
+            # Better unlimited than down: patients must still be able to report a serious side effect.
+            logger.error("rate limit store unreachable (%s); request let through", error)
             return 0
         return max(1, math.ceil(wait)) if wait > 0 else 0
 
