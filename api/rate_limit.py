@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,7 +41,8 @@ from schema.cost import request_cost
 logger = logging.getLogger("ketafollow.rate_limit")
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
-# Forget in-process buckets that are full again once there are this many (addresses come and go).
+# Forget in-process buckets that are full again once there are this many (addresses come and go):
+# a forgotten full bucket and a new one are the same.
 _SWEEP_AT = 10_000
 
 
@@ -71,6 +73,7 @@ class InProcessBuckets:
     def __init__(self) -> None:
         # key -> (tokens, when they were counted, when the bucket is full again), in seconds
         self._buckets: dict[str, tuple[float, float, float]] = {}
+        self._sweep_at = _SWEEP_AT
 
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
         policy, at = bucket.policy, now.timestamp()
@@ -83,8 +86,10 @@ class InProcessBuckets:
         else:
             wait = (cost - tokens) / policy.per_second
         self._buckets[bucket.key] = (tokens, last, last + (policy.burst - tokens) / policy.per_second)
-        if len(self._buckets) >= _SWEEP_AT:
+        if len(self._buckets) >= self._sweep_at:
             self._buckets = {key: state for key, state in self._buckets.items() if state[2] > at}
+            # Many callers still spending: sweep again only once there are twice as many.
+            self._sweep_at = max(_SWEEP_AT, 2 * len(self._buckets))
         return wait
 
     async def close(self) -> None:
@@ -125,9 +130,7 @@ class RedisBuckets:
     """Buckets in Redis, shared by every replica configured with the same URL and prefix."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script = self._redis.register_script(_SPEND)
         self._prefix = prefix
 
