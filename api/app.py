@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 
 from api.auth.routes import revoke_endpoint, token_endpoint
@@ -18,7 +19,13 @@ from api.bus import Dispatcher, make_bus
 from api.database import ensure_migrated, open_database
 from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
-from api.middleware import BodySizeLimitMiddleware, DatabaseContextMiddleware, RequestContextMiddleware
+from api.middleware import (
+    BodySizeLimitMiddleware,
+    DatabaseContextMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
+from api.rate_limit import RateLimiter, RateLimitMiddleware, make_bucket_store
 from api.settings import Settings
 from jobs.environment import JobEnvironment
 from jobs.scheduler import build_scheduler
@@ -35,6 +42,27 @@ def job_environment(settings: Settings, clock: Clock) -> JobEnvironment:
     if settings.notify_webhook_url and settings.notify_webhook_secret:
         sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret)
     return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
+
+
+def cors_middleware(settings: Settings) -> list[Middleware]:
+    """Lets the browser origins of `CORS_ALLOWED_ORIGINS` (the provider portal) call the API.
+
+    Bearer tokens, not cookies: credentials stay off, so another site's page can never ride on a
+    signed-in browser. Outside the rate limit, so a 429 reaches the portal with its Retry-After.
+    """
+    if not settings.cors_allowed_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            allow_credentials=False,
+            max_age=settings.cors_max_age,
+        )
+    ]
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> Starlette:
@@ -69,9 +97,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatching
                 await bus.close()
+                await limiter.close()
                 app.state.database = None
 
-    graphql = GraphQLEndpoint(settings, clock)
+    limiter = RateLimiter(settings, clock, make_bucket_store(settings))
+    graphql = GraphQLEndpoint(settings, clock, limiter)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -83,7 +113,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
+            Middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds),
+            *cors_middleware(settings),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(RateLimitMiddleware, limiter=limiter),
             Middleware(DatabaseContextMiddleware),
         ],
         lifespan=lifespan,

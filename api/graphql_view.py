@@ -22,13 +22,14 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
+from api.rate_limit import RateLimiter, refusal_message
 from api.settings import Settings
 from models.access import Viewer
 from models.audit import AuditTrail
 from models.clock import Clock
 from schema import build_schema
 from schema.context import Context
-from schema.errors import Unauthenticated
+from schema.errors import RateLimited, Unauthenticated
 
 TOKEN_EXPIRED = 4401
 
@@ -48,7 +49,7 @@ def _connection_token(params: Any) -> str | None:
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, limiter: RateLimiter) -> None:
         schema = build_schema(
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
@@ -62,6 +63,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         self.settings = settings
         self.clock = clock
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -107,7 +109,18 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         )
         if isinstance(request, WebSocket):
             context.transport = request
+            context.spend_rate_limit = lambda cost: self._spend_on_socket(context, cost)
         return context
+
+    async def _spend_on_socket(self, context: Context, cost: int) -> None:
+        """An operation on a socket spends its viewer's tokens as the same request over HTTP would
+        (HTTP requests spend theirs in `api.rate_limit.RateLimitMiddleware`, before GraphQL)."""
+        if context.viewer is None:
+            return  # no operation runs before `connection_init` is accepted
+        bucket = self.limiter.bucket_for_viewer(context.viewer)
+        retry_after = await self.limiter.spend(bucket, cost)
+        if retry_after:
+            raise RateLimited(refusal_message(bucket, retry_after))
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         """graphql-transport-ws: the access token comes in `connection_init`, or the socket closes."""

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and the access line, the body size limit, security headers.
+"""Pure ASGI middleware: request ids and the access line, security headers, the body size limit.
 
 Pure ASGI (not `BaseHTTPMiddleware`) so WebSocket traffic passes through untouched and responses
 are not buffered.
@@ -27,11 +27,17 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
+    # Health data: no browser or proxy keeps a copy of any answer.
     "cache-control": "no-store",
 }
+# The API answers JSON only: a document served from it may load nothing, run nothing, be framed
+# nowhere. GraphiQL (an HTML page, development only) loads its scripts and is left without it.
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
-async def send_json_error(send: Send, status: int, body: Mapping[str, object]) -> None:
+async def send_json_error(
+    send: Send, status: int, body: Mapping[str, object], *, headers: Mapping[str, str] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -40,6 +46,7 @@ async def send_json_error(send: Send, status: int, body: Mapping[str, object]) -
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
             ],
         }
     )
@@ -70,10 +77,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                MutableHeaders(scope=message)["x-request-id"] = request_id
             await send(message)
 
         try:
@@ -91,6 +95,33 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every HTTP response, HSTS only when `hsts_seconds` is set
+    (a deployment whose clients reach it over TLS only: a browser then refuses plain HTTP)."""
+
+    def __init__(self, app: ASGIApp, hsts_seconds: int = 0) -> None:
+        self.app = app
+        self.headers = dict(SECURITY_HEADERS)
+        if hsts_seconds:
+            self.headers["strict-transport-security"] = f"max-age={hsts_seconds}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers.setdefault(name, value)
+                if not headers.get("content-type", "").startswith("text/html"):
+                    headers.setdefault("content-security-policy", API_CONTENT_SECURITY_POLICY)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class DatabaseContextMiddleware:

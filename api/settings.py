@@ -24,6 +24,29 @@ MINIMUM_SECRET_LENGTH = 32
 DEFAULT_DATABASE_URL = "sqlite://var/ketafollow.sqlite3"
 
 
+@dataclass(frozen=True)
+class BucketPolicy:
+    """A token bucket: holds up to `burst` tokens and gains `per_minute` of them every minute.
+
+    A GraphQL root field or another request spends one token; an empty bucket answers 429.
+    """
+
+    burst: int
+    per_minute: int
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60
+
+
+# Defaults (README, "Rate limits"): a person's app or portal page spends a few tokens per screen;
+# an EHR client pages through the change feed; anonymous traffic is sign-in and refresh only.
+DEFAULT_USER_RATE = BucketPolicy(burst=60, per_minute=120)
+DEFAULT_CLIENT_RATE = BucketPolicy(burst=300, per_minute=600)
+DEFAULT_ANONYMOUS_RATE = BucketPolicy(burst=20, per_minute=30)
+DEFAULT_RATE_LIMIT_KEY_PREFIX = "ketafollow:rate:"
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -72,6 +95,18 @@ class Settings:
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
+    # Browser origins (scheme://host[:port]) allowed to call the API, e.g. the provider portal.
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600
+    # Strict-Transport-Security max-age; 0 sends no header (only behind TLS, see README).
+    hsts_seconds: int = 0
+    # Rate limits: buckets per user, per EHR client and per address of anonymous requests,
+    # kept in Redis when `rate_limit_url` is set (shared by replicas), else in this process.
+    user_rate: BucketPolicy = DEFAULT_USER_RATE
+    client_rate: BucketPolicy = DEFAULT_CLIENT_RATE
+    anonymous_rate: BucketPolicy = DEFAULT_ANONYMOUS_RATE
+    rate_limit_url: str | None = None
+    rate_limit_key_prefix: str = DEFAULT_RATE_LIMIT_KEY_PREFIX
 
     @property
     def is_production(self) -> bool:
@@ -152,6 +187,12 @@ class _Reader:
         self.problems.append(f"{name} must be true or false, got {raw!r}")
         return default
 
+    def bucket(self, name: str, default: BucketPolicy) -> BucketPolicy:
+        return BucketPolicy(
+            burst=self.integer(f"{name}_BURST", default.burst, minimum=1, maximum=100_000),
+            per_minute=self.integer(f"{name}_PER_MINUTE", default.per_minute, minimum=1, maximum=1_000_000),
+        )
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default)
         for choice in choices:
@@ -185,6 +226,7 @@ class _Reader:
         if idle_ttl > absolute_ttl:
             self.problems.append("REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS")
 
+        event_bus_url = self._event_bus_url()
         settings = Settings(
             env=env,
             database_url=self._database_url(),
@@ -207,11 +249,19 @@ class _Reader:
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
-            event_bus_url=self._event_bus_url(),
+            event_bus_url=event_bus_url,
             notify_webhook_url=self._webhook_url(),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
+            cors_allowed_origins=self._cors_origins(production),
+            cors_max_age=self.integer("CORS_MAX_AGE_SECONDS", 600, minimum=0, maximum=86400),
+            hsts_seconds=self.integer("HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 86400),
+            user_rate=self.bucket("RATE_LIMIT_USER", DEFAULT_USER_RATE),
+            client_rate=self.bucket("RATE_LIMIT_CLIENT", DEFAULT_CLIENT_RATE),
+            anonymous_rate=self.bucket("RATE_LIMIT_ANONYMOUS", DEFAULT_ANONYMOUS_RATE),
+            rate_limit_url=self._redis_url("RATE_LIMIT_URL") or event_bus_url,
+            rate_limit_key_prefix=self.text("RATE_LIMIT_KEY_PREFIX", DEFAULT_RATE_LIMIT_KEY_PREFIX),
         )
         if self.problems:
             raise SettingsError(self.problems)
@@ -239,10 +289,35 @@ class _Reader:
         return keys
 
     def _event_bus_url(self) -> str | None:
-        url = self.values.get("EVENT_BUS_URL", "").strip()
+        return self._redis_url("EVENT_BUS_URL")
+
+    def _redis_url(self, name: str) -> str | None:
+        url = self.values.get(name, "").strip()
         if url and urlsplit(url).scheme not in {"redis", "rediss"}:
-            self.problems.append(f"EVENT_BUS_URL must be a redis:// or rediss:// URL, got {url!r}")
+            self.problems.append(f"{name} must be a redis:// or rediss:// URL, got {url!r}")
         return url or None
+
+    def _cors_origins(self, production: bool) -> tuple[str, ...]:
+        """Origins as a browser sends them (lower case, no default port), so they compare equal."""
+        raw = self.values.get("CORS_ALLOWED_ORIGINS", "")
+        origins: list[str] = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            if item == "*":
+                if production:
+                    self.problems.append("CORS_ALLOWED_ORIGINS must list origins in production, not '*'")
+                origins.append(item)
+                continue
+            origin = _origin(item)
+            if origin is None:
+                self.problems.append(
+                    f"CORS_ALLOWED_ORIGINS: {item!r} is not an origin (scheme://host[:port], "
+                    "http or https, no path, query or wildcard)"
+                )
+            elif production and not origin.startswith("https://"):
+                self.problems.append(f"CORS_ALLOWED_ORIGINS: {item!r} must use https in production")
+            else:
+                origins.append(origin)
+        return tuple(dict.fromkeys(origins))
 
     def _webhook_url(self) -> str | None:
         url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()
@@ -270,3 +345,30 @@ class _Reader:
                 f"DATABASE_URL must start with sqlite:// or postgres://, got scheme {scheme or '(none)'!r}"
             )
         return url
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(text: str) -> str | None:
+    """`text` serialised as a browser's `Origin` header, or None if it is not an origin."""
+    if "*" in text:
+        return None
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or text.endswith(("?", "#"))
+    ):
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS[scheme] else "")

@@ -27,6 +27,9 @@ class Context:
     # connection's token again before each operation (set at `connection_init`).
     connection_params: dict[str, Any] | None = None
     reauthenticate: Callable[[], Awaitable[Viewer]] | None = None
+    # WebSocket only: spend an operation's rate-limit tokens or raise `RateLimited` (an HTTP
+    # request spends its own before any GraphQL runs).
+    spend_rate_limit: Callable[[int], Awaitable[None]] | None = None
     transport: Any = None
     # Where subscriptions listen for committed events (api.bus).
     bus: EventBus | None = None

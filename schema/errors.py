@@ -49,6 +49,12 @@ class BadUserInput(ClientError):
     code = "BAD_USER_INPUT"
 
 
+class RateLimited(ClientError):
+    """The viewer spent its rate-limit budget (api.rate_limit); the message says when to retry."""
+
+    code = "RATE_LIMITED"
+
+
 @contextmanager
 def refusals_as_errors() -> Iterator[None]:
     """For reads: a domain refusal becomes the request-level error of the same meaning."""

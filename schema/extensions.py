@@ -23,6 +23,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from schema.cost import root_field_count
 from schema.errors import ClientError
 
 logger = logging.getLogger("ketafollow.graphql")
@@ -65,6 +66,18 @@ class ErrorPolicy(SchemaExtension):
             request_id = getattr(self.execution_context.context, "request_id", None)
             for error in result.errors:
                 make_public(error, request_id)
+
+
+class SocketRateLimit(SchemaExtension):
+    """On a WebSocket, each operation spends one rate-limit token per root field (schema.cost)
+    before it runs, as it would over HTTP; refused, it runs nothing and answers RATE_LIMITED."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        spend = getattr(self.execution_context.context, "spend_rate_limit", None)
+        document = self.execution_context.graphql_document
+        if spend is not None and document is not None:
+            await spend(max(1, root_field_count(document, self.execution_context.operation_name)))
+        yield
 
 
 class AuditFlush(SchemaExtension):
@@ -137,5 +150,5 @@ def protections(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy, AuditFlush]
+    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy, SocketRateLimit, AuditFlush]
     return extensions

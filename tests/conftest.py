@@ -8,8 +8,10 @@ them are dropped at the end of the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
-from api.settings import Environment, Settings
+from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
 from jobs.senders import log_notification
 from models.accounts import ApiClient, User
@@ -38,6 +40,32 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))
 START = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 ALL_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
+# Redis keys of this run's rate limits: parallel runs on one Redis never share a bucket.
+RATE_LIMIT_PREFIX = f"kf-test:{uuid.uuid4().hex[:12]}:"
+# Tests send bursts under a clock that stands still (nothing refills): only the rate-limit tests
+# (tests/test_rate_limits.py) run with limits small enough to reach.
+UNREACHED = BucketPolicy(burst=100_000, per_minute=100_000)
+
+
+def settings_for(database_url: str) -> Settings:
+    return Settings(
+        env=Environment.TEST,
+        database_url=database_url,
+        user_rate=UNREACHED,
+        client_rate=UNREACHED,
+        anonymous_rate=UNREACHED,
+        rate_limit_key_prefix=RATE_LIMIT_PREFIX,
+    )
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_answers() -> bool:
+    """Whether the Redis that CI runs (127.0.0.1:6379) is here; its tests skip without it."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+        return True
+    return False
 
 
 def _with_database(url: str, name: str) -> str:
@@ -154,12 +182,12 @@ def job_env(clock: ManualClock, sender: Sender = log_notification) -> JobEnviron
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(env=Environment.TEST, database_url=database_url)
+    return settings_for(database_url)
 
 
 @pytest.fixture
 def blank_settings(blank_database_url: str) -> Settings:
-    return Settings(env=Environment.TEST, database_url=blank_database_url)
+    return settings_for(blank_database_url)
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import httpx
 import pytest
 
@@ -32,6 +35,56 @@ async def test_every_response_carries_a_request_id_and_security_headers(client: 
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["referrer-policy"] == "no-referrer"
+
+
+CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_options"),
+    [
+        ("GET", "/healthz", {}),
+        ("POST", "/graphql", {"json": {"query": "{ __typename }"}}),  # 401
+        ("POST", "/auth/token", {"data": {"grant_type": "password", "username": "x@y.test", "password": "z"}}),
+        ("POST", "/auth/revoke", {"data": {"token": "unknown"}}),
+        ("PUT", "/graphql", {}),  # 405
+        ("GET", "/nowhere", {}),  # 404
+    ],
+)
+async def test_every_api_answer_carries_the_security_headers(
+    client: httpx.AsyncClient, method: str, path: str, request_options: dict[str, Any]
+) -> None:
+    response = await client.request(method, path, **request_options)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "strict-transport-security" not in response.headers  # only when configured
+
+
+async def test_an_oversized_body_refused_at_the_door_still_carries_them(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", content=b"x" * 300_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+async def test_graphiql_in_development_is_not_blocked_by_the_apis_policy(client: httpx.AsyncClient) -> None:
+    # The IDE's page loads its scripts; it is served outside production only.
+    response = await client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200
+    assert "content-security-policy" not in response.headers
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_hsts_is_sent_when_configured(settings: Settings) -> None:
+    app = create_app(replace(settings, hsts_seconds=31_536_000))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+            response = await http.get("/healthz")
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
 
 
 async def test_the_request_id_is_always_the_servers_own(client: httpx.AsyncClient) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -27,7 +25,7 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.messaging import MessageThread
 from tests.clinical import REPORT_SIDE_EFFECT, complete, start
-from tests.conftest import Tokens, job_env
+from tests.conftest import REDIS_URL, Tokens, job_env, redis_answers
 from tests.graphql import gql
 
 PROTOCOL = "graphql-transport-ws"
@@ -196,19 +194,13 @@ async def test_a_client_that_reconnects_gets_what_it_missed(
     assert missed["data"]["node"]["missedMessages"] == [{"number": 5, "body": "one"}, {"number": 6, "body": "two"}]
 
 
-def _redis_answers() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-        return True
-    return False
-
-
 @pytest.mark.parametrize("bus", ["in-process", "redis"])
 async def test_a_message_sent_through_one_replica_reaches_a_subscriber_on_another(
     settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette, bus: str
 ) -> None:
-    if bus == "redis" and not _redis_answers():
+    if bus == "redis" and not redis_answers():
         pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
-    shared = replace(settings, event_bus_url="redis://127.0.0.1:6379/0" if bus == "redis" else None)
+    shared = replace(settings, event_bus_url=REDIS_URL if bus == "redis" else None)
     replica_a, replica_b = create_app(shared, clock=clock), create_app(shared, clock=clock)
     thread = await thread_of(app, "alex@demo.test")
     query = "subscription($t: ID!) { messageAdded(threadId: $t) { body } }"

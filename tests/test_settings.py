@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import DEVELOPMENT_SECRET_KEY, Environment, Settings, SettingsError
+from api.settings import DEVELOPMENT_SECRET_KEY, BucketPolicy, Environment, Settings, SettingsError
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
 
@@ -98,3 +98,94 @@ def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(tmp_path: Path) 
 def test_unusable_database_urls_are_refused(url: str) -> None:
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         Settings.from_env({"DATABASE_URL": url}, env_file=None)
+
+
+def test_cors_origins_are_read_as_a_browser_sends_them() -> None:
+    settings = Settings.from_env(
+        {"CORS_ALLOWED_ORIGINS": " https://Portal.Example.org:443 , http://localhost:5173,https://portal.example.org"},
+        env_file=None,
+    )
+    assert settings.cors_allowed_origins == ("https://portal.example.org", "http://localhost:5173")
+    assert Settings.from_env({}, env_file=None).cors_allowed_origins == ()  # none by default
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://portal.example.org/",
+        "https://portal.example.org/app",
+        "https://portal.example.org?x=1",
+        "https://*.example.org",
+        "portal.example.org",
+        "ftp://portal.example.org",
+        "https://user@portal.example.org",
+        "https://portal.example.org:99999",
+    ],
+)
+def test_anything_but_an_origin_is_refused_in_cors_allowed_origins(origin: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"CORS_ALLOWED_ORIGINS": origin}, env_file=None)
+    assert raised.value.problems == [
+        f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], http or https, "
+        "no path, query or wildcard)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("origins", "problem"),
+    [
+        ("*", "CORS_ALLOWED_ORIGINS must list origins in production, not '*'"),
+        ("http://portal.example.org", "CORS_ALLOWED_ORIGINS: 'http://portal.example.org' must use https in production"),
+    ],
+)
+def test_production_allows_only_listed_https_origins(origins: str, problem: str) -> None:
+    environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, "CORS_ALLOWED_ORIGINS": origins}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert raised.value.problems == [problem]
+    assert Settings.from_env({"CORS_ALLOWED_ORIGINS": origins}, env_file=None).cors_allowed_origins == (origins,)
+
+
+def test_hsts_and_the_preflight_cache_are_read_in_seconds() -> None:
+    assert Settings.from_env({}, env_file=None).hsts_seconds == 0
+    settings = Settings.from_env({"HSTS_SECONDS": "63072000", "CORS_MAX_AGE_SECONDS": "3600"}, env_file=None)
+    assert (settings.hsts_seconds, settings.cors_max_age) == (63072000, 3600)
+    with pytest.raises(SettingsError, match="HSTS_SECONDS must be a whole number"):
+        Settings.from_env({"HSTS_SECONDS": "1y"}, env_file=None)
+
+
+def test_rate_limits_have_defaults_and_each_bucket_can_be_set() -> None:
+    defaults = Settings.from_env({}, env_file=None)
+    assert defaults.user_rate == BucketPolicy(burst=60, per_minute=120)
+    assert defaults.client_rate == BucketPolicy(burst=300, per_minute=600)
+    assert defaults.anonymous_rate == BucketPolicy(burst=20, per_minute=30)
+    assert defaults.rate_limit_url is None
+    settings = Settings.from_env(
+        {"RATE_LIMIT_CLIENT_BURST": "1000", "RATE_LIMIT_CLIENT_PER_MINUTE": "3000", "RATE_LIMIT_USER_BURST": "10"},
+        env_file=None,
+    )
+    assert settings.client_rate == BucketPolicy(burst=1000, per_minute=3000)
+    assert settings.user_rate == BucketPolicy(burst=10, per_minute=120)
+
+
+def test_rate_limits_live_in_the_event_bus_redis_unless_told_otherwise() -> None:
+    bus = {"EVENT_BUS_URL": "redis://bus:6379/0"}
+    assert Settings.from_env(bus, env_file=None).rate_limit_url == "redis://bus:6379/0"
+    own = Settings.from_env(bus | {"RATE_LIMIT_URL": "rediss://limits:6380/1"}, env_file=None)
+    assert own.rate_limit_url == "rediss://limits:6380/1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("RATE_LIMIT_URL", "memcached://x", "RATE_LIMIT_URL must be a redis:// or rediss:// URL"),
+        ("RATE_LIMIT_USER_BURST", "0", "RATE_LIMIT_USER_BURST must be between 1 and 100000, got 0"),
+        ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "-5", "RATE_LIMIT_ANONYMOUS_PER_MINUTE must be between 1 and 1000000"),
+        ("RATE_LIMIT_CLIENT_PER_MINUTE", "fast", "RATE_LIMIT_CLIENT_PER_MINUTE must be a whole number"),
+    ],
+)
+def test_bad_rate_limit_settings_are_refused_by_name(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value}, env_file=None)
+    [line] = raised.value.problems
+    assert line.startswith(problem)
