@@ -21,19 +21,31 @@ from api.health import healthz, readyz
 from api.middleware import BodySizeLimitMiddleware, DatabaseContextMiddleware, RequestContextMiddleware
 from api.settings import Settings
 from jobs.environment import JobEnvironment
+from jobs.push import PushSender, Transport
+from jobs.push.apns import ApnsTransport
+from jobs.push.fcm import FcmTransport
 from jobs.scheduler import build_scheduler
 from jobs.senders import log_notification, webhook_sender
 from models.clock import Clock, SystemClock
+from models.devices import Platform
 from models.notifications import Sender
 
 logger = logging.getLogger("ketafollow")
 
 
 def job_environment(settings: Settings, clock: Clock) -> JobEnvironment:
-    """What the jobs run with: the notification sender is the webhook when one is configured."""
+    """What the jobs run with: the notification sender is the webhook, or pushes to registered
+    phones through APNs and/or FCM, when configured (settings allow one of the two), else the log."""
     sender: Sender = log_notification
     if settings.notify_webhook_url and settings.notify_webhook_secret:
         sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret)
+    elif settings.apns or settings.fcm:
+        transports: dict[Platform, Transport] = {}
+        if settings.apns:
+            transports[Platform.IOS] = ApnsTransport(settings.apns, clock)
+        if settings.fcm:
+            transports[Platform.ANDROID] = FcmTransport(settings.fcm, clock)
+        sender = PushSender(transports, clock)
     return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
 
 
@@ -65,6 +77,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             finally:
                 if scheduler is not None:
                     scheduler.shutdown(wait=True)
+                if isinstance(env.sender, PushSender):
+                    await env.sender.aclose()
                 dispatching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatching
