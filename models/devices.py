@@ -142,6 +142,9 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
     """
     _ensure_may_receive_pushes(viewer)
     platform, token, version, locale = _validated(data)
+    if session_id is not None and await _login_has_ended(session_id):
+        # The access token outlives a logout by minutes: a device must not outlive it.
+        raise Forbidden("this sign-in has ended: sign in again to receive notifications")
     for _ in range(2):  # a concurrent registration of the same token wins the index: read it then
         try:
             async with in_transaction():
@@ -149,6 +152,12 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
         except IntegrityError:
             continue
     raise InvalidInput("pushToken", "pushToken is being registered by another request; try again")
+
+
+async def _login_has_ended(session_id: UUID) -> bool:
+    from models.sessions import SessionFamily  # here: models.sessions imports this module
+
+    return await SessionFamily.filter(id=session_id, revoked_at__isnull=False).exists()
 
 
 async def _register(

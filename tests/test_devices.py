@@ -159,3 +159,17 @@ async def test_logging_out_unregisters_the_device_of_that_login_only(client: htt
     [android] = await devices_with_token(app, ANDROID_TOKEN)
     assert (ios.is_active, ios.deactivation_reason) == (False, DeactivationReason.SESSION_ENDED)
     assert android.is_active
+
+
+async def test_an_access_token_that_outlived_its_logout_cannot_register_a_device(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    response = await client.post(
+        "/auth/token", data={"grant_type": "password", "username": "alex@demo.test", "password": DEMO_PASSWORD}
+    )
+    login = response.json()
+    await client.post("/auth/revoke", data={"token": login["refresh_token"]})
+    body = await gql(client, REGISTER, {"input": device_input()}, token=login["access_token"])
+    assert body["errors"][0]["extensions"] == {"code": "FORBIDDEN"}
+    assert "sign in again" in body["errors"][0]["message"]
+    assert await devices_with_token(app, IOS_TOKEN) == []
