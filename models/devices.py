@@ -145,9 +145,14 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
     if session_id is not None and await _login_has_ended(session_id):
         # The access token outlives a logout by minutes: a device must not outlive it.
         raise Forbidden("this sign-in has ended: sign in again to receive notifications")
-    for _ in range(2):  # a concurrent registration of the same token wins the index: read it then
+    for _ in range(2):  # should a concurrent registration still win the index: read it then
         try:
-            async with in_transaction():
+            async with in_transaction() as connection:
+                if connection.capabilities.dialect == "postgres":
+                    # Registrations of one token queue up (SQLite write transactions always do).
+                    await connection.execute_query(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [f"device-token:{token}"]
+                    )
                 return await _register(viewer.id, platform, token, version, locale, session_id, now)
         except IntegrityError:
             continue

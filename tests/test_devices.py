@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -173,3 +174,14 @@ async def test_an_access_token_that_outlived_its_logout_cannot_register_a_device
     assert body["errors"][0]["extensions"] == {"code": "FORBIDDEN"}
     assert "sign in again" in body["errors"][0]["message"]
     assert await devices_with_token(app, IOS_TOKEN) == []
+
+
+async def test_two_accounts_registering_one_token_at_once_leave_one_active_device(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    results = await asyncio.gather(
+        *(register(client, tokens.fresh(email)) for email in ("alex@demo.test", "blair@demo.test") * 3)
+    )
+    assert {result["__typename"] for result in results} == {"Device"}
+    registrations = await devices_with_token(app, IOS_TOKEN)
+    assert len([device for device in registrations if device.is_active]) == 1
