@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,19 +27,34 @@ from api.middleware import (
 from api.rate_limit import RateLimiter, RateLimitMiddleware, make_bucket_store
 from api.settings import Settings
 from jobs.environment import JobEnvironment
+from jobs.push import PushSender, Transport
+from jobs.push.apns import ApnsTransport
+from jobs.push.fcm import FcmTransport
 from jobs.scheduler import build_scheduler
 from jobs.senders import log_notification, webhook_sender
 from models.clock import Clock, SystemClock
+from models.devices import Platform
 from models.notifications import Sender
 
 logger = logging.getLogger("ketafollow")
 
 
-def job_environment(settings: Settings, clock: Clock) -> JobEnvironment:
-    """What the jobs run with: the notification sender is the webhook when one is configured."""
-    sender: Sender = log_notification
+def job_environment(settings: Settings, clock: Clock, *, sender: Sender | None = None) -> JobEnvironment:
+    """What the jobs run with: the notification sender is `sender` if given (tests), else the
+    webhook, or pushes to registered phones through APNs and/or FCM, when configured (settings
+    allow one of the two), else the log."""
+    if sender is not None:
+        return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
+    sender = log_notification
     if settings.notify_webhook_url and settings.notify_webhook_secret:
         sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret)
+    elif settings.apns or settings.fcm:
+        transports: dict[Platform, Transport] = {}
+        if settings.apns:
+            transports[Platform.IOS] = ApnsTransport(settings.apns, clock)
+        if settings.fcm:
+            transports[Platform.ANDROID] = FcmTransport(settings.fcm, clock)
+        sender = PushSender(transports, clock)
     return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
 
 
@@ -80,9 +94,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             dispatcher = Dispatcher(bus)
             await dispatcher.start_at_the_end()
             dispatching = asyncio.create_task(dispatcher.run_forever(), name="event-dispatcher")
-            env = job_environment(settings, clock)
-            if sender is not None:
-                env = replace(env, sender=sender)
+            env = job_environment(settings, clock, sender=sender)
             scheduler = build_scheduler(env) if settings.run_scheduler else None
             app.state.scheduler = scheduler
             if scheduler is not None:
@@ -93,6 +105,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             finally:
                 if scheduler is not None:
                     scheduler.shutdown(wait=True)
+                if isinstance(env.sender, PushSender):
+                    await env.sender.aclose()
                 dispatching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatching

@@ -87,6 +87,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                 await self._unauthenticated(refusal.message)(scope, receive, send)
                 return
             scope.setdefault("state", {})["viewer"] = authenticated.viewer
+            scope["state"]["session_id"] = authenticated.session_id
         await super().__call__(scope, receive, send)
 
     @staticmethod
@@ -105,6 +106,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             policy=self.settings.clinic_policy,
             bus=request.app.state.bus,
             viewer=request.scope.get("state", {}).get("viewer"),
+            session_id=request.scope.get("state", {}).get("session_id"),
             client_address=request.client.host if request.client else None,
         )
         if isinstance(request, WebSocket):
@@ -142,6 +144,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         except NotAuthenticated as refusal:
             raise ConnectionRejectionError({"message": refusal.message, "code": "UNAUTHENTICATED"}) from refusal
         context.viewer = authenticated.viewer
+        context.session_id = authenticated.session_id
         context.reauthenticate = reauthenticate
         websocket = context.transport
         if isinstance(websocket, WebSocket):

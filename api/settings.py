@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from api.push_settings import read_apns, read_fcm
+from jobs.push.apns import ApnsCredentials
+from jobs.push.fcm import FcmCredentials
 from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy
 
 # Only ever used outside production; production refuses it (see `_check_secret`).
@@ -90,6 +93,9 @@ class Settings:
     # Notifications: posted to this webhook (signed with the secret) instead of only logged.
     notify_webhook_url: str | None = None
     notify_webhook_secret: str | None = None
+    # Push notifications to registered phones (api.push_settings): on when configured.
+    apns: ApnsCredentials | None = None
+    fcm: FcmCredentials | None = None
     # Live events between replicas: Redis pub/sub when set, else in-process (ARCHITECTURE.md §3).
     event_bus_url: str | None = None
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
@@ -252,6 +258,8 @@ class _Reader:
             event_bus_url=event_bus_url,
             notify_webhook_url=self._webhook_url(),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
+            apns=read_apns(self.values, production=production, problems=self.problems),
+            fcm=read_fcm(self.values, production=production, problems=self.problems),
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
             cors_allowed_origins=self._cors_origins(production),
@@ -263,6 +271,10 @@ class _Reader:
             rate_limit_url=self._redis_url("RATE_LIMIT_URL") or event_bus_url,
             rate_limit_key_prefix=self.text("RATE_LIMIT_KEY_PREFIX", DEFAULT_RATE_LIMIT_KEY_PREFIX),
         )
+        if settings.notify_webhook_url and (settings.apns or settings.fcm):
+            self.problems.append(
+                "NOTIFY_WEBHOOK_URL and push (APNS_*, FCM_*) are both set: notifications go one way, choose one"
+            )
         if self.problems:
             raise SettingsError(self.problems)
         return settings

@@ -20,5 +20,6 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.surveys",
     "models.notifications",
     "models.messaging",
+    "models.devices",
     "models.opioids",
 )

@@ -9,6 +9,7 @@ never see a duplicate (a crash between sending and recording) dedups on the noti
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from models.quiet_hours import after_quiet_hours
 MAX_ATTEMPTS = 8
 LEASE = timedelta(minutes=2)
 BATCH = 200
+MAX_RETRY_AFTER = timedelta(hours=1)
 
 
 class NotificationStatus(StrEnum):
@@ -76,6 +78,13 @@ class OutgoingNotification:
     text: str
     link: str
 
+    @property
+    def collapse_key(self) -> str:
+        """What a phone shows once however often it arrives: everything about one deep link
+        (a survey's announcement and its reminders, a thread's new messages). Opaque and short
+        (APNs allows 64 bytes), so it says nothing of what it links to."""
+        return hashlib.sha256(self.link.encode()).hexdigest()[:32]
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": str(self.id),
@@ -87,6 +96,15 @@ class OutgoingNotification:
 
 
 Sender = Callable[[OutgoingNotification], Awaitable[None]]
+
+
+class DeliveryDeferred(Exception):
+    """A sender could not deliver now and was told when to try again (e.g. HTTP 429 with
+    `Retry-After`): the outbox retries no earlier than `retry_after`, quiet hours still apply."""
+
+    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 async def enqueue(
@@ -170,7 +188,10 @@ async def deliver_due(sender: Sender, *, now: datetime) -> int:
         except Exception as error:  # the sender's failure is data: retry later
             attempts = row.attempts + 1
             status = NotificationStatus.FAILED if attempts >= MAX_ATTEMPTS else NotificationStatus.PENDING
-            retry_at = now + retry_delay(attempts)
+            delay = retry_delay(attempts)
+            if isinstance(error, DeliveryDeferred) and error.retry_after is not None:
+                delay = min(error.retry_after, MAX_RETRY_AFTER)  # the receiver said when
+            retry_at = now + delay
             if row.quiet_hours_zone:
                 retry_at = after_quiet_hours(retry_at, row.quiet_hours_zone)
             await Notification.filter(id=row.id).update(

@@ -25,6 +25,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.accounts import User
+from models.devices import end_session_devices
 
 REUSE_GRACE = timedelta(seconds=5)
 
@@ -106,7 +107,10 @@ async def start_session(
 
 
 async def revoke_family(family_id: uuid.UUID, *, now: datetime, reason: str) -> None:
-    await SessionFamily.filter(id=family_id, revoked_at=None).update(revoked_at=now, revoke_reason=reason)
+    """End a login: its refresh tokens stop working and its devices get no more pushes."""
+    async with in_transaction():
+        await SessionFamily.filter(id=family_id, revoked_at=None).update(revoked_at=now, revoke_reason=reason)
+        await end_session_devices(family_id, now=now)
 
 
 class _FamilyRevoked(Exception):
@@ -150,7 +154,8 @@ async def rotate_refresh_token(token: str, *, now: datetime, idle_ttl: timedelta
 
 
 async def revoke_session(token: str, *, now: datetime) -> uuid.UUID | None:
-    """Log out: revoke the family of `token`. Returns the user, or None for an unknown token."""
+    """Log out: revoke the family of `token` (and unregister its devices). Returns the user, or
+    None for an unknown token."""
     stored = await RefreshToken.get_or_none(token_hash=hash_token(token)).select_related("family")
     if stored is None:
         return None

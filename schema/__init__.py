@@ -14,6 +14,7 @@ from strawberry.types import ExecutionContext
 from schema.accounts import AccountsMutation, AccountsQuery
 from schema.audit import AuditQuery
 from schema.clinical import ClinicalMutation, ClinicalQuery
+from schema.devices import DeviceMutation
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
@@ -28,7 +29,7 @@ class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuer
 
 
 @strawberry.type
-class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation, OutcomesMutation):
+class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation, OutcomesMutation, DeviceMutation):
     pass
 
 

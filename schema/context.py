@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from models.access import Viewer
 from models.clock import Clock
@@ -19,6 +20,8 @@ class Context:
     request_id: str
     max_page_size: int
     viewer: Viewer | None = None
+    # The login (refresh-token family) of the access token, when it names one.
+    session_id: UUID | None = None
     policy: ClinicPolicy = DEFAULT_POLICY
     client_address: str | None = None
     # Per-request caches (DataLoaders) live here so nothing leaks between requests or viewers.

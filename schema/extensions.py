@@ -35,11 +35,13 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     """Turn an error into what a client may see, in place (and only once: it drops the cause).
 
     Parsing and validation errors are about the client's document: shown, minus the suggestions
-    that would map a schema for someone who cannot introspect it. A `ClientError` is shown with
-    its code. Anything else is logged with the request id and masked.
+    that would map a schema for someone who cannot introspect it. So are variables that do not
+    fit their type (e.g. an enum value that does not exist): graphql-core reports those with the
+    coercion's own `GraphQLError` as the cause. A `ClientError` is shown with its code. Anything
+    else is logged with the request id and masked.
     """
     original = error.original_error
-    if original is None:
+    if original is None or isinstance(original, GraphQLError):
         error.message = _SUGGESTION.sub("", error.message)
         return
     if isinstance(original, ClientError):

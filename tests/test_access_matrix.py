@@ -22,6 +22,7 @@ from strawberry import relay
 from api.database import use_database
 from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
+from models.devices import Device, Platform
 from models.dosing import CHECKLIST, DosingSession
 from models.messaging import MessageThread
 from models.plans import TreatmentPlan
@@ -188,6 +189,10 @@ PROBES.update(
             "submitSurveyResponse", 'instrument: "PAIN-NRS", answers: [{ linkId: "1", value: 4 }]'
         ),
         "resolveAlert": _mutation("resolveAlert", 'alertId: $alert, note: "done"', "$alert: ID!"),
+        "registerDevice": _mutation(
+            "registerDevice", 'platform: IOS, pushToken: "0a1b2c3d", appVersion: "2.4.1", locale: "en-US"'
+        ),
+        "unregisterDevice": _mutation("unregisterDevice", "deviceId: $device", "$device: ID!"),
     }
 )
 
@@ -239,6 +244,9 @@ MATRIX: dict[str, frozenset[str]] = {
     "instruments": EVERYONE,
     # Alex's session: Blair cannot complete it (it looks missing to her).
     "completeDosingSession": frozenset({"alex"}),
+    # Pushes go to the people who use the apps: patients and providers, each on their own devices.
+    "registerDevice": frozenset({"alex", "blair", "provider_in_team", "provider_outside"}),
+    "unregisterDevice": frozenset({"alex"}),
 }
 
 
@@ -280,6 +288,10 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         alert = await Alert.get(patient=alex)
         thread = await MessageThread.get(patient=alex)
         assert session is not None
+        device = await Device.create(
+            user_id=alex.user_id, platform=Platform.IOS, push_token="ab" * 32, app_version="2.4.1", locale="en-US",
+            last_seen_at=tokens.clock.now(),
+        )  # fmt: skip
     variables = {
         "id": str(relay.GlobalID("Patient", str(alex.id))),
         "plan": str(relay.GlobalID("TreatmentPlan", str(plan.id))),
@@ -287,6 +299,7 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         "alert": str(relay.GlobalID("Alert", str(alert.id))),
         "thread": str(relay.GlobalID("MessageThread", str(thread.id))),
         "record": str(session.id),  # FHIR ids are the records' own
+        "device": str(relay.GlobalID("Device", str(device.id))),
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 
 import pytest
 import strawberry
@@ -54,3 +55,29 @@ async def test_an_expected_refusal_is_shown_with_its_code() -> None:
     [error] = result.errors
     assert error.message == "you may not see this record"
     assert error.extensions == {"code": "FORBIDDEN"}
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "RED"
+
+
+@strawberry.type
+class EnumQuery:
+    @strawberry.field
+    def paint(self, colour: Colour) -> str:
+        return colour.value
+
+
+async def test_a_variable_outside_its_enum_is_shown_as_the_clients_mistake_not_masked() -> None:
+    schema = strawberry.Schema(
+        query=EnumQuery,
+        extensions=protections(max_depth=5, max_aliases=5, max_tokens=500, introspection=False),
+    )
+    result = await schema.execute(
+        "query($c: Colour!) { paint(colour: $c) }", variable_values={"c": "BLUE"}, context_value=_context()
+    )
+    assert result.errors is not None
+    [error] = result.errors
+    assert "Value 'BLUE' does not exist in 'Colour' enum" in error.message
+    assert error.extensions is None or error.extensions.get("code") != "INTERNAL_SERVER_ERROR"

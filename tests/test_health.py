@@ -127,6 +127,7 @@ INVARIANT_INDEXES = {
     "dosing_session_one_in_progress",
     "alert_one_active_per_rule",
     "domain_event_resource_version",
+    "device_one_active_per_token",
 }
 
 

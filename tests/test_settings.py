@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from api.settings import DEVELOPMENT_SECRET_KEY, BucketPolicy, Environment, Settings, SettingsError
+from tests.push_fakes import pem
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
 
@@ -189,3 +192,70 @@ def test_bad_rate_limit_settings_are_refused_by_name(name: str, value: str, prob
         Settings.from_env({name: value}, env_file=None)
     [line] = raised.value.problems
     assert line.startswith(problem)
+
+
+def _push_files(folder: Path) -> dict[str, str]:
+    (folder / "AuthKey.p8").write_text(pem(ec.generate_private_key(ec.SECP256R1())))
+    (folder / "rsa.pem").write_text(pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    account = {
+        "type": "service_account",
+        "project_id": "clinic-app",
+        "private_key_id": "k1",
+        "private_key": (folder / "rsa.pem").read_text(),
+        "client_email": "push@clinic-app.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (folder / "account.json").write_text(json.dumps(account))
+    return {
+        "APNS_KEY_FILE": str(folder / "AuthKey.p8"),
+        "APNS_KEY_ID": "ABC123DEFG",
+        "APNS_TEAM_ID": "TEAM123456",
+        "APNS_TOPIC": "org.clinic.ketafollow",
+        "FCM_SERVICE_ACCOUNT_FILE": str(folder / "account.json"),
+    }
+
+
+def test_push_services_are_on_when_their_credentials_are_given(tmp_path: Path) -> None:
+    settings = Settings.from_env(_push_files(tmp_path), env_file=None)
+    assert settings.apns is not None and settings.fcm is not None
+    assert (settings.apns.url, settings.apns.topic) == ("https://api.push.apple.com", "org.clinic.ketafollow")
+    assert (settings.fcm.url, settings.fcm.project_id) == ("https://fcm.googleapis.com", "clinic-app")
+    assert "BEGIN PRIVATE KEY" not in repr(settings.apns) + repr(settings.fcm)
+    assert Settings.from_env({}, env_file=None).apns is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        (
+            {"APNS_TEAM_ID": ""},
+            "APNs needs APNS_KEY_FILE, APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC; missing: APNS_TEAM_ID",
+        ),
+        ({"APNS_KEY_ID": "short"}, "APNS_KEY_ID must be 10 upper-case letters or digits"),
+        ({"APNS_TOPIC": "ketafollow"}, "APNS_TOPIC must be the app's bundle id"),
+        ({"APNS_KEY_FILE": "/nonexistent/AuthKey.p8"}, "APNS_KEY_FILE: cannot read '/nonexistent/AuthKey.p8'"),
+        ({"APNS_KEY_FILE": "{rsa}"}, "APNS_KEY_FILE must hold an EC P-256 key (.p8)"),
+        ({"APNS_KEY_FILE": "{account}"}, "APNS_KEY_FILE does not hold an unencrypted PEM private key"),
+        ({"APNS_URL": "http://push.example.org"}, "APNS_URL must be an https:// URL"),
+        ({"FCM_SERVICE_ACCOUNT_FILE": "{rsa}"}, "FCM_SERVICE_ACCOUNT_FILE is not JSON"),
+        ({"FCM_SERVICE_ACCOUNT_FILE": "", "FCM_URL": "https://fcm.example"}, "FCM_URL is set without"),
+        (
+            {"NOTIFY_WEBHOOK_URL": "https://hooks.example.org/push", "NOTIFY_WEBHOOK_SECRET": STRONG_SECRET},
+            "NOTIFY_WEBHOOK_URL and push (APNS_*, FCM_*) are both set",
+        ),
+    ],
+)
+def test_push_settings_name_what_is_wrong(tmp_path: Path, changes: dict[str, str], problem: str) -> None:
+    files = {"{rsa}": str(tmp_path / "rsa.pem"), "{account}": str(tmp_path / "account.json")}
+    environ = {**_push_files(tmp_path), **{name: files.get(value, value) for name, value in changes.items()}}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert any(problem in message for message in raised.value.problems), raised.value.problems
+
+
+def test_production_refuses_plain_http_push_services(tmp_path: Path) -> None:
+    environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, **_push_files(tmp_path)}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({**environ, "APNS_URL": "http://127.0.0.1:9999"}, env_file=None)
+    assert raised.value.problems == ["APNS_URL must be an https:// URL, got 'http://127.0.0.1:9999'"]
+    assert Settings.from_env({**environ, "APNS_URL": "https://api.sandbox.push.apple.com"}, env_file=None).apns

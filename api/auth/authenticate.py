@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +37,7 @@ def bearer_token(authorization: str | None) -> str | None:
 class Authenticated:
     viewer: Viewer
     expires_at: datetime
+    session_id: uuid.UUID | None = None  # the login the token belongs to (devices register under it)
 
 
 async def authenticate(settings: Settings, token: str | None, *, now: datetime, trail: AuditTrail) -> Authenticated:
@@ -58,4 +60,4 @@ async def authenticate(settings: Settings, token: str | None, *, now: datetime, 
             trail=trail,
         )
         raise NotAuthenticated(f"invalid access token: {error}") from error
-    return Authenticated(viewer, claims.expires_at)
+    return Authenticated(viewer, claims.expires_at, claims.session_id)

@@ -145,7 +145,9 @@ async def _password_grant(request: Request, form: dict[str, str], settings: Sett
         absolute_ttl=settings.refresh_token_absolute_ttl,
     )
     await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed in")
-    access = issue_access_token(settings, subject_kind="user", subject_id=user.id, now=now)
+    access = issue_access_token(
+        settings, subject_kind="user", subject_id=user.id, now=now, session_id=refresh.family_id
+    )
     return _token_response(access, settings, refresh_token=refresh.token, scope=None)
 
 
@@ -167,7 +169,9 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     if viewer is None:
         await sessions.revoke_family(rotated.family_id, now=now, reason="account inactive")
         raise OAuthError("invalid_grant", "the account is no longer active")
-    access = issue_access_token(settings, subject_kind="user", subject_id=rotated.user_id, now=now)
+    access = issue_access_token(
+        settings, subject_kind="user", subject_id=rotated.user_id, now=now, session_id=rotated.family_id
+    )
     return _token_response(access, settings, refresh_token=rotated.token, scope=None)
 
 

@@ -32,6 +32,8 @@ class AccessClaims:
     scopes: frozenset[str]
     token_id: str
     expires_at: datetime
+    # The login (refresh-token family) the token was issued under; None for EHR clients.
+    session_id: uuid.UUID | None = None
 
 
 def issue_access_token(
@@ -41,6 +43,7 @@ def issue_access_token(
     subject_id: uuid.UUID,
     now: datetime,
     scopes: frozenset[str] = frozenset(),
+    session_id: uuid.UUID | None = None,
 ) -> str:
     claims: dict[str, object] = {
         "iss": settings.token_issuer,
@@ -53,6 +56,8 @@ def issue_access_token(
     }
     if scopes:
         claims["scope"] = " ".join(sorted(scopes))
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM, headers={"kid": settings.secret_key_id})
 
 
@@ -111,10 +116,17 @@ def _checked_claims(claims: dict[str, object], now: datetime) -> AccessClaims:
     if kind not in {"user", "client"}:
         raise InvalidToken("token subject is malformed")
     scope = claims.get("scope", "")
+    session_id = None
+    if "sid" in claims:
+        try:
+            session_id = uuid.UUID(str(claims["sid"]))
+        except ValueError as error:
+            raise InvalidToken("token session is malformed") from error
     return AccessClaims(
         subject_kind=kind,
         subject_id=subject_id,
         scopes=frozenset(str(scope).split()),
         token_id=str(claims["jti"]),
         expires_at=datetime.fromtimestamp(expires, now.tzinfo),
+        session_id=session_id,
     )
