@@ -1,0 +1,146 @@
+"""Benchmark: an EHR client paging through 100,000 changes of the feed.
+
+Run with `make bench` (SQLite in a temporary file; `BENCH_CHANGES_DATABASE_URL=postgres://…/db` for
+an existing, empty PostgreSQL database). The demo clinic is loaded, then each consented demo
+patient gets check-ins (each with its event, as `submitCheckIn` writes them) until the feed holds
+BENCH_CHANGES changes. Prints changes per second and the latency of a page, for the default page
+size and the largest one. Figures, not assertions: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from tortoise.transactions import in_transaction
+
+from api.app import create_app
+from api.auth.tokens import issue_access_token
+from api.database import migrate, open_database, use_database
+from api.settings import BucketPolicy, Environment, Settings
+from models.accounts import ApiClient, DataSharingConsent
+from models.checkins import CheckIn
+from models.clock import ManualClock
+from models.events import DomainEvent, Operation
+from seeds.loader import load_seeds
+from tests.benchmarks.bench_scheduler import NOW, summary
+
+CHANGES = int(os.environ.get("BENCH_CHANGES", "100000"))
+BATCH = 5_000
+QUERY = """
+query($after: String, $first: Int) {
+  changes(after: $after, first: $first) {
+    edges { node { sequence resourceType resourceId action version resource } }
+    pageInfo { endCursor hasNextPage }
+  }
+}
+"""
+
+
+async def fill(settings: Settings) -> int:
+    """The demo clinic plus check-ins of the consented patients: returns the feed's length."""
+    async with open_database(settings):
+        await migrate()
+        await load_seeds(settings, now=NOW - timedelta(days=400))
+        client = await ApiClient.get(client_id="demo-ehr")
+        patients = [c.patient_id for c in await DataSharingConsent.filter(api_client=client, revoked_at=None)]  # type: ignore[attr-defined]
+        existing = await DomainEvent.filter(patient_id__in=patients).count()
+        wanted = max(CHANGES - existing, 0)
+        start = NOW - timedelta(days=365)
+        for first in range(0, wanted, BATCH):
+            rows, events = [], []
+            for number in range(first, min(first + BATCH, wanted)):
+                at = start + timedelta(minutes=5 * number)
+                row = CheckIn(
+                    id=uuid.uuid4(), patient_id=patients[number % len(patients)], recorded_at=at,
+                    received_at=at, pain=number % 11, mood=5, sleep=6,
+                )  # fmt: skip
+                rows.append(row)
+                events.append(
+                    DomainEvent(
+                        type="CheckIn.created",
+                        resource_type="CheckIn",
+                        resource_id=row.id,
+                        patient_id=row.patient_id,
+                        operation=Operation.CREATED,
+                        version=1,
+                        occurred_at=at,
+                        payload={},
+                    )
+                )
+            async with in_transaction():
+                await CheckIn.bulk_create(rows)
+                await DomainEvent.bulk_create(events)
+        return existing + wanted
+
+
+async def measure(settings: Settings, total: int) -> None:
+    clock = ManualClock(NOW)
+    unlimited = BucketPolicy(burst=1_000_000, per_minute=1_000_000)
+    app = create_app(replace(settings, max_page_size=1000, client_rate=unlimited), clock=clock)
+    async with app.router.lifespan_context(app):
+        with use_database(app.state.database):
+            client = await ApiClient.get(client_id="demo-ehr")
+        scopes = frozenset({"patients:read", "clinical:read", "changes:read"})
+        token = issue_access_token(
+            settings, subject_kind="client", subject_id=client.id, now=clock.now(), scopes=scopes
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
+            for page in (100, 1000):
+                await page_through(http, headers, page, total)
+
+
+async def page_through(http: httpx.AsyncClient, headers: dict[str, str], page: int, total: int) -> None:
+    after, received, latencies = None, 0, []
+    seen: dict[tuple[str, str], int] = {}
+    started = time.perf_counter()
+    while True:
+        began = time.perf_counter()
+        response = await http.post(
+            "/graphql", json={"query": QUERY, "variables": {"after": after, "first": page}}, headers=headers
+        )
+        latencies.append(time.perf_counter() - began)
+        body = response.json()
+        if response.status_code != 200 or "errors" in body:
+            raise SystemExit(f"changes query failed: {response.status_code} {body}")
+        edges = body["data"]["changes"]["edges"]
+        received += len(edges)
+        for edge in edges:
+            key = (edge["node"]["resourceType"], edge["node"]["resourceId"])
+            seen[key] = seen.get(key, 0) + 1
+        after = body["data"]["changes"]["pageInfo"]["endCursor"]
+        if not body["data"]["changes"]["pageInfo"]["hasNextPage"]:
+            break
+    elapsed = time.perf_counter() - started
+    again = {key: count for key, count in seen.items() if count > 1}
+    if again:  # only a record written while paging (the app's own jobs run) may come again
+        print(f"  came again (changed while paging): {again}")
+    print(
+        f"changes feed, pages of {page:>4}: {received} changes in {elapsed:.1f} s = {received / elapsed:,.0f} changes/s"
+    )
+    print(f"  one page {summary(latencies)}")
+
+
+async def main() -> None:
+    url = os.environ.get("BENCH_CHANGES_DATABASE_URL")
+    with tempfile.TemporaryDirectory() as folder:
+        database_url = url or f"sqlite://{Path(folder) / 'bench-changes.sqlite3'}"
+        settings = Settings(env=Environment.TEST, database_url=database_url)
+        print(f"ketafollow change-feed benchmark: {CHANGES} changes for the demo EHR client")
+        print(f"database: {database_url.split(':')[0]}")
+        started = time.perf_counter()
+        total = await fill(settings)
+        print(f"filled in {time.perf_counter() - started:.1f} s")
+        await asyncio.wait_for(measure(settings, total), timeout=900)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
