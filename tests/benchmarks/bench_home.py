@@ -313,6 +313,13 @@ async def load(port: int, endpoint: Endpoint, token: str, seconds: float) -> tup
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): less disturbed by neighbours on
+    a shared machine than req/s, which counts the time the server waited for a core."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -395,28 +402,35 @@ async def measure(settings: Settings, token: str) -> None:
         for scenario, endpoints in SCENARIOS.items():
             rates: dict[str, list[float]] = {e.name: [] for e in endpoints}
             latencies: dict[str, list[float]] = {e.name: [] for e in endpoints}
+            cpu: dict[str, list[float]] = {e.name: [] for e in endpoints}
             for endpoint in endpoints:  # warm up: imports, caches, connections
                 await load(port, endpoint, token, 1.0)
             for _ in range(ROUNDS):  # alternate, so a noisy neighbour hurts both sides alike
                 for endpoint in endpoints:
+                    before = cpu_seconds(server.pid)
                     rate, samples = await load(port, endpoint, token, SECONDS)
+                    cpu[endpoint.name].append((cpu_seconds(server.pid) - before) / len(samples))
                     rates[endpoint.name].append(rate)
                     latencies[endpoint.name] += samples
-            rows.append((scenario, rates, latencies))
+            rows.append((scenario, rates, latencies, cpu))
     finally:
         server.terminate()
         await server.wait()
-    print(f"\n{'':24}{'endpoint':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}   GraphQL ÷ bare (req/s)")
-    for scenario, rates, latencies in rows:
+    print(f"\n{'':24}{'endpoint':>9}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'CPU ms':>8}   GraphQL ÷ bare: req/s, CPU")
+    for scenario, rates, latencies, cpu in rows:
         median = {name: statistics.median(values) for name, values in rates.items()}
+        cost = {name: statistics.median(values) * 1000 for name, values in cpu.items()}
         for name in rates:
-            ratio = f"   {median['GraphQL'] / median['bare']:.2f}" if name == "GraphQL" else ""
+            ratios = f"   {median['GraphQL'] / median['bare']:.2f}, {cost['GraphQL'] / cost['bare']:.2f}"
             print(
-                f"{scenario:24}{name:>9}{median[name]:9.0f}{percentile(latencies[name], 0.5) * 1000:9.1f}"
-                f"{percentile(latencies[name], 0.95) * 1000:9.1f}{ratio}"
+                f"{scenario:24}{name:>9}{median[name]:8.0f}{percentile(latencies[name], 0.5) * 1000:8.1f}"
+                f"{percentile(latencies[name], 0.95) * 1000:8.1f}{cost[name]:8.1f}{ratios if name == 'GraphQL' else ''}"
             )
             scenario = ""
-    print(f"(median req/s of {ROUNDS} rounds of {SECONDS:.0f} s; latencies over all rounds; {CONNECTIONS} connections)")
+    print(
+        f"(median req/s and server CPU per request of {ROUNDS} rounds of {SECONDS:.0f} s, the two sides "
+        f"alternating; latencies over all rounds; {CONNECTIONS} connections)"
+    )
 
 
 async def main() -> None:
