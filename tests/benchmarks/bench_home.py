@@ -375,6 +375,7 @@ def free_port() -> int:
 async def start_server(settings: Settings, port: int) -> asyncio.subprocess.Process:
     environment = {
         "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # the same code as this process runs
         "KETAFOLLOW_ENV": "test",
         "DATABASE_URL": settings.database_url,
         "SECRET_KEY": SECRET,
