@@ -47,6 +47,7 @@ schema: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.benchmarks.bench_scheduler
 	$(BIN)/python -m tests.benchmarks.bench_panel
+	$(BIN)/python -m tests.benchmarks.bench_home
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

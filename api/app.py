@@ -79,8 +79,14 @@ def cors_middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> Starlette:
-    """The ASGI app. Its lifespan opens the database, refuses an unmigrated one, runs the jobs."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None, jobs_at_start: bool = False
+) -> Starlette:
+    """The ASGI app. Its lifespan opens the database, refuses an unmigrated one, runs the jobs.
+
+    `jobs_at_start` (what `ketafollow serve` asks for) runs every job once as the app starts, to
+    catch up on work that fell due while no process ran; tests leave it off and run jobs themselves.
+    """
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -95,7 +101,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, sender: Sender
             await dispatcher.start_at_the_end()
             dispatching = asyncio.create_task(dispatcher.run_forever(), name="event-dispatcher")
             env = job_environment(settings, clock, sender=sender)
-            scheduler = build_scheduler(env) if settings.run_scheduler else None
+            first_run_at = clock.now() if jobs_at_start else None
+            scheduler = build_scheduler(env, first_run_at=first_run_at) if settings.run_scheduler else None
             app.state.scheduler = scheduler
             if scheduler is not None:
                 scheduler.start()

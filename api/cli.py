@@ -155,7 +155,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return status
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, jobs_at_start=True),
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
@@ -183,7 +183,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = build_scheduler(job_environment(settings, SystemClock()))
+        clock = SystemClock()
+        scheduler = build_scheduler(job_environment(settings, clock), first_run_at=clock.now())
         scheduler.start()
         print("ketafollow worker: running the scheduled jobs; stop with Ctrl-C", file=sys.stderr)
         await stop.wait()

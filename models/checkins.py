@@ -21,7 +21,7 @@ from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
 from models.crisis import crisis_matches
-from models.directory import clinical_patient
+from models.directory import require_clinical_access
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
@@ -112,7 +112,7 @@ async def list_check_ins(
     viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
 ) -> list[CheckIn]:
     """A patient's check-ins, most recently recorded first."""
-    await clinical_patient(viewer, patient_id, "CheckIn")
+    await require_clinical_access(viewer, patient_id, "CheckIn")
     query = CheckIn.filter(patient_id=patient_id)
     if before is not None:
         query = query.filter(Q(recorded_at__lt=before[0]) | Q(recorded_at=before[0], id__lt=before[1]))

@@ -172,6 +172,40 @@ async def clinical_patients(viewer: Viewer, patient_ids: list[UUID], resource_ty
     return allowed
 
 
+def _own_record(viewer: Viewer) -> UUID | None:
+    """A patient's own id: for a patient the access decision needs no query (they see their own
+    record and no other, and the account was checked when this request was authenticated)."""
+    if viewer.is_role(Role.PATIENT):
+        return viewer.patient_id
+    return None
+
+
+async def require_clinical_access(viewer: Viewer, patient_id: UUID, resource_type: str) -> None:
+    """`clinical_patient` for callers that need the decision, not the row (a patient reading
+    their own record costs no query)."""
+    own = _own_record(viewer)
+    if own is None:
+        await clinical_patient(viewer, patient_id, resource_type)
+        return
+    if patient_id != own:
+        audit_refusal(viewer, resource_type, patient_id, patient_id)
+        raise NotFound("patient")
+    audit_patient_read(viewer, patient_id, resource_type)
+
+
+async def clinical_patient_ids(viewer: Viewer, patient_ids: list[UUID], resource_type: str) -> list[UUID]:
+    """`clinical_patients` for callers that need the allowed ids, not the rows (DataLoaders)."""
+    own = _own_record(viewer)
+    if own is None:
+        return list(await clinical_patients(viewer, patient_ids, resource_type))
+    for patient_id in patient_ids:
+        if patient_id == own:
+            audit_patient_read(viewer, patient_id, resource_type)
+        else:
+            audit_refusal(viewer, resource_type, patient_id, patient_id)
+    return [patient_id for patient_id in dict.fromkeys(patient_ids) if patient_id == own]
+
+
 async def treating_provider_patient(viewer: Viewer, patient_id: UUID) -> Patient:
     """The patient, if the viewer is a provider of their care team (who may change their care)."""
     patient = await Patient.get_or_none(id=patient_id)

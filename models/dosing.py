@@ -25,7 +25,7 @@ from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
 from models.crisis import crisis_matches
-from models.directory import clinical_patient, treating_provider_patient
+from models.directory import require_clinical_access, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, StoredRefusal, fingerprint, run_once
@@ -608,7 +608,7 @@ async def get_session(viewer: Viewer, session_id: UUID) -> DosingSession:
     session = await DosingSession.get_or_none(id=session_id)
     if session is None:
         raise NotFound("dosing session")
-    await clinical_patient(viewer, session.patient_id, "DosingSession")  # type: ignore[attr-defined]
+    await require_clinical_access(viewer, session.patient_id, "DosingSession")  # type: ignore[attr-defined]
     return session
 
 
@@ -616,7 +616,7 @@ async def list_sessions(
     viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
 ) -> list[DosingSession]:
     """A patient's sessions, newest first."""
-    await clinical_patient(viewer, patient_id, "DosingSession")
+    await require_clinical_access(viewer, patient_id, "DosingSession")
     query = DosingSession.filter(patient_id=patient_id)
     if before is not None:
         from tortoise.expressions import Q

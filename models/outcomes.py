@@ -24,7 +24,7 @@ from models.accounts import Patient
 from models.alert_rules import Severity
 from models.alerts import Alert, AlertStatus
 from models.checkins import CheckIn
-from models.directory import audit_patient_read, clinical_patients
+from models.directory import audit_patient_read, clinical_patient_ids, clinical_patients
 from models.dosing import DosingSession, SessionStatus
 from models.opioids import summaries_for
 from models.plans import CURRENT_STATUSES, TreatmentPlan
@@ -207,8 +207,7 @@ class PanelFacts:
 async def panel_facts(viewer: Viewer, patient_ids: list[UUID], *, now: datetime) -> dict[UUID, PanelFacts]:
     """Open alerts, next survey and last session per patient, in three queries (alerts are the
     care team's work queue: only providers of the patient's team get them)."""
-    allowed = await clinical_patients(viewer, patient_ids, "Panel")
-    ids = list(allowed)
+    ids = await clinical_patient_ids(viewer, patient_ids, "Panel")
     alerts: dict[UUID, list[Alert]] = defaultdict(list)
     for alert in await Alert.filter(
         patient_id__in=ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]

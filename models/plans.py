@@ -23,7 +23,7 @@ from models.access import Viewer
 from models.accounts import Patient, Provider, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
-from models.directory import clinical_patient, clinical_patients, treating_provider_patient
+from models.directory import clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.policy import BloodPressure, ClinicPolicy
@@ -487,9 +487,9 @@ async def current_plan(viewer: Viewer, patient_id: UUID) -> TreatmentPlan | None
 
 async def current_plans(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, TreatmentPlan]:
     """`current_plan` for many patients in two queries (for DataLoaders)."""
-    allowed = await clinical_patients(viewer, patient_ids, "TreatmentPlan")
+    allowed = await clinical_patient_ids(viewer, patient_ids, "TreatmentPlan")
     chosen: dict[UUID, TreatmentPlan] = {}
-    for plan in await TreatmentPlan.filter(patient_id__in=list(allowed)).order_by("created_at"):
+    for plan in await TreatmentPlan.filter(patient_id__in=allowed).order_by("created_at"):
         patient_id: UUID = plan.patient_id  # type: ignore[attr-defined]
         known = chosen.get(patient_id)
         if known is None or known.status not in CURRENT_STATUSES:

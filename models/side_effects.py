@@ -21,7 +21,7 @@ from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
 from models.crisis import crisis_matches
-from models.directory import clinical_patient
+from models.directory import require_clinical_access
 from models.dosing import DosingSession
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
@@ -231,7 +231,7 @@ async def list_side_effects(
     viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
 ) -> list[SideEffectReport]:
     """A patient's side-effect reports, most recent onset first."""
-    await clinical_patient(viewer, patient_id, "SideEffectReport")
+    await require_clinical_access(viewer, patient_id, "SideEffectReport")
     query = SideEffectReport.filter(patient_id=patient_id)
     if before is not None:
         query = query.filter(Q(onset_at__lt=before[0]) | Q(onset_at=before[0], id__lt=before[1]))

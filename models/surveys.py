@@ -28,7 +28,7 @@ from models.accounts import Patient, Role
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.directory import clinical_patient
+from models.directory import require_clinical_access
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
@@ -585,7 +585,7 @@ async def list_assignments(
     before: tuple[datetime, UUID] | None = None,
 ) -> list[SurveyAssignment]:  # fmt: skip
     """A patient's assignments, latest opening first."""
-    await clinical_patient(viewer, patient_id, "SurveyAssignment")
+    await require_clinical_access(viewer, patient_id, "SurveyAssignment")
     query = SurveyAssignment.filter(patient_id=patient_id)
     if statuses:
         query = query.filter(status__in=statuses)
@@ -598,7 +598,7 @@ async def list_responses(
     viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
 ) -> list[SurveyResponse]:
     """A patient's scored responses, newest first."""
-    await clinical_patient(viewer, patient_id, "SurveyResponse")
+    await require_clinical_access(viewer, patient_id, "SurveyResponse")
     query = SurveyResponse.filter(patient_id=patient_id)
     if before is not None:
         query = query.filter(Q(submitted_at__lt=before[0]) | Q(submitted_at=before[0], id__lt=before[1]))
@@ -609,5 +609,5 @@ async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
     response = await SurveyResponse.get_or_none(id=response_id)
     if response is None:
         raise NotFound("survey response")
-    await clinical_patient(viewer, response.patient_id, "SurveyResponse")  # type: ignore[attr-defined]
+    await require_clinical_access(viewer, response.patient_id, "SurveyResponse")  # type: ignore[attr-defined]
     return response

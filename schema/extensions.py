@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -143,12 +144,19 @@ def protections(
     *, max_depth: int, max_aliases: int, max_tokens: int, introspection: bool
 ) -> list[Callable[[], SchemaExtension]]:
     """The extensions every request passes through, in order."""
+    # The depth and alias limiters make a new validation rule class per instance, and the
+    # validation cache is keyed by the rule classes: limiters made per request made every request
+    # a cache miss (the whole document validated again, a fifth of the home screen's time). Their
+    # rules are made once, here, and each request gets a fresh extension holding those same rules.
+    limits = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     # Factories, so each request gets fresh extension instances.
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=256),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: AddValidationRules(limits),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
