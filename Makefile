@@ -48,6 +48,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m tests.benchmarks.bench_scheduler
 	$(BIN)/python -m tests.benchmarks.bench_panel
 	$(BIN)/python -m tests.benchmarks.bench_home
+	$(BIN)/python -m tests.benchmarks.bench_changes
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
