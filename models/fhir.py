@@ -126,14 +126,12 @@ def care_team(team: CareTeam, providers: list[Provider]) -> dict[str, Any]:
 def medication_administration(session: DosingSession) -> dict[str, Any]:
     """A dosing session as a MedicationAdministration: ketamine, route, dose, when."""
     route_code, route_name = ROUTES[session.formulation]
-    esketamine = session.formulation == "INTRANASAL_ESKETAMINE"
-    medication = {"text": "Esketamine nasal spray"} if esketamine else _concept(RXNORM, KETAMINE_RXCUI, "Ketamine")
     return {
         "resourceType": "MedicationAdministration",
         "id": str(session.id),
         "meta": _meta(session.updated_at, session.version),
         "status": ADMINISTRATION_STATUS[session.status],
-        "medicationCodeableConcept": medication,
+        "medicationCodeableConcept": _ketamine(session.formulation),
         "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
         "effectivePeriod": _period(session.started_at, session.ended_at),
         "dosage": {

@@ -26,7 +26,8 @@ class FhirQuery:
             "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), Observation "
             "(a check-in; `<session id>-bp-pre` or `-bp-post`; `<response id>-total`), QuestionnaireResponse, "
             "AdverseEvent (a side effect), Flag (an alert), Communication (a message), "
-            "MedicationStatement (an opioid dose), Practitioner or CareTeam."
+            "MedicationStatement (an opioid dose), CarePlan and MedicationRequest (a treatment plan), "
+            "Questionnaire (`<code>-<version>`), Consent, AuditEvent, Practitioner or CareTeam."
         )
     )
     async def fhir_resource(self, info: Info[Context, None], resource_type: str, id: strawberry.ID) -> JSON:

@@ -12,19 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
-from fhir.resources.R4B.careplan import CarePlan
-from fhir.resources.R4B.communication import Communication
-from fhir.resources.R4B.consent import Consent
-from fhir.resources.R4B.flag import Flag
-from fhir.resources.R4B.medicationadministration import MedicationAdministration
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.medicationstatement import MedicationStatement
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.questionnaire import Questionnaire
-from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from starlette.applications import Starlette
 from strawberry import relay
 from tortoise.connection import get_connection
@@ -40,6 +29,7 @@ from schema.fhir import ResourceType
 from tests.clinical import SUBMIT_CHECK_IN
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
 from tests.graphql import gql
+from tests.test_fhir import MODELS
 
 CHANGES = """
 query($after: String, $first: Int, $types: [ResourceType!]) {
@@ -51,19 +41,6 @@ query($after: String, $first: Int, $types: [ResourceType!]) {
 """
 BUNDLE = "query($id: ID!) { fhirPatientBundle(patientId: $id) }"
 CONSENT = 'query($id: ID!) { fhirResource(resourceType: "Consent", id: $id) }'
-MODELS: dict[str, Any] = {
-    "Patient": FhirPatient,
-    "Consent": Consent,
-    "CarePlan": CarePlan,
-    "MedicationRequest": MedicationRequest,
-    "MedicationAdministration": MedicationAdministration,
-    "Observation": Observation,
-    "QuestionnaireResponse": QuestionnaireResponse,
-    "AdverseEvent": AdverseEvent,
-    "Flag": Flag,
-    "Communication": Communication,
-    "MedicationStatement": MedicationStatement,
-}
 Key = tuple[str, str]
 
 

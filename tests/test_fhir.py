@@ -9,10 +9,13 @@ import httpx
 import pytest
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.careteam import CareTeam as FhirCareTeam
 from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.flag import Flag
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient as FhirPatient
@@ -22,12 +25,13 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import CareTeam, Patient, Provider
+from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert
 from models.checkins import CheckIn
 from models.dosing import DosingSession
 from models.messaging import Message
 from models.opioids import OpioidDose
+from models.plans import TreatmentPlan
 from models.side_effects import SideEffectReport
 from models.surveys import SurveyResponse
 from tests.conftest import Tokens
@@ -45,6 +49,9 @@ MODELS: dict[str, Any] = {
     "Practitioner": Practitioner,
     "CareTeam": FhirCareTeam,
     "MedicationStatement": MedicationStatement,
+    "CarePlan": CarePlan,
+    "MedicationRequest": MedicationRequest,
+    "Consent": Consent,
 }
 
 
@@ -67,6 +74,9 @@ async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
         ids += [("Practitioner", str(p.id)) for p in await Provider.all()]
         ids += [("CareTeam", str(t.id)) for t in await CareTeam.all()]
         ids += [("MedicationStatement", str(d.id)) for d in await OpioidDose.all()]
+        for plan in await TreatmentPlan.all():
+            ids += [("CarePlan", str(plan.id)), ("MedicationRequest", str(plan.id))]
+        ids += [("Consent", str(c.id)) for c in await DataSharingConsent.all()]
     return ids
 
 
