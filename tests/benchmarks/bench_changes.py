@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from tortoise.connection import get_connection
 from tortoise.transactions import in_transaction
 
 from api.app import create_app
@@ -78,6 +79,9 @@ async def fill(settings: Settings) -> int:
             async with in_transaction():
                 await CheckIn.bulk_create(rows)
                 await DomainEvent.bulk_create(events)
+        connection = get_connection("default")
+        if connection.capabilities.dialect == "postgres":
+            await connection.execute_script("ANALYZE")  # what autovacuum does after a bulk load
         return existing + wanted
 
 
