@@ -101,18 +101,24 @@ class _DirectiveCount(Visitor):
 
 
 def _response_keys(
-    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
-) -> Iterator[str]:
-    """The response keys a selection set asks for, its fragments' included (each fragment once)."""
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+    on_type: str | None = None,
+) -> Iterator[tuple[str | None, str]]:
+    """The (type condition, response key) pairs a selection set asks for, its fragments' included
+    (each named fragment once). A key repeated under different type conditions is not a repeat:
+    clients add `__typename` to each member of a union."""
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
-            yield (selection.alias or selection.name).value
+            yield on_type, (selection.alias or selection.name).value
         elif isinstance(selection, InlineFragmentNode):
-            yield from _response_keys(selection.selection_set, fragments, seen)
+            condition = selection.type_condition.name.value if selection.type_condition else on_type
+            yield from _response_keys(selection.selection_set, fragments, seen, condition)
         elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
             seen.add(selection.name.value)
             if (fragment := fragments.get(selection.name.value)) is not None:
-                yield from _response_keys(fragment.selection_set, fragments, seen)
+                yield from _response_keys(fragment.selection_set, fragments, seen, fragment.type_condition.name.value)
 
 
 def _shape_refusal(document: DocumentNode) -> str | None:
@@ -130,7 +136,7 @@ def _shape_refusal(document: DocumentNode) -> str | None:
         found = False
 
         def enter_selection_set(self, node: SelectionSetNode, *_: object) -> None:
-            counts: dict[str, int] = {}
+            counts: dict[tuple[str | None, str], int] = {}
             for key in _response_keys(node, fragments, set()):
                 counts[key] = counts.get(key, 0) + 1
                 if counts[key] > MAX_FIELD_REPEATS:

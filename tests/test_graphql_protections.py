@@ -86,6 +86,32 @@ async def test_malformed_json_is_a_400_not_a_500(client: httpx.AsyncClient, toke
     assert response.status_code == 400
 
 
+NODE_TYPES = [
+    "Alert",
+    "CareTeam",
+    "CheckIn",
+    "DosingSession",
+    "Message",
+    "MessageThread",
+    "OpioidDose",
+    "Patient",
+    "Provider",
+    "SideEffectReport",
+    "SurveyAssignment",
+    "SurveyResponse",
+    "TreatmentPlan",
+]
+
+
+async def test_typename_in_each_member_of_a_union_is_not_taken_for_field_duplication(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    # What Apollo Client sends: `__typename` added to every selection set, so once per fragment.
+    fragments = " ".join(f"... on {name} {{ __typename id }}" for name in NODE_TYPES)
+    body = await gql(client, f'{{ node(id: "UGF0aWVudDox") {{ __typename {fragments} }} }}', token=token)
+    assert body == {"data": {"node": None}}
+
+
 async def test_field_suggestions_are_not_given(client: httpx.AsyncClient, token: str) -> None:
     body = await gql(client, "{ mee { id } }", token=token)
     messages = error_messages(body)
