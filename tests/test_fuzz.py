@@ -23,7 +23,7 @@ import functools
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from strawberry import relay
 from tortoise.models import Model
 
 from api.database import use_database
-from api.settings import Environment, Settings
+from api.settings import Settings
 from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider, User
 from models.alerts import Alert, AlertEscalation
 from models.audit import AuditEvent
@@ -168,7 +168,8 @@ DOMAIN_WORDS = sorted(
 
 
 def _strings() -> st.SearchStrategy[graphql.ValueNode]:
-    return st.one_of(st.sampled_from(DOMAIN_WORDS), _text(40)).map(_string)
+    longer_than_columns = st.integers(60, 2100).map(lambda size: "é" * size)
+    return st.one_of(st.sampled_from(DOMAIN_WORDS), _text(40), longer_than_columns).map(_string)
 
 
 def _result_typename() -> graphql.FieldNode:
@@ -371,16 +372,17 @@ def _root_result(document: str, body: dict[str, Any]) -> tuple[str, bool, str | 
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(settings: Settings) -> Settings:
     """conftest's app without its scheduler: a job writing between two snapshots would look like
     the request's doing."""
-    return Settings(env=Environment.TEST, database_url=database_url, run_scheduler=False)
+    return replace(settings, run_scheduler=False)
 
 
 @pytest.fixture
 async def known_ids(app: Starlette) -> tuple[str, ...]:
     """Global ids (and raw UUIDs, for FHIR) of demo records, so mutations reach their rules.
     Read once, before the first example: the strategy must not change while examples are drawn."""
+    assert app.state.scheduler is None, "the fuzz app runs no jobs"
     kinds = {
         "Patient": Patient,
         "TreatmentPlan": TreatmentPlan,

@@ -161,3 +161,37 @@ async def test_a_nul_character_anywhere_is_refused_at_the_door(
     )
     assert response.status_code == 400
     assert response.json() == {"error": "invalid_request", "message": "NUL characters are not allowed"}
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($s: [AlertStatus!]) { alerts(status: $s) { edges { cursor } } }", {"s": ["OPN"]}),
+        (
+            "mutation($t: DateTime!) { submitCheckIn(input: { recordedAt: $t, pain: 1 }) { result { __typename } } }",
+            {"t": "yesterday"},
+        ),
+        ("query($first: Int) { patients(first: $first) { edges { cursor } } }", {"first": "ten"}),
+    ],
+    ids=["enum", "datetime", "int"],
+)
+async def test_a_variable_that_does_not_fit_its_type_is_bad_user_input_not_an_internal_error(
+    client: httpx.AsyncClient, token: str, query: str, variables: dict[str, object]
+) -> None:
+    # These were masked as INTERNAL_SERVER_ERROR: graphql-core reports them with a cause attached.
+    body = await gql(client, query, variables, token=token)
+    assert body["data"] is None
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+    assert error["message"].startswith("Variable '$")
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("{ me { role ", "GRAPHQL_PARSE_FAILED"), ("{ me { rank } }", "GRAPHQL_VALIDATION_FAILED")],
+)
+async def test_every_error_about_the_document_carries_a_code(
+    client: httpx.AsyncClient, token: str, query: str, code: str
+) -> None:
+    body = await gql(client, query, token=token)
+    assert [error["extensions"] for error in body["errors"]] == [{"code": code}]
