@@ -364,8 +364,14 @@ def _root_result(document: str, body: dict[str, Any]) -> tuple[str, bool, str | 
         union = graphql.get_named_type(payload_type.fields["result"].type)
         if isinstance(union, graphql.GraphQLUnionType):
             success = next((t.name for t in union.types if t.name not in ERROR_TYPES), None)
-    # Refused: the mutation itself failed (an error in a field read after the write is not a refusal).
-    return kind, payload is None, result_type, success
+    # Refused: the document, or the mutation field itself, failed. An error in a field read after
+    # the write (e.g. a bad cursor in the selection) nulls the payload but does not undo the write.
+    key = (field.alias or field.name).value
+    refused = any(len(error.get("path") or []) <= 1 for error in body.get("errors") or []) or (
+        payload is None and not body.get("errors")
+    )
+    assert refused or payload is not None or all((e.get("path") or [None])[0] == key for e in body["errors"])
+    return kind, refused, result_type, success
 
 
 # --- the tests ----------------------------------------------------------------------------------
