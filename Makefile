@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format migrate migrations seed schema bench clean
+.PHONY: run test fuzz lint format migrate migrations seed schema bench clean
 
 # (Re)install when the project's declared dependencies change.
 $(INSTALLED): pyproject.toml
@@ -20,6 +20,12 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fuzz tests of `make test` with many more examples per role (a few minutes; they stop by
+# themselves). FUZZ_EXAMPLES=1000 make fuzz for a longer run.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(INSTALLED)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

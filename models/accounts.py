@@ -85,10 +85,13 @@ class Provider(Entity):
         table = "provider"
 
 
+CLIENT_ID_MAX_LENGTH = 64
+
+
 class ApiClient(Entity):
     """A third-party EHR integration, authenticating with client credentials."""
 
-    client_id = fields.CharField(max_length=64, unique=True)
+    client_id = fields.CharField(max_length=CLIENT_ID_MAX_LENGTH, unique=True)
     name = fields.CharField(max_length=200)
     secret_hash = fields.CharField(max_length=255)
     scopes: list[str] = fields.JSONField(default=list)

@@ -14,7 +14,7 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.access import Viewer
-from models.accounts import ApiClient, DataSharingConsent, Role
+from models.accounts import CLIENT_ID_MAX_LENGTH, ApiClient, DataSharingConsent, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.errors import Forbidden, NotFound
 from models.events import Operation, record_event
@@ -34,6 +34,8 @@ def _require_patient(viewer: Viewer) -> None:
 
 
 async def _client_serving(viewer: Viewer, client_id: str) -> ApiClient:
+    if len(client_id) > CLIENT_ID_MAX_LENGTH:  # no such client (and the ORM refuses to look it up)
+        raise NotFound("API client")
     client = await ApiClient.get_or_none(
         client_id=client_id, is_active=True, care_teams__id__in=list(viewer.care_team_ids)
     )

@@ -1,8 +1,9 @@
 """Schema extensions: the GraphQL protections and the error policy.
 
-Depth, alias and token limits refuse abusive documents before anything runs; introspection is
-refused in production; unexpected errors are logged with the request id and masked, so a client
-never sees a stack trace, SQL or a patient's data in an error message.
+Depth, alias, token, directive and repeated-field limits refuse abusive documents before anything
+runs; introspection is refused in production; every error a client sees carries a code in
+`extensions.code`; unexpected errors are logged with the request id and masked, so a client never
+sees a stack trace, SQL or a patient's data in an error message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,21 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitionNode
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    InlineFragmentNode,
+    Node,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    Visitor,
+    visit,
+)
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -31,31 +46,120 @@ logger = logging.getLogger("ketafollow.graphql")
 
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
+# More directives than any client sends, few enough that a document cannot make the validator
+# report one error per directive (directive overloading).
+MAX_DIRECTIVES_PER_NODE = 3
+MAX_DIRECTIVES = 50
+# How often one response key may be selected in one selection set (its inline fragments and
+# fragment spreads included): merging repeated fields costs the validator quadratic time.
+MAX_FIELD_REPEATS = 10
+
 
 def make_public(error: GraphQLError, request_id: str | None) -> None:
     """Turn an error into what a client may see, in place (and only once: it drops the cause).
 
-    Parsing and validation errors are about the client's document: shown, minus the suggestions
-    that would map a schema for someone who cannot introspect it. So are variables that do not
-    fit their type (e.g. an enum value that does not exist): graphql-core reports those with the
-    coercion's own `GraphQLError` as the cause. A `ClientError` is shown with its code. Anything
-    else is logged with the request id and masked.
+    Every error leaves with a code. Parsing and validation errors are about the client's
+    document, and a variable's value that does not fit its type is about the client's input:
+    shown (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `BAD_USER_INPUT`), minus the
+    suggestions that would map a schema for someone who cannot introspect it. A `ClientError` is
+    shown with its code. Anything else is logged with the request id and masked.
     """
     original = error.original_error
-    if original is None or isinstance(original, GraphQLError):
+    if original is None and (error.extensions or {}).get("code"):
+        return  # already public, or built public
+    if original is None and error.path is None:
         error.message = _SUGGESTION.sub("", error.message)
+        error.extensions = {
+            "code": "GRAPHQL_PARSE_FAILED" if isinstance(error, GraphQLSyntaxError) else "GRAPHQL_VALIDATION_FAILED"
+        }
         return
     if isinstance(original, ClientError):
         error.message, error.extensions = original.message, {"code": original.code}
+    elif isinstance(original, GraphQLError) and error.path is None:
+        # graphql-core's own words about a variable's value (coercion happens before execution).
+        error.message, error.extensions = _SUGGESTION.sub("", error.message), {"code": "BAD_USER_INPUT"}
     else:
         logger.error(
             "unexpected error in %s",
             ".".join(str(p) for p in error.path or []) or "operation",
-            exc_info=(type(original), original, original.__traceback__),
+            exc_info=(type(original), original, original.__traceback__) if original is not None else None,
         )
         error.message = f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error."
         error.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
     error.original_error = None
+
+
+class _DirectiveCount(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.most_on_one_node = 0
+
+    def enter(self, node: Node, *_: object) -> None:
+        directives = getattr(node, "directives", None)
+        if directives:
+            self.total += len(directives)
+            self.most_on_one_node = max(self.most_on_one_node, len(directives))
+
+
+def _response_keys(
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+    on_type: str | None = None,
+) -> Iterator[tuple[str | None, str]]:
+    """The (type condition, response key) pairs a selection set asks for, its fragments' included
+    (each named fragment once). A key repeated under different type conditions is not a repeat:
+    clients add `__typename` to each member of a union."""
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            yield on_type, (selection.alias or selection.name).value
+        elif isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition.name.value if selection.type_condition else on_type
+            yield from _response_keys(selection.selection_set, fragments, seen, condition)
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+            seen.add(selection.name.value)
+            if (fragment := fragments.get(selection.name.value)) is not None:
+                yield from _response_keys(fragment.selection_set, fragments, seen, fragment.type_condition.name.value)
+
+
+def _shape_refusal(document: DocumentNode) -> str | None:
+    """Why a document is refused before validation (directive overloading, field duplication)."""
+    directives = _DirectiveCount()
+    visit(document, directives)
+    if directives.most_on_one_node > MAX_DIRECTIVES_PER_NODE or directives.total > MAX_DIRECTIVES:
+        return (
+            f"the document uses too many directives (at most {MAX_DIRECTIVES_PER_NODE} on one field"
+            f" and {MAX_DIRECTIVES} in all)"
+        )
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+    class Repeats(Visitor):
+        found = False
+
+        def enter_selection_set(self, node: SelectionSetNode, *_: object) -> None:
+            counts: dict[tuple[str | None, str], int] = {}
+            for key in _response_keys(node, fragments, set()):
+                counts[key] = counts.get(key, 0) + 1
+                if counts[key] > MAX_FIELD_REPEATS:
+                    self.found = True
+
+    repeats = Repeats()
+    visit(document, repeats)
+    if repeats.found:
+        return f"the document selects the same field more than {MAX_FIELD_REPEATS} times in one place"
+    return None
+
+
+class DocumentShapeLimiter(SchemaExtension):
+    """Refuses directive overloading and field duplication with one error, before the validator
+    spends time on them (and answers with one error per repeat)."""
+
+    def on_validate(self) -> Iterator[None]:
+        document = self.execution_context.graphql_document
+        if document is not None and (reason := _shape_refusal(document)) is not None:
+            raise GraphQLError(reason)
+        yield
 
 
 class ErrorPolicy(SchemaExtension):
@@ -156,6 +260,7 @@ def protections(
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=256),
+        DocumentShapeLimiter,
         lambda: AddValidationRules(limits),
     ]
     if not introspection:

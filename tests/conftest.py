@@ -274,9 +274,22 @@ def production_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def production_client(production_settings: Settings, clock: ManualClock) -> AsyncIterator[httpx.AsyncClient]:
+async def production_app(production_settings: Settings, clock: ManualClock) -> AsyncIterator[Starlette]:
     application = create_app(production_settings, clock=clock)
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield http
+        yield application
+
+
+@pytest.fixture
+async def production_client(production_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=production_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+def production_token(production_settings: Settings, tokens: Tokens, clock: ManualClock) -> str:
+    """Dr Rivera's access token, signed with the production key."""
+    return issue_access_token(
+        production_settings, subject_kind="user", subject_id=tokens.user_ids["dr.rivera@demo.test"], now=clock.now()
+    )
