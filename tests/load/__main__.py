@@ -2,12 +2,12 @@
 
 Each configuration gets a fresh database (migrated and seeded by `ketafollow migrate` and
 `ketafollow seed`, plus patients to make 20), its own `ketafollow serve` processes, sign-ins
-through `/auth/token`, LOAD_SECONDS (40) of traffic, and the checks of tests/load/checks.py.
+through `/auth/token`, LOAD_SECONDS (30) of traffic, and the checks of tests/load/checks.py.
 Prints a table per configuration and, at the end, one for the README. Exits 1 when something
 acknowledged was lost or reached the EHR client twice; latencies and error rates are figures,
 never a failure (the machine is shared and noisy).
 
-Environment: LOAD_SECONDS, LOAD_PATIENTS (20, the four demo patients included),
+Environment: LOAD_SECONDS, LOAD_ONLY (e.g. `sqlite-1,postgres-2`), LOAD_PATIENTS (20, the four demo patients included),
 LOAD_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres, a maintenance database: each
 run creates and drops its own database there). Without PostgreSQL only SQLite runs; without
 Redis on 127.0.0.1:6379 the two-worker configuration is left out. Everything listens on loopback.
@@ -56,11 +56,12 @@ from tests.load.traffic import (
 )
 from tests.load.wire import Recorder, Session
 
-SECONDS = float(os.environ.get("LOAD_SECONDS", "40"))
+SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
 PATIENTS = int(os.environ.get("LOAD_PATIENTS", "20"))
 PROVIDER_SESSIONS = 3  # Dr Rivera in two browser tabs, Dr Okafor in one
 POSTGRES_URL = os.environ.get("LOAD_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 CATCH_UP_WITHIN = 30.0
+LOGS = Path(__file__).resolve().parents[2] / "var" / "load"  # the servers' output of the last run
 SIGN_INS_AT_ONCE = 4
 
 SQLITE_1 = Configuration("sqlite-1", "sqlite", 1)
@@ -124,7 +125,7 @@ async def run(configuration: Configuration, folder: Path) -> Result:
         await prepare_database(database_url, folder, {e: s for e, s in everyone.items() if e not in DEMO_PATIENTS})
         before = await checks.stored_ids(database_url)
         environment = server_environment(database_url, configuration.workers, uuid.uuid4().hex[:10])
-        servers = [Server(free_port(), folder / f"{configuration.name}-{n}.log") for n in range(configuration.workers)]
+        servers = [Server(free_port(), LOGS / f"{configuration.name}-{n}.log") for n in range(configuration.workers)]
         setup = Recorder()
         ports = [server.port for server in servers]
         patients = [
@@ -211,7 +212,7 @@ def report(result: Result) -> None:
     for name, stats in sorted(result.recorder.operations.items()):
         for example in stats.examples:
             print(f"  error in {name}: {example}")
-    print(f"server logs: {len(result.server_log)} ERROR lines and tracebacks")
+    print(f"server logs ({LOGS}): {len(result.server_log)} ERROR lines and tracebacks")
     for line in result.server_log[:5]:
         print(f"  {line[:300]}")
     for line in result.verdict.lines:
@@ -236,6 +237,7 @@ async def main() -> int:
         f"load average {os.getloadavg()[0]:.1f}; {SECONDS:.0f} s per configuration, {PATIENTS} patients, "
         f"{PROVIDER_SESSIONS} provider sessions, 1 EHR client"
     )
+    LOGS.mkdir(parents=True, exist_ok=True)
     configurations = [SQLITE_1]
     if (why := await postgres_answers(POSTGRES_URL)) is not None:
         print(f"PostgreSQL is not reachable at {POSTGRES_URL} ({why}): SQLite only")
@@ -245,6 +247,8 @@ async def main() -> int:
             configurations.append(POSTGRES_2)
         else:
             print("Redis is not reachable at 127.0.0.1:6379: no two-worker configuration (it needs shared state)")
+    if only := os.environ.get("LOAD_ONLY"):
+        configurations = [c for c in configurations if c.name in only.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="ketafollow-load-") as folder:
         for configuration in configurations:
