@@ -111,7 +111,7 @@ def create_app(
                 yield
             finally:
                 if scheduler is not None:
-                    scheduler.shutdown(wait=True)
+                    await scheduler.stop()
                 if isinstance(env.sender, PushSender):
                     await env.sender.aclose()
                 dispatching.cancel()
