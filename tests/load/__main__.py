@@ -119,7 +119,8 @@ async def run(configuration: Configuration, folder: Path) -> Result:
     everyone = {**DEMO_PATIENTS, **extra_patient_emails(max(PATIENTS - len(DEMO_PATIENTS), 0))}
     sharing = {email for email, in_ehr_team in everyone.items() if in_ehr_team}
     async with fresh_database(configuration, folder, POSTGRES_URL) as database_url:
-        label = f"{await database_label(configuration, database_url)}, {configuration.workers} worker(s)"
+        workers = f"{configuration.workers} worker" + ("s" if configuration.workers > 1 else "")
+        label = f"{await database_label(configuration, database_url)}, {workers}"
         print(f"\n== {label}: preparing (migrate, seed, {len(everyone)} patients)", flush=True)
         preparing = time.monotonic()
         await prepare_database(database_url, folder, {e: s for e, s in everyone.items() if e not in DEMO_PATIENTS})
