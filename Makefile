@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test fuzz lint format migrate migrations seed schema bench clean
+.PHONY: run test fuzz lint format migrate migrations seed schema bench load clean
 
 # (Re)install when the project's declared dependencies change.
 $(INSTALLED): pyproject.toml
@@ -55,6 +55,11 @@ bench: $(INSTALLED)
 	$(BIN)/python -m tests.benchmarks.bench_panel
 	$(BIN)/python -m tests.benchmarks.bench_home
 	$(BIN)/python -m tests.benchmarks.bench_changes
+
+# Real servers under a mix of users for a few minutes, loopback only (see README: Load test).
+# SQLite, then PostgreSQL with one and two workers when 127.0.0.1:5432 (and Redis) answer.
+load: $(INSTALLED)
+	$(BIN)/python -m tests.load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -94,7 +94,7 @@ def create_app(
         async with open_database(settings) as database:
             await ensure_migrated()
             app.state.database = database
-            bus = make_bus(settings.event_bus_url)
+            bus = make_bus(settings.event_bus_url, settings.event_bus_channel)
             await bus.start()
             app.state.bus = bus
             dispatcher = Dispatcher(bus)
@@ -111,7 +111,7 @@ def create_app(
                 yield
             finally:
                 if scheduler is not None:
-                    scheduler.shutdown(wait=True)
+                    await scheduler.stop()
                 if isinstance(env.sender, PushSender):
                     await env.sender.aclose()
                 dispatching.cancel()

@@ -31,7 +31,6 @@ from models.events import BusEvent, DispatchCursor, DomainEvent
 
 logger = logging.getLogger("ketafollow.bus")
 
-CHANNEL = "ketafollow:events"
 QUEUE_SIZE = 1000
 POLL_SECONDS = 0.2
 BATCH = 200
@@ -99,16 +98,19 @@ class RedisBus(InProcessBus):
 
     shared = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str) -> None:
         super().__init__()
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url)
+        # Per deployment: a foreign event on our channel would be relayed, and its `seq` would
+        # make the relay drop our own event of the same number as a repeat.
+        self._channel = channel
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def publish(self, event: BusEvent) -> None:
-        await self._redis.publish(CHANNEL, json.dumps(event.as_json()))
+        await self._redis.publish(self._channel, json.dumps(event.as_json()))
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen())
@@ -121,7 +123,7 @@ class RedisBus(InProcessBus):
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self._channel)
                 self._ready.set()
                 delay = 0.5
                 async for message in pubsub.listen():
@@ -149,8 +151,8 @@ class RedisBus(InProcessBus):
         await super().close()
 
 
-def make_bus(url: str | None) -> InProcessBus:
-    return RedisBus(url) if url else InProcessBus()
+def make_bus(url: str | None, channel: str) -> InProcessBus:
+    return RedisBus(url, channel) if url else InProcessBus()
 
 
 class Dispatcher:

@@ -188,7 +188,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         scheduler.start()
         print("ketafollow worker: running the scheduled jobs; stop with Ctrl-C", file=sys.stderr)
         await stop.wait()
-        scheduler.shutdown(wait=True)
+        await scheduler.stop()
         return 0
 
     return _run_with_database(settings, work)

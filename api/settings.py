@@ -48,6 +48,7 @@ DEFAULT_USER_RATE = BucketPolicy(burst=60, per_minute=120)
 DEFAULT_CLIENT_RATE = BucketPolicy(burst=300, per_minute=600)
 DEFAULT_ANONYMOUS_RATE = BucketPolicy(burst=20, per_minute=30)
 DEFAULT_RATE_LIMIT_KEY_PREFIX = "ketafollow:rate:"
+DEFAULT_EVENT_BUS_CHANNEL = "ketafollow:events"
 
 
 class Environment(StrEnum):
@@ -98,6 +99,8 @@ class Settings:
     fcm: FcmCredentials | None = None
     # Live events between replicas: Redis pub/sub when set, else in-process (ARCHITECTURE.md §3).
     event_bus_url: str | None = None
+    # The Redis pub/sub channel: two deployments on one Redis need two (channels ignore the db number).
+    event_bus_channel: str = DEFAULT_EVENT_BUS_CHANNEL
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
@@ -256,6 +259,7 @@ class _Reader:
             run_scheduler=self.boolean("RUN_SCHEDULER", True),
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
             event_bus_url=event_bus_url,
+            event_bus_channel=self.text("EVENT_BUS_CHANNEL", DEFAULT_EVENT_BUS_CHANNEL),
             notify_webhook_url=self._webhook_url(),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             apns=read_apns(self.values, production=production, problems=self.problems),

@@ -42,6 +42,8 @@ START = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 ALL_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
 # Redis keys of this run's rate limits: parallel runs on one Redis never share a bucket.
 RATE_LIMIT_PREFIX = f"kf-test:{uuid.uuid4().hex[:12]}:"
+# Likewise its event bus channel: another run's events would be relayed to this run's subscribers.
+EVENT_BUS_CHANNEL = f"{RATE_LIMIT_PREFIX}events"
 # Tests send bursts under a clock that stands still (nothing refills): only the rate-limit tests
 # (tests/test_rate_limits.py) run with limits small enough to reach.
 UNREACHED = BucketPolicy(burst=100_000, per_minute=100_000)
@@ -55,6 +57,7 @@ def settings_for(database_url: str) -> Settings:
         client_rate=UNREACHED,
         anonymous_rate=UNREACHED,
         rate_limit_key_prefix=RATE_LIMIT_PREFIX,
+        event_bus_channel=EVENT_BUS_CHANNEL,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,12 +18,14 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.app import create_app
+from api.bus import make_bus
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from models.accounts import User
 from models.alerts import Alert
 from models.clock import ManualClock
+from models.events import BusEvent
 from models.messaging import MessageThread
 from tests.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.conftest import REDIS_URL, Tokens, job_env, redis_answers
@@ -219,6 +222,30 @@ async def test_a_message_sent_through_one_replica_reaches_a_subscriber_on_anothe
         with pytest.raises(TimeoutError):
             await on_b.receive_json(timeout=0.8)
     assert payload["data"]["messageAdded"] == {"body": f"via replica A ({bus})"}
+
+
+async def test_two_deployments_on_one_redis_do_not_hear_each_other() -> None:
+    """Each deployment has its own channel (EVENT_BUS_CHANNEL). On a shared one, the other
+    deployment's event numbered like ours reached our relay first, and ours was dropped as a repeat."""
+    if not redis_answers():
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
+    run = uuid.uuid4().hex[:12]
+    ours, theirs = make_bus(REDIS_URL, f"kf-test:{run}:ours"), make_bus(REDIS_URL, f"kf-test:{run}:theirs")
+
+    def event(body: str) -> BusEvent:
+        return BusEvent(7, "Message.created", "Message", uuid.uuid4(), None, {"body": body})
+
+    await ours.start()
+    await theirs.start()
+    try:
+        async with ours.subscribe() as events:
+            await theirs.publish(event("theirs"))
+            await ours.publish(event("ours"))
+            received = await asyncio.wait_for(anext(events), timeout=5)
+    finally:
+        await ours.close()
+        await theirs.close()
+    assert received.payload == {"body": "ours"}
 
 
 async def test_over_a_real_socket_a_provider_receives_a_patients_message(

@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.app import create_app
 from api.database import use_database
+from api.settings import Settings
 from jobs.senders import webhook_sender
 from models import notifications
-from models.clock import ManualClock
-from models.notifications import Notification, NotificationStatus
+from models.clock import ManualClock, SystemClock
+from models.notifications import Notification, NotificationStatus, OutgoingNotification
 
 SECRET = "a-webhook-secret-of-more-than-32-chars"
 
@@ -88,3 +90,30 @@ async def test_a_signed_notification_is_retried_with_back_off_then_sent_once(
         "text": "You have a new message.",
         "link": "thread/abc",
     }
+
+
+async def test_a_notification_being_sent_as_the_server_stops_is_marked_sent_not_sent_again(
+    app: Starlette, settings: Settings
+) -> None:
+    """A graceful stop (SIGTERM in a rolling deploy) waits for the running jobs. It used to cancel
+    them: the push had gone out, the row stayed leased, and the next replica sent it again."""
+    clock = SystemClock()  # the scheduler runs on real time, as in `ketafollow serve`
+    with use_database(app.state.database):
+        await notifications.enqueue(
+            uuid.uuid4(), "NEW_MESSAGE", "thread/abc", dedup_key="stop:1", now=clock.now(), not_before=clock.now()
+        )
+    sending, sent = asyncio.Event(), []
+
+    async def slow_gateway(outgoing: OutgoingNotification) -> None:
+        sending.set()
+        await asyncio.sleep(0.3)
+        sent.append(outgoing.id)
+
+    server = create_app(settings, clock=clock, sender=slow_gateway, jobs_at_start=True)
+    async with server.router.lifespan_context(server):
+        await asyncio.wait_for(sending.wait(), timeout=10)
+    # The server stopped while the gateway was answering.
+    with use_database(app.state.database):
+        row = await Notification.get(dedup_key="stop:1")
+    assert sent == [row.id]
+    assert row.status is NotificationStatus.SENT
