@@ -4,7 +4,8 @@ A key is scoped to (viewer, operation). The first request with a key runs and it
 stored in the same transaction as its writes; a retry with the same key and the same input gets
 that outcome back and writes nothing; the same key with another input is refused. A unique
 constraint settles concurrent retries: the loser's transaction rolls back entirely and it answers
-with the winner's outcome.
+with the winner's outcome, also when what the winner wrote made the loser refuse (a survey already
+answered, a session already completed).
 
 Only outcomes that wrote something are stored: a success, or a safety refusal (which may have
 raised alerts). Invalid input writes nothing and is not stored, so the corrected request may
@@ -111,6 +112,13 @@ async def run_once(
             )
     except IntegrityError:
         # A concurrent retry with the same key committed first: everything above rolled back.
+        winner = await _stored(viewer, operation, key)
+        if winner is None:
+            raise
+        return _replay(winner, request_hash)
+    except DomainError:
+        # A concurrent request with this key may have committed first, changing what this one
+        # found (the survey it answers is answered now): the first outcome is the key's answer.
         winner = await _stored(viewer, operation, key)
         if winner is None:
             raise
