@@ -68,6 +68,20 @@ class Outcome:
     advice: dict[str, Any] = field(default_factory=dict)
 
 
+# Inputs added to an operation after keys were first stored: left out of the fingerprint while
+# unset, so a request retried across the upgrade still matches the key it was first sent with.
+ADDED_LATER = frozenset({"recorded_at"})
+
+
+def request_fields(data: object) -> dict[str, Any]:
+    """A write's input (a dataclass) as it is fingerprinted: every field but the key itself."""
+    return {
+        name: value
+        for name, value in vars(data).items()
+        if name != "idempotency_key" and not (name in ADDED_LATER and value is None)
+    }
+
+
 def fingerprint(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
