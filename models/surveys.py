@@ -95,6 +95,11 @@ class SurveyResponse(Entity):
         table = "survey_response"
         indexes = (("patient_id", "instrument", "submitted_at"),)
 
+    @property
+    def answered_at(self) -> datetime:
+        """When the patient gave the answers: the phone's time if it sent one, else the receipt."""
+        return self.recorded_at or self.submitted_at
+
 
 # ------------------------------------------------------------------ pure schedule rules
 

@@ -442,3 +442,54 @@ async def test_a_replayed_start_too_close_before_a_later_session_is_too_soon(
     [check] = body["data"]["startDosingSession"]["result"]["failedChecks"]
     assert check["code"] == "TOO_SOON"
     assert "another session started 24.0 hours after this one" in check["message"]
+
+
+FHIR = "query($t: String!, $id: ID!) { fhirResource(resourceType: $t, id: $id) }"
+
+
+async def test_the_ehr_sees_a_replayed_answer_and_report_at_the_phones_time(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    alex = tokens.fresh(ALEX)
+    answered_at = clock.now() - timedelta(hours=10)
+    values = {
+        "instrument": "PHQ-9",
+        "answers": answers(1, 1, 1, 0, 0, 1, 0, 0, 0),
+        "recordedAt": answered_at.isoformat(),
+    }
+    body = await gql(client, SURVEY, {"input": values}, token=alex)
+    response_id = relay.GlobalID.from_id(body["data"]["submitSurveyResponse"]["result"]["id"]).node_id
+    reported_at = clock.now() - timedelta(hours=9)
+    onset = {"code": "NAUSEA", "grade": "MILD", "onsetAt": (reported_at - timedelta(hours=1)).isoformat()}
+    body = await gql(client, SIDE_EFFECT, {"input": {**onset, "recordedAt": reported_at.isoformat()}}, token=alex)
+    report_id = relay.GlobalID.from_id(body["data"]["reportSideEffect"]["result"]["id"]).node_id
+
+    async def fhir(resource_type: str, resource_id: str) -> dict[str, Any]:
+        body = await gql(client, FHIR, {"t": resource_type, "id": resource_id}, token=alex)
+        resource: dict[str, Any] = body["data"]["fhirResource"]
+        return resource
+
+    assert (await fhir("QuestionnaireResponse", response_id))["authored"] == answered_at.isoformat()
+    total = await fhir("Observation", f"{response_id}-total")
+    assert (total["effectiveDateTime"], total["issued"]) == (answered_at.isoformat(), clock.now().isoformat())
+    assert (await fhir("AdverseEvent", report_id))["recordedDate"] == reported_at.isoformat()
+
+
+async def test_a_replayed_answer_takes_its_place_in_the_outcomes_by_the_phones_time(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    alex = tokens.fresh(ALEX)
+    online = {"instrument": "PHQ-9", "answers": answers(1, 1, 1, 0, 0, 0, 0, 0, 0)}
+    assert (await gql(client, SURVEY, {"input": online}, token=alex))["data"]["submitSurveyResponse"]["result"][
+        "totalScore"
+    ] == 3
+    replayed = {
+        "instrument": "PHQ-9",
+        "answers": answers(2, 2, 2, 2, 1, 1, 1, 1, 0),
+        "recordedAt": (clock.now() - timedelta(hours=10)).isoformat(),
+    }
+    assert (await gql(client, SURVEY, {"input": replayed}, token=alex))["data"]["submitSurveyResponse"]["result"][
+        "totalScore"
+    ] == 12
+    body = await gql(client, "{ me { patient { outcomes { phq9 { latest } } } } }", token=alex)
+    assert body["data"]["me"]["patient"]["outcomes"]["phq9"]["latest"] == 3  # answered before the online one
