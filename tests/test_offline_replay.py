@@ -250,6 +250,9 @@ async def test_a_days_queue_replayed_twice_at_once_is_stored_once_with_the_phone
             assert report.recorded_at == write.recorded_at
             assert report.onset_at == datetime.fromisoformat(write.values["onsetAt"])
             assert report.reported_at == reconnected
+            # The moderate headache raised its routine alert once, at arrival.
+            raised = await Alert.filter(source_id=report.id).values_list("raised_at", flat=True)
+            assert list(raised) == ([reconnected] if write.values["grade"] == "MODERATE" else [])
         for write, result in by_kind["submitSurveyResponse"]:
             response = await SurveyResponse.get(id=relay.GlobalID.from_id(result["id"]).node_id)
             assert (response.recorded_at, response.submitted_at) == (write.recorded_at, reconnected)
