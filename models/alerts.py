@@ -229,6 +229,32 @@ async def resolve_alert(viewer: Viewer, alert_id: UUID, note: str | None, *, now
     return alert
 
 
+async def resolve_automatically(
+    *, kind: AlertKind, source_type: str, source_id: UUID, note: str, now: datetime
+) -> list[Alert]:
+    """Close the OPEN alerts of `kind` about a record once their premise is gone (inside the
+    caller's transaction), audited as the service. An acknowledged alert is left to the provider
+    who took it: they may already be calling the patient, and close it themselves."""
+    resolved = []
+    for alert in await Alert.filter(
+        kind=kind, source_type=source_type, source_id=source_id, status=AlertStatus.OPEN
+    ).select_for_update():
+        claimed = await Alert.filter(id=alert.id, status=AlertStatus.OPEN, version=alert.version).update(
+            status=AlertStatus.RESOLVED, resolved_at=now, resolution_note=note[:2000], version=alert.version + 1,
+            updated_at=now,
+        )  # fmt: skip
+        if claimed != 1:
+            continue  # a provider acknowledged it meanwhile
+        alert.status, alert.resolved_at, alert.resolution_note = AlertStatus.RESOLVED, now, note[:2000]
+        alert.version += 1
+        await _alert_event(alert, "Alert.resolved", Operation.UPDATED, now)
+        patient_id: UUID = alert.patient_id  # type: ignore[attr-defined]
+        entry = AuditEntry(AuditAction.UPDATE, "Alert", AuditOutcome.SUCCESS, patient_id, str(alert.id), "resolved")
+        await record_system(entry, now=now)
+        resolved.append(alert)
+    return resolved
+
+
 async def escalate_overdue_alerts(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: escalate alerts still OPEN past their deadline (CLINICAL.md §9). Returns how many.
 

@@ -62,11 +62,8 @@ def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> t
     for name, value in (("pain", data.pain), ("mood", data.mood), ("sleep", data.sleep)):
         if value is not None and not 0 <= value <= 10:
             return name, f"{name} must be between 0 and 10"
-    if data.recorded_at > now + policy.clock_skew:
-        return "recordedAt", "recordedAt is in the future: check the phone's clock"
-    if data.recorded_at < now - policy.oldest_backdated_entry:
-        days = policy.oldest_backdated_entry.days
-        return "recordedAt", f"recordedAt is more than {days} days ago"
+    if problem := policy.device_time_problem("recordedAt", data.recorded_at, now):
+        return "recordedAt", problem
     if len(data.note) > MAX_NOTE:
         return "note", f"note must be at most {MAX_NOTE} characters"
     return None

@@ -15,6 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models import alert_rules
@@ -28,7 +29,7 @@ from models.crisis import crisis_matches
 from models.directory import require_clinical_access, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
-from models.idempotency import Outcome, StoredRefusal, fingerprint, run_once
+from models.idempotency import Outcome, StoredRefusal, fingerprint, request_fields, run_once
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
 from models.surveys import cancel_session_surveys, schedule_follow_up
@@ -87,6 +88,8 @@ class SafetyFacts:
     answered_yes: tuple[str, ...]
     dose_mg: Decimal | None = None
     plan_dose_mg: Decimal | None = None
+    # A session replayed from an offline phone may be older than one already logged.
+    next_session_started_at: datetime | None = None
 
 
 def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[FailedCheck]:
@@ -134,6 +137,17 @@ def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[Faile
                     "TOO_SOON",
                     f"Sessions must be at least {facts.min_hours_between_sessions} hours apart: "
                     f"wait {hours:.1f} more hours.",
+                )
+            )
+    if facts.next_session_started_at is not None:
+        latest = facts.next_session_started_at - timedelta(hours=facts.min_hours_between_sessions)
+        if facts.now > latest:
+            hours = (facts.next_session_started_at - facts.now).total_seconds() / 3600
+            failed.append(
+                FailedCheck(
+                    "TOO_SOON",
+                    f"Sessions must be at least {facts.min_hours_between_sessions} hours apart: "
+                    f"another session started {hours:.1f} hours after this one.",
                 )
             )
     if facts.planned_sessions is not None and facts.completed_sessions >= facts.planned_sessions:
@@ -198,6 +212,7 @@ class DosingSession(Entity):
     lot_number = fields.CharField(max_length=64, null=True)
     monitor_name = fields.CharField(max_length=100, null=True)
     checklist: dict[str, bool] = fields.JSONField()
+    # The device's times (`recordedAt` from an offline phone) or, without them, the server's.
     started_at = fields.DatetimeField()
     pre_systolic = fields.IntField()
     pre_diastolic = fields.IntField()
@@ -212,6 +227,10 @@ class DosingSession(Entity):
     ended_early = fields.BooleanField(default=False)
     notes = fields.TextField(default="")
     version = fields.IntField(default=1)
+    # When the server received the start and the completion (null on sessions logged before
+    # these were kept): a session replayed from an offline phone started before it was received.
+    start_received_at = fields.DatetimeField(null=True)
+    completion_received_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "dosing_session"
@@ -241,6 +260,7 @@ class StartSession:
     blood_pressure: BloodPressureReading | None
     checklist: dict[str, bool]
     lot_number: str | None = None
+    recorded_at: datetime | None = None
     idempotency_key: str | None = None
 
 
@@ -253,6 +273,7 @@ class CompleteSession:
     ended_at: datetime | None = None
     blood_pressure: BloodPressureReading | None = None
     notes: str = ""
+    recorded_at: datetime | None = None
     idempotency_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -291,6 +312,8 @@ def _validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> 
     if data.lot_number is not None and len(data.lot_number) > 64:
         raise InvalidInput("lotNumber", "lotNumber must be at most 64 characters")
     validate_reading(data.blood_pressure, "bloodPressure", now, policy)
+    if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
+        raise InvalidInput("recordedAt", problem)
     return tuple(code for code in CHECKLIST if data.checklist[code])
 
 
@@ -299,15 +322,18 @@ async def _facts(
     plan: TreatmentPlan | None,
     data: StartSession,
     answered_yes: tuple[str, ...],
-    now: datetime,
+    started_at: datetime,
     policy: ClinicPolicy,
 ) -> SafetyFacts:
+    """The facts as they were when the session started (the device's time, for a replayed one)."""
     sessions = DosingSession.filter(patient_id=patient.id)
-    last = await sessions.exclude(status=SessionStatus.ENTERED_IN_ERROR).order_by("-started_at").first()
+    counted = sessions.exclude(status=SessionStatus.ENTERED_IN_ERROR)
+    last = await counted.filter(started_at__lte=started_at).order_by("-started_at").first()
+    following = await counted.filter(started_at__gt=started_at).order_by("started_at").first()
     completed = await sessions.filter(plan_id=plan.id, status=SessionStatus.COMPLETED).count() if plan else 0
     reading = data.blood_pressure
     return SafetyFacts(
-        now=now,
+        now=started_at,
         plan_status=plan.status if plan else None,
         plan_setting=plan.setting if plan else None,
         monitor_required=plan.monitor_required if plan else True,
@@ -324,23 +350,24 @@ async def _facts(
         answered_yes=answered_yes,
         dose_mg=data.dose_mg,
         plan_dose_mg=plan.dose if plan else None,
+        next_session_started_at=following.started_at if following else None,
     )
-
-
-def _request(data: Any) -> dict[str, Any]:
-    fingerprint = dict(vars(data))
-    fingerprint.pop("idempotency_key", None)
-    return fingerprint
 
 
 async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """Run the pre-dose checks (CLINICAL.md §2) and start the session, or refuse listing every
-    failed check. A refusal still raises the alerts it calls for and is kept under its key."""
+    failed check. A refusal still raises the alerts it calls for and is kept under its key.
+
+    A start replayed from an offline phone (`recorded_at`) is checked as of the device's time:
+    the reading must be from the 30 minutes before it, the interval is counted from it, and it
+    becomes the session's start; alerts and the audit carry the server's time."""
     patient_id = _require_patient(viewer)
     answered_yes = _validate_start(data, now, policy)
+    request = request_fields(data)  # as sent: a retry matches it whenever it comes
+    started_at = data.recorded_at or now
     if data.blood_pressure is not None and data.blood_pressure.measured_at is None:
-        # A reading sent without its time was just taken: it is checked (and alerts) as such.
-        data = replace(data, blood_pressure=replace(data.blood_pressure, measured_at=now))
+        # A reading sent without its time was taken as the session started: checked (and alerts) as such.
+        data = replace(data, blood_pressure=replace(data.blood_pressure, measured_at=started_at))
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -350,19 +377,20 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
                 .select_for_update()
                 .first()
             )
-            failures = failed_safety_checks(await _facts(patient, plan, data, answered_yes, now, policy), policy)
+            facts = await _facts(patient, plan, data, answered_yes, started_at, policy)
+            failures = failed_safety_checks(facts, policy)
             if failures:
                 await _refused(viewer, patient, plan, data, answered_yes, failures, now=now, policy=policy)
                 refusal: SafetyCheckFailed | None = SafetyCheckFailed(failures, refusal_advice(failures, policy))
             else:
                 refusal = None
-                session = await _open_session(viewer, patient, plan, data, now)
+                session = await _open_session(viewer, patient, plan, data, started_at, now)
         if refusal is not None:
             raise refusal
         return Outcome(session.id)
 
     try:
-        return await run_once(viewer, "startDosingSession", data.idempotency_key, _request(data), write, now=now)
+        return await run_once(viewer, "startDosingSession", data.idempotency_key, request, write, now=now)
     except IntegrityError as error:  # the one-session-in-progress index settled a race
         raise Conflict("you already have a session in progress: complete it first") from error
 
@@ -393,8 +421,9 @@ async def _refused(
 
 
 async def _open_session(
-    viewer: Viewer, patient: Patient, plan: TreatmentPlan | None, data: StartSession, now: datetime
-) -> DosingSession:
+    viewer: Viewer, patient: Patient, plan: TreatmentPlan | None, data: StartSession, started_at: datetime,
+    now: datetime,
+) -> DosingSession:  # fmt: skip
     reading = data.blood_pressure
     # Every check passed, so there is a current plan and a recent reading.
     assert plan is not None and reading is not None and reading.measured_at is not None
@@ -407,10 +436,11 @@ async def _open_session(
         lot_number=(data.lot_number or "").strip() or None,
         monitor_name=(data.monitor_name or "").strip() or None,
         checklist=dict(data.checklist),
-        started_at=now,
+        started_at=started_at,
         pre_systolic=reading.systolic,
         pre_diastolic=reading.diastolic,
         pre_measured_at=reading.measured_at,
+        start_received_at=now,
     )
     await _session_written(viewer, session, "DosingSession.started", Operation.CREATED, now)
     return session
@@ -423,7 +453,7 @@ def _attempt_id(patient_id: UUID, data: Any, now: datetime) -> UUID:
     """One id per distinct attempt: the same request repeated within 10 minutes (a retry
     without a key) raises its alerts once; anything else is a new attempt with new alerts."""
     bucket = int(now.timestamp() // ATTEMPT_WINDOW.total_seconds())
-    return uuid5(NAMESPACE_URL, f"attempt:{patient_id}:{fingerprint(_request(data))}:{bucket}")
+    return uuid5(NAMESPACE_URL, f"attempt:{patient_id}:{fingerprint(request_fields(data))}:{bucket}")
 
 
 async def _session_written(
@@ -454,9 +484,13 @@ async def _session_written(
 def _validate_completion(
     data: CompleteSession, session: DosingSession, now: datetime, policy: ClinicPolicy
 ) -> datetime:
-    ended_at = data.ended_at or now
-    if ended_at > now + policy.clock_skew:
-        raise InvalidInput("endedAt", "endedAt is in the future")
+    if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
+        raise InvalidInput("recordedAt", problem)
+    ended_at = data.ended_at or data.recorded_at or now
+    if problem := policy.device_time_problem("endedAt", ended_at, now):
+        raise InvalidInput("endedAt", problem)
+    if data.recorded_at is not None and ended_at > data.recorded_at + policy.clock_skew:
+        raise InvalidInput("endedAt", "endedAt is after recordedAt, the time the phone logged the end")
     if ended_at < session.started_at:
         raise InvalidInput("endedAt", "endedAt is before the session started")
     if ended_at - session.started_at < policy.minimum_monitoring and not data.back_to_baseline:
@@ -539,6 +573,7 @@ async def _complete(
             current.dissociation, current.sedation = data.dissociation, data.sedation
             current.back_to_baseline = data.back_to_baseline
             current.notes = data.notes.strip()
+            current.completion_received_at = now
             current.version += 1
             await current.save()
             patient = await Patient.get(id=patient_id)
@@ -552,7 +587,7 @@ async def _complete(
             await _session_written(viewer, current, "DosingSession.completed", Operation.UPDATED, now)
         return Outcome(current.id, advice)
 
-    return await run_once(viewer, "completeDosingSession", data.idempotency_key, _request(data), write, now=now)
+    return await run_once(viewer, "completeDosingSession", data.idempotency_key, request_fields(data), write, now=now)
 
 
 async def void_dosing_session(viewer: Viewer, session_id: UUID, reason: str, *, now: datetime) -> DosingSession:
@@ -585,10 +620,15 @@ async def void_dosing_session(viewer: Viewer, session_id: UUID, reason: str, *, 
 
 async def close_abandoned_sessions(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: sessions still IN_PROGRESS past the limit become ABANDONED, each with a HIGH alert
-    for the care team (CLINICAL.md §3). Each is claimed with a conditional update."""
+    for the care team (CLINICAL.md §3). Each is claimed with a conditional update.
+
+    A start replayed from an offline phone may already be past the limit when it arrives; its
+    completion follows in the same queue, so it is left alone for `policy.replay_grace` after
+    it was received."""
     cutoff = now - policy.abandon_after
+    received = Q(start_received_at__isnull=True) | Q(start_received_at__lte=now - policy.replay_grace)
     closed = 0
-    for session in await DosingSession.filter(status=SessionStatus.IN_PROGRESS, started_at__lte=cutoff):
+    for session in await DosingSession.filter(received, status=SessionStatus.IN_PROGRESS, started_at__lte=cutoff):
         async with in_transaction():
             claimed = await DosingSession.filter(id=session.id, status=SessionStatus.IN_PROGRESS).update(
                 status=SessionStatus.ABANDONED, version=session.version + 1, updated_at=now
@@ -619,7 +659,5 @@ async def list_sessions(
     await require_clinical_access(viewer, patient_id, "DosingSession")
     query = DosingSession.filter(patient_id=patient_id)
     if before is not None:
-        from tortoise.expressions import Q
-
         query = query.filter(Q(started_at__lt=before[0]) | Q(started_at=before[0], id__lt=before[1]))
     return list(await query.order_by("-started_at", "-id").limit(limit))

@@ -198,7 +198,7 @@ def adverse_event(report: SideEffectReport) -> dict[str, Any]:
         "event": event,
         "subject": _reference("Patient", report.patient_id),  # type: ignore[attr-defined]
         "date": _instant(report.onset_at),
-        "recordedDate": _instant(report.reported_at),
+        "recordedDate": _instant(report.recorded_at or report.reported_at),
         "seriousness": _concept(
             f"{HL7}/adverse-event-seriousness",
             "serious" if serious else "non-serious",
@@ -344,7 +344,7 @@ def questionnaire_response(response: SurveyResponse, definition: InstrumentDefin
         "questionnaire": _questionnaire_canonical(definition.code, definition.version),
         "status": "completed",
         "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
-        "authored": _instant(response.submitted_at),
+        "authored": _instant(response.answered_at),
         "item": items,
     }
 
@@ -364,7 +364,8 @@ def score_observation(response: SurveyResponse, definition: InstrumentDefinition
         "category": _category("survey", "Survey"),
         "code": code,
         "subject": _reference("Patient", response.patient_id),  # type: ignore[attr-defined]
-        "effectiveDateTime": _instant(response.submitted_at),
+        "effectiveDateTime": _instant(response.answered_at),
+        "issued": _instant(response.submitted_at),
         "valueQuantity": {"value": float(response.total_score), "unit": "{score}", "system": UCUM, "code": "{score}"},
         "derivedFrom": [_reference("QuestionnaireResponse", response.id)],
     }

@@ -4,7 +4,8 @@ A key is scoped to (viewer, operation). The first request with a key runs and it
 stored in the same transaction as its writes; a retry with the same key and the same input gets
 that outcome back and writes nothing; the same key with another input is refused. A unique
 constraint settles concurrent retries: the loser's transaction rolls back entirely and it answers
-with the winner's outcome.
+with the winner's outcome, also when what the winner wrote made the loser refuse (a survey already
+answered, a session already completed).
 
 Only outcomes that wrote something are stored: a success, or a safety refusal (which may have
 raised alerts). Invalid input writes nothing and is not stored, so the corrected request may
@@ -67,6 +68,20 @@ class Outcome:
     advice: dict[str, Any] = field(default_factory=dict)
 
 
+# Inputs added to an operation after keys were first stored: left out of the fingerprint while
+# unset, so a request retried across the upgrade still matches the key it was first sent with.
+ADDED_LATER = frozenset({"recorded_at"})
+
+
+def request_fields(data: object) -> dict[str, Any]:
+    """A write's input (a dataclass) as it is fingerprinted: every field but the key itself."""
+    return {
+        name: value
+        for name, value in vars(data).items()
+        if name != "idempotency_key" and not (name in ADDED_LATER and value is None)
+    }
+
+
 def fingerprint(request: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -111,6 +126,13 @@ async def run_once(
             )
     except IntegrityError:
         # A concurrent retry with the same key committed first: everything above rolled back.
+        winner = await _stored(viewer, operation, key)
+        if winner is None:
+            raise
+        return _replay(winner, request_hash)
+    except DomainError:
+        # A concurrent request with this key may have committed first, changing what this one
+        # found (the survey it answers is answered now): the first outcome is the key's answer.
         winner = await _stored(viewer, operation, key)
         if winner is None:
             raise

@@ -136,13 +136,14 @@ async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime
     responses = SurveyResponse.filter(
         patient_id__in=ids, instrument__in=["PAIN-NRS", "PHQ-9", "GAD-7"], total_score__isnull=False
     ).order_by("submitted_at")
-    for key, instrument, submitted_at, total in await responses.values_list(
-        "patient_id", "instrument", "submitted_at", "total_score"
+    for key, instrument, submitted_at, recorded_at, total in await responses.values_list(
+        "patient_id", "instrument", "submitted_at", "recorded_at", "total_score"
     ):
+        answered_at = recorded_at or submitted_at  # a replayed answer counts when it was given
         if instrument == "PAIN-NRS":
-            pain[key].append((submitted_at, total))
+            pain[key].append((answered_at, total))
         else:
-            scores[(key, instrument)].append((submitted_at, total))
+            scores[(key, instrument)].append((answered_at, total))
     check_ins = CheckIn.filter(patient_id__in=ids).order_by("recorded_at")
     for key, recorded_at, level in await check_ins.values_list("patient_id", "recorded_at", "pain"):
         pain[key].append((recorded_at, Decimal(level)))
@@ -179,8 +180,8 @@ async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime
         mme = opioids.get(patient_id)
         result[patient_id] = PatientOutcomes(
             pain=_measure(sorted(pain[patient_id]), first, zone, rolling=True),
-            phq9=_measure(scores[(patient_id, "PHQ-9")], first, zone, rolling=False),
-            gad7=_measure(scores[(patient_id, "GAD-7")], first, zone, rolling=False),
+            phq9=_measure(sorted(scores[(patient_id, "PHQ-9")]), first, zone, rolling=False),
+            gad7=_measure(sorted(scores[(patient_id, "GAD-7")]), first, zone, rolling=False),
             mme_baseline=mme.baseline_mme_per_day if mme else None,
             mme_current=mme.current_mme_per_day if mme else Decimal(0),
             mme_series=sorted(mme.daily.items()) if mme else [],

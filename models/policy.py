@@ -7,7 +7,7 @@ such; settings may override the ones a clinic is expected to tune.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 US_CRISIS_RESOURCES = "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
 EMERGENCY_INSTRUCTIONS = "Call 911 (emergency services) now. Do not drive yourself."
@@ -47,6 +47,18 @@ class ClinicPolicy:
     clock_skew: timedelta = timedelta(minutes=5)
     # Offline phones sync late; anything older than this is refused as implausible.
     oldest_backdated_entry: timedelta = timedelta(days=30)
+    # A session start replayed from an offline phone is not closed as abandoned for this long
+    # after it arrived: its completion is on its way in the same queue.
+    replay_grace: timedelta = timedelta(minutes=10)
+
+    def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
+        """Why a time set by the patient's phone cannot be right, or None: more than the clock skew
+        ahead of the server, or older than an offline phone is believed to keep its queue."""
+        if moment > now + self.clock_skew:
+            return f"{field} is in the future: check the phone's clock"
+        if moment < now - self.oldest_backdated_entry:
+            return f"{field} is more than {self.oldest_backdated_entry.days} days ago"
+        return None
 
     def crisis_text(self) -> str:
         if self.on_call_contact:

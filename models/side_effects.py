@@ -25,7 +25,7 @@ from models.directory import require_clinical_access
 from models.dosing import DosingSession
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
-from models.idempotency import Outcome, run_once
+from models.idempotency import Outcome, request_fields, run_once
 from models.plans import PlanStatus, TreatmentPlan, change_plan_status
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 
@@ -135,6 +135,9 @@ class SideEffectReport(Entity):
     onset_at = fields.DatetimeField()
     resolved_at = fields.DatetimeField(null=True)
     reported_at = fields.DatetimeField()
+    # When the patient made the report on the phone (sent by an app replaying its offline queue);
+    # `reported_at` is when the server received it.
+    recorded_at = fields.DatetimeField(null=True)
     note = fields.TextField(default="")
     version = fields.IntField(default=1)
 
@@ -151,6 +154,7 @@ class NewSideEffect:
     session_id: UUID | None = None
     resolved_at: datetime | None = None
     note: str = ""
+    recorded_at: datetime | None = None
     idempotency_key: str | None = None
 
 
@@ -161,10 +165,11 @@ def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> None:
         raise InvalidInput("note", "describe the side effect when the code is OTHER")
     if len(data.note) > 2000:
         raise InvalidInput("note", "note must be at most 2000 characters")
-    if data.onset_at > now + policy.clock_skew:
-        raise InvalidInput("onsetAt", "onsetAt is in the future")
-    if data.onset_at < now - policy.oldest_backdated_entry:
-        raise InvalidInput("onsetAt", f"onsetAt is more than {policy.oldest_backdated_entry.days} days ago")
+    for name, moment in (("recordedAt", data.recorded_at), ("onsetAt", data.onset_at)):
+        if moment is not None and (problem := policy.device_time_problem(name, moment, now)):
+            raise InvalidInput(name, problem)
+    if data.recorded_at is not None and data.onset_at > data.recorded_at + policy.clock_skew:
+        raise InvalidInput("onsetAt", "onsetAt is after recordedAt: a side effect is reported after it starts")
     if data.resolved_at is not None and not data.onset_at <= data.resolved_at <= now + policy.clock_skew:
         raise InvalidInput("resolvedAt", "resolvedAt must be between onsetAt and now")
 
@@ -189,6 +194,7 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
                 onset_at=data.onset_at,
                 resolved_at=data.resolved_at,
                 reported_at=now,
+                recorded_at=data.recorded_at,
                 note=data.note.strip(),
             )
             specs = [
@@ -223,8 +229,7 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
             advice["crisisResources"] = policy.crisis_text()
         return Outcome(report.id, advice)
 
-    request = {k: v for k, v in vars(data).items() if k != "idempotency_key"}
-    return await run_once(viewer, "reportSideEffect", data.idempotency_key, request, write, now=now)
+    return await run_once(viewer, "reportSideEffect", data.idempotency_key, request_fields(data), write, now=now)
 
 
 async def list_side_effects(

@@ -25,7 +25,7 @@ from tortoise.transactions import in_transaction
 from models import alert_rules, notifications
 from models.access import Viewer
 from models.accounts import Patient, Role
-from models.alerts import raise_alerts
+from models.alerts import raise_alerts, resolve_automatically
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
 from models.directory import require_clinical_access
@@ -87,10 +87,18 @@ class SurveyResponse(Entity):
     total_score = fields.DecimalField(max_digits=6, decimal_places=1, null=True)
     severity = fields.CharField(max_length=32, null=True)
     submitted_at = fields.DatetimeField()
+    # When the patient answered on the phone (sent by an app replaying its offline queue);
+    # `submitted_at` is when the server received the answers.
+    recorded_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "survey_response"
         indexes = (("patient_id", "instrument", "submitted_at"),)
+
+    @property
+    def answered_at(self) -> datetime:
+        """When the patient gave the answers: the phone's time if it sent one, else the receipt."""
+        return self.recorded_at or self.submitted_at
 
 
 # ------------------------------------------------------------------ pure schedule rules
@@ -472,6 +480,7 @@ class NewResponse:
     answers: dict[str, int]
     assignment_id: UUID | None = None
     instrument: str | None = None
+    recorded_at: datetime | None = None
     idempotency_key: str | None = None
 
 
@@ -509,7 +518,11 @@ def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], po
 
 
 async def _assignment_to_answer(patient_id: UUID, data: NewResponse, now: datetime) -> SurveyAssignment | None:
-    """The assignment being answered, locked for this transaction, if it may be answered now."""
+    """The assignment being answered, locked for this transaction, if it may be answered.
+
+    Answers from an offline phone (`recorded_at`) are judged by the time the patient gave them:
+    inside the survey's window they count, even when they arrive after it closed (an expired
+    survey becomes answered); outside it they are refused, naming `recordedAt`."""
     if data.assignment_id is None:
         if data.instrument not in ON_DEMAND:
             on_demand = ", ".join(sorted(ON_DEMAND))
@@ -524,6 +537,15 @@ async def _assignment_to_answer(patient_id: UUID, data: NewResponse, now: dateti
         raise Conflict("this survey is already answered")
     if assignment.status is AssignmentStatus.CANCELLED:
         raise Conflict("this survey is cancelled")
+    if data.recorded_at is not None:
+        if not assignment.available_at <= data.recorded_at < assignment.expires_at:
+            raise InvalidInput(
+                "recordedAt",
+                f"recordedAt {data.recorded_at.isoformat()} is outside this survey's window "
+                f"({assignment.available_at.isoformat()} to {assignment.expires_at.isoformat()}): "
+                "answers given while it was not open are not accepted",
+            )
+        return assignment
     if assignment.status is AssignmentStatus.EXPIRED or assignment.expires_at <= now:
         raise Conflict("this survey is expired")
     if assignment.available_at > now:
@@ -536,10 +558,17 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
 
     Everything is checked inside the idempotent write, so a retry with the same key gets the
     first result back (crisis resources included) rather than "already answered".
+
+    A post-session check that expired while the phone was offline, answered inside its window,
+    closes the "unanswered safety check" alert its expiry raised, unless a provider has already
+    taken it (see `models.alerts.resolve_automatically`); the answers raise their own alerts.
     """
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
         raise Forbidden("surveys are answered by the patient")
     patient_id = viewer.patient_id
+    if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
+        raise InvalidInput("recordedAt", problem)
+    answered_at = data.recorded_at or now
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -558,12 +587,23 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
                 total_score=result.total,
                 severity=result.severity,
                 submitted_at=now,
+                recorded_at=data.recorded_at,
             )
             if assignment is not None:
-                await _move(
-                    assignment, AssignmentStatus.COMPLETED, now, completed_at=now, response_id=response.id,
+                was_expired = assignment.status is AssignmentStatus.EXPIRED
+                answered = await _move(
+                    assignment, AssignmentStatus.COMPLETED, now, completed_at=answered_at, response_id=response.id,
                     next_reminder_at=None,
                 )  # fmt: skip
+                if not answered:  # a job moved it after it was read: nothing of this answer is kept
+                    raise Conflict("this survey changed while it was being answered: send the answers again")
+                if was_expired:
+                    await resolve_automatically(
+                        kind=alert_rules.AlertKind.SAFETY_CHECK_UNANSWERED, source_type="SurveyAssignment",
+                        source_id=assignment.id, now=now,
+                        note=f"Answered on the patient's phone at {answered_at.isoformat()}, inside the window, "
+                        f"and received at {now.isoformat()} after the survey expired.",
+                    )  # fmt: skip
             patient = await Patient.get(id=patient_id)
             specs = [alert_spec(definition, rule) for rule in result.alerts]
             await raise_alerts(specs, patient=patient, source_type="SurveyResponse", source_id=response.id, now=now)
@@ -576,7 +616,13 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
             await record_now(viewer, entry, now=now, trail=viewer.audit)
         return Outcome(response.id, response_advice(definition, result.alerts, policy))
 
-    request = {"answers": data.answers, "assignment": str(data.assignment_id), "instrument": data.instrument}
+    request: dict[str, Any] = {
+        "answers": data.answers,
+        "assignment": str(data.assignment_id),
+        "instrument": data.instrument,
+    }
+    if data.recorded_at is not None:
+        request["recorded_at"] = data.recorded_at
     return await run_once(viewer, "submitSurveyResponse", data.idempotency_key, request, write, now=now)
 
 

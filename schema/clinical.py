@@ -168,6 +168,12 @@ class DosingSessionType(relay.Node):
     notes: str
     duration_minutes: int | None
     checklist: list[ChecklistAnswerType]
+    start_received_at: datetime | None = strawberry.field(
+        description="When the server received the start (startedAt is the phone's time for a replayed one)."
+    )
+    completion_received_at: datetime | None = strawberry.field(
+        description="When the server received the completion (endedAt is the phone's time)."
+    )
 
     @classmethod
     def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
@@ -201,6 +207,8 @@ class DosingSessionType(relay.Node):
             notes=session.notes,
             duration_minutes=int(duration.total_seconds() // 60) if duration else None,
             checklist=[ChecklistAnswerType(code=code, answer=answer) for code, answer in session.checklist.items()],
+            start_received_at=session.start_received_at,
+            completion_received_at=session.completion_received_at,
         )
 
 
@@ -237,6 +245,9 @@ class SideEffectReportType(relay.Node):
     onset_at: datetime
     resolved_at: datetime | None
     reported_at: datetime
+    recorded_at: datetime | None = strawberry.field(
+        description="When the patient reported it on the phone, if the app sent it (reportedAt: received)."
+    )
     session_id: strawberry.ID | None
     note: str
 
@@ -253,6 +264,7 @@ class SideEffectReportType(relay.Node):
             onset_at=report.onset_at,
             resolved_at=report.resolved_at,
             reported_at=report.reported_at,
+            recorded_at=report.recorded_at,
             session_id=strawberry.ID(global_id("DosingSession", session_id)) if session_id else None,
             note=report.note,
         )
@@ -406,6 +418,11 @@ class PatientClinicalFields:
 
 # ------------------------------------------------------------- inputs
 
+RECORDED_AT = (
+    "When the patient did this on the phone, for writes sent late from an offline queue (by default at "
+    "most 5 minutes ahead of the server and 30 days old). Without it, the server's time."
+)
+
 
 @strawberry.input
 class BloodPressureInput:
@@ -483,6 +500,7 @@ class StartDosingSessionInput:
     blood_pressure: BloodPressureInput | None = None
     checklist: list[ChecklistAnswerInput]
     lot_number: str | None = None
+    recorded_at: datetime | None = strawberry.field(default=None, description=RECORDED_AT)
 
 
 @strawberry.input
@@ -495,6 +513,7 @@ class CompleteDosingSessionInput:
     sedation: int
     back_to_baseline: bool
     notes: str = ""
+    recorded_at: datetime | None = strawberry.field(default=None, description=RECORDED_AT)
 
 
 @strawberry.input
@@ -516,6 +535,7 @@ class ReportSideEffectInput:
     session_id: strawberry.ID | None = None
     resolved_at: datetime | None = None
     note: str = ""
+    recorded_at: datetime | None = strawberry.field(default=None, description=RECORDED_AT)
 
 
 @strawberry.input
@@ -735,6 +755,7 @@ class ClinicalMutation:
                 blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
                 checklist=_checklist(input.checklist),
                 lot_number=input.lot_number,
+                recorded_at=aware(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
             )
             outcome = await dosing.start_dosing_session(
@@ -764,6 +785,7 @@ class ClinicalMutation:
                 ended_at=aware(input.ended_at, "endedAt"),
                 blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
                 notes=input.notes,
+                recorded_at=aware(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
             )
             outcome = await dosing.complete_dosing_session(
@@ -807,6 +829,7 @@ class ClinicalMutation:
                 session_id=node_id(input.session_id, "DosingSession", "sessionId") if input.session_id else None,
                 resolved_at=aware(input.resolved_at, "resolvedAt"),
                 note=input.note,
+                recorded_at=aware(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
             )
             outcome = await side_effects.report_side_effect(

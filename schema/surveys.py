@@ -14,7 +14,7 @@ from models import instruments, surveys
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from schema.mutations import global_id, node_id, written
+from schema.mutations import aware, global_id, node_id, written
 from schema.pagination import Connection
 from schema.permissions import viewer_of
 
@@ -129,6 +129,9 @@ class SurveyResponseType(relay.Node):
     total_score: float | None
     severity: str | None = strawberry.field(description="The band's name (CLINICAL.md §5), e.g. MODERATELY_SEVERE.")
     submitted_at: datetime
+    recorded_at: datetime | None = strawberry.field(
+        description="When the patient answered on the phone, if the app sent it (submittedAt: received)."
+    )
     assignment_id: strawberry.ID | None
     answers: list[SurveyAnswerType]
 
@@ -141,6 +144,7 @@ class SurveyResponseType(relay.Node):
             total_score=float(response.total_score) if response.total_score is not None else None,
             severity=response.severity,
             submitted_at=response.submitted_at,
+            recorded_at=response.recorded_at,
             assignment_id=(
                 strawberry.ID(global_id("SurveyAssignment", response.assignment_id)) if response.assignment_id else None
             ),
@@ -207,6 +211,12 @@ class SubmitSurveyResponseInput:
         default=None, description="PHQ-9, GAD-7, PAIN-NRS or PEG-3 taken without an assignment."
     )
     answers: list[SurveyAnswerInput]
+    recorded_at: datetime | None = strawberry.field(
+        default=None,
+        description="When the patient answered on the phone, for answers sent late from an offline queue: an "
+        "assigned survey counts when this is inside its window, even after it expired. At most 5 minutes ahead "
+        "of the server and 30 days old by default.",
+    )
 
 
 SubmitResult = Annotated[
@@ -257,6 +267,7 @@ class SurveyMutation:
                 if input.assignment_id
                 else None,
                 instrument=input.instrument,
+                recorded_at=aware(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
             )
             outcome = await surveys.submit_survey_response(

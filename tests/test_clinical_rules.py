@@ -228,6 +228,9 @@ def codes(checks: list[FailedCheck]) -> list[str]:
         pytest.param(passing(measured_at=NOW + 5 * MINUTE), id="reading within clock skew"),
         pytest.param(passing(blood_pressure=bp(139, 89)), id="reading just under the ceiling"),
         pytest.param(passing(completed_sessions=5), id="last planned session"),
+        pytest.param(
+            passing(next_session_started_at=NOW + timedelta(hours=48)), id="replayed 48 h before a later session"
+        ),
     ],
 )
 def test_a_session_that_passes_every_check_has_no_failures(facts: SafetyFacts) -> None:
@@ -253,6 +256,11 @@ def test_a_session_that_passes_every_check_has_no_failures(facts: SafetyFacts) -
             passing(last_session_started_at=NOW - timedelta(hours=48) + timedelta(seconds=1)),
             "TOO_SOON",
             id="one second short of 48 h",
+        ),
+        pytest.param(
+            passing(next_session_started_at=NOW + timedelta(hours=48) - timedelta(seconds=1)),
+            "TOO_SOON",
+            id="replayed one second short of 48 h before a later session",
         ),
         pytest.param(passing(completed_sessions=6), "SESSIONS_USED_UP", id="completed == planned"),
         pytest.param(passing(completed_sessions=7), "SESSIONS_USED_UP", id="completed > planned"),

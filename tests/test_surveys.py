@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from strawberry import relay
 
 from api.app import create_app
 from api.database import use_database
@@ -459,6 +460,25 @@ async def test_a_retried_answer_with_its_key_replays_the_first_result_and_its_cr
     second = await gql(client, SUBMIT, variables, token=tokens.user("alex@demo.test"))
     assert first == second
     assert "988" in second["data"]["submitSurveyResponse"]["crisisResources"]
+
+
+async def test_concurrent_retries_of_an_assigned_survey_all_get_the_first_answer(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    # The retries that lose the race find the survey answered: they answer with the winner's result.
+    await complete_a_session(client, tokens, clock)
+    post = (await alex_assignments(app))["POST-SESSION"]
+    clock.advance(timedelta(hours=2))
+    given = as_input(answers(1, 0, 1, 0, 0, 1, 0, 0, 0, 0))
+    values = {"assignmentId": str(relay.GlobalID("SurveyAssignment", str(post.id))), "answers": given}
+    variables = {"input": {**values, "idempotencyKey": "post-session-check"}}
+    alex = tokens.user("alex@demo.test")
+    bodies = await asyncio.gather(*(gql(client, SUBMIT, variables, token=alex) for _ in range(6)))
+    results = [body["data"]["submitSurveyResponse"]["result"] for body in bodies]
+    assert results[0]["__typename"] == "SurveyResponse"
+    assert all(result == results[0] for result in results)
+    with use_database(app.state.database):
+        assert await surveys.SurveyResponse.filter(assignment_id=post.id).count() == 1
 
 
 async def test_after_downtime_nothing_is_pushed_in_quiet_hours_and_answered_surveys_are_not_announced(
