@@ -148,25 +148,34 @@ class AuditCursor:
     id: UUID
 
 
+def _shown_to_patient(viewer: Viewer) -> Q:
+    """What a patient sees of their own record's log: everyone's access but other patients'."""
+    return Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
+
+
+def _shown(viewer: Viewer, events: list[AuditEvent]) -> list[AuditEvent]:
+    """Audit the reading (once per patient), and keep addresses and request ids from patients."""
+    for shown in sorted({event.patient_id for event in events if event.patient_id is not None}):
+        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=shown))
+    if viewer.is_role(Role.PATIENT):
+        for event in events:  # in memory only: the rows themselves cannot change
+            event.client_address = None
+            event.request_id = None
+    return events
+
+
 async def get_audit_event(viewer: Viewer, event_id: UUID) -> AuditEvent:
     """One audit row, under the rules of `list_audit_events`; `NotFound` for any other."""
     query = AuditEvent.filter(id=event_id)
     if viewer.is_role(Role.PATIENT):
-        query = query.filter(patient_id=viewer.patient_id).filter(
-            Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
-        )
+        query = query.filter(_shown_to_patient(viewer), patient_id=viewer.patient_id)
     elif not viewer.is_role(Role.ADMIN):
         viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, resource_id=str(event_id)))
         raise NotFound("audit event")
     event = await query.first()
     if event is None:
         raise NotFound("audit event")
-    if event.patient_id is not None:
-        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=event.patient_id))
-    if viewer.is_role(Role.PATIENT):
-        event.client_address = None
-        event.request_id = None
-    return event
+    return _shown(viewer, [event])[0]
 
 
 async def list_audit_events(
@@ -190,14 +199,7 @@ async def list_audit_events(
     if patient_id is not None:
         query = query.filter(patient_id=patient_id)
     if viewer.is_role(Role.PATIENT):
-        query = query.filter(Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id))
+        query = query.filter(_shown_to_patient(viewer))
     if after is not None:
         query = query.filter(Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id))
-    events = list(await query.order_by("-occurred_at", "-id").limit(limit))
-    for shown in sorted({event.patient_id for event in events if event.patient_id is not None}):
-        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=shown))
-    if viewer.is_role(Role.PATIENT):
-        for event in events:  # in memory only: the rows themselves cannot change
-            event.client_address = None
-            event.request_id = None
-    return events
+    return _shown(viewer, list(await query.order_by("-occurred_at", "-id").limit(limit)))
