@@ -22,4 +22,5 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.messaging",
     "models.devices",
     "models.opioids",
+    "models.safety.models",
 )

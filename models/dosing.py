@@ -214,13 +214,24 @@ class DosingSession(Entity):
     checklist: dict[str, bool] = fields.JSONField()
     # The device's times (`recordedAt` from an offline phone) or, without them, the server's.
     started_at = fields.DatetimeField()
-    pre_systolic = fields.IntField()
-    pre_diastolic = fields.IntField()
-    pre_measured_at = fields.DatetimeField()
+    # Null only on a dose taken offline without a reading (BP_MISSING among its failedChecks).
+    pre_systolic = fields.IntField(null=True)
+    pre_diastolic = fields.IntField(null=True)
+    pre_measured_at = fields.DatetimeField(null=True)
+    pre_heart_rate = fields.IntField(null=True)
+    pre_spo2 = fields.IntField(null=True)
+    # A clinic session's reading at about 40 minutes (REMS monitoring form, CLINICAL.md §1).
+    mid_systolic = fields.IntField(null=True)
+    mid_diastolic = fields.IntField(null=True)
+    mid_heart_rate = fields.IntField(null=True)
+    mid_spo2 = fields.IntField(null=True)
+    mid_measured_at = fields.DatetimeField(null=True)
     ended_at = fields.DatetimeField(null=True)
     post_systolic = fields.IntField(null=True)
     post_diastolic = fields.IntField(null=True)
     post_measured_at = fields.DatetimeField(null=True)
+    post_heart_rate = fields.IntField(null=True)
+    post_spo2 = fields.IntField(null=True)
     dissociation = fields.IntField(null=True)
     sedation = fields.IntField(null=True)
     back_to_baseline = fields.BooleanField(null=True)
@@ -231,6 +242,19 @@ class DosingSession(Entity):
     # these were kept): a session replayed from an offline phone started before it was received.
     start_received_at = fields.DatetimeField(null=True)
     completion_received_at = fields.DatetimeField(null=True)
+    # AT_HOME (logged by the patient) or CLINIC (recorded by a provider of the care team, who is
+    # `recorded_by_id`, with the REMS form's observations: each yes/no).
+    setting = fields.CharField(max_length=16, default="AT_HOME")
+    recorded_by_id = fields.UUIDField(null=True)
+    sedation_observed = fields.BooleanField(null=True)
+    dissociation_observed = fields.BooleanField(null=True)
+    respiratory_depression = fields.BooleanField(null=True)
+    ready_to_leave_at = fields.DatetimeField(null=True)
+    # CLINICAL.md §2: a dose taken offline is recorded even when its checks failed; they are kept here.
+    dosed_despite_failed_checks = fields.BooleanField(default=False)
+    failed_checks: list[dict[str, Any]] = fields.JSONField(default=list)
+    # CLINICAL.md §8: the interaction warnings shown at the start, kept as the REMS form does.
+    interaction_warnings: list[dict[str, Any]] = fields.JSONField(default=list)
 
     class Meta:
         table = "dosing_session"

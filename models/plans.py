@@ -187,6 +187,9 @@ class TreatmentPlan(Entity):
     status_reason = fields.CharField(max_length=500, default="")
     status_changed_at = fields.DatetimeField()
     version = fields.IntField(default=1)
+    # CLINICAL.md §8: concomitant medications by class, entered by the provider or reported by the
+    # patient: [{"class": code, "source": "PROVIDER" | "PATIENT", "reportedAt": iso time, "note": text}].
+    concomitant_medications: list[dict[str, Any]] = fields.JSONField(default=list)
 
     class Meta:
         table = "treatment_plan"

@@ -40,6 +40,14 @@ class ClinicPolicy:
     # §3: post-dose limits (product defaults, per clinic).
     post_dose_high: BloodPressure = BloodPressure(160, 100)
     post_dose_urgent: BloodPressure = BloodPressure(180, 110)
+    # §2: before dosing, a reading at or over this is URGENT with emergency instructions, as after.
+    pre_dose_urgent: BloodPressure = BloodPressure(180, 110)
+    # §2 breathing and oxygen: SpO2 below `spo2_urgent_below` % → URGENT; below `spo2_high_below` → HIGH.
+    spo2_urgent_below: int = 90
+    spo2_high_below: int = 94
+    # §2: a start whose `recordedAt` is more than this before it reaches the server describes a
+    # dose already taken offline: recorded even when its checks fail.
+    offline_dose_after: timedelta = timedelta(minutes=10)
     # §7: crisis resources shown to patients (US defaults) and the clinic's on-call number.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None

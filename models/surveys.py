@@ -90,6 +90,13 @@ class SurveyResponse(Entity):
     # When the patient answered on the phone (sent by an app replaying its offline queue);
     # `submitted_at` is when the server received the answers.
     recorded_at = fields.DatetimeField(null=True)
+    # CLINICAL.md §5: timing never discards an answer. An answer to an assignment that had expired
+    # or was not open yet is kept as an unscheduled response of the instrument, LATE or EARLY,
+    # naming the assignment it was meant for (which keeps its status).
+    timing = fields.CharField(max_length=8, null=True)
+    intended_assignment_id = fields.UUIDField(null=True)
+    # The session a post-session check answers (also when the phone never had its assignment).
+    session_id = fields.UUIDField(null=True)
 
     class Meta:
         table = "survey_response"

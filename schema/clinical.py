@@ -61,6 +61,18 @@ class BloodPressureType:
     systolic: int
     diastolic: int
     measured_at: datetime | None = None
+    heart_rate: int | None = strawberry.field(default=None, description="Beats per minute, if measured.")
+    spo2: int | None = strawberry.field(default=None, description="Oxygen saturation (pulse oximeter), %, if measured.")
+
+
+def _reading_type(
+    systolic: int | None, diastolic: int | None, measured_at: datetime | None, heart_rate: int | None, spo2: int | None
+) -> BloodPressureType | None:
+    if systolic is None or diastolic is None:
+        return None
+    return BloodPressureType(
+        systolic=systolic, diastolic=diastolic, measured_at=measured_at, heart_rate=heart_rate, spo2=spo2
+    )
 
 
 @strawberry.type(name="ScheduledSurvey")
@@ -159,7 +171,9 @@ class DosingSessionType(relay.Node):
     formulation: str
     lot_number: str | None
     monitor_name: str | None
-    pre_dose_blood_pressure: BloodPressureType
+    pre_dose_blood_pressure: BloodPressureType | None = strawberry.field(
+        description="Null only for a dose taken offline without a reading (see failedChecks)."
+    )
     post_dose_blood_pressure: BloodPressureType | None
     dissociation: int | None
     sedation: int | None
@@ -177,13 +191,6 @@ class DosingSessionType(relay.Node):
 
     @classmethod
     def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
-        post = None
-        if session.post_systolic is not None and session.post_diastolic is not None:
-            post = BloodPressureType(
-                systolic=session.post_systolic,
-                diastolic=session.post_diastolic,
-                measured_at=session.post_measured_at,
-            )
         duration = session.duration
         return cls(
             id=str(session.id),
@@ -194,12 +201,20 @@ class DosingSessionType(relay.Node):
             formulation=session.formulation,
             lot_number=session.lot_number,
             monitor_name=session.monitor_name,
-            pre_dose_blood_pressure=BloodPressureType(
-                systolic=session.pre_systolic,
-                diastolic=session.pre_diastolic,
-                measured_at=session.pre_measured_at,
+            pre_dose_blood_pressure=_reading_type(
+                session.pre_systolic,
+                session.pre_diastolic,
+                session.pre_measured_at,
+                session.pre_heart_rate,
+                session.pre_spo2,
             ),
-            post_dose_blood_pressure=post,
+            post_dose_blood_pressure=_reading_type(
+                session.post_systolic,
+                session.post_diastolic,
+                session.post_measured_at,
+                session.post_heart_rate,
+                session.post_spo2,
+            ),
             dissociation=session.dissociation,
             sedation=session.sedation,
             back_to_baseline=session.back_to_baseline,
@@ -428,7 +443,11 @@ RECORDED_AT = (
 class BloodPressureInput:
     systolic: int
     diastolic: int
-    measured_at: datetime | None = None
+    measured_at: datetime | None = strawberry.field(
+        default=None, description="When the reading was taken; required before dosing (CLINICAL.md section 2)."
+    )
+    heart_rate: int | None = strawberry.field(default=None, description="Beats per minute, if measured.")
+    spo2: int | None = strawberry.field(default=None, description="Oxygen saturation (pulse oximeter), %, if measured.")
 
 
 @strawberry.input
