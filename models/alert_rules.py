@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from models.policy import BloodPressure, ClinicPolicy
+from models.policy import BloodPressure
 
 
 class Severity(StrEnum):
@@ -84,15 +84,27 @@ CHECKLIST_ALERTS: dict[str, Severity] = {
 }
 
 
-def pre_dose_blood_pressure_alert(reading: BloodPressure, ceiling: BloodPressure) -> AlertSpec | None:
-    """§2 BP_ABOVE_CEILING: a refused pre-dose reading at or over the plan's ceiling → HIGH."""
-    if not reading.reaches(ceiling):
-        return None
-    return AlertSpec(
-        AlertKind.PRE_DOSE_BP_ABOVE_CEILING,
-        Severity.HIGH,
-        f"Pre-dose blood pressure {reading} at or over the plan's ceiling {ceiling}; session refused.",
+def failed_checks_are_urgent(
+    items_answered_yes: list[str], reading: BloodPressure | None, urgent_pressure: BloodPressure
+) -> bool:
+    """§2, a dose taken offline: a failed check is itself urgent when it is a checklist "yes"
+    that calls for URGENT, or a pre-dose blood pressure at or over `urgent_pressure` (180/110)."""
+    if any(CHECKLIST_ALERTS.get(item) is Severity.URGENT for item in items_answered_yes):
+        return True
+    return reading is not None and reading.reaches(urgent_pressure)
+
+
+def dosed_despite_failed_checks_alert(failed_codes: list[str], *, urgent: bool, recorded: bool) -> AlertSpec:
+    """§2, a dose taken offline despite failed checks: HIGH; URGENT when a failed check is urgent.
+    Recorded as a session with its failed checks; when it could not be (another session in
+    progress, no plan) the summary says so, so the care team knows the dose is not on the record."""
+    listed = ", ".join(failed_codes)
+    summary = (
+        f"Dose taken offline despite failed pre-dose checks: {listed}."
+        if recorded
+        else f"Dose taken offline despite failed pre-dose checks ({listed}) could not be recorded as a session."
     )
+    return AlertSpec(AlertKind.DOSED_DESPITE_FAILED_CHECKS, Severity.URGENT if urgent else Severity.HIGH, summary)
 
 
 def checklist_alerts(answered_yes: list[str]) -> list[AlertSpec]:
@@ -101,27 +113,12 @@ def checklist_alerts(answered_yes: list[str]) -> list[AlertSpec]:
         AlertSpec(
             AlertKind.PRE_DOSE_CHECKLIST,
             CHECKLIST_ALERTS[code],
-            f"Pre-dose checklist: patient answered yes to {code}; session refused.",
+            f"Pre-dose checklist: patient answered yes to {code}.",
             rule=code,
         )
         for code in answered_yes
         if code in CHECKLIST_ALERTS
     ]
-
-
-def post_dose_blood_pressure_alert(reading: BloodPressure | None, policy: ClinicPolicy) -> AlertSpec | None:
-    """§3: post-dose ≥ 160/100 → HIGH; ≥ 180/110 → URGENT (hypertensive urgency)."""
-    if reading is None:
-        return None
-    if reading.reaches(policy.post_dose_urgent):
-        return AlertSpec(
-            AlertKind.POST_DOSE_BP_HIGH,
-            Severity.URGENT,
-            f"Post-dose blood pressure {reading}: hypertensive urgency.",
-        )
-    if reading.reaches(policy.post_dose_high):
-        return AlertSpec(AlertKind.POST_DOSE_BP_HIGH, Severity.HIGH, f"Post-dose blood pressure {reading}.")
-    return None
 
 
 def not_back_to_baseline_alert(back_to_baseline: bool) -> AlertSpec | None:

@@ -7,25 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from tortoise import fields
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import alert_rules
 from models.access import Viewer
 from models.accounts import Patient, Role
-from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access
-from models.errors import Forbidden, InvalidInput
+from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
-from models.idempotency import Outcome, run_once
+from models.idempotency import Outcome, request_fields, run_once
 from models.policy import ClinicPolicy
+from models.safety.rules import crisis_findings
+from models.safety.screen import Submission, screen
 
 MAX_NOTE = 2000
 
@@ -54,6 +52,8 @@ class NewCheckIn:
     sleep: int | None = None
     note: str = ""
     idempotency_key: str | None = None
+    # Input the API could not read (a time without its offset): refused after the screen.
+    problems: tuple[InvalidInput, ...] = ()
 
 
 def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> tuple[str, str] | None:
@@ -70,10 +70,24 @@ def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> t
 
 
 async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy) -> Outcome:
-    """Store the patient's check-in; crisis wording in the note alerts the care team (CLINICAL.md §7)."""
+    """Store the patient's check-in. The note is screened first (CLINICAL.md §0, §7): crisis
+    wording alerts the care team and returns crisis resources even when the check-in is refused."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
         raise Forbidden("check-ins are submitted by the patient")
     patient_id = viewer.patient_id
+    submission = Submission(
+        "submitCheckIn", patient_id, {"note": data.note}, crisis_findings(data.note, "a check-in note", policy),
+        idempotency_key=data.idempotency_key, recorded_at=None if data.problems else data.recorded_at,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="CheckIn")
+
+
+async def _submit(
+    viewer: Viewer, patient_id: UUID, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy
+) -> Outcome:
+    if data.problems:
+        raise data.problems[0]
     if problem := check_in_problem(data, now, policy):
         raise InvalidInput(*problem)
 
@@ -88,21 +102,15 @@ async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, po
                 sleep=data.sleep,
                 note=data.note.strip(),
             )
-            matches = crisis_matches(data.note)
-            if spec := alert_rules.crisis_language_alert(matches, "a check-in note"):
-                patient = await Patient.get(id=patient_id)
-                await raise_alerts([spec], patient=patient, source_type="CheckIn", source_id=check_in.id, now=now)
             await record_event(
                 "CheckIn.created", resource_type="CheckIn", resource_id=check_in.id, operation=Operation.CREATED,
                 version=1, now=now, patient_id=patient_id,
             )  # fmt: skip
             entry = AuditEntry(AuditAction.CREATE, "CheckIn", AuditOutcome.SUCCESS, patient_id, str(check_in.id))
             await record_now(viewer, entry, now=now, trail=viewer.audit)
-        advice: dict[str, Any] = {"crisisResources": policy.crisis_text()} if matches else {}
-        return Outcome(check_in.id, advice)
+        return Outcome(check_in.id)
 
-    request = {k: v for k, v in vars(data).items() if k != "idempotency_key"}
-    return await run_once(viewer, "submitCheckIn", data.idempotency_key, request, write, now=now)
+    return await run_once(viewer, "submitCheckIn", data.idempotency_key, request_fields(data), write, now=now)
 
 
 async def list_check_ins(
@@ -114,3 +122,11 @@ async def list_check_ins(
     if before is not None:
         query = query.filter(Q(recorded_at__lt=before[0]) | Q(recorded_at=before[0], id__lt=before[1]))
     return list(await query.order_by("-recorded_at", "-id").limit(limit))
+
+
+async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
+    check_in = await CheckIn.get_or_none(id=check_in_id)
+    if check_in is None:
+        raise NotFound("check-in")
+    await require_clinical_access(viewer, check_in.patient_id, "CheckIn")  # type: ignore[attr-defined]
+    return check_in

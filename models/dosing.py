@@ -6,7 +6,7 @@ post-dose blood pressure, the treatment monitor, times and durations, the patien
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -21,18 +21,18 @@ from tortoise.transactions import in_transaction
 from models import alert_rules
 from models.access import Viewer
 from models.accounts import Patient, Role
-from models.alert_rules import AlertSpec
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
-from models.idempotency import Outcome, StoredRefusal, fingerprint, request_fields, run_once
+from models.idempotency import Outcome, StoredRefusal, request_fields, run_once
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
-from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
-from models.surveys import cancel_session_surveys, schedule_follow_up
+from models.policy import BloodPressure, ClinicPolicy
+from models.safety.rules import Findings, Phase, crisis_findings, reading_findings
+from models.safety.screen import Action, Submission, screen
+from models.surveys import cancel_session_surveys, open_post_session_check_now, schedule_follow_up
 
 
 class SessionStatus(StrEnum):
@@ -183,20 +183,16 @@ class SafetyCheckFailed(StoredRefusal):
         self.advice = advice
 
 
-def refusal_advice(checks: list[FailedCheck], policy: ClinicPolicy) -> dict[str, Any]:
-    """What to tell a patient whose session was refused (CLINICAL.md §2 and §7)."""
-    items = {check.item for check in checks if check.item}
-    advice: dict[str, Any] = {}
-    if items & _EMERGENCY_ITEMS:
-        advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
-    elif any(check.code == "BP_ABOVE_CEILING" for check in checks):
-        advice["safetyInstructions"] = (
-            "Do not dose today. Sit and rest; your care team will contact you. If you have chest pain, "
-            "a severe headache or trouble breathing, call 911."
-        )
-    if "SUICIDAL_THOUGHTS" in items:
-        advice["crisisResources"] = policy.crisis_text()
-    return advice
+def refusal_advice(checks: list[FailedCheck]) -> dict[str, Any]:
+    """What to tell a patient whose session was refused for a high reading (CLINICAL.md §2). The
+    emergency instructions and crisis resources that a checklist answer or a reading calls for
+    come from the safety screen, and win over this."""
+    if any(check.code == "BP_ABOVE_CEILING" for check in checks):
+        return {
+            "safetyInstructions": "Do not dose today. Sit and rest; your care team will contact you. "
+            "If you have chest pain, a severe headache or trouble breathing, call 911."
+        }
+    return {}
 
 
 class DosingSession(Entity):
@@ -270,10 +266,25 @@ class BloodPressureReading:
     systolic: int
     diastolic: int
     measured_at: datetime | None = None
+    heart_rate: int | None = None
+    spo2: int | None = None
 
     @property
     def pressure(self) -> BloodPressure:
         return BloodPressure(self.systolic, self.diastolic)
+
+    def __str__(self) -> str:
+        # How a reading enters an idempotency fingerprint: heart rate and SpO2 came later, so a
+        # reading without them reads as it did before (a retry across the upgrade still matches).
+        extra = (
+            ""
+            if self.heart_rate is None and self.spo2 is None
+            else f", heart_rate={self.heart_rate!r}, spo2={self.spo2!r}"
+        )
+        return (
+            f"BloodPressureReading(systolic={self.systolic!r}, diastolic={self.diastolic!r}, "
+            f"measured_at={self.measured_at!r}{extra})"
+        )
 
 
 @dataclass(frozen=True)
@@ -282,15 +293,25 @@ class StartSession:
     monitor_present: bool
     monitor_name: str | None
     blood_pressure: BloodPressureReading | None
-    checklist: dict[str, bool]
+    # The checklist as sent, (code, answer) in order: an item sent twice is refused, but a "yes"
+    # in it is screened first (CLINICAL.md §0).
+    checklist: tuple[tuple[str, bool], ...]
     lot_number: str | None = None
     recorded_at: datetime | None = None
     idempotency_key: str | None = None
+    # Input the API could not read (a time without its offset): refused after the screen.
+    problems: tuple[InvalidInput, ...] = ()
+
+    @property
+    def answered_yes(self) -> tuple[str, ...]:
+        """The known checklist items answered "yes" anywhere in the request, in checklist order."""
+        yes = {code for code, answer in self.checklist if answer}
+        return tuple(code for code in CHECKLIST if code in yes)
 
 
 @dataclass(frozen=True)
 class CompleteSession:
-    session_id: UUID
+    session_id: UUID | None
     back_to_baseline: bool
     dissociation: int
     sedation: int
@@ -299,19 +320,25 @@ class CompleteSession:
     notes: str = ""
     recorded_at: datetime | None = None
     idempotency_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[InvalidInput, ...] = ()
 
 
 def validate_reading(
     reading: BloodPressureReading | None, field_name: str, now: datetime, policy: ClinicPolicy
 ) -> None:
-    """Numbers a cuff can show, and not taken in the future."""
+    """Numbers a cuff and a pulse oximeter can show, and not taken in the future."""
     if reading is None:
         return
     if not 60 <= reading.systolic <= 300 or not 30 <= reading.diastolic <= 200:
         raise InvalidInput(field_name, "blood pressure must be systolic 60-300 and diastolic 30-200 mmHg")
     if reading.diastolic >= reading.systolic:
         raise InvalidInput(field_name, "diastolic must be lower than systolic")
+    if reading.heart_rate is not None and not 20 <= reading.heart_rate <= 250:
+        raise InvalidInput(f"{field_name}.heartRate", "heart rate must be 20-250 beats per minute")
+    if reading.spo2 is not None and not 50 <= reading.spo2 <= 100:
+        raise InvalidInput(f"{field_name}.spo2", "SpO2 must be 50-100 %")
+    if reading.measured_at is not None and reading.measured_at.tzinfo is None:
+        raise InvalidInput(f"{field_name}.measuredAt", "measuredAt must include a time zone offset")
     if reading.measured_at is not None and reading.measured_at > now + policy.clock_skew:
         raise InvalidInput(field_name, "measuredAt is in the future")
 
@@ -322,13 +349,56 @@ def _require_patient(viewer: Viewer) -> UUID:
     return viewer.patient_id
 
 
+def _reading_content(reading: BloodPressureReading | None) -> dict[str, Any] | None:
+    if reading is None:
+        return None
+    return {
+        "systolic": reading.systolic,
+        "diastolic": reading.diastolic,
+        "heartRate": reading.heart_rate,
+        "spo2": reading.spo2,
+        "measuredAt": reading.measured_at.isoformat() if reading.measured_at else None,
+    }
+
+
+def _reading_findings(
+    reading: BloodPressureReading | None, phase: Phase, policy: ClinicPolicy, ceiling: BloodPressure | None = None
+) -> Findings:
+    if reading is None:
+        return Findings()
+    return reading_findings(
+        phase, policy, systolic=reading.systolic, diastolic=reading.diastolic, spo2=reading.spo2, ceiling=ceiling
+    )
+
+
+def start_findings(data: StartSession, ceiling: BloodPressure, policy: ClinicPolicy) -> Findings:
+    """CLINICAL.md §0 and §2: what a start's content calls for, whatever else is wrong with it: each
+    "yes" on the checklist that §2 marks with an alert (emergency instructions for chest pain or a
+    severe headache, crisis resources for suicidal thoughts), and the pre-dose reading's values."""
+    findings = Findings()
+    yes = data.answered_yes
+    for spec in alert_rules.checklist_alerts(list(yes)):
+        findings.add(spec)
+    findings.add(None, emergency=bool(set(yes) & _EMERGENCY_ITEMS))
+    if "SUICIDAL_THOUGHTS" in yes:
+        findings.add(None, crisis_resources=policy.crisis_text())
+    findings.merge(_reading_findings(data.blood_pressure, Phase.PRE, policy, ceiling))
+    return findings
+
+
 def _validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> tuple[str, ...]:
+    if data.problems:
+        raise data.problems[0]
     if not Decimal(0) < data.dose_mg <= Decimal(800):
         raise InvalidInput("doseMg", "doseMg must be more than 0 and at most 800")
-    unknown = sorted(set(data.checklist) - set(CHECKLIST))
+    codes = [code for code, _ in data.checklist]
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        raise InvalidInput("checklist", f"each item once; repeated: {', '.join(repeated)}")
+    unknown = sorted(set(codes) - set(CHECKLIST))
     if unknown:
         raise InvalidInput("checklist", f"unknown checklist items: {', '.join(unknown)}")
-    missing = [code for code in CHECKLIST if code not in data.checklist]
+    missing = [code for code in CHECKLIST if code not in codes]
     if missing:
         raise InvalidInput("checklist", f"answer every checklist item; missing: {', '.join(missing)}")
     if data.monitor_name is not None and len(data.monitor_name) > 100:
@@ -338,7 +408,7 @@ def _validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> 
     validate_reading(data.blood_pressure, "bloodPressure", now, policy)
     if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
         raise InvalidInput("recordedAt", problem)
-    return tuple(code for code in CHECKLIST if data.checklist[code])
+    return data.answered_yes
 
 
 async def _facts(
@@ -378,20 +448,41 @@ async def _facts(
     )
 
 
+def dose_taken_offline(data: StartSession, now: datetime, policy: ClinicPolicy) -> bool:
+    """CLINICAL.md §2: a start replayed from an offline phone, its `recordedAt` more than
+    `offline_dose_after` (10 minutes) before the server received it, describes a dose already taken."""
+    return data.recorded_at is not None and now - data.recorded_at > policy.offline_dose_after
+
+
 async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """Run the pre-dose checks (CLINICAL.md §2) and start the session, or refuse listing every
-    failed check. A refusal still raises the alerts it calls for and is kept under its key.
+    failed check. The request is screened first (§0): a "yes" on the checklist or a dangerous
+    reading raises its alert and returns its advice whatever else is wrong with it.
 
     A start replayed from an offline phone (`recorded_at`) is checked as of the device's time:
     the reading must be from the 30 minutes before it, the interval is counted from it, and it
-    becomes the session's start; alerts and the audit carry the server's time."""
+    becomes the session's start; alerts and the audit carry the server's time. When its checks
+    fail it is recorded all the same, with the failed checks, and alerts the care team (§2)."""
     patient_id = _require_patient(viewer)
+    plan = await TreatmentPlan.filter(patient_id=patient_id, status__in=CURRENT_STATUSES).first()
+    ceiling = plan.bp_ceiling if plan else policy.default_bp_ceiling
+    content = {"answeredYes": list(data.answered_yes), "bloodPressure": _reading_content(data.blood_pressure)}
+    submission = Submission(
+        "startDosingSession", patient_id, content, start_findings(data, ceiling, policy),
+        idempotency_key=data.idempotency_key, recorded_at=data.recorded_at,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    return await screened.guard(_start(viewer, patient_id, data, now=now, policy=policy), record_type="DosingSession")
+
+
+async def _start(
+    viewer: Viewer, patient_id: UUID, data: StartSession, *, now: datetime, policy: ClinicPolicy
+) -> Outcome:
     answered_yes = _validate_start(data, now, policy)
-    request = request_fields(data)  # as sent: a retry matches it whenever it comes
+    # As sent: a retry matches it whenever it comes (the checklist as the mapping it always was).
+    request = {**request_fields(data), "checklist": dict(data.checklist)}
     started_at = data.recorded_at or now
-    if data.blood_pressure is not None and data.blood_pressure.measured_at is None:
-        # A reading sent without its time was taken as the session started: checked (and alerts) as such.
-        data = replace(data, blood_pressure=replace(data.blood_pressure, measured_at=started_at))
+    offline = dose_taken_offline(data, now, policy)
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -403,12 +494,18 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
             )
             facts = await _facts(patient, plan, data, answered_yes, started_at, policy)
             failures = failed_safety_checks(facts, policy)
-            if failures:
-                await _refused(viewer, patient, plan, data, answered_yes, failures, now=now, policy=policy)
-                refusal: SafetyCheckFailed | None = SafetyCheckFailed(failures, refusal_advice(failures, policy))
+            refusal: SafetyCheckFailed | None = None
+            if not failures:
+                session = await _open_session(viewer, patient, plan, data, started_at, now, failed=[])
+            elif offline and (
+                recorded := await _record_dose_taken_offline(
+                    viewer, patient, plan, data, failures, started_at, now, policy
+                )
+            ):
+                session = recorded
             else:
-                refusal = None
-                session = await _open_session(viewer, patient, plan, data, started_at, now)
+                await _refused(viewer, patient, failures, now=now)
+                refusal = SafetyCheckFailed(failures, refusal_advice(failures))
         if refusal is not None:
             raise refusal
         return Outcome(session.id)
@@ -419,38 +516,56 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
         raise Conflict("you already have a session in progress: complete it first") from error
 
 
-async def _refused(
-    viewer: Viewer,
-    patient: Patient,
-    plan: TreatmentPlan | None,
-    data: StartSession,
-    answered_yes: tuple[str, ...],
-    failures: list[FailedCheck],
-    *,
-    now: datetime,
-    policy: ClinicPolicy,
-) -> None:
-    """The alerts and the audit row of a refused start (inside its transaction)."""
-    specs = alert_rules.checklist_alerts(list(answered_yes))
-    if data.blood_pressure is not None and any(failure.code == "BP_ABOVE_CEILING" for failure in failures):
-        ceiling = plan.bp_ceiling if plan else policy.default_bp_ceiling
-        if spec := alert_rules.pre_dose_blood_pressure_alert(data.blood_pressure.pressure, ceiling):
-            specs.insert(0, spec)
-    await raise_alerts(
-        specs, patient=patient, source_type="DoseAttempt", source_id=_attempt_id(patient.id, data, now), now=now
-    )
+async def _refused(viewer: Viewer, patient: Patient, failures: list[FailedCheck], *, now: datetime) -> None:
+    """The audit row of a refused start (inside its transaction); its alerts were raised by the screen."""
     codes = ",".join(failure.code for failure in failures)[:200]
     entry = AuditEntry(AuditAction.EXECUTE, "DosingSession", AuditOutcome.DENIED, patient.id, None, codes)
     await record_now(viewer, entry, now=now, trail=viewer.audit)
 
 
+# A dose taken offline cannot become a session in progress while another one is (one at a time).
+_CANNOT_RECORD = frozenset({"SESSION_IN_PROGRESS"})
+
+
+async def _record_dose_taken_offline(
+    viewer: Viewer,
+    patient: Patient,
+    plan: TreatmentPlan | None,
+    data: StartSession,
+    failures: list[FailedCheck],
+    started_at: datetime,
+    now: datetime,
+    policy: ClinicPolicy,
+) -> DosingSession | None:
+    """CLINICAL.md §2, a dose taken offline: recorded despite its failed checks, which are kept on
+    the session, with a DOSED_DESPITE_FAILED_CHECKS alert. None when it cannot be recorded (no
+    plan ever, or another session in progress): it is then refused, and still alerts."""
+    urgent = alert_rules.failed_checks_are_urgent(
+        [failure.item for failure in failures if failure.item],
+        data.blood_pressure.pressure if data.blood_pressure else None,
+        policy.pre_dose_urgent,
+    )
+    codes = [failure.code for failure in failures]
+    record_plan = plan or await TreatmentPlan.filter(patient_id=patient.id).order_by("-created_at").first()
+    if record_plan is None or _CANNOT_RECORD & set(codes):
+        spec = alert_rules.dosed_despite_failed_checks_alert(codes, urgent=urgent, recorded=False)
+        attempt = uuid5(NAMESPACE_URL, f"offline-dose:{patient.id}:{started_at.isoformat()}")
+        await raise_alerts([spec], patient=patient, source_type="OfflineDose", source_id=attempt, now=now)
+        return None
+    session = await _open_session(viewer, patient, record_plan, data, started_at, now, failed=failures)
+    spec = alert_rules.dosed_despite_failed_checks_alert(codes, urgent=urgent, recorded=True)
+    await raise_alerts([spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now)
+    return session
+
+
 async def _open_session(
     viewer: Viewer, patient: Patient, plan: TreatmentPlan | None, data: StartSession, started_at: datetime,
-    now: datetime,
+    now: datetime, *, failed: list[FailedCheck],
 ) -> DosingSession:  # fmt: skip
     reading = data.blood_pressure
-    # Every check passed, so there is a current plan and a recent reading.
-    assert plan is not None and reading is not None and reading.measured_at is not None
+    # Every check passed (so there is a current plan and a recent reading), or the dose was taken
+    # offline despite the checks in `failed` (its plan is the one it was taken under).
+    assert plan is not None
     session = await DosingSession.create(
         patient=patient,
         plan=plan,
@@ -461,23 +576,17 @@ async def _open_session(
         monitor_name=(data.monitor_name or "").strip() or None,
         checklist=dict(data.checklist),
         started_at=started_at,
-        pre_systolic=reading.systolic,
-        pre_diastolic=reading.diastolic,
-        pre_measured_at=reading.measured_at,
+        pre_systolic=reading.systolic if reading else None,
+        pre_diastolic=reading.diastolic if reading else None,
+        pre_measured_at=reading.measured_at if reading else None,
+        pre_heart_rate=reading.heart_rate if reading else None,
+        pre_spo2=reading.spo2 if reading else None,
         start_received_at=now,
+        dosed_despite_failed_checks=bool(failed),
+        failed_checks=[vars(check) for check in failed],
     )
     await _session_written(viewer, session, "DosingSession.started", Operation.CREATED, now)
     return session
-
-
-ATTEMPT_WINDOW = timedelta(minutes=10)
-
-
-def _attempt_id(patient_id: UUID, data: Any, now: datetime) -> UUID:
-    """One id per distinct attempt: the same request repeated within 10 minutes (a retry
-    without a key) raises its alerts once; anything else is a new attempt with new alerts."""
-    bucket = int(now.timestamp() // ATTEMPT_WINDOW.total_seconds())
-    return uuid5(NAMESPACE_URL, f"attempt:{patient_id}:{fingerprint(request_fields(data))}:{bucket}")
 
 
 async def _session_written(
@@ -532,50 +641,62 @@ def _validate_completion(
     return ended_at
 
 
-def _completion_alerts(data: CompleteSession, policy: ClinicPolicy) -> tuple[list[AlertSpec], dict[str, Any]]:
-    """What the patient's own completion report calls for (CLINICAL.md §3, §7), and the advice."""
-    reading = data.blood_pressure
-    matches = crisis_matches(data.notes)
-    blood_pressure = alert_rules.post_dose_blood_pressure_alert(reading.pressure if reading else None, policy)
-    crisis = alert_rules.crisis_language_alert(matches, "session notes")
-    advice: dict[str, Any] = {}
-    if blood_pressure is not None and blood_pressure.severity is alert_rules.Severity.URGENT:
-        advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
-    if matches:
-        advice["crisisResources"] = policy.crisis_text()
-    return [spec for spec in (blood_pressure, crisis) if spec is not None], advice
+NOT_BACK_TO_BASELINE_ADVICE = (
+    "Stay with your treatment monitor until you feel like yourself; do not drive. Your care team has been "
+    "told and will check on you. If you feel unsafe or unwell, call 911."
+)
+
+
+def completion_findings(data: CompleteSession, policy: ClinicPolicy) -> Findings:
+    """CLINICAL.md §0, §3 and §7: what a completion's content calls for, whatever else is wrong
+    with it: the post-dose reading, crisis wording in the notes, and not being back to baseline."""
+    findings = _reading_findings(data.blood_pressure, Phase.POST, policy)
+    findings.merge(crisis_findings(data.notes, "session notes", policy))
+    if not data.back_to_baseline:
+        findings.add(alert_rules.not_back_to_baseline_alert(data.back_to_baseline))
+        findings.advice.setdefault("safetyInstructions", NOT_BACK_TO_BASELINE_ADVICE)
+    return findings
 
 
 async def complete_dosing_session(
     viewer: Viewer, data: CompleteSession, *, now: datetime, policy: ClinicPolicy
 ) -> Outcome:
-    """Close a session (CLINICAL.md §3): post-dose readings, ratings, alerts; the follow-up
-    surveys are scheduled in the same transaction. A dangerous reading or crisis wording alerts
-    the care team even when the completion itself is refused (late, too early, not found)."""
+    """Close a session (CLINICAL.md §3): post-dose readings, ratings; the follow-up surveys are
+    scheduled in the same transaction. The request is screened first (§0): a dangerous reading,
+    crisis wording or "not back to baseline" alerts the care team even when the completion itself
+    is refused (too early, late, not found), and "not back to baseline" makes the post-session
+    check due at once."""
     patient_id = _require_patient(viewer)
-    urgent, advice = _completion_alerts(data, policy)
-    try:
-        return await _complete(viewer, patient_id, data, urgent, advice, now=now, policy=policy)
-    except (Conflict, InvalidInput, NotFound) as refusal:
-        if urgent:
-            async with in_transaction():
-                patient = await Patient.get(id=patient_id)
-                attempt = _attempt_id(patient_id, data, now)
-                await raise_alerts(urgent, patient=patient, source_type="CompletionAttempt", source_id=attempt, now=now)
-            refusal.advice.update(advice)
-        raise
+    session = await DosingSession.get_or_none(id=data.session_id, patient_id=patient_id) if data.session_id else None
+    actions: list[Action] = []
+    if not data.back_to_baseline and session is not None and session.status is SessionStatus.IN_PROGRESS:
+        session_id = session.id
+
+        async def check_now(patient: Patient) -> None:
+            await open_post_session_check_now(patient, session_id=session_id, now=now)
+
+        actions.append(check_now)
+    content = {
+        "sessionId": str(data.session_id) if data.session_id else None,
+        "backToBaseline": data.back_to_baseline,
+        "bloodPressure": _reading_content(data.blood_pressure),
+        "notes": data.notes,
+    }
+    submission = Submission(
+        "completeDosingSession", patient_id, content, completion_findings(data, policy),
+        idempotency_key=data.idempotency_key, recorded_at=data.recorded_at, actions=actions,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    return await screened.guard(
+        _complete(viewer, patient_id, data, now=now, policy=policy), record_type="DosingSession"
+    )
 
 
 async def _complete(
-    viewer: Viewer,
-    patient_id: UUID,
-    data: CompleteSession,
-    urgent: list[AlertSpec],
-    advice: dict[str, Any],
-    *,
-    now: datetime,
-    policy: ClinicPolicy,
+    viewer: Viewer, patient_id: UUID, data: CompleteSession, *, now: datetime, policy: ClinicPolicy
 ) -> Outcome:
+    if data.problems:
+        raise data.problems[0]
     session = await DosingSession.get_or_none(id=data.session_id, patient_id=patient_id)
     if session is None:
         raise NotFound("dosing session")
@@ -594,6 +715,8 @@ async def _complete(
             current.post_systolic = reading.systolic if reading else None
             current.post_diastolic = reading.diastolic if reading else None
             current.post_measured_at = (reading.measured_at or ended_at) if reading else None
+            current.post_heart_rate = reading.heart_rate if reading else None
+            current.post_spo2 = reading.spo2 if reading else None
             current.dissociation, current.sedation = data.dissociation, data.sedation
             current.back_to_baseline = data.back_to_baseline
             current.notes = data.notes.strip()
@@ -601,15 +724,12 @@ async def _complete(
             current.version += 1
             await current.save()
             patient = await Patient.get(id=patient_id)
-            baseline = alert_rules.not_back_to_baseline_alert(data.back_to_baseline)
-            specs = [*urgent, *([baseline] if baseline else [])]
-            await raise_alerts(specs, patient=patient, source_type="DosingSession", source_id=current.id, now=now)
             plan = await TreatmentPlan.get(id=current.plan_id)  # type: ignore[attr-defined]
             await schedule_follow_up(
                 patient, current.id, ended_at, plan.schedule, back_to_baseline=data.back_to_baseline, now=now
             )
             await _session_written(viewer, current, "DosingSession.completed", Operation.UPDATED, now)
-        return Outcome(current.id, advice)
+        return Outcome(current.id)
 
     return await run_once(viewer, "completeDosingSession", data.idempotency_key, request_fields(data), write, now=now)
 

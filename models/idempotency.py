@@ -70,7 +70,9 @@ class Outcome:
 
 # Inputs added to an operation after keys were first stored: left out of the fingerprint while
 # unset, so a request retried across the upgrade still matches the key it was first sent with.
-ADDED_LATER = frozenset({"recorded_at"})
+ADDED_LATER = frozenset({"recorded_at", "session_id"})
+# The key itself, and input problems found by the API (a request with problems is refused, never stored).
+NOT_THE_REQUEST = frozenset({"idempotency_key", "problems"})
 
 
 def request_fields(data: object) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def request_fields(data: object) -> dict[str, Any]:
     return {
         name: value
         for name, value in vars(data).items()
-        if name != "idempotency_key" and not (name in ADDED_LATER and value is None)
+        if name not in NOT_THE_REQUEST and not (name in ADDED_LATER and value is None)
     }
 
 

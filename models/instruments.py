@@ -8,7 +8,7 @@ functions below; an incomplete or out-of-range answer is refused with the item n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -205,6 +205,25 @@ def score(definition: InstrumentDefinition, answers: dict[str, int], *, baseline
     total = total_score(definition, answers)
     fired = tuple(rule for rule in definition.alerts if rule_fires(rule, answers, total, baseline))
     return Score(total=total, severity=severity_band(definition, total), alerts=fired)
+
+
+def screen_answers(
+    definition: InstrumentDefinition, answers: Sequence[tuple[str, int]], *, baseline: Decimal | None = None
+) -> tuple[AlertRule, ...]:
+    """The alert rules that answers trip whether or not they are complete, valid or on time
+    (CLINICAL.md §0, §5): an item rule fires if any value sent for its item trips it (an item sent
+    twice is screened with both values); a total rule on the total of what was sent."""
+    last = dict(answers)
+    total = total_score(definition, last)
+    fired = []
+    for rule in definition.alerts:
+        if "total" in rule.condition:
+            trips = rule_fires(rule, last, total, baseline)
+        else:
+            trips = any(rule_fires(rule, {link_id: value}, None, baseline) for link_id, value in answers)
+        if trips:
+            fired.append(rule)
+    return tuple(fired)
 
 
 def alert_spec(definition: InstrumentDefinition, rule: AlertRule) -> AlertSpec:

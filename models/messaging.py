@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from tortoise import fields
@@ -20,18 +19,18 @@ from tortoise.expressions import Q
 from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
-from models import alert_rules, notifications
+from models import notifications
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role, User
-from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import audit_patient_read
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
 from models.policy import ClinicPolicy
+from models.safety.rules import crisis_findings
+from models.safety.screen import Submission, screen
 
 MAX_BODY = 4000
 MAX_SUBJECT = 120
@@ -184,9 +183,25 @@ async def total_unread(viewer: Viewer) -> int:
     return sum(counts.values())
 
 
-async def create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime) -> MessageThread:
-    """A new thread: a patient's with their care team, or a provider's with a team patient."""
+async def create_thread(
+    viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime, policy: ClinicPolicy
+) -> Outcome:
+    """A new thread: a patient's with their care team, or a provider's with a team patient. A
+    patient's subject is screened first for crisis wording (CLINICAL.md §0, §7)."""
     _require_participant_role(viewer)
+    if not viewer.is_role(Role.PATIENT):
+        return await _create_thread(viewer, subject, patient_id=patient_id, now=now)
+    assert viewer.patient_id is not None
+    submission = Submission(
+        "createMessageThread", viewer.patient_id, {"subject": subject},
+        crisis_findings(subject, "a message subject", policy),
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now)
+    return await screened.guard(write, record_type="MessageThread")
+
+
+async def _create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime) -> Outcome:
     cleaned = " ".join(subject.split())
     if not cleaned or len(cleaned) > MAX_SUBJECT:
         raise InvalidInput("subject", f"subject must be 1 to {MAX_SUBJECT} characters")
@@ -205,15 +220,17 @@ async def create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None
         )  # fmt: skip
         entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
         await record_now(viewer, entry, now=now, trail=viewer.audit)
-    return thread
+    return Outcome(thread.id)
 
 
 @dataclass(frozen=True)
 class NewMessage:
-    thread_id: UUID
+    thread_id: UUID | None
     body: str
     reply_to_id: UUID | None = None
     idempotency_key: str | None = None
+    # Input the API could not read (an id of another type): refused after the screen.
+    problems: tuple[InvalidInput, ...] = ()
 
 
 async def participants(thread: MessageThread) -> list[UUID]:
@@ -226,16 +243,32 @@ async def participants(thread: MessageThread) -> list[UUID]:
 
 
 async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, policy: ClinicPolicy) -> Outcome:
-    """Post a message; the others in the thread are notified, and crisis wording from a patient
-    alerts the care team (the message is delivered all the same)."""
+    """Post a message; the others in the thread are notified. A patient's message is screened
+    first (CLINICAL.md §0, §7): crisis wording alerts the care team and returns crisis resources,
+    also when the message is refused (too long, a thread that is not theirs); an accepted message
+    is delivered all the same."""
     _require_participant_role(viewer)
+    if not viewer.is_role(Role.PATIENT):
+        return await _send(viewer, data, now=now)
+    assert viewer.patient_id is not None
+    submission = Submission(
+        "sendMessage", viewer.patient_id, {"body": data.body}, crisis_findings(data.body, "a message", policy),
+        idempotency_key=data.idempotency_key,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    return await screened.guard(_send(viewer, data, now=now), record_type="Message")
+
+
+async def _send(viewer: Viewer, data: NewMessage, *, now: datetime) -> Outcome:
+    if data.problems:
+        raise data.problems[0]
     body = data.body.strip()
     if not body or len(body) > MAX_BODY:
         raise InvalidInput("body", f"a message is 1 to {MAX_BODY} characters")
+    assert data.thread_id is not None
     thread = await get_thread(viewer, data.thread_id)
     if data.reply_to_id is not None and not await Message.exists(id=data.reply_to_id, thread_id=thread.id):
         raise InvalidInput("replyToId", "replyToId is not a message of this thread")
-    matches = crisis_matches(body) if viewer.is_role(Role.PATIENT) else []
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -261,13 +294,9 @@ async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, polic
                         recipient, "NEW_MESSAGE", f"thread/{locked.id}",
                         dedup_key=f"message:{message.id}:{recipient}", now=now, not_before=now,
                     )  # fmt: skip
-            if spec := alert_rules.crisis_language_alert(matches, "a message"):
-                patient = await Patient.get(id=patient_id)
-                await raise_alerts([spec], patient=patient, source_type="Message", source_id=message.id, now=now)
             entry = AuditEntry(AuditAction.CREATE, "Message", AuditOutcome.SUCCESS, patient_id, str(message.id))
             await record_now(viewer, entry, now=now, trail=viewer.audit)
-        advice: dict[str, Any] = {"crisisResources": policy.crisis_text()} if matches else {}
-        return Outcome(message.id, advice)
+        return Outcome(message.id)
 
     request = {"thread": str(data.thread_id), "body": body, "replyTo": str(data.reply_to_id)}
     return await run_once(viewer, "sendMessage", data.idempotency_key, request, write, now=now)

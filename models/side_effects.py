@@ -13,21 +13,20 @@ from tortoise import fields
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models import alert_rules
 from models.access import Viewer
 from models.accounts import Patient, Role
 from models.alert_rules import AlertKind, AlertSpec, Severity
-from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access
 from models.dosing import DosingSession
-from models.errors import Forbidden, InvalidInput
+from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, request_fields, run_once
 from models.plans import PlanStatus, TreatmentPlan, change_plan_status
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+from models.safety.rules import Findings, crisis_findings
+from models.safety.screen import Action, Submission, screen
 
 
 class Grade(StrEnum):
@@ -75,9 +74,11 @@ _CALL_911_ANY_GRADE = frozenset({"CHEST_PAIN", "SHORTNESS_OF_BREATH"})
 
 def side_effect_alert(code: str, grade: Grade) -> AlertSpec | None:
     """CLINICAL.md §4: MODERATE → ROUTINE; SEVERE → HIGH; LIFE_THREATENING or an always-urgent code
-    → URGENT; CRAVING_OR_MISUSE at any grade → at least HIGH. MILD alone raises nothing."""
-    label = CATALOGUE[code].label
-    if grade is Grade.LIFE_THREATENING or CATALOGUE[code].always_urgent:
+    → URGENT; CRAVING_OR_MISUSE at any grade → at least HIGH. MILD alone raises nothing. A code
+    not in the catalogue is judged by its grade (it is screened before it is refused, §0)."""
+    entry = CATALOGUE.get(code)
+    label = entry.label if entry else f"Unlisted side effect {code[:40]!r}"
+    if grade is Grade.LIFE_THREATENING or (entry is not None and entry.always_urgent):
         return AlertSpec(AlertKind.SIDE_EFFECT, Severity.URGENT, f"{label} reported as {grade.value}.")
     if code == "CRAVING_OR_MISUSE":
         return AlertSpec(
@@ -92,7 +93,17 @@ def side_effect_alert(code: str, grade: Grade) -> AlertSpec | None:
 
 def side_effect_holds_plan(code: str, grade: Grade) -> bool:
     """CLINICAL.md §4: SEVERE, LIFE_THREATENING or an always-urgent code put the plan ON_HOLD."""
-    return grade in (Grade.SEVERE, Grade.LIFE_THREATENING) or CATALOGUE[code].always_urgent
+    entry = CATALOGUE.get(code)
+    return grade in (Grade.SEVERE, Grade.LIFE_THREATENING) or (entry is not None and entry.always_urgent)
+
+
+def _call_911(code: str, grade: Grade) -> bool:
+    """CLINICAL.md §4: the reports whose advice is "Call 911 (emergency services) now"."""
+    return (
+        grade is Grade.LIFE_THREATENING
+        or code in _CALL_911_ANY_GRADE
+        or (code == "ALLERGIC_REACTION" and grade in (Grade.SEVERE, Grade.LIFE_THREATENING))
+    )
 
 
 def side_effect_advice(
@@ -100,12 +111,7 @@ def side_effect_advice(
 ) -> dict[str, Any]:
     """CLINICAL.md §4: what the patient is told after a report."""
     advice: dict[str, Any] = {}
-    emergency = (
-        grade is Grade.LIFE_THREATENING
-        or code in _CALL_911_ANY_GRADE
-        or (code == "ALLERGIC_REACTION" and grade in (Grade.SEVERE, Grade.LIFE_THREATENING))
-    )
-    if emergency:
+    if _call_911(code, grade):
         advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
     elif respond_by is not None:
         local = respond_by.astimezone(ZoneInfo(time_zone))
@@ -150,21 +156,27 @@ class SideEffectReport(Entity):
 class NewSideEffect:
     code: str
     grade: Grade
-    onset_at: datetime
+    onset_at: datetime | None
     session_id: UUID | None = None
     resolved_at: datetime | None = None
     note: str = ""
     recorded_at: datetime | None = None
     idempotency_key: str | None = None
+    # Input the API could not read (an id of another type, a time without its offset).
+    problems: tuple[InvalidInput, ...] = ()
 
 
-def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> None:
+def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> datetime:
+    if data.problems:
+        raise data.problems[0]
     if data.code not in CATALOGUE:
         raise InvalidInput("code", f"unknown side effect {data.code!r}")
     if data.code == "OTHER" and not data.note.strip():
         raise InvalidInput("note", "describe the side effect when the code is OTHER")
     if len(data.note) > 2000:
         raise InvalidInput("note", "note must be at most 2000 characters")
+    if data.onset_at is None:
+        raise InvalidInput("onsetAt", "onsetAt is required")
     for name, moment in (("recordedAt", data.recorded_at), ("onsetAt", data.onset_at)):
         if moment is not None and (problem := policy.device_time_problem(name, moment, now)):
             raise InvalidInput(name, problem)
@@ -172,62 +184,80 @@ def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> None:
         raise InvalidInput("onsetAt", "onsetAt is after recordedAt: a side effect is reported after it starts")
     if data.resolved_at is not None and not data.onset_at <= data.resolved_at <= now + policy.clock_skew:
         raise InvalidInput("resolvedAt", "resolvedAt must be between onsetAt and now")
+    return data.onset_at
+
+
+def side_effect_findings(data: NewSideEffect, policy: ClinicPolicy) -> Findings:
+    """CLINICAL.md §0, §4, §7: what a report calls for whatever else is wrong with it: its alert
+    by code and grade, crisis wording in its note, and the emergency instructions of §4."""
+    findings = Findings()
+    findings.add(side_effect_alert(data.code, data.grade), emergency=_call_911(data.code, data.grade))
+    if data.code == "SUICIDAL_THOUGHTS":
+        findings.add(None, crisis_resources=policy.crisis_text())
+    findings.merge(crisis_findings(data.note, "a side-effect note", policy))
+    return findings
+
+
+def _automatic_hold(data: NewSideEffect, now: datetime) -> Action:
+    async def hold(patient: Patient) -> None:
+        """CLINICAL.md §4: the plan goes on hold, also when the report itself is refused (§0)."""
+        plan = await TreatmentPlan.filter(patient_id=patient.id, status=PlanStatus.ACTIVE).select_for_update().first()
+        if plan is not None:
+            entry = CATALOGUE.get(data.code)
+            label = entry.label if entry else data.code[:40]
+            reason = f"automatic hold: {label} reported as {data.grade.value}"
+            await change_plan_status(plan, PlanStatus.ON_HOLD, reason, changed_by=None, now=now)
+
+    return hold
 
 
 async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: datetime, policy: ClinicPolicy) -> Outcome:
-    """Store a patient's report; alert, hold the plan and advise as CLINICAL.md §4 says."""
+    """Store a patient's report; alert, hold the plan and advise as CLINICAL.md §4 says. The
+    report is screened first (§0): its alert, hold and advice stand even when it is refused."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
         raise Forbidden("side effects are reported by the patient")
     patient_id = viewer.patient_id
-    _validate(data, now, policy)
-    if data.session_id is not None and not await DosingSession.exists(id=data.session_id, patient_id=patient_id):
+    content = {"code": data.code, "grade": data.grade.value, "note": data.note}
+    actions = [_automatic_hold(data, now)] if side_effect_holds_plan(data.code, data.grade) else []
+    submission = Submission(
+        "reportSideEffect", patient_id, content, side_effect_findings(data, policy),
+        idempotency_key=data.idempotency_key, recorded_at=data.recorded_at, actions=actions,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    patient = await Patient.get(id=patient_id)
+    deadline = min((alert.respond_by for alert in screened.alerts), default=None)
+    advice = side_effect_advice(data.code, data.grade, deadline, patient.time_zone, policy)
+    screened.advice = {**advice, **screened.advice}
+    return await screened.guard(_report(viewer, patient, data, now=now, policy=policy), record_type="SideEffectReport")
+
+
+async def _report(
+    viewer: Viewer, patient: Patient, data: NewSideEffect, *, now: datetime, policy: ClinicPolicy
+) -> Outcome:
+    onset_at = _validate(data, now, policy)
+    if data.session_id is not None and not await DosingSession.exists(id=data.session_id, patient_id=patient.id):
         raise InvalidInput("sessionId", "sessionId is not one of your sessions")
 
     async def write() -> Outcome:
         async with in_transaction():
-            patient = await Patient.get(id=patient_id)
             report = await SideEffectReport.create(
                 patient=patient,
                 session_id=data.session_id,
                 code=data.code,
                 grade=data.grade,
-                onset_at=data.onset_at,
+                onset_at=onset_at,
                 resolved_at=data.resolved_at,
                 reported_at=now,
                 recorded_at=data.recorded_at,
                 note=data.note.strip(),
             )
-            specs = [
-                spec
-                for spec in (
-                    side_effect_alert(data.code, data.grade),
-                    alert_rules.crisis_language_alert(crisis_matches(data.note), "a side-effect note"),
-                )
-                if spec is not None
-            ]
-            alerts = await raise_alerts(
-                specs, patient=patient, source_type="SideEffectReport", source_id=report.id, now=now
-            )
-            if side_effect_holds_plan(data.code, data.grade):
-                plan = (
-                    await TreatmentPlan.filter(patient_id=patient_id, status=PlanStatus.ACTIVE)
-                    .select_for_update()
-                    .first()
-                )
-                if plan is not None:
-                    reason = f"automatic hold: {CATALOGUE[data.code].label} reported as {data.grade.value}"
-                    await change_plan_status(plan, PlanStatus.ON_HOLD, reason, changed_by=None, now=now)
             await record_event(
                 "SideEffectReport.created", resource_type="SideEffectReport", resource_id=report.id,
-                operation=Operation.CREATED, version=1, now=now, patient_id=patient_id,
+                operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
             )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "SideEffectReport", AuditOutcome.SUCCESS, patient_id, str(report.id))
+            entry = AuditEntry(AuditAction.CREATE, "SideEffectReport", AuditOutcome.SUCCESS, patient.id, str(report.id))
             await record_now(viewer, entry, now=now, trail=viewer.audit)
-        deadline = min((alert.respond_by for alert in alerts), default=None)
-        advice = side_effect_advice(data.code, data.grade, deadline, patient.time_zone, policy)
-        if crisis_matches(data.note):
-            advice["crisisResources"] = policy.crisis_text()
-        return Outcome(report.id, advice)
+        return Outcome(report.id)
 
     return await run_once(viewer, "reportSideEffect", data.idempotency_key, request_fields(data), write, now=now)
 
@@ -241,3 +271,11 @@ async def list_side_effects(
     if before is not None:
         query = query.filter(Q(onset_at__lt=before[0]) | Q(onset_at=before[0], id__lt=before[1]))
     return list(await query.order_by("-onset_at", "-id").limit(limit))
+
+
+async def get_side_effect(viewer: Viewer, report_id: UUID) -> SideEffectReport:
+    report = await SideEffectReport.get_or_none(id=report_id)
+    if report is None:
+        raise NotFound("side-effect report")
+    await require_clinical_access(viewer, report.patient_id, "SideEffectReport")  # type: ignore[attr-defined]
+    return report

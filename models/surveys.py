@@ -32,12 +32,24 @@ from models.directory import require_clinical_access
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
-from models.instruments import ON_DEMAND, InstrumentDefinition, alert_spec, definition_of, score
+from models.instruments import (
+    ON_DEMAND,
+    InstrumentDefinition,
+    alert_spec,
+    current_definitions,
+    definition_of,
+    score,
+    screen_answers,
+)
 from models.plans import ScheduledSurvey
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 from models.quiet_hours import after_quiet_hours, in_quiet_hours
+from models.safety.rules import Findings
+from models.safety.screen import Submission, screen
 
 POST_SESSION = "POST-SESSION"
+# The default plan's post-session window (CLINICAL.md §6), for a plan that does not schedule one.
+DEFAULT_POST_SESSION_WINDOW_MINUTES = 6 * 60
 BATCH = 500
 # CLINICAL.md §6: reminders at half the window and 2 h before expiry.
 LAST_REMINDER_BEFORE_EXPIRY = timedelta(hours=2)
@@ -192,9 +204,15 @@ async def schedule_follow_up(
     patient answers one, not two (CLINICAL.md §6).
     """
     created = []
+    # A post-session check already made due at once (the safety screen, CLINICAL.md §3) stands.
+    existing = {
+        str(code) for code in await SurveyAssignment.filter(session_id=session_id).values_list("instrument", flat=True)
+    }
     for planned in follow_up_schedule(
         ended_at, schedule, back_to_baseline=back_to_baseline, time_zone=patient.time_zone
     ):
+        if planned.instrument in existing:
+            continue
         assignment = await SurveyAssignment.create(
             patient=patient,
             instrument=planned.instrument,
@@ -207,6 +225,8 @@ async def schedule_follow_up(
         )
         await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
         created.append(assignment)
+        if planned.instrument == POST_SESSION:
+            await _answered_before_assigned(assignment, now)
         if planned.instrument in ("PHQ-9", "GAD-7"):
             for weekly in await SurveyAssignment.filter(
                 patient_id=patient.id,
@@ -218,6 +238,54 @@ async def schedule_follow_up(
             ):
                 await _move(weekly, AssignmentStatus.CANCELLED, now, next_reminder_at=None)
     return created
+
+
+async def open_post_session_check_now(patient: Patient, *, session_id: UUID, now: datetime) -> SurveyAssignment | None:
+    """CLINICAL.md §3: a patient not back to baseline gets the post-session check at once, also
+    when the completion that said so is refused (the safety screen runs this). Open for the
+    plan's post-session window; its notification ignores quiet hours (a safety check). None when
+    the session already has one."""
+    from models.dosing import DosingSession  # dosing schedules surveys: import here
+
+    if await SurveyAssignment.exists(session_id=session_id, instrument=POST_SESSION):
+        return None
+    session = await DosingSession.get(id=session_id).prefetch_related("plan")
+    window = next(
+        (item.window_minutes for item in session.plan.schedule if item.instrument == POST_SESSION),
+        DEFAULT_POST_SESSION_WINDOW_MINUTES,
+    )
+    expires_at = after_offset(now, window, patient.time_zone)
+    reminders = reminder_times(now, expires_at, patient.time_zone)
+    assignment = await SurveyAssignment.create(
+        patient=patient,
+        instrument=POST_SESSION,
+        session_id=session_id,
+        available_at=now,
+        expires_at=expires_at,
+        notify_at=now,
+        reminder_times=[moment.isoformat() for moment in reminders],
+        next_reminder_at=reminders[0] if reminders else None,
+    )
+    await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
+    await _answered_before_assigned(assignment, now)
+    return assignment
+
+
+async def _answered_before_assigned(assignment: SurveyAssignment, now: datetime) -> None:
+    """A post-session check answered with the session's id before its assignment existed (the
+    phone was offline: CLINICAL.md §5) answers the assignment when it is made."""
+    response = (
+        await SurveyResponse.filter(session_id=assignment.session_id, instrument=POST_SESSION, assignment_id=None)
+        .order_by("submitted_at")
+        .first()
+    )
+    if response is None:
+        return
+    await SurveyResponse.filter(id=response.id).update(assignment_id=assignment.id, timing=None)
+    await _move(
+        assignment, AssignmentStatus.COMPLETED, now, completed_at=response.answered_at, response_id=response.id,
+        next_reminder_at=None,
+    )  # fmt: skip
 
 
 async def cancel_session_surveys(session_id: UUID, *, now: datetime) -> int:
@@ -484,11 +552,17 @@ async def remind_daily_check_ins(*, now: datetime) -> int:
 
 @dataclass(frozen=True)
 class NewResponse:
-    answers: dict[str, int]
+    # The answers as sent, (linkId, value) in order: an item answered twice is refused, but every
+    # value is screened first (CLINICAL.md §0).
+    answers: tuple[tuple[str, int], ...]
     assignment_id: UUID | None = None
     instrument: str | None = None
     recorded_at: datetime | None = None
     idempotency_key: str | None = None
+    # The post-session check of a session, when the phone never had its assignment (CLINICAL.md §5).
+    session_id: UUID | None = None
+    # Input the API could not read (an id of another type, a time without its offset).
+    problems: tuple[InvalidInput, ...] = ()
 
 
 async def pain_baseline(patient_id: UUID) -> Decimal | None:
@@ -524,77 +598,173 @@ def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], po
     return advice
 
 
-async def _assignment_to_answer(patient_id: UUID, data: NewResponse, now: datetime) -> SurveyAssignment | None:
-    """The assignment being answered, locked for this transaction, if it may be answered.
+async def _instruments_answered(patient_id: UUID, data: NewResponse) -> list[InstrumentDefinition]:
+    """Which instrument the answers are for, as far as the request tells, without refusing
+    anything (the screen runs before validation): the assignment's, the session's post-session
+    check, or the instrument named. When the request does not tell (an assignment that is not
+    the patient's, an unknown instrument), every instrument: a false alarm is acceptable, a
+    missed one is not (CLINICAL.md §0)."""
+    definitions = await current_definitions()
+    code = data.instrument
+    if data.assignment_id is not None:
+        assignment = await SurveyAssignment.get_or_none(id=data.assignment_id, patient_id=patient_id)
+        code = assignment.instrument if assignment else None
+    elif data.session_id is not None and code is None:
+        code = POST_SESSION
+    if code in definitions:
+        return [definitions[code]]
+    return [definitions[known] for known in sorted(definitions)]
+
+
+async def answer_findings(
+    patient_id: UUID, data: NewResponse, policy: ClinicPolicy
+) -> tuple[Findings, InstrumentDefinition | None]:
+    """CLINICAL.md §0 and §5: what the answers call for, whether or not the response is complete,
+    in range, on time or for an open assignment. Returns the instrument, when it is known."""
+    candidates = await _instruments_answered(patient_id, data)
+    findings = Findings()
+    for definition in candidates:
+        baseline = await pain_baseline(patient_id) if definition.code == "PAIN-NRS" else None
+        fired = screen_answers(definition, data.answers, baseline=baseline)
+        for rule in fired:
+            findings.add(alert_spec(definition, rule))
+        findings.merge(Findings(advice=response_advice(definition, fired, policy)))
+    return findings, candidates[0] if len(candidates) == 1 else None
+
+
+async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Score a patient's answers on the server. The answers are screened first (CLINICAL.md §0):
+    PHQ-9 item 9, chest pain, self-harm, blood in urine raise their alerts and return their
+    advice even when the response is then refused (incomplete, out of range, not open).
+
+    Timing never discards an answer (§5): answers to an assignment that had expired or was not
+    open yet are kept as an unscheduled response of its instrument, LATE or EARLY.
+
+    A post-session check that expired while the phone was offline, answered inside its window,
+    closes the "unanswered safety check" alert its expiry raised, unless a provider has already
+    taken it (see `models.alerts.resolve_automatically`).
+    """
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise Forbidden("surveys are answered by the patient")
+    patient_id = viewer.patient_id
+    findings, definition = await answer_findings(patient_id, data, policy)
+    content = {
+        "instrument": definition.code if definition else data.instrument,
+        "answers": [[link_id, value] for link_id, value in data.answers],
+        "assignmentId": str(data.assignment_id) if data.assignment_id else None,
+        "sessionId": str(data.session_id) if data.session_id else None,
+    }
+    submission = Submission(
+        "submitSurveyResponse", patient_id, content, findings, idempotency_key=data.idempotency_key,
+        recorded_at=data.recorded_at,
+    )  # fmt: skip
+    screened = await screen(submission, now=now)
+    return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="SurveyResponse")
+
+
+def _answers(data: NewResponse) -> dict[str, int]:
+    answers: dict[str, int] = {}
+    for link_id, value in data.answers:
+        if link_id in answers:
+            raise InvalidInput(f"answers.{link_id}", f"item {link_id} is answered twice")
+        answers[link_id] = value
+    return answers
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a response answers: an assignment on time, or (unscheduled) an instrument, perhaps
+    late or early for an assignment, perhaps the post-session check of a session."""
+
+    instrument: str
+    assignment: SurveyAssignment | None = None
+    timing: str | None = None
+    intended: SurveyAssignment | None = None
+    session_id: UUID | None = None
+
+
+async def _target(patient_id: UUID, data: NewResponse, now: datetime) -> _Target:
+    """The assignment being answered (locked for this transaction) or the unscheduled response.
 
     Answers from an offline phone (`recorded_at`) are judged by the time the patient gave them:
     inside the survey's window they count, even when they arrive after it closed (an expired
-    survey becomes answered); outside it they are refused, naming `recordedAt`."""
-    if data.assignment_id is None:
+    survey becomes answered); outside it, like answers sent while it is not open, they are kept
+    as an unscheduled response, LATE or EARLY (CLINICAL.md §5)."""
+    assignment = None
+    if data.assignment_id is not None:
+        assignment = (
+            await SurveyAssignment.filter(id=data.assignment_id, patient_id=patient_id).select_for_update().first()
+        )
+        if assignment is None:
+            raise NotFound("survey assignment")
+    elif data.session_id is not None:
+        from models.dosing import DosingSession  # dosing schedules surveys: import here
+
+        if not await DosingSession.exists(id=data.session_id, patient_id=patient_id):
+            raise NotFound("dosing session")
+        if data.instrument not in (None, POST_SESSION):
+            raise InvalidInput("instrument", f"a session's survey is the {POST_SESSION} check, not {data.instrument}")
+        assignment = (
+            await SurveyAssignment.filter(session_id=data.session_id, instrument=POST_SESSION)
+            .select_for_update()
+            .first()
+        )
+        if assignment is None:  # the phone never had it: kept, and it answers the check once made
+            return _Target(POST_SESSION, session_id=data.session_id)
+    else:
         if data.instrument not in ON_DEMAND:
             on_demand = ", ".join(sorted(ON_DEMAND))
-            raise InvalidInput("instrument", f"give an assignmentId, or an instrument taken at any time: {on_demand}")
-        return None
-    assignment = await SurveyAssignment.filter(id=data.assignment_id, patient_id=patient_id).select_for_update().first()
-    if assignment is None:
-        raise NotFound("survey assignment")
+            raise InvalidInput(
+                "instrument", f"give an assignmentId, a sessionId, or an instrument taken at any time: {on_demand}"
+            )
+        return _Target(data.instrument)
     if data.instrument is not None and data.instrument != assignment.instrument:
         raise InvalidInput("instrument", f"this assignment is a {assignment.instrument}, not a {data.instrument}")
     if assignment.status is AssignmentStatus.COMPLETED:
         raise Conflict("this survey is already answered")
     if assignment.status is AssignmentStatus.CANCELLED:
         raise Conflict("this survey is cancelled")
-    if data.recorded_at is not None:
-        if not assignment.available_at <= data.recorded_at < assignment.expires_at:
-            raise InvalidInput(
-                "recordedAt",
-                f"recordedAt {data.recorded_at.isoformat()} is outside this survey's window "
-                f"({assignment.available_at.isoformat()} to {assignment.expires_at.isoformat()}): "
-                "answers given while it was not open are not accepted",
-            )
-        return assignment
-    if assignment.status is AssignmentStatus.EXPIRED or assignment.expires_at <= now:
-        raise Conflict("this survey is expired")
-    if assignment.available_at > now:
-        raise Conflict("this survey is not open yet")
-    return assignment  # AVAILABLE, or SCHEDULED whose time has come (the open job may lag)
+    answered_at = data.recorded_at or now
+    if answered_at >= assignment.expires_at or (
+        data.recorded_at is None and assignment.status is AssignmentStatus.EXPIRED
+    ):
+        return _Target(assignment.instrument, timing="LATE", intended=assignment, session_id=assignment.session_id)
+    if answered_at < assignment.available_at:
+        return _Target(assignment.instrument, timing="EARLY", intended=assignment, session_id=assignment.session_id)
+    # AVAILABLE, SCHEDULED whose time has come (the open job may lag), or EXPIRED while the phone
+    # held answers given inside the window.
+    return _Target(assignment.instrument, assignment=assignment, session_id=assignment.session_id)
 
 
-async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: datetime, policy: ClinicPolicy) -> Outcome:
-    """Score a patient's answers on the server; alert rules raise alerts and return advice.
-
-    Everything is checked inside the idempotent write, so a retry with the same key gets the
-    first result back (crisis resources included) rather than "already answered".
-
-    A post-session check that expired while the phone was offline, answered inside its window,
-    closes the "unanswered safety check" alert its expiry raised, unless a provider has already
-    taken it (see `models.alerts.resolve_automatically`); the answers raise their own alerts.
-    """
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("surveys are answered by the patient")
-    patient_id = viewer.patient_id
+async def _submit(
+    viewer: Viewer, patient_id: UUID, data: NewResponse, *, now: datetime, policy: ClinicPolicy
+) -> Outcome:
+    if data.problems:
+        raise data.problems[0]
+    answers = _answers(data)
     if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
         raise InvalidInput("recordedAt", problem)
     answered_at = data.recorded_at or now
 
     async def write() -> Outcome:
         async with in_transaction():
-            assignment = await _assignment_to_answer(patient_id, data, now)
-            code = assignment.instrument if assignment else data.instrument
-            assert code is not None
-            definition = await definition_of(code)
-            baseline = await pain_baseline(patient_id) if code == "PAIN-NRS" else None
-            result = score(definition, data.answers, baseline=baseline)
+            target = await _target(patient_id, data, now)
+            definition = await definition_of(target.instrument)
+            result = score(definition, answers)
+            assignment = target.assignment
             response = await SurveyResponse.create(
                 patient_id=patient_id,
                 assignment_id=assignment.id if assignment else None,
                 instrument=definition.code,
                 instrument_version=definition.version,
-                answers=dict(data.answers),
+                answers=answers,
                 total_score=result.total,
                 severity=result.severity,
                 submitted_at=now,
                 recorded_at=data.recorded_at,
+                timing=target.timing,
+                intended_assignment_id=target.intended.id if target.intended else None,
+                session_id=target.session_id,
             )
             if assignment is not None:
                 was_expired = assignment.status is AssignmentStatus.EXPIRED
@@ -611,9 +781,6 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
                         note=f"Answered on the patient's phone at {answered_at.isoformat()}, inside the window, "
                         f"and received at {now.isoformat()} after the survey expired.",
                     )  # fmt: skip
-            patient = await Patient.get(id=patient_id)
-            specs = [alert_spec(definition, rule) for rule in result.alerts]
-            await raise_alerts(specs, patient=patient, source_type="SurveyResponse", source_id=response.id, now=now)
             await record_event(
                 "SurveyResponse.created", resource_type="SurveyResponse", resource_id=response.id,
                 operation=Operation.CREATED, version=1, now=now, patient_id=patient_id,
@@ -621,15 +788,17 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
             )  # fmt: skip
             entry = AuditEntry(AuditAction.CREATE, "SurveyResponse", AuditOutcome.SUCCESS, patient_id, str(response.id))
             await record_now(viewer, entry, now=now, trail=viewer.audit)
-        return Outcome(response.id, response_advice(definition, result.alerts, policy))
+        return Outcome(response.id)
 
     request: dict[str, Any] = {
-        "answers": data.answers,
+        "answers": answers,
         "assignment": str(data.assignment_id),
         "instrument": data.instrument,
     }
     if data.recorded_at is not None:
         request["recorded_at"] = data.recorded_at
+    if data.session_id is not None:
+        request["session"] = str(data.session_id)
     return await run_once(viewer, "submitSurveyResponse", data.idempotency_key, request, write, now=now)
 
 

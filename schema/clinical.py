@@ -25,6 +25,7 @@ from schema.context import Context
 from schema.errors import (
     BadUserInput,
     Conflict,
+    FailedCheck,
     Forbidden,
     IdempotencyConflict,
     NotFound,
@@ -33,7 +34,7 @@ from schema.errors import (
     ValidationError,
 )
 from schema.loaders import loader
-from schema.mutations import attempt, aware, decimal, global_id, node_id, written
+from schema.mutations import LenientInput, attempt, decimal, global_id, node_id, written
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 
@@ -188,6 +189,12 @@ class DosingSessionType(relay.Node):
     completion_received_at: datetime | None = strawberry.field(
         description="When the server received the completion (endedAt is the phone's time)."
     )
+    dosed_despite_failed_checks: bool = strawberry.field(
+        default=False, description="A dose taken offline although pre-dose checks failed (CLINICAL.md section 2)."
+    )
+    failed_checks: list[FailedCheck] = strawberry.field(
+        default_factory=list, description="The pre-dose checks a dose taken offline failed; empty otherwise."
+    )
 
     @classmethod
     def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
@@ -224,6 +231,11 @@ class DosingSessionType(relay.Node):
             checklist=[ChecklistAnswerType(code=code, answer=answer) for code, answer in session.checklist.items()],
             start_received_at=session.start_received_at,
             completion_received_at=session.completion_received_at,
+            dosed_despite_failed_checks=session.dosed_despite_failed_checks,
+            failed_checks=[
+                FailedCheck(code=check["code"], message=check["message"], item=check.get("item"))
+                for check in session.failed_checks
+            ],
         )
 
 
@@ -590,11 +602,17 @@ def _terms(data: CreateTreatmentPlanInput | UpdateTreatmentPlanInput) -> plans.P
     )
 
 
-def _reading(value: BloodPressureInput | None, field_name: str) -> dosing.BloodPressureReading | None:
+def _reading(
+    value: BloodPressureInput | None, field_name: str, read: LenientInput
+) -> dosing.BloodPressureReading | None:
     if value is None:
         return None
     return dosing.BloodPressureReading(
-        value.systolic, value.diastolic, aware(value.measured_at, f"{field_name}.measuredAt")
+        value.systolic,
+        value.diastolic,
+        read.time(value.measured_at, f"{field_name}.measuredAt"),
+        heart_rate=value.heart_rate,
+        spo2=value.spo2,
     )
 
 
@@ -767,15 +785,17 @@ class ClinicalMutation:
         viewer = viewer_of(info)
 
         async def call() -> Any:
+            read = LenientInput()
             data = dosing.StartSession(
                 dose_mg=decimal(input.dose_mg, "doseMg"),
                 monitor_present=input.monitor_present,
                 monitor_name=input.monitor_name,
-                blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
-                checklist=_checklist(input.checklist),
+                blood_pressure=_reading(input.blood_pressure, "bloodPressure", read),
+                checklist=tuple((answer.code, answer.answer) for answer in input.checklist),
                 lot_number=input.lot_number,
-                recorded_at=aware(input.recorded_at, "recordedAt"),
+                recorded_at=read.time(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
+                problems=read.problems,
             )
             outcome = await dosing.start_dosing_session(
                 viewer, data, now=info.context.now(), policy=info.context.policy
@@ -796,16 +816,18 @@ class ClinicalMutation:
         viewer = viewer_of(info)
 
         async def call() -> Any:
+            read = LenientInput()
             data = dosing.CompleteSession(
-                session_id=node_id(input.session_id, "DosingSession", "sessionId"),
+                session_id=read.id(input.session_id, "DosingSession", "sessionId"),
                 back_to_baseline=input.back_to_baseline,
                 dissociation=input.dissociation,
                 sedation=input.sedation,
-                ended_at=aware(input.ended_at, "endedAt"),
-                blood_pressure=_reading(input.blood_pressure, "bloodPressure"),
+                ended_at=read.time(input.ended_at, "endedAt"),
+                blood_pressure=_reading(input.blood_pressure, "bloodPressure", read),
                 notes=input.notes,
-                recorded_at=aware(input.recorded_at, "recordedAt"),
+                recorded_at=read.time(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
+                problems=read.problems,
             )
             outcome = await dosing.complete_dosing_session(
                 viewer, data, now=info.context.now(), policy=info.context.policy
@@ -820,14 +842,15 @@ class ClinicalMutation:
         viewer = viewer_of(info)
 
         async def call() -> Any:
-            recorded_at = aware(input.recorded_at, "recordedAt")
+            read = LenientInput()
+            recorded_at = read.time(input.recorded_at, "recordedAt")
             assert recorded_at is not None
             data = checkins.NewCheckIn(
                 recorded_at=recorded_at, pain=input.pain, mood=input.mood, sleep=input.sleep, note=input.note,
-                idempotency_key=input.idempotency_key,
+                idempotency_key=input.idempotency_key, problems=read.problems,
             )  # fmt: skip
             outcome = await checkins.submit_check_in(viewer, data, now=info.context.now(), policy=info.context.policy)
-            return outcome, await checkins.CheckIn.get(id=outcome.resource_id)
+            return outcome, await checkins.get_check_in(viewer, outcome.resource_id)
 
         result, advice = await written(call, CheckInType.from_model)
         return SubmitCheckInPayload(result=result, **advice)
@@ -839,22 +862,22 @@ class ClinicalMutation:
         viewer = viewer_of(info)
 
         async def call() -> Any:
-            onset_at = aware(input.onset_at, "onsetAt")
-            assert onset_at is not None
+            read = LenientInput()
             data = side_effects.NewSideEffect(
                 code=input.code,
                 grade=input.grade,
-                onset_at=onset_at,
-                session_id=node_id(input.session_id, "DosingSession", "sessionId") if input.session_id else None,
-                resolved_at=aware(input.resolved_at, "resolvedAt"),
+                onset_at=read.time(input.onset_at, "onsetAt"),
+                session_id=read.id(input.session_id, "DosingSession", "sessionId"),
+                resolved_at=read.time(input.resolved_at, "resolvedAt"),
                 note=input.note,
-                recorded_at=aware(input.recorded_at, "recordedAt"),
+                recorded_at=read.time(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
+                problems=read.problems,
             )
             outcome = await side_effects.report_side_effect(
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
-            return outcome, await side_effects.SideEffectReport.get(id=outcome.resource_id)
+            return outcome, await side_effects.get_side_effect(viewer, outcome.resource_id)
 
         result, advice = await written(call, SideEffectReportType.from_model)
         return ReportSideEffectPayload(result=result, **advice)
@@ -880,16 +903,6 @@ class ClinicalMutation:
     @strawberry.mutation(description="Close an alert, saying how (providers of the patient's care team).")
     async def resolve_alert(self, info: Info[Context, None], input: AlertActionInput) -> AlertPayload:
         return await _alert_payload(info, input, alert_ops.resolve_alert)
-
-
-def _checklist(answers: list[ChecklistAnswerInput]) -> dict[str, bool]:
-    from models.errors import InvalidInput
-
-    codes = [answer.code for answer in answers]
-    repeated = sorted({code for code in codes if codes.count(code) > 1})
-    if repeated:
-        raise InvalidInput("checklist", f"each item once; repeated: {', '.join(repeated)}")
-    return {answer.code: answer.answer for answer in answers}
 
 
 async def _set_status(

@@ -129,6 +129,5 @@ def error_type_for(error: domain.DomainError) -> Error:
 def advice_of(error: domain.DomainError) -> dict[str, Any]:
     """Advice a refusal carries for the patient (e.g. crisis resources after a checklist answer)."""
     if isinstance(error, StoredRefusal):
-        stored: dict[str, Any] = error.details.get("advice", {})
-        return stored
+        return {**error.details.get("advice", {}), **error.advice}
     return dict(error.advice)

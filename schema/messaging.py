@@ -33,7 +33,7 @@ from schema.errors import (
 )
 from schema.extensions import public_error
 from schema.loaders import loader
-from schema.mutations import attempt, node_id, written
+from schema.mutations import LenientInput, attempt, node_id, written
 from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
 from schema.permissions import viewer_of
 from schema.surveys import SurveyAssignmentType
@@ -209,6 +209,9 @@ class SendMessagePayload:
 @strawberry.type
 class MessageThreadPayload:
     result: ThreadResult
+    crisis_resources: str | None = strawberry.field(
+        default=None, description="When a patient's subject has crisis wording (CLINICAL.md section 7)."
+    )
 
 
 async def _thread_payload(call: Any) -> MessageThreadPayload:
@@ -259,24 +262,30 @@ class MessagingMutation:
     async def create_message_thread(
         self, info: Info[Context, None], input: CreateMessageThreadInput
     ) -> MessageThreadPayload:
-        async def call() -> messaging.MessageThread:
-            patient = node_id(input.patient_id, "Patient", "patientId") if input.patient_id else None
-            return await messaging.create_thread(
-                viewer_of(info), input.subject, patient_id=patient, now=info.context.now()
-            )
+        viewer = viewer_of(info)
 
-        return await _thread_payload(call)
+        async def call() -> Any:
+            patient = node_id(input.patient_id, "Patient", "patientId") if input.patient_id else None
+            outcome = await messaging.create_thread(
+                viewer, input.subject, patient_id=patient, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await messaging.get_thread(viewer, outcome.resource_id)
+
+        result, advice = await written(call, MessageThreadType.from_model)
+        return MessageThreadPayload(result=result, crisis_resources=advice["crisis_resources"])
 
     @strawberry.mutation(description="Send a message to everyone in the thread.")
     async def send_message(self, info: Info[Context, None], input: SendMessageInput) -> SendMessagePayload:
         viewer = viewer_of(info)
 
         async def call() -> Any:
+            read = LenientInput()
             data = messaging.NewMessage(
-                thread_id=node_id(input.thread_id, "MessageThread", "threadId"),
+                thread_id=read.id(input.thread_id, "MessageThread", "threadId"),
                 body=input.body,
-                reply_to_id=node_id(input.reply_to_id, "Message", "replyToId") if input.reply_to_id else None,
+                reply_to_id=read.id(input.reply_to_id, "Message", "replyToId"),
                 idempotency_key=input.idempotency_key,
+                problems=read.problems,
             )
             outcome = await messaging.send_message(viewer, data, now=info.context.now(), policy=info.context.policy)
             return outcome, await messaging.get_message(viewer, outcome.resource_id)

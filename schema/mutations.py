@@ -63,6 +63,35 @@ def aware(value: datetime | None, field_name: str) -> datetime | None:
     return value
 
 
+class LenientInput:
+    """Reads a patient's write without refusing it: what cannot be read (a time without its
+    offset, an id of another type) is collected in `problems` and handed to the domain operation,
+    which refuses it only after the safety screen has seen the request (CLINICAL.md §0)."""
+
+    def __init__(self) -> None:
+        self._problems: list[domain.InvalidInput] = []
+
+    @property
+    def problems(self) -> tuple[domain.InvalidInput, ...]:
+        return tuple(self._problems)
+
+    def time(self, value: datetime | None, field_name: str) -> datetime | None:
+        try:
+            return aware(value, field_name)
+        except domain.InvalidInput as problem:
+            self._problems.append(problem)
+            return value
+
+    def id(self, raw: str | None, type_name: str, field_name: str) -> UUID | None:
+        if raw is None:
+            return None
+        try:
+            return node_id(raw, type_name, field_name)
+        except domain.InvalidInput as problem:
+            self._problems.append(problem)
+            return None
+
+
 def decimal(value: float, field_name: str) -> Decimal:
     try:
         number = Decimal(str(value))

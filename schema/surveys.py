@@ -14,7 +14,7 @@ from models import instruments, surveys
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from schema.mutations import aware, global_id, node_id, written
+from schema.mutations import LenientInput, global_id, written
 from schema.pagination import Connection
 from schema.permissions import viewer_of
 
@@ -134,6 +134,17 @@ class SurveyResponseType(relay.Node):
     )
     assignment_id: strawberry.ID | None
     answers: list[SurveyAnswerType]
+    timing: str | None = strawberry.field(
+        default=None,
+        description="LATE or EARLY: an unscheduled response to an assignment that had expired or was not open yet "
+        "(CLINICAL.md section 5); null when it answered its assignment or was taken at any time.",
+    )
+    intended_assignment_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The assignment a LATE or EARLY response was meant for (it keeps its status)."
+    )
+    session_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The dosing session a post-session check answers."
+    )
 
     @classmethod
     def from_model(cls, response: surveys.SurveyResponse) -> SurveyResponseType:
@@ -149,6 +160,13 @@ class SurveyResponseType(relay.Node):
                 strawberry.ID(global_id("SurveyAssignment", response.assignment_id)) if response.assignment_id else None
             ),
             answers=[SurveyAnswerType(link_id=key, value=value) for key, value in response.answers.items()],
+            timing=response.timing,
+            intended_assignment_id=(
+                strawberry.ID(global_id("SurveyAssignment", response.intended_assignment_id))
+                if response.intended_assignment_id
+                else None
+            ),
+            session_id=strawberry.ID(global_id("DosingSession", response.session_id)) if response.session_id else None,
         )
 
 
@@ -211,6 +229,11 @@ class SubmitSurveyResponseInput:
         default=None, description="PHQ-9, GAD-7, PAIN-NRS or PEG-3 taken without an assignment."
     )
     answers: list[SurveyAnswerInput]
+    session_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The post-session check of this dosing session, when the phone never received its assignment "
+        "(a session recorded offline).",
+    )
     recorded_at: datetime | None = strawberry.field(
         default=None,
         description="When the patient answered on the phone, for answers sent late from an offline queue: an "
@@ -232,17 +255,6 @@ class SubmitSurveyResponsePayload:
     crisis_resources: str | None = None
 
 
-def _answers(answers: list[SurveyAnswerInput]) -> dict[str, int]:
-    from models.errors import InvalidInput
-
-    result: dict[str, int] = {}
-    for answer in answers:
-        if answer.link_id in result:
-            raise InvalidInput(f"answers.{answer.link_id}", f"item {answer.link_id} is answered twice")
-        result[answer.link_id] = answer.value
-    return result
-
-
 @strawberry.type
 class SurveyQuery:
     @strawberry.field(description="The survey instruments, latest version of each.")
@@ -261,14 +273,15 @@ class SurveyMutation:
         viewer = viewer_of(info)
 
         async def call() -> Any:
+            read = LenientInput()
             data = surveys.NewResponse(
-                answers=_answers(input.answers),
-                assignment_id=node_id(input.assignment_id, "SurveyAssignment", "assignmentId")
-                if input.assignment_id
-                else None,
+                answers=tuple((answer.link_id, answer.value) for answer in input.answers),
+                assignment_id=read.id(input.assignment_id, "SurveyAssignment", "assignmentId"),
                 instrument=input.instrument,
-                recorded_at=aware(input.recorded_at, "recordedAt"),
+                recorded_at=read.time(input.recorded_at, "recordedAt"),
                 idempotency_key=input.idempotency_key,
+                session_id=read.id(input.session_id, "DosingSession", "sessionId"),
+                problems=read.problems,
             )
             outcome = await surveys.submit_survey_response(
                 viewer, data, now=info.context.now(), policy=info.context.policy

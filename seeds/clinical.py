@@ -29,6 +29,7 @@ from models.errors import DomainError
 from models.idempotency import Outcome
 from models.notifications import Notification, NotificationStatus
 from models.policy import ClinicPolicy
+from models.safety.screen import alerts_about
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ async def _viewer(email: str) -> Viewer:
     return viewer
 
 
-NO_CONTRAINDICATIONS = dict.fromkeys(CHECKLIST, False)
+NO_CONTRAINDICATIONS = tuple((code, False) for code in CHECKLIST)
 
 
 async def _session(patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy) -> dosing.DosingSession:
@@ -73,7 +74,8 @@ async def _session(patient: Viewer, course: DemoCourse, at: datetime, policy: Cl
         patient,
         StartSession(
             dose_mg=course.dose, monitor_present=True, monitor_name="Sam (partner)",
-            blood_pressure=BloodPressureReading(124, 78, at - timedelta(minutes=10)), checklist=NO_CONTRAINDICATIONS,
+            blood_pressure=BloodPressureReading(124, 78, at - timedelta(minutes=10)),
+            checklist=NO_CONTRAINDICATIONS,
         ),
         now=at, policy=policy,
     )  # fmt: skip
@@ -157,7 +159,7 @@ def _answers(instrument: str, course: DemoCourse, progress: float) -> dict[str, 
 async def _baseline(patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy) -> None:
     """Baseline scores two days before the first session (CLINICAL.md §5 outcome definitions)."""
     for code in ("PAIN-NRS", "PHQ-9", "GAD-7", "PEG-3"):
-        response = surveys.NewResponse(answers=_answers(code, course, 0.0), instrument=code)
+        response = surveys.NewResponse(answers=tuple(_answers(code, course, 0.0).items()), instrument=code)
         await surveys.submit_survey_response(patient, response, now=at, policy=policy)
 
 
@@ -179,7 +181,8 @@ async def _answer_follow_ups(
             skipped_one = True
             continue
         response = surveys.NewResponse(
-            answers=_answers(assignment.instrument, course, (index + 1) / len(due)), assignment_id=assignment.id
+            answers=tuple(_answers(assignment.instrument, course, (index + 1) / len(due)).items()),
+            assignment_id=assignment.id,
         )
         await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
     await surveys.expire_overdue_surveys(now=now)
@@ -234,14 +237,14 @@ async def _conversation(
         return
     subject, lines = CONVERSATIONS[course.patient]
     at = now - timedelta(days=2)
-    thread = await messaging.create_thread(patient, subject, patient_id=None, now=at)
+    thread = (await messaging.create_thread(patient, subject, patient_id=None, now=at, policy=policy)).resource_id
     for index, (who, body) in enumerate(lines):
         at += timedelta(hours=3)
         author = patient if who == "patient" else provider
-        await messaging.send_message(author, messaging.NewMessage(thread.id, body), now=at, policy=policy)
+        await messaging.send_message(author, messaging.NewMessage(thread, body), now=at, policy=policy)
         if index < len(lines) - 1:
-            await messaging.mark_thread_read(patient, thread.id, now=at + timedelta(minutes=30))
-            await messaging.mark_thread_read(provider, thread.id, now=at + timedelta(minutes=30))
+            await messaging.mark_thread_read(patient, thread, now=at + timedelta(minutes=30))
+            await messaging.mark_thread_read(provider, thread, now=at + timedelta(minutes=30))
 
 
 async def _story(
@@ -256,7 +259,7 @@ async def _story(
     """What makes each demo patient's chart worth opening."""
     if course.patient == "alex@demo.test":
         report = await _report(patient, "DIZZINESS", side_effects.Grade.MODERATE, sessions[3], policy)
-        alert = await alerts.Alert.get(source_id=report.resource_id)
+        [alert] = await alerts_about("SideEffectReport", report.resource_id)
         await alerts.resolve_alert(
             provider, alert.id, "Called Alex: dizziness settled after an hour; advised to sit during sessions.",
             now=sessions[3].started_at + timedelta(hours=20),
@@ -275,7 +278,7 @@ async def _story(
             )  # fmt: skip
     elif course.patient == "casey@demo.test":
         report = await _report(patient, "HALLUCINATIONS", side_effects.Grade.SEVERE, sessions[-1], policy)
-        alert = await alerts.Alert.get(source_id=report.resource_id)
+        [alert] = await alerts_about("SideEffectReport", report.resource_id)
         await alerts.acknowledge_alert(
             provider,
             alert.id,

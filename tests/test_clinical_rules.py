@@ -15,18 +15,28 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from models.alert_rules import (
+    AlertKind,
     Severity,
     abandoned_session_alert,
     checklist_alerts,
     crisis_language_alert,
+    dosed_despite_failed_checks_alert,
+    failed_checks_are_urgent,
     not_back_to_baseline_alert,
-    post_dose_blood_pressure_alert,
-    pre_dose_blood_pressure_alert,
     respond_by,
 )
 from models.checkins import NewCheckIn, check_in_problem
 from models.crisis import crisis_matches
-from models.dosing import CHECKLIST, FailedCheck, SafetyFacts, failed_safety_checks, refusal_advice
+from models.dosing import (
+    CHECKLIST,
+    BloodPressureReading,
+    FailedCheck,
+    SafetyFacts,
+    StartSession,
+    failed_safety_checks,
+    refusal_advice,
+    start_findings,
+)
 from models.plans import (
     DEFAULT_SURVEY_SCHEDULE,
     CareSetting,
@@ -38,6 +48,7 @@ from models.plans import (
     schedule_problem,
 )
 from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
+from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
 from models.side_effects import (
     CATALOGUE,
     Grade,
@@ -355,29 +366,50 @@ EMERGENCY = {"safetyInstructions": EMERGENCY_INSTRUCTIONS}
 CRISIS = {"crisisResources": US_CRISIS_RESOURCES}
 
 
+def start(yes: tuple[str, ...] = (), reading: BloodPressureReading | None = None) -> StartSession:
+    checklist = tuple((code, code in yes) for code in CHECKLIST)
+    return StartSession(Decimal(100), True, "Sam", reading, checklist)
+
+
 @pytest.mark.parametrize(
-    ("checks", "expected"),
+    ("yes", "reading", "expected"),
     [
-        pytest.param([contraindication("CHEST_PAIN_OR_SOB")], EMERGENCY, id="chest pain"),
-        pytest.param([contraindication("SEVERE_HEADACHE")], EMERGENCY, id="severe headache"),
-        pytest.param([contraindication("SUICIDAL_THOUGHTS")], CRISIS, id="suicidal thoughts"),
-        pytest.param(
-            [FailedCheck("BP_ABOVE_CEILING", ""), contraindication("CHEST_PAIN_OR_SOB")],
-            EMERGENCY,
-            id="emergency wins over blood-pressure advice",
-        ),
-        pytest.param([FailedCheck("TOO_SOON", ""), contraindication("UNWELL")], {}, id="nothing to add"),
+        pytest.param(("CHEST_PAIN_OR_SOB",), None, EMERGENCY, id="chest pain"),
+        pytest.param(("SEVERE_HEADACHE",), None, EMERGENCY, id="severe headache"),
+        pytest.param(("SUICIDAL_THOUGHTS",), None, CRISIS, id="suicidal thoughts"),
+        pytest.param(("CHEST_PAIN_OR_SOB", "SUICIDAL_THOUGHTS"), None, {**EMERGENCY, **CRISIS}, id="both"),
+        pytest.param((), BloodPressureReading(185, 100), EMERGENCY, id="180/110 or more before dosing"),
+        pytest.param((), BloodPressureReading(150, 95, spo2=88), EMERGENCY, id="SpO2 under 90"),
+        pytest.param(("UNWELL", "PREGNANT"), BloodPressureReading(150, 95, spo2=92), {}, id="nothing to add"),
     ],
 )
-def test_a_refusal_gives_emergency_instructions_or_crisis_resources_as_section_2_says(
-    checks: list[FailedCheck],
-    expected: dict[str, str],
+def test_a_start_s_content_gives_emergency_instructions_or_crisis_resources_whatever_its_outcome(
+    yes: tuple[str, ...], reading: BloodPressureReading | None, expected: dict[str, str]
 ) -> None:
-    assert refusal_advice(checks, POLICY) == expected
+    assert start_findings(start(yes, reading), bp(140, 90), POLICY).advice == expected
+
+
+@pytest.mark.parametrize(
+    ("yes", "reading", "kinds"),
+    [
+        pytest.param(
+            ("SUICIDAL_THOUGHTS", "PREGNANT"), None, [("PRE_DOSE_CHECKLIST", URGENT), ("PRE_DOSE_CHECKLIST", HIGH)]
+        ),
+        pytest.param((), BloodPressureReading(150, 95), [("PRE_DOSE_BP_ABOVE_CEILING", HIGH)], id="over the ceiling"),
+        pytest.param((), BloodPressureReading(181, 95), [("PRE_DOSE_BP_ABOVE_CEILING", URGENT)], id="urgency"),
+        pytest.param((), BloodPressureReading(130, 80, spo2=91), [("LOW_OXYGEN_SATURATION", HIGH)], id="SpO2 90-93"),
+        pytest.param((), BloodPressureReading(130, 80, heart_rate=130, spo2=94), [], id="nothing"),
+    ],
+)
+def test_a_start_s_content_raises_the_alerts_of_section_2(
+    yes: tuple[str, ...], reading: BloodPressureReading | None, kinds: list[tuple[str, Severity]]
+) -> None:
+    found = start_findings(start(yes, reading), bp(140, 90), POLICY).alerts
+    assert [(spec.kind.value, spec.severity) for spec in found] == kinds
 
 
 def test_a_refusal_for_blood_pressure_over_the_ceiling_says_not_to_dose_and_when_to_call_911() -> None:
-    advice = refusal_advice([FailedCheck("BP_ABOVE_CEILING", "")], POLICY)
+    advice = refusal_advice([FailedCheck("BP_ABOVE_CEILING", "")])
     assert set(advice) == {"safetyInstructions"}
     assert advice["safetyInstructions"].startswith("Do not dose today.")
     assert "call 911" in advice["safetyInstructions"]
@@ -388,12 +420,20 @@ def test_a_refusal_for_blood_pressure_over_the_ceiling_says_not_to_dose_and_when
 
 @pytest.mark.parametrize(
     ("reading", "severity"),
-    [(bp(139, 89), None), (bp(140, 80), HIGH), (bp(130, 90), HIGH), (bp(170, 105), HIGH)],
+    [
+        (bp(139, 89), None),
+        (bp(140, 80), HIGH),
+        (bp(130, 90), HIGH),
+        (bp(170, 105), HIGH),
+        (bp(179, 109), HIGH),
+        (bp(180, 100), URGENT),
+        (bp(150, 110), URGENT),
+    ],
 )
-def test_a_pre_dose_reading_at_or_over_the_ceiling_raises_a_high_alert(
+def test_a_pre_dose_reading_at_or_over_the_ceiling_is_high_and_from_180_over_110_urgent(
     reading: BloodPressure, severity: Severity | None
 ) -> None:
-    alert = pre_dose_blood_pressure_alert(reading, bp(140, 90))
+    alert = blood_pressure_alert(reading, Phase.PRE, POLICY, ceiling=bp(140, 90))
     assert (alert.severity if alert else None) is severity
 
 
@@ -420,7 +460,6 @@ def test_a_yes_on_the_checklist_raises_the_alert_of_section_2(item: str, severit
 @pytest.mark.parametrize(
     ("reading", "severity"),
     [
-        (None, None),
         (bp(159, 99), None),
         (bp(160, 80), HIGH),
         (bp(130, 100), HIGH),
@@ -430,11 +469,54 @@ def test_a_yes_on_the_checklist_raises_the_alert_of_section_2(item: str, severit
         (bp(200, 120), URGENT),
     ],
 )
-def test_a_post_dose_reading_raises_high_from_160_over_100_and_urgent_from_180_over_110(
-    reading: BloodPressure | None, severity: Severity | None
+@pytest.mark.parametrize("phase", [Phase.AT_40_MIN, Phase.POST])
+def test_a_reading_after_dosing_raises_high_from_160_over_100_and_urgent_from_180_over_110(
+    reading: BloodPressure, severity: Severity | None, phase: Phase
 ) -> None:
-    alert = post_dose_blood_pressure_alert(reading, POLICY)
+    alert = blood_pressure_alert(reading, phase, POLICY)
     assert (alert.severity if alert else None) is severity
+
+
+@pytest.mark.parametrize(
+    ("spo2", "severity"), [(100, None), (94, None), (93, HIGH), (90, HIGH), (89, URGENT), (70, URGENT)]
+)
+@pytest.mark.parametrize("phase", list(Phase))
+def test_spo2_under_90_is_urgent_and_90_to_93_high_before_and_after_dosing(
+    spo2: int, severity: Severity | None, phase: Phase
+) -> None:
+    alert = oxygen_saturation_alert(spo2, phase, POLICY)
+    assert (alert.severity if alert else None) is severity
+    findings = reading_findings(phase, POLICY, systolic=None, diastolic=None, spo2=spo2)
+    assert ("safetyInstructions" in findings.advice) is (severity is URGENT)
+
+
+def test_the_reading_thresholds_are_the_clinic_s_policy() -> None:
+    stricter = replace(POLICY, pre_dose_urgent=bp(170, 105), spo2_urgent_below=92, spo2_high_below=96)
+    assert blood_pressure_alert(bp(172, 95), Phase.PRE, POLICY, ceiling=bp(140, 90)).severity is HIGH  # type: ignore[union-attr]
+    assert blood_pressure_alert(bp(172, 95), Phase.PRE, stricter, ceiling=bp(140, 90)).severity is URGENT  # type: ignore[union-attr]
+    assert oxygen_saturation_alert(91, Phase.POST, POLICY).severity is HIGH  # type: ignore[union-attr]
+    assert oxygen_saturation_alert(91, Phase.POST, stricter).severity is URGENT  # type: ignore[union-attr]
+    assert oxygen_saturation_alert(95, Phase.POST, stricter).severity is HIGH  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("items", "reading", "urgent"),
+    [
+        pytest.param([], None, False, id="no reading, no yes"),
+        pytest.param(["PREGNANT", "UNWELL"], bp(150, 95), False, id="a high yes and a high reading"),
+        pytest.param(["SUICIDAL_THOUGHTS"], None, True, id="an urgent yes"),
+        pytest.param(["CHEST_PAIN_OR_SOB"], bp(120, 80), True, id="chest pain"),
+        pytest.param([], bp(180, 95), True, id="180/110 or more"),
+    ],
+)
+def test_a_dose_taken_offline_despite_failed_checks_is_urgent_when_a_failed_check_is(
+    items: list[str], reading: BloodPressure | None, urgent: bool
+) -> None:
+    assert failed_checks_are_urgent(items, reading, POLICY.pre_dose_urgent) is urgent
+    spec = dosed_despite_failed_checks_alert(["BP_MISSING"], urgent=urgent, recorded=True)
+    assert spec.kind is AlertKind.DOSED_DESPITE_FAILED_CHECKS
+    assert spec.severity is (URGENT if urgent else HIGH)
+    assert "BP_MISSING" in spec.summary
 
 
 @pytest.mark.parametrize(("back_to_baseline", "severity"), [(True, None), (False, HIGH)])

@@ -17,6 +17,7 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.dosing import DosingSession, SessionStatus
 from models.events import DomainEvent
+from models.policy import EMERGENCY_INSTRUCTIONS
 from models.surveys import AssignmentStatus, SurveyAssignment
 from tests.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
 from tests.conftest import Tokens, job_env
@@ -140,16 +141,18 @@ async def test_a_dose_above_the_plan_is_refused_and_does_not_hide_an_urgent_answ
     ] == ["URGENT"]
 
 
-async def test_a_reading_sent_without_its_time_counts_as_just_taken(
+async def test_a_reading_sent_without_its_time_is_missing_but_still_alerts_on_its_values(
     client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
 ) -> None:
+    # CLINICAL.md §2: measuredAt is required before dosing; a reading is a reading all the same (§0).
     refused = await start(
         client, tokens.fresh("alex@demo.test"), clock.now(), bloodPressure={"systolic": 195, "diastolic": 118}
     )
-    assert [check["code"] for check in refused["result"]["failedChecks"]] == ["BP_ABOVE_CEILING"]
-    assert [a.kind.value for a in await alerts_of(app, "alex@demo.test") if a.status.value == "OPEN"] == [
-        "PRE_DOSE_BP_ABOVE_CEILING"
-    ]
+    assert [check["code"] for check in refused["result"]["failedChecks"]] == ["BP_MISSING"]
+    assert refused["safetyInstructions"] == EMERGENCY_INSTRUCTIONS
+    [alert] = [a for a in await alerts_of(app, "alex@demo.test") if a.status.value == "OPEN"]
+    assert (alert.kind.value, alert.severity.value) == ("PRE_DOSE_BP_ABOVE_CEILING", "URGENT")
+    assert "195/118" in alert.summary
 
 
 async def test_a_resolved_alert_does_not_silence_the_same_answer_later(

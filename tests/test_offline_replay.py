@@ -23,6 +23,7 @@ from models.clock import ManualClock
 from models.dosing import DosingSession, SessionStatus
 from models.events import DomainEvent
 from models.idempotency import IdempotencyKey
+from models.safety.screen import alerts_about
 from models.side_effects import SideEffectReport
 from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
 from tests.clinical import complete, no_contraindications, start
@@ -35,7 +36,8 @@ START = """
 mutation Start($input: StartDosingSessionInput!) {
   startDosingSession(input: $input) {
     result { __typename ... on DosingSession { id status startedAt startReceivedAt
-                                               preDoseBloodPressure { measuredAt } }
+                                               preDoseBloodPressure { measuredAt }
+                                               dosedDespiteFailedChecks failedChecks { code message } }
              ... on SafetyCheckFailed { failedChecks { code message } }
              ... on Error { message } ... on ValidationError { field } }
   }
@@ -73,7 +75,8 @@ mutation Report($input: ReportSideEffectInput!) {
 SURVEY = """
 mutation Submit($input: SubmitSurveyResponseInput!) {
   submitSurveyResponse(input: $input) {
-    result { __typename ... on SurveyResponse { id instrument totalScore recordedAt submittedAt assignmentId }
+    result { __typename ... on SurveyResponse { id instrument totalScore recordedAt submittedAt assignmentId
+                                                timing intendedAssignmentId }
              ... on Error { message } ... on ValidationError { field } }
   }
 }
@@ -251,8 +254,8 @@ async def test_a_days_queue_replayed_twice_at_once_is_stored_once_with_the_phone
             assert report.onset_at == datetime.fromisoformat(write.values["onsetAt"])
             assert report.reported_at == reconnected
             # The moderate headache raised its routine alert once, at arrival.
-            raised = await Alert.filter(source_id=report.id).values_list("raised_at", flat=True)
-            assert list(raised) == ([reconnected] if write.values["grade"] == "MODERATE" else [])
+            raised = [alert.raised_at for alert in await alerts_about("SideEffectReport", report.id)]
+            assert raised == ([reconnected] if write.values["grade"] == "MODERATE" else [])
         for write, result in by_kind["submitSurveyResponse"]:
             response = await SurveyResponse.get(id=relay.GlobalID.from_id(result["id"]).node_id)
             assert (response.recorded_at, response.submitted_at) == (write.recorded_at, reconnected)
@@ -347,25 +350,30 @@ async def test_a_post_session_check_answered_offline_in_its_window_counts_after_
         assert (resolved_by_the_service, announced) == (True, 1)
 
 
-async def test_answers_given_outside_the_window_are_refused_naming_recorded_at(
+async def test_answers_given_outside_the_window_are_kept_as_unscheduled_early_or_late_responses(
     client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
 ) -> None:
+    # CLINICAL.md §5: timing never discards an answer; the assignment keeps its status.
     post, ended = await expired_post_session_check(client, tokens, clock, app)
     clock.set(ended + timedelta(hours=20))
-    for answered_at in (ended + timedelta(hours=1, minutes=59), ended + timedelta(hours=8)):
+    kept = []
+    for answered_at, timing in (
+        (ended + timedelta(hours=1, minutes=59), "EARLY"),
+        (ended + timedelta(hours=8), "LATE"),
+    ):
         values = {"assignmentId": assignment_id(post), "answers": BACK_TO_USUAL, "recordedAt": answered_at.isoformat()}
         body = await gql(client, SURVEY, {"input": values}, token=tokens.fresh(ALEX))
         result = body["data"]["submitSurveyResponse"]["result"]
-        assert result["__typename"] == "ValidationError"
-        assert result["field"] == "recordedAt"
-        assert "outside this survey's window" in result["message"]
-    # Without the phone's time, an expired survey is simply expired.
+        assert (result["instrument"], result["assignmentId"], result["timing"]) == ("POST-SESSION", None, timing)
+        assert result["intendedAssignmentId"] == assignment_id(post)
+        kept.append(result["id"])
+    # Without the phone's time, answers to an expired survey are late.
     values = {"assignmentId": assignment_id(post), "answers": BACK_TO_USUAL}
     body = await gql(client, SURVEY, {"input": values}, token=tokens.fresh(ALEX))
-    expired = body["data"]["submitSurveyResponse"]["result"]
-    assert expired == {"__typename": "Conflict", "message": "this survey is expired"}
+    assert body["data"]["submitSurveyResponse"]["result"]["timing"] == "LATE"
     with use_database(app.state.database):
         assert (await SurveyAssignment.get(id=post.id)).status is AssignmentStatus.EXPIRED
+        assert await SurveyResponse.filter(intended_assignment_id=post.id).count() == 3
         assert not await SurveyResponse.filter(assignment_id=post.id).exists()
         alert = await Alert.get(kind="SAFETY_CHECK_UNANSWERED", source_id=post.id)
     assert alert.status is AlertStatus.OPEN
@@ -411,18 +419,11 @@ async def test_a_replayed_start_is_checked_at_the_phones_time_and_not_abandoned_
 ) -> None:
     alex = tokens.fresh(ALEX)
     started_offline = clock.now() - timedelta(hours=20)
-
-    def start_input(measured_at: datetime) -> dict[str, Any]:
-        return {**dose(measured_at), "recordedAt": started_offline.isoformat()}
-
-    # A reading taken just now is fresh for the server, but 20 hours after the dose.
-    body = await gql(client, START, {"input": start_input(clock.now() - timedelta(minutes=5))}, token=alex)
-    result = body["data"]["startDosingSession"]["result"]
-    assert [check["code"] for check in result["failedChecks"]] == ["BP_MISSING"]
-
-    body = await gql(client, START, {"input": start_input(started_offline - timedelta(minutes=5))}, token=alex)
+    values = {**dose(started_offline - timedelta(minutes=5)), "recordedAt": started_offline.isoformat()}
+    body = await gql(client, START, {"input": values}, token=alex)
     session = body["data"]["startDosingSession"]["result"]
     assert session["status"] == "IN_PROGRESS"
+    assert (session["dosedDespiteFailedChecks"], session["failedChecks"]) == (False, [])
     assert (session["startedAt"], session["startReceivedAt"]) == (started_offline.isoformat(), clock.now().isoformat())
 
     # Past the 6-hour limit on arrival: its completion may be next in the queue, so the job waits.
@@ -434,7 +435,25 @@ async def test_a_replayed_start_is_checked_at_the_phones_time_and_not_abandoned_
     assert row.status is SessionStatus.ABANDONED
 
 
-async def test_a_replayed_start_too_close_before_a_later_session_is_too_soon(
+async def test_a_dose_taken_offline_with_a_reading_taken_later_is_recorded_with_bp_missing(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    # A reading taken just now is fresh for the server, but 20 hours after the dose (CLINICAL.md §2).
+    started_offline = clock.now() - timedelta(hours=20)
+    values = {**dose(clock.now() - timedelta(minutes=5)), "recordedAt": started_offline.isoformat()}
+    body = await gql(client, START, {"input": values}, token=tokens.fresh(ALEX))
+    session = body["data"]["startDosingSession"]["result"]
+    assert (session["__typename"], session["status"], session["dosedDespiteFailedChecks"]) == (
+        "DosingSession", "IN_PROGRESS", True,
+    )  # fmt: skip
+    assert [check["code"] for check in session["failedChecks"]] == ["BP_MISSING"]
+    with use_database(app.state.database):
+        [alert] = await Alert.filter(kind="DOSED_DESPITE_FAILED_CHECKS")
+    assert (alert.severity.value, alert.source_type) == ("HIGH", "DosingSession")
+    assert "BP_MISSING" in alert.summary
+
+
+async def test_a_replayed_start_too_close_before_a_later_session_is_recorded_as_too_soon(
     client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
 ) -> None:
     online_start = clock.now()
@@ -442,7 +461,9 @@ async def test_a_replayed_start_too_close_before_a_later_session_is_too_soon(
     started_offline = online_start - timedelta(hours=24)
     values = {**dose(started_offline - timedelta(minutes=5)), "recordedAt": started_offline.isoformat()}
     body = await gql(client, START, {"input": values}, token=tokens.fresh(ALEX))
-    [check] = body["data"]["startDosingSession"]["result"]["failedChecks"]
+    session = body["data"]["startDosingSession"]["result"]
+    assert session["dosedDespiteFailedChecks"] is True
+    [check] = session["failedChecks"]
     assert check["code"] == "TOO_SOON"
     assert "another session started 24.0 hours after this one" in check["message"]
 

@@ -26,6 +26,7 @@ from models.errors import InvalidInput
 from models.instruments import InstrumentDefinition, score
 from models.notifications import Notification, OutgoingNotification
 from models.plans import DEFAULT_SURVEY_SCHEDULE
+from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
 from tests.conftest import Tokens, job_env
@@ -279,10 +280,14 @@ async def test_answering_an_assignment_completes_it_once(
     early = await gql(
         client, SUBMIT, {"input": {"assignmentId": global_id, "answers": given}}, token=tokens.fresh("alex@demo.test")
     )
-    assert early["data"]["submitSurveyResponse"]["result"] == {
-        "__typename": "Conflict",
-        "message": "this survey is not open yet",
-    }
+    # Timing never discards an answer (CLINICAL.md §5): kept as an unscheduled, EARLY response;
+    # the assignment keeps its status and is still to be answered.
+    unscheduled = early["data"]["submitSurveyResponse"]["result"]
+    assert unscheduled["instrument"] == "POST-SESSION"
+    with use_database(app.state.database):
+        kept = await SurveyResponse.get(id=relay.GlobalID.from_id(unscheduled["id"]).node_id)
+        assert (kept.assignment_id, kept.intended_assignment_id, kept.timing) == (None, post.id, "EARLY")
+        assert (await SurveyAssignment.get(id=post.id)).status is AssignmentStatus.SCHEDULED
     clock.advance(timedelta(hours=2))
     with use_database(app.state.database):
         await survey_jobs.open_due_surveys(job_env(clock))

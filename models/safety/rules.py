@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from models.alert_rules import AlertKind, AlertSpec, Severity
+from models.alert_rules import AlertKind, AlertSpec, Severity, crisis_language_alert
+from models.crisis import crisis_matches
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
 
 
@@ -115,4 +116,14 @@ def reading_findings(
     if spo2 is not None:
         spec = oxygen_saturation_alert(spo2, phase, policy)
         findings.add(spec, emergency=spec is not None and spec.severity is Severity.URGENT)
+    return findings
+
+
+def crisis_findings(text: str | None, where: str, policy: ClinicPolicy) -> Findings:
+    """§7: crisis wording in a patient's free text → URGENT alert with the match shown, and the
+    crisis resources for the patient. Every scanned field goes through here."""
+    findings = Findings()
+    matches = crisis_matches(text)
+    if matches:
+        findings.add(crisis_language_alert(matches, where), crisis_resources=policy.crisis_text())
     return findings

@@ -1,0 +1,138 @@
+"""The safety screen (CLINICAL.md §0): screen first, refuse second.
+
+Every patient-side write starts with `screen(...)`, before its input is validated, its timing,
+plan state and idempotency key are checked. The screen raises the alerts the request's safety
+content calls for, in a transaction of its own, and runs the safety actions that go with them (an
+automatic hold, a post-session check due at once); `Screened.guard` then runs the write and gives
+the screen's advice to the patient whatever its outcome: a refusal carries it too.
+
+The screen keeps what it screened (`SafetyScreening`, the alerts' source). One request is screened
+once: a retry with the same idempotency key and content, or the same content again within ten
+minutes without a key, finds its screening and raises nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from models.accounts import Patient
+from models.alerts import Alert, raise_alerts
+from models.errors import DomainError
+from models.idempotency import Outcome, fingerprint
+from models.safety.models import SafetyScreening
+from models.safety.rules import Findings
+
+SOURCE_TYPE = "SafetyScreening"
+# A request repeated without an idempotency key within this window is the same request (a retry).
+SAME_REQUEST_WINDOW = timedelta(minutes=10)
+
+Action = Callable[[Patient], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A patient's request as the screen sees it: its safety content (kept as sent) and what that
+    content calls for. `actions` run once, with the alerts, in the screen's transaction."""
+
+    operation: str
+    patient_id: UUID
+    content: dict[str, Any]
+    findings: Findings
+    idempotency_key: str | None = None
+    recorded_at: datetime | None = None
+    actions: Sequence[Action] = ()
+
+
+@dataclass
+class Screened:
+    """The screen's outcome: its record (None when nothing called for one), the alerts it raised
+    (or had raised for the same request before) and the advice for the patient."""
+
+    screening_id: UUID | None
+    alerts: list[Alert] = field(default_factory=list)
+    advice: dict[str, Any] = field(default_factory=dict)
+
+    async def guard(self, write: Awaitable[Outcome], *, record_type: str) -> Outcome:
+        """Run the write: its outcome and any refusal both carry the screen's advice, and the
+        screening says which record it became or why it was refused."""
+        try:
+            outcome = await write
+        except DomainError as refusal:
+            refusal.advice = {**refusal.advice, **self.advice}
+            if self.screening_id is not None:
+                await SafetyScreening.filter(id=self.screening_id, record_id__isnull=True).update(
+                    refusal=f"{type(refusal).__name__}: {refusal.message}"[:500]
+                )
+            raise
+        if self.screening_id is not None:
+            await SafetyScreening.filter(id=self.screening_id, record_id__isnull=True).update(
+                record_type=record_type, record_id=outcome.resource_id, refusal=None
+            )
+        return Outcome(outcome.resource_id, {**outcome.advice, **self.advice})
+
+
+def screening_id(submission: Submission, now: datetime) -> UUID:
+    """One id per distinct request: its key (or, without one, a ten-minute window) and its content."""
+    if submission.idempotency_key is not None:
+        scope = f"key:{submission.idempotency_key}"
+    else:
+        scope = f"window:{int(now.timestamp() // SAME_REQUEST_WINDOW.total_seconds())}"
+    digest = fingerprint(submission.content)
+    return uuid5(NAMESPACE_URL, f"screening:{submission.patient_id}:{submission.operation}:{scope}:{digest}")
+
+
+async def screen(submission: Submission, *, now: datetime) -> Screened:
+    """CLINICAL.md §0: raise what the request's safety content calls for, before anything can
+    refuse it, in a transaction of its own. Nothing is written when the content calls for nothing."""
+    findings = submission.findings
+    if not findings.alerts and not submission.actions:
+        return Screened(None, [], dict(findings.advice))
+    identity = screening_id(submission, now)
+    if await SafetyScreening.exists(id=identity):
+        return Screened(identity, await _alerts_of(identity), dict(findings.advice))
+    try:
+        async with in_transaction():
+            patient = await Patient.get(id=submission.patient_id)
+            await SafetyScreening.create(
+                id=identity,
+                patient=patient,
+                operation=submission.operation,
+                content=submission.content,
+                screened_at=now,
+                # A phone time without its offset is refused by the write; it is not kept here.
+                recorded_at=submission.recorded_at
+                if submission.recorded_at and submission.recorded_at.tzinfo
+                else None,
+                advice=findings.advice,
+            )
+            alerts = await raise_alerts(
+                findings.alerts, patient=patient, source_type=SOURCE_TYPE, source_id=identity, now=now
+            )
+            for action in submission.actions:
+                await action(patient)
+    except IntegrityError:
+        # The same request, sent twice at once: the other one screened it.
+        if not await SafetyScreening.exists(id=identity):
+            raise
+        return Screened(identity, await _alerts_of(identity), dict(findings.advice))
+    return Screened(identity, alerts, dict(findings.advice))
+
+
+async def _alerts_of(identity: UUID) -> list[Alert]:
+    return list(await Alert.filter(source_type=SOURCE_TYPE, source_id=identity).order_by("severity_rank"))
+
+
+async def alerts_about(record_type: str, record_id: UUID) -> list[Alert]:
+    """The alerts about a record: raised by the screening it came from, or about the record itself."""
+    screenings = await SafetyScreening.filter(record_type=record_type, record_id=record_id).values_list("id", flat=True)
+    by_screening = Alert.filter(source_type=SOURCE_TYPE, source_id__in=list(screenings))
+    by_record = Alert.filter(source_type=record_type, source_id=record_id)
+    found = {alert.id: alert for alert in [*await by_screening, *await by_record]}
+    return sorted(found.values(), key=lambda alert: (alert.severity_rank, alert.raised_at))
