@@ -21,9 +21,10 @@ from models.dosing import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
 from models.instruments import Instrument, InstrumentDefinition
 from models.messaging import Message, MessageThread
-from models.opioids import CATALOGUE as OPIOIDS
+from models.mme import CATALOGUE as OPIOIDS
 from models.opioids import OpioidDose
 from models.plans import DoseUnit, PlanStatus, TreatmentPlan
+from models.policy import DEFAULT_POLICY
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
 from models.surveys import SurveyResponse
 
@@ -277,8 +278,8 @@ def medication_statement(dose: OpioidDose) -> dict[str, Any]:
         "informationSource": _reference("Patient", dose.patient_id),  # type: ignore[attr-defined]
         "dosage": [{"text": f"{dose.quantity.normalize():f} x {dose.strength.normalize():f} {unit}"}],
     }
-    if opioid.worn_for is not None:
-        resource["effectivePeriod"] = _period(dose.taken_at, dose.taken_at + opioid.worn_for)
+    if opioid.transdermal:  # the clinic default's wear (a later patch may have ended it sooner)
+        resource["effectivePeriod"] = _period(dose.taken_at, dose.taken_at + DEFAULT_POLICY.patch_wear)
     else:
         resource["effectiveDateTime"] = _instant(dose.taken_at)
     return resource

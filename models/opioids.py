@@ -1,18 +1,15 @@
-"""Opioid use in morphine milligram equivalents (CLINICAL.md §10, CDC 2022 clinical practice
-guideline conversion factors).
+"""Opioid use: the patient's log of opioid intakes and the figures read from it (CLINICAL.md §10
+in morphine milligram equivalents, the rules in models/mme.py; §8 for an opioid before a session).
 
-MME/day = sum of strength per unit * units per day * factor. A fentanyl patch counts, at its strength
-in mcg/hr, for every day it is worn (72 h by default). Buprenorphine and fentanyl buccal or nasal
-products are recorded but not converted: "MME not computed", never guessed. An unknown drug or
-unit is refused.
+Every catalogue drug is recorded as logged; an unknown drug or a wrong unit is refused. Drugs
+without an MME factor are kept, never converted, and named beside every figure that leaves them out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -26,101 +23,21 @@ from models.base import Entity
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
+from models.mme import (
+    CATALOGUE,
+    DAY,
+    FLAG_DAYS,
+    Flag,
+    Intake,
+    StrengthUnit,
+    Total,
+    daily_totals,
+    dose_mme,
+    highest_day,
+    mme_flags,
+    total_between,
+)
 from models.policy import ClinicPolicy
-
-
-class StrengthUnit(StrEnum):
-    MG = "mg"
-    MCG = "mcg"  # buccal and nasal fentanyl
-    MCG_PER_HOUR = "mcg/hr"  # a patch
-
-
-@dataclass(frozen=True)
-class Opioid:
-    factor: Decimal | None  # None: recorded, not converted
-    unit: StrengthUnit
-    rxnorm: str | None
-    not_converted_because: str | None = None
-    worn_for: timedelta | None = None  # transdermal patches
-
-
-PATCH_WEAR = timedelta(hours=72)
-
-# CLINICAL.md §10 (RxNorm ingredient codes as listed there, to be checked against RxNav).
-CATALOGUE: dict[str, Opioid] = {
-    "codeine": Opioid(Decimal("0.15"), StrengthUnit.MG, "2670"),
-    "dihydrocodeine": Opioid(Decimal("0.25"), StrengthUnit.MG, None),
-    "fentanyl patch": Opioid(Decimal("2.4"), StrengthUnit.MCG_PER_HOUR, "4337", worn_for=PATCH_WEAR),
-    "hydrocodone": Opioid(Decimal(1), StrengthUnit.MG, "5489"),
-    "hydromorphone": Opioid(Decimal(5), StrengthUnit.MG, "3423"),
-    "methadone": Opioid(Decimal("4.7"), StrengthUnit.MG, "6813"),
-    "morphine": Opioid(Decimal(1), StrengthUnit.MG, "7052"),
-    "oxycodone": Opioid(Decimal("1.5"), StrengthUnit.MG, "7804"),
-    "oxymorphone": Opioid(Decimal(3), StrengthUnit.MG, "7814"),
-    "tapentadol": Opioid(Decimal("0.4"), StrengthUnit.MG, "787390"),
-    "tramadol": Opioid(Decimal("0.2"), StrengthUnit.MG, "10689"),
-    "buprenorphine": Opioid(None, StrengthUnit.MG, None, "no MME factor for buprenorphine (CDC 2022)"),
-    "fentanyl buccal": Opioid(None, StrengthUnit.MCG, None, "no MME factor for buccal fentanyl"),
-    "fentanyl nasal": Opioid(None, StrengthUnit.MCG, None, "no MME factor for nasal fentanyl"),
-}
-# CLINICAL.md §10 flags.
-REASSESS_AT = Decimal(50)
-AVOID_OR_JUSTIFY_AT = Decimal(90)
-
-
-def dose_mme(drug: str, strength: Decimal, quantity: Decimal) -> Decimal | None:
-    """MME of one intake (or, for a patch, of each day it is worn); None when not converted."""
-    factor = CATALOGUE[drug].factor
-    return None if factor is None else strength * quantity * factor
-
-
-def mme_flags(mme_per_day: Decimal | None) -> list[str]:
-    """CLINICAL.md §10: ≥ 50 MME/day reassess, ≥ 90 avoid or justify."""
-    if mme_per_day is None:
-        return []
-    flags = []
-    if mme_per_day >= REASSESS_AT:
-        flags.append("AT_OR_ABOVE_50")
-    if mme_per_day >= AVOID_OR_JUSTIFY_AT:
-        flags.append("AT_OR_ABOVE_90")
-    return flags
-
-
-@dataclass(frozen=True)
-class Intake:
-    drug: str
-    strength: Decimal
-    quantity: Decimal
-    taken_at: datetime
-
-
-def daily_mme(intakes: list[Intake], first_day: date, last_day: date, time_zone: str) -> dict[date, Decimal]:
-    """MME per local day (CLINICAL.md §10): each intake on the day it was taken; a patch on
-    every day it is worn. Drugs without a factor add nothing (they are reported apart)."""
-    zone = ZoneInfo(time_zone)
-    days: dict[date, Decimal] = {}
-    day = first_day
-    while day <= last_day:
-        days[day] = Decimal(0)
-        day += timedelta(days=1)
-    for intake in intakes:
-        mme = dose_mme(intake.drug, intake.strength, intake.quantity)
-        if mme is None:
-            continue
-        opioid = CATALOGUE[intake.drug]
-        start = intake.taken_at.astimezone(zone)
-        if opioid.worn_for is None:
-            if start.date() in days:
-                days[start.date()] += mme
-            continue
-        removed = (intake.taken_at + opioid.worn_for).astimezone(zone)
-        worn_day = start.date()
-        # Every calendar day the patch is on, except a day it comes off at midnight exactly.
-        while worn_day < removed.date() or (worn_day == removed.date() and removed.time() > time(0, 0)):
-            if worn_day in days:
-                days[worn_day] += mme
-            worn_day += timedelta(days=1)
-    return days
 
 
 class OpioidDose(Entity):
@@ -210,11 +127,18 @@ class RegimenItem:
 
 @dataclass(frozen=True)
 class OpioidSummary:
-    current_mme_per_day: Decimal
-    baseline_mme_per_day: Decimal | None
-    daily: dict[date, Decimal]
+    """A patient's opioid use as the chart shows it (CLINICAL.md §10)."""
+
+    current_mme_per_day: Decimal  # the total of the last 24 hours
+    baseline_mme_per_day: Decimal | None  # the daily average of the 7 days before the first session
+    daily: dict[date, Total]
     regimen: list[RegimenItem]
-    flags: list[str]
+    flags: list[Flag]  # on the highest day of the last 7
+    left_out: tuple[str, ...]  # drugs without a factor taken in the period of any figure above
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.left_out)
 
     @property
     def change_from_baseline(self) -> Decimal | None:
@@ -232,16 +156,17 @@ class InteractionWarning:
     message: str
 
 
-def opioid_interaction(intakes: list[Intake], session_start: datetime) -> InteractionWarning | None:
+def opioid_interaction(intakes: list[Intake], session_start: datetime, *, wear: timedelta) -> InteractionWarning | None:
     """CLINICAL.md §8: an opioid logged within 4 hours before a session starts is a warning, not a
     refusal (ketamine adds to an opioid's sedation and its slowing of breathing). A patch still
-    worn at the start counts as taken now."""
+    worn at the start (applied less than the clinic's `patch_wear` before it) counts as taken now."""
 
     def on_board(dose: Intake) -> bool:
         if dose.taken_at > session_start:
             return False
-        worn_for = CATALOGUE[dose.drug].worn_for if dose.drug in CATALOGUE else None
-        return session_start - dose.taken_at <= max(INTERACTION_WINDOW, worn_for or INTERACTION_WINDOW)
+        opioid = CATALOGUE.get(dose.drug)
+        worn_for = wear if opioid is not None and opioid.transdermal else INTERACTION_WINDOW
+        return session_start - dose.taken_at <= max(INTERACTION_WINDOW, worn_for)
 
     recent = [dose for dose in intakes if on_board(dose)]
     if not recent:
@@ -260,50 +185,49 @@ def opioid_interaction(intakes: list[Intake], session_start: datetime) -> Intera
     )
 
 
-async def session_warnings(patient_id: UUID, session_start: datetime) -> list[InteractionWarning]:
+async def session_warnings(
+    patient_id: UUID, session_start: datetime, *, policy: ClinicPolicy
+) -> list[InteractionWarning]:
     """The §8 warnings of a session started at `session_start` (recomputed the same on a retry)."""
     window = OpioidDose.filter(
         patient_id=patient_id,
-        taken_at__gte=session_start - max(INTERACTION_WINDOW, PATCH_WEAR),
+        taken_at__gte=session_start - max(INTERACTION_WINDOW, policy.patch_wear),
         taken_at__lte=session_start,
     )
     intakes = [
         Intake(drug, strength, quantity, taken_at)
         for drug, strength, quantity, taken_at in await window.values_list("drug", "strength", "quantity", "taken_at")
     ]
-    warning = opioid_interaction(intakes, session_start)
+    warning = opioid_interaction(intakes, session_start, wear=policy.patch_wear)
     return [warning] if warning else []
 
 
-CURRENT_WINDOW_DAYS = 7
+SUMMARY_DAYS = 90  # the longest `daily` trend
+REGIMEN_DAYS = 7
+BASELINE_DAYS = 7
 
 
-def _average(values: list[Decimal]) -> Decimal:
-    return (sum(values, Decimal(0)) / len(values)).quantize(Decimal("0.1")) if values else Decimal(0)
-
-
-SUMMARY_DAYS = 90
+def _average(totals: list[Total]) -> Decimal:
+    return (sum((total.mme for total in totals), Decimal(0)) / len(totals)).quantize(Decimal("0.1"))
 
 
 async def opioid_summaries(
-    viewer: Viewer, patient_ids: list[UUID], *, now: datetime, days: int = SUMMARY_DAYS
+    viewer: Viewer, patient_ids: list[UUID], *, now: datetime, policy: ClinicPolicy
 ) -> dict[UUID, OpioidSummary]:
-    """Per patient (for DataLoaders): daily MME over `days` local days, the current MME/day (the
-    average of the last 7 days), the baseline (7 days before the first completed session), the
-    regimen of the last 7 days, and the CLINICAL.md §10 flags."""
+    """Per patient (for DataLoaders): the CLINICAL.md §10 figures of `summarize`."""
     from models.directory import clinical_patients
 
     allowed = await clinical_patients(viewer, patient_ids, "OpioidDose")
-    return await summaries_for(allowed, now=now, days=days)
+    return await summaries_for(allowed, now=now, policy=policy)
 
 
 async def summaries_for(
-    allowed: dict[UUID, Patient], *, now: datetime, days: int = SUMMARY_DAYS
+    allowed: dict[UUID, Patient], *, now: datetime, policy: ClinicPolicy
 ) -> dict[UUID, OpioidSummary]:
     """`opioid_summaries` for patients whose access the caller has already checked and audited."""
     from models.dosing import DosingSession, SessionStatus
 
-    earliest = now - timedelta(days=max(days, CURRENT_WINDOW_DAYS) + 40)
+    earliest = now - timedelta(days=SUMMARY_DAYS + 40)
     doses = OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")
     firsts = DosingSession.filter(patient_id__in=list(allowed), status=SessionStatus.COMPLETED).order_by("started_at")
     first_session: dict[UUID, datetime] = {}
@@ -314,44 +238,61 @@ async def summaries_for(
         "patient_id", "drug", "strength", "quantity", "taken_at"
     ):
         by_patient[patient_id].append(Intake(drug, strength, quantity, taken_at))
-    summaries = {}
-    for patient_id, patient in allowed.items():
-        zone = patient.time_zone
-        today = now.astimezone(ZoneInfo(zone)).date()
-        intakes = by_patient[patient_id]
-        daily = daily_mme(intakes, today - timedelta(days=days - 1), today, zone)
-        window = (today - timedelta(days=CURRENT_WINDOW_DAYS), today - timedelta(days=1))
-        recent = daily_mme(intakes, *window, zone)
-        current = _average(list(recent.values()))
-        baseline = None
-        if patient_id in first_session:
-            day = first_session[patient_id].astimezone(ZoneInfo(zone)).date()
-            before = daily_mme(intakes, day - timedelta(days=CURRENT_WINDOW_DAYS), day - timedelta(days=1), zone)
-            baseline = _average(list(before.values()))
-        summaries[patient_id] = OpioidSummary(
-            current_mme_per_day=current,
-            baseline_mme_per_day=baseline,
-            daily=daily,
-            regimen=_regimen(intakes, *window, zone),
-            flags=mme_flags(current),
+    return {
+        patient_id: summarize(
+            by_patient[patient_id], patient.time_zone, first_session.get(patient_id), now=now, policy=policy
         )
-    return summaries
+        for patient_id, patient in allowed.items()
+    }
 
 
-def _regimen(intakes: list[Intake], first_day: date, last_day: date, time_zone: str) -> list[RegimenItem]:
-    """What the patient took over the last 7 local days, by drug and strength, per day."""
+def summarize(
+    intakes: list[Intake], time_zone: str, first_session: datetime | None, *, now: datetime, policy: ClinicPolicy
+) -> OpioidSummary:
+    """CLINICAL.md §10 over one patient's intakes: the current figure is the total of the last 24
+    hours (intakes the server accepted as now, within the clock skew, included), the trend one
+    total per local day over `SUMMARY_DAYS`, the flags on the highest of the last 7 days (today
+    so far included), the baseline the daily average of the 7 days before the first completed
+    session; every drug without a factor taken in any of those periods is named in `left_out`."""
+    zone, wear = ZoneInfo(time_zone), policy.patch_wear
+    today = now.astimezone(zone).date()
+    daily = daily_totals(intakes, today - timedelta(days=SUMMARY_DAYS - 1), today, time_zone, wear=wear, now=now)
+    current = total_between(intakes, now - DAY, now + policy.clock_skew, wear=wear, now=now)
+    highest = highest_day(daily[today - timedelta(days=n)] for n in range(FLAG_DAYS))
+    figures = [current, *daily.values()]
+    baseline = None
+    if first_session is not None:
+        day = first_session.astimezone(zone).date()
+        before = daily_totals(intakes, day - timedelta(days=BASELINE_DAYS), day - DAY, time_zone, wear=wear, now=now)
+        baseline = _average(list(before.values()))
+        figures += before.values()
+    return OpioidSummary(
+        current_mme_per_day=current.mme,
+        baseline_mme_per_day=baseline,
+        daily=daily,
+        regimen=_regimen(intakes, today - timedelta(days=REGIMEN_DAYS), today - DAY, time_zone, wear=wear),
+        flags=mme_flags(highest),
+        left_out=tuple(sorted({drug for figure in figures for drug in figure.left_out})),
+    )
+
+
+def _regimen(
+    intakes: list[Intake], first_day: date, last_day: date, time_zone: str, *, wear: timedelta
+) -> list[RegimenItem]:
+    """What the patient took over the last 7 whole local days, by drug and strength, per day."""
     zone = ZoneInfo(time_zone)
     totals: dict[tuple[str, Decimal], Decimal] = {}
     for intake in intakes:
         if first_day <= intake.taken_at.astimezone(zone).date() <= last_day:
             key = (intake.drug, intake.strength)
             totals[key] = totals.get(key, Decimal(0)) + intake.quantity
+    worn_days = Decimal(wear // timedelta(seconds=1)) / Decimal(DAY // timedelta(seconds=1))
     items = []
     for (drug, strength), quantity in sorted(totals.items()):
         opioid = CATALOGUE[drug]
-        per_day = (quantity / CURRENT_WINDOW_DAYS).quantize(Decimal("0.01"))
-        if opioid.worn_for is not None:  # a patch applied every 3 days is worn every day
-            per_day = min(Decimal(1), (quantity * Decimal(opioid.worn_for.days)) / CURRENT_WINDOW_DAYS)
+        per_day = (quantity / REGIMEN_DAYS).quantize(Decimal("0.01"))
+        if opioid.transdermal:  # a patch applied every 3 days is worn every day
+            per_day = min(Decimal(1), quantity * worn_days / REGIMEN_DAYS)
         mme = dose_mme(drug, strength, per_day)
         items.append(
             RegimenItem(

@@ -28,6 +28,7 @@ from models.directory import audit_patient_read, clinical_patient_ids, clinical_
 from models.dosing import DosingSession, SessionStatus
 from models.opioids import summaries_for
 from models.plans import CURRENT_STATUSES, TreatmentPlan
+from models.policy import ClinicPolicy
 from models.side_effects import SideEffectReport
 from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
 
@@ -89,6 +90,7 @@ class PatientOutcomes:
     mme_baseline: Decimal | None
     mme_current: Decimal
     mme_series: list[tuple[date, Decimal]]
+    mme_left_out: tuple[str, ...]  # drugs without an MME factor left out of the MME figures
     sessions_completed: int
     sessions_planned: int | None
     surveys_answered: int
@@ -121,7 +123,9 @@ def _measure(
     return Measure(baseline_before(points, first_session), latest, _daily_means(points, zone))
 
 
-async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime) -> dict[UUID, PatientOutcomes]:
+async def outcomes_for(
+    viewer: Viewer, patient_ids: list[UUID], *, now: datetime, policy: ClinicPolicy
+) -> dict[UUID, PatientOutcomes]:
     """Outcomes of the patients whose clinical record the viewer may see, in ~12 queries."""
     allowed = await clinical_patients(viewer, patient_ids, "Outcomes")
     ids = list(allowed)
@@ -173,7 +177,7 @@ async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime
         .values("patient_id", "grade", "n")
     ):
         grades[UUID(str(row["patient_id"]))][str(row["grade"])] = int(row["n"])
-    opioids = await summaries_for(allowed, now=now)
+    opioids = await summaries_for(allowed, now=now, policy=policy)
     result = {}
     for patient_id, patient in allowed.items():
         zone, first = patient.time_zone, first_sessions.get(patient_id)
@@ -184,7 +188,8 @@ async def outcomes_for(viewer: Viewer, patient_ids: list[UUID], *, now: datetime
             gad7=_measure(sorted(scores[(patient_id, "GAD-7")]), first, zone, rolling=False),
             mme_baseline=mme.baseline_mme_per_day if mme else None,
             mme_current=mme.current_mme_per_day if mme else Decimal(0),
-            mme_series=sorted(mme.daily.items()) if mme else [],
+            mme_series=[(day, total.mme) for day, total in sorted(mme.daily.items())] if mme else [],
+            mme_left_out=mme.left_out if mme else (),
             sessions_completed=completed[patient_id],
             sessions_planned=planned.get(patient_id),
             surveys_answered=answered[patient_id],

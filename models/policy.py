@@ -58,6 +58,8 @@ class ClinicPolicy:
     # A session start replayed from an offline phone is not closed as abandoned for this long
     # after it arrived: its completion is on its way in the same queue.
     replay_grace: timedelta = timedelta(minutes=10)
+    # §10: a fentanyl patch is worn this long unless a new one is applied first (the label's 72 h).
+    patch_wear: timedelta = timedelta(hours=72)
 
     def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
         """Why a time set by the patient's phone cannot be right, or None: more than the clock skew

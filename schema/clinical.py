@@ -801,7 +801,11 @@ class ClinicalMutation:
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
             session = await dosing.get_session(viewer, outcome.resource_id)
-            found = await opioids.session_warnings(session.patient_id, session.started_at)  # type: ignore[attr-defined]
+            found = await opioids.session_warnings(
+                session.patient_id,  # type: ignore[attr-defined]
+                session.started_at,
+                policy=info.context.policy,
+            )
             warnings.extend(InteractionWarningType(code=w.code, message=w.message) for w in found)
             return outcome, session
 

@@ -11,6 +11,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import messaging, opioids, outcomes
+from models.mme import dose_mme
 from models.outcomes import Measure, PanelFacts, PatientOutcomes
 from schema.context import Context
 from schema.errors import IdempotencyConflict, ValidationError
@@ -22,7 +23,15 @@ from schema.permissions import viewer_of
 @strawberry.type(name="DailyMme")
 class DailyMmeType:
     date: date
-    mme: float
+    mme: float = strawberry.field(description="The day's total (a patch by the hours worn that day).")
+    incomplete: bool = strawberry.field(description="A drug without an MME factor was taken that day: at least `mme`.")
+    unconverted_drugs: list[str] = strawberry.field(description="The drugs taken that day and left out of `mme`.")
+
+
+@strawberry.type(name="MmeFlag")
+class MmeFlagType:
+    code: str = strawberry.field(description="AT_OR_ABOVE_50 or AT_OR_ABOVE_90.")
+    message: str = strawberry.field(description='For the clinician; reads "at least" when a drug was left out.')
 
 
 @strawberry.type(name="OpioidRegimenItem")
@@ -37,10 +46,23 @@ class OpioidRegimenItemType:
 
 @strawberry.type(name="OpioidUse")
 class OpioidUseType:
-    current_mme_per_day: float = strawberry.field(description="Average daily MME over the last 7 days.")
-    baseline_mme_per_day: float | None = strawberry.field(description="7 days before the first session.")
+    current_mme_per_day: float = strawberry.field(
+        description="MME of the last 24 hours (a worn patch by its hours in them)."
+    )
+    baseline_mme_per_day: float | None = strawberry.field(
+        description="Daily average of the 7 days before the first session."
+    )
     change_from_baseline: float | None
-    flags: list[str] = strawberry.field(description="AT_OR_ABOVE_50 (reassess), AT_OR_ABOVE_90 (avoid or justify).")
+    flags: list[str] = strawberry.field(
+        description="On the highest day of the last 7: AT_OR_ABOVE_50 (reassess), AT_OR_ABOVE_90 (avoid or justify)."
+    )
+    flag_details: list[MmeFlagType] = strawberry.field(description="The flags with their text for the clinician.")
+    incomplete: bool = strawberry.field(
+        description="A drug without an MME factor is left out of a figure here: it is at least what it says."
+    )
+    unconverted_drugs: list[str] = strawberry.field(
+        description="Drugs left out of the figures (the last 90 days and the baseline week): recorded, never converted."
+    )
     regimen: list[OpioidRegimenItemType]
     summary: strawberry.Private[opioids.OpioidSummary]
 
@@ -48,7 +70,12 @@ class OpioidUseType:
     def daily(self, days: int = 30) -> list[DailyMmeType]:
         wanted = max(1, min(days, opioids.SUMMARY_DAYS))
         ordered = sorted(self.summary.daily.items())[-wanted:]
-        return [DailyMmeType(date=day, mme=float(mme)) for day, mme in ordered]
+        return [
+            DailyMmeType(
+                date=day, mme=float(total.mme), incomplete=total.incomplete, unconverted_drugs=list(total.left_out)
+            )
+            for day, total in ordered
+        ]
 
     @classmethod
     def from_summary(cls, summary: opioids.OpioidSummary) -> OpioidUseType:
@@ -59,7 +86,10 @@ class OpioidUseType:
             if summary.baseline_mme_per_day is not None
             else None,
             change_from_baseline=float(change) if change is not None else None,
-            flags=summary.flags,
+            flags=[flag.code for flag in summary.flags],
+            flag_details=[MmeFlagType(code=flag.code, message=flag.message) for flag in summary.flags],
+            incomplete=summary.incomplete,
+            unconverted_drugs=list(summary.left_out),
             regimen=[
                 OpioidRegimenItemType(
                     drug=item.drug,
@@ -87,11 +117,13 @@ class OpioidDoseType(relay.Node):
     strength_unit: str
     quantity: float
     taken_at: datetime
-    mme: float | None
+    mme: float | None = strawberry.field(
+        description="MME of this intake (a patch: per whole day worn); null for a drug without a factor."
+    )
 
     @classmethod
     def from_model(cls, dose: opioids.OpioidDose) -> OpioidDoseType:
-        mme = opioids.dose_mme(dose.drug, dose.strength, dose.quantity)
+        value = dose_mme(dose.drug, dose.strength, dose.quantity)
         return cls(
             id=str(dose.id),
             drug=dose.drug,
@@ -99,7 +131,7 @@ class OpioidDoseType(relay.Node):
             strength_unit=dose.strength_unit.value,
             quantity=float(dose.quantity),
             taken_at=dose.taken_at,
-            mme=float(mme) if mme is not None else None,
+            mme=float(value) if value is not None else None,
         )
 
 
@@ -113,7 +145,7 @@ class PatientOutcomeFields:
     @strawberry.field(description="Opioid use in morphine milligram equivalents (CDC 2022 factors).")
     async def opioid_use(self, info: Info[Context, None]) -> OpioidUseType | None:
         async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, opioids.OpioidSummary]:
-            return await opioids.opioid_summaries(viewer, ids, now=info.context.now())
+            return await opioids.opioid_summaries(viewer, ids, now=info.context.now(), policy=info.context.policy)
 
         summary = await loader(info, "opioid_summaries", fetch).load(uuid.UUID(str(self.id)))
         return OpioidUseType.from_summary(summary) if summary else None
@@ -198,7 +230,7 @@ class OutcomesType:
     phq9: ScoreOutcomeType
     gad7: ScoreOutcomeType
     mme_baseline: float | None
-    mme_current: float
+    mme_current: float = strawberry.field(description="MME of the last 24 hours (as `OpioidUse.currentMmePerDay`).")
     mme_change: float | None
     sessions_completed: int
     sessions_planned: int | None
@@ -210,6 +242,8 @@ class OutcomesType:
     phq9_series: list[SeriesPointType]
     gad7_series: list[SeriesPointType]
     mme_series: list[SeriesPointType]
+    mme_incomplete: bool = strawberry.field(description="A drug without an MME factor is left out of the MME figures.")
+    mme_unconverted_drugs: list[str] = strawberry.field(description="The drugs left out of the MME figures.")
 
     @classmethod
     def from_outcomes(cls, found: PatientOutcomes) -> OutcomesType:
@@ -248,6 +282,8 @@ class OutcomesType:
             phq9_series=series(found.phq9.series),
             gad7_series=series(found.gad7.series),
             mme_series=series(found.mme_series),
+            mme_incomplete=bool(found.mme_left_out),
+            mme_unconverted_drugs=list(found.mme_left_out),
         )
 
 
@@ -261,7 +297,7 @@ class PatientPanelFields:
     @strawberry.field(description="Outcomes and their series for charts (CLINICAL.md §5 definitions).")
     async def outcomes(self, info: Info[Context, None]) -> OutcomesType | None:
         async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, PatientOutcomes]:
-            return await outcomes.outcomes_for(viewer, ids, now=info.context.now())
+            return await outcomes.outcomes_for(viewer, ids, now=info.context.now(), policy=info.context.policy)
 
         found = await loader(info, "outcomes", fetch).load(uuid.UUID(str(self.id)))
         return OutcomesType.from_outcomes(found) if found else None
