@@ -20,12 +20,12 @@ from models.accounts import Patient, Role
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
 from models.policy import ClinicPolicy
+from models.safety.crisis import crisis_matches
 
 MAX_NOTE = 2000
 
@@ -88,7 +88,7 @@ async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, po
                 sleep=data.sleep,
                 note=data.note.strip(),
             )
-            matches = crisis_matches(data.note)
+            matches = crisis_matches(data.note, policy.crisis_phrases)
             if spec := alert_rules.crisis_language_alert(matches, "a check-in note"):
                 patient = await Patient.get(id=patient_id)
                 await raise_alerts([spec], patient=patient, source_type="CheckIn", source_id=check_in.id, now=now)

@@ -25,13 +25,13 @@ from models.alert_rules import AlertSpec
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, StoredRefusal, fingerprint, request_fields, run_once
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
+from models.safety.crisis import crisis_matches
 from models.surveys import cancel_session_surveys, schedule_follow_up
 
 
@@ -535,7 +535,7 @@ def _validate_completion(
 def _completion_alerts(data: CompleteSession, policy: ClinicPolicy) -> tuple[list[AlertSpec], dict[str, Any]]:
     """What the patient's own completion report calls for (CLINICAL.md §3, §7), and the advice."""
     reading = data.blood_pressure
-    matches = crisis_matches(data.notes)
+    matches = crisis_matches(data.notes, policy.crisis_phrases)
     blood_pressure = alert_rules.post_dose_blood_pressure_alert(reading.pressure if reading else None, policy)
     crisis = alert_rules.crisis_language_alert(matches, "session notes")
     advice: dict[str, Any] = {}

@@ -26,12 +26,12 @@ from models.accounts import Patient, Provider, Role, User
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import audit_patient_read
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
 from models.policy import ClinicPolicy
+from models.safety.crisis import crisis_matches
 
 MAX_BODY = 4000
 MAX_SUBJECT = 120
@@ -235,7 +235,7 @@ async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, polic
     thread = await get_thread(viewer, data.thread_id)
     if data.reply_to_id is not None and not await Message.exists(id=data.reply_to_id, thread_id=thread.id):
         raise InvalidInput("replyToId", "replyToId is not a message of this thread")
-    matches = crisis_matches(body) if viewer.is_role(Role.PATIENT) else []
+    matches = crisis_matches(body, policy.crisis_phrases) if viewer.is_role(Role.PATIENT) else []
 
     async def write() -> Outcome:
         async with in_transaction():

@@ -20,7 +20,6 @@ from models.alert_rules import AlertKind, AlertSpec, Severity
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from models.base import Entity
-from models.crisis import crisis_matches
 from models.directory import require_clinical_access
 from models.dosing import DosingSession
 from models.errors import Forbidden, InvalidInput
@@ -28,6 +27,7 @@ from models.events import Operation, record_event
 from models.idempotency import Outcome, request_fields, run_once
 from models.plans import PlanStatus, TreatmentPlan, change_plan_status
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+from models.safety.crisis import crisis_matches
 
 
 class Grade(StrEnum):
@@ -201,7 +201,9 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
                 spec
                 for spec in (
                     side_effect_alert(data.code, data.grade),
-                    alert_rules.crisis_language_alert(crisis_matches(data.note), "a side-effect note"),
+                    alert_rules.crisis_language_alert(
+                        crisis_matches(data.note, policy.crisis_phrases), "a side-effect note"
+                    ),
                 )
                 if spec is not None
             ]
@@ -225,7 +227,7 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
             await record_now(viewer, entry, now=now, trail=viewer.audit)
         deadline = min((alert.respond_by for alert in alerts), default=None)
         advice = side_effect_advice(data.code, data.grade, deadline, patient.time_zone, policy)
-        if crisis_matches(data.note):
+        if crisis_matches(data.note, policy.crisis_phrases):
             advice["crisisResources"] = policy.crisis_text()
         return Outcome(report.id, advice)
 

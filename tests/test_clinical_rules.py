@@ -25,7 +25,6 @@ from models.alert_rules import (
     respond_by,
 )
 from models.checkins import NewCheckIn, check_in_problem
-from models.crisis import crisis_matches
 from models.dosing import CHECKLIST, FailedCheck, SafetyFacts, failed_safety_checks, refusal_advice
 from models.plans import (
     DEFAULT_SURVEY_SCHEDULE,
@@ -641,76 +640,6 @@ def test_a_mild_side_effect_without_an_alert_is_left_for_the_care_team_to_review
     advice = side_effect_advice("NAUSEA", MILD, None, "America/New_York", POLICY)
     thanks = "Thank you: your care team will review this report. If it gets worse, report it again."
     assert advice == {"safetyInstructions": thanks}
-
-
-# --- §7 Crisis wording -----------------------------------------------------------------------------
-
-SECTION_7_PHRASES = [
-    "kill myself",
-    "killing myself",
-    "suicide",
-    "suicidal",
-    "end my life",
-    "end it all",
-    "want to die",
-    "wanna die",
-    "better off dead",
-    "hurt myself",
-    "hurting myself",
-    "self harm",
-    "self-harm",
-    "cut myself",
-    "overdose",
-    "take all my pills",
-    "no reason to live",
-    "can't go on",
-    "cant go on",
-    "can't breathe",
-    "cant breathe",
-    "chest pain",
-]
-
-
-def test_every_crisis_phrase_of_section_7_is_matched_in_a_sentence() -> None:
-    missed = [
-        phrase
-        for phrase in SECTION_7_PHRASES
-        if phrase not in crisis_matches(f"Today was hard and honestly {phrase} is all I think about.")
-    ]
-    assert missed == []
-
-
-@pytest.mark.parametrize(
-    ("text", "phrase"),
-    [
-        ("I CAN\u2019T   go on!!!", "can't go on"),
-        ("I can\u2018t breathe", "can't breathe"),
-        ("He said \u201cSuicidal?\u201d and laughed", "suicidal"),
-        ("END.   IT.   ALL.", "end it all"),
-        ("want-to-die", "want to die"),
-        ("better off\tdead\n", "better off dead"),
-        ("self\u2013harm again", "self harm"),
-        ("KILL, myself", "kill myself"),
-        ("self--harm again", "self harm"),
-        ("I want to kill - myself", "kill myself"),
-        ("#end_it_all", "end it all"),
-        ("I can`t go on", "can't go on"),
-        ("I can\u02bct go on", "can't go on"),
-    ],
-)
-def test_crisis_wording_is_matched_whatever_its_case_quotes_punctuation_or_spacing(
-    text: str,
-    phrase: str,
-) -> None:
-    assert phrase in crisis_matches(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [None, "", "   ", "Slept well, a little nausea after the session.", "My sister is diving off the cliff"],
-)
-def test_ordinary_or_empty_text_matches_no_crisis_phrase(text: str | None) -> None:
-    assert crisis_matches(text) == []
 
 
 # --- Daily check-ins -------------------------------------------------------------------------------
