@@ -32,6 +32,9 @@ SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 HL7 = "http://terminology.hl7.org/CodeSystem"
+# Our own code systems, named like the instruments' (seeds/instruments/*.json: `.../instrument-items`).
+KETAFOLLOW_CODE_SYSTEMS = "https://ketafollow.example/fhir/CodeSystem"
+SIDE_EFFECT_CODES = f"{KETAFOLLOW_CODE_SYSTEMS}/side-effects"
 
 KETAMINE_RXCUI = "6130"  # the ingredient; esketamine (Spravato) is named in text only
 ROUTES = {  # SNOMED CT route of administration
@@ -182,10 +185,15 @@ _SEVERITY = {Grade.MILD: "mild", Grade.MODERATE: "moderate", Grade.SEVERE: "seve
 
 
 def adverse_event(report: SideEffectReport) -> dict[str, Any]:
-    """A side effect (CLINICAL.md §4): SNOMED CT code, seriousness, severity, the session as the
-    suspect entity."""
+    """A side effect (CLINICAL.md §4): SNOMED CT code (or the catalogue's own code in our code
+    system where no standard one fits), seriousness, severity, the session as the suspect entity."""
     entry = CATALOGUE[report.code]
-    event = _concept(SNOMED, entry.snomed, entry.label) if entry.snomed else {"text": entry.label}
+    if entry.snomed:
+        event = _concept(SNOMED, entry.snomed, entry.label)
+    elif entry.local_code:
+        event = _concept(SIDE_EFFECT_CODES, report.code, entry.label)
+    else:
+        event = {"text": entry.label}
     if report.note:
         event["text"] = f"{entry.label}: {report.note}"
     serious = report.grade in (Grade.SEVERE, Grade.LIFE_THREATENING)

@@ -546,13 +546,15 @@ def test_a_routine_deadline_across_a_daylight_saving_change_keeps_the_local_hour
 
 # --- §4 Side effects -------------------------------------------------------------------------------
 
-# code: (SNOMED CT, always urgent), as written in CLINICAL.md §4.
+LOCAL = "local code"
+# code: (SNOMED CT, or a local code where CLINICAL.md §4 says a standard one would be wrong; always
+# urgent), as written in CLINICAL.md §4.
 SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
     "NAUSEA": ("422587007", False),
     "VOMITING": ("422400008", False),
     "DIZZINESS": ("404640003", False),
     "HEADACHE": ("25064002", False),
-    "DISSOCIATION": ("44376007", False),
+    "DISSOCIATION": (LOCAL, False),  # not 44376007, dissociative disorder: a diagnosis
     "SEDATION": ("271782001", False),
     "ELEVATED_BLOOD_PRESSURE": ("24184005", False),
     "PALPITATIONS": ("80313002", False),
@@ -560,10 +562,11 @@ SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
     "HALLUCINATIONS": ("7011001", False),
     "CONFUSION": ("286933003", False),
     "BLURRED_VISION": ("111516008", False),
-    "URINARY_SYMPTOMS": ("49650001", False),
+    "URINARY_SYMPTOMS": (LOCAL, False),  # not 49650001, dysuria: pain only
     "BLOOD_IN_URINE": ("34436003", True),
     "CHEST_PAIN": ("29857009", True),
     "SHORTNESS_OF_BREATH": ("267036007", True),
+    "SLOW_OR_SHALLOW_BREATHING": (LOCAL, True),
     "SUICIDAL_THOUGHTS": ("6471006", True),
     "FALL_OR_INJURY": ("1912002", False),
     "CRAVING_OR_MISUSE": (None, False),
@@ -573,8 +576,11 @@ SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
 
 
 def test_the_side_effect_catalogue_is_exactly_the_table_of_section_4() -> None:
-    catalogue = {code: (entry.snomed, entry.always_urgent) for code, entry in CATALOGUE.items()}
+    catalogue = {
+        code: (LOCAL if entry.local_code else entry.snomed, entry.always_urgent) for code, entry in CATALOGUE.items()
+    }
     assert catalogue == SECTION_4_CATALOGUE
+    assert not [code for code, entry in CATALOGUE.items() if entry.local_code and entry.snomed]
 
 
 @pytest.mark.parametrize(
@@ -590,6 +596,8 @@ def test_the_side_effect_catalogue_is_exactly_the_table_of_section_4() -> None:
         ("BLOOD_IN_URINE", MILD, URGENT, True, False),
         ("CHEST_PAIN", MILD, URGENT, True, True),
         ("SHORTNESS_OF_BREATH", MILD, URGENT, True, True),
+        ("SLOW_OR_SHALLOW_BREATHING", MILD, URGENT, True, True),
+        ("SLOW_OR_SHALLOW_BREATHING", MODERATE, URGENT, True, True),
         ("SUICIDAL_THOUGHTS", MILD, URGENT, True, False),
         ("SUICIDAL_THOUGHTS", LIFE_THREATENING, URGENT, True, True),
         # Craving or misuse: at least HIGH at any grade.
@@ -615,8 +623,10 @@ def test_a_side_effect_alerts_holds_the_plan_and_advises_as_section_4_says(
     assert ("crisisResources" in advice) is (code == "SUICIDAL_THOUGHTS")
 
 
-@pytest.mark.parametrize("code", ["CHEST_PAIN", "SHORTNESS_OF_BREATH"])
-def test_chest_pain_or_shortness_of_breath_tell_the_patient_to_call_911_at_any_grade(code: str) -> None:
+@pytest.mark.parametrize("code", ["CHEST_PAIN", "SHORTNESS_OF_BREATH", "SLOW_OR_SHALLOW_BREATHING"])
+def test_chest_pain_shortness_of_breath_or_slow_breathing_tell_the_patient_to_call_911_at_any_grade(
+    code: str,
+) -> None:
     for grade in Grade:
         advice = side_effect_advice(code, grade, NOW, "America/New_York", POLICY)
         assert advice["safetyInstructions"] == EMERGENCY_INSTRUCTIONS, grade

@@ -28,12 +28,14 @@ from api.database import use_database
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert
 from models.checkins import CheckIn
+from models.clock import ManualClock
 from models.dosing import DosingSession
 from models.messaging import Message
 from models.opioids import OpioidDose
 from models.plans import TreatmentPlan
 from models.side_effects import SideEffectReport
 from models.surveys import SurveyResponse
+from tests.clinical import REPORT_SIDE_EFFECT
 from tests.conftest import Tokens
 from tests.graphql import gql
 
@@ -133,6 +135,32 @@ async def test_a_side_effect_names_its_snomed_code_and_suspect_session(
     event = body["data"]["fhirResource"]
     assert event["event"]["coding"][0]["system"] == "http://snomed.info/sct"
     assert event["suspectEntity"] == [{"instance": {"reference": f"MedicationAdministration/{report.session_id}"}}]  # type: ignore[attr-defined]
+
+
+SIDE_EFFECT_CODES = "https://ketafollow.example/fhir/CodeSystem/side-effects"
+
+
+@pytest.mark.parametrize(
+    ("code", "label", "not_this_diagnosis"),
+    [
+        ("DISSOCIATION", "Dissociation", "44376007"),  # dissociative disorder
+        ("URINARY_SYMPTOMS", "Urinary urgency, frequency or pain", "49650001"),  # dysuria: pain only
+        ("SLOW_OR_SHALLOW_BREATHING", "Slow or shallow breathing", None),
+    ],
+)
+async def test_a_symptom_without_a_fitting_snomed_concept_carries_our_local_code_and_no_diagnosis(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, code: str, label: str, not_this_diagnosis: str | None
+) -> None:
+    alex = tokens.user("alex@demo.test")
+    report = {"code": code, "grade": "MILD", "onsetAt": clock.now().isoformat()}
+    body = await gql(client, REPORT_SIDE_EFFECT, {"input": report}, token=alex)
+    report_id = relay.GlobalID.from_id(body["data"]["reportSideEffect"]["result"]["id"]).node_id
+    event = (await fetch(client, alex, "AdverseEvent", report_id))["data"]["fhirResource"]
+    AdverseEvent.model_validate(event)
+    assert event["event"] == {"coding": [{"system": SIDE_EFFECT_CODES, "code": code, "display": label}], "text": label}
+    assert "snomed" not in str(event)
+    if not_this_diagnosis:
+        assert not_this_diagnosis not in str(event)
 
 
 @pytest.mark.parametrize(
