@@ -20,6 +20,7 @@ from api.push_settings import read_apns, read_fcm
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
 from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy
+from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
 # Only ever used outside production; production refuses it (see `_check_secret`).
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
@@ -104,6 +105,8 @@ class Settings:
     # CLINICAL.md §7: what patients in crisis are told, and the clinic's on-call line.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
+    # CLINICAL.md §7: the crisis wording scanned for, read from CRISIS_PHRASES_FILE (default the seed list).
+    crisis_phrases: tuple[str, ...] = DEFAULT_POLICY.crisis_phrases
     # Browser origins (scheme://host[:port]) allowed to call the API, e.g. the provider portal.
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
@@ -135,8 +138,13 @@ class Settings:
 
     @property
     def clinic_policy(self) -> ClinicPolicy:
-        """CLINICAL.md's defaults with this deployment's crisis wording and on-call line."""
-        return replace(DEFAULT_POLICY, crisis_resources=self.crisis_resources, on_call_contact=self.on_call_contact)
+        """CLINICAL.md's defaults with this deployment's crisis resources, on-call line and crisis phrases."""
+        return replace(
+            DEFAULT_POLICY,
+            crisis_resources=self.crisis_resources,
+            on_call_contact=self.on_call_contact,
+            crisis_phrases=self.crisis_phrases,
+        )
 
     @property
     def signing_keys(self) -> dict[str, str]:
@@ -266,6 +274,7 @@ class _Reader:
             fcm=read_fcm(self.values, production=production, problems=self.problems),
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
+            crisis_phrases=self._crisis_phrases(),
             cors_allowed_origins=self._cors_origins(production),
             cors_max_age=self.integer("CORS_MAX_AGE_SECONDS", 600, minimum=0, maximum=86400),
             hsts_seconds=self.integer("HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 86400),
@@ -334,6 +343,14 @@ class _Reader:
             else:
                 origins.append(origin)
         return tuple(dict.fromkeys(origins))
+
+    def _crisis_phrases(self) -> tuple[str, ...]:
+        path = Path(self.text("CRISIS_PHRASES_FILE", str(SEED_CRISIS_PHRASES_FILE)))
+        try:
+            return read_crisis_phrases(path)
+        except CrisisPhrasesError as error:
+            self.problems.append(f"CRISIS_PHRASES_FILE: {error}")
+            return DEFAULT_POLICY.crisis_phrases
 
     def _webhook_url(self) -> str | None:
         url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()

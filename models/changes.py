@@ -1,8 +1,8 @@
 """The EHR change feed (PRODUCT.md capability 10, ARCHITECTURE.md decision 2).
 
 The feed is the domain-event outbox read in commit order, each event rendered as the FHIR
-resources of its record (a dosing session is a MedicationAdministration and its blood-pressure
-Observations; a plan a CarePlan and a MedicationRequest).
+resources of its record (a dosing session is a MedicationAdministration and the Observations of
+its readings: blood pressure, heart rate, SpO2; a plan a CarePlan and a MedicationRequest).
 
 Commit order, not insert order: on PostgreSQL a transaction that took `seq` 7 can commit after
 one that took `seq` 8, so a reader who has seen 8 and resumes "after 8" would skip 7 for ever.
@@ -295,9 +295,7 @@ async def _sessions(ids: list[UUID]) -> dict[UUID, Rendered]:
     found: dict[UUID, Rendered] = {}
     for session in await DosingSession.filter(id__in=ids):
         rendered: Rendered = [_one("MedicationAdministration", fhir.medication_administration(session))]
-        for moment in fhir.BLOOD_PRESSURE_MOMENTS:
-            if observation := fhir.blood_pressure_observation(session, moment):
-                rendered.append(_one("Observation", observation))
+        rendered += [_one("Observation", observation) for observation in fhir.reading_observations(session)]
         found[session.id] = rendered
     return found
 

@@ -7,6 +7,7 @@ record has no standard code it carries text only, never a guessed code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,6 +34,9 @@ SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 HL7 = "http://terminology.hl7.org/CodeSystem"
+# Our own code systems, named like the instruments' (seeds/instruments/*.json: `.../instrument-items`).
+KETAFOLLOW_CODE_SYSTEMS = "https://ketafollow.example/fhir/CodeSystem"
+SIDE_EFFECT_CODES = f"{KETAFOLLOW_CODE_SYSTEMS}/side-effects"
 
 KETAMINE_RXCUI = "6130"  # the ingredient; esketamine (Spravato) is named in text only
 ROUTES = {  # SNOMED CT route of administration
@@ -49,7 +53,11 @@ ADMINISTRATION_STATUS = {
     SessionStatus.ABANDONED: "unknown",  # never closed: whether it ended well is not known
     SessionStatus.ENTERED_IN_ERROR: "entered-in-error",
 }
-BLOOD_PRESSURE_MOMENTS = ("pre", "post")
+# A session's readings (CLINICAL.md §1-§3): before dosing, at about 40 minutes (a clinic session's
+# REMS form) and after; each a blood-pressure, a heart-rate and an SpO2 Observation where measured,
+# with ids `<session id>-<kind>-<phase>` (`-bp-pre`, `-hr-mid`, `-spo2-post`…).
+READING_PHASES = ("pre", "mid", "post")
+VITAL_SIGNS = ("bp", "hr", "spo2")
 
 
 def _instant(moment: datetime) -> str:
@@ -149,44 +157,137 @@ def _pressure(code: str, name: str, value: int) -> dict[str, Any]:
     }
 
 
-def blood_pressure_observation(session: DosingSession, moment: str) -> dict[str, Any] | None:
-    """The pre- or post-dose reading of a session (CLINICAL.md §11: 85354-9 with 8480-6 and
-    8462-4); None when the session has no such reading."""
+@dataclass(frozen=True)
+class _Reading:
     systolic: int | None
     diastolic: int | None
+    heart_rate: int | None
+    spo2: int | None
     measured_at: datetime | None
-    if moment == "pre":
-        systolic, diastolic, measured_at = session.pre_systolic, session.pre_diastolic, session.pre_measured_at
-    else:
-        systolic, diastolic, measured_at = session.post_systolic, session.post_diastolic, session.post_measured_at
-    if systolic is None or diastolic is None or measured_at is None:
-        return None
+
+
+def _reading(session: DosingSession, phase: str) -> _Reading:
+    if phase == "pre":
+        return _Reading(
+            session.pre_systolic, session.pre_diastolic, session.pre_heart_rate, session.pre_spo2,
+            session.pre_measured_at,
+        )  # fmt: skip
+    if phase == "mid":
+        return _Reading(
+            session.mid_systolic, session.mid_diastolic, session.mid_heart_rate, session.mid_spo2,
+            session.mid_measured_at,
+        )  # fmt: skip
+    return _Reading(
+        session.post_systolic, session.post_diastolic, session.post_heart_rate, session.post_spo2,
+        session.post_measured_at,
+    )  # fmt: skip
+
+
+def _vital_sign(session: DosingSession, kind: str, phase: str, code: dict[str, Any]) -> dict[str, Any]:
+    """What every reading of a session shares: vital-signs, the patient, `partOf` the session,
+    when it was measured (left out when unknown: the reading is exported all the same), voided with
+    the session."""
     voided = session.status is SessionStatus.ENTERED_IN_ERROR
-    return {
+    observation: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": f"{session.id}-bp-{moment}",
+        "id": f"{session.id}-{kind}-{phase}",
         "meta": _meta(session.updated_at, session.version),
         "status": "entered-in-error" if voided else "final",
         "category": _category("vital-signs", "Vital Signs"),
-        "code": _concept(LOINC, "85354-9", "Blood pressure panel with all children optional"),
+        "code": code,
         "subject": _reference("Patient", session.patient_id),  # type: ignore[attr-defined]
-        "effectiveDateTime": _instant(measured_at),
         "partOf": [_reference("MedicationAdministration", session.id)],
-        "component": [
-            _pressure("8480-6", "Systolic blood pressure", systolic),
-            _pressure("8462-4", "Diastolic blood pressure", diastolic),
-        ],
     }
+    measured_at = _reading(session, phase).measured_at
+    if measured_at is not None:
+        observation["effectiveDateTime"] = _instant(measured_at)
+    return observation
+
+
+def blood_pressure_observation(session: DosingSession, phase: str) -> dict[str, Any] | None:
+    """A session's blood pressure before, at 40 minutes or after dosing (CLINICAL.md §11: 85354-9
+    with 8480-6 and 8462-4, mm[Hg]); None when it was not measured."""
+    reading = _reading(session, phase)
+    if reading.systolic is None or reading.diastolic is None:
+        return None
+    observation = _vital_sign(
+        session, "bp", phase, _concept(LOINC, "85354-9", "Blood pressure panel with all children optional")
+    )
+    observation["component"] = [
+        _pressure("8480-6", "Systolic blood pressure", reading.systolic),
+        _pressure("8462-4", "Diastolic blood pressure", reading.diastolic),
+    ]
+    return observation
+
+
+def heart_rate_observation(session: DosingSession, phase: str) -> dict[str, Any] | None:
+    """A session's heart rate (CLINICAL.md §11: LOINC 8867-4, /min); None when not measured."""
+    heart_rate = _reading(session, phase).heart_rate
+    if heart_rate is None:
+        return None
+    observation = _vital_sign(session, "hr", phase, _concept(LOINC, "8867-4", "Heart rate"))
+    observation["valueQuantity"] = {"value": heart_rate, "unit": "/min", "system": UCUM, "code": "/min"}
+    return observation
+
+
+def oxygen_saturation_observation(session: DosingSession, phase: str) -> dict[str, Any] | None:
+    """A session's SpO2 by pulse oximetry (CLINICAL.md §11: LOINC 59408-5, %, with 2708-6, the
+    code FHIR's vital-signs profile asks for); None when not measured."""
+    spo2 = _reading(session, phase).spo2
+    if spo2 is None:
+        return None
+    name = "Oxygen saturation in Arterial blood by Pulse oximetry"
+    code = {
+        "coding": [
+            {"system": LOINC, "code": "59408-5", "display": name},
+            {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
+        ],
+        "text": name,
+    }
+    observation = _vital_sign(session, "spo2", phase, code)
+    observation["valueQuantity"] = {"value": spo2, "unit": "%", "system": UCUM, "code": "%"}
+    return observation
+
+
+_VITAL_SIGN_OBSERVATIONS = {
+    "bp": blood_pressure_observation,
+    "hr": heart_rate_observation,
+    "spo2": oxygen_saturation_observation,
+}
+
+
+def reading_observation(session: DosingSession, kind: str, phase: str) -> dict[str, Any] | None:
+    """One reading of a session by its kind and phase (`bp`/`hr`/`spo2`, `pre`/`mid`/`post`)."""
+    if kind not in _VITAL_SIGN_OBSERVATIONS or phase not in READING_PHASES:
+        return None
+    return _VITAL_SIGN_OBSERVATIONS[kind](session, phase)
+
+
+def reading_observations(session: DosingSession) -> list[dict[str, Any]]:
+    """Every reading of a session as Observations, phase by phase (blood pressure, heart rate,
+    SpO2): the resources a session brings besides its MedicationAdministration, wherever it is
+    exported (one resource, the patient Bundle, the change feed)."""
+    return [
+        observation
+        for phase in READING_PHASES
+        for kind in VITAL_SIGNS
+        if (observation := reading_observation(session, kind, phase)) is not None
+    ]
 
 
 _SEVERITY = {Grade.MILD: "mild", Grade.MODERATE: "moderate", Grade.SEVERE: "severe", Grade.LIFE_THREATENING: "severe"}
 
 
 def adverse_event(report: SideEffectReport) -> dict[str, Any]:
-    """A side effect (CLINICAL.md §4): SNOMED CT code, seriousness, severity, the session as the
-    suspect entity."""
+    """A side effect (CLINICAL.md §4): SNOMED CT code (or the catalogue's own code in our code
+    system where no standard one fits), seriousness, severity, the session as the suspect entity."""
     entry = CATALOGUE[report.code]
-    event = _concept(SNOMED, entry.snomed, entry.label) if entry.snomed else {"text": entry.label}
+    if entry.snomed:
+        event = _concept(SNOMED, entry.snomed, entry.label)
+    elif entry.local_code:
+        event = _concept(SIDE_EFFECT_CODES, report.code, entry.label)
+    else:
+        event = {"text": entry.label}
     if report.note:
         event["text"] = f"{entry.label}: {report.note}"
     serious = report.grade in (Grade.SEVERE, Grade.LIFE_THREATENING)
@@ -651,17 +752,15 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
     if resource_type == "QuestionnaireResponse":
         response = await _owned(viewer, SurveyResponse, _uuid(resource_id), resource_type)
         return questionnaire_response(response, await _definition(response))
-    if resource_type == "Observation" and "-bp-" not in resource_id:  # a check-in
-        return check_in_observation(await _owned(viewer, CheckIn, _uuid(resource_id), resource_type))
-    if resource_type == "Observation":
-        session_id, _, moment = resource_id.partition("-bp-")
-        if moment not in BLOOD_PRESSURE_MOMENTS:
-            raise NotFound("resource")
+    if resource_type == "Observation" and (reading := _reading_id(resource_id)):  # a session's reading
+        session_id, kind, phase = reading
         session = await _owned(viewer, DosingSession, _uuid(session_id), "Observation")
-        observation = blood_pressure_observation(session, moment)
+        observation = reading_observation(session, kind, phase)
         if observation is None:
             raise NotFound("resource")
         return observation
+    if resource_type == "Observation":  # a check-in
+        return check_in_observation(await _owned(viewer, CheckIn, _uuid(resource_id), resource_type))
     if resource_type == "MedicationAdministration":
         return medication_administration(await _owned(viewer, DosingSession, _uuid(resource_id), resource_type))
     if resource_type == "Practitioner":
@@ -689,6 +788,16 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
     return flag(await _owned(viewer, Alert, _uuid(resource_id), resource_type))
 
 
+def _reading_id(resource_id: str) -> tuple[str, str, str] | None:
+    """(session id, kind, phase) of a `<session id>-<kind>-<phase>` reading id, or None for an id
+    of another shape (a check-in's UUID). A UUID holds no `-bp-`, `-hr-` or `-spo2-`: not hex."""
+    for kind in VITAL_SIGNS:
+        session_id, separator, phase = resource_id.partition(f"-{kind}-")
+        if separator:
+            return session_id, kind, phase
+    return None
+
+
 async def _instrument(questionnaire_id: str) -> InstrumentDefinition:
     code, _, version = questionnaire_id.rpartition("-")
     row = await Instrument.get_or_none(code=code, version=version)
@@ -712,9 +821,7 @@ async def patient_bundle(viewer: Viewer, patient_id: UUID, *, now: datetime) -> 
         resources += [care_plan(plan), medication_request(plan)]
     for session in await DosingSession.filter(patient_id=patient_id).order_by("started_at", "id"):
         resources.append(medication_administration(session))
-        resources += [
-            found for moment in BLOOD_PRESSURE_MOMENTS if (found := blood_pressure_observation(session, moment))
-        ]
+        resources += reading_observations(session)
     doses = await OpioidDose.filter(patient_id=patient_id).order_by("taken_at", "id")
     resources += [medication_statement(dose) for dose in doses]
     check_ins = await CheckIn.filter(patient_id=patient_id).order_by("recorded_at", "id")

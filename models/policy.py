@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, read_crisis_phrases
+
 US_CRISIS_RESOURCES = "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
 EMERGENCY_INSTRUCTIONS = "Call 911 (emergency services) now. Do not drive yourself."
+# §7: the phrase list is seed data (seeds/crisis_phrases.txt); settings may name a clinic's own file.
+SEED_CRISIS_PHRASES = read_crisis_phrases(SEED_CRISIS_PHRASES_FILE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class ClinicPolicy:
     # §7: crisis resources shown to patients (US defaults) and the clinic's on-call number.
     crisis_resources: str = US_CRISIS_RESOURCES
     on_call_contact: str | None = None
+    # §7: crisis wording scanned for in patients' free text (models/safety/crisis.py).
+    crisis_phrases: tuple[str, ...] = SEED_CRISIS_PHRASES
     # Device clocks drift: a time this far in the future is still accepted as "now".
     clock_skew: timedelta = timedelta(minutes=5)
     # Offline phones sync late; anything older than this is refused as implausible.

@@ -43,15 +43,20 @@ class CatalogueEntry:
     label: str
     snomed: str | None
     always_urgent: bool = False
+    # No SNOMED CT concept fits the symptom as reported (the near ones are diagnoses or narrower):
+    # FHIR carries the catalogue code itself in our own code system.
+    local_code: bool = False
 
 
-# CLINICAL.md §4: the catalogue, with SNOMED CT codes for FHIR.
+# CLINICAL.md §4: the catalogue, with SNOMED CT codes for FHIR, or a local code where a standard
+# one would say more than the patient reported (44376007 is dissociative disorder, a diagnosis;
+# 49650001 is dysuria, pain only).
 CATALOGUE: dict[str, CatalogueEntry] = {
     "NAUSEA": CatalogueEntry("Nausea", "422587007"),
     "VOMITING": CatalogueEntry("Vomiting", "422400008"),
     "DIZZINESS": CatalogueEntry("Dizziness", "404640003"),
     "HEADACHE": CatalogueEntry("Headache", "25064002"),
-    "DISSOCIATION": CatalogueEntry("Dissociation", "44376007"),
+    "DISSOCIATION": CatalogueEntry("Dissociation", None, local_code=True),
     "SEDATION": CatalogueEntry("Sedation (drowsy)", "271782001"),
     "ELEVATED_BLOOD_PRESSURE": CatalogueEntry("High blood pressure", "24184005"),
     "PALPITATIONS": CatalogueEntry("Palpitations", "80313002"),
@@ -59,17 +64,20 @@ CATALOGUE: dict[str, CatalogueEntry] = {
     "HALLUCINATIONS": CatalogueEntry("Hallucinations", "7011001"),
     "CONFUSION": CatalogueEntry("Confusion", "286933003"),
     "BLURRED_VISION": CatalogueEntry("Blurred vision", "111516008"),
-    "URINARY_SYMPTOMS": CatalogueEntry("Urinary urgency, frequency or pain", "49650001"),
+    "URINARY_SYMPTOMS": CatalogueEntry("Urinary urgency, frequency or pain", None, local_code=True),
     "BLOOD_IN_URINE": CatalogueEntry("Blood in urine", "34436003", always_urgent=True),
     "CHEST_PAIN": CatalogueEntry("Chest pain", "29857009", always_urgent=True),
     "SHORTNESS_OF_BREATH": CatalogueEntry("Shortness of breath", "267036007", always_urgent=True),
+    # Respiratory depression (REMS, updated 12/2024).
+    "SLOW_OR_SHALLOW_BREATHING": CatalogueEntry("Slow or shallow breathing", None, always_urgent=True, local_code=True),
     "SUICIDAL_THOUGHTS": CatalogueEntry("Suicidal thoughts", "6471006", always_urgent=True),
     "FALL_OR_INJURY": CatalogueEntry("Fall or injury", "1912002"),
     "CRAVING_OR_MISUSE": CatalogueEntry("Craving or misuse", None),
     "ALLERGIC_REACTION": CatalogueEntry("Allergic reaction", "419076005"),
     "OTHER": CatalogueEntry("Other", None),
 }
-_CALL_911_ANY_GRADE = frozenset({"CHEST_PAIN", "SHORTNESS_OF_BREATH"})
+# CLINICAL.md §4: "Call 911 (emergency services) now" whatever the grade.
+_CALL_911_ANY_GRADE = frozenset({"CHEST_PAIN", "SHORTNESS_OF_BREATH", "SLOW_OR_SHALLOW_BREATHING"})
 
 
 def side_effect_alert(code: str, grade: Grade) -> AlertSpec | None:

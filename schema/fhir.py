@@ -24,7 +24,8 @@ class FhirQuery:
     @strawberry.field(
         description=(
             "One record as FHIR R4 JSON: Patient, MedicationAdministration (a dosing session), Observation "
-            "(a check-in; `<session id>-bp-pre` or `-bp-post`; `<response id>-total`), QuestionnaireResponse, "
+            "(a check-in; a session's reading `<session id>-<bp|hr|spo2>-<pre|mid|post>`, e.g. `-bp-pre`; "
+            "`<response id>-total`), QuestionnaireResponse, "
             "AdverseEvent (a side effect), Flag (an alert), Communication (a message), "
             "MedicationStatement (an opioid dose), CarePlan and MedicationRequest (a treatment plan), "
             "Questionnaire (`<code>-<version>`), Consent, AuditEvent, Practitioner or CareTeam."

@@ -193,6 +193,21 @@ async def test_chest_pain_at_any_grade_is_urgent_and_means_call_911(
     assert alert.severity.value == "URGENT"
 
 
+async def test_slow_or_shallow_breathing_at_any_grade_is_urgent_holds_the_plan_and_means_call_911(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    report = {"code": "SLOW_OR_SHALLOW_BREATHING", "grade": "MILD", "onsetAt": clock.now().isoformat()}
+    body = await gql(client, REPORT_SIDE_EFFECT, {"input": report}, token=tokens.user("alex@demo.test"))
+    payload = body["data"]["reportSideEffect"]
+    assert payload["result"]["code"] == "SLOW_OR_SHALLOW_BREATHING"
+    assert payload["safetyInstructions"].startswith("Call 911 (emergency services) now")
+    plan = await plan_of(client, tokens.user("dr.rivera@demo.test"), await patient_global_id(app, "alex@demo.test"))
+    assert plan["status"] == "ON_HOLD"
+    queue = await gql(client, ALERTS, {"status": ["OPEN"]}, token=tokens.user("dr.rivera@demo.test"))
+    summaries = [(e["node"]["severity"], e["node"]["summary"]) for e in queue["data"]["alerts"]["edges"]]
+    assert ("URGENT", "Slow or shallow breathing reported as MILD.") in summaries
+
+
 async def test_a_side_effect_report_is_checked(client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock) -> None:
     alex = tokens.user("alex@demo.test")
     cases = [

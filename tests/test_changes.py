@@ -29,7 +29,7 @@ from schema.fhir import ResourceType
 from tests.clinical import SUBMIT_CHECK_IN
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
 from tests.graphql import gql
-from tests.test_fhir import MODELS
+from tests.test_fhir import MODELS, record_clinic_readings
 
 CHANGES = """
 query($after: String, $first: Int, $types: [ResourceType!]) {
@@ -142,6 +142,24 @@ async def test_a_full_sync_is_the_servers_state_in_valid_fhir_r4(
     before = len(ehr.received)
     assert not await ehr.pull()
     assert len(ehr.received) == before  # resuming at the end gives nothing more
+
+
+async def test_a_session_brings_the_observations_of_all_its_readings_into_the_feed(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    session = await record_clinic_readings(app, "alex@demo.test")
+    token = tokens.client("demo-ehr")
+    ehr = SyncingClient(app, client, token, page=7)
+    await ehr.catch_up()
+    readings = {resource_id: resource for (kind, resource_id), resource in ehr.copy.items() if kind == "Observation"}
+    expected = {f"{session.id}-{kind}-{phase}" for kind in ("bp", "hr", "spo2") for phase in ("pre", "mid", "post")}
+    assert expected <= set(readings)
+    for resource_id in expected:
+        MODELS["Observation"].model_validate(readings[resource_id])
+        assert readings[resource_id]["partOf"] == [{"reference": f"MedicationAdministration/{session.id}"}]
+    codes = {readings[f"{session.id}-{kind}-mid"]["code"]["coding"][0]["code"] for kind in ("bp", "hr", "spo2")}
+    assert codes == {"85354-9", "8867-4", "59408-5"}
+    assert ehr.copy == await server_state(client, token, app, "demo-ehr")  # the same as the patient's Bundle
 
 
 @pytest.mark.parametrize("page", [1, 2, 3, 7])

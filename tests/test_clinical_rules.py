@@ -26,7 +26,6 @@ from models.alert_rules import (
     respond_by,
 )
 from models.checkins import NewCheckIn, check_in_problem
-from models.crisis import crisis_matches
 from models.dosing import (
     CHECKLIST,
     BloodPressureReading,
@@ -629,13 +628,15 @@ def test_a_routine_deadline_across_a_daylight_saving_change_keeps_the_local_hour
 
 # --- §4 Side effects -------------------------------------------------------------------------------
 
-# code: (SNOMED CT, always urgent), as written in CLINICAL.md §4.
+LOCAL = "local code"
+# code: (SNOMED CT, or a local code where CLINICAL.md §4 says a standard one would be wrong; always
+# urgent), as written in CLINICAL.md §4.
 SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
     "NAUSEA": ("422587007", False),
     "VOMITING": ("422400008", False),
     "DIZZINESS": ("404640003", False),
     "HEADACHE": ("25064002", False),
-    "DISSOCIATION": ("44376007", False),
+    "DISSOCIATION": (LOCAL, False),  # not 44376007, dissociative disorder: a diagnosis
     "SEDATION": ("271782001", False),
     "ELEVATED_BLOOD_PRESSURE": ("24184005", False),
     "PALPITATIONS": ("80313002", False),
@@ -643,10 +644,11 @@ SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
     "HALLUCINATIONS": ("7011001", False),
     "CONFUSION": ("286933003", False),
     "BLURRED_VISION": ("111516008", False),
-    "URINARY_SYMPTOMS": ("49650001", False),
+    "URINARY_SYMPTOMS": (LOCAL, False),  # not 49650001, dysuria: pain only
     "BLOOD_IN_URINE": ("34436003", True),
     "CHEST_PAIN": ("29857009", True),
     "SHORTNESS_OF_BREATH": ("267036007", True),
+    "SLOW_OR_SHALLOW_BREATHING": (LOCAL, True),
     "SUICIDAL_THOUGHTS": ("6471006", True),
     "FALL_OR_INJURY": ("1912002", False),
     "CRAVING_OR_MISUSE": (None, False),
@@ -656,8 +658,11 @@ SECTION_4_CATALOGUE: dict[str, tuple[str | None, bool]] = {
 
 
 def test_the_side_effect_catalogue_is_exactly_the_table_of_section_4() -> None:
-    catalogue = {code: (entry.snomed, entry.always_urgent) for code, entry in CATALOGUE.items()}
+    catalogue = {
+        code: (LOCAL if entry.local_code else entry.snomed, entry.always_urgent) for code, entry in CATALOGUE.items()
+    }
     assert catalogue == SECTION_4_CATALOGUE
+    assert not [code for code, entry in CATALOGUE.items() if entry.local_code and entry.snomed]
 
 
 @pytest.mark.parametrize(
@@ -673,6 +678,8 @@ def test_the_side_effect_catalogue_is_exactly_the_table_of_section_4() -> None:
         ("BLOOD_IN_URINE", MILD, URGENT, True, False),
         ("CHEST_PAIN", MILD, URGENT, True, True),
         ("SHORTNESS_OF_BREATH", MILD, URGENT, True, True),
+        ("SLOW_OR_SHALLOW_BREATHING", MILD, URGENT, True, True),
+        ("SLOW_OR_SHALLOW_BREATHING", MODERATE, URGENT, True, True),
         ("SUICIDAL_THOUGHTS", MILD, URGENT, True, False),
         ("SUICIDAL_THOUGHTS", LIFE_THREATENING, URGENT, True, True),
         # Craving or misuse: at least HIGH at any grade.
@@ -698,8 +705,10 @@ def test_a_side_effect_alerts_holds_the_plan_and_advises_as_section_4_says(
     assert ("crisisResources" in advice) is (code == "SUICIDAL_THOUGHTS")
 
 
-@pytest.mark.parametrize("code", ["CHEST_PAIN", "SHORTNESS_OF_BREATH"])
-def test_chest_pain_or_shortness_of_breath_tell_the_patient_to_call_911_at_any_grade(code: str) -> None:
+@pytest.mark.parametrize("code", ["CHEST_PAIN", "SHORTNESS_OF_BREATH", "SLOW_OR_SHALLOW_BREATHING"])
+def test_chest_pain_shortness_of_breath_or_slow_breathing_tell_the_patient_to_call_911_at_any_grade(
+    code: str,
+) -> None:
     for grade in Grade:
         advice = side_effect_advice(code, grade, NOW, "America/New_York", POLICY)
         assert advice["safetyInstructions"] == EMERGENCY_INSTRUCTIONS, grade
@@ -723,76 +732,6 @@ def test_a_mild_side_effect_without_an_alert_is_left_for_the_care_team_to_review
     advice = side_effect_advice("NAUSEA", MILD, None, "America/New_York", POLICY)
     thanks = "Thank you: your care team will review this report. If it gets worse, report it again."
     assert advice == {"safetyInstructions": thanks}
-
-
-# --- §7 Crisis wording -----------------------------------------------------------------------------
-
-SECTION_7_PHRASES = [
-    "kill myself",
-    "killing myself",
-    "suicide",
-    "suicidal",
-    "end my life",
-    "end it all",
-    "want to die",
-    "wanna die",
-    "better off dead",
-    "hurt myself",
-    "hurting myself",
-    "self harm",
-    "self-harm",
-    "cut myself",
-    "overdose",
-    "take all my pills",
-    "no reason to live",
-    "can't go on",
-    "cant go on",
-    "can't breathe",
-    "cant breathe",
-    "chest pain",
-]
-
-
-def test_every_crisis_phrase_of_section_7_is_matched_in_a_sentence() -> None:
-    missed = [
-        phrase
-        for phrase in SECTION_7_PHRASES
-        if phrase not in crisis_matches(f"Today was hard and honestly {phrase} is all I think about.")
-    ]
-    assert missed == []
-
-
-@pytest.mark.parametrize(
-    ("text", "phrase"),
-    [
-        ("I CAN\u2019T   go on!!!", "can't go on"),
-        ("I can\u2018t breathe", "can't breathe"),
-        ("He said \u201cSuicidal?\u201d and laughed", "suicidal"),
-        ("END.   IT.   ALL.", "end it all"),
-        ("want-to-die", "want to die"),
-        ("better off\tdead\n", "better off dead"),
-        ("self\u2013harm again", "self harm"),
-        ("KILL, myself", "kill myself"),
-        ("self--harm again", "self harm"),
-        ("I want to kill - myself", "kill myself"),
-        ("#end_it_all", "end it all"),
-        ("I can`t go on", "can't go on"),
-        ("I can\u02bct go on", "can't go on"),
-    ],
-)
-def test_crisis_wording_is_matched_whatever_its_case_quotes_punctuation_or_spacing(
-    text: str,
-    phrase: str,
-) -> None:
-    assert phrase in crisis_matches(text)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [None, "", "   ", "Slept well, a little nausea after the session.", "My sister is diving off the cliff"],
-)
-def test_ordinary_or_empty_text_matches_no_crisis_phrase(text: str | None) -> None:
-    assert crisis_matches(text) == []
 
 
 # --- Daily check-ins -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ models of fhir.resources (R4B package), with the codes CLINICAL.md gives; access
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,12 +29,14 @@ from api.database import use_database
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert
 from models.checkins import CheckIn
+from models.clock import ManualClock
 from models.dosing import DosingSession
 from models.messaging import Message
 from models.opioids import OpioidDose
 from models.plans import TreatmentPlan
 from models.side_effects import SideEffectReport
 from models.surveys import SurveyResponse
+from tests.clinical import REPORT_SIDE_EFFECT
 from tests.conftest import Tokens
 from tests.graphql import gql
 
@@ -135,12 +138,166 @@ async def test_a_side_effect_names_its_snomed_code_and_suspect_session(
     assert event["suspectEntity"] == [{"instance": {"reference": f"MedicationAdministration/{report.session_id}"}}]  # type: ignore[attr-defined]
 
 
+SIDE_EFFECT_CODES = "https://ketafollow.example/fhir/CodeSystem/side-effects"
+
+
+@pytest.mark.parametrize(
+    ("code", "label", "not_this_diagnosis"),
+    [
+        ("DISSOCIATION", "Dissociation", "44376007"),  # dissociative disorder
+        ("URINARY_SYMPTOMS", "Urinary urgency, frequency or pain", "49650001"),  # dysuria: pain only
+        ("SLOW_OR_SHALLOW_BREATHING", "Slow or shallow breathing", None),
+    ],
+)
+async def test_a_symptom_without_a_fitting_snomed_concept_carries_our_local_code_and_no_diagnosis(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, code: str, label: str, not_this_diagnosis: str | None
+) -> None:
+    alex = tokens.user("alex@demo.test")
+    report = {"code": code, "grade": "MILD", "onsetAt": clock.now().isoformat()}
+    body = await gql(client, REPORT_SIDE_EFFECT, {"input": report}, token=alex)
+    report_id = relay.GlobalID.from_id(body["data"]["reportSideEffect"]["result"]["id"]).node_id
+    event = (await fetch(client, alex, "AdverseEvent", report_id))["data"]["fhirResource"]
+    AdverseEvent.model_validate(event)
+    assert event["event"] == {"coding": [{"system": SIDE_EFFECT_CODES, "code": code, "display": label}], "text": label}
+    assert "snomed" not in str(event)
+    if not_this_diagnosis:
+        assert not_this_diagnosis not in str(event)
+
+
+MID_DOSE = timedelta(minutes=40)
+
+
+async def record_clinic_readings(app: Starlette, email: str) -> DosingSession:
+    """Heart rate and SpO2 before, at 40 minutes and after, and the 40-minute blood pressure, on
+    one of the patient's completed sessions, as a clinic's REMS monitoring form records them (no
+    API writes these fields yet: straight through the ORM)."""
+    with use_database(app.state.database):
+        session = await DosingSession.filter(patient__user__email=email, post_systolic__not_isnull=True).first()
+        assert session is not None
+        await DosingSession.filter(id=session.id).update(
+            setting="CLINIC", pre_heart_rate=72, pre_spo2=98, mid_systolic=150, mid_diastolic=92, mid_heart_rate=88,
+            mid_spo2=93, mid_measured_at=session.started_at + MID_DOSE, post_heart_rate=64, post_spo2=97,
+        )  # fmt: skip
+        return await DosingSession.get(id=session.id)
+
+
+HEART_RATE = {
+    "coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
+    "text": "Heart rate",
+}
+SPO2_NAME = "Oxygen saturation in Arterial blood by Pulse oximetry"
+SPO2 = {
+    "coding": [
+        {"system": "http://loinc.org", "code": "59408-5", "display": SPO2_NAME},
+        {"system": "http://loinc.org", "code": "2708-6", "display": "Oxygen saturation in Arterial blood"},
+    ],
+    "text": SPO2_NAME,
+}
+PER_MINUTE = {"unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+PERCENT = {"unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}
+
+
+@pytest.mark.parametrize(
+    ("reading", "code", "value"),
+    [
+        ("hr-pre", HEART_RATE, {"value": 72, **PER_MINUTE}),
+        ("hr-mid", HEART_RATE, {"value": 88, **PER_MINUTE}),
+        ("hr-post", HEART_RATE, {"value": 64, **PER_MINUTE}),
+        ("spo2-pre", SPO2, {"value": 98, **PERCENT}),
+        ("spo2-mid", SPO2, {"value": 93, **PERCENT}),
+        ("spo2-post", SPO2, {"value": 97, **PERCENT}),
+    ],
+)
+async def test_heart_rate_and_spo2_of_each_phase_are_vital_sign_observations_of_the_session(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, reading: str, code: dict[str, Any], value: Any
+) -> None:
+    session = await record_clinic_readings(app, "alex@demo.test")
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), "Observation", f"{session.id}-{reading}")
+    observation = body["data"]["fhirResource"]
+    Observation.model_validate(observation)
+    assert observation["id"] == f"{session.id}-{reading}"
+    assert observation["code"] == code
+    assert observation["valueQuantity"] == value
+    assert observation["category"][0]["coding"][0]["code"] == "vital-signs"
+    assert observation["partOf"] == [{"reference": f"MedicationAdministration/{session.id}"}]
+    assert observation["subject"] == {"reference": f"Patient/{session.patient_id}"}  # type: ignore[attr-defined]
+    measured = {"pre": session.pre_measured_at, "mid": session.mid_measured_at, "post": session.post_measured_at}
+    moment = measured[reading.rsplit("-", 1)[1]]
+    assert moment is not None
+    assert observation["effectiveDateTime"] == moment.isoformat()
+
+
+async def test_the_40_minute_blood_pressure_of_a_clinic_session_is_an_observation_too(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    session = await record_clinic_readings(app, "alex@demo.test")
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), "Observation", f"{session.id}-bp-mid")
+    observation = body["data"]["fhirResource"]
+    Observation.model_validate(observation)
+    assert observation["code"]["coding"][0]["code"] == "85354-9"
+    components = {c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"] for c in observation["component"]}
+    assert components == {"8480-6": 150, "8462-4": 92}
+    assert observation["effectiveDateTime"] == (session.started_at + MID_DOSE).isoformat()
+
+
+async def test_a_reading_whose_time_is_unknown_is_exported_without_one_rather_than_dropped(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    with use_database(app.state.database):
+        session = await DosingSession.filter(patient__user__email="alex@demo.test").first()
+        assert session is not None
+        await DosingSession.filter(id=session.id).update(mid_heart_rate=110, mid_measured_at=None)
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), "Observation", f"{session.id}-hr-mid")
+    observation = body["data"]["fhirResource"]
+    Observation.model_validate(observation)
+    assert observation["valueQuantity"]["value"] == 110
+    assert "effectiveDateTime" not in observation
+
+
+@pytest.mark.parametrize("reading", ["hr-pre", "spo2-post", "bp-mid", "hr-mid", "spo2-mid"])
+async def test_a_reading_that_was_not_taken_is_not_found(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, reading: str
+) -> None:
+    with use_database(app.state.database):
+        session = await DosingSession.filter(
+            patient__user__email="alex@demo.test", post_systolic__not_isnull=True
+        ).first()
+    assert session is not None
+    body = await fetch(client, tokens.user("dr.rivera@demo.test"), "Observation", f"{session.id}-{reading}")
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_every_reading_of_a_session_comes_with_it_in_the_patients_bundle(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    session = await record_clinic_readings(app, "alex@demo.test")
+    query = "query($id: ID!) { fhirPatientBundle(patientId: $id) }"
+    patient_id = str(relay.GlobalID("Patient", str(session.patient_id)))  # type: ignore[attr-defined]
+    bundle = (await gql(client, query, {"id": patient_id}, token=tokens.user("dr.rivera@demo.test")))["data"][
+        "fhirPatientBundle"
+    ]
+    Bundle.model_validate(bundle)
+    readings = {
+        entry["resource"]["id"]: entry["resource"]
+        for entry in bundle["entry"]
+        if entry["resource"]["id"].startswith(f"{session.id}-")
+    }
+    assert set(readings) == {
+        f"{session.id}-{kind}-{phase}" for kind in ("bp", "hr", "spo2") for phase in ("pre", "mid", "post")
+    }
+    for observation in readings.values():
+        Observation.model_validate(observation)
+        assert observation["partOf"] == [{"reference": f"MedicationAdministration/{session.id}"}]
+
+
 @pytest.mark.parametrize(
     ("resource_type", "resource_id", "code"),
     [
         ("Medication", "x", "BAD_USER_INPUT"),
         ("Patient", "not-a-uuid", "NOT_FOUND"),
         ("Observation", "00000000-0000-0000-0000-000000000000-bp-during", "NOT_FOUND"),
+        ("Observation", "00000000-0000-0000-0000-000000000000-hr-pre", "NOT_FOUND"),
+        ("Observation", "00000000-0000-0000-0000-000000000000-pulse-pre", "NOT_FOUND"),
         ("Flag", "00000000-0000-0000-0000-000000000000", "NOT_FOUND"),
     ],
 )

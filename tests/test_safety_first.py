@@ -271,7 +271,7 @@ async def idempotency_conflict_survey(world: World) -> dict[str, Any]:
 
 def message(**changes: Any) -> Arrange:
     async def arrange(world: World) -> dict[str, Any]:
-        values: dict[str, Any] = {"body": "Honestly I want to kill myself"}
+        values: dict[str, Any] = {"body": "Honestly I want to kill my\u00adself"}
         for key, value in changes.items():
             values[key] = await value(world) if callable(value) else value
         if "threadId" not in values:

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from api.settings import DEVELOPMENT_SECRET_KEY, BucketPolicy, Environment, Settings, SettingsError
+from models.policy import DEFAULT_POLICY
 from tests.push_fakes import pem
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
@@ -259,3 +260,40 @@ def test_production_refuses_plain_http_push_services(tmp_path: Path) -> None:
         Settings.from_env({**environ, "APNS_URL": "http://127.0.0.1:9999"}, env_file=None)
     assert raised.value.problems == ["APNS_URL must be an https:// URL, got 'http://127.0.0.1:9999'"]
     assert Settings.from_env({**environ, "APNS_URL": "https://api.sandbox.push.apple.com"}, env_file=None).apns
+
+
+def test_crisis_phrases_are_the_seed_list_unless_a_clinic_names_its_own_file(tmp_path: Path) -> None:
+    assert Settings.from_env({}, env_file=None).clinic_policy.crisis_phrases == DEFAULT_POLICY.crisis_phrases
+    assert "kill myself" in DEFAULT_POLICY.crisis_phrases
+    own = tmp_path / "phrases.txt"
+    own.write_text("# North clinic\nkill myself\ndisappear for good\n", encoding="utf-8")
+    settings = Settings.from_env({"CRISIS_PHRASES_FILE": str(own)}, env_file=None)
+    assert settings.clinic_policy.crisis_phrases == ("kill myself", "disappear for good")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot be read: No such file or directory"),
+        ("{directory}", "cannot be read: Is a directory"),
+        (b"kill myself\n\xff\xfe\n", "cannot be read: 'utf-8' codec can't decode"),
+        ("", "it lists no phrase"),
+        ("# nothing but comments\n\n", "it lists no phrase"),
+        ("kill myself\n...\n", "line 2 ('...') has no letter or digit"),
+    ],
+)
+def test_a_crisis_phrase_file_that_cannot_serve_refuses_to_start_naming_the_variable(
+    tmp_path: Path, content: str | bytes | None, problem: str
+) -> None:
+    path = tmp_path / "phrases.txt"
+    if content == "{directory}":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"CRISIS_PHRASES_FILE": str(path)}, env_file=None)
+    [message] = raised.value.problems
+    assert message.startswith(f"CRISIS_PHRASES_FILE: {path}")
+    assert problem in message

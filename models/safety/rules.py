@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from models.alert_rules import AlertKind, AlertSpec, Severity, crisis_language_alert
-from models.crisis import crisis_matches
 from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
+from models.safety.crisis import crisis_matches
 
 
 class Phase(StrEnum):
@@ -123,7 +123,7 @@ def crisis_findings(text: str | None, where: str, policy: ClinicPolicy) -> Findi
     """§7: crisis wording in a patient's free text → URGENT alert with the match shown, and the
     crisis resources for the patient. Every scanned field goes through here."""
     findings = Findings()
-    matches = crisis_matches(text)
+    matches = crisis_matches(text, policy.crisis_phrases)
     if matches:
         findings.add(crisis_language_alert(matches, where), crisis_resources=policy.crisis_text())
     return findings
