@@ -58,6 +58,10 @@ class ClinicPolicy:
     # A session start replayed from an offline phone is not closed as abandoned for this long
     # after it arrived: its completion is on its way in the same queue.
     replay_grace: timedelta = timedelta(minutes=10)
+    # §1: a weight-based dose given in clinic (IM mg/kg, IV mg/kg per hour) is recorded as the
+    # total in mg; without the patient's weight the total is checked against the formulation's
+    # per-kg maximum for a patient this heavy (a guard rail against typing errors, not advice).
+    heaviest_patient_kg: int = 250
 
     def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
         """Why a time set by the patient's phone cannot be right, or None: more than the clock skew

@@ -116,3 +116,17 @@ def reading_findings(
         spec = oxygen_saturation_alert(spo2, phase, policy)
         findings.add(spec, emergency=spec is not None and spec.severity is Severity.URGENT)
     return findings
+
+
+def respiratory_depression_alert(observed: bool) -> AlertSpec | None:
+    """§1 (the REMS monitoring form asks whether respiratory depression occurred) and §2
+    breathing and oxygen (REMS, updated 12/2024): respiratory depression observed during a
+    clinic session → URGENT, as slow or shallow breathing is an always-urgent side effect (§4)."""
+    if not observed:
+        return None
+    return AlertSpec(
+        AlertKind.SIDE_EFFECT,
+        Severity.URGENT,
+        "Respiratory depression observed during the clinic session.",
+        rule="RESPIRATORY_DEPRESSION",
+    )
