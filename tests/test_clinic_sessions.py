@@ -498,3 +498,15 @@ async def test_the_same_session_recorded_twice_is_refused_as_overlapping(
     assert "overlaps" in again["message"]
     assert first["__typename"] == "DosingSession"
     assert await sessions_of_alex(app) == 7
+
+
+async def test_a_session_monitored_under_two_hours_is_kept_and_marked_ended_early(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    alex = await patient_global_id(app, "alex@demo.test")
+    values = form(clock.now(), alex)
+    ended = moment(values["startedAt"]) + timedelta(minutes=90)
+    values |= {"endedAt": ended.isoformat(), "readyToLeaveAt": ended.isoformat()}
+    values["readings"][2]["measuredAt"] = (ended - timedelta(minutes=5)).isoformat()
+    session = (await record(client, tokens.fresh("dr.rivera@demo.test"), values))["result"]
+    assert (session["status"], session["durationMinutes"], session["endedEarly"]) == ("COMPLETED", 90, True)
