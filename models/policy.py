@@ -66,6 +66,10 @@ class ClinicPolicy:
     replay_grace: timedelta = timedelta(minutes=10)
     # §10: a fentanyl patch is worn this long unless a new one is applied first (the label's 72 h).
     patch_wear: timedelta = timedelta(hours=72)
+    # §1: a weight-based dose given in clinic (IM mg/kg, IV mg/kg per hour) is recorded as the
+    # total in mg; without the patient's weight the total is checked against the formulation's
+    # per-kg maximum for a patient this heavy (a guard rail against typing errors, not advice).
+    heaviest_patient_kg: int = 250
 
     def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
         """Why a time set by the patient's phone cannot be right, or None: more than the clock skew

@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 
 from schema.accounts import AccountsMutation, AccountsQuery
 from schema.audit import AuditQuery
+from schema.clinic_sessions import ClinicSessionMutation
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.devices import DeviceMutation
 from schema.errors import ERROR_TYPES
@@ -29,7 +30,15 @@ class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuer
 
 
 @strawberry.type
-class Mutation(AccountsMutation, ClinicalMutation, SurveyMutation, MessagingMutation, OutcomesMutation, DeviceMutation):
+class Mutation(
+    AccountsMutation,
+    ClinicalMutation,
+    ClinicSessionMutation,
+    SurveyMutation,
+    MessagingMutation,
+    OutcomesMutation,
+    DeviceMutation,
+):
     pass
 
 

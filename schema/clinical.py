@@ -13,10 +13,10 @@ from strawberry import relay
 from strawberry.types import Info
 
 if TYPE_CHECKING:
-    from schema.accounts import PatientType
+    from schema.accounts import PatientType, ProviderType
 
 from models import alerts as alert_ops
-from models import checkins, directory, dosing, opioids, plans, side_effects
+from models import checkins, clinic_sessions, directory, dosing, opioids, plans, side_effects
 from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
@@ -195,6 +195,32 @@ class DosingSessionType(relay.Node):
     failed_checks: list[FailedCheck] = strawberry.field(
         default_factory=list, description="The pre-dose checks a dose taken offline failed; empty otherwise."
     )
+    setting: CareSetting = strawberry.field(  # type: ignore[valid-type]
+        description="AT_HOME (logged by the patient) or CLINIC (recorded by a provider: recordClinicSession)."
+    )
+    at_forty_minutes_blood_pressure: BloodPressureType | None = strawberry.field(
+        description="A clinic session's reading at about 40 minutes (REMS monitoring form)."
+    )
+    sedation_observed: bool | None = strawberry.field(description="Clinic sessions: sedation observed.")
+    dissociation_observed: bool | None = strawberry.field(description="Clinic sessions: dissociation observed.")
+    respiratory_depression: bool | None = strawberry.field(
+        description="Clinic sessions: respiratory depression observed."
+    )
+    ready_to_leave_at: datetime | None = strawberry.field(
+        description="Clinic sessions: when the patient was ready to leave."
+    )
+    recorded_by_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The provider who recorded a clinic session (null for one logged at home).")
+    async def recorded_by(
+        self, info: Info[Context, None]
+    ) -> Annotated[ProviderType, strawberry.lazy("schema.accounts")] | None:
+        from schema.accounts import ProviderType  # the accounts types import this module
+
+        if self.recorded_by_id is None:
+            return None
+        provider = await loader(info, "session_recorders", clinic_sessions.recorders).load(self.recorded_by_id)
+        return ProviderType.from_model(provider) if provider else None
 
     @classmethod
     def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
@@ -236,6 +262,19 @@ class DosingSessionType(relay.Node):
                 FailedCheck(code=check["code"], message=check["message"], item=check.get("item"))
                 for check in session.failed_checks
             ],
+            setting=plans.CareSetting(session.setting),
+            at_forty_minutes_blood_pressure=_reading_type(
+                session.mid_systolic,
+                session.mid_diastolic,
+                session.mid_measured_at,
+                session.mid_heart_rate,
+                session.mid_spo2,
+            ),
+            sedation_observed=session.sedation_observed,
+            dissociation_observed=session.dissociation_observed,
+            respiratory_depression=session.respiratory_depression,
+            ready_to_leave_at=session.ready_to_leave_at,
+            recorded_by_id=session.recorded_by_id,
         )
 
 

@@ -193,6 +193,14 @@ PROBES.update(
             "registerDevice", 'platform: IOS, pushToken: "0a1b2c3d", appVersion: "2.4.1", locale: "en-US"'
         ),
         "unregisterDevice": _mutation("unregisterDevice", "deviceId: $device", "$device: ID!"),
+        "recordClinicSession": _mutation(
+            "recordClinicSession",
+            'patientId: $id, doseMg: 100, startedAt: "2026-11-25T12:00:00Z", endedAt: "2026-11-25T14:30:00Z", '
+            'monitoredBy: "Jo Lee, RN", sedation: false, dissociation: true, respiratoryDepression: false, '
+            'readyToLeaveAt: "2026-11-25T14:30:00Z", '
+            'readings: [{ phase: PRE, systolic: 120, diastolic: 80, measuredAt: "2026-11-25T11:50:00Z" }]',
+            "$id: ID!",
+        ),
     }
 )
 
@@ -224,6 +232,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "resumeTreatmentPlan": TREATING_PROVIDER,
     "endTreatmentPlan": TREATING_PROVIDER,
     "voidDosingSession": TREATING_PROVIDER,
+    # A session given in clinic is recorded by the patient's care team (CLINICAL.md §1).
+    "recordClinicSession": TREATING_PROVIDER,
     "acknowledgeAlert": TREATING_PROVIDER,
     "resolveAlert": TREATING_PROVIDER,
     # Patients log their own care (each acts on their own record only).

@@ -59,13 +59,15 @@ def blood_pressure_alert(
 ) -> AlertSpec | None:
     """§2 and §3. Before dosing: at or over `pre_dose_urgent` (180/110) → URGENT, at or over the
     plan's ceiling → HIGH. At 40 minutes or after: at or over `post_dose_urgent` (180/110) →
-    URGENT (hypertensive urgency), at or over `post_dose_high` (160/100) → HIGH."""
+    URGENT (hypertensive urgency), at or over `post_dose_high` (160/100) → HIGH. Each phase is its
+    own rule: readings of one session at 40 minutes and after are not duplicates of each other (§9)."""
     if phase is Phase.PRE:
         if reading.reaches(policy.pre_dose_urgent):
             return AlertSpec(
                 AlertKind.PRE_DOSE_BP_ABOVE_CEILING,
                 Severity.URGENT,
                 f"Pre-dose blood pressure {reading}: hypertensive urgency; do not dose.",
+                rule=phase.value,
             )
         limit = ceiling or policy.default_bp_ceiling
         if reading.reaches(limit):
@@ -73,15 +75,21 @@ def blood_pressure_alert(
                 AlertKind.PRE_DOSE_BP_ABOVE_CEILING,
                 Severity.HIGH,
                 f"Pre-dose blood pressure {reading} at or over the plan's ceiling {limit}.",
+                rule=phase.value,
             )
         return None
     when = _WHEN[phase]
     if reading.reaches(policy.post_dose_urgent):
         return AlertSpec(
-            AlertKind.POST_DOSE_BP_HIGH, Severity.URGENT, f"{when} blood pressure {reading}: hypertensive urgency."
+            AlertKind.POST_DOSE_BP_HIGH,
+            Severity.URGENT,
+            f"{when} blood pressure {reading}: hypertensive urgency.",
+            rule=phase.value,
         )
     if reading.reaches(policy.post_dose_high):
-        return AlertSpec(AlertKind.POST_DOSE_BP_HIGH, Severity.HIGH, f"{when} blood pressure {reading}.")
+        return AlertSpec(
+            AlertKind.POST_DOSE_BP_HIGH, Severity.HIGH, f"{when} blood pressure {reading}.", rule=phase.value
+        )
     return None
 
 
@@ -127,3 +135,17 @@ def crisis_findings(text: str | None, where: str, policy: ClinicPolicy) -> Findi
     if matches:
         findings.add(crisis_language_alert(matches, where), crisis_resources=policy.crisis_text())
     return findings
+
+
+def respiratory_depression_alert(observed: bool) -> AlertSpec | None:
+    """§1 (the REMS monitoring form asks whether respiratory depression occurred) and §2
+    breathing and oxygen (REMS, updated 12/2024): respiratory depression observed during a
+    clinic session → URGENT, as slow or shallow breathing is an always-urgent side effect (§4)."""
+    if not observed:
+        return None
+    return AlertSpec(
+        AlertKind.SIDE_EFFECT,
+        Severity.URGENT,
+        "Respiratory depression observed during the clinic session.",
+        rule="RESPIRATORY_DEPRESSION",
+    )
