@@ -58,6 +58,9 @@ class ClinicPolicy:
     # A session start replayed from an offline phone is not closed as abandoned for this long
     # after it arrived: its completion is on its way in the same queue.
     replay_grace: timedelta = timedelta(minutes=10)
+    # §5 outcome definitions: a baseline is the latest value recorded at most this long before the
+    # first completed session.
+    baseline_window: timedelta = timedelta(days=30)
 
     def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
         """Why a time set by the patient's phone cannot be right, or None: more than the clock skew

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -491,29 +490,6 @@ class NewResponse:
     idempotency_key: str | None = None
 
 
-async def pain_baseline(patient_id: UUID) -> Decimal | None:
-    """CLINICAL.md §5: the latest pain NRS before the first completed session (at most 30 days
-    before it). No baseline is no baseline: never guessed."""
-    from models.dosing import DosingSession, SessionStatus  # dosing schedules surveys: import here
-
-    first = (
-        await DosingSession.filter(patient_id=patient_id, status=SessionStatus.COMPLETED).order_by("started_at").first()
-    )
-    if first is None:
-        return None
-    before = (
-        await SurveyResponse.filter(
-            patient_id=patient_id,
-            instrument="PAIN-NRS",
-            submitted_at__lt=first.started_at,
-            submitted_at__gte=first.started_at - timedelta(days=30),
-        )
-        .order_by("-submitted_at")
-        .first()
-    )
-    return before.total_score if before else None
-
-
 def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], policy: ClinicPolicy) -> dict[str, Any]:
     advice: dict[str, Any] = {}
     kinds = {rule.advice for rule in fired}
@@ -583,8 +559,10 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
             code = assignment.instrument if assignment else data.instrument
             assert code is not None
             definition = await definition_of(code)
-            baseline = await pain_baseline(patient_id) if code == "PAIN-NRS" else None
-            result = score(definition, data.answers, baseline=baseline)
+            from models.baselines import pain_baseline  # baselines reads survey responses: import here
+
+            baseline = await pain_baseline(patient_id, policy=policy) if code == "PAIN-NRS" else None
+            result = score(definition, data.answers, baseline=baseline.value if baseline else None)
             response = await SurveyResponse.create(
                 patient_id=patient_id,
                 assignment_id=assignment.id if assignment else None,

@@ -261,7 +261,7 @@ class PatientPanelFields:
     @strawberry.field(description="Outcomes and their series for charts (CLINICAL.md §5 definitions).")
     async def outcomes(self, info: Info[Context, None]) -> OutcomesType | None:
         async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, PatientOutcomes]:
-            return await outcomes.outcomes_for(viewer, ids, now=info.context.now())
+            return await outcomes.outcomes_for(viewer, ids, now=info.context.now(), policy=info.context.policy)
 
         found = await loader(info, "outcomes", fetch).load(uuid.UUID(str(self.id)))
         return OutcomesType.from_outcomes(found) if found else None
