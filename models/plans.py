@@ -85,7 +85,9 @@ FORMULATIONS: dict[Formulation, FormulationRule] = {
     Formulation.INTRAVENOUS: FormulationRule(_CLINIC, DoseUnit.MG_PER_KG_PER_HOUR, Decimal("0.1"), Decimal("2.0")),
 }
 
-# CLINICAL.md §2: the label's three, then the product's two; any one recorded refuses a plan.
+# CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
+# hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
+# any one recorded refuses a plan.
 STRUCTURAL_CONTRAINDICATIONS = frozenset(
     {
         "ANEURYSMAL_VASCULAR_DISEASE",
