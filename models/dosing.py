@@ -28,6 +28,7 @@ from models.directory import require_clinical_access, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, StoredRefusal, request_fields, run_once
+from models.medications import start_warnings
 from models.plans import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.policy import BloodPressure, ClinicPolicy
 from models.safety.rules import Findings, Phase, crisis_findings, reading_findings
@@ -496,7 +497,7 @@ async def _start(
             failures = failed_safety_checks(facts, policy)
             refusal: SafetyCheckFailed | None = None
             if not failures:
-                session = await _open_session(viewer, patient, plan, data, started_at, now, failed=[])
+                session = await _open_session(viewer, patient, plan, data, started_at, now, failed=[], policy=policy)
             elif offline and (
                 recorded := await _record_dose_taken_offline(
                     viewer, patient, plan, data, failures, started_at, now, policy
@@ -552,7 +553,7 @@ async def _record_dose_taken_offline(
         attempt = uuid5(NAMESPACE_URL, f"offline-dose:{patient.id}:{started_at.isoformat()}")
         await raise_alerts([spec], patient=patient, source_type="OfflineDose", source_id=attempt, now=now)
         return None
-    session = await _open_session(viewer, patient, record_plan, data, started_at, now, failed=failures)
+    session = await _open_session(viewer, patient, record_plan, data, started_at, now, failed=failures, policy=policy)
     spec = alert_rules.dosed_despite_failed_checks_alert(codes, urgent=urgent, recorded=True)
     await raise_alerts([spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now)
     return session
@@ -560,7 +561,7 @@ async def _record_dose_taken_offline(
 
 async def _open_session(
     viewer: Viewer, patient: Patient, plan: TreatmentPlan | None, data: StartSession, started_at: datetime,
-    now: datetime, *, failed: list[FailedCheck],
+    now: datetime, *, failed: list[FailedCheck], policy: ClinicPolicy,
 ) -> DosingSession:  # fmt: skip
     reading = data.blood_pressure
     # Every check passed (so there is a current plan and a recent reading), or the dose was taken
@@ -584,6 +585,7 @@ async def _open_session(
         start_received_at=now,
         dosed_despite_failed_checks=bool(failed),
         failed_checks=[vars(check) for check in failed],
+        interaction_warnings=[vars(warning) for warning in await start_warnings(plan, started_at, policy=policy)],
     )
     await _session_written(viewer, session, "DosingSession.started", Operation.CREATED, now)
     return session

@@ -386,7 +386,7 @@ def medication_statement(dose: OpioidDose) -> dict[str, Any]:
     return resource
 
 
-PAIN_NRS_LOINC = "72514-3"  # the pain NRS instrument's own code (seeds/instruments/pain-nrs.json)
+PAIN_NRS_LOINC = "72514-3"  # the pain NRS instrument's own code (seeds/instruments/pain-nrs-*.json)
 
 
 def _rating(text: str, value: int) -> dict[str, Any]:

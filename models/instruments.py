@@ -179,8 +179,10 @@ _OPERATORS: dict[str, Callable[[Decimal | int, Decimal | int], bool]] = {
 
 
 def rule_fires(rule: AlertRule, answers: dict[str, int], total: Decimal | None, baseline: Decimal | None) -> bool:
-    """One alert rule of a definition: on an item, on any of several items, or on the total
-    (optionally only when the total is `above_baseline` points over the patient's baseline)."""
+    """One alert rule of a definition: on an item, on any of several items, or on the total;
+    a rule on the total may also ask for the patient's baseline (CLINICAL.md §5, pain NRS): with
+    `above_baseline` it fires only when the total is that many points over a known baseline, with
+    `without_baseline` only while the patient has none (a baseline is never guessed)."""
     condition = rule.condition
     compare = _OPERATORS[condition["op"]]
     if "item" in condition:
@@ -194,6 +196,8 @@ def rule_fires(rule: AlertRule, answers: dict[str, int], total: Decimal | None, 
     if condition.get("total"):
         if total is None or not compare(total, Decimal(condition["value"])):
             return False
+        if condition.get("without_baseline"):
+            return baseline is None
         rise = condition.get("above_baseline")
         return rise is None or (baseline is not None and total - baseline >= Decimal(rise))
     raise ValueError(f"alert rule {rule.id} has no condition this code understands")

@@ -1,8 +1,8 @@
 """Outcomes per patient and the provider panel's facts, for many patients in a fixed number of
 queries (ARCHITECTURE.md decision 7: the statement count never grows with the rows).
 
-Outcome definitions are CLINICAL.md §5's: the baseline is the latest value before the first
-completed session (at most 30 days before it), never guessed; PHQ-9/GAD-7 response is a ≥ 50 %
+Outcome definitions are CLINICAL.md §5's: the baseline is `models.baselines`' (the same one the
+pain alert compares against), never guessed; PHQ-9/GAD-7 response is a ≥ 50 %
 reduction and remission a latest total < 5; pain change of ≥ 30 % is meaningful and ≥ 50 %
 substantial; adherence is surveys answered / surveys made available (expired count as not
 answered).
@@ -23,7 +23,13 @@ from models.access import Viewer, patients_visible_to
 from models.accounts import Patient
 from models.alert_rules import Severity
 from models.alerts import Alert, AlertStatus
-from models.checkins import CheckIn
+from models.baselines import (
+    RecordedValue,
+    first_completed_sessions,
+    latest_before_first_session,
+    pain_baselines,
+    pain_values,
+)
 from models.directory import audit_patient_read, clinical_patient_ids, clinical_patients
 from models.dosing import DosingSession, SessionStatus
 from models.opioids import summaries_for
@@ -32,7 +38,6 @@ from models.policy import ClinicPolicy
 from models.side_effects import SideEffectReport
 from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
 
-BASELINE_LOOKBACK = timedelta(days=30)
 ROLLING_DAYS = 7
 REMISSION_BELOW = Decimal(5)
 
@@ -67,14 +72,6 @@ def pain_improvement(baseline: Decimal | None, latest: Decimal | None) -> str | 
     return "NONE"
 
 
-def baseline_before(points: list[tuple[datetime, Decimal]], first_session: datetime | None) -> Decimal | None:
-    """The latest value before the first completed session, within 30 days of it."""
-    if first_session is None:
-        return None
-    before = [value for moment, value in points if first_session - BASELINE_LOOKBACK <= moment < first_session]
-    return before[-1] if before else None
-
-
 @dataclass(frozen=True)
 class Measure:
     baseline: Decimal | None
@@ -98,59 +95,64 @@ class PatientOutcomes:
     side_effects: dict[str, int] = field(default_factory=dict)
 
 
-def _daily_means(points: list[tuple[datetime, Decimal]], zone: str) -> list[tuple[date, Decimal]]:
+def _daily_means(values: list[RecordedValue], zone: str) -> list[tuple[date, Decimal]]:
     by_day: dict[date, list[Decimal]] = defaultdict(list)
-    for moment, value in points:
-        by_day[moment.astimezone(ZoneInfo(zone)).date()].append(value)
-    return [(day, _mean(values)) for day, values in sorted(by_day.items())]
+    for value in values:
+        by_day[value.recorded_at.astimezone(ZoneInfo(zone)).date()].append(value.value)
+    return [(day, _mean(day_values)) for day, day_values in sorted(by_day.items())]
 
 
 def _mean(values: list[Decimal]) -> Decimal:
     return (sum(values, Decimal(0)) / len(values)).quantize(Decimal("0.1"))
 
 
-def _measure(
-    points: list[tuple[datetime, Decimal]], first_session: datetime | None, zone: str, *, rolling: bool
-) -> Measure:
+def _measure(values: list[RecordedValue], baseline: Decimal | None, zone: str, *, rolling: bool) -> Measure:
+    """`values` oldest first by recording time."""
     latest: Decimal | None = None
-    if points:
+    if values:
         if rolling:  # pain: the mean of the last 7 days with a value
-            cutoff = points[-1][0] - timedelta(days=ROLLING_DAYS)
-            recent = [value for moment, value in points if moment > cutoff]
+            cutoff = values[-1].recorded_at - timedelta(days=ROLLING_DAYS)
+            recent = [value.value for value in values if value.recorded_at > cutoff]
             latest = (sum(recent, Decimal(0)) / len(recent)).quantize(Decimal("0.1"))
         else:
-            latest = points[-1][1]
-    return Measure(baseline_before(points, first_session), latest, _daily_means(points, zone))
+            latest = values[-1].value
+    return Measure(baseline, latest, _daily_means(values, zone))
+
+
+def _in_time(value: RecordedValue) -> tuple[datetime, Decimal]:
+    return (value.recorded_at, value.value)
+
+
+def _score_baseline(
+    values: list[RecordedValue], first_session: datetime | None, policy: ClinicPolicy
+) -> Decimal | None:
+    found = latest_before_first_session(values, first_session, policy.baseline_window)
+    return found.value if found else None
 
 
 async def outcomes_for(
     viewer: Viewer, patient_ids: list[UUID], *, now: datetime, policy: ClinicPolicy
 ) -> dict[UUID, PatientOutcomes]:
-    """Outcomes of the patients whose clinical record the viewer may see, in ~12 queries."""
+    """Outcomes of the patients whose clinical record the viewer may see, in ~15 queries."""
     allowed = await clinical_patients(viewer, patient_ids, "Outcomes")
     ids = list(allowed)
-    first_sessions: dict[UUID, datetime] = {}
+    first_sessions = await first_completed_sessions(ids)
     completed: dict[UUID, int] = defaultdict(int)
-    sessions = DosingSession.filter(patient_id__in=ids, status=SessionStatus.COMPLETED).order_by("started_at")
-    for patient_id, started_at in await sessions.values_list("patient_id", "started_at"):
-        first_sessions.setdefault(patient_id, started_at)
-        completed[patient_id] += 1
-    pain: dict[UUID, list[tuple[datetime, Decimal]]] = defaultdict(list)
-    scores: dict[tuple[UUID, str], list[tuple[datetime, Decimal]]] = defaultdict(list)
-    responses = SurveyResponse.filter(
-        patient_id__in=ids, instrument__in=["PAIN-NRS", "PHQ-9", "GAD-7"], total_score__isnull=False
-    ).order_by("submitted_at")
+    for row in (
+        await DosingSession.filter(patient_id__in=ids, status=SessionStatus.COMPLETED)
+        .annotate(n=Count("id"))
+        .group_by("patient_id")
+        .values("patient_id", "n")
+    ):
+        completed[UUID(str(row["patient_id"]))] = int(row["n"])
+    scores: dict[tuple[UUID, str], list[RecordedValue]] = defaultdict(list)
+    responses = SurveyResponse.filter(patient_id__in=ids, instrument__in=["PHQ-9", "GAD-7"], total_score__isnull=False)
     for key, instrument, submitted_at, recorded_at, total in await responses.values_list(
         "patient_id", "instrument", "submitted_at", "recorded_at", "total_score"
     ):
-        answered_at = recorded_at or submitted_at  # a replayed answer counts when it was given
-        if instrument == "PAIN-NRS":
-            pain[key].append((answered_at, total))
-        else:
-            scores[(key, instrument)].append((answered_at, total))
-    check_ins = CheckIn.filter(patient_id__in=ids).order_by("recorded_at")
-    for key, recorded_at, level in await check_ins.values_list("patient_id", "recorded_at", "pain"):
-        pain[key].append((recorded_at, Decimal(level)))
+        scores[(key, instrument)].append(RecordedValue.of_response(recorded_at, submitted_at, total))
+    pain = await pain_values(ids)
+    pain_baseline = await pain_baselines(ids, policy=policy)  # the one the pain alert compares against
     planned = {
         plan.patient_id: plan.planned_sessions  # type: ignore[attr-defined]
         for plan in await TreatmentPlan.filter(patient_id__in=ids, status__in=CURRENT_STATUSES)
@@ -181,11 +183,13 @@ async def outcomes_for(
     result = {}
     for patient_id, patient in allowed.items():
         zone, first = patient.time_zone, first_sessions.get(patient_id)
+        baseline = pain_baseline.get(patient_id)
+        phq9, gad7 = (sorted(scores[(patient_id, code)], key=_in_time) for code in ("PHQ-9", "GAD-7"))
         mme = opioids.get(patient_id)
         result[patient_id] = PatientOutcomes(
-            pain=_measure(sorted(pain[patient_id]), first, zone, rolling=True),
-            phq9=_measure(sorted(scores[(patient_id, "PHQ-9")]), first, zone, rolling=False),
-            gad7=_measure(sorted(scores[(patient_id, "GAD-7")]), first, zone, rolling=False),
+            pain=_measure(pain.get(patient_id, []), baseline.value if baseline else None, zone, rolling=True),
+            phq9=_measure(phq9, _score_baseline(phq9, first, policy), zone, rolling=False),
+            gad7=_measure(gad7, _score_baseline(gad7, first, policy), zone, rolling=False),
             mme_baseline=mme.baseline_mme_per_day if mme else None,
             mme_current=mme.current_mme_per_day if mme else Decimal(0),
             mme_series=[(day, total.mme) for day, total in sorted(mme.daily.items())] if mme else [],

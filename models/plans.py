@@ -8,6 +8,7 @@ e.g. an automatic hold after a severe side effect, which the alert asks a clinic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -84,15 +85,82 @@ FORMULATIONS: dict[Formulation, FormulationRule] = {
     Formulation.INTRAVENOUS: FormulationRule(_CLINIC, DoseUnit.MG_PER_KG_PER_HOUR, Decimal("0.1"), Decimal("2.0")),
 }
 
+# CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
+# hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
+# any one recorded refuses a plan.
 STRUCTURAL_CONTRAINDICATIONS = frozenset(
     {
         "ANEURYSMAL_VASCULAR_DISEASE",
         "ARTERIOVENOUS_MALFORMATION",
         "INTRACEREBRAL_HEMORRHAGE",
+        "KETAMINE_HYPERSENSITIVITY",
         "ACTIVE_PSYCHOSIS",
         "UNCONTROLLED_HYPERTENSION",
     }
 )
+
+
+class MedicationClass(StrEnum):
+    """CLINICAL.md §8: the classes of concomitant medication a plan records (the REMS form's
+    first four, then ours); their warnings are `models.medications`'."""
+
+    BENZODIAZEPINE = "BENZODIAZEPINE"
+    NON_BENZODIAZEPINE_HYPNOTIC = "NON_BENZODIAZEPINE_HYPNOTIC"
+    PSYCHOSTIMULANT = "PSYCHOSTIMULANT"
+    MAOI = "MAOI"
+    OPIOID = "OPIOID"
+    LAMOTRIGINE = "LAMOTRIGINE"
+    MEMANTINE = "MEMANTINE"
+    THEOPHYLLINE = "THEOPHYLLINE"  # or aminophylline
+    OTHER_SEDATIVE = "OTHER_SEDATIVE"
+
+
+class MedicationSource(StrEnum):
+    PROVIDER = "PROVIDER"
+    PATIENT = "PATIENT"
+
+
+@dataclass(frozen=True)
+class ConcomitantMedication:
+    """One class of medication the patient takes, who put it on the plan and when."""
+
+    medication_class: MedicationClass
+    source: MedicationSource
+    reported_at: datetime
+    note: str | None = None
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> ConcomitantMedication:
+        return cls(
+            MedicationClass(entry["class"]),
+            MedicationSource(entry["source"]),
+            datetime.fromisoformat(entry["reportedAt"]),
+            entry.get("note"),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "class": self.medication_class.value,
+            "source": self.source.value,
+            "reportedAt": self.reported_at.isoformat(),
+            "note": self.note,
+        }
+
+
+def provider_medication_list(
+    current: list[ConcomitantMedication], classes: tuple[MedicationClass, ...], now: datetime
+) -> list[ConcomitantMedication]:
+    """The plan's medications once a provider lists `classes` in full: a class already on the plan
+    keeps its entry (who reported it, when); a new one is the provider's, as of `now`; a class left
+    out is taken off. Each class once."""
+    repeated = sorted({value.value for value in classes if classes.count(value) > 1})
+    if repeated:
+        raise InvalidInput("concomitantMedications", f"each class once; repeated: {', '.join(repeated)}")
+    kept = [entry for entry in current if entry.medication_class in classes]
+    known = {entry.medication_class for entry in kept}
+    added = [ConcomitantMedication(value, MedicationSource.PROVIDER, now) for value in classes if value not in known]
+    return kept + added
+
 
 # CLINICAL.md §5 instruments a schedule may name.
 INSTRUMENT_CODES = frozenset({"POST-SESSION", "PAIN-NRS", "PEG-3", "PHQ-9", "GAD-7", "WEEKLY-SAFETY"})
@@ -205,6 +273,10 @@ class TreatmentPlan(Entity):
             for item in self.survey_schedule
         )
 
+    @property
+    def medications(self) -> list[ConcomitantMedication]:
+        return [ConcomitantMedication.from_json(entry) for entry in self.concomitant_medications]
+
 
 class TreatmentPlanStatusChange(Entity):
     plan: fields.ForeignKeyRelation[TreatmentPlan] = fields.ForeignKeyField(
@@ -234,6 +306,8 @@ class PlanTerms:
     bp_ceiling: BloodPressure | None = None
     survey_schedule: tuple[ScheduledSurvey, ...] | None = None
     notes: str | None = None
+    # CLINICAL.md §8: the patient's medication classes, in full (None on update: unchanged).
+    concomitant_medications: tuple[MedicationClass, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,7 +355,11 @@ def _resolve(terms: PlanTerms, base: ResolvedTerms | None, policy: ClinicPolicy)
         )
     elif terms.formulation is not None and terms.formulation != base.formulation:
         raise InvalidInput("formulation", "the formulation of a plan cannot change; create a new plan")
-    given = {name: value for name, value in vars(terms).items() if value is not None}
+    given = {
+        term.name: getattr(terms, term.name)
+        for term in dataclasses.fields(ResolvedTerms)
+        if getattr(terms, term.name) is not None
+    }
     resolved = ResolvedTerms(**{**vars(base), **given})
     _validate(resolved, policy)
     return resolved
@@ -345,6 +423,17 @@ def _require_provider(viewer: Viewer) -> UUID:
     return viewer.provider_id
 
 
+async def record_plan_medications(
+    plan: TreatmentPlan, medications: list[ConcomitantMedication], viewer: Viewer | None, *, now: datetime
+) -> None:
+    """Keep a plan's concomitant medications (CLINICAL.md §8), as a new version of the plan
+    (inside the caller's transaction)."""
+    plan.concomitant_medications = [entry.as_json() for entry in medications]
+    plan.version += 1
+    await plan.save(update_fields=["concomitant_medications", "version", "updated_at"])
+    await _changed(plan, viewer, AuditAction.UPDATE, "concomitant medications changed", now=now)
+
+
 async def _changed(
     plan: TreatmentPlan, viewer: Viewer | None, action: AuditAction, detail: str, *, now: datetime
 ) -> None:
@@ -381,6 +470,7 @@ async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime,
             f"a plan cannot be created while a contraindication is recorded: {listed}",
         )
     terms = _resolve(data.terms, None, policy)
+    medications = provider_medication_list([], data.terms.concomitant_medications or (), now)
     if not data.reason.strip():
         raise InvalidInput("reason", "reason is required")
     try:
@@ -393,6 +483,7 @@ async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime,
                 status=PlanStatus.ACTIVE,
                 status_reason=data.reason.strip()[:500],
                 status_changed_at=now,
+                concomitant_medications=[entry.as_json() for entry in medications],
                 **_columns(terms),
             )
             await TreatmentPlanStatusChange.create(
@@ -428,6 +519,9 @@ async def update_treatment_plan(
         if plan.status not in CURRENT_STATUSES:
             raise Conflict(f"a {plan.status.value} plan cannot be changed; create a new one")
         columns = _columns(_resolve(changes, terms_of(plan), policy))
+        if changes.concomitant_medications is not None:
+            listed = provider_medication_list(plan.medications, changes.concomitant_medications, now)
+            columns["concomitant_medications"] = [entry.as_json() for entry in listed]
         plan.update_from_dict(columns)
         plan.version += 1
         await plan.save(update_fields=[*columns, "version", "updated_at"])
@@ -506,3 +600,11 @@ async def plan_histories(plan_ids: list[UUID]) -> dict[UUID, list[TreatmentPlanS
     for change in await TreatmentPlanStatusChange.filter(plan_id__in=plan_ids).order_by("changed_at", "created_at"):
         histories[change.plan_id].append(change)  # type: ignore[attr-defined]
     return histories
+
+
+async def get_plan(viewer: Viewer, plan_id: UUID) -> TreatmentPlan:
+    """One plan, for a viewer who may see its patient's clinical record."""
+    plan = await TreatmentPlan.get_or_none(id=plan_id)
+    if plan is None or not await clinical_patient_ids(viewer, [plan.patient_id], "TreatmentPlan"):  # type: ignore[attr-defined]
+        raise NotFound("treatment plan")
+    return plan

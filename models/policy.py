@@ -70,6 +70,9 @@ class ClinicPolicy:
     # total in mg; without the patient's weight the total is checked against the formulation's
     # per-kg maximum for a patient this heavy (a guard rail against typing errors, not advice).
     heaviest_patient_kg: int = 250
+    # §5 outcome definitions: a baseline is the latest value recorded at most this long before the
+    # first completed session.
+    baseline_window: timedelta = timedelta(days=30)
 
     def device_time_problem(self, field: str, moment: datetime, now: datetime) -> str | None:
         """Why a time set by the patient's phone cannot be right, or None: more than the clock skew

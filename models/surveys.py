@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -565,29 +564,6 @@ class NewResponse:
     problems: tuple[InvalidInput, ...] = ()
 
 
-async def pain_baseline(patient_id: UUID) -> Decimal | None:
-    """CLINICAL.md §5: the latest pain NRS before the first completed session (at most 30 days
-    before it). No baseline is no baseline: never guessed."""
-    from models.dosing import DosingSession, SessionStatus  # dosing schedules surveys: import here
-
-    first = (
-        await DosingSession.filter(patient_id=patient_id, status=SessionStatus.COMPLETED).order_by("started_at").first()
-    )
-    if first is None:
-        return None
-    before = (
-        await SurveyResponse.filter(
-            patient_id=patient_id,
-            instrument="PAIN-NRS",
-            submitted_at__lt=first.started_at,
-            submitted_at__gte=first.started_at - timedelta(days=30),
-        )
-        .order_by("-submitted_at")
-        .first()
-    )
-    return before.total_score if before else None
-
-
 def response_advice(definition: InstrumentDefinition, fired: tuple[Any, ...], policy: ClinicPolicy) -> dict[str, Any]:
     advice: dict[str, Any] = {}
     kinds = {rule.advice for rule in fired}
@@ -621,11 +597,13 @@ async def answer_findings(
 ) -> tuple[Findings, InstrumentDefinition | None]:
     """CLINICAL.md §0 and §5: what the answers call for, whether or not the response is complete,
     in range, on time or for an open assignment. Returns the instrument, when it is known."""
+    from models.baselines import pain_baseline  # baselines reads survey responses: import here
+
     candidates = await _instruments_answered(patient_id, data)
     findings = Findings()
     for definition in candidates:
-        baseline = await pain_baseline(patient_id) if definition.code == "PAIN-NRS" else None
-        fired = screen_answers(definition, data.answers, baseline=baseline)
+        baseline = await pain_baseline(patient_id, policy=policy) if definition.code == "PAIN-NRS" else None
+        fired = screen_answers(definition, data.answers, baseline=baseline.value if baseline else None)
         for rule in fired:
             findings.add(alert_spec(definition, rule))
         findings.merge(Findings(advice=response_advice(definition, fired, policy)))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from schema.accounts import PatientType, ProviderType
 
 from models import alerts as alert_ops
-from models import checkins, clinic_sessions, directory, dosing, opioids, plans, side_effects
+from models import checkins, clinic_sessions, directory, dosing, medications, plans, side_effects
 from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
@@ -46,6 +46,12 @@ DosingSessionStatus = strawberry.enum(dosing.SessionStatus, name="DosingSessionS
 SideEffectGrade = strawberry.enum(side_effects.Grade, name="SideEffectGrade")
 AlertSeverity = strawberry.enum(DomainSeverity, name="AlertSeverity")
 AlertStatus = strawberry.enum(DomainAlertStatus, name="AlertStatus")
+MedicationClass = strawberry.enum(
+    plans.MedicationClass, name="MedicationClass", description="Concomitant medication classes (CLINICAL.md §8)."
+)
+MedicationSource = strawberry.enum(
+    plans.MedicationSource, name="MedicationSource", description="Who put a medication on the plan."
+)
 
 
 @strawberry.enum(name="PlanEnding")
@@ -83,6 +89,14 @@ class ScheduledSurveyType:
     window_minutes: int
 
 
+@strawberry.type(name="ConcomitantMedication")
+class ConcomitantMedicationType:
+    medication_class: MedicationClass  # type: ignore[valid-type]
+    source: MedicationSource  # type: ignore[valid-type]
+    reported_at: datetime
+    note: str | None
+
+
 @strawberry.type(name="TreatmentPlanStatusChange")
 class TreatmentPlanStatusChangeType:
     from_status: TreatmentPlanStatus | None  # type: ignore[valid-type]
@@ -110,6 +124,9 @@ class TreatmentPlanType(relay.Node):
     status_reason: str
     status_changed_at: datetime
     created_at: datetime
+    concomitant_medications: list[ConcomitantMedicationType] = strawberry.field(
+        description="Medication classes the patient takes; each returns its warning at every session start."
+    )
 
     @classmethod
     def from_model(cls, plan: plans.TreatmentPlan) -> TreatmentPlanType:
@@ -139,6 +156,15 @@ class TreatmentPlanType(relay.Node):
             status_reason=plan.status_reason,
             status_changed_at=plan.status_changed_at,
             created_at=plan.created_at,
+            concomitant_medications=[
+                ConcomitantMedicationType(
+                    medication_class=entry.medication_class,
+                    source=entry.source,
+                    reported_at=entry.reported_at,
+                    note=entry.note,
+                )
+                for entry in plan.medications
+            ],
         )
 
     @strawberry.field(description="Every status change, oldest first, with its reason.")
@@ -514,6 +540,12 @@ class ChecklistAnswerInput:
     answer: bool
 
 
+MEDICATIONS = (
+    "The classes the patient takes, in full (CLINICAL.md §8): a class already on the plan keeps who reported it "
+    "and when, a new one is entered by you, a class left out is taken off. Omit it to leave them as they are."
+)
+
+
 @strawberry.input
 class CreateTreatmentPlanInput:
     patient_id: strawberry.ID
@@ -528,7 +560,12 @@ class CreateTreatmentPlanInput:
     survey_schedule: list[ScheduledSurveyInput] | None = None
     structural_contraindications: list[str] = strawberry.field(
         default_factory=list,
-        description="Recorded contraindications (CLINICAL.md section 2); any one refuses the plan.",
+        description="Recorded contraindications (CLINICAL.md section 2); any one refuses the plan: "
+        + ", ".join(sorted(plans.STRUCTURAL_CONTRAINDICATIONS))
+        + ".",
+    )
+    concomitant_medications: list[MedicationClass] | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description=MEDICATIONS
     )
     notes: str | None = None
     reason: str = "plan created"
@@ -545,6 +582,9 @@ class UpdateTreatmentPlanInput:
     monitor_required: bool | None = None
     blood_pressure_ceiling: BloodPressureInput | None = None
     survey_schedule: list[ScheduledSurveyInput] | None = None
+    concomitant_medications: list[MedicationClass] | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description=MEDICATIONS
+    )
     notes: str | None = None
 
 
@@ -609,6 +649,13 @@ class ReportSideEffectInput:
 
 
 @strawberry.input
+class ReportNewMedicationInput:
+    idempotency_key: str | None = None
+    medication_class: MedicationClass  # type: ignore[valid-type]
+    note: str = strawberry.field(default="", description="The medicine's name or anything the care team should know.")
+
+
+@strawberry.input
 class VoidDosingSessionInput:
     session_id: strawberry.ID
     reason: str
@@ -638,6 +685,9 @@ def _terms(data: CreateTreatmentPlanInput | UpdateTreatmentPlanInput) -> plans.P
             else None
         ),
         notes=data.notes,
+        concomitant_medications=(
+            tuple(data.concomitant_medications) if data.concomitant_medications is not None else None
+        ),
     )
 
 
@@ -713,6 +763,16 @@ class SubmitCheckInPayload:
 @strawberry.type
 class ReportSideEffectPayload:
     result: SideEffectResult
+    safety_instructions: str | None = None
+    crisis_resources: str | None = None
+
+
+@strawberry.type
+class ReportNewMedicationPayload:
+    result: Annotated[
+        TreatmentPlanType | ValidationError | NotFound | IdempotencyConflict,
+        strawberry.union("ReportNewMedicationResult"),
+    ]
     safety_instructions: str | None = None
     crisis_resources: str | None = None
 
@@ -840,12 +900,8 @@ class ClinicalMutation:
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
             session = await dosing.get_session(viewer, outcome.resource_id)
-            found = await opioids.session_warnings(
-                session.patient_id,  # type: ignore[attr-defined]
-                session.started_at,
-                policy=info.context.policy,
-            )
-            warnings.extend(InteractionWarningType(code=w.code, message=w.message) for w in found)
+            found = session.interaction_warnings
+            warnings.extend(InteractionWarningType(code=w["code"], message=w["message"]) for w in found)
             return outcome, session
 
         warnings: list[InteractionWarningType] = []
@@ -924,6 +980,27 @@ class ClinicalMutation:
 
         result, advice = await written(call, SideEffectReportType.from_model)
         return ReportSideEffectPayload(result=result, **advice)
+
+    @strawberry.mutation(
+        description="Tell the care team about a medication you started (patients): it joins your plan's "
+        "concomitant medications and the team reviews it (CLINICAL.md section 8)."
+    )
+    async def report_new_medication(
+        self, info: Info[Context, None], input: ReportNewMedicationInput
+    ) -> ReportNewMedicationPayload:
+        viewer = viewer_of(info)
+
+        async def call() -> Any:
+            data = medications.NewMedication(
+                medication_class=input.medication_class, note=input.note, idempotency_key=input.idempotency_key
+            )
+            outcome = await medications.report_new_medication(
+                viewer, data, now=info.context.now(), policy=info.context.policy
+            )
+            return outcome, await plans.get_plan(viewer, outcome.resource_id)
+
+        result, advice = await written(call, TreatmentPlanType.from_model)
+        return ReportNewMedicationPayload(result=result, **advice)
 
     @strawberry.mutation(description="Mark a session entered in error; its open surveys are cancelled (providers).")
     async def void_dosing_session(

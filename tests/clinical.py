@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import Patient
+from models.accounts import NewUser, Patient, Role, create_user
 from models.dosing import CHECKLIST
 from tests.graphql import gql
+
+if TYPE_CHECKING:
+    from tests.conftest import Tokens
 
 START_SESSION = """
 mutation Start($input: StartDosingSessionInput!) {
@@ -125,3 +128,41 @@ async def plan_of(client: httpx.AsyncClient, token: object, patient_id: str) -> 
     body = await gql(client, PLAN, {"id": patient_id}, token=token)
     plan: dict[str, Any] = body["data"]["patient"]["treatmentPlan"]
     return plan
+
+
+CREATE_PLAN = """
+mutation Create($input: CreateTreatmentPlanInput!) {
+  createTreatmentPlan(input: $input) {
+    result { __typename ... on TreatmentPlan { id status } ... on Error { message } ... on ValidationError { field } }
+  }
+}
+"""
+
+
+async def enrol_patient(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens, given_name: str, **plan: Any
+) -> tuple[str, str]:
+    """A new patient of the North team with an active plan from Dr Rivera and no history at all:
+    (their e-mail, which `tokens` now signs in, and their Patient id)."""
+    email = f"{given_name.lower()}@example.test"
+    with use_database(app.state.database):
+        user = await create_user(
+            NewUser(
+                email=email, role=Role.PATIENT, given_name=given_name, family_name="Example",
+                birth_date=date(1980, 5, 17), time_zone="America/New_York", care_team="North",
+            ),
+            password_hash="not-used",
+            today=tokens.clock.now().date(),
+        )  # fmt: skip
+        patient = await Patient.get(user_id=user.id)
+    tokens.user_ids[email] = user.id
+    patient_id = str(relay.GlobalID("Patient", str(patient.id)))
+    values = {"patientId": patient_id, "formulation": "SUBLINGUAL_TABLET", "setting": "AT_HOME", "dose": 150}
+    body = await gql(
+        client,
+        CREATE_PLAN,
+        {"input": {**values, "plannedSessions": 8, **plan}},
+        token=tokens.user("dr.rivera@demo.test"),
+    )
+    assert body["data"]["createTreatmentPlan"]["result"]["__typename"] == "TreatmentPlan", body
+    return email, patient_id

@@ -41,6 +41,7 @@ ADVICE = {
     "submitSurveyResponse": "safetyInstructions crisisResources",
     "sendMessage": "crisisResources",
     "createMessageThread": "crisisResources",
+    "reportNewMedication": "safetyInstructions crisisResources",
 }
 INPUT_TYPES = {name: f"{name[0].upper()}{name[1:]}Input" for name in ADVICE}
 QUEUE = "{ alerts(status: [OPEN], first: 100) { edges { node { kind severity summary patient { id } } } } }"
@@ -50,6 +51,7 @@ NEW_THREAD = (
 CRISIS = "crisis"
 EMERGENCY = "emergency"
 CARE = "care"  # what to do now, short of an emergency
+TOLD = "told"  # what the care team will do
 
 
 @dataclass
@@ -184,13 +186,18 @@ async def someone_elses_session(world: World) -> dict[str, Any]:
     return {"sessionId": session_id, "dissociation": 2, "sedation": 2, "backToBaseline": True, "notes": "I want to die"}
 
 
-def plan_changed(**changes: Any) -> Arrange:
+def plan_changed(then: dict[str, Any] | None = None, **changes: Any) -> Arrange:
     async def arrange(world: World) -> dict[str, Any]:
         with use_database(world.app.state.database):
             await TreatmentPlan.filter(patient__user__email=ALEX, status=PlanStatus.ACTIVE).update(**changes)
-        return start_input(world.clock.now(), checklist=suicidal())
+        return then if then is not None else start_input(world.clock.now(), checklist=suicidal())
 
     return arrange
+
+
+async def idempotency_conflict_medication(world: World) -> dict[str, Any]:
+    await world.send("reportNewMedication", {"medicationClass": "OPIOID", "idempotencyKey": "n-1"})
+    return {"medicationClass": "OPIOID", "note": "tramadol, I want to end it all", "idempotencyKey": "n-1"}
 
 
 async def too_soon(world: World) -> dict[str, Any]:
@@ -675,6 +682,25 @@ CASES: dict[str, Case] = {
     "message: key reused for another message": Case(
         "sendMessage", "IdempotencyConflict", idempotency_conflict_message, CRISIS_WORDING, CRISIS
     ),
+    # -- reportNewMedication
+    "medication: note too long": Case(
+        "reportNewMedication",
+        "ValidationError",
+        constant({"medicationClass": "MAOI", "note": "x" * 501}),
+        ("NEW_MEDICATION", "ROUTINE"),
+        TOLD,
+        "note",
+    ),
+    "medication: no current plan": Case(
+        "reportNewMedication",
+        "NotFound",
+        plan_changed(status=PlanStatus.CANCELLED, then={"medicationClass": "BENZODIAZEPINE"}),
+        ("NEW_MEDICATION", "ROUTINE"),
+        TOLD,
+    ),
+    "medication: crisis wording, key reused": Case(
+        "reportNewMedication", "IdempotencyConflict", idempotency_conflict_medication, CRISIS_WORDING, CRISIS
+    ),
     # -- createMessageThread
     "thread: subject too long": Case(
         "createMessageThread",
@@ -733,6 +759,8 @@ async def test_a_refused_request_still_raises_its_alert_and_returns_its_advice(
         assert payload["safetyInstructions"] == EMERGENCY_INSTRUCTIONS
     elif case.advice == CARE:
         assert "call 911" in payload["safetyInstructions"]
+    elif case.advice == TOLD:
+        assert "care team" in payload["safetyInstructions"]
     else:
         assert "988" in payload["crisisResources"]
 
@@ -816,3 +844,31 @@ async def test_an_accepted_write_names_the_record_its_screening_became(
     )
     assert screening.refusal is None
     assert screening.content == {"note": "I can\u2019t go on like this"}
+
+
+async def test_a_new_medication_reported_by_the_patient_joins_the_plan_and_every_start_warns_of_it(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    world = World(client, tokens, clock, app)
+    payload = await world.send("reportNewMedication", {"medicationClass": "MAOI", "note": "phenelzine"})
+    assert payload["result"]["__typename"] == "TreatmentPlan"
+    assert ("NEW_MEDICATION", "ROUTINE", "Patient reported a new medication: MAOI (phenelzine).") in await world.queue()
+    again = await world.send("reportNewMedication", {"medicationClass": "MAOI", "note": "phenelzine"})
+    assert again["result"]["__typename"] == "TreatmentPlan"
+    with use_database(app.state.database):
+        plan = await TreatmentPlan.get(patient__user__email=ALEX, status=PlanStatus.ACTIVE)
+    [reported] = [entry for entry in plan.medications if entry.medication_class.value == "MAOI"]
+    assert (reported.source.value, reported.note) == ("PATIENT", "phenelzine")
+    started = await gql(
+        client,
+        "mutation($input: StartDosingSessionInput!) { startDosingSession(input: $input) { "
+        "result { __typename ... on DosingSession { id } } warnings { code message } } }",
+        {"input": start_input(clock.now())},
+        token=world.alex,
+    )
+    payload = started["data"]["startDosingSession"]
+    assert payload["result"]["__typename"] == "DosingSession"
+    assert "MAOI" in [warning["code"] for warning in payload["warnings"]]
+    with use_database(app.state.database):
+        session = await DosingSession.get(id=relay.GlobalID.from_id(payload["result"]["id"]).node_id)
+    assert [warning["code"] for warning in session.interaction_warnings] == [w["code"] for w in payload["warnings"]]

@@ -32,9 +32,14 @@ from tests.clinical import complete, start
 from tests.conftest import Tokens, job_env
 from tests.graphql import gql
 
+VERSIONS = {
+    (definition.code, definition.version): definition
+    for definition in (InstrumentDefinition.parse(json.loads(path.read_text())) for path in INSTRUMENTS.glob("*.json"))
+}
+# The latest version of each instrument, as `definition_of` serves it.
 DEFINITIONS = {
-    data["code"]: InstrumentDefinition.parse(data)
-    for data in (json.loads(path.read_text()) for path in INSTRUMENTS.glob("*.json"))
+    code: VERSIONS[(code, version)]
+    for code, version in sorted(VERSIONS, key=lambda key: tuple(int(part) for part in key[1].split(".")))
 }
 
 
@@ -103,10 +108,31 @@ def test_alert_rules_fire_as_clinical_md_says(code: str, given: dict[str, int], 
 
 
 @pytest.mark.parametrize(
+    ("pain", "baseline", "rules"),
+    [
+        (8, None, ["PAIN_NRS_HIGH_NO_BASELINE"]),
+        (10, None, ["PAIN_NRS_HIGH_NO_BASELINE"]),
+        (7, None, []),
+        (8, Decimal(4), ["PAIN_NRS_RISE"]),
+        (8, Decimal(5), ["PAIN_NRS_RISE"]),
+        (8, Decimal(6), []),
+        (7, Decimal(2), []),
+        (10, Decimal(0), ["PAIN_NRS_RISE"]),
+    ],
+)
+def test_a_pain_of_8_alerts_3_points_above_the_baseline_or_when_there_is_none_yet(
+    pain: int, baseline: Decimal | None, rules: list[str]
+) -> None:
+    assert DEFINITIONS["PAIN-NRS"].version == "1.1.0"
+    assert [rule.id for rule in score(DEFINITIONS["PAIN-NRS"], answers(pain), baseline=baseline).alerts] == rules
+
+
+@pytest.mark.parametrize(
     ("baseline", "fires"), [(None, False), (Decimal(4), True), (Decimal(5), True), (Decimal(6), False)]
 )
-def test_a_pain_of_8_alerts_only_3_points_above_a_known_baseline(baseline: Decimal | None, fires: bool) -> None:
-    assert bool(score(DEFINITIONS["PAIN-NRS"], answers(8), baseline=baseline).alerts) is fires
+def test_the_first_pain_nrs_version_still_scores_as_it_did(baseline: Decimal | None, fires: bool) -> None:
+    # A stored version never changes: version 1.0.0 alerted only above a known baseline.
+    assert bool(score(VERSIONS[("PAIN-NRS", "1.0.0")], answers(8), baseline=baseline).alerts) is fires
 
 
 @pytest.mark.parametrize(
