@@ -6,11 +6,13 @@ bad deployment in one go instead of one restart per mistake.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +21,7 @@ from dotenv import dotenv_values
 from api.push_settings import read_apns, read_fcm
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
-from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy
+from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
 # Only ever used outside production; production refuses it (see `_check_secret`).
@@ -107,6 +109,8 @@ class Settings:
     on_call_contact: str | None = None
     # CLINICAL.md §7: the crisis wording scanned for, read from CRISIS_PHRASES_FILE (default the seed list).
     crisis_phrases: tuple[str, ...] = DEFAULT_POLICY.crisis_phrases
+    # CLINICAL.md's thresholds, deadlines and quiet hours that this clinic changed (CLINIC_POLICY_FILE).
+    clinic_policy_overrides: Mapping[str, object] = field(default_factory=dict)
     # Browser origins (scheme://host[:port]) allowed to call the API, e.g. the provider portal.
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
@@ -136,11 +140,13 @@ class Settings:
     def demo_logins_enabled(self) -> bool:
         return not self.is_production
 
-    @property
+    @cached_property
     def clinic_policy(self) -> ClinicPolicy:
-        """CLINICAL.md's defaults with this deployment's crisis resources, on-call line and crisis phrases."""
+        """CLINICAL.md's defaults with this clinic's changes (CLINIC_POLICY_FILE), crisis resources,
+        on-call line and crisis phrases."""
         return replace(
             DEFAULT_POLICY,
+            **self.clinic_policy_overrides,  # type: ignore[arg-type]
             crisis_resources=self.crisis_resources,
             on_call_contact=self.on_call_contact,
             crisis_phrases=self.crisis_phrases,
@@ -275,6 +281,7 @@ class _Reader:
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
             crisis_phrases=self._crisis_phrases(),
+            clinic_policy_overrides=self._clinic_policy(),
             cors_allowed_origins=self._cors_origins(production),
             cors_max_age=self.integer("CORS_MAX_AGE_SECONDS", 600, minimum=0, maximum=86400),
             hsts_seconds=self.integer("HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 86400),
@@ -343,6 +350,18 @@ class _Reader:
             else:
                 origins.append(origin)
         return tuple(dict.fromkeys(origins))
+
+    def _clinic_policy(self) -> dict[str, object]:
+        raw = self.values.get("CLINIC_POLICY_FILE", "").strip()
+        if not raw:
+            return {}
+        try:
+            return policy_overrides(json.loads(Path(raw).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            self.problems.append(f"CLINIC_POLICY_FILE: {raw}: cannot be read as JSON ({error})")
+        except PolicyFileError as error:
+            self.problems.append(f"CLINIC_POLICY_FILE: {raw}: {error}")
+        return {}
 
     def _crisis_phrases(self) -> tuple[str, ...]:
         path = Path(self.text("CRISIS_PHRASES_FILE", str(SEED_CRISIS_PHRASES_FILE)))

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from models.policy import BloodPressure
+from models.policy import BloodPressure, ClinicPolicy
 
 
 class Severity(StrEnum):
@@ -51,21 +51,19 @@ class AlertSpec:
     rule: str = ""
 
 
-# §9: acknowledge within.
-_RESPONSE_TIME = {Severity.URGENT: timedelta(minutes=15), Severity.HIGH: timedelta(hours=4)}
-ROUTINE_BUSINESS_DAYS = 2
-
-
-def respond_by(severity: Severity, raised_at: datetime, time_zone: str) -> datetime:
-    """The response deadline of an alert (CLINICAL.md §9): 15 min, 4 h, or 2 business days.
+def respond_by(severity: Severity, raised_at: datetime, time_zone: str, policy: ClinicPolicy) -> datetime:
+    """The response deadline of an alert (CLINICAL.md §9): by default 15 min, 4 h, or 2 business
+    days (the clinic's `urgent_response`, `high_response`, `routine_response_business_days`).
 
     Business days are counted in the patient's time zone, skipping Saturdays and Sundays
     (public holidays are not known to the service).
     """
-    if severity in _RESPONSE_TIME:
-        return raised_at + _RESPONSE_TIME[severity]
+    if severity is Severity.URGENT:
+        return raised_at + policy.urgent_response
+    if severity is Severity.HIGH:
+        return raised_at + policy.high_response
     local = raised_at.astimezone(ZoneInfo(time_zone))
-    remaining = ROUTINE_BUSINESS_DAYS
+    remaining = policy.routine_response_business_days
     while remaining:
         local += timedelta(days=1)
         if local.weekday() < 5:

@@ -94,8 +94,9 @@ async def _alert_event(alert: Alert, event_type: str, operation: Operation, now:
 
 
 async def raise_alert(
-    spec: AlertSpec, *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime
-) -> Alert:
+    spec: AlertSpec, *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime,
+    policy: ClinicPolicy,
+) -> Alert:  # fmt: skip
     """Store `spec` for the care team (inside the caller's transaction).
 
     CLINICAL.md §9 duplicate suppression: the same rule for the same patient and source record
@@ -119,7 +120,7 @@ async def raise_alert(
                 source_id=source_id,
                 dedup_key=dedup_key,
                 raised_at=now,
-                respond_by=respond_by(spec.severity, now, patient.time_zone),
+                respond_by=respond_by(spec.severity, now, patient.time_zone, policy),
             )
     except IntegrityError:
         winner = await active.first()
@@ -131,10 +132,11 @@ async def raise_alert(
 
 
 async def raise_alerts(
-    specs: list[AlertSpec], *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime
-) -> list[Alert]:
+    specs: list[AlertSpec], *, patient: Patient, source_type: str, source_id: UUID | None, now: datetime,
+    policy: ClinicPolicy,
+) -> list[Alert]:  # fmt: skip
     return [
-        await raise_alert(spec, patient=patient, source_type=source_type, source_id=source_id, now=now)
+        await raise_alert(spec, patient=patient, source_type=source_type, source_id=source_id, now=now, policy=policy)
         for spec in specs
     ]
 

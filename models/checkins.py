@@ -79,7 +79,7 @@ async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, po
         "submitCheckIn", patient_id, {"note": data.note}, crisis_findings(data.note, "a check-in note", policy),
         idempotency_key=data.idempotency_key, recorded_at=None if data.problems else data.recorded_at,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="CheckIn")
 
 

@@ -134,11 +134,12 @@ async def record_clinic_session(viewer: Viewer, data: ClinicSession, *, now: dat
             session = await DosingSession.create(**_columns(viewer, plan, data, now, policy))
             findings = clinic_session_findings(data, plan.bp_ceiling, policy)
             await raise_alerts(
-                findings.alerts, patient=patient, source_type="DosingSession", source_id=session.id, now=now
-            )
+                findings.alerts, patient=patient, source_type="DosingSession", source_id=session.id, now=now,
+                policy=policy,
+            )  # fmt: skip
             await schedule_follow_up(
                 patient, session.id, data.ended_at, plan.schedule,
-                back_to_baseline=data.ready_to_leave_at is not None, now=now,
+                back_to_baseline=data.ready_to_leave_at is not None, now=now, policy=policy,
             )  # fmt: skip
             await _recorded(viewer, session, now)
         return Outcome(session.id, findings.advice)

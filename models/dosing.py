@@ -472,7 +472,7 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
         "startDosingSession", patient_id, content, start_findings(data, ceiling, policy),
         idempotency_key=data.idempotency_key, recorded_at=data.recorded_at,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_start(viewer, patient_id, data, now=now, policy=policy), record_type="DosingSession")
 
 
@@ -551,11 +551,15 @@ async def _record_dose_taken_offline(
     if record_plan is None or _CANNOT_RECORD & set(codes):
         spec = alert_rules.dosed_despite_failed_checks_alert(codes, urgent=urgent, recorded=False)
         attempt = uuid5(NAMESPACE_URL, f"offline-dose:{patient.id}:{started_at.isoformat()}")
-        await raise_alerts([spec], patient=patient, source_type="OfflineDose", source_id=attempt, now=now)
+        await raise_alerts(
+            [spec], patient=patient, source_type="OfflineDose", source_id=attempt, now=now, policy=policy
+        )
         return None
     session = await _open_session(viewer, patient, record_plan, data, started_at, now, failed=failures, policy=policy)
     spec = alert_rules.dosed_despite_failed_checks_alert(codes, urgent=urgent, recorded=True)
-    await raise_alerts([spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now)
+    await raise_alerts(
+        [spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now, policy=policy
+    )
     return session
 
 
@@ -675,7 +679,7 @@ async def complete_dosing_session(
         session_id = session.id
 
         async def check_now(patient: Patient) -> None:
-            await open_post_session_check_now(patient, session_id=session_id, now=now)
+            await open_post_session_check_now(patient, session_id=session_id, now=now, policy=policy)
 
         actions.append(check_now)
     content = {
@@ -688,7 +692,7 @@ async def complete_dosing_session(
         "completeDosingSession", patient_id, content, completion_findings(data, policy),
         idempotency_key=data.idempotency_key, recorded_at=data.recorded_at, actions=actions,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(
         _complete(viewer, patient_id, data, now=now, policy=policy), record_type="DosingSession"
     )
@@ -728,8 +732,9 @@ async def _complete(
             patient = await Patient.get(id=patient_id)
             plan = await TreatmentPlan.get(id=current.plan_id)  # type: ignore[attr-defined]
             await schedule_follow_up(
-                patient, current.id, ended_at, plan.schedule, back_to_baseline=data.back_to_baseline, now=now
-            )
+                patient, current.id, ended_at, plan.schedule, back_to_baseline=data.back_to_baseline, now=now,
+                policy=policy,
+            )  # fmt: skip
             await _session_written(viewer, current, "DosingSession.completed", Operation.UPDATED, now)
         return Outcome(current.id)
 
@@ -784,7 +789,9 @@ async def close_abandoned_sessions(*, now: datetime, policy: ClinicPolicy) -> in
             session.status, session.version = SessionStatus.ABANDONED, session.version + 1
             patient = await Patient.get(id=session.patient_id)  # type: ignore[attr-defined]
             spec = alert_rules.abandoned_session_alert(policy.abandon_after.total_seconds() / 3600)
-            await raise_alerts([spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now)
+            await raise_alerts(
+                [spec], patient=patient, source_type="DosingSession", source_id=session.id, now=now, policy=policy
+            )
             await _session_written(None, session, "DosingSession.abandoned", Operation.UPDATED, now)
             closed += 1
     return closed

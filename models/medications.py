@@ -133,7 +133,7 @@ async def report_new_medication(viewer: Viewer, data: NewMedication, *, now: dat
     findings.merge(crisis_findings(data.note, "a medication report", policy))
     content = {"medicationClass": data.medication_class.value, "note": data.note}
     submission = Submission("reportNewMedication", patient_id, content, findings, idempotency_key=data.idempotency_key)
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_report(viewer, patient_id, data, now=now), record_type="TreatmentPlan")
 
 

@@ -196,7 +196,7 @@ async def create_thread(
         "createMessageThread", viewer.patient_id, {"subject": subject},
         crisis_findings(subject, "a message subject", policy),
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now)
     return await screened.guard(write, record_type="MessageThread")
 
@@ -255,7 +255,7 @@ async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, polic
         "sendMessage", viewer.patient_id, {"body": data.body}, crisis_findings(data.body, "a message", policy),
         idempotency_key=data.idempotency_key,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_send(viewer, data, now=now), record_type="Message")
 
 

@@ -24,6 +24,7 @@ from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from models.policy import ClinicPolicy
 from models.quiet_hours import after_quiet_hours
 
 MAX_ATTEMPTS = 8
@@ -153,7 +154,7 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, timedelta(hours=1))
 
 
-async def deliver_due(sender: Sender, *, now: datetime) -> int:
+async def deliver_due(sender: Sender, *, now: datetime, policy: ClinicPolicy) -> int:
     """Job: send what is due, each claimed with a lease. Returns how many were sent.
 
     The lease is taken from the time of each claim (the job's `now` plus the time the batch has
@@ -193,7 +194,7 @@ async def deliver_due(sender: Sender, *, now: datetime) -> int:
                 delay = min(error.retry_after, MAX_RETRY_AFTER)  # the receiver said when
             retry_at = now + delay
             if row.quiet_hours_zone:
-                retry_at = after_quiet_hours(retry_at, row.quiet_hours_zone)
+                retry_at = after_quiet_hours(retry_at, row.quiet_hours_zone, policy.quiet_hours)
             await Notification.filter(id=row.id).update(
                 status=status, lease_until=None, not_before=retry_at, last_error=str(error)[:300]
             )

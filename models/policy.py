@@ -6,9 +6,11 @@ such; settings may override the ones a clinic is expected to tune.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
 
+from models.quiet_hours import QuietHours
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, read_crisis_phrases
 
 US_CRISIS_RESOURCES = "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
@@ -57,6 +59,12 @@ class ClinicPolicy:
     on_call_contact: str | None = None
     # §7: crisis wording scanned for in patients' free text (models/safety/crisis.py).
     crisis_phrases: tuple[str, ...] = SEED_CRISIS_PHRASES
+    # §9: acknowledge within (URGENT, HIGH), and ROUTINE in business days of the patient's zone.
+    urgent_response: timedelta = timedelta(minutes=15)
+    high_response: timedelta = timedelta(hours=4)
+    routine_response_business_days: int = 2
+    # §6: when nothing but a safety check is pushed to a patient (their local time).
+    quiet_hours: QuietHours = field(default_factory=QuietHours)
     # Device clocks drift: a time this far in the future is still accepted as "now".
     clock_skew: timedelta = timedelta(minutes=5)
     # Offline phones sync late; anything older than this is refused as implausible.
@@ -90,3 +98,56 @@ class ClinicPolicy:
 
 
 DEFAULT_POLICY = ClinicPolicy()
+
+
+class PolicyFileError(ValueError):
+    """A clinic policy file that cannot be read; the message names the key and the problem."""
+
+
+# Set elsewhere: crisis wording by CRISIS_RESOURCES, CLINIC_ON_CALL and CRISIS_PHRASES_FILE.
+_NOT_IN_THE_FILE = frozenset({"crisis_resources", "on_call_contact", "crisis_phrases"})
+
+
+def policy_overrides(data: object) -> dict[str, object]:
+    """A clinic's policy file (JSON: an object whose keys are `ClinicPolicy` fields) as the values
+    to replace in `DEFAULT_POLICY`. Blood pressures are "systolic/diastolic" ("180/110"),
+    durations a number of minutes, quiet hours "HH:MM-HH:MM", the rest whole numbers. Every key
+    is checked: an unknown key or a value of the wrong kind is an error naming it."""
+    if not isinstance(data, dict):
+        raise PolicyFileError("the file must hold a JSON object of policy fields")
+    defaults = {name: value for name, value in vars(DEFAULT_POLICY).items() if name not in _NOT_IN_THE_FILE}
+    overrides: dict[str, object] = {}
+    for key, raw in data.items():
+        if key not in defaults:
+            raise PolicyFileError(f"{key}: not a clinic policy field (known: {', '.join(sorted(defaults))})")
+        overrides[key] = _policy_value(key, raw, defaults[key])
+    policy = replace(DEFAULT_POLICY, **overrides)  # type: ignore[arg-type]
+    ceiling, highest = policy.default_bp_ceiling, policy.highest_bp_ceiling
+    if ceiling.systolic > highest.systolic or ceiling.diastolic > highest.diastolic:
+        raise PolicyFileError("default_bp_ceiling: must not be above highest_bp_ceiling")
+    if not policy.spo2_urgent_below <= policy.spo2_high_below <= 100:
+        raise PolicyFileError("spo2_high_below: must be between spo2_urgent_below and 100")
+    return overrides
+
+
+def _policy_value(key: str, raw: object, default: object) -> object:
+    if isinstance(default, BloodPressure):
+        if isinstance(raw, str) and (match := re.fullmatch(r"\s*(\d{2,3})\s*/\s*(\d{2,3})\s*", raw)):
+            return BloodPressure(int(match[1]), int(match[2]))
+        raise PolicyFileError(f'{key}: a blood pressure as "systolic/diastolic", e.g. "180/110"')
+    if isinstance(default, timedelta):
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and raw > 0:
+            return timedelta(minutes=raw)
+        raise PolicyFileError(f"{key}: a number of minutes above 0")
+    if isinstance(default, QuietHours):
+        if isinstance(raw, str) and (match := re.fullmatch(r"\s*(\d{2}):(\d{2})\s*-\s*(\d{2}):(\d{2})\s*", raw)):
+            try:
+                return QuietHours(time(int(match[1]), int(match[2])), time(int(match[3]), int(match[4])))
+            except ValueError:
+                pass
+        raise PolicyFileError(f'{key}: quiet hours as "HH:MM-HH:MM", e.g. "22:00-08:00"')
+    if isinstance(default, int):
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            return raw
+        raise PolicyFileError(f"{key}: a whole number, 0 or more")
+    raise PolicyFileError(f"{key}: cannot be set in the policy file")  # pragma: no cover - every field has a kind

@@ -231,7 +231,7 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
         "reportSideEffect", patient_id, content, side_effect_findings(data, policy),
         idempotency_key=data.idempotency_key, recorded_at=data.recorded_at, actions=actions,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     patient = await Patient.get(id=patient_id)
     deadline = min((alert.respond_by for alert in screened.alerts), default=None)
     advice = side_effect_advice(data.code, data.grade, deadline, patient.time_zone, policy)

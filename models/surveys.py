@@ -42,7 +42,7 @@ from models.instruments import (
 )
 from models.plans import ScheduledSurvey
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
-from models.quiet_hours import after_quiet_hours, in_quiet_hours
+from models.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
 from models.safety.rules import Findings
 from models.safety.screen import Submission, screen
 
@@ -122,13 +122,13 @@ class SurveyResponse(Entity):
 # ------------------------------------------------------------------ pure schedule rules
 
 
-def reminder_times(available_at: datetime, expires_at: datetime, time_zone: str) -> list[datetime]:
+def reminder_times(available_at: datetime, expires_at: datetime, time_zone: str, quiet: QuietHours) -> list[datetime]:
     """At most two reminders, at half the window and 2 h before expiry, never in quiet hours
     (moved to their end, dropped if that is past expiry) (CLINICAL.md §6)."""
     wanted = [available_at + (expires_at - available_at) / 2, expires_at - LAST_REMINDER_BEFORE_EXPIRY]
     times: list[datetime] = []
     for moment in wanted:
-        shifted = after_quiet_hours(moment, time_zone)
+        shifted = after_quiet_hours(moment, time_zone, quiet)
         if available_at < shifted < expires_at and shifted not in times:
             times.append(shifted)
     return sorted(times)
@@ -154,8 +154,9 @@ class PlannedAssignment:
 
 
 def follow_up_schedule(
-    ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *, back_to_baseline: bool, time_zone: str
-) -> list[PlannedAssignment]:
+    ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *, back_to_baseline: bool, time_zone: str,
+    quiet: QuietHours,
+) -> list[PlannedAssignment]:  # fmt: skip
     """The surveys a completed session calls for (CLINICAL.md §6): each at its offset after the
     session's end, open for its window. The post-session check is due at once when the patient
     was not back to baseline, and it is a safety check: its notification ignores quiet hours."""
@@ -164,14 +165,16 @@ def follow_up_schedule(
         due_at_once = item.instrument == POST_SESSION and not back_to_baseline
         available_at = ended_at if due_at_once else after_offset(ended_at, item.offset_minutes, time_zone)
         expires_at = after_offset(available_at, item.window_minutes, time_zone)
-        notify_at = available_at if item.instrument == POST_SESSION else after_quiet_hours(available_at, time_zone)
+        notify_at = (
+            available_at if item.instrument == POST_SESSION else after_quiet_hours(available_at, time_zone, quiet)
+        )
         planned.append(
             PlannedAssignment(
                 item.instrument,
                 available_at,
                 expires_at,
                 min(notify_at, expires_at),
-                tuple(reminder_times(available_at, expires_at, time_zone)),
+                tuple(reminder_times(available_at, expires_at, time_zone, quiet)),
             )
         )
     return planned
@@ -195,7 +198,7 @@ async def _event(assignment: SurveyAssignment, event: str, operation: Operation,
 
 async def schedule_follow_up(
     patient: Patient, session_id: UUID, ended_at: datetime, schedule: tuple[ScheduledSurvey, ...], *,
-    back_to_baseline: bool, now: datetime,
+    back_to_baseline: bool, now: datetime, policy: ClinicPolicy,
 ) -> list[SurveyAssignment]:  # fmt: skip
     """Insert a completed session's assignments (inside `completeDosingSession`'s transaction).
 
@@ -208,7 +211,7 @@ async def schedule_follow_up(
         str(code) for code in await SurveyAssignment.filter(session_id=session_id).values_list("instrument", flat=True)
     }
     for planned in follow_up_schedule(
-        ended_at, schedule, back_to_baseline=back_to_baseline, time_zone=patient.time_zone
+        ended_at, schedule, back_to_baseline=back_to_baseline, time_zone=patient.time_zone, quiet=policy.quiet_hours
     ):
         if planned.instrument in existing:
             continue
@@ -239,7 +242,9 @@ async def schedule_follow_up(
     return created
 
 
-async def open_post_session_check_now(patient: Patient, *, session_id: UUID, now: datetime) -> SurveyAssignment | None:
+async def open_post_session_check_now(
+    patient: Patient, *, session_id: UUID, now: datetime, policy: ClinicPolicy
+) -> SurveyAssignment | None:
     """CLINICAL.md §3: a patient not back to baseline gets the post-session check at once, also
     when the completion that said so is refused (the safety screen runs this). Open for the
     plan's post-session window; its notification ignores quiet hours (a safety check). None when
@@ -254,7 +259,7 @@ async def open_post_session_check_now(patient: Patient, *, session_id: UUID, now
         DEFAULT_POST_SESSION_WINDOW_MINUTES,
     )
     expires_at = after_offset(now, window, patient.time_zone)
-    reminders = reminder_times(now, expires_at, patient.time_zone)
+    reminders = reminder_times(now, expires_at, patient.time_zone, policy.quiet_hours)
     assignment = await SurveyAssignment.create(
         patient=patient,
         instrument=POST_SESSION,
@@ -323,13 +328,13 @@ async def _move(assignment: SurveyAssignment, to: AssignmentStatus, now: datetim
     return True
 
 
-def _notify_from(assignment: SurveyAssignment, moment: datetime, time_zone: str) -> datetime:
+def _notify_from(assignment: SurveyAssignment, moment: datetime, time_zone: str, quiet: QuietHours) -> datetime:
     """When a survey's notification may go out: never in quiet hours, except the post-session
     check (a safety check), CLINICAL.md §6."""
-    return moment if assignment.instrument == POST_SESSION else after_quiet_hours(moment, time_zone)
+    return moment if assignment.instrument == POST_SESSION else after_quiet_hours(moment, time_zone, quiet)
 
 
-async def open_due_surveys(*, now: datetime) -> int:
+async def open_due_surveys(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: scheduled surveys whose time has come become available, and their patient is told.
 
     Rows are taken with SKIP LOCKED on PostgreSQL, so replicas share a backlog instead of
@@ -357,14 +362,16 @@ async def open_due_surveys(*, now: datetime) -> int:
                 f"survey/{assignment.id}",
                 dedup_key=f"survey-available:{assignment.id}",
                 now=now,
-                not_before=_notify_from(assignment, max(assignment.notify_at, now), zones[patient_id]),
+                not_before=_notify_from(
+                    assignment, max(assignment.notify_at, now), zones[patient_id], policy.quiet_hours
+                ),
                 quiet_hours_zone=None if assignment.instrument == POST_SESSION else zones[patient_id],
             )
             opened += 1
     return opened
 
 
-async def send_reminders(*, now: datetime) -> int:
+async def send_reminders(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: remind about open surveys at their reminder times (each reminder once, never in
     quiet hours: one that falls due in them, e.g. after downtime, waits until 08:00 or is dropped
     if the survey closes first)."""
@@ -380,7 +387,7 @@ async def send_reminders(*, now: datetime) -> int:
         number = assignment.reminders_sent
         following = times[number + 1] if number + 1 < len(times) else None
         zone = assignment.patient.time_zone
-        send_at = after_quiet_hours(now, zone)
+        send_at = after_quiet_hours(now, zone, policy.quiet_hours)
         async with in_transaction():
             claimed = await SurveyAssignment.filter(
                 id=assignment.id, status=AssignmentStatus.AVAILABLE, reminders_sent=number
@@ -401,7 +408,7 @@ async def send_reminders(*, now: datetime) -> int:
     return reminded
 
 
-async def expire_overdue_surveys(*, now: datetime) -> int:
+async def expire_overdue_surveys(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: unanswered surveys past their window expire; an expired post-session check alerts
     the care team (CLINICAL.md §6: a safety check went unanswered)."""
     expired = 0
@@ -420,8 +427,9 @@ async def expire_overdue_surveys(*, now: datetime) -> int:
             if assignment.instrument == POST_SESSION:
                 spec = alert_rules.unanswered_safety_check_alert(POST_SESSION)
                 await raise_alerts(
-                    [spec], patient=assignment.patient, source_type="SurveyAssignment", source_id=assignment.id, now=now
-                )
+                    [spec], patient=assignment.patient, source_type="SurveyAssignment", source_id=assignment.id,
+                    now=now, policy=policy,
+                )  # fmt: skip
         expired += 1
     return expired
 
@@ -449,7 +457,7 @@ def next_weekly_opening(plan_start: datetime, now: datetime, time_zone: str) -> 
     return opening.astimezone(now.tzinfo)
 
 
-async def schedule_recurring_surveys(*, now: datetime) -> int:
+async def schedule_recurring_surveys(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: make sure each patient with an ACTIVE plan has their next weekly surveys scheduled.
 
     The weekly PHQ-9 / GAD-7 is skipped when a session's own one is due within 3 days of it
@@ -482,7 +490,7 @@ async def schedule_recurring_surveys(*, now: datetime) -> int:
             if near_session_survey:
                 continue
             expires_at = opening + WEEKLY_WINDOW
-            reminders = reminder_times(opening, expires_at, patient.time_zone)
+            reminders = reminder_times(opening, expires_at, patient.time_zone, policy.quiet_hours)
             try:
                 async with in_transaction():
                     assignment = await SurveyAssignment.create(
@@ -491,7 +499,7 @@ async def schedule_recurring_surveys(*, now: datetime) -> int:
                         recurrence_key=key,
                         available_at=opening,
                         expires_at=expires_at,
-                        notify_at=after_quiet_hours(opening, patient.time_zone),
+                        notify_at=after_quiet_hours(opening, patient.time_zone, policy.quiet_hours),
                         reminder_times=[moment.isoformat() for moment in reminders],
                         next_reminder_at=reminders[0] if reminders else None,
                     )
@@ -517,7 +525,7 @@ async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
     return cancelled
 
 
-async def remind_daily_check_ins(*, now: datetime) -> int:
+async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: at 19:00 on the patient's clock, remind those with an ACTIVE plan who have not
     checked in today (once a day, never in quiet hours)."""
     from models.checkins import CheckIn
@@ -529,7 +537,7 @@ async def remind_daily_check_ins(*, now: datetime) -> int:
         zone = ZoneInfo(patient.time_zone)
         local = now.astimezone(zone)
         due = datetime.combine(local.date(), DAILY_REMINDER_AT, tzinfo=zone)
-        if not due <= local or in_quiet_hours(now, patient.time_zone):
+        if not due <= local or in_quiet_hours(now, patient.time_zone, policy.quiet_hours):
             continue
         start_of_day = datetime.combine(local.date(), time(0, 0), tzinfo=zone)
         if await CheckIn.exists(patient_id=patient.id, recorded_at__gte=start_of_day):
@@ -636,7 +644,7 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
         "submitSurveyResponse", patient_id, content, findings, idempotency_key=data.idempotency_key,
         recorded_at=data.recorded_at,
     )  # fmt: skip
-    screened = await screen(submission, now=now)
+    screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="SurveyResponse")
 
 

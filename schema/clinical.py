@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
 from models.policy import BloodPressure as DomainBloodPressure
+from models.safety import screen as screening
 from schema.context import Context
 from schema.errors import (
     BadUserInput,
@@ -378,6 +380,7 @@ class AlertType(relay.Node):
     resolution_note: str
     escalation_level: int
     patient_id: strawberry.Private[uuid.UUID]
+    source_id: strawberry.Private[uuid.UUID | None] = None
 
     @classmethod
     def from_model(cls, alert: alert_ops.Alert) -> AlertType:
@@ -396,7 +399,19 @@ class AlertType(relay.Node):
             resolution_note=alert.resolution_note,
             escalation_level=alert.escalation_level,
             patient_id=alert.patient_id,  # type: ignore[attr-defined]
+            source_id=alert.source_id if alert.source_type == screening.SOURCE_TYPE else None,
         )
+
+    @strawberry.field(
+        description="For an alert raised by the safety screen (sourceType SafetyScreening): what the patient "
+        "sent, kept even when the request was refused (CLINICAL.md section 0): the operation, its safety content, "
+        "the record it became (recordType) or why it was refused (refusal)."
+    )
+    async def screened_content(self, info: Info[Context, None]) -> JSON | None:
+        if self.source_id is None:
+            return None
+        found = await loader(info, "screenings", screening.screened_contents).load(self.source_id)
+        return found  # type: ignore[return-value]
 
     @strawberry.field
     async def patient(

@@ -173,7 +173,7 @@ async def _answer_follow_ups(
     )
     skipped_one = False
     for index, assignment in enumerate(due):
-        await surveys.open_due_surveys(now=assignment.available_at)
+        await surveys.open_due_surveys(now=assignment.available_at, policy=policy)
         answered_at = assignment.available_at + timedelta(minutes=40)
         if answered_at >= now or (course.patient == "devon@demo.test" and index == len(due) - 1):
             continue
@@ -185,7 +185,7 @@ async def _answer_follow_ups(
             assignment_id=assignment.id,
         )
         await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
-    await surveys.expire_overdue_surveys(now=now)
+    await surveys.expire_overdue_surveys(now=now, policy=policy)
 
 
 CONVERSATIONS: dict[str, tuple[str, list[tuple[str, str]]]] = {

@@ -597,7 +597,7 @@ def test_crisis_wording_raises_an_urgent_alert_showing_the_match() -> None:
 def test_an_alert_must_be_answered_within_the_time_of_its_severity(
     severity: Severity, raised_at: datetime, time_zone: str, deadline: datetime
 ) -> None:
-    assert respond_by(severity, raised_at, time_zone) == deadline
+    assert respond_by(severity, raised_at, time_zone, POLICY) == deadline
 
 
 @pytest.mark.parametrize(
@@ -620,7 +620,7 @@ def test_an_alert_must_be_answered_within_the_time_of_its_severity(
 def test_a_routine_deadline_across_a_daylight_saving_change_keeps_the_local_hour(
     raised_at: datetime, deadline: datetime, offset_change: timedelta
 ) -> None:
-    answer = respond_by(ROUTINE, raised_at.astimezone(UTC), "America/New_York")
+    answer = respond_by(ROUTINE, raised_at.astimezone(UTC), "America/New_York", POLICY)
     assert answer == deadline
     assert answer.astimezone(NEW_YORK).hour == 14
     assert answer - raised_at == timedelta(days=4) + offset_change
@@ -697,7 +697,7 @@ def test_a_side_effect_alerts_holds_the_plan_and_advises_as_section_4_says(
     code: str, grade: Grade, severity: Severity | None, holds_plan: bool, calls_911: bool
 ) -> None:
     alert = side_effect_alert(code, grade)
-    deadline = respond_by(alert.severity, NOW, "America/New_York") if alert else None
+    deadline = respond_by(alert.severity, NOW, "America/New_York", POLICY) if alert else None
     advice = side_effect_advice(code, grade, deadline, "America/New_York", POLICY)
     assert (alert.severity if alert else None) is severity
     assert side_effect_holds_plan(code, grade) is holds_plan

@@ -24,6 +24,7 @@ from jobs.senders import webhook_sender
 from models import notifications
 from models.clock import ManualClock, SystemClock
 from models.notifications import Notification, NotificationStatus, OutgoingNotification
+from models.policy import DEFAULT_POLICY
 
 SECRET = "a-webhook-secret-of-more-than-32-chars"
 
@@ -69,14 +70,18 @@ async def test_a_signed_notification_is_retried_with_back_off_then_sent_once(
             await notifications.enqueue(
                 recipient, "NEW_MESSAGE", "thread/abc", dedup_key="test:1", now=clock.now(), not_before=clock.now()
             )
-            assert await notifications.deliver_due(send, now=clock.now()) == 0  # 503: kept for later
+            assert (
+                await notifications.deliver_due(send, now=clock.now(), policy=DEFAULT_POLICY) == 0
+            )  # 503: kept for later
             row = await Notification.get(dedup_key="test:1")
             assert row.status is NotificationStatus.PENDING
             assert row.not_before == clock.now() + timedelta(seconds=30)
-            assert await notifications.deliver_due(send, now=clock.now()) == 0  # not yet due again
+            assert (
+                await notifications.deliver_due(send, now=clock.now(), policy=DEFAULT_POLICY) == 0
+            )  # not yet due again
             clock.advance(timedelta(seconds=31))
-            assert await notifications.deliver_due(send, now=clock.now()) == 1
-            assert await notifications.deliver_due(send, now=clock.now()) == 0  # sent once
+            assert await notifications.deliver_due(send, now=clock.now(), policy=DEFAULT_POLICY) == 1
+            assert await notifications.deliver_due(send, now=clock.now(), policy=DEFAULT_POLICY) == 0  # sent once
             assert (await Notification.get(dedup_key="test:1")).status is NotificationStatus.SENT
     assert len(receiver.calls) == 2
     headers, body = receiver.calls[-1]

@@ -846,6 +846,32 @@ async def test_an_accepted_write_names_the_record_its_screening_became(
     assert screening.content == {"note": "I can\u2019t go on like this"}
 
 
+async def test_the_care_team_reads_what_a_refused_request_said_on_its_alert(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    world = World(client, tokens, clock, app)
+    answers = [{"linkId": "9", "value": 2}]  # PHQ-9 item 9 alone: refused as incomplete
+    payload = await world.send("submitSurveyResponse", {"instrument": "PHQ-9", "answers": answers})
+    assert payload["result"]["field"] == "answers.1"
+    query = "{ alerts(status: [OPEN], first: 100) { edges { node { kind sourceType screenedContent } } } }"
+    for email, visible in (("dr.rivera@demo.test", True), ("dr.okafor@demo.test", False)):
+        body = await gql(client, query, token=tokens.fresh(email))
+        mine = [
+            edge["node"] for edge in body["data"]["alerts"]["edges"] if edge["node"]["sourceType"] == "SafetyScreening"
+        ]
+        if not visible:  # another care team's provider does not even see the alert
+            assert all(
+                node["screenedContent"]["content"].get("answers") != [["9", 2]]
+                for node in mine
+                if node["screenedContent"]
+            )
+            continue
+        [alert] = [node for node in mine if node["kind"] == "SURVEY_ANSWER"]
+        assert alert["screenedContent"]["operation"] == "submitSurveyResponse"
+        assert alert["screenedContent"]["content"]["answers"] == [["9", 2]]
+        assert alert["screenedContent"]["refusal"].startswith("InvalidInput")
+
+
 async def test_a_new_medication_reported_by_the_patient_joins_the_plan_and_every_start_warns_of_it(
     client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
 ) -> None:

@@ -26,6 +26,7 @@ from models.errors import InvalidInput
 from models.instruments import InstrumentDefinition, score
 from models.notifications import Notification, OutgoingNotification
 from models.plans import DEFAULT_SURVEY_SCHEDULE
+from models.policy import DEFAULT_POLICY
 from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
@@ -153,13 +154,16 @@ def test_incomplete_or_out_of_range_answers_are_refused_with_the_item_named(
     assert refused.value.field == field
 
 
+QUIET = DEFAULT_POLICY.quiet_hours
+
+
 def test_the_schedule_opens_each_survey_at_its_offset_and_keeps_quiet_hours() -> None:
     # A session ending at 20:30 in New York (01:30 UTC the next day).
     ended = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
     planned = {
         p.instrument: p
         for p in surveys.follow_up_schedule(
-            ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York"
+            ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York", quiet=QUIET
         )
     }
     post = planned["POST-SESSION"]
@@ -177,7 +181,7 @@ def test_the_schedule_opens_each_survey_at_its_offset_and_keeps_quiet_hours() ->
 def test_a_survey_due_in_quiet_hours_is_notified_at_eight() -> None:
     ended = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 22:00 New York
     planned = surveys.follow_up_schedule(
-        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York"
+        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York", quiet=QUIET
     )
     pain = next(p for p in planned if p.instrument == "PAIN-NRS")
     assert pain.available_at == datetime(2026, 11, 27, 3, 0, tzinfo=UTC)  # 22:00 local
@@ -188,7 +192,7 @@ def test_whole_day_offsets_keep_the_local_time_across_a_dst_change() -> None:
     # Ends 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday 1 November.
     ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
     planned = surveys.follow_up_schedule(
-        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=False, time_zone="America/New_York"
+        ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=False, time_zone="America/New_York", quiet=QUIET
     )
     by_code = {p.instrument: p for p in planned}
     assert by_code["POST-SESSION"].available_at == ended  # not back to baseline: due at once
@@ -568,7 +572,13 @@ async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_chang
         # A session ended at 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday.
         ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
         await surveys.schedule_follow_up(
-            patient, uuid.uuid4(), ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, now=ended
+            patient,
+            uuid.uuid4(),
+            ended,
+            DEFAULT_SURVEY_SCHEDULE,
+            back_to_baseline=True,
+            now=ended,
+            policy=DEFAULT_POLICY,
         )
         peg = await surveys.SurveyAssignment.filter(patient=patient, instrument="PEG-3").order_by("-created_at").first()
         assert peg is not None

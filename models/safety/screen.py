@@ -22,10 +22,13 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from models.access import Viewer
 from models.accounts import Patient
 from models.alerts import Alert, raise_alerts
+from models.directory import clinical_patient_ids
 from models.errors import DomainError
 from models.idempotency import Outcome, fingerprint
+from models.policy import ClinicPolicy
 from models.safety.models import SafetyScreening
 from models.safety.rules import Findings
 
@@ -88,7 +91,7 @@ def screening_id(submission: Submission, now: datetime) -> UUID:
     return uuid5(NAMESPACE_URL, f"screening:{submission.patient_id}:{submission.operation}:{scope}:{digest}")
 
 
-async def screen(submission: Submission, *, now: datetime) -> Screened:
+async def screen(submission: Submission, *, now: datetime, policy: ClinicPolicy) -> Screened:
     """CLINICAL.md §0: raise what the request's safety content calls for, before anything can
     refuse it, in a transaction of its own. Nothing is written when the content calls for nothing."""
     findings = submission.findings
@@ -113,7 +116,7 @@ async def screen(submission: Submission, *, now: datetime) -> Screened:
                 advice=findings.advice,
             )
             alerts = await raise_alerts(
-                findings.alerts, patient=patient, source_type=SOURCE_TYPE, source_id=identity, now=now
+                findings.alerts, patient=patient, source_type=SOURCE_TYPE, source_id=identity, now=now, policy=policy
             )
             for action in submission.actions:
                 await action(patient)
@@ -136,3 +139,17 @@ async def alerts_about(record_type: str, record_id: UUID) -> list[Alert]:
     by_record = Alert.filter(source_type=record_type, source_id=record_id)
     found = {alert.id: alert for alert in [*await by_screening, *await by_record]}
     return sorted(found.values(), key=lambda alert: (alert.severity_rank, alert.raised_at))
+
+
+async def screened_contents(viewer: Viewer, screening_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """What the screenings kept (the content an alert came from), for a viewer who may see the
+    patient's clinical record (a DataLoader's batch)."""
+    rows = await SafetyScreening.filter(id__in=screening_ids)
+    patients: list[UUID] = [row.patient_id for row in rows]  # type: ignore[attr-defined]
+    allowed = set(await clinical_patient_ids(viewer, patients, "SafetyScreening"))
+    return {
+        row.id: {"operation": row.operation, "content": row.content, "recordType": row.record_type,
+                 "refusal": row.refusal}
+        for row in rows
+        if row.patient_id in allowed  # type: ignore[attr-defined]
+    }  # fmt: skip

@@ -23,6 +23,7 @@ from api.settings import Environment, Settings
 from models.accounts import Patient
 from models.clock import ManualClock
 from models.notifications import Notification
+from models.policy import DEFAULT_POLICY
 from models.surveys import AssignmentStatus, SurveyAssignment, expire_overdue_surveys, open_due_surveys, send_reminders
 from seeds.loader import load_seeds
 
@@ -83,7 +84,7 @@ async def measure(settings: Settings) -> None:
             claims, counts = [], []
             for _ in range(6):
                 started = time.perf_counter()
-                opened = await open_due_surveys(now=clock.now())
+                opened = await open_due_surveys(now=clock.now(), policy=DEFAULT_POLICY)
                 claims.append(time.perf_counter() - started)
                 counts.append(opened)
                 clock.advance(timedelta(minutes=1))
@@ -95,8 +96,8 @@ async def measure(settings: Settings) -> None:
             quiet = []
             for _ in range(10):
                 started = time.perf_counter()
-                await send_reminders(now=clock.now())
-                await expire_overdue_surveys(now=clock.now())
+                await send_reminders(now=clock.now(), policy=DEFAULT_POLICY)
+                await expire_overdue_surveys(now=clock.now(), policy=DEFAULT_POLICY)
                 quiet.append(time.perf_counter() - started)
             print(f"reminder + expiry passes with nothing due         {summary(quiet)}")
             print(f"notifications queued: {await Notification.all().count():,}")
