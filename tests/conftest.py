@@ -212,17 +212,31 @@ async def blank_db(blank_settings: Settings) -> AsyncIterator[None]:
         yield
 
 
-@pytest.fixture
-async def app(settings: Settings, clock: ManualClock) -> AsyncIterator[Starlette]:
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, clock: ManualClock) -> AsyncIterator[Starlette]:
+    """The app with `settings`, started (tests of a clinic configured its own way use it too)."""
     application = create_app(settings, clock=clock)
     async with application.router.lifespan_context(application):
         yield application
 
 
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def client_of(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to `app` over ASGI."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: ManualClock) -> AsyncIterator[Starlette]:
+    async with running_app(settings, clock) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(app) as http:
         yield http
 
 

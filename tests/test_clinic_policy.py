@@ -14,7 +14,6 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from api.app import create_app
 from api.database import use_database
 from api.settings import Settings, SettingsError
 from models.alerts import Alert
@@ -24,7 +23,7 @@ from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, BloodPressure,
 from models.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
 from models.surveys import follow_up_schedule
 from tests.clinical import complete, start
-from tests.conftest import Tokens
+from tests.conftest import Tokens, client_of, running_app
 
 CLINIC = {
     "pre_dose_urgent": "170/105",
@@ -128,15 +127,14 @@ async def clinic_app(settings: Settings, clock: ManualClock, tmp_path: Path) -> 
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(CLINIC))
     configured = Settings.from_env({"CLINIC_POLICY_FILE": str(path)}, env_file=None)
-    application = create_app(replace(settings, clinic_policy_overrides=configured.clinic_policy_overrides), clock=clock)
-    async with application.router.lifespan_context(application):
+    overridden = replace(settings, clinic_policy_overrides=configured.clinic_policy_overrides)
+    async with running_app(overridden, clock) as application:
         yield application
 
 
 @pytest.fixture
 async def clinic_client(clinic_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=clinic_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with client_of(clinic_app) as http:
         yield http
 
 

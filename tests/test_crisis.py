@@ -19,7 +19,6 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from api.app import create_app
 from api.settings import Settings
 from models.clock import ManualClock
 from models.policy import DEFAULT_POLICY
@@ -31,7 +30,7 @@ from models.safety.crisis import (
     parse_crisis_phrases,
 )
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, complete, start
-from tests.conftest import Tokens
+from tests.conftest import Tokens, client_of, running_app
 from tests.graphql import gql
 from tests.test_messaging import SEND, thread_of
 
@@ -294,15 +293,13 @@ async def clinic_app(settings: Settings, clock: ManualClock, tmp_path: Path) -> 
     phrases = tmp_path / "crisis_phrases.txt"
     phrases.write_text(SEED_CRISIS_PHRASES_FILE.read_text(encoding="utf-8") + f"# ours\n{CLINIC_PHRASE}\n")
     configured = Settings.from_env({"CRISIS_PHRASES_FILE": str(phrases)}, env_file=None)
-    application = create_app(replace(settings, crisis_phrases=configured.crisis_phrases), clock=clock)
-    async with application.router.lifespan_context(application):
+    async with running_app(replace(settings, crisis_phrases=configured.crisis_phrases), clock) as application:
         yield application
 
 
 @pytest.fixture
 async def clinic_client(clinic_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=clinic_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with client_of(clinic_app) as http:
         yield http
 
 
