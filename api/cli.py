@@ -221,9 +221,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _warn_if_audit_log_unguarded() -> None:
-    for problem in await serving_role_problems():
+    if problems := await serving_role_problems():
         logging.getLogger("ketafollow").warning(
-            "the audit log is not protected from the role serving requests: %s (README: PostgreSQL roles)", problem
+            "the audit log is not protected from the role serving requests: %s (README: PostgreSQL roles)",
+            "; ".join(problems),
         )
 
 

@@ -190,12 +190,12 @@ async def audit_guard_problems(connection: asyncpg.Connection, role: str) -> lis
     )
     if facts is None:
         return [f"role {role} does not exist: run `ketafollow setup-roles`"]
-    problems = []
     if facts["rolsuper"]:
-        problems.append(f"{role} is a superuser")
+        return [f"{role} is a superuser"]  # which may do anything
+    problems = []
     if facts["rolcreaterole"]:
         problems.append(f"{role} may create roles (and so grant itself the owner's)")
-    if facts["acts_as_owner"] and not facts["rolsuper"]:
+    if facts["acts_as_owner"]:
         problems.append(f"{role} owns audit_event (as {facts['owner']}) and could drop its append-only triggers")
     for privilege in _FORBIDDEN_ON_AUDIT:
         if await connection.fetchval("SELECT has_table_privilege($1, $2::regclass, $3)", role, table, privilege):

@@ -232,7 +232,7 @@ async def test_the_app_serves_and_audits_through_the_service_role(roles: Roles) 
 
 
 @on_postgres
-async def test_serving_as_a_superuser_or_as_the_owner_is_reported_at_start(roles: Roles) -> None:
+async def test_serving_as_a_superuser_or_as_the_owner_is_reported_as_unguarded(roles: Roles) -> None:
     for url, problem in (
         (as_administrator(roles.service_url), "is a superuser"),
         (roles.owner_url, f"{roles.owner} owns audit_event"),
