@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 from api.auth.passwords import hash_password, password_problem
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
+from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
 from api.settings import Settings, SettingsError
 from models import accounts
@@ -31,6 +34,8 @@ examples:
   ketafollow serve --port 8765                                  another port
   ketafollow worker                                             the jobs without the API
   ketafollow export-schema --check                              is schema.graphql current?
+  ADMIN_DATABASE_URL=postgres://postgres@db:5432 ketafollow setup-roles
+                                   PostgreSQL: create the owner and service roles (README)
   ketafollow create-care-team North
   ketafollow create-user --email dr.lee@clinic.example --role PROVIDER \\
       --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
@@ -39,6 +44,7 @@ examples:
 
 configuration comes from environment variables (and a .env file in the working directory):
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
+  MIGRATION_DATABASE_URL  PostgreSQL: the owner role `migrate` runs as (DATABASE_URL: the service role)
   SECRET_KEY      required in production       HOST / PORT   where `serve` listens
 see README.md for the full list.
 """
@@ -73,8 +79,25 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the scheduled jobs only, without the API")
     worker.set_defaults(handler=_worker)
 
-    migrate_command = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate_command = commands.add_parser(
+        "migrate", help="apply pending database migrations (as MIGRATION_DATABASE_URL's role when set)"
+    )
     migrate_command.set_defaults(handler=_migrate)
+
+    roles = commands.add_parser(
+        "setup-roles",
+        help="PostgreSQL: create the owner and service roles and grant them (idempotent)",
+        description="Create (or update) the role of MIGRATION_DATABASE_URL, which owns the schema and "
+        "runs the migrations, and the role of DATABASE_URL, which serves requests and may only INSERT "
+        "and SELECT the audit log. Passwords are those of the URLs. Connects as an administrator "
+        "(superuser, or CREATEROLE) given by --admin-url or ADMIN_DATABASE_URL, to DATABASE_URL's database.",
+    )
+    roles.add_argument(
+        "--admin-url",
+        help="e.g. postgres://postgres@127.0.0.1:5432 (default: ADMIN_DATABASE_URL; "
+        "prefer it when the URL holds a password, which would show in `ps`)",
+    )
+    roles.set_defaults(handler=_setup_roles)
 
     seed = commands.add_parser("seed", help="load instruments and demo data (idempotent; demo data not in production)")
     seed.set_defaults(handler=_seed)
@@ -147,13 +170,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    configure_logging(settings.log_level, settings.log_format)
+
     async def check() -> int:
         await ensure_migrated()
+        await _warn_if_audit_log_unguarded()
         return 0
 
     if (status := _run_with_database(settings, check)) != 0:
         return status
-    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings, jobs_at_start=True),
         host=args.host or settings.host,
@@ -179,6 +204,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work() -> int:
         await ensure_migrated()
+        await _warn_if_audit_log_unguarded()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,13 +220,70 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return _run_with_database(settings, work)
 
 
+async def _warn_if_audit_log_unguarded() -> None:
+    if problems := await serving_role_problems():
+        logging.getLogger("ketafollow").warning(
+            "the audit log is not protected from the role serving requests: %s (README: PostgreSQL roles)",
+            "; ".join(problems),
+        )
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    # With an owner role, the service role (DATABASE_URL's) is granted again after migrating.
+    service = Login.from_url(settings.database_url, "DATABASE_URL") if settings.migration_database_url else None
+
     async def work() -> int:
         applied = await migrate()
         print("\n".join(f"applied {name}" for name in applied) or "the database is up to date")
+        if service is None:
+            return 0
+        if problems := await grant_after_migrate(service.name):
+            print(f"ketafollow: the audit log is not guarded: {'; '.join(problems)}", file=sys.stderr)
+            return 1
+        print(f"granted {service.name}: the other tables, and only INSERT and SELECT on the audit log")
         return 0
 
-    return _run_with_database(settings, work)
+    return _run_with_database(replace(settings, database_url=settings.migration_url), work)
+
+
+def _setup_roles(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg  # type: ignore[import-untyped]
+
+    from api.database_roles import admin_dsn, setup_roles
+
+    if not settings.database_url.startswith(("postgres://", "postgresql://")):
+        print(
+            "ketafollow: setup-roles is for PostgreSQL; SQLite has no roles: the database file's "
+            "permissions are the boundary (README: PostgreSQL roles)",
+            file=sys.stderr,
+        )
+        return 2
+    admin_url = args.admin_url or os.environ.get("ADMIN_DATABASE_URL", "").strip()
+    if not settings.migration_database_url or not admin_url:
+        print(
+            "ketafollow: setup-roles needs DATABASE_URL (the service role), MIGRATION_DATABASE_URL "
+            "(the owner role) and an administrator's URL (--admin-url or ADMIN_DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def work() -> int:
+        owner = Login.from_url(settings.migration_database_url or "", "MIGRATION_DATABASE_URL")
+        service = Login.from_url(settings.database_url, "DATABASE_URL")
+        admin = await asyncpg.connect(admin_dsn(admin_url, settings.database_url))
+        try:
+            await setup_roles(admin, owner, service)
+        finally:
+            await admin.close()
+        print(f"owner role {owner.name}: owns the schema, runs `ketafollow migrate`")
+        print(f"service role {service.name}: serves requests; only INSERT and SELECT on the audit log")
+        return 0
+
+    try:
+        return asyncio.run(work())
+    except (RoleSetupError, asyncpg.PostgresError, OSError) as error:
+        print(f"ketafollow: setup-roles: {error}", file=sys.stderr)
+        return 1
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:

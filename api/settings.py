@@ -72,6 +72,9 @@ class SettingsError(Exception):
 class Settings:
     env: Environment = Environment.DEVELOPMENT
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL: the owner role that runs `ketafollow migrate` (api.database_roles); unset, the
+    # migrations run as DATABASE_URL's role (development, SQLite).
+    migration_database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     # Access tokens are signed with `secret_key` and carry `secret_key_id` as their `kid`;
@@ -127,6 +130,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    @property
+    def migration_url(self) -> str:
+        """Where `ketafollow migrate` connects: the owner role when one is set, else DATABASE_URL."""
+        return self.migration_database_url or self.database_url
 
     @property
     def graphql_ide_enabled(self) -> bool:
@@ -250,9 +258,11 @@ class _Reader:
             self.problems.append("REFRESH_TOKEN_IDLE_TTL_SECONDS must not exceed REFRESH_TOKEN_ABSOLUTE_TTL_SECONDS")
 
         event_bus_url = self._event_bus_url()
+        database_url = self._database_url()
         settings = Settings(
             env=env,
-            database_url=self._database_url(),
+            database_url=database_url,
+            migration_database_url=self._migration_database_url(database_url),
             host=self.text("HOST", "127.0.0.1"),
             port=self.integer("PORT", 8000, minimum=1, maximum=65535),
             secret_key=secret_key,
@@ -395,6 +405,38 @@ class _Reader:
         else:
             self.problems.append(
                 f"DATABASE_URL must start with sqlite:// or postgres://, got scheme {scheme or '(none)'!r}"
+            )
+        return url
+
+    def _migration_database_url(self, database_url: str) -> str | None:
+        """The owner role's URL: the same PostgreSQL database as DATABASE_URL, another user."""
+        url = self.values.get("MIGRATION_DATABASE_URL", "").strip()
+        if not url:
+            return None
+        service, owner = urlsplit(database_url), urlsplit(url)
+        try:
+            same_database = (owner.hostname, owner.port, owner.path.strip("/")) == (
+                service.hostname,
+                service.port,
+                service.path.strip("/"),
+            )
+        except ValueError:  # a port that is not a number
+            same_database = False
+        if service.scheme not in {"postgres", "postgresql"}:
+            self.problems.append(
+                "MIGRATION_DATABASE_URL is for PostgreSQL only (SQLite has no roles: "
+                "the database file's permissions are the boundary)"
+            )
+        elif owner.scheme not in {"postgres", "postgresql"}:
+            self.problems.append(f"MIGRATION_DATABASE_URL must start with postgres://, got scheme {owner.scheme!r}")
+        elif not same_database:
+            self.problems.append("MIGRATION_DATABASE_URL must name the same host, port and database as DATABASE_URL")
+        elif not owner.username or not service.username:
+            self.problems.append("MIGRATION_DATABASE_URL and DATABASE_URL must each name their user (role)")
+        elif owner.username == service.username:
+            self.problems.append(
+                "MIGRATION_DATABASE_URL must name another user than DATABASE_URL: the role serving "
+                "requests must not own the tables (README, PostgreSQL roles)"
             )
         return url
 
