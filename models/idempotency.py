@@ -70,7 +70,7 @@ class Outcome:
 
 # Inputs added to an operation after keys were first stored: left out of the fingerprint while
 # unset, so a request retried across the upgrade still matches the key it was first sent with.
-ADDED_LATER = frozenset({"recorded_at", "session_id"})
+ADDED_LATER = frozenset({"recorded_at"})
 # The key itself, and input problems found by the API (a request with problems is refused, never stored).
 NOT_THE_REQUEST = frozenset({"idempotency_key", "problems"})
 

@@ -28,7 +28,16 @@ def run(*args: str, database_url: str, stdin: str = "", **env: str) -> subproces
 def test_help_lists_every_command(database_url: str) -> None:
     result = run("--help", database_url=database_url)
     assert result.returncode == 0
-    for command in ("serve", "worker", "migrate", "seed", "export-schema", "create-user", "create-client"):
+    for command in (
+        "serve",
+        "worker",
+        "migrate",
+        "setup-roles",
+        "seed",
+        "export-schema",
+        "create-user",
+        "create-client",
+    ):
         assert command in result.stdout
 
 
