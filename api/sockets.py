@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from schema.errors import RateLimited
 
 if TYPE_CHECKING:
     from api.graphql_view import GraphQLEndpoint
+
+logger = logging.getLogger("ketafollow.sockets")
 
 # graphql-transport-ws close codes (4400-4499 are the protocol's own).
 SIGN_IN_REFUSED = 4403
@@ -161,19 +164,29 @@ class RefusedSocketSignIns:
 
     async def flush(self, *, everything: bool = False) -> int:
         """Write one row per (address, window) that has passed (all of them with `everything`,
-        or when too many are kept); returns how many rows were written."""
+        or when too many are kept); returns how many were written. A row that cannot be written
+        now is kept for the next time (and logged): refusing a socket never waits on it."""
         current = self._window_of(self.clock.now())
         flood = len(self._pending) > _MAX_PENDING_WINDOWS
         due = [key for key in self._pending if everything or flood or key[1] < current]
+        written = 0
         for key in due:
-            pending = self._pending.pop(key)
-            await record_now(
-                None,
-                AuditEntry(AuditAction.EXECUTE, "Authenticate", AuditOutcome.DENIED, detail=self._detail(key, pending)),
-                now=pending.first_at,
-                trail=AuditTrail(client_address=key[0][:64], operation="SocketSignIn"),
-            )
-        return len(due)
+            pending = self._pending[key]
+            try:
+                await record_now(
+                    None,
+                    AuditEntry(
+                        AuditAction.EXECUTE, "Authenticate", AuditOutcome.DENIED, detail=self._detail(key, pending)
+                    ),
+                    now=pending.first_at,
+                    trail=AuditTrail(client_address=key[0][:64], operation="SocketSignIn"),
+                )
+            except Exception:
+                logger.exception("could not write the refused socket sign-ins of a window; retrying later")
+                break
+            del self._pending[key]
+            written += 1
+        return written
 
     def _detail(self, key: tuple[str, int], pending: _Window) -> str:
         seconds = self.window.total_seconds()
@@ -192,8 +205,7 @@ class RefusedSocketSignIns:
         pause = min(5.0, self.window.total_seconds() / 4)
         while True:
             await asyncio.sleep(pause)
-            with contextlib.suppress(Exception):
-                await self.flush()
+            await self.flush()
 
 
 class _OperationScoped:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import uvicorn
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
@@ -118,6 +119,10 @@ async def refresh(server: Served, refresh_token: str) -> httpx.Response:
     return await server.http.post("/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token})
 
 
+async def me(server: Served, access_token: str) -> httpx.Response:
+    return await server.http.post("/graphql", json={"query": ME}, headers=bearer(access_token))
+
+
 def assert_refused_as_ended(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.json()["errors"] == [
@@ -145,7 +150,7 @@ async def test_after_logout_the_old_access_token_is_refused_and_its_socket_close
             ended = await closed(live)
         assert (ended.code, ended.reason) == (4401, "the login has ended: sign in again")
         # The stolen copy of the access token, still within its 15 minutes, no longer works anywhere.
-        assert_refused_as_ended(await server.http.post("/graphql", json={"query": ME}, headers=bearer(access)))
+        assert_refused_as_ended(await me(server, access))
         async with socket(server) as again:
             await again.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {access}"}})
             refused = await closed(again)
@@ -167,7 +172,7 @@ async def test_refresh_token_reuse_ends_the_login_its_access_tokens_and_its_sock
             ended = await closed(live)
         assert ended.code == 4401
         for access in (first["access_token"], second["access_token"]):
-            assert_refused_as_ended(await server.http.post("/graphql", json={"query": ME}, headers=bearer(access)))
+            assert_refused_as_ended(await me(server, access))
 
 
 @pytest.mark.parametrize("store", ["in-process", "redis"])
@@ -188,7 +193,32 @@ async def test_a_login_ended_through_one_replica_stops_on_another(
             assert (await closed(on_b)).code == 4401
         # ... and refuses the token, at the latest once its cached answer is older than the bound.
         clock.advance(settings.login_check_ttl)
-        assert_refused_as_ended(await replica_b.http.post("/graphql", json={"query": ME}, headers=bearer(access)))
+        assert_refused_as_ended(await me(replica_b, access))
+
+
+async def test_ending_all_of_a_users_logins_stops_each_of_them_but_the_one_kept(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """What deactivation, a password change and "sign out all others" call (api.logins)."""
+    async with served(settings, clock) as server:
+        kept, phone, laptop = [await sign_in(server, RIVERA) for _ in range(3)]
+        kept_login = uuid.UUID(jwt.decode(kept["access_token"], options={"verify_signature": False})["sid"])
+        async with socket(server, phone["access_token"]) as on_phone:
+            with use_database(server.app.state.database):
+                ended = await server.app.state.logins.end_user_logins(
+                    tokens_user_id(kept["access_token"]), reason="signed out elsewhere", keep=kept_login
+                )
+            assert (await closed(on_phone)).code == 4401
+        assert ended == 2
+        for login in (phone, laptop):
+            assert_refused_as_ended(await me(server, login["access_token"]))
+            assert (await refresh(server, login["refresh_token"])).json()["error"] == "invalid_grant"
+        assert (await gql(server.http, ME, token=kept["access_token"]))["data"] == {"me": {"role": "PROVIDER"}}
+
+
+def tokens_user_id(access_token: str) -> uuid.UUID:
+    subject = jwt.decode(access_token, options={"verify_signature": False})["sub"]
+    return uuid.UUID(subject.partition(":")[2])
 
 
 async def test_a_user_token_that_names_no_login_is_refused(
