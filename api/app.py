@@ -87,10 +87,15 @@ async def relay_ended_logins(bus: EventBus, logins: LoginGate) -> None:
     """Logins ended anywhere (a `Login.ended` event from any replica): refuse their tokens and close
     their sockets here too. A dropped subscription (a slow consumer, a Redis reconnect) is renewed."""
     while True:
-        async with bus.subscribe() as events:
-            async for event in events:
-                if event.type == LOGIN_ENDED:
-                    await logins.ended([event.resource_id])
+        try:
+            async with bus.subscribe() as events:
+                async for event in events:
+                    if event.type == LOGIN_ENDED:
+                        await logins.ended([event.resource_id])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never stop hearing of ended logins
+            logger.exception("relaying an ended login failed; listening again")
         await asyncio.sleep(0.1)
 
 
