@@ -18,6 +18,7 @@ from api.bus import Dispatcher, make_bus
 from api.database import ensure_migrated, open_database
 from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
+from api.logins import LoginGate, make_login_store
 from api.middleware import (
     BodySizeLimitMiddleware,
     DatabaseContextMiddleware,
@@ -26,6 +27,7 @@ from api.middleware import (
 )
 from api.rate_limit import RateLimiter, RateLimitMiddleware, make_bucket_store
 from api.settings import Settings
+from api.sockets import RefusedSocketSignIns, SocketRegistry
 from jobs.environment import JobEnvironment
 from jobs.push import PushSender, Transport
 from jobs.push.apns import ApnsTransport
@@ -34,7 +36,9 @@ from jobs.scheduler import build_scheduler
 from jobs.senders import log_notification, webhook_sender
 from models.clock import Clock, SystemClock
 from models.devices import Platform
+from models.events import EventBus
 from models.notifications import Sender
+from models.sessions import LOGIN_ENDED
 
 logger = logging.getLogger("ketafollow")
 
@@ -79,6 +83,22 @@ def cors_middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
+async def relay_ended_logins(bus: EventBus, logins: LoginGate) -> None:
+    """Logins ended anywhere (a `Login.ended` event from any replica): refuse their tokens and close
+    their sockets here too. A dropped subscription (a slow consumer, a Redis reconnect) is renewed."""
+    while True:
+        try:
+            async with bus.subscribe() as events:
+                async for event in events:
+                    if event.type == LOGIN_ENDED:
+                        await logins.ended([event.resource_id])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never stop hearing of ended logins
+            logger.exception("relaying an ended login failed; listening again")
+        await asyncio.sleep(0.1)
+
+
 def create_app(
     settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None, jobs_at_start: bool = False
 ) -> Starlette:
@@ -100,6 +120,8 @@ def create_app(
             dispatcher = Dispatcher(bus)
             await dispatcher.start_at_the_end()
             dispatching = asyncio.create_task(dispatcher.run_forever(), name="event-dispatcher")
+            relaying = asyncio.create_task(relay_ended_logins(bus, logins), name="ended-logins")
+            auditing = asyncio.create_task(refused_sign_ins.flush_now_and_then(), name="socket-sign-in-audit")
             env = job_environment(settings, clock, sender=sender)
             first_run_at = clock.now() if jobs_at_start else None
             scheduler = build_scheduler(env, first_run_at=first_run_at) if settings.run_scheduler else None
@@ -114,15 +136,22 @@ def create_app(
                     await scheduler.stop()
                 if isinstance(env.sender, PushSender):
                     await env.sender.aclose()
-                dispatching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await dispatching
+                for task in (dispatching, relaying, auditing):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await refused_sign_ins.flush(everything=True)
                 await bus.close()
                 await limiter.close()
+                await logins.close()
                 app.state.database = None
 
     limiter = RateLimiter(settings, clock, make_bucket_store(settings))
-    graphql = GraphQLEndpoint(settings, clock, limiter)
+    logins = LoginGate(settings, clock, make_login_store(settings))
+    sockets = SocketRegistry(settings)
+    logins.on_ended(sockets.close_logins)
+    refused_sign_ins = RefusedSocketSignIns(settings.socket_sign_in_audit_window, clock)
+    graphql = GraphQLEndpoint(settings, clock, limiter, logins, sockets, refused_sign_ins)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -144,6 +173,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clock = clock
+    app.state.logins = logins
+    app.state.sockets = sockets
     app.state.scheduler = None
     app.state.database = None
     app.state.bus = None

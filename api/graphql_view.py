@@ -1,17 +1,17 @@
 """The `/graphql` endpoint: Strawberry's ASGI view with our authentication, context and transport rules.
 
-Every operation needs a valid access token: `Authorization: Bearer …` over HTTP (without one the
-answer is 401 `UNAUTHENTICATED` before any GraphQL runs), or the `connection_init` payload over
-WebSocket (checked again before every operation on the socket, which is closed with 4401 when the
-token expires). GET is refused for operations (no queries in URLs, which end up in logs and
-caches; no CSRF by link), only `application/json` POST bodies are read (a form post from another
+Every operation needs a valid access token whose login is still active: `Authorization: Bearer …`
+over HTTP (without one the answer is 401 `UNAUTHENTICATED` before any GraphQL runs), or the
+`connection_init` payload over WebSocket (checked again before every operation and every event
+on the socket, which is closed with 4401 when the token expires or its login ends; api.sockets
+has the socket limits). GET is refused for operations (no queries in URLs, which end up in logs
+and caches; no CSRF by link), only `application/json` POST bodies are read (a form post from another
 site is refused), batches are off, and GraphiQL is served only outside production.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from starlette.requests import Request
@@ -19,11 +19,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
+from api.logins import LoginGate
 from api.rate_limit import RateLimiter, refusal_message
 from api.settings import Settings
+from api.sockets import (
+    LOGIN_OVER,
+    SIGN_IN_REFUSED,
+    TOO_MANY,
+    OpenSocket,
+    Refusal,
+    RefusedSocketSignIns,
+    SocketProtocol,
+    SocketRegistry,
+    close_reason,
+)
 from models.access import Viewer
 from models.audit import AuditTrail
 from models.clock import Clock
@@ -31,7 +43,7 @@ from schema import build_schema
 from schema.context import Context
 from schema.errors import RateLimited, Unauthenticated
 
-TOKEN_EXPIRED = 4401
+TOKEN_EXPIRED = LOGIN_OVER
 
 
 def _trail(scope: Scope, client_address: str | None) -> AuditTrail:
@@ -48,8 +60,23 @@ def _connection_token(params: Any) -> str | None:
     return token if isinstance(token, str) else None
 
 
+def _address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
 class GraphQLEndpoint(GraphQL[Context, None]):
-    def __init__(self, settings: Settings, clock: Clock, limiter: RateLimiter) -> None:
+    graphql_transport_ws_handler_class = SocketProtocol
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        limiter: RateLimiter,
+        logins: LoginGate,
+        sockets: SocketRegistry,
+        refused_sign_ins: RefusedSocketSignIns,
+    ) -> None:
         schema = build_schema(
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
@@ -60,18 +87,28 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             schema,
             graphql_ide="graphiql" if settings.graphql_ide_enabled else None,
             allow_queries_via_get=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=settings.socket_init_timeout,
+            max_subscriptions_per_connection=settings.max_subscriptions_per_socket,
         )
         self.settings = settings
         self.clock = clock
         self.limiter = limiter
+        self.logins = logins
+        self.sockets = sockets
+        self.refused_sign_ins = refused_sign_ins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                if (timer := scope.get("state", {}).get("expiry_timer")) is not None:
-                    timer.cancel()
+            address = _address(scope)
+            bucket = self.limiter.bucket_for_socket_address(address)
+            retry_after = await self.limiter.spend(bucket, 1)
+            if retry_after:
+                self.refused_sign_ins.count(address, "rate limited")
+                await self._refuse_upgrade(scope, receive, send, refusal_message(bucket, retry_after))
+                await self.refused_sign_ins.flush()
+                return
+            await super().__call__(scope, receive, send)
             return
         if scope["type"] == "http" and scope.get("method") == "POST":
             request = Request(scope, receive)
@@ -82,6 +119,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
                     bearer_token(request.headers.get("authorization")),
                     now=self.clock.now(),
                     trail=_trail(scope, address),
+                    logins=self.logins,
                 )
             except NotAuthenticated as refusal:
                 await self._unauthenticated(refusal.message)(scope, receive, send)
@@ -89,6 +127,17 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             scope.setdefault("state", {})["viewer"] = authenticated.viewer
             scope["state"]["session_id"] = authenticated.session_id
         await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+        """Accepted, then closed with 4429 and the refusal (with its wait) as the reason: a browser
+        sees a close code and reason, never the status of a refused handshake."""
+        websocket = WebSocket(scope, receive, send)
+        offered = scope.get("subprotocols") or []
+        await websocket.accept(
+            subprotocol=GRAPHQL_TRANSPORT_WS_PROTOCOL if GRAPHQL_TRANSPORT_WS_PROTOCOL in offered else None
+        )
+        await websocket.close(code=TOO_MANY, reason=close_reason(message))
 
     @staticmethod
     def _unauthenticated(message: str) -> Response:
@@ -124,41 +173,62 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if retry_after:
             raise RateLimited(refusal_message(bucket, retry_after))
 
-    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
-        """graphql-transport-ws: the access token comes in `connection_init`, or the socket closes."""
+    async def sign_in_socket(self, context: Context, protocol: SocketProtocol) -> OpenSocket | Refusal:
+        """graphql-transport-ws `connection_init`: the address's rate limit, then the access token
+        (and its login), then the viewer's socket cap. Refused sign-ins are counted per address
+        and window (api.sockets), not audited one by one."""
+        address = context.client_address
+        retry_after = await self.limiter.spend(self.limiter.bucket_for_socket_address(address), 1)
+        if retry_after:
+            return await self._refused_sign_in(
+                address,
+                "rate limited",
+                Refusal(TOO_MANY, f"rate limit exceeded: too many socket sign-ins from this address; "
+                        f"try again in {retry_after} s"),
+            )  # fmt: skip
         token = _connection_token(context.connection_params)
-
-        async def reauthenticate() -> Viewer:
-            try:
-                authenticated = await authenticate(
-                    self.settings, token, now=self.clock.now(), trail=self._ws_trail(context)
-                )
-            except NotAuthenticated as refusal:
-                raise Unauthenticated(refusal.message) from refusal
-            return authenticated.viewer
-
         try:
             authenticated = await authenticate(
-                self.settings, token, now=self.clock.now(), trail=self._ws_trail(context)
+                self.settings,
+                token,
+                now=self.clock.now(),
+                trail=context.new_trail(),
+                logins=self.logins,
+                audit_refusal=False,
             )
         except NotAuthenticated as refusal:
-            raise ConnectionRejectionError({"message": refusal.message, "code": "UNAUTHENTICATED"}) from refusal
-        context.viewer = authenticated.viewer
+            why = "no access token" if token is None else refusal.message
+            return await self._refused_sign_in(address, why, Refusal(SIGN_IN_REFUSED, refusal.message))
+        viewer = authenticated.viewer
+        socket = OpenSocket(
+            viewer_key=self.limiter.bucket_for_viewer(viewer).key,
+            session_id=authenticated.session_id,
+            end=protocol.end,
+        )
+        if (cap := self.sockets.admit(socket)) is not None:
+            return cap
+
+        async def reauthenticate(trail: AuditTrail) -> Viewer:
+            try:
+                again = await authenticate(self.settings, token, now=self.clock.now(), trail=trail, logins=self.logins)
+            except NotAuthenticated as refusal:
+                raise Unauthenticated(refusal.message) from refusal
+            return again.viewer
+
+        context.viewer = viewer
         context.session_id = authenticated.session_id
         context.reauthenticate = reauthenticate
-        websocket = context.transport
-        if isinstance(websocket, WebSocket):
-            delay = (authenticated.expires_at - self.clock.now()).total_seconds()
-            timer = asyncio.get_running_loop().create_task(self._close_when_expired(websocket, delay))
-            websocket.scope.setdefault("state", {})["expiry_timer"] = timer
-        return None
+        context.claim_subscription = lambda: self.sockets.subscription(socket.viewer_key)
+        delay = (authenticated.expires_at - self.clock.now()).total_seconds()
+        socket.expiry = asyncio.get_running_loop().create_task(self._close_when_expired(protocol, delay))
+        return socket
+
+    async def _refused_sign_in(self, address: str | None, why: str, refusal: Refusal) -> Refusal:
+        self.refused_sign_ins.count(address, why)
+        await self.refused_sign_ins.flush()
+        return refusal
 
     @staticmethod
-    def _ws_trail(context: Context) -> AuditTrail:
-        return AuditTrail(request_id=context.request_id, client_address=context.client_address)
-
-    @staticmethod
-    async def _close_when_expired(websocket: WebSocket, delay: float) -> None:
+    async def _close_when_expired(protocol: SocketProtocol, delay: float) -> None:
         await asyncio.sleep(max(delay, 0))
-        with contextlib.suppress(RuntimeError, OSError):
-            await websocket.close(TOKEN_EXPIRED, "access token expired: reconnect with a new one")
+        await protocol.end(TOKEN_EXPIRED, "access token expired: reconnect with a new one")

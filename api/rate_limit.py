@@ -172,6 +172,10 @@ class RateLimiter:
     def bucket_for_address(self, address: str | None) -> Bucket:
         return Bucket(f"address:{address or 'unknown'}", self.settings.anonymous_rate, "address")
 
+    def bucket_for_socket_address(self, address: str | None) -> Bucket:
+        """WebSocket upgrades and `connection_init`s from one address (api.sockets)."""
+        return Bucket(f"socket:{address or 'unknown'}", self.settings.socket_rate, "address")
+
     async def spend(self, bucket: Bucket, cost: int) -> int:
         """Spend `cost` tokens (never more than a full bucket holds, so any request can pass):
         0 when spent, else the whole seconds (at least 1) until they are there."""

@@ -50,6 +50,9 @@ class BucketPolicy:
 DEFAULT_USER_RATE = BucketPolicy(burst=60, per_minute=120)
 DEFAULT_CLIENT_RATE = BucketPolicy(burst=300, per_minute=600)
 DEFAULT_ANONYMOUS_RATE = BucketPolicy(burst=20, per_minute=30)
+# WebSocket upgrades and `connection_init`s per client address (each costs one token): enough for a
+# clinic of a few dozen portals behind one address to reconnect at once after a deployment.
+DEFAULT_SOCKET_RATE = BucketPolicy(burst=60, per_minute=120)
 DEFAULT_RATE_LIMIT_KEY_PREFIX = "ketafollow:rate:"
 DEFAULT_EVENT_BUS_CHANNEL = "ketafollow:events"
 
@@ -126,6 +129,18 @@ class Settings:
     anonymous_rate: BucketPolicy = DEFAULT_ANONYMOUS_RATE
     rate_limit_url: str | None = None
     rate_limit_key_prefix: str = DEFAULT_RATE_LIMIT_KEY_PREFIX
+    # Whether a login is still active is cached this long (in this process, and in the rate limits'
+    # Redis when there is one); a login ended elsewhere is refused here within it (api.logins).
+    login_check_ttl: timedelta = timedelta(seconds=3)
+    # Sockets (api.sockets): upgrades and `connection_init`s per address, the time a new socket has to
+    # send its `connection_init`, open sockets per viewer, live operations per socket and per viewer,
+    # and the window over which refused socket sign-ins from one address make one audit row.
+    socket_rate: BucketPolicy = DEFAULT_SOCKET_RATE
+    socket_init_timeout: timedelta = timedelta(seconds=10)
+    max_sockets_per_viewer: int = 10
+    max_subscriptions_per_socket: int = 20
+    max_subscriptions_per_viewer: int = 50
+    socket_sign_in_audit_window: timedelta = timedelta(seconds=60)
 
     @property
     def is_production(self) -> bool:
@@ -300,6 +315,17 @@ class _Reader:
             anonymous_rate=self.bucket("RATE_LIMIT_ANONYMOUS", DEFAULT_ANONYMOUS_RATE),
             rate_limit_url=self._redis_url("RATE_LIMIT_URL") or event_bus_url,
             rate_limit_key_prefix=self.text("RATE_LIMIT_KEY_PREFIX", DEFAULT_RATE_LIMIT_KEY_PREFIX),
+            login_check_ttl=self.seconds("LOGIN_CHECK_CACHE_SECONDS", timedelta(seconds=3), minimum=0, maximum=5),
+            socket_rate=self.bucket("RATE_LIMIT_SOCKET", DEFAULT_SOCKET_RATE),
+            socket_init_timeout=self.seconds(
+                "SOCKET_INIT_TIMEOUT_SECONDS", timedelta(seconds=10), minimum=1, maximum=60
+            ),
+            max_sockets_per_viewer=self.integer("SOCKETS_PER_VIEWER", 10, minimum=1, maximum=1000),
+            max_subscriptions_per_socket=self.integer("SUBSCRIPTIONS_PER_SOCKET", 20, minimum=1, maximum=1000),
+            max_subscriptions_per_viewer=self.integer("SUBSCRIPTIONS_PER_VIEWER", 50, minimum=1, maximum=10_000),
+            socket_sign_in_audit_window=self.seconds(
+                "SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS", timedelta(seconds=60), minimum=10, maximum=3600
+            ),
         )
         if settings.notify_webhook_url and (settings.apns or settings.fcm):
             self.problems.append(

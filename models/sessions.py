@@ -9,6 +9,10 @@ rotation racing a logout can never leave a live token behind.
 A rotated token presented again more than `REUSE_GRACE` after its rotation means it was copied:
 the whole family is revoked. Inside the grace period it is the loser of two concurrent refreshes
 (a phone retrying on a flaky network): it is refused, and the winner's login lives on.
+
+Access tokens name their family (`sid`), and every request checks that it is still active
+(`login_state`, through the cache of api.logins). Ending a login appends a `Login.ended` event in
+the same transaction, so every replica hears of it through the event bus and closes its sockets.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tortoise.transactions import in_transaction
 
 from models.accounts import User
 from models.devices import end_session_devices
+from models.events import Operation, record_event
 
 REUSE_GRACE = timedelta(seconds=5)
 
@@ -68,13 +73,22 @@ class RefreshRefusal(StrEnum):
 
 
 class RefreshRefused(Exception):
-    """The refresh token cannot be used; `family_revoked` when this refusal ended the login."""
+    """The refresh token cannot be used; `family_revoked` when this refusal ended the login
+    (`family_id`)."""
 
-    def __init__(self, reason: RefreshRefusal, *, user_id: uuid.UUID | None = None, family_revoked: bool = False):
+    def __init__(
+        self,
+        reason: RefreshRefusal,
+        *,
+        user_id: uuid.UUID | None = None,
+        family_revoked: bool = False,
+        family_id: uuid.UUID | None = None,
+    ):
         super().__init__(reason.value)
         self.reason = reason
         self.user_id = user_id
         self.family_revoked = family_revoked
+        self.family_id = family_id
 
 
 @dataclass(frozen=True)
@@ -106,11 +120,72 @@ async def start_session(
     return IssuedRefreshToken(token=token, user_id=user_id, family_id=family.id)
 
 
-async def revoke_family(family_id: uuid.UUID, *, now: datetime, reason: str) -> None:
-    """End a login: its refresh tokens stop working and its devices get no more pushes."""
+LOGIN_ENDED = "Login.ended"
+
+
+async def revoke_family(family_id: uuid.UUID, *, now: datetime, reason: str) -> bool:
+    """End a login: its refresh tokens stop working, its devices get no more pushes, and every
+    replica hears of it (a `Login.ended` event) to refuse its access tokens and close its sockets.
+    False when it had already ended (nothing is written then)."""
     async with in_transaction():
-        await SessionFamily.filter(id=family_id, revoked_at=None).update(revoked_at=now, revoke_reason=reason)
+        ended = await SessionFamily.filter(id=family_id, revoked_at=None).update(revoked_at=now, revoke_reason=reason)
+        if not ended:
+            return False
         await end_session_devices(family_id, now=now)
+        await _announce_end(family_id, now=now, reason=reason)
+    return True
+
+
+async def _announce_end(family_id: uuid.UUID, *, now: datetime, reason: str) -> None:
+    await record_event(
+        LOGIN_ENDED,
+        resource_type="SessionFamily",
+        resource_id=family_id,
+        operation=Operation.UPDATED,
+        version=1,
+        now=now,
+        payload={"reason": reason[:32]},
+    )
+
+
+async def end_user_logins(
+    user_id: uuid.UUID, *, now: datetime, reason: str, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """End every active login of a user (deactivation, a password change), or all but `keep`
+    ("sign out all others"). Returns the logins ended now."""
+    query = SessionFamily.filter(user_id=user_id, revoked_at=None)
+    if keep is not None:
+        query = query.exclude(id=keep)
+    ended = []
+    for family_id in await query.values_list("id", flat=True):
+        if await revoke_family(family_id, now=now, reason=reason):  # type: ignore[arg-type]
+            ended.append(family_id)
+    return ended  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """Whether the login behind an access token may still be used, and until when at most."""
+
+    active: bool
+    user_id: uuid.UUID | None
+    expires_at: datetime | None
+
+
+async def login_state(family_id: uuid.UUID, *, now: datetime) -> LoginState:
+    """One lookup by primary key: a login is active until it is revoked or reaches its absolute
+    lifetime; an unknown one is not."""
+    rows = await SessionFamily.filter(id=family_id).values_list("user_id", "revoked_at", "expires_at")
+    if not rows:
+        return LoginState(active=False, user_id=None, expires_at=None)
+    user_id, revoked_at, expires_at = rows[0]
+    return LoginState(active=revoked_at is None and now < expires_at, user_id=user_id, expires_at=expires_at)
+
+
+@dataclass(frozen=True)
+class EndedLogin:
+    user_id: uuid.UUID
+    family_id: uuid.UUID
 
 
 class _FamilyRevoked(Exception):
@@ -129,8 +204,8 @@ async def rotate_refresh_token(token: str, *, now: datetime, idle_ttl: timedelta
     if stored.rotated_at is not None:
         if now - stored.rotated_at <= REUSE_GRACE:
             raise RefreshRefused(RefreshRefusal.CONCURRENT, user_id=user_id)
-        await revoke_family(family.id, now=now, reason=RefreshRefusal.REUSED.value)
-        raise RefreshRefused(RefreshRefusal.REUSED, user_id=user_id, family_revoked=True)
+        ended = await revoke_family(family.id, now=now, reason=RefreshRefusal.REUSED.value)
+        raise RefreshRefused(RefreshRefusal.REUSED, user_id=user_id, family_revoked=ended, family_id=family.id)
     if now >= stored.idle_expires_at or now >= family.expires_at:
         raise RefreshRefused(RefreshRefusal.EXPIRED, user_id=user_id)
     successor = secrets.token_urlsafe(32)
@@ -153,12 +228,12 @@ async def rotate_refresh_token(token: str, *, now: datetime, idle_ttl: timedelta
     return IssuedRefreshToken(token=successor, user_id=user_id, family_id=family.id)
 
 
-async def revoke_session(token: str, *, now: datetime) -> uuid.UUID | None:
-    """Log out: revoke the family of `token` (and unregister its devices). Returns the user, or
+async def revoke_session(token: str, *, now: datetime) -> EndedLogin | None:
+    """Log out: revoke the family of `token` (and unregister its devices). Returns the login, or
     None for an unknown token."""
     stored = await RefreshToken.get_or_none(token_hash=hash_token(token)).select_related("family")
     if stored is None:
         return None
     await revoke_family(stored.family.id, now=now, reason="logout")
     user_id: uuid.UUID = stored.family.user_id  # type: ignore[attr-defined]
-    return user_id
+    return EndedLogin(user_id=user_id, family_id=stored.family.id)

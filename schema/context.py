@@ -1,14 +1,22 @@
-"""The per-request GraphQL context: built once by the HTTP layer, read by resolvers."""
+"""The per-request GraphQL context: built once by the HTTP layer, read by resolvers.
+
+Over HTTP a context is one request. A WebSocket has one context for the connection, and each
+operation on it runs with a copy of its own (`for_operation`): its request id, loaders and audit
+trail. Each event a subscription sends is a request of its own again (`next_event`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from models.access import Viewer
+from models.audit import AuditTrail
 from models.clock import Clock
 from models.events import EventBus
 from models.policy import DEFAULT_POLICY, ClinicPolicy
@@ -27,15 +35,45 @@ class Context:
     # Per-request caches (DataLoaders) live here so nothing leaks between requests or viewers.
     loaders: dict[str, Any] = field(default_factory=dict)
     # WebSocket only: the `connection_init` payload (set by Strawberry), and how to check the
-    # connection's token again before each operation (set at `connection_init`).
+    # connection's token again (its login, account, role and teams as they are now), giving the
+    # viewer the audit trail passed in (set at `connection_init`).
     connection_params: dict[str, Any] | None = None
-    reauthenticate: Callable[[], Awaitable[Viewer]] | None = None
+    reauthenticate: Callable[[AuditTrail], Awaitable[Viewer]] | None = None
     # WebSocket only: spend an operation's rate-limit tokens or raise `RateLimited` (an HTTP
     # request spends its own before any GraphQL runs).
     spend_rate_limit: Callable[[int], Awaitable[None]] | None = None
+    # WebSocket only: hold one of the viewer's live subscriptions, or raise `RateLimited`.
+    claim_subscription: Callable[[], AbstractAsyncContextManager[None]] | None = None
     transport: Any = None
     # Where subscriptions listen for committed events (api.bus).
     bus: EventBus | None = None
+    # The operation's name for audit rows (set when it starts executing).
+    operation: str | None = None
+    # WebSocket only: numbers the operations of a connection, or the events of an operation.
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    _request_base: str | None = field(default=None, repr=False)
 
     def now(self) -> datetime:
         return self.clock.now()
+
+    def new_trail(self) -> AuditTrail:
+        """An empty audit trail for this request."""
+        return AuditTrail(request_id=self.request_id, client_address=self.client_address, operation=self.operation)
+
+    def for_operation(self) -> Context:
+        """WebSocket: the context of the next operation on this connection (request id
+        `<socket>.<n>`), sharing nothing but the connection: its own loaders and audit trail."""
+        request_id = f"{self.request_id}.{next(self._numbers)}"
+        operation = replace(
+            self, request_id=request_id, loaders={}, _numbers=itertools.count(1), _request_base=request_id
+        )
+        if self.viewer is not None:
+            operation.viewer = replace(self.viewer, audit=operation.new_trail())
+        return operation
+
+    def next_event(self) -> None:
+        """WebSocket subscription: what follows is the next event, a request of its own (request id
+        `<socket>.<operation>.<event>`, empty loaders); the caller sets its viewer."""
+        base = self._request_base or self.request_id
+        self.request_id = f"{base}.{next(self._numbers)}"
+        self.loaders = {}

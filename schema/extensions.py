@@ -37,7 +37,8 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, StreamExecutionResult
+from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
 from schema.cost import root_field_count
 from schema.errors import ClientError
@@ -188,14 +189,19 @@ class SocketRateLimit(SchemaExtension):
 
 
 class AuditFlush(SchemaExtension):
-    """Scopes each operation: on a WebSocket the token is checked again and loaders start empty;
-    the operation's audit entries are written before its result leaves (no audit, no data)."""
+    """Scopes each operation: on a WebSocket the token (and its login) is checked again and the
+    operation gets a viewer with a trail of its own; the audit entries are written before the
+    result leaves (no audit, no data). Each event a subscription sends is written the same way,
+    before it is sent: the entries of its root and nested reads, in one statement."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         context = self.execution_context.context
+        name = self.execution_context.operation_name or _root_fields(self.execution_context)
+        if hasattr(context, "operation"):
+            context.operation = name
         if getattr(context, "reauthenticate", None) is not None:
             try:
-                context.viewer = await context.reauthenticate()
+                context.viewer = await context.reauthenticate(context.new_trail())
             except ClientError as refusal:
                 self.execution_context.result = ExecutionResult(
                     data=None, errors=[GraphQLError(refusal.message, extensions={"code": refusal.code})]
@@ -205,7 +211,7 @@ class AuditFlush(SchemaExtension):
             context.loaders = {}
         viewer = getattr(context, "viewer", None)
         if viewer is not None:
-            viewer.audit.operation = self.execution_context.operation_name or _root_fields(self.execution_context)
+            viewer.audit.operation = name
         yield
         if viewer is None:
             return
@@ -216,6 +222,19 @@ class AuditFlush(SchemaExtension):
             if result is not None:
                 result.data = None
                 result.errors = [GraphQLError("audit write failed", original_error=error)]
+
+    async def on_stream_result(self, result: StreamExecutionResult) -> AsyncIterator[None]:
+        context = self.execution_context.context
+        viewer = getattr(context, "viewer", None)
+        if viewer is not None and isinstance(result, StrawberryExecutionResult):
+            try:
+                await viewer.audit.flush(viewer, context.now())
+            except Exception as error:  # nothing of this event is sent without its audit rows
+                failure = GraphQLError("audit write failed", original_error=error)
+                make_public(failure, getattr(context, "request_id", None))
+                result.data = None
+                result.errors = [failure]
+        yield
 
 
 def public_error(error: Exception, request_id: str | None) -> GraphQLError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -308,13 +309,16 @@ class MessagingMutation:
 def guarded(
     stream: Callable[..., AsyncGenerator[Any, None]],
 ) -> Callable[..., AsyncGenerator[Any, None]]:
-    """Subscriptions fail like queries do: refusals with their code, the unexpected masked."""
+    """Subscriptions fail like queries do: refusals with their code, the unexpected masked. Each
+    holds one of its viewer's live subscriptions while it runs (a cap per viewer, api.sockets)."""
 
     @functools.wraps(stream)
     async def run(self: Any, info: Info[Context, None], **arguments: Any) -> AsyncGenerator[Any, None]:
+        claim = info.context.claim_subscription
         try:
-            async for item in stream(self, info, **arguments):
-                yield item
+            async with claim() if claim is not None else contextlib.nullcontext():
+                async for item in stream(self, info, **arguments):
+                    yield item
         except GraphQLError:
             raise
         except Exception as error:
@@ -333,24 +337,27 @@ async def _events(info: Info[Context, None], wanted: str) -> AsyncGenerator[BusE
                 yield event
 
 
-async def _still_allowed(info: Info[Context, None]) -> Viewer | None:
-    """The viewer as they are now: a deactivated account or an expired token ends the stream,
-    and a change of care team applies at the next event (Context.reauthenticate, WebSocket)."""
-    if info.context.reauthenticate is None:
+async def _next_event(info: Info[Context, None]) -> Viewer | None:
+    """Each event sent is a request of its own (ARCHITECTURE.md decision 13): a new request id,
+    empty loaders, and the viewer as they are now, with a trail of their own, which
+    `schema.extensions.AuditFlush` writes (root and nested reads alike) before the event is sent.
+    A login that ended, a deactivated account or an expired token ends the stream; a change of role,
+    care team or consent applies to this event."""
+    context = info.context
+    if context.reauthenticate is None:  # pragma: no cover - subscriptions run over WebSocket only
         return viewer_of(info)
+    context.next_event()
     try:
-        viewer = await info.context.reauthenticate()
+        viewer = await context.reauthenticate(context.new_trail())
     except ClientError:
         return None
-    info.context.viewer = viewer
+    context.viewer = viewer
     return viewer
 
 
-async def _delivered(viewer: Viewer, patient_id: uuid.UUID | None, resource_type: str, now: datetime) -> None:
-    """Each event a subscriber receives is a read of patient data: audited, then written at once."""
-    viewer.audit.operation = viewer.audit.operation or "subscription"
+def _delivered(viewer: Viewer, patient_id: uuid.UUID | None, resource_type: str) -> None:
+    """Each event a subscriber receives is a read of patient data (written with the event's other reads)."""
     viewer.audit.add(AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id))
-    await viewer.audit.flush(viewer, now)
 
 
 @strawberry.type(name="Subscription")
@@ -370,14 +377,14 @@ class LiveSubscription:
         async for event in _events(info, "Message.created"):
             if event.payload.get("threadId") != str(thread.id):
                 continue
-            current = await _still_allowed(info)
+            current = await _next_event(info)
             if current is None:
                 return
             try:
                 message = await messaging.get_message(current, event.resource_id)
             except domain.NotFound:
+                await current.audit.flush(current, info.context.now())
                 return  # no longer in this thread (e.g. moved to another care team): the stream ends
-            await current.audit.flush(current, info.context.now())
             yield MessageType.from_model(message)
 
     @strawberry.subscription(description="Alerts raised for your care teams' patients (providers).")
@@ -386,12 +393,15 @@ class LiveSubscription:
         if not viewer_of(info).is_role(Role.PROVIDER):
             raise Forbidden("alerts are for the providers of the patient's care team")
         async for event in _events(info, "Alert.raised"):
-            current = await _still_allowed(info)
+            current = await _next_event(info)
             if current is None:
                 return
+            if not current.is_role(Role.PROVIDER):
+                return  # no longer a provider: the stream ends
             teams = list(current.care_team_ids)
-            for alert in await alert_ops.Alert.filter(id=event.resource_id, patient__care_team_id__in=teams):
-                await _delivered(current, alert.patient_id, "Alert", info.context.now())  # type: ignore[attr-defined]
+            alert = await alert_ops.Alert.get_or_none(id=event.resource_id, patient__care_team_id__in=teams)
+            if alert is not None:
+                _delivered(current, alert.patient_id, "Alert")  # type: ignore[attr-defined]
                 yield AlertType.from_model(alert)
 
     @strawberry.subscription(description="Your surveys as they open (patients).")
@@ -403,10 +413,10 @@ class LiveSubscription:
         async for event in _events(info, "SurveyAssignment.available"):
             if event.patient_id != viewer.patient_id:
                 continue
-            current = await _still_allowed(info)
+            current = await _next_event(info)
             if current is None:
                 return
             assignment = await surveys.SurveyAssignment.get_or_none(id=event.resource_id, patient_id=viewer.patient_id)
             if assignment is not None:
-                await _delivered(current, viewer.patient_id, "SurveyAssignment", info.context.now())
+                _delivered(current, viewer.patient_id, "SurveyAssignment")
                 yield SurveyAssignmentType.from_model(assignment)

@@ -34,6 +34,7 @@ from models.accounts import ApiClient, User
 from models.clock import ManualClock
 from models.notifications import Sender
 from models.policy import DEFAULT_POLICY
+from models.sessions import SessionFamily
 from seeds.loader import load_seeds
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -56,6 +57,7 @@ def settings_for(database_url: str) -> Settings:
         user_rate=UNREACHED,
         client_rate=UNREACHED,
         anonymous_rate=UNREACHED,
+        socket_rate=UNREACHED,
         rate_limit_key_prefix=RATE_LIMIT_PREFIX,
         event_bus_channel=EVENT_BUS_CHANNEL,
     )
@@ -242,12 +244,14 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @dataclass
 class Tokens:
-    """Access tokens minted for the demo clinic's accounts (the sign-in flow has its own tests)."""
+    """Access tokens minted for the demo clinic's accounts (the sign-in flow has its own tests),
+    each user's under one login of theirs that lasts as long as the test (`logins`)."""
 
     settings: Settings
     clock: ManualClock
     user_ids: dict[str, uuid.UUID]
     client_ids: dict[str, uuid.UUID]
+    logins: dict[str, uuid.UUID]
 
     def fresh(self, email: str) -> FreshToken:
         """A token for `email` minted anew each time it is used (for tests that move the clock)."""
@@ -255,7 +259,11 @@ class Tokens:
 
     def user(self, email: str) -> str:
         return issue_access_token(
-            self.settings, subject_kind="user", subject_id=self.user_ids[email], now=self.clock.now()
+            self.settings,
+            subject_kind="user",
+            subject_id=self.user_ids[email],
+            now=self.clock.now(),
+            session_id=self.logins[email],
         )
 
     def client(self, client_id: str, scopes: frozenset[str] = ALL_SCOPES) -> str:
@@ -277,12 +285,27 @@ class FreshToken:
         return self.tokens.user(self.email)
 
 
+async def start_logins(user_ids: dict[str, uuid.UUID], now: datetime) -> dict[str, uuid.UUID]:
+    """One login per user, as a sign-in makes it, that ends long after any test's clock (the
+    database must be open)."""
+    families = [
+        SessionFamily(id=uuid.uuid4(), user_id=user_id, created_at=now, last_used_at=now, expires_at=now + LONG_LOGIN)
+        for user_id in user_ids.values()
+    ]
+    await SessionFamily.bulk_create(families)
+    return {email: family.id for email, family in zip(user_ids, families, strict=True)}
+
+
+LONG_LOGIN = timedelta(days=3650)
+
+
 @pytest.fixture
 async def tokens(app: Starlette, settings: Settings, clock: ManualClock) -> Tokens:
     with use_database(app.state.database):
         users = {user.email: user.id for user in await User.all()}
         clients = {client.client_id: client.id for client in await ApiClient.all()}
-    return Tokens(settings, clock, users, clients)
+        logins = await start_logins(users, clock.now())
+    return Tokens(settings, clock, users, clients, logins)
 
 
 @pytest.fixture
@@ -308,5 +331,9 @@ async def production_client(production_app: Starlette) -> AsyncIterator[httpx.As
 def production_token(production_settings: Settings, tokens: Tokens, clock: ManualClock) -> str:
     """Dr Rivera's access token, signed with the production key."""
     return issue_access_token(
-        production_settings, subject_kind="user", subject_id=tokens.user_ids["dr.rivera@demo.test"], now=clock.now()
+        production_settings,
+        subject_kind="user",
+        subject_id=tokens.user_ids["dr.rivera@demo.test"],
+        now=clock.now(),
+        session_id=tokens.logins["dr.rivera@demo.test"],
     )

@@ -40,6 +40,7 @@ from models.idempotency import IdempotencyKey
 from models.messaging import Message, MessageThread, ThreadReadState, participants
 from models.notifications import Notification, NotificationStatus
 from models.surveys import POST_SESSION, AssignmentStatus, SurveyAssignment
+from tests.conftest import start_logins
 
 PATIENTS = ("alex@demo.test", "blair@demo.test")
 ACKNOWLEDGED_BEFORE_THE_KILL = 30
@@ -180,11 +181,16 @@ async def database(settings: Settings) -> AsyncIterator[None]:
 class Patients:
     settings: Settings
     user_ids: dict[str, uuid.UUID]
+    logins: dict[str, uuid.UUID]
     thread_ids: dict[str, str] = field(default_factory=dict)
 
     def headers(self, email: str) -> dict[str, str]:
         token = issue_access_token(
-            self.settings, subject_kind="user", subject_id=self.user_ids[email], now=datetime.now(UTC)
+            self.settings,
+            subject_kind="user",
+            subject_id=self.user_ids[email],
+            now=datetime.now(UTC),
+            session_id=self.logins[email],
         )
         return {"Authorization": f"Bearer {token}"}
 
@@ -256,7 +262,7 @@ async def test_writes_survive_a_killed_server_exactly_once_and_due_work_resumes(
     server: Server, settings: Settings, database: None
 ) -> None:
     users = {user.email: user.id for user in await User.filter(email__in=PATIENTS)}
-    patients = Patients(settings, users)
+    patients = Patients(settings, users, await start_logins(users, datetime.now(UTC)))
     due_before_start = await schedule_post_session_check("alex@demo.test", datetime.now(UTC) - timedelta(minutes=1))
     await server.start()
 

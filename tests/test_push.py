@@ -37,7 +37,7 @@ from models.notifications import MESSAGES, Notification, NotificationStatus, Out
 from models.surveys import SurveyAssignment
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
-from tests.conftest import Tokens
+from tests.conftest import Tokens, start_logins
 from tests.graphql import gql
 from tests.push_fakes import FakeApns, FakeFcm, Scripted, unregistered_fcm
 
@@ -80,7 +80,8 @@ async def push(database_url: str, clock: ManualClock, tmp_path: Path) -> AsyncIt
         async with app.router.lifespan_context(app):
             with use_database(app.state.database):
                 users = {user.email: user.id for user in await User.all()}
-            tokens = Tokens(settings, clock, users, {})
+                logins = await start_logins(users, clock.now())
+            tokens = Tokens(settings, clock, users, {}, logins)
             env = job_environment(settings, clock)  # what the app's scheduler runs its jobs with
             assert isinstance(env.sender, PushSender)
             transport = httpx.ASGITransport(app=app)

@@ -45,7 +45,11 @@ def _refused(response: httpx.Response, *, code: str = "GRAPHQL_VALIDATION_FAILED
 @pytest.fixture
 def patient_token(production_settings: Settings, tokens: Tokens, clock: ManualClock) -> str:
     return issue_access_token(
-        production_settings, subject_kind="user", subject_id=tokens.user_ids[PATIENT], now=clock.now()
+        production_settings,
+        subject_kind="user",
+        subject_id=tokens.user_ids[PATIENT],
+        now=clock.now(),
+        session_id=tokens.logins[PATIENT],
     )
 
 

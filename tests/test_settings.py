@@ -195,6 +195,53 @@ def test_bad_rate_limit_settings_are_refused_by_name(name: str, value: str, prob
     assert line.startswith(problem)
 
 
+def test_socket_limits_and_the_login_check_have_defaults_and_can_be_set() -> None:
+    defaults = Settings.from_env({}, env_file=None)
+    assert defaults.login_check_ttl == timedelta(seconds=3)
+    assert defaults.socket_rate == BucketPolicy(burst=60, per_minute=120)
+    assert defaults.socket_init_timeout == timedelta(seconds=10)
+    assert (defaults.max_sockets_per_viewer, defaults.max_subscriptions_per_socket) == (10, 20)
+    assert defaults.max_subscriptions_per_viewer == 50
+    assert defaults.socket_sign_in_audit_window == timedelta(seconds=60)
+    settings = Settings.from_env(
+        {
+            "LOGIN_CHECK_CACHE_SECONDS": "0",
+            "RATE_LIMIT_SOCKET_BURST": "5",
+            "SOCKET_INIT_TIMEOUT_SECONDS": "3",
+            "SOCKETS_PER_VIEWER": "2",
+            "SUBSCRIPTIONS_PER_SOCKET": "4",
+            "SUBSCRIPTIONS_PER_VIEWER": "8",
+            "SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS": "300",
+        },
+        env_file=None,
+    )
+    assert settings.login_check_ttl == timedelta(0)
+    assert settings.socket_rate == BucketPolicy(burst=5, per_minute=120)
+    assert settings.socket_init_timeout == timedelta(seconds=3)
+    assert (settings.max_sockets_per_viewer, settings.max_subscriptions_per_socket) == (2, 4)
+    assert settings.max_subscriptions_per_viewer == 8
+    assert settings.socket_sign_in_audit_window == timedelta(seconds=300)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        # Changes to an account take effect within 5 seconds on every replica (PRODUCT.md).
+        ("LOGIN_CHECK_CACHE_SECONDS", "6", "LOGIN_CHECK_CACHE_SECONDS must be between 0 and 5, got 6"),
+        ("SOCKET_INIT_TIMEOUT_SECONDS", "0", "SOCKET_INIT_TIMEOUT_SECONDS must be between 1 and 60, got 0"),
+        ("SOCKETS_PER_VIEWER", "many", "SOCKETS_PER_VIEWER must be a whole number"),
+        ("SUBSCRIPTIONS_PER_VIEWER", "0", "SUBSCRIPTIONS_PER_VIEWER must be between 1 and 10000, got 0"),
+        ("RATE_LIMIT_SOCKET_PER_MINUTE", "0", "RATE_LIMIT_SOCKET_PER_MINUTE must be between 1 and 1000000, got 0"),
+        ("SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS", "5", "SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS must be between 10 and 3600"),
+    ],
+)
+def test_bad_socket_settings_are_refused_by_name(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value}, env_file=None)
+    [line] = raised.value.problems
+    assert line.startswith(problem)
+
+
 def _push_files(folder: Path) -> dict[str, str]:
     (folder / "AuthKey.p8").write_text(pem(ec.generate_private_key(ec.SECP256R1())))
     (folder / "rsa.pem").write_text(pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))

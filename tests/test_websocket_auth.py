@@ -83,6 +83,7 @@ async def test_a_socket_is_closed_when_its_token_expires(app: Starlette, tokens:
     claims = {
         "iss": settings.token_issuer, "aud": settings.token_audience, "sub": subject,
         "iat": now, "exp": now + 1, "jti": "short-lived", "typ": "access",
+        "sid": str(tokens.logins["alex@demo.test"]),
     }  # fmt: skip
     token = jwt.encode(claims, settings.secret_key, algorithm="HS256", headers={"kid": settings.secret_key_id})
     async with socket_to(app) as socket:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.auth.tokens import issue_access_token
+from api.logins import LoginGate
 from api.settings import Settings
 from models import sessions, throttle
 from models.access import Viewer, load_user_viewer
@@ -67,6 +68,11 @@ def _required(form: dict[str, str], name: str) -> str:
     if not value:
         raise OAuthError("invalid_request", f"the {name} parameter is required")
     return value
+
+
+def _logins(request: Request) -> LoginGate:
+    logins: LoginGate = request.app.state.logins
+    return logins
 
 
 def _address(request: Request) -> str | None:
@@ -157,6 +163,8 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     try:
         rotated = await sessions.rotate_refresh_token(token, now=now, idle_ttl=settings.refresh_token_idle_ttl)
     except sessions.RefreshRefused as refused:
+        if refused.family_revoked and refused.family_id is not None:  # reuse: its tokens and sockets stop now
+            await _logins(request).ended([refused.family_id])
         viewer = await load_user_viewer(refused.user_id, trail) if refused.user_id else None
         ended = "; the login was ended (token reuse)" if refused.family_revoked else ""
         await _audit(viewer, trail, now, AuditOutcome.DENIED, f"refresh token {refused.reason.value}{ended}")
@@ -167,7 +175,7 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
         raise OAuthError("invalid_grant", advice) from refused
     viewer = await load_user_viewer(rotated.user_id, trail)
     if viewer is None:
-        await sessions.revoke_family(rotated.family_id, now=now, reason="account inactive")
+        await _logins(request).end_login(rotated.family_id, reason="account inactive")
         raise OAuthError("invalid_grant", "the account is no longer active")
     access = issue_access_token(
         settings, subject_kind="user", subject_id=rotated.user_id, now=now, session_id=rotated.family_id
@@ -259,8 +267,9 @@ async def revoke_endpoint(request: Request) -> Response:
         return error.response()
     now = clock.now()
     trail = _trail(request, "Logout")
-    user_id = await sessions.revoke_session(token, now=now)
-    if user_id is not None:
-        viewer = await load_user_viewer(user_id, trail)
+    ended = await sessions.revoke_session(token, now=now)
+    if ended is not None:
+        await _logins(request).ended([ended.family_id])  # its access tokens and sockets stop now
+        viewer = await load_user_viewer(ended.user_id, trail)
         await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed out")
     return Response(status_code=200, headers=NO_STORE)

@@ -48,6 +48,7 @@ from models.accounts import User
 from models.audit import AuditTrail
 from models.errors import DomainError
 from seeds.loader import load_seeds
+from tests.conftest import start_logins
 from tests.panel_data import counting_statements
 
 SECRET = "bench-home-secret-key-0123456789-abcdefghij"
@@ -98,7 +99,11 @@ async def _viewer(request: Request, settings: Settings, now: datetime) -> Viewer
         client_address=request.client.host if request.client else None,
     )
     authenticated = await authenticate(
-        settings, bearer_token(request.headers.get("authorization")), now=now, trail=trail
+        settings,
+        bearer_token(request.headers.get("authorization")),
+        now=now,
+        trail=trail,
+        logins=request.app.state.logins,
     )
     return authenticated.viewer
 
@@ -328,11 +333,14 @@ def percentile(samples: list[float], fraction: float) -> float:
 # ------------------------------------------------------------------ the run
 
 
-async def fill(settings: Settings) -> uuid.UUID:
+async def fill(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
+    """The demo clinic, and the patient's id and login."""
     async with open_database(settings):
         await migrate()
         await load_seeds(settings, now=datetime.now(UTC) - timedelta(hours=1))
-        return (await User.get(email=PATIENT)).id
+        user_id = (await User.get(email=PATIENT)).id
+        logins = await start_logins({PATIENT: user_id}, datetime.now(UTC))
+        return user_id, logins[PATIENT]
 
 
 async def same_work(settings: Settings, token: str) -> None:
@@ -441,13 +449,14 @@ async def main() -> None:
         settings = Settings(env=Environment.TEST, database_url=database_url, secret_key=SECRET, run_scheduler=False)
         print(f"ketafollow home-screen benchmark: GraphQL vs bare Starlette on {database_url.split(':')[0]}")
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        user_id = await fill(settings)
+        user_id, login = await fill(settings)
         # Long enough for the whole run (the server checks expiry with its own clock).
         token = issue_access_token(
             replace(settings, access_token_ttl=timedelta(hours=1)),
             subject_kind="user",
             subject_id=user_id,
             now=datetime.now(UTC),
+            session_id=login,
         )
         await same_work(settings, token)
         await measure(settings, token)

@@ -25,6 +25,7 @@ from models.accounts import User
 from models.clock import ManualClock
 from seeds.loader import load_seeds
 from tests.benchmarks.bench_scheduler import NOW, summary
+from tests.conftest import start_logins
 from tests.panel_data import PANEL, add_panel_patients, counting_statements
 
 PATIENTS = int(os.environ.get("BENCH_PANEL_PATIENTS", "500"))
@@ -45,7 +46,10 @@ async def measure(settings: Settings) -> None:
     async with app.router.lifespan_context(app):
         with use_database(app.state.database):
             provider = await User.get(email="dr.rivera@demo.test")
-        token = issue_access_token(settings, subject_kind="user", subject_id=provider.id, now=clock.now())
+            logins = await start_logins({provider.email: provider.id}, clock.now())
+        token = issue_access_token(
+            settings, subject_kind="user", subject_id=provider.id, now=clock.now(), session_id=logins[provider.email]
+        )
         headers = {"Authorization": f"Bearer {token}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
