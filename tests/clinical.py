@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -12,10 +12,8 @@ from strawberry import relay
 from api.database import use_database
 from models.accounts import NewUser, Patient, Role, create_user
 from models.dosing import CHECKLIST
+from tests.conftest import Tokens, start_logins
 from tests.graphql import gql
-
-if TYPE_CHECKING:
-    from tests.conftest import Tokens
 
 START_SESSION = """
 mutation Start($input: StartDosingSessionInput!) {
@@ -155,7 +153,8 @@ async def enrol_patient(
             today=tokens.clock.now().date(),
         )  # fmt: skip
         patient = await Patient.get(user_id=user.id)
-    tokens.user_ids[email] = user.id
+        tokens.user_ids[email] = user.id
+        tokens.logins.update(await start_logins({email: user.id}, tokens.clock.now()))
     patient_id = str(relay.GlobalID("Patient", str(patient.id)))
     values = {"patientId": patient_id, "formulation": "SUBLINGUAL_TABLET", "setting": "AT_HOME", "dose": 150}
     body = await gql(
