@@ -20,7 +20,7 @@ from pathlib import Path
 from api.auth.passwords import hash_password, password_problem
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
 from api.log import configure_logging
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, exposure_problems
 from models import accounts
 from models.clock import SystemClock
 from models.errors import DomainError
@@ -151,12 +151,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         await ensure_migrated()
         return 0
 
+    host = args.host or settings.host
+    if problems := exposure_problems(settings, host):  # `--host` may differ from HOST
+        print(f"ketafollow: {SettingsError(problems)}", file=sys.stderr)
+        return 2
     if (status := _run_with_database(settings, check)) != 0:
         return status
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings, jobs_at_start=True),
-        host=args.host or settings.host,
+        host=host,
         port=args.port or settings.port,
         log_config=None,
         access_log=False,
