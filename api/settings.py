@@ -434,6 +434,11 @@ class _Reader:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def origin_of(text: str) -> str | None:
+    """An `Origin` header as it compares with CORS_ALLOWED_ORIGINS, or None if it is not one."""
+    return _origin(text.strip())
+
+
 def _origin(text: str) -> str | None:
     """`text` serialised as a browser's `Origin` header, or None if it is not an origin."""
     if "*" in text:
