@@ -318,7 +318,7 @@ class _Reader:
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
             event_bus_url=event_bus_url,
             event_bus_channel=self.text("EVENT_BUS_CHANNEL", DEFAULT_EVENT_BUS_CHANNEL),
-            notify_webhook_url=self._webhook_url(),
+            notify_webhook_url=self._webhook_url(production),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             apns=read_apns(self.values, production=production, problems=self.problems),
             fcm=read_fcm(self.values, production=production, problems=self.problems),
@@ -403,12 +403,15 @@ class _Reader:
             self.problems.append(f"CRISIS_PHRASES_FILE: {error}")
             return DEFAULT_POLICY.crisis_phrases
 
-    def _webhook_url(self) -> str | None:
+    def _webhook_url(self, production: bool) -> str | None:
         url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()
         if not url:
             return None
-        if urlsplit(url).scheme not in {"http", "https"}:
+        scheme = urlsplit(url).scheme
+        if scheme not in {"http", "https"}:
             self.problems.append(f"NOTIFY_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        elif production and scheme != "https":
+            self.problems.append("NOTIFY_WEBHOOK_URL must use https in production (its requests name the recipient)")
         if len(self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip()) < MINIMUM_SECRET_LENGTH:
             self.problems.append(
                 f"NOTIFY_WEBHOOK_SECRET must be set ({MINIMUM_SECRET_LENGTH}+ characters) with NOTIFY_WEBHOOK_URL"

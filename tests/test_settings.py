@@ -181,6 +181,23 @@ def test_anything_but_an_origin_is_refused_in_cors_allowed_origins(origin: str) 
     ]
 
 
+def test_production_refuses_a_plain_http_webhook() -> None:
+    environ = {
+        "KETAFOLLOW_ENV": "production",
+        "SECRET_KEY": STRONG_SECRET,
+        "NOTIFY_WEBHOOK_URL": "http://hooks.clinic.example/push",
+        "NOTIFY_WEBHOOK_SECRET": STRONG_SECRET[::-1],
+    }
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert raised.value.problems == [
+        "NOTIFY_WEBHOOK_URL must use https in production (its requests name the recipient)"
+    ]
+    https = Settings.from_env({**environ, "NOTIFY_WEBHOOK_URL": "https://hooks.clinic.example/push"}, env_file=None)
+    assert https.notify_webhook_url == "https://hooks.clinic.example/push"
+    assert Settings.from_env({**environ, "KETAFOLLOW_ENV": "development"}, env_file=None).notify_webhook_url
+
+
 @pytest.mark.parametrize(
     ("origins", "problem"),
     [
