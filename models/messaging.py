@@ -184,24 +184,33 @@ async def total_unread(viewer: Viewer) -> int:
 
 
 async def create_thread(
-    viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime, policy: ClinicPolicy
+    viewer: Viewer,
+    subject: str,
+    *,
+    patient_id: UUID | None,
+    now: datetime,
+    policy: ClinicPolicy,
+    idempotency_key: str | None = None,
 ) -> Outcome:
     """A new thread: a patient's with their care team, or a provider's with a team patient. A
-    patient's subject is screened first for crisis wording (CLINICAL.md §0, §7)."""
+    patient's subject is screened first for crisis wording (CLINICAL.md §0, §7). A retry with the
+    same `idempotency_key` and subject gets the first thread back, and creates none."""
     _require_participant_role(viewer, AuditAction.CREATE)
     if not viewer.is_role(Role.PATIENT):
-        return await _create_thread(viewer, subject, patient_id=patient_id, now=now)
+        return await _create_thread(viewer, subject, patient_id=patient_id, now=now, idempotency_key=idempotency_key)
     assert viewer.patient_id is not None
     submission = Submission(
         "createMessageThread", viewer.patient_id, {"subject": subject},
-        crisis_findings(subject, "a message subject", policy),
+        crisis_findings(subject, "a message subject", policy), idempotency_key=idempotency_key,
     )  # fmt: skip
     screened = await screen(submission, now=now)
-    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now)
+    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now, idempotency_key=idempotency_key)
     return await screened.guard(write, record_type="MessageThread")
 
 
-async def _create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime) -> Outcome:
+async def _create_thread(
+    viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime, idempotency_key: str | None
+) -> Outcome:
     cleaned = " ".join(subject.split())
     if not cleaned or len(cleaned) > MAX_SUBJECT:
         raise InvalidInput("subject", f"subject must be 1 to {MAX_SUBJECT} characters")
@@ -213,15 +222,20 @@ async def _create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | Non
             # Another team's patient, or none at all: one answer, audited.
             raise denied(viewer, NotFound("patient"), AuditAction.CREATE, "MessageThread", patient_id=patient_id)
         patient = found
-    async with in_transaction():
-        thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
-        await record_event(
-            "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
-            operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
-        )  # fmt: skip
-        entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
-        await record_now(viewer, entry, now=now, trail=viewer.audit)
-    return Outcome(thread.id)
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
+            await record_event(
+                "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
+                operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        return Outcome(thread.id)
+
+    request = {"subject": cleaned, "patient": str(patient.id)}
+    return await run_once(viewer, "createMessageThread", idempotency_key, request, write, now=now)
 
 
 @dataclass(frozen=True)
