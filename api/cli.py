@@ -40,6 +40,7 @@ examples:
 configuration comes from environment variables (and a .env file in the working directory):
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
   SECRET_KEY      required in production       HOST / PORT   where `serve` listens
+  unset KETAFOLLOW_ENV means a development machine: loopback and SQLite only
 see README.md for the full list.
 """
 
