@@ -51,7 +51,7 @@ def job_environment(settings: Settings, clock: Clock, *, sender: Sender | None =
         return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
     sender = log_notification
     if settings.notify_webhook_url and settings.notify_webhook_secret:
-        sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret)
+        sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret, clock)
     elif settings.apns or settings.fcm:
         transports: dict[Platform, Transport] = {}
         if settings.apns:

@@ -23,7 +23,7 @@ from api.auth.passwords import hash_password, password_problem
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
-from api.settings import Settings, SettingsError
+from api.settings import Settings, SettingsError, exposure_problems
 from models import accounts
 from models.clock import SystemClock
 from models.errors import DomainError
@@ -46,6 +46,7 @@ configuration comes from environment variables (and a .env file in the working d
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
   MIGRATION_DATABASE_URL  PostgreSQL: the owner role `migrate` runs as (DATABASE_URL: the service role)
   SECRET_KEY      required in production       HOST / PORT   where `serve` listens
+  unset KETAFOLLOW_ENV means a development machine: loopback and SQLite only
 see README.md for the full list.
 """
 
@@ -177,11 +178,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         await _warn_if_audit_log_unguarded()
         return 0
 
+    host = args.host or settings.host
+    if problems := exposure_problems(settings, host):  # `--host` may differ from HOST
+        print(f"ketafollow: {SettingsError(problems)}", file=sys.stderr)
+        return 2
     if (status := _run_with_database(settings, check)) != 0:
         return status
     config = uvicorn.Config(
         create_app(settings, jobs_at_start=True),
-        host=args.host or settings.host,
+        host=host,
         port=args.port or settings.port,
         log_config=None,
         access_log=False,

@@ -19,6 +19,18 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
+# The database drivers log each statement with its parameters at DEBUG (Tortoise's client; aiosqlite
+# prints the call it runs, values included): patient data. They are held at WARNING whatever
+# LOG_LEVEL says, and the handler drops anything quieter from them should a library lower it again.
+DATABASE_LOGGERS = ("tortoise", "aiosqlite", "asyncpg")
+
+
+class _DatabaseStatementFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_database = any(record.name == name or record.name.startswith(f"{name}.") for name in DATABASE_LOGGERS)
+        return not from_database or record.levelno >= logging.WARNING
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
@@ -63,6 +75,7 @@ def configure_logging(level: str, log_format: str) -> None:
     """Route every logger (ours, uvicorn's, Tortoise's) through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(_DatabaseStatementFilter())
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -72,6 +85,7 @@ def configure_logging(level: str, log_format: str) -> None:
         logging.getLogger(name).propagate = True
     # Our access line (api.middleware) replaces uvicorn's, which would log query strings.
     logging.getLogger("uvicorn.access").disabled = True
-    # SQL logging would print parameters, i.e. patient data.
+    for name in DATABASE_LOGGERS:  # SQL logging would print parameters, i.e. patient data
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("tortoise.db_client").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ bad deployment in one go instead of one restart per mistake.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -74,6 +75,8 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class Settings:
     env: Environment = Environment.DEVELOPMENT
+    # False when KETAFOLLOW_ENV was not set and `env` is only the default (see `exposure_problems`).
+    env_chosen: bool = True
     database_url: str = DEFAULT_DATABASE_URL
     # PostgreSQL: the owner role that runs `ketafollow migrate` (api.database_roles); unset, the
     # migrations run as DATABASE_URL's role (development, SQLite).
@@ -152,6 +155,10 @@ class Settings:
         return self.migration_database_url or self.database_url
 
     @property
+    def on_postgres(self) -> bool:
+        return urlsplit(self.database_url).scheme in {"postgres", "postgresql"}
+
+    @property
     def graphql_ide_enabled(self) -> bool:
         return not self.is_production
 
@@ -191,6 +198,48 @@ class Settings:
             values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return _Reader(values).settings()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on `host` is reachable from this machine only."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or "" (every address): others may reach it
+
+
+def exposure_problems(settings: Settings, host: str) -> list[str]:
+    """Why these settings must not serve on `host`: insecure defaults where others can reach them.
+
+    On loopback with SQLite the defaults make a development machine. Anywhere else (another
+    address, or PostgreSQL: a shared database), KETAFOLLOW_ENV must be chosen, and the development
+    SECRET_KEY, which is public in the repository (anyone could sign tokens), never listens
+    beyond loopback. Production refuses that key anyway (`_Reader._check_secret`).
+    """
+    exposed = []
+    if not is_loopback(host):
+        exposed.append(f"HOST={host or '(every address)'} is reachable from other machines")
+    if settings.on_postgres:
+        exposed.append("DATABASE_URL is a PostgreSQL database")
+    if not exposed:
+        return []
+    if not settings.env_chosen:
+        return [
+            f"KETAFOLLOW_ENV is not set and {' and '.join(exposed)}: set KETAFOLLOW_ENV=production with a random "
+            f"SECRET_KEY ({MINIMUM_SECRET_LENGTH}+ characters) for a deployment, or KETAFOLLOW_ENV=development "
+            "explicitly on a development machine"
+        ]
+    if settings.secret_key == DEVELOPMENT_SECRET_KEY and not is_loopback(host) and not settings.is_production:
+        return [
+            f"SECRET_KEY is the development key, public in the repository, and HOST={host or '(every address)'} is "
+            f"reachable from other machines (anyone could sign tokens): set a random SECRET_KEY "
+            f"({MINIMUM_SECRET_LENGTH}+ characters), with KETAFOLLOW_ENV=production for a deployment, or listen on "
+            "127.0.0.1"
+        ]
+    return []
 
 
 class _Reader:
@@ -276,6 +325,7 @@ class _Reader:
         database_url = self._database_url()
         settings = Settings(
             env=env,
+            env_chosen=bool(self.values.get("KETAFOLLOW_ENV", "").strip()),
             database_url=database_url,
             migration_database_url=self._migration_database_url(database_url),
             host=self.text("HOST", "127.0.0.1"),
@@ -299,7 +349,7 @@ class _Reader:
             forwarded_allow_ips=self.text("FORWARDED_ALLOW_IPS", ""),
             event_bus_url=event_bus_url,
             event_bus_channel=self.text("EVENT_BUS_CHANNEL", DEFAULT_EVENT_BUS_CHANNEL),
-            notify_webhook_url=self._webhook_url(),
+            notify_webhook_url=self._webhook_url(production),
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             apns=read_apns(self.values, production=production, problems=self.problems),
             fcm=read_fcm(self.values, production=production, problems=self.problems),
@@ -331,6 +381,7 @@ class _Reader:
             self.problems.append(
                 "NOTIFY_WEBHOOK_URL and push (APNS_*, FCM_*) are both set: notifications go one way, choose one"
             )
+        self.problems += exposure_problems(settings, settings.host)
         if self.problems:
             raise SettingsError(self.problems)
         return settings
@@ -407,12 +458,15 @@ class _Reader:
             self.problems.append(f"CRISIS_PHRASES_FILE: {error}")
             return DEFAULT_POLICY.crisis_phrases
 
-    def _webhook_url(self) -> str | None:
+    def _webhook_url(self, production: bool) -> str | None:
         url = self.values.get("NOTIFY_WEBHOOK_URL", "").strip()
         if not url:
             return None
-        if urlsplit(url).scheme not in {"http", "https"}:
+        scheme = urlsplit(url).scheme
+        if scheme not in {"http", "https"}:
             self.problems.append(f"NOTIFY_WEBHOOK_URL must be an http(s) URL, got {url!r}")
+        elif production and scheme != "https":
+            self.problems.append("NOTIFY_WEBHOOK_URL must use https in production (its requests name the recipient)")
         if len(self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip()) < MINIMUM_SECRET_LENGTH:
             self.problems.append(
                 f"NOTIFY_WEBHOOK_SECRET must be set ({MINIMUM_SECRET_LENGTH}+ characters) with NOTIFY_WEBHOOK_URL"
@@ -468,6 +522,11 @@ class _Reader:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(text: str) -> str | None:
+    """An `Origin` header as it compares with CORS_ALLOWED_ORIGINS, or None if it is not one."""
+    return _origin(text.strip())
 
 
 def _origin(text: str) -> str | None:

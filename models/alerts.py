@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role
 from models.alert_rules import AlertKind, AlertSpec, Severity, respond_by
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
 from models.base import Entity
 from models.directory import audit_patient_read
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -141,10 +141,10 @@ async def raise_alerts(
     ]
 
 
-def _triage_scope(viewer: Viewer) -> Q:
+def _triage_scope(viewer: Viewer, action: AuditAction = AuditAction.READ) -> Q:
     """Alerts are the care team's work queue: providers see their care teams' patients' alerts."""
     if not viewer.is_role(Role.PROVIDER):
-        raise Forbidden("alerts are for the providers of the patient's care team")
+        raise denied(viewer, Forbidden("alerts are for the providers of the patient's care team"), action, "Alert")
     return Q(patient__care_team_id__in=list(viewer.care_team_ids))
 
 
@@ -175,9 +175,13 @@ async def list_alerts(
 
 
 async def _alert_for(viewer: Viewer, alert_id: UUID) -> Alert:
-    alert = await Alert.filter(_triage_scope(viewer), id=alert_id).select_for_update().first()
+    """The alert, locked, if it is the viewer's care team's; one answer for an alert that does
+    not exist and for another team's (audited either way, against its patient)."""
+    alert = await Alert.filter(_triage_scope(viewer, AuditAction.UPDATE), id=alert_id).select_for_update().first()
     if alert is None:
-        raise NotFound("alert")
+        other = await Alert.get_or_none(id=alert_id).only("id", "patient_id")
+        patient: UUID | None = other.patient_id if other else None  # type: ignore[attr-defined]
+        raise denied(viewer, NotFound("alert"), AuditAction.UPDATE, "Alert", patient_id=patient, resource_id=alert_id)
     return alert
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from tortoise import fields
@@ -22,7 +22,7 @@ from tortoise.expressions import Q
 from tortoise.models import Model
 
 from models.accounts import Role
-from models.errors import Forbidden, NotFound
+from models.errors import DomainError, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from models.access import Viewer
@@ -122,6 +122,34 @@ class AuditTrail:
         await AuditEvent.bulk_create([self.event(viewer, entry, now) for entry in entries])
 
 
+Refusal = TypeVar("Refusal", bound=DomainError)
+
+
+def denied(
+    viewer: Viewer,
+    refusal: Refusal,
+    action: AuditAction,
+    resource_type: str,
+    *,
+    patient_id: UUID | None = None,
+    resource_id: UUID | str | None = None,
+) -> Refusal:
+    """`refusal`, once a DENIED entry for it is in the viewer's trail: every refused access,
+    read or write, is audited (written with the request's other entries, when it ends), against
+    the patient it concerned when there is one. What the caller is told does not change."""
+    viewer.audit.add(
+        AuditEntry(
+            action,
+            resource_type,
+            AuditOutcome.DENIED,
+            patient_id=patient_id,
+            resource_id=str(resource_id) if resource_id is not None else None,
+            detail=refusal.message[:200],
+        )
+    )
+    return refusal
+
+
 def _actor_type(viewer: Viewer | None) -> ActorType:
     if viewer is None:
         return ActorType.ANONYMOUS
@@ -170,11 +198,10 @@ async def get_audit_event(viewer: Viewer, event_id: UUID) -> AuditEvent:
     if viewer.is_role(Role.PATIENT):
         query = query.filter(_shown_to_patient(viewer), patient_id=viewer.patient_id)
     elif not viewer.is_role(Role.ADMIN):
-        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, resource_id=str(event_id)))
-        raise NotFound("audit event")
+        raise denied(viewer, NotFound("audit event"), AuditAction.READ, "AuditEvent", resource_id=event_id)
     event = await query.first()
-    if event is None:
-        raise NotFound("audit event")
+    if event is None:  # none, or not about this patient's record: one answer, audited
+        raise denied(viewer, NotFound("audit event"), AuditAction.READ, "AuditEvent", resource_id=event_id)
     return _shown(viewer, [event])[0]
 
 

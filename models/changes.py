@@ -17,7 +17,7 @@ of a record that has changed since is passed over). A client that applies each c
 upsert keyed by (resourceType, id) ends with exactly our current state.
 
 Visibility is the client's: its scopes (`changes:read` to read the feed, `patients:read` for
-Patient, `clinical:read` for the clinical record), its care teams, and the patient's consent,
+Patient and Consent, `clinical:read` for the clinical record), its care teams, and the patient's consent,
 evaluated when the page is read. A revoked consent is itself a change (a Consent, `inactive`),
 and the patient's later changes are no longer served.
 """
@@ -40,6 +40,7 @@ from models import fhir
 from models.access import Scope, Viewer
 from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
+from models.audit import AuditAction, denied
 from models.checkins import CheckIn
 from models.directory import audit_patient_read
 from models.dosing import DosingSession
@@ -104,10 +105,11 @@ class ChangePage:
 
 
 def _sources_for(viewer: Viewer, resource_types: frozenset[str] | None) -> list[str]:
-    """The event types this client may read, narrowed to the FHIR types it asked for."""
-    allowed = {"Consent"}
+    """The event types this client may read, narrowed to the FHIR types it asked for. A Consent
+    names its patient: without `patients:read` a client sees no patient, consents included."""
+    allowed = set()
     if viewer.has_scope(Scope.PATIENTS_READ):
-        allowed.add("Patient")
+        allowed |= {"Patient", "Consent"}
     if viewer.has_scope(Scope.CLINICAL_READ) and viewer.has_scope(Scope.PATIENTS_READ):
         allowed |= set(SOURCES) - {"Patient", "Consent"}
     return sorted(source for source in allowed if resource_types is None or resource_types & set(SOURCES[source]))
@@ -120,7 +122,8 @@ async def read_changes(
 
     Every patient whose records are on the page is audited (one read each)."""
     if not viewer.has_scope(Scope.CHANGES_READ):
-        raise Forbidden("the change feed is for EHR clients with the changes:read scope")
+        refusal = Forbidden("the change feed is for EHR clients with the changes:read scope")
+        raise denied(viewer, refusal, AuditAction.READ, "Change")
     sources = _sources_for(viewer, resource_types)
     position = after or START
     collected: list[Change] = []

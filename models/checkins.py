@@ -15,9 +15,9 @@ from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import Patient, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
-from models.directory import require_clinical_access
+from models.directory import require_clinical_access, require_clinical_record
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, request_fields, run_once
@@ -73,7 +73,7 @@ async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, po
     """Store the patient's check-in. The note is screened first (CLINICAL.md §0, §7): crisis
     wording alerts the care team and returns crisis resources even when the check-in is refused."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("check-ins are submitted by the patient")
+        raise denied(viewer, Forbidden("check-ins are submitted by the patient"), AuditAction.CREATE, "CheckIn")
     patient_id = viewer.patient_id
     submission = Submission(
         "submitCheckIn", patient_id, {"note": data.note}, crisis_findings(data.note, "a check-in note", policy),
@@ -128,5 +128,5 @@ async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
     check_in = await CheckIn.get_or_none(id=check_in_id)
     if check_in is None:
         raise NotFound("check-in")
-    await require_clinical_access(viewer, check_in.patient_id, "CheckIn")  # type: ignore[attr-defined]
+    await require_clinical_record(viewer, check_in.patient_id, "CheckIn", NotFound("check-in"))  # type: ignore[attr-defined]
     return check_in

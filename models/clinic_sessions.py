@@ -28,7 +28,7 @@ from models import alert_rules
 from models.access import Viewer
 from models.accounts import Provider, Role
 from models.alerts import raise_alerts
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.directory import get_providers, treating_provider_patient
 from models.dosing import DosingSession, SessionStatus
 from models.errors import Conflict, Forbidden, InvalidInput
@@ -111,8 +111,11 @@ async def record_clinic_session(viewer: Viewer, data: ClinicSession, *, now: dat
     The patient's plan must be ACTIVE (a plan on hold is a `Conflict` that says so), and the
     session may not overlap another one of the patient (recorded twice, by two providers)."""
     if not viewer.is_role(Role.PROVIDER):
-        raise Forbidden("clinic sessions are recorded by the patient's providers")
-    patient = await treating_provider_patient(viewer, data.patient_id)
+        refusal = Forbidden("clinic sessions are recorded by the patient's providers")
+        raise denied(viewer, refusal, AuditAction.CREATE, "DosingSession", patient_id=data.patient_id)
+    patient = await treating_provider_patient(
+        viewer, data.patient_id, resource_type="DosingSession", action=AuditAction.CREATE
+    )
 
     async def write() -> Outcome:
         _validate(data, now, policy)

@@ -1,7 +1,9 @@
 """A patient's consent to share their record with an EHR client (42 CFR Part 2-ready: per recipient).
 
 Granting twice keeps the first grant; revoking keeps the row with its `revoked_at`, so the
-history of who could see what, and when, is never lost.
+history of who could see what, and when, is never lost. A patient grants consent to the clients
+serving their care team, and can withdraw any consent they still have: also one to a client that
+no longer serves their team (they moved, or the client's teams changed) or was deactivated.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import CLIENT_ID_MAX_LENGTH, ApiClient, DataSharingConsent, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.errors import Forbidden, NotFound
 from models.events import Operation, record_event
 
@@ -28,30 +30,39 @@ class SharingChoice:
     consent: DataSharingConsent | None
 
 
-def _require_patient(viewer: Viewer) -> None:
+def _require_patient(viewer: Viewer, action: AuditAction) -> None:
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("only a patient can grant or revoke consent to share their record")
+        refusal = Forbidden("only a patient can grant or revoke consent to share their record")
+        raise denied(viewer, refusal, action, "Consent")
 
 
 async def _client_serving(viewer: Viewer, client_id: str) -> ApiClient:
-    if len(client_id) > CLIENT_ID_MAX_LENGTH:  # no such client (and the ORM refuses to look it up)
-        raise NotFound("API client")
-    client = await ApiClient.get_or_none(
-        client_id=client_id, is_active=True, care_teams__id__in=list(viewer.care_team_ids)
-    )
+    """An active client of the patient's care team; one answer for any other and for none."""
+    client = None
+    if len(client_id) <= CLIENT_ID_MAX_LENGTH:  # longer: no such client (and the ORM refuses to look it up)
+        client = await ApiClient.get_or_none(
+            client_id=client_id, is_active=True, care_teams__id__in=list(viewer.care_team_ids)
+        )
     if client is None:
-        raise NotFound("API client")
+        raise denied(viewer, NotFound("API client"), AuditAction.CREATE, "Consent", patient_id=viewer.patient_id)
     return client
 
 
 async def sharing_choices(viewer: Viewer) -> list[SharingChoice]:
-    """The clients the patient may share with, each with the active consent if there is one."""
+    """The clients the patient may share with, each with the active consent if there is one, and
+    the clients they still share with that no longer serve their care team (to withdraw it)."""
     if not viewer.is_role(Role.PATIENT):
         return []
-    clients = await ApiClient.filter(is_active=True, care_teams__id__in=list(viewer.care_team_ids)).distinct()
-    consents = await DataSharingConsent.filter(patient_id=viewer.patient_id, revoked_at=None)
-    by_client = {consent.api_client_id: consent for consent in consents}  # type: ignore[attr-defined]
-    return [SharingChoice(client, by_client.get(client.id)) for client in sorted(clients, key=lambda c: c.name)]
+    serving = await ApiClient.filter(is_active=True, care_teams__id__in=list(viewer.care_team_ids)).distinct()
+    consents = await DataSharingConsent.filter(patient_id=viewer.patient_id, revoked_at=None).select_related(
+        "api_client"
+    )
+    by_client = {consent.api_client.id: consent for consent in consents}
+    clients = {client.id: client for client in [*serving, *(consent.api_client for consent in consents)]}
+    return [
+        SharingChoice(client, by_client.get(client.id))
+        for client in sorted(clients.values(), key=lambda c: (c.name, c.client_id))
+    ]
 
 
 def _active(viewer: Viewer, client: ApiClient) -> QuerySet[DataSharingConsent]:
@@ -80,7 +91,7 @@ async def _consent_event(consent: DataSharingConsent, operation: Operation, vers
 
 async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
     """The patient agrees that `client_id` may receive their record (granting twice is one grant)."""
-    _require_patient(viewer)
+    _require_patient(viewer, AuditAction.CREATE)
     client = await _client_serving(viewer, client_id)
     async with in_transaction():
         existing = await _active(viewer, client).first()
@@ -104,13 +115,17 @@ async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: dat
 
 
 async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: datetime) -> DataSharingConsent:
-    """The patient withdraws consent: the client sees nothing more of their record from now on."""
-    _require_patient(viewer)
-    client = await _client_serving(viewer, client_id)
+    """The patient withdraws consent: the client sees nothing more of their record from now on.
+
+    Whatever became of the client since the grant (deactivated, or no longer serving the patient's
+    care team), the consent can be withdrawn; no consent to withdraw is one answer, audited."""
+    _require_patient(viewer, AuditAction.UPDATE)
+    client = await ApiClient.get_or_none(client_id=client_id) if len(client_id) <= CLIENT_ID_MAX_LENGTH else None
     async with in_transaction():
-        consent = await _active(viewer, client).first()
-        if consent is None:
-            raise NotFound("consent")
+        consent = await _active(viewer, client).first() if client is not None else None
+        if client is None or consent is None:
+            refusal = NotFound("consent")
+            raise denied(viewer, refusal, AuditAction.UPDATE, "Consent", patient_id=viewer.patient_id)
         await _active(viewer, client).update(revoked_at=now, updated_at=now)
         consent.revoked_at = now
         await _consent_event(consent, Operation.UPDATED, 2, now)

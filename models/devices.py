@@ -19,12 +19,14 @@ from uuid import UUID
 
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Subquery
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import Role, User
+from models.audit import AuditAction, denied
 from models.base import Entity
 from models.errors import Forbidden, InvalidInput, NotFound
 
@@ -49,7 +51,7 @@ class Platform(StrEnum):
 
 class DeactivationReason(StrEnum):
     UNREGISTERED = "UNREGISTERED"  # the app asked (unregisterDevice)
-    SESSION_ENDED = "SESSION_ENDED"  # its login was revoked (logout, token reuse)
+    SESSION_ENDED = "SESSION_ENDED"  # its login ended: revoked (logout, token reuse) or expired
     TAKEN_BY_ANOTHER_REGISTRATION = "TAKEN_BY_ANOTHER_REGISTRATION"  # the token was registered again
     TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105 - APNs or FCM said the token is no longer valid
 
@@ -128,9 +130,11 @@ def _validated(data: NewDevice) -> tuple[Platform, str, str, str]:
     return platform, token, version, locale.replace("_", "-")
 
 
-def _ensure_may_receive_pushes(viewer: Viewer) -> None:
+def _ensure_may_receive_pushes(viewer: Viewer, action: AuditAction) -> None:
     if not (viewer.is_role(Role.PATIENT) or viewer.is_role(Role.PROVIDER)):
-        raise Forbidden("only patients and providers register devices for notifications")
+        raise denied(
+            viewer, Forbidden("only patients and providers register devices for notifications"), action, "Device"
+        )
 
 
 async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID | None, now: datetime) -> Device:
@@ -140,11 +144,12 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
     registration, which is deactivated. Apps call this at every start: it refreshes the app
     version, locale, login and `last_seen_at` of the device.
     """
-    _ensure_may_receive_pushes(viewer)
+    _ensure_may_receive_pushes(viewer, AuditAction.CREATE)
     platform, token, version, locale = _validated(data)
-    if session_id is not None and await _login_has_ended(session_id):
+    if session_id is not None and await _login_has_ended(session_id, now):
         # The access token outlives a logout by minutes: a device must not outlive it.
-        raise Forbidden("this sign-in has ended: sign in again to receive notifications")
+        refusal = Forbidden("this sign-in has ended: sign in again to receive notifications")
+        raise denied(viewer, refusal, AuditAction.CREATE, "Device")
     for _ in range(2):  # should a concurrent registration still win the index: read it then
         try:
             async with in_transaction() as connection:
@@ -159,10 +164,10 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
     raise InvalidInput("pushToken", "pushToken is being registered by another request; try again")
 
 
-async def _login_has_ended(session_id: UUID) -> bool:
-    from models.sessions import SessionFamily  # here: models.sessions imports this module
+async def _login_has_ended(session_id: UUID, now: datetime) -> bool:
+    from models.sessions import ended_logins  # here: models.sessions imports this module
 
-    return await SessionFamily.filter(id=session_id, revoked_at__isnull=False).exists()
+    return await ended_logins(now).filter(id=session_id).exists()
 
 
 async def _register(
@@ -195,11 +200,11 @@ async def _register(
 
 async def unregister_device(viewer: Viewer, device_id: UUID, *, now: datetime) -> Device:
     """Stop pushes to one of the viewer's devices (idempotent: an inactive one is returned as is)."""
-    _ensure_may_receive_pushes(viewer)
+    _ensure_may_receive_pushes(viewer, AuditAction.UPDATE)
     async with in_transaction():
         device = await Device.filter(id=device_id, user_id=viewer.id).select_for_update().first()
-        if device is None:
-            raise NotFound("device")
+        if device is None:  # another user's or none at all: one answer, audited
+            raise denied(viewer, NotFound("device"), AuditAction.UPDATE, "Device", resource_id=device_id)
         if device.is_active:
             await _deactivate(Device.filter(id=device.id), DeactivationReason.UNREGISTERED, now)
             await device.refresh_from_db()
@@ -218,13 +223,28 @@ async def end_session_devices(session_id: UUID, *, now: datetime) -> int:
     return await _deactivate(Device.filter(session_family_id=session_id), DeactivationReason.SESSION_ENDED, now)
 
 
+async def end_expired_login_devices(*, now: datetime, user_id: UUID | None = None) -> int:
+    """Devices whose login has ended without a logout (it expired: past its absolute lifetime, or
+    idle past its refresh token's) get no more pushes, like those of a login that was revoked: a
+    phone whose user stopped using it must not keep showing their notifications. Of `user_id`
+    only, or of everyone (the periodic job). Returns how many were deactivated."""
+    from models.sessions import ended_logins  # here: models.sessions imports this module
+
+    devices = Device.filter(session_family_id__in=Subquery(ended_logins(now).values("id")))
+    if user_id is not None:
+        devices = devices.filter(user_id=user_id)
+    return await _deactivate(devices, DeactivationReason.SESSION_ENDED, now)
+
+
 async def deactivate_invalid_token(device_id: UUID, *, now: datetime) -> None:
     """APNs or FCM answered that this device's token is no longer valid."""
     await _deactivate(Device.filter(id=device_id), DeactivationReason.TOKEN_INVALID, now)
 
 
-async def devices_awaiting(notification_id: UUID, recipient_id: UUID) -> list[Device]:
-    """The recipient's active devices that have not received this notification yet."""
+async def devices_awaiting(notification_id: UUID, recipient_id: UUID, *, now: datetime) -> list[Device]:
+    """The recipient's active devices that have not received this notification yet; a device of a
+    login found expired is deactivated first (the periodic job may not have run yet)."""
+    await end_expired_login_devices(now=now, user_id=recipient_id)
     delivered = DeviceDelivery.filter(notification_id=notification_id).values_list("device_id", flat=True)
     return (
         await Device.filter(user_id=recipient_id, is_active=True).exclude(id__in=await delivered).order_by("created_at")

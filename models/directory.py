@@ -13,7 +13,7 @@ from tortoise.expressions import Q, Subquery
 
 from models.access import Scope, Viewer, patients_visible_to
 from models.accounts import CareTeam, Patient, Provider, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied
 from models.errors import NotFound
 
 
@@ -206,9 +206,31 @@ async def clinical_patient_ids(viewer: Viewer, patient_ids: list[UUID], resource
     return [patient_id for patient_id in dict.fromkeys(patient_ids) if patient_id == own]
 
 
-async def treating_provider_patient(viewer: Viewer, patient_id: UUID) -> Patient:
-    """The patient, if the viewer is a provider of their care team (who may change their care)."""
+async def treating_provider_patient(
+    viewer: Viewer,
+    patient_id: UUID,
+    *,
+    refusal: NotFound | None = None,
+    resource_type: str = "Patient",
+    resource_id: UUID | None = None,
+    action: AuditAction = AuditAction.UPDATE,
+) -> Patient:
+    """The patient, if the viewer is a provider of their care team (who may change their care).
+
+    Otherwise `refusal` (default: patient not found), the very answer the caller gives for a
+    record that does not exist, and a DENIED entry for `resource_type` against the patient."""
     patient = await Patient.get_or_none(id=patient_id)
     if patient is None or not viewer.is_role(Role.PROVIDER) or patient.care_team_id not in viewer.care_team_ids:  # type: ignore[attr-defined]
-        raise NotFound("patient")
+        refused = refusal or NotFound("patient")
+        raise denied(viewer, refused, action, resource_type, patient_id=patient_id, resource_id=resource_id)
     return patient
+
+
+async def require_clinical_record(viewer: Viewer, patient_id: UUID, resource_type: str, refusal: NotFound) -> None:
+    """`require_clinical_access` for a record read by its id: a refusal is `refusal`, the very
+    answer for a record that does not exist (not "patient not found", which would tell them
+    apart)."""
+    try:
+        await require_clinical_access(viewer, patient_id, resource_type)
+    except NotFound:
+        raise refusal from None

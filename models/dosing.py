@@ -22,9 +22,9 @@ from models import alert_rules
 from models.access import Viewer
 from models.accounts import Patient, Role
 from models.alerts import raise_alerts
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
 from models.base import Entity
-from models.directory import require_clinical_access, treating_provider_patient
+from models.directory import require_clinical_access, require_clinical_record, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, StoredRefusal, request_fields, run_once
@@ -344,9 +344,9 @@ def validate_reading(
         raise InvalidInput(field_name, "measuredAt is in the future")
 
 
-def _require_patient(viewer: Viewer) -> UUID:
+def _require_patient(viewer: Viewer, action: AuditAction) -> UUID:
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("dosing sessions are logged by the patient")
+        raise denied(viewer, Forbidden("dosing sessions are logged by the patient"), action, "DosingSession")
     return viewer.patient_id
 
 
@@ -464,7 +464,7 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
     the reading must be from the 30 minutes before it, the interval is counted from it, and it
     becomes the session's start; alerts and the audit carry the server's time. When its checks
     fail it is recorded all the same, with the failed checks, and alerts the care team (§2)."""
-    patient_id = _require_patient(viewer)
+    patient_id = _require_patient(viewer, AuditAction.CREATE)
     plan = await TreatmentPlan.filter(patient_id=patient_id, status__in=CURRENT_STATUSES).first()
     ceiling = plan.bp_ceiling if plan else policy.default_bp_ceiling
     content = {"answeredYes": list(data.answered_yes), "bloodPressure": _reading_content(data.blood_pressure)}
@@ -672,7 +672,7 @@ async def complete_dosing_session(
     crisis wording or "not back to baseline" alerts the care team even when the completion itself
     is refused (too early, late, not found), and "not back to baseline" makes the post-session
     check due at once."""
-    patient_id = _require_patient(viewer)
+    patient_id = _require_patient(viewer, AuditAction.UPDATE)
     session = await DosingSession.get_or_none(id=data.session_id, patient_id=patient_id) if data.session_id else None
     actions: list[Action] = []
     if not data.back_to_baseline and session is not None and session.status is SessionStatus.IN_PROGRESS:
@@ -704,8 +704,9 @@ async def _complete(
     if data.problems:
         raise data.problems[0]
     session = await DosingSession.get_or_none(id=data.session_id, patient_id=patient_id)
-    if session is None:
-        raise NotFound("dosing session")
+    if session is None:  # another patient's or none at all: one answer, audited
+        refusal = NotFound("dosing session")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "DosingSession", resource_id=data.session_id)
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -745,14 +746,18 @@ async def void_dosing_session(viewer: Viewer, session_id: UUID, reason: str, *, 
     """A provider of the patient's care team marks a session entered in error (CLINICAL.md §12:
     corrections never delete). Its follow-up surveys not yet answered are cancelled (§6)."""
     if not viewer.is_role(Role.PROVIDER):
-        raise Forbidden("only the patient's providers may void a session")
+        refusal = Forbidden("only the patient's providers may void a session")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "DosingSession", resource_id=session_id)
     cleaned = " ".join(reason.split())
     if not cleaned or len(cleaned) > 500:
         raise InvalidInput("reason", "say why the session is void (1 to 500 characters)")
     session = await DosingSession.get_or_none(id=session_id)
     if session is None:
-        raise NotFound("dosing session")
-    await treating_provider_patient(viewer, session.patient_id)  # type: ignore[attr-defined]
+        raise denied(viewer, NotFound("dosing session"), AuditAction.UPDATE, "DosingSession", resource_id=session_id)
+    await treating_provider_patient(
+        viewer, session.patient_id, refusal=NotFound("dosing session"), resource_type="DosingSession",  # type: ignore[attr-defined]
+        resource_id=session_id,
+    )  # fmt: skip
     async with in_transaction():
         current = await DosingSession.filter(id=session_id).select_for_update().first()
         assert current is not None
@@ -801,7 +806,7 @@ async def get_session(viewer: Viewer, session_id: UUID) -> DosingSession:
     session = await DosingSession.get_or_none(id=session_id)
     if session is None:
         raise NotFound("dosing session")
-    await require_clinical_access(viewer, session.patient_id, "DosingSession")  # type: ignore[attr-defined]
+    await require_clinical_record(viewer, session.patient_id, "DosingSession", NotFound("dosing session"))  # type: ignore[attr-defined]
     return session
 
 

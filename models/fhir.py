@@ -15,7 +15,7 @@ from uuid import UUID
 from models.access import Viewer
 from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert, AlertStatus
-from models.audit import ActorType, AuditEvent, AuditOutcome, get_audit_event
+from models.audit import ActorType, AuditAction, AuditEvent, AuditOutcome, denied, get_audit_event
 from models.checkins import CheckIn
 from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
 from models.dosing import DosingSession, SessionStatus
@@ -724,8 +724,16 @@ def _uuid(raw: str) -> UUID:
 
 
 async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) -> dict[str, Any]:
-    """One resource the viewer may read, as FHIR JSON; `NotFound` for one that does not exist or
-    that the viewer may not see (the same answer, audited either way)."""
+    """One resource the viewer may read, as FHIR JSON; `NotFound("resource")` for one that does
+    not exist or that the viewer may not see, whichever rule refused it (the patient's, the
+    record's, the audit log's): the same words either way, and the refusal audited."""
+    try:
+        return await _fhir_resource(viewer, resource_type, resource_id)
+    except NotFound:
+        raise NotFound("resource") from None
+
+
+async def _fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) -> dict[str, Any]:
     if resource_type not in RESOURCE_TYPES:
         raise InvalidInput("resourceType", f"resourceType must be one of {', '.join(RESOURCE_TYPES)}")
     if resource_type == "Patient":
@@ -736,8 +744,11 @@ async def fhir_resource(viewer: Viewer, resource_type: str, resource_id: str) ->
         return audit_event(await get_audit_event(viewer, _uuid(resource_id)))
     if resource_type == "Consent":
         record = await DataSharingConsent.get_or_none(id=_uuid(resource_id)).select_related("api_client")
-        if record is None or (viewer.is_api_client and record.api_client.id != viewer.id):
+        if record is None:
             raise NotFound("resource")
+        if viewer.is_api_client and record.api_client.id != viewer.id:  # another client's consent
+            patient_id: UUID = record.patient_id  # type: ignore[attr-defined]
+            raise denied(viewer, NotFound("resource"), AuditAction.READ, "Consent", patient_id=patient_id)
         await clinical_patient(viewer, record.patient_id, resource_type)  # type: ignore[attr-defined]
         return consent(record, record.api_client)
     if resource_type in ("CarePlan", "MedicationRequest"):

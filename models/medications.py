@@ -18,6 +18,7 @@ from tortoise.transactions import in_transaction
 from models.access import Viewer
 from models.accounts import Role
 from models.alert_rules import AlertKind, AlertSpec, Severity
+from models.audit import AuditAction, denied
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.idempotency import Outcome, run_once
 from models.opioids import InteractionWarning, session_warnings
@@ -126,7 +127,8 @@ async def report_new_medication(viewer: Viewer, data: NewMedication, *, now: dat
     """The patient adds a class of medication to their current plan (source PATIENT). The report
     is screened first (CLINICAL.md §0): its alert is raised even when the report is refused."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("new medications are reported by the patient")
+        refusal = Forbidden("new medications are reported by the patient")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "TreatmentPlan")
     patient_id = viewer.patient_id
     findings = Findings(advice={"safetyInstructions": NEW_MEDICATION_ADVICE})
     findings.add(new_medication_alert(data.medication_class, data.note))

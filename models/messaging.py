@@ -22,7 +22,7 @@ from tortoise.transactions import in_transaction
 from models import notifications
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role, User
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
 from models.directory import audit_patient_read
 from models.errors import Forbidden, InvalidInput, NotFound
@@ -90,9 +90,9 @@ def _threads_visible_to(viewer: Viewer) -> Q:
     return Q(pk=None)
 
 
-def _require_participant_role(viewer: Viewer) -> None:
+def _require_participant_role(viewer: Viewer, action: AuditAction, resource_type: str = "MessageThread") -> None:
     if not (viewer.is_role(Role.PATIENT) or viewer.is_role(Role.PROVIDER)):
-        raise Forbidden("messages are between a patient and their care team")
+        raise denied(viewer, Forbidden("messages are between a patient and their care team"), action, resource_type)
 
 
 async def get_thread(viewer: Viewer, thread_id: UUID) -> MessageThread:
@@ -113,7 +113,7 @@ class ThreadCursor:
 
 async def list_threads(viewer: Viewer, *, limit: int, after: ThreadCursor | None = None) -> list[MessageThread]:
     """The viewer's threads, the most recently active first."""
-    _require_participant_role(viewer)
+    _require_participant_role(viewer, AuditAction.READ)
     query = MessageThread.filter(_threads_visible_to(viewer))
     if after is not None:
         query = query.filter(
@@ -184,24 +184,33 @@ async def total_unread(viewer: Viewer) -> int:
 
 
 async def create_thread(
-    viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime, policy: ClinicPolicy
+    viewer: Viewer,
+    subject: str,
+    *,
+    patient_id: UUID | None,
+    now: datetime,
+    policy: ClinicPolicy,
+    idempotency_key: str | None = None,
 ) -> Outcome:
     """A new thread: a patient's with their care team, or a provider's with a team patient. A
-    patient's subject is screened first for crisis wording (CLINICAL.md §0, §7)."""
-    _require_participant_role(viewer)
+    patient's subject is screened first for crisis wording (CLINICAL.md §0, §7). A retry with the
+    same `idempotency_key` and subject gets the first thread back, and creates none."""
+    _require_participant_role(viewer, AuditAction.CREATE)
     if not viewer.is_role(Role.PATIENT):
-        return await _create_thread(viewer, subject, patient_id=patient_id, now=now)
+        return await _create_thread(viewer, subject, patient_id=patient_id, now=now, idempotency_key=idempotency_key)
     assert viewer.patient_id is not None
     submission = Submission(
         "createMessageThread", viewer.patient_id, {"subject": subject},
-        crisis_findings(subject, "a message subject", policy),
+        crisis_findings(subject, "a message subject", policy), idempotency_key=idempotency_key,
     )  # fmt: skip
     screened = await screen(submission, now=now, policy=policy)
-    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now)
+    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now, idempotency_key=idempotency_key)
     return await screened.guard(write, record_type="MessageThread")
 
 
-async def _create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime) -> Outcome:
+async def _create_thread(
+    viewer: Viewer, subject: str, *, patient_id: UUID | None, now: datetime, idempotency_key: str | None
+) -> Outcome:
     cleaned = " ".join(subject.split())
     if not cleaned or len(cleaned) > MAX_SUBJECT:
         raise InvalidInput("subject", f"subject must be 1 to {MAX_SUBJECT} characters")
@@ -210,17 +219,23 @@ async def _create_thread(viewer: Viewer, subject: str, *, patient_id: UUID | Non
     else:
         found = await Patient.get_or_none(id=patient_id) if patient_id else None
         if found is None or found.care_team_id not in viewer.care_team_ids:  # type: ignore[attr-defined]
-            raise NotFound("patient")
+            # Another team's patient, or none at all: one answer, audited.
+            raise denied(viewer, NotFound("patient"), AuditAction.CREATE, "MessageThread", patient_id=patient_id)
         patient = found
-    async with in_transaction():
-        thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
-        await record_event(
-            "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
-            operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
-        )  # fmt: skip
-        entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
-        await record_now(viewer, entry, now=now, trail=viewer.audit)
-    return Outcome(thread.id)
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
+            await record_event(
+                "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
+                operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        return Outcome(thread.id)
+
+    request = {"subject": cleaned, "patient": str(patient.id)}
+    return await run_once(viewer, "createMessageThread", idempotency_key, request, write, now=now)
 
 
 @dataclass(frozen=True)
@@ -247,7 +262,7 @@ async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, polic
     first (CLINICAL.md §0, §7): crisis wording alerts the care team and returns crisis resources,
     also when the message is refused (too long, a thread that is not theirs); an accepted message
     is delivered all the same."""
-    _require_participant_role(viewer)
+    _require_participant_role(viewer, AuditAction.CREATE, "Message")
     if not viewer.is_role(Role.PATIENT):
         return await _send(viewer, data, now=now)
     assert viewer.patient_id is not None
@@ -313,7 +328,7 @@ async def _mark_read(user_id: UUID, thread_id: UUID, number: int, now: datetime)
 
 async def mark_thread_read(viewer: Viewer, thread_id: UUID, *, now: datetime) -> MessageThread:
     """Everything in the thread so far is read by the viewer."""
-    _require_participant_role(viewer)
+    _require_participant_role(viewer, AuditAction.UPDATE)
     thread = await get_thread(viewer, thread_id)
     async with in_transaction():
         locked = await MessageThread.filter(id=thread.id).select_for_update().first()
@@ -326,5 +341,8 @@ async def get_message(viewer: Viewer, message_id: UUID) -> Message:
     message = await Message.get_or_none(id=message_id)
     if message is None:
         raise NotFound("message")
-    await get_thread(viewer, message.thread_id)  # type: ignore[attr-defined]
+    try:
+        await get_thread(viewer, message.thread_id)  # type: ignore[attr-defined]
+    except NotFound:
+        raise NotFound("message") from None  # the same answer as for a message that does not exist
     return message

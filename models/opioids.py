@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import Patient, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
@@ -88,7 +88,7 @@ def _validate(data: NewOpioidDose, now: datetime, policy: ClinicPolicy) -> str:
 async def log_opioid_use(viewer: Viewer, data: NewOpioidDose, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """The patient records an opioid intake (a patch: when it was applied)."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("opioid use is logged by the patient")
+        raise denied(viewer, Forbidden("opioid use is logged by the patient"), AuditAction.CREATE, "OpioidDose")
     patient_id = viewer.patient_id
     drug = _validate(data, now, policy)
 

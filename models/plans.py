@@ -22,7 +22,7 @@ from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now, record_system
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
 from models.base import Entity
 from models.directory import clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -417,9 +417,10 @@ def _columns(terms: ResolvedTerms) -> dict[str, Any]:
     }
 
 
-def _require_provider(viewer: Viewer) -> UUID:
+def _require_provider(viewer: Viewer, action: AuditAction = AuditAction.UPDATE) -> UUID:
     if not viewer.is_role(Role.PROVIDER) or viewer.provider_id is None:
-        raise Forbidden("only the patient's providers may change a treatment plan")
+        refusal = Forbidden("only the patient's providers may change a treatment plan")
+        raise denied(viewer, refusal, action, "TreatmentPlan")
     return viewer.provider_id
 
 
@@ -458,8 +459,10 @@ async def _changed(
 
 async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime, policy: ClinicPolicy) -> TreatmentPlan:
     """A provider of the patient's care team prescribes a plan (one current plan per patient)."""
-    prescriber_id = _require_provider(viewer)
-    patient = await treating_provider_patient(viewer, data.patient_id)
+    prescriber_id = _require_provider(viewer, AuditAction.CREATE)
+    patient = await treating_provider_patient(
+        viewer, data.patient_id, resource_type="TreatmentPlan", action=AuditAction.CREATE
+    )
     unknown = sorted(set(data.structural_contraindications) - STRUCTURAL_CONTRAINDICATIONS)
     if unknown:
         raise InvalidInput("structuralContraindications", f"unknown contraindications: {', '.join(unknown)}")
@@ -497,11 +500,15 @@ async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime,
 
 
 async def _plan_for_provider(viewer: Viewer, plan_id: UUID) -> TreatmentPlan:
+    """The plan, if the viewer treats its patient; one answer for a plan that does not exist and
+    for another team's (audited either way)."""
     _require_provider(viewer)
     plan = await TreatmentPlan.get_or_none(id=plan_id)
     if plan is None:
-        raise NotFound("treatment plan")
-    await treating_provider_patient(viewer, plan.patient_id)  # type: ignore[attr-defined]
+        raise denied(viewer, NotFound("treatment plan"), AuditAction.UPDATE, "TreatmentPlan", resource_id=plan_id)
+    await treating_provider_patient(
+        viewer, plan.patient_id, refusal=NotFound("treatment plan"), resource_type="TreatmentPlan", resource_id=plan_id,  # type: ignore[attr-defined]
+    )  # fmt: skip
     return plan
 
 

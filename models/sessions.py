@@ -25,7 +25,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from tortoise import fields
+from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.accounts import User
@@ -96,6 +98,13 @@ class IssuedRefreshToken:
     token: str
     user_id: uuid.UUID
     family_id: uuid.UUID
+
+
+def ended_logins(now: datetime) -> QuerySet[SessionFamily]:
+    """Logins that can no longer be refreshed: revoked, past their absolute lifetime, or idle past
+    the lifetime of their last refresh token (none left unspent and unexpired)."""
+    live_tokens = RefreshToken.filter(rotated_at=None, idle_expires_at__gt=now).values("family_id")
+    return SessionFamily.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=now) | ~Q(id__in=Subquery(live_tokens)))
 
 
 def hash_token(token: str) -> str:

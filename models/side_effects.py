@@ -16,9 +16,9 @@ from tortoise.transactions import in_transaction
 from models.access import Viewer
 from models.accounts import Patient, Role
 from models.alert_rules import AlertKind, AlertSpec, Severity
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
-from models.directory import require_clinical_access
+from models.directory import require_clinical_access, require_clinical_record
 from models.dosing import DosingSession
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
@@ -223,7 +223,8 @@ async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: dateti
     """Store a patient's report; alert, hold the plan and advise as CLINICAL.md §4 says. The
     report is screened first (§0): its alert, hold and advice stand even when it is refused."""
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("side effects are reported by the patient")
+        refusal = Forbidden("side effects are reported by the patient")
+        raise denied(viewer, refusal, AuditAction.CREATE, "SideEffectReport")
     patient_id = viewer.patient_id
     content = {"code": data.code, "grade": data.grade.value, "note": data.note}
     actions = [_automatic_hold(data, now)] if side_effect_holds_plan(data.code, data.grade) else []
@@ -244,7 +245,9 @@ async def _report(
 ) -> Outcome:
     onset_at = _validate(data, now, policy)
     if data.session_id is not None and not await DosingSession.exists(id=data.session_id, patient_id=patient.id):
-        raise InvalidInput("sessionId", "sessionId is not one of your sessions")
+        # Another patient's session or none at all: one answer, audited like any refused access.
+        refusal = InvalidInput("sessionId", "sessionId is not one of your sessions")
+        raise denied(viewer, refusal, AuditAction.CREATE, "SideEffectReport", resource_id=data.session_id)
 
     async def write() -> Outcome:
         async with in_transaction():
@@ -285,5 +288,6 @@ async def get_side_effect(viewer: Viewer, report_id: UUID) -> SideEffectReport:
     report = await SideEffectReport.get_or_none(id=report_id)
     if report is None:
         raise NotFound("side-effect report")
-    await require_clinical_access(viewer, report.patient_id, "SideEffectReport")  # type: ignore[attr-defined]
+    refusal = NotFound("side-effect report")
+    await require_clinical_record(viewer, report.patient_id, "SideEffectReport", refusal)  # type: ignore[attr-defined]
     return report

@@ -25,9 +25,9 @@ from models import alert_rules, notifications
 from models.access import Viewer
 from models.accounts import Patient, Role
 from models.alerts import raise_alerts, resolve_automatically
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
-from models.directory import require_clinical_access
+from models.directory import require_clinical_access, require_clinical_record
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
@@ -631,7 +631,7 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
     taken it (see `models.alerts.resolve_automatically`).
     """
     if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise Forbidden("surveys are answered by the patient")
+        raise denied(viewer, Forbidden("surveys are answered by the patient"), AuditAction.CREATE, "SurveyResponse")
     patient_id = viewer.patient_id
     findings, definition = await answer_findings(patient_id, data, policy)
     content = {
@@ -669,7 +669,7 @@ class _Target:
     session_id: UUID | None = None
 
 
-async def _target(patient_id: UUID, data: NewResponse, now: datetime) -> _Target:
+async def _target(viewer: Viewer, patient_id: UUID, data: NewResponse, now: datetime) -> _Target:
     """The assignment being answered (locked for this transaction) or the unscheduled response.
 
     Answers from an offline phone (`recorded_at`) are judged by the time the patient gave them:
@@ -681,13 +681,15 @@ async def _target(patient_id: UUID, data: NewResponse, now: datetime) -> _Target
         assignment = (
             await SurveyAssignment.filter(id=data.assignment_id, patient_id=patient_id).select_for_update().first()
         )
-        if assignment is None:
-            raise NotFound("survey assignment")
+        if assignment is None:  # another patient's or none at all: one answer, audited
+            refusal = NotFound("survey assignment")
+            raise denied(viewer, refusal, AuditAction.UPDATE, "SurveyAssignment", resource_id=data.assignment_id)
     elif data.session_id is not None:
         from models.dosing import DosingSession  # dosing schedules surveys: import here
 
         if not await DosingSession.exists(id=data.session_id, patient_id=patient_id):
-            raise NotFound("dosing session")
+            refusal = NotFound("dosing session")
+            raise denied(viewer, refusal, AuditAction.UPDATE, "DosingSession", resource_id=data.session_id)
         if data.instrument not in (None, POST_SESSION):
             raise InvalidInput("instrument", f"a session's survey is the {POST_SESSION} check, not {data.instrument}")
         assignment = (
@@ -734,7 +736,7 @@ async def _submit(
 
     async def write() -> Outcome:
         async with in_transaction():
-            target = await _target(patient_id, data, now)
+            target = await _target(viewer, patient_id, data, now)
             definition = await definition_of(target.instrument)
             result = score(definition, answers)
             assignment = target.assignment
@@ -817,5 +819,6 @@ async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
     response = await SurveyResponse.get_or_none(id=response_id)
     if response is None:
         raise NotFound("survey response")
-    await require_clinical_access(viewer, response.patient_id, "SurveyResponse")  # type: ignore[attr-defined]
+    refusal = NotFound("survey response")
+    await require_clinical_record(viewer, response.patient_id, "SurveyResponse", refusal)  # type: ignore[attr-defined]
     return response

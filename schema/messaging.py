@@ -190,6 +190,9 @@ class MarkThreadReadInput:
 
 @strawberry.input
 class CreateMessageThreadInput:
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Retry with the same key and subject: the first thread, and no second one."
+    )
     subject: str
     patient_id: strawberry.ID | None = strawberry.field(default=None, description="Providers: the patient to write to.")
 
@@ -197,7 +200,9 @@ class CreateMessageThreadInput:
 SendResult = Annotated[
     MessageType | ValidationError | NotFound | IdempotencyConflict, strawberry.union("SendMessageResult")
 ]
-ThreadResult = Annotated[MessageThreadType | ValidationError | NotFound, strawberry.union("MessageThreadResult")]
+ThreadResult = Annotated[
+    MessageThreadType | ValidationError | NotFound | IdempotencyConflict, strawberry.union("MessageThreadResult")
+]
 
 
 @strawberry.type
@@ -268,8 +273,9 @@ class MessagingMutation:
         async def call() -> Any:
             patient = node_id(input.patient_id, "Patient", "patientId") if input.patient_id else None
             outcome = await messaging.create_thread(
-                viewer, input.subject, patient_id=patient, now=info.context.now(), policy=info.context.policy
-            )
+                viewer, input.subject, patient_id=patient, now=info.context.now(), policy=info.context.policy,
+                idempotency_key=input.idempotency_key,
+            )  # fmt: skip
             return outcome, await messaging.get_thread(viewer, outcome.resource_id)
 
         result, advice = await written(call, MessageThreadType.from_model)

@@ -34,7 +34,7 @@ from models.accounts import ApiClient, User
 from models.clock import ManualClock
 from models.notifications import Sender
 from models.policy import DEFAULT_POLICY
-from models.sessions import SessionFamily
+from models.sessions import RefreshToken, SessionFamily
 from seeds.loader import load_seeds
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
@@ -293,6 +293,19 @@ async def start_logins(user_ids: dict[str, uuid.UUID], now: datetime) -> dict[st
         for user_id in user_ids.values()
     ]
     await SessionFamily.bulk_create(families)
+    # Each with an unspent refresh token, as after a sign-in: a login without one has ended.
+    await RefreshToken.bulk_create(
+        [
+            RefreshToken(
+                id=uuid.uuid4(),
+                family_id=family.id,
+                token_hash=uuid.uuid4().hex * 2,
+                issued_at=now,
+                idle_expires_at=now + LONG_LOGIN,
+            )  # fmt: skip
+            for family in families
+        ]
+    )
     return {email: family.id for email, family in zip(user_ids, families, strict=True)}
 
 

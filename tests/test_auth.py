@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import jwt
 import pytest
 from starlette.applications import Starlette
 
+from api.app import create_app
 from api.auth.passwords import verify_password
 from api.auth.tokens import REQUIRED_CLAIMS
 from api.database import use_database
@@ -21,6 +23,7 @@ from models.accounts import User
 from models.audit import AuditEvent, AuditOutcome
 from models.clock import ManualClock
 from models.sessions import RefreshToken
+from models.throttle import KnownSignInAddress, LoginThrottle
 from seeds.demo import DEMO_CLIENT_SECRET, DEMO_PASSWORD
 from tests.conftest import Tokens
 
@@ -439,3 +442,94 @@ async def test_an_oversized_client_id_is_an_authentication_failure_not_a_crash(
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
+
+
+# ------------------------------------------------ sign-in from other sites (issue #16, finding 8)
+
+PORTAL = "https://portal.example.org"
+OTHER_SITES = [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example.net"},
+    {"Origin": "https://evil.example.net"},  # a browser that sends no Sec-Fetch-Site
+    {"Origin": "https://evil.example.org", "Sec-Fetch-Site": "same-site"},  # a sibling site
+    {"Origin": "null"},  # a sandboxed frame
+]
+
+
+@pytest.mark.parametrize("headers", OTHER_SITES)
+async def test_a_sign_in_from_another_sites_page_is_refused_and_counts_nothing(
+    client: httpx.AsyncClient, app: Starlette, headers: dict[str, str]
+) -> None:
+    # A hostile page on a clinic workstation posting wrong passwords, enough to lock the address out.
+    for attempt in range(25):
+        response = await client.post(
+            "/auth/token",
+            data={"grant_type": "password", "username": f"user{attempt}@demo.test", "password": "guess"},
+            headers=headers,
+        )
+        assert response.status_code == 403
+        assert response.json()["error"] == "invalid_request"
+        assert "refused" in response.json()["error_description"]
+    logout = await client.post("/auth/revoke", data={"token": "whatever"}, headers=headers)
+    assert (logout.status_code, logout.json()["error"]) == (403, "invalid_request")
+    with use_database(app.state.database):
+        assert await LoginThrottle.all().count() == 0
+        assert not await AuditEvent.filter(resource_type="Login").exists()
+    assert (await sign_in(client, "alex@demo.test")).status_code == 200  # the clinic is not locked out
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # the apps, EHR servers
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": PORTAL},  # the portal, on another site, listed
+        {"Origin": PORTAL},
+    ],
+)
+async def test_the_apps_this_api_and_the_listed_portal_sign_in(
+    settings: Settings, clock: ManualClock, headers: dict[str, str]
+) -> None:
+    application = create_app(replace(settings, cors_allowed_origins=(PORTAL,)), clock=clock)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            response = await http.post(
+                "/auth/token",
+                data={"grant_type": "password", "username": "alex@demo.test", "password": DEMO_PASSWORD},
+                headers=headers,
+            )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("grant", "typed", "named"),
+    [
+        ("password", "correct horse battery staple", "an unknown account"),  # a password in the wrong box
+        ("password", "nobody@demo.test", "an unknown account"),
+        ("client_credentials", "s3cret-typed-as-the-id", "an unknown client"),
+    ],
+)
+async def test_a_failed_sign_in_never_stores_a_name_that_is_no_accounts(
+    client: httpx.AsyncClient, app: Starlette, grant: str, typed: str, named: str
+) -> None:
+    if grant == "password":
+        data = {"grant_type": grant, "username": typed, "password": "guess"}
+    else:
+        data = {"grant_type": grant, "client_id": typed, "client_secret": "guess"}
+    answers = [(await client.post("/auth/token", data=data)).status_code for _ in range(6)]
+    assert answers[-1] == 429  # counted and throttled like any other name
+    with use_database(app.state.database):
+        details = [row.detail or "" for row in await AuditEvent.filter(resource_type__in=["Login", "ClientLogin"])]
+        keys = [row.key for row in await LoginThrottle.all()]
+        known = [row.subject for row in await KnownSignInAddress.all()]
+    assert set(details) >= {f"wrong credentials for {named}", f"throttled: {named}"}
+    assert not [text for text in [*details, *keys, *known] if typed.lower() in text.lower()]
+
+
+async def test_a_failed_sign_in_to_an_account_names_the_account(client: httpx.AsyncClient, app: Starlette) -> None:
+    await sign_in(client, "Alex@Demo.test", "guess")
+    with use_database(app.state.database):
+        [row] = await AuditEvent.filter(resource_type="Login")
+    assert row.detail == "wrong credentials for alex@demo.test"

@@ -283,6 +283,17 @@ async def test_scopes_decide_which_resources_a_client_receives(
     assert "changes:read" in body["errors"][0]["message"]
 
 
+@pytest.mark.parametrize("scopes", [{"changes:read"}, {"changes:read", "clinical:read"}])
+async def test_a_client_without_patients_read_receives_no_consent_for_it_names_the_patient(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, scopes: set[str]
+) -> None:
+    blind = SyncingClient(app, client, tokens.client("demo-ehr", frozenset(scopes)))
+    await blind.catch_up()
+    assert blind.copy == {}
+    body = await gql(client, CHANGES, {"types": ["Consent"]}, token=tokens.client("demo-ehr", frozenset(scopes)))
+    assert body["data"]["changes"]["edges"] == []
+
+
 @pytest.mark.parametrize(
     ("variables", "problem"),
     [

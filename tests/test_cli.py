@@ -54,6 +54,29 @@ def test_serve_refuses_an_unmigrated_database_and_names_the_fix(empty_database_u
     assert "ketafollow migrate" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("environment", "problem"),
+    [
+        ({"KETAFOLLOW_ENV": ""}, "KETAFOLLOW_ENV is not set and "),
+        (
+            {"KETAFOLLOW_ENV": "development"},
+            "SECRET_KEY is the development key, public in the repository, and HOST=0.0.0.0",
+        ),
+    ],
+)
+def test_serve_on_every_address_refuses_the_default_environment_or_key_before_it_listens(
+    database_url: str, environment: dict[str, str], problem: str
+) -> None:
+    # HOST says loopback; `--host` is what the server would listen on.
+    result = run(
+        "serve", "--host", "0.0.0.0", "--port", "8799", database_url=database_url, HOST="127.0.0.1", SECRET_KEY="",
+        **environment,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert problem in result.stderr
+    assert "KETAFOLLOW_ENV=production" in result.stderr
+
+
 def test_migrate_on_an_empty_database_then_again_is_a_no_op(empty_database_url: str) -> None:
     first = run("migrate", database_url=empty_database_url)
     second = run("migrate", database_url=empty_database_url)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from starlette.applications import Starlette
 
+from api.auth.tokens import issue_access_token
 from api.database import use_database
+from api.settings import Settings
+from jobs.sessions import end_expired_login_devices
+from models.accounts import User
 from models.clock import ManualClock
-from models.devices import DeactivationReason, Device
+from models.devices import DeactivationReason, Device, devices_awaiting
 from seeds.demo import DEMO_PASSWORD
-from tests.conftest import Tokens
+from tests.conftest import Tokens, job_env
 from tests.graphql import gql
 
 IOS_TOKEN = "a1" * 32
@@ -174,6 +180,76 @@ async def test_an_access_token_that_outlived_its_logout_cannot_register_a_device
     body = await gql(client, REGISTER, {"input": device_input()}, token=login["access_token"], expect_status=401)
     assert body["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
     assert "sign in again" in body["errors"][0]["message"]
+    assert await devices_with_token(app, IOS_TOKEN) == []
+
+
+async def sign_in(client: httpx.AsyncClient, email: str = "alex@demo.test") -> dict[str, Any]:
+    response = await client.post(
+        "/auth/token", data={"grant_type": "password", "username": email, "password": DEMO_PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    login: dict[str, Any] = response.json()
+    return login
+
+
+async def refresh(client: httpx.AsyncClient, login: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(
+        "/auth/token", data={"grant_type": "refresh_token", "refresh_token": login["refresh_token"]}
+    )
+    assert response.status_code == 200, response.text
+    renewed: dict[str, Any] = response.json()
+    return renewed
+
+
+async def test_a_login_that_expired_stops_the_pushes_to_its_phone_and_only_its(
+    client: httpx.AsyncClient, app: Starlette, clock: ManualClock
+) -> None:
+    phone_login, tablet_login = await sign_in(client), await sign_in(client)
+    await register(client, phone_login["access_token"])
+    await register(client, tablet_login["access_token"], platform="ANDROID", token=ANDROID_TOKEN)
+    clock.advance(timedelta(hours=11))
+    await refresh(client, tablet_login)  # the tablet is in use; the phone was put away
+    clock.advance(timedelta(hours=2))  # the phone's login is now idle past its 12 hours
+    with use_database(app.state.database):
+        assert await end_expired_login_devices(job_env(clock)) == 1
+    [ios] = await devices_with_token(app, IOS_TOKEN)
+    [android] = await devices_with_token(app, ANDROID_TOKEN)
+    assert (ios.is_active, ios.deactivation_reason, ios.deactivated_at) == (
+        False,
+        DeactivationReason.SESSION_ENDED,
+        clock.now(),
+    )
+    assert android.is_active
+
+
+async def test_a_push_finds_a_login_that_expired_before_the_job_did_and_skips_its_phone(
+    client: httpx.AsyncClient, app: Starlette, clock: ManualClock
+) -> None:
+    await register(client, (await sign_in(client))["access_token"])
+    clock.advance(timedelta(hours=12, minutes=1))
+    with use_database(app.state.database):
+        alex = await User.get(email="alex@demo.test")
+        assert await devices_awaiting(uuid.uuid4(), alex.id, now=clock.now()) == []
+    [ios] = await devices_with_token(app, IOS_TOKEN)
+    assert (ios.is_active, ios.deactivation_reason) == (False, DeactivationReason.SESSION_ENDED)
+
+
+async def test_an_access_token_that_outlived_its_expired_login_cannot_register_a_device(
+    client: httpx.AsyncClient, app: Starlette, clock: ManualClock, settings: Settings
+) -> None:
+    login = await sign_in(client)
+    clock.advance(timedelta(hours=12, minutes=1))
+    # A valid access token of that login, as one issued at its last moment would still be.
+    session_id = uuid.UUID(jwt.decode(login["access_token"], options={"verify_signature": False})["sid"])
+    with use_database(app.state.database):
+        alex = await User.get(email="alex@demo.test")
+    token = issue_access_token(
+        settings, subject_kind="user", subject_id=alex.id, now=clock.now(), session_id=session_id
+    )
+    body = await gql(client, REGISTER, {"input": device_input()}, token=token)
+    assert body["data"] is None
+    # Refused by the device rule (or, where each request checks its login, at sign-in): no device.
+    assert body["errors"][0]["extensions"]["code"] in {"FORBIDDEN", "UNAUTHENTICATED"}
     assert await devices_with_token(app, IOS_TOKEN) == []
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import uvicorn
 from starlette.applications import Starlette
@@ -20,7 +18,7 @@ from starlette.routing import Route
 from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
-from jobs.senders import webhook_sender
+from jobs.senders import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook, webhook_sender, webhook_signature
 from models import notifications
 from models.clock import ManualClock, SystemClock
 from models.notifications import Notification, NotificationStatus, OutgoingNotification
@@ -65,7 +63,7 @@ async def test_a_signed_notification_is_retried_with_back_off_then_sent_once(
     receiver = Receiver(failures=1)
     recipient = uuid.uuid4()
     async with serving(receiver) as url:
-        send = webhook_sender(url, SECRET)
+        send = webhook_sender(url, SECRET, clock)
         with use_database(app.state.database):
             await notifications.enqueue(
                 recipient, "NEW_MESSAGE", "thread/abc", dedup_key="test:1", now=clock.now(), not_before=clock.now()
@@ -85,8 +83,8 @@ async def test_a_signed_notification_is_retried_with_back_off_then_sent_once(
             assert (await Notification.get(dedup_key="test:1")).status is NotificationStatus.SENT
     assert len(receiver.calls) == 2
     headers, body = receiver.calls[-1]
-    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert headers["x-ketafollow-signature"] == f"sha256={expected}"
+    assert headers["x-ketafollow-timestamp"] == str(int(clock.now().timestamp()))
+    assert verify_webhook(SECRET, headers, body, now=clock.now())
     assert headers["idempotency-key"] == str(row.id)
     assert json.loads(body) == {
         "id": str(row.id),
@@ -122,3 +120,16 @@ async def test_a_notification_being_sent_as_the_server_stops_is_marked_sent_not_
         row = await Notification.get(dedup_key="stop:1")
     assert sent == [row.id]
     assert row.status is NotificationStatus.SENT
+
+
+def test_a_signed_webhook_request_replayed_later_or_altered_fails_verification() -> None:
+    sent_at = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    body, stamp = b'{"id":"n1","kind":"NEW_MESSAGE"}', int(sent_at.timestamp())
+    headers = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: webhook_signature(SECRET, stamp, body)}
+    assert verify_webhook(SECRET, headers, body, now=sent_at + timedelta(seconds=20))
+    assert not verify_webhook(SECRET, headers, body, now=sent_at + timedelta(minutes=6))  # replayed later
+    later = stamp + 3600  # a fresh timestamp on the old signature
+    assert not verify_webhook(SECRET, {**headers, TIMESTAMP_HEADER: str(later)}, body, now=sent_at + timedelta(hours=1))
+    assert not verify_webhook(SECRET, headers, body.replace(b"n1", b"n2"), now=sent_at)
+    assert not verify_webhook(SECRET, {SIGNATURE_HEADER: headers[SIGNATURE_HEADER]}, body, now=sent_at)
+    assert not verify_webhook("another-secret-of-more-than-32-chars!", headers, body, now=sent_at)

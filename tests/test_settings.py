@@ -25,6 +25,52 @@ def test_defaults_describe_a_development_server_on_sqlite() -> None:
     assert settings.log_format == "text"
 
 
+POSTGRES = "postgres://db.internal:5432/ketafollow"
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"HOST": "0.0.0.0"}, "KETAFOLLOW_ENV is not set and HOST=0.0.0.0 is reachable from other machines"),
+        ({"HOST": "10.1.2.3"}, "KETAFOLLOW_ENV is not set and HOST=10.1.2.3 is reachable from other machines"),
+        ({"HOST": "::"}, "KETAFOLLOW_ENV is not set and HOST=:: is reachable from other machines"),
+        ({"HOST": "api.clinic.example"}, "KETAFOLLOW_ENV is not set and HOST=api.clinic.example is reachable"),
+        ({"DATABASE_URL": POSTGRES}, "KETAFOLLOW_ENV is not set and DATABASE_URL is a PostgreSQL database"),
+        ({"KETAFOLLOW_ENV": " ", "DATABASE_URL": POSTGRES}, "KETAFOLLOW_ENV is not set"),
+        ({"KETAFOLLOW_ENV": "development", "HOST": "0.0.0.0"}, "SECRET_KEY is the development key"),
+        (
+            {"KETAFOLLOW_ENV": "test", "HOST": "192.168.1.20", "SECRET_KEY": DEVELOPMENT_SECRET_KEY},
+            "SECRET_KEY is the development key",
+        ),
+    ],
+)
+def test_the_default_environment_or_key_refuses_to_start_where_others_can_reach_it_naming_the_fix(
+    environ: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    [message] = raised.value.problems
+    assert problem in message
+    assert "KETAFOLLOW_ENV=production" in message and "SECRET_KEY" in message
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},  # `make run`: a development machine on loopback and SQLite
+        {"HOST": "127.0.0.2"},
+        {"HOST": "::1"},
+        {"HOST": "localhost"},
+        {"KETAFOLLOW_ENV": "development", "DATABASE_URL": POSTGRES},
+        {"KETAFOLLOW_ENV": "test", "DATABASE_URL": POSTGRES},
+        {"KETAFOLLOW_ENV": "development", "HOST": "0.0.0.0", "SECRET_KEY": "a key of this machine only"},
+        {"KETAFOLLOW_ENV": "production", "HOST": "0.0.0.0", "DATABASE_URL": POSTGRES, "SECRET_KEY": STRONG_SECRET},
+    ],
+)
+def test_a_development_machine_said_so_and_a_deployment_with_its_own_key_start(environ: dict[str, str]) -> None:
+    assert Settings.from_env(environ, env_file=None).host == environ.get("HOST", "127.0.0.1")
+
+
 def test_production_turns_off_the_ide_introspection_and_demo_logins() -> None:
     settings = Settings.from_env({"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET}, env_file=None)
     assert settings.is_production
@@ -93,7 +139,7 @@ def test_previous_keys_verify_tokens_while_the_current_key_signs() -> None:
 
 def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
-    env_file.write_text("PORT=9001\nHOST=0.0.0.0\n")
+    env_file.write_text(f"PORT=9001\nHOST=0.0.0.0\nKETAFOLLOW_ENV=development\nSECRET_KEY={STRONG_SECRET}\n")
     settings = Settings.from_env({"PORT": "9002"}, env_file=env_file)
     assert (settings.host, settings.port) == ("0.0.0.0", 9002)
 
@@ -133,6 +179,23 @@ def test_anything_but_an_origin_is_refused_in_cors_allowed_origins(origin: str) 
         f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host[:port], http or https, "
         "no path, query or wildcard)"
     ]
+
+
+def test_production_refuses_a_plain_http_webhook() -> None:
+    environ = {
+        "KETAFOLLOW_ENV": "production",
+        "SECRET_KEY": STRONG_SECRET,
+        "NOTIFY_WEBHOOK_URL": "http://hooks.clinic.example/push",
+        "NOTIFY_WEBHOOK_SECRET": STRONG_SECRET[::-1],
+    }
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert raised.value.problems == [
+        "NOTIFY_WEBHOOK_URL must use https in production (its requests name the recipient)"
+    ]
+    https = Settings.from_env({**environ, "NOTIFY_WEBHOOK_URL": "https://hooks.clinic.example/push"}, env_file=None)
+    assert https.notify_webhook_url == "https://hooks.clinic.example/push"
+    assert Settings.from_env({**environ, "KETAFOLLOW_ENV": "development"}, env_file=None).notify_webhook_url
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,25 @@
 
 Errors use the OAuth2 shape `{"error": …, "error_description": …}`. Sign-in failures say nothing
 about which part was wrong (no account oracle), cost the same time whether or not the account
-exists, and are throttled per account and per client address (models.sessions).
+exists, and are throttled per account and per client address (models.throttle).
+
+Browsers' requests from other sites are refused before anything is counted (`_refuse_other_sites`):
+a page elsewhere could otherwise make a clinic workstation send failed sign-ins until the clinic's
+address is locked out. A name typed at a failed sign-in that matches no account (perhaps the
+password, typed in the wrong box) is never stored: the audit row says "an unknown account" and the
+throttle keeps a keyed hash of it (`_subject`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import math
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.auth.tokens import issue_access_token
 from api.logins import LoginGate
-from api.settings import Settings
+from api.settings import Settings, origin_of
 from models import sessions, throttle
 from models.access import Viewer, load_user_viewer
 from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, normalise_email
@@ -61,6 +69,47 @@ async def _form(request: Request) -> dict[str, str]:
     if repeated:
         raise OAuthError("invalid_request", f"parameters must not be repeated: {', '.join(repeated)}")
     return {name: values[0] for name, values in parsed.items()}
+
+
+def _refuse_other_sites(request: Request, settings: Settings) -> None:
+    """Refuse a browser's request sent by a page of another site (a form post or a script: no
+    preflight guards a form-encoded POST). Browsers say where a request comes from: `Sec-Fetch-Site`
+    (`cross-site`), and `Origin`, which must then be one of CORS_ALLOWED_ORIGINS (the portal) or
+    the API's own. Apps and EHR servers send neither and are not concerned."""
+    origin = request.headers.get("origin")
+    allowed = "*" in settings.cors_allowed_origins or (
+        origin is not None and origin_of(origin) in settings.cors_allowed_origins
+    )
+    if allowed:
+        return
+    if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+        raise OAuthError("invalid_request", "requests from another site's page are refused", status=403)
+    if origin is not None and not _same_origin(origin, request.headers.get("host", "")):
+        raise OAuthError("invalid_request", f"requests from the origin {origin[:100]!r} are refused", status=403)
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether `Origin` names this API as the browser reached it (its `Host`); schemes are not
+    compared, as a proxy in front may end TLS."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if not parts.hostname or origin == "null":
+        return False
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    named = parts.hostname.lower() + (f":{port}" if port is not None and port != default else "")
+    return named == host.strip().lower().removesuffix(":443").removesuffix(":80")
+
+
+def _subject(settings: Settings, kind: str, name: str, known: bool) -> str:
+    """The throttle's key for sign-ins with `name`: the name when it is an account's, else a keyed
+    hash, so a password typed in the user-name box is never stored (the counting is the same)."""
+    if known:
+        return f"{kind}:{name}"
+    digest = hmac.new(settings.secret_key.encode(), f"{kind}:{name}".encode(), hashlib.sha256).hexdigest()
+    return f"{kind}:unknown:{digest}"
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -109,13 +158,13 @@ async def _audit(viewer: Viewer | None, trail: AuditTrail, now: datetime, outcom
     )
 
 
-async def _reserve_attempt(subject: str, request: Request, trail: AuditTrail, now: datetime) -> None:
+async def _reserve_attempt(subject: str, named: str, request: Request, trail: AuditTrail, now: datetime) -> None:
     """Count the attempt before checking it (so concurrent guesses count), or refuse with 429."""
     until = await throttle.reserve_attempt(subject, _address(request), now=now)
     if until is None:
         return
     wait = max(1, math.ceil((until - now).total_seconds()))
-    await _audit(None, trail, now, AuditOutcome.DENIED, f"throttled: {subject}")
+    await _audit(None, trail, now, AuditOutcome.DENIED, f"throttled: {named}")
     raise OAuthError(
         "too_many_attempts",
         f"too many failed attempts; try again in {wait} seconds",
@@ -131,14 +180,16 @@ async def _password_grant(request: Request, form: dict[str, str], settings: Sett
         email = normalise_email(raw_email)
     except InvalidInput:
         email = raw_email.strip().lower()[:254]
-    subject = f"user:{email}"
-    await _reserve_attempt(subject, request, trail, now)
-    user = await User.get_or_none(email=email, is_active=True)
+    account = await User.get_or_none(email=email)
+    subject = _subject(settings, "user", email, known=account is not None)
+    named = email if account is not None else "an unknown account"
+    await _reserve_attempt(subject, named, request, trail, now)
+    user = account if account is not None and account.is_active else None
     matches = await verify_password(user.password_hash if user else None, password)
     demo_refused = not settings.demo_logins_enabled and email.endswith(DEMO_DOMAIN)
     viewer = await load_user_viewer(user.id, trail) if user and matches and not demo_refused else None
     if user is None or viewer is None:
-        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for {email}")
+        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for {named}")
         raise OAuthError("invalid_grant", "the e-mail address or the password is wrong")
     await throttle.attempt_succeeded(subject, _address(request), now=now)
     if needs_rehash(user.password_hash):
@@ -214,13 +265,15 @@ async def _client_credentials_grant(
     if not CLIENT_ID_PATTERN.match(client_id):
         await _audit(None, trail, now, AuditOutcome.DENIED, "malformed client id")
         raise unauthorised
-    subject = f"client:{client_id}"
-    await _reserve_attempt(subject, request, trail, now)
-    client = await ApiClient.get_or_none(client_id=client_id, is_active=True)
+    registered = await ApiClient.get_or_none(client_id=client_id)
+    subject = _subject(settings, "client", client_id, known=registered is not None)
+    named = f"client {client_id}" if registered is not None else "an unknown client"
+    await _reserve_attempt(subject, named, request, trail, now)
+    client = registered if registered is not None and registered.is_active else None
     matches = await verify_password(client.secret_hash if client else None, secret)
     demo_refused = not settings.demo_logins_enabled and client_id in DEMO_CLIENTS
     if client is None or not matches or demo_refused:
-        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for client {client_id}")
+        await _audit(None, trail, now, AuditOutcome.DENIED, f"wrong credentials for {named}")
         raise unauthorised
     granted = frozenset(client.scopes)
     requested = frozenset(form.get("scope", "").split()) or granted
@@ -248,6 +301,7 @@ async def token_endpoint(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     clock: Clock = request.app.state.clock
     try:
+        _refuse_other_sites(request, settings)
         form = await _form(request)
         grant = GRANTS.get(_required(form, "grant_type"))
         if grant is None:
@@ -261,6 +315,7 @@ async def revoke_endpoint(request: Request) -> Response:
     """RFC 7009: revoke a refresh token's whole login. Answers 200 even for unknown tokens."""
     clock: Clock = request.app.state.clock
     try:
+        _refuse_other_sites(request, request.app.state.settings)
         form = await _form(request)
         token = _required(form, "token")
     except OAuthError as error:

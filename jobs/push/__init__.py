@@ -34,7 +34,7 @@ class PushSender:
         self.clock = clock
 
     async def __call__(self, notification: OutgoingNotification) -> None:
-        pending = await devices.devices_awaiting(notification.id, notification.recipient_id)
+        pending = await devices.devices_awaiting(notification.id, notification.recipient_id, now=self.clock.now())
         unfinished: list[PushResult] = []
         for device in pending:
             transport = self.transports.get(device.platform)

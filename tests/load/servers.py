@@ -80,7 +80,14 @@ def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
 
 
 def cli_environment(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(extra or {})}
+    # Said explicitly: on PostgreSQL an unset KETAFOLLOW_ENV refuses to start (api.settings.exposure_problems).
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "KETAFOLLOW_ENV": "development",
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        **(extra or {}),
+    }
 
 
 async def run_cli(*arguments: str, environment: dict[str, str], workdir: Path, module: str = "api.cli") -> None:
