@@ -13,7 +13,13 @@ in `seq` order and publishes them. Two buses:
 On PostgreSQL a `seq` can commit after a higher one (two transactions racing). The dispatcher
 remembers such gaps for a while and publishes a late event when it appears, so nothing is lost
 (at worst it arrives slightly out of order). A client that reconnects asks for what it missed
-through queries (`messages(after:)`, `alerts`), which read the database, not the bus.
+with `since` (schema.messaging replays the outbox, then goes live) or through queries.
+
+The bus never ends a stream (issue #20): when the Redis listener fails, the replica marks the bus
+degraded and relays new events straight from the outbox (polling by `seq`, as the in-process bus
+does) until the listener is subscribed again; then it catches up from the outbox past the last
+event it relayed and only then goes back to Redis alone. Events Redis carried while no listener
+was there are therefore read from the database, never lost.
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ class InProcessBus:
         self._queues: set[asyncio.Queue[BusEvent | None]] = set()
         # Publication is at least once (see Dispatcher): the same seq twice is delivered once.
         self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # The highest `seq` relayed to this process's subscribers: where a fallback starts.
+        self.last_seq = 0
+
+    @property
+    def status(self) -> str:
+        """For `/readyz`: "ok", or "degraded" while live events come from the outbox, not the bus."""
+        return "ok"
 
     async def publish(self, event: BusEvent) -> None:
         self.deliver(event)
@@ -56,6 +69,7 @@ class InProcessBus:
         if event.seq in self._recent:
             return
         self._recent[event.seq] = None
+        self.last_seq = max(self.last_seq, event.seq)
         while len(self._recent) > RECENT_SEQS:
             self._recent.popitem(last=False)
         for queue in list(self._queues):
@@ -108,22 +122,37 @@ class RedisBus(InProcessBus):
         self._channel = channel
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # While the listener is away: relays the outbox to local subscribers (see the docstring).
+        self._fallback: Dispatcher | None = None
+        self._polling: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> str:
+        return "degraded" if self._fallback is not None else "ok"
 
     async def publish(self, event: BusEvent) -> None:
         await self._redis.publish(self._channel, json.dumps(event.as_json()))
 
     async def start(self) -> None:
+        try:
+            latest = await DomainEvent.all().order_by("-seq").first()
+            self.last_seq = latest.seq if latest else 0
+        except Exception:  # no database (a bare bus): a fallback starts at the outbox's end
+            logger.warning("event bus started without the outbox's position")
         self._listener = asyncio.create_task(self._listen())
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def _listen(self) -> None:
-        """Relay Redis to local subscribers; on a lost connection, log, end the local streams
-        (their clients reconnect and catch up through queries) and reconnect with back-off."""
+        """Relay Redis to local subscribers; on a lost connection, log, relay from the outbox
+        meanwhile and reconnect with back-off; once subscribed again, catch up, then stop polling."""
         delay = 0.5
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
+                # Subscribed: what Redis carries from now on is buffered for us. What it carried
+                # before, while nobody here listened, is in the outbox: relay that first.
+                await self._recover()
                 self._ready.set()
                 delay = 0.5
                 async for message in pubsub.listen():
@@ -132,23 +161,61 @@ class RedisBus(InProcessBus):
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("lost the Redis event bus; reconnecting in %.1f s", delay)
-                for queue in list(self._queues):
-                    self._disconnect(queue)
+                logger.exception("lost the Redis event bus; relaying from the outbox, reconnecting in %.1f s", delay)
+                self._degrade()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def _degrade(self) -> None:
+        if self._fallback is None:
+            self._fallback = Dispatcher(_LocalRelay(self))
+            self._fallback.cursor = self.last_seq or None  # None: from the outbox's end
+        if self._polling is None:
+            self._polling = asyncio.create_task(self._fallback.run_forever(), name="event-bus-fallback")
+
+    async def _recover(self) -> None:
+        """Relay everything past the last event relayed here, then leave the fallback."""
+        fallback = self._fallback
+        if fallback is None:
+            return
+        await self._stop_polling()
+        if fallback.cursor is not None:
+            fallback.cursor = max(fallback.cursor, self.last_seq)
+        while await fallback.run_once():
+            pass
+        self._fallback = None
+        logger.info("the Redis event bus is back; caught up to event %d", self.last_seq)
+
+    async def _stop_polling(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._polling
+            self._polling = None
+
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
+        await self._stop_polling()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
         await super().close()
+
+
+class _LocalRelay(InProcessBus):
+    """A dispatcher's target that hands events to one bus's local subscribers (the fallback)."""
+
+    def __init__(self, bus: InProcessBus) -> None:
+        super().__init__()
+        self._bus = bus
+
+    async def publish(self, event: BusEvent) -> None:
+        self._bus.deliver(event)
 
 
 def make_bus(url: str | None, channel: str) -> InProcessBus:
