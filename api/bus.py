@@ -115,8 +115,14 @@ class RedisBus(InProcessBus):
     def __init__(self, url: str, channel: str) -> None:
         super().__init__()
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self._redis = redis.from_url(url)
+        # The listener's own connection never reconnects by itself: a silent reconnection would
+        # skip what Redis carried meanwhile. Every drop reaches `_listen`, which catches up.
+        name = "ketafollow-bus:" + "".join(c if c.isprintable() and not c.isspace() else "_" for c in channel)
+        self._listening = redis.from_url(url, retry=Retry(NoBackoff(), 0), client_name=name)
         # Per deployment: a foreign event on our channel would be relayed, and its `seq` would
         # make the relay drop our own event of the same number as a repeat.
         self._channel = channel
@@ -147,7 +153,7 @@ class RedisBus(InProcessBus):
         meanwhile and reconnect with back-off; once subscribed again, catch up, then stop polling."""
         delay = 0.5
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._listening.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
                 # Subscribed: what Redis carries from now on is buffered for us. What it carried
@@ -202,8 +208,9 @@ class RedisBus(InProcessBus):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
         await self._stop_polling()
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        for client in (self._redis, self._listening):
+            with contextlib.suppress(Exception):
+                await client.aclose()
         await super().close()
 
 
@@ -216,6 +223,12 @@ class _LocalRelay(InProcessBus):
 
     async def publish(self, event: BusEvent) -> None:
         self._bus.deliver(event)
+
+
+def bus_check(bus: InProcessBus | None) -> str:
+    """`/readyz`'s bus check: "ok", or "degraded" while live events are relayed from the outbox
+    (the replica still serves and delivers; it is not a reason to stop sending it traffic)."""
+    return "unavailable" if bus is None else bus.status
 
 
 def make_bus(url: str | None, channel: str) -> InProcessBus:
