@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from models.events import BusEvent, DispatchCursor, DomainEvent
 
@@ -41,6 +42,10 @@ QUEUE_SIZE = 1000
 POLL_SECONDS = 0.2
 BATCH = 200
 GAP_MEMORY_SECONDS = 60.0
+# Redis listener: a quiet connection is pinged every heartbeat and given up after two silent
+# ones; reconnection attempts back off up to the maximum (the outbox covers the meantime).
+HEARTBEAT_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 5.0
 RECENT_SEQS = 10_000
 
 
@@ -118,11 +123,15 @@ class RedisBus(InProcessBus):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        self._redis = redis.from_url(url)
+        # Publication runs in the background dispatcher: a hung Redis fails it in seconds (the
+        # dispatcher retries; its position moves only after a publication succeeded).
+        self._redis = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         # The listener's own connection never reconnects by itself: a silent reconnection would
         # skip what Redis carried meanwhile. Every drop reaches `_listen`, which catches up.
         name = "ketafollow-bus:" + "".join(c if c.isprintable() and not c.isspace() else "_" for c in channel)
-        self._listening = redis.from_url(url, retry=Retry(NoBackoff(), 0), client_name=name)
+        self._listening = redis.from_url(
+            url, retry=Retry(NoBackoff(), 0), client_name=name, socket_connect_timeout=HEARTBEAT_SECONDS * 2
+        )
         # Per deployment: a foreign event on our channel would be relayed, and its `seq` would
         # make the relay drop our own event of the same number as a repeat.
         self._channel = channel
@@ -149,31 +158,55 @@ class RedisBus(InProcessBus):
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def _listen(self) -> None:
-        """Relay Redis to local subscribers; on a lost connection, log, relay from the outbox
-        meanwhile and reconnect with back-off; once subscribed again, catch up, then stop polling."""
+        """Relay Redis to local subscribers; on a lost or silent connection, log, relay from the
+        outbox meanwhile and reconnect with back-off; once subscribed again, catch up, then stop
+        polling."""
         delay = 0.5
         while True:
             pubsub = self._listening.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                await asyncio.wait_for(pubsub.subscribe(self._channel), HEARTBEAT_SECONDS * 2)
+                await self._confirmed(pubsub)
                 # Subscribed: what Redis carries from now on is buffered for us. What it carried
                 # before, while nobody here listened, is in the outbox: relay that first.
                 await self._recover()
                 self._ready.set()
                 delay = 0.5
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self.deliver(BusEvent.from_json(json.loads(message["data"])))
+                await self._relay(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("lost the Redis event bus; relaying from the outbox, reconnecting in %.1f s", delay)
                 self._degrade()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), HEARTBEAT_SECONDS)  # type: ignore[no-untyped-call]
+
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Wait for Redis to confirm the subscription (until then a publication could pass us by)."""
+        deadline = time.monotonic() + HEARTBEAT_SECONDS * 2
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+            if message is not None and message.get("type") == "subscribe":
+                return
+        raise ConnectionError("Redis did not confirm the event bus subscription")
+
+    async def _relay(self, pubsub: Any) -> None:
+        """Deliver what Redis sends; when it has been quiet for a heartbeat, ping it, and treat a
+        connection that answers nothing for two heartbeats as lost (a hung Redis)."""
+        heard = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+            if message is not None:
+                heard = time.monotonic()
+                if message.get("type") == "message":
+                    self.deliver(BusEvent.from_json(json.loads(message["data"])))
+                continue
+            if time.monotonic() - heard > HEARTBEAT_SECONDS * 2:
+                raise ConnectionError("the Redis event bus stopped answering")
+            await asyncio.wait_for(pubsub.ping(), HEARTBEAT_SECONDS)
 
     def _degrade(self) -> None:
         if self._fallback is None:

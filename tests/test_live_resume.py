@@ -140,7 +140,8 @@ async def test_a_since_the_outbox_will_not_replay_is_refused_naming_the_field(
 
 class CuttableProxy:
     """A loopback TCP proxy in front of Redis that a test cuts (closing every connection and
-    refusing new ones) and restores on the same port."""
+    refusing new ones) and restores on the same port, or freezes (connections stay open, nothing
+    passes: a hung Redis) and thaws."""
 
     def __init__(self, target_port: int = 6379) -> None:
         self.target_port = target_port
@@ -148,6 +149,8 @@ class CuttableProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
@@ -168,9 +171,16 @@ class CuttableProxy:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await source.read(65536):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
         sink.close()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def cut(self) -> None:
         if self._server is not None:
@@ -200,15 +210,16 @@ async def bus_check(client: httpx.AsyncClient) -> Any:
 
 
 async def until_bus_is(client: httpx.AsyncClient, wanted: str) -> None:
-    for _ in range(300):
+    for _ in range(600):
         if await bus_check(client) == wanted:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"/readyz never said bus {wanted}")
 
 
+@pytest.mark.parametrize("fault", ["cut", "hang"])
 async def test_a_redis_outage_neither_ends_a_stream_nor_loses_an_event_raised_during_it(
-    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette
+    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette, fault: str
 ) -> None:
     if not redis_answers():
         pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
@@ -228,13 +239,19 @@ async def test_a_redis_outage_neither_ends_a_stream_nor_loses_an_event_raised_du
             await asyncio.sleep(0.3)
             await send(http, alex, thread, "before the outage")
             before = await bodies(provider, 1)
-            await proxy.cut()
+            if fault == "cut":
+                await proxy.cut()
+            else:
+                proxy.freeze()
             await until_bus_is(http, "degraded")
             assert (await http.get("/readyz")).status_code == 200  # degraded still serves
             for body in ("during one", "during two"):
                 await send(http, alex, thread, body)
             during = await bodies(provider, 2)
-            await proxy.start()
+            if fault == "cut":
+                await proxy.start()
+            else:
+                proxy.thaw()
             await until_bus_is(http, "ok")
             await send(http, alex, thread, "after the outage")
             after = await bodies(provider, 1)
