@@ -46,6 +46,7 @@ GAP_MEMORY_SECONDS = 60.0
 # ones; reconnection attempts back off up to the maximum (the outbox covers the meantime).
 HEARTBEAT_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 5.0
+FALLBACK_LOOKBACK = 1000  # events, well within RECENT_SEQS
 RECENT_SEQS = 10_000
 
 
@@ -139,6 +140,7 @@ class RedisBus(InProcessBus):
         self._ready = asyncio.Event()
         # While the listener is away: relays the outbox to local subscribers (see the docstring).
         self._fallback: Dispatcher | None = None
+        self._started_at: int | None = None
         self._polling: asyncio.Task[None] | None = None
 
     @property
@@ -151,7 +153,7 @@ class RedisBus(InProcessBus):
     async def start(self) -> None:
         try:
             latest = await DomainEvent.all().order_by("-seq").first()
-            self.last_seq = latest.seq if latest else 0
+            self.last_seq = self._started_at = latest.seq if latest else 0
         except Exception:  # no database (a bare bus): a fallback starts at the outbox's end
             logger.warning("event bus started without the outbox's position")
         self._listener = asyncio.create_task(self._listen())
@@ -211,7 +213,11 @@ class RedisBus(InProcessBus):
     def _degrade(self) -> None:
         if self._fallback is None:
             self._fallback = Dispatcher(_LocalRelay(self))
-            self._fallback.cursor = self.last_seq or None  # None: from the outbox's end
+            # A little before the last event relayed: one that committed late (a lower `seq`)
+            # and had not arrived yet is relayed now; those already relayed are dropped as repeats.
+            self._fallback.cursor = (
+                None if self._started_at is None else max(self._started_at, self.last_seq - FALLBACK_LOOKBACK)
+            )  # None (a bus without the outbox's position): from the outbox's end
         if self._polling is None:
             self._polling = asyncio.create_task(self._fallback.run_forever(), name="event-bus-fallback")
 
@@ -221,8 +227,6 @@ class RedisBus(InProcessBus):
         if fallback is None:
             return
         await self._stop_polling()
-        if fallback.cursor is not None:
-            fallback.cursor = max(fallback.cursor, self.last_seq)
         while await fallback.run_once():
             pass
         self._fallback = None
