@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
+from models.audit import AuditAction, AuditEvent, AuditOutcome
 from models.clock import ManualClock
 from tests.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers, running_app
@@ -294,3 +295,20 @@ async def test_a_killed_listener_connection_does_not_end_the_stream(
         await admin.aclose()
     assert killed == 1
     assert received == ["right after the drop", "a moment later"]
+
+
+async def test_a_replayed_alert_is_audited_as_its_own_request_like_a_live_one(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
+) -> None:
+    since = clock.now()
+    report = {"code": "SHORTNESS_OF_BREATH", "grade": "MILD", "onsetAt": clock.now().isoformat()}
+    await gql(client, REPORT_SIDE_EFFECT, {"input": report}, token=tokens.user("alex@demo.test"))
+    query = "subscription Resume($since: DateTime) { alertRaised(since: $since) { summary patient { givenName } } }"
+    async with subscribed(app, tokens.user("dr.rivera@demo.test"), query, {"since": since.isoformat()}) as rivera:
+        await next_payload(rivera)
+    with use_database(app.state.database):
+        rows = await AuditEvent.filter(operation="Resume", resource_type="Alert")
+    assert [(row.action, row.outcome, row.request_id.count(".")) for row in rows] == [
+        (AuditAction.READ, AuditOutcome.SUCCESS, 2)  # <socket>.<operation>.<event>
+    ]
+    assert rows[0].patient_id is not None
