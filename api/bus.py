@@ -15,7 +15,8 @@ remembers such gaps for a while and publishes a late event when it appears, so n
 (at worst it arrives slightly out of order). A client that reconnects asks for what it missed
 with `since` (schema.messaging replays the outbox, then goes live) or through queries.
 
-The bus never ends a stream (issue #20): when the Redis listener fails, the replica marks the bus
+The bus never ends a stream (issue #20): when the Redis listener fails (a dropped connection, or
+one silent for two heartbeats: a hung Redis), the replica marks the bus
 degraded and relays new events straight from the outbox (polling by `seq`, as the in-process bus
 does) until the listener is subscribed again; then it catches up from the outbox past the last
 event it relayed and only then goes back to Redis alone. Events Redis carried while no listener
@@ -85,7 +86,7 @@ class InProcessBus:
                 self._disconnect(queue)
 
     def _disconnect(self, queue: asyncio.Queue[BusEvent | None]) -> None:
-        """End a subscriber's stream: its client reconnects and catches up through queries."""
+        """End a slow subscriber's stream: its client resubscribes with `since` and catches up."""
         self._queues.discard(queue)
         while not queue.empty():
             queue.get_nowait()
