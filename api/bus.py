@@ -47,6 +47,7 @@ GAP_MEMORY_SECONDS = 60.0
 # ones; reconnection attempts back off up to the maximum (the outbox covers the meantime).
 HEARTBEAT_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 5.0
+STARTUP_WAIT_SECONDS = 10.0
 FALLBACK_LOOKBACK = 1000  # events, well within RECENT_SEQS
 RECENT_SEQS = 10_000
 
@@ -158,7 +159,11 @@ class RedisBus(InProcessBus):
         except Exception:  # no database (a bare bus): a fallback starts at the outbox's end
             logger.warning("event bus started without the outbox's position")
         self._listener = asyncio.create_task(self._listen())
-        await asyncio.wait_for(self._ready.wait(), timeout=10)
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=STARTUP_WAIT_SECONDS)
+        except TimeoutError:
+            logger.error("the Redis event bus does not answer; starting degraded")
+            self._degrade()
 
     async def _listen(self) -> None:
         """Relay Redis to local subscribers; on a lost or silent connection, log, relay from the
@@ -221,6 +226,7 @@ class RedisBus(InProcessBus):
             )  # None (a bus without the outbox's position): from the outbox's end
         if self._polling is None:
             self._polling = asyncio.create_task(self._fallback.run_forever(), name="event-bus-fallback")
+        self._ready.set()  # a replica that starts during a Redis outage serves from the outbox
 
     async def _recover(self) -> None:
         """Relay everything past the last event relayed here, then leave the fallback."""

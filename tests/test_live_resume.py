@@ -312,3 +312,34 @@ async def test_a_replayed_alert_is_audited_as_its_own_request_like_a_live_one(
         (AuditAction.READ, AuditOutcome.SUCCESS, 2)  # <socket>.<operation>.<event>
     ]
     assert rows[0].patient_id is not None
+
+
+async def test_a_replica_that_starts_while_redis_is_away_serves_and_delivers_from_the_outbox(
+    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette
+) -> None:
+    if not redis_answers():
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
+    thread = await thread_of(app, "alex@demo.test")
+    alex = tokens.user("alex@demo.test")
+    async with proxied_redis() as proxy:
+        await proxy.cut()
+        shared = replace(
+            settings,
+            event_bus_url=f"redis://127.0.0.1:{proxy.port}/0",
+            event_bus_channel=f"kf-test:{uuid.uuid4().hex[:12]}:events",
+        )
+        async with (
+            running_app(shared, clock) as served,
+            client_of(served) as http,
+            subscribed(served, tokens.user("dr.rivera@demo.test"), MESSAGES, {"t": thread}) as provider,
+        ):
+            assert await bus_check(http) == "degraded"
+            await asyncio.sleep(0.3)
+            await send(http, alex, thread, "while Redis is away")
+            during = await bodies(provider, 1)
+            await proxy.start()
+            await until_bus_is(http, "ok")
+            await send(http, alex, thread, "once it is back")
+            after = await bodies(provider, 1)
+            await nothing_more(provider)
+    assert (during, after) == (["while Redis is away"], ["once it is back"])
