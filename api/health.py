@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.bus import bus_check
 from api.database import database_answers, pending_migrations
 
 
@@ -22,6 +23,7 @@ async def readyz(request: Request) -> JSONResponse:
         "scheduler": "running"
         if scheduler is not None and scheduler.running
         else ("disabled" if scheduler is None else "stopped"),
+        "bus": bus_check(request.app.state.bus),  # "degraded" still serves (api.bus)
     }
     ready = database and not pending and checks["scheduler"] in {"running", "disabled"}
     return JSONResponse(

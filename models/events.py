@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
@@ -66,6 +66,30 @@ async def record_event(
         occurred_at=now,
         payload=payload or {},
     )
+
+
+# How far back a subscription's `since` may reach (README, "Live updates"). The outbox keeps every
+# event; the window bounds what one reconnection may ask the database to replay.
+REPLAY_WINDOW = timedelta(days=7)
+REPLAY_BATCH = 200
+
+
+async def events_since(
+    event_type: str, since: datetime, *, patient_id: UUID | None = None
+) -> AsyncIterator[DomainEvent]:
+    """The committed events of a type that occurred at or after `since`, in `seq` order, read in
+    batches (a subscription replays them before its live events). Visibility is the caller's."""
+    after = 0
+    while True:
+        query = DomainEvent.filter(type=event_type, occurred_at__gte=since, seq__gt=after)
+        if patient_id is not None:
+            query = query.filter(patient_id=patient_id)
+        batch = list(await query.order_by("seq").limit(REPLAY_BATCH))
+        for event in batch:
+            yield event
+        if len(batch) < REPLAY_BATCH:
+            return
+        after = batch[-1].seq
 
 
 class DispatchCursor(Model):

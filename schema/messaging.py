@@ -20,7 +20,7 @@ from models import messaging, surveys
 from models.access import Viewer
 from models.accounts import Role, User
 from models.audit import AuditAction, AuditEntry, AuditOutcome
-from models.events import BusEvent
+from models.events import REPLAY_WINDOW, BusEvent, events_since
 from schema.clinical import AlertType, cursor_time
 from schema.context import Context
 from schema.errors import (
@@ -333,13 +333,43 @@ def guarded(
     return run
 
 
-async def _events(info: Info[Context, None], wanted: str) -> AsyncGenerator[BusEvent, None]:
+_SINCE = (
+    "Resume: first every event since this time that you may see (at least once, in order;"
+    " deduplicate by id), then the live ones. At most 7 days back."
+)
+
+
+def _replay_from(info: Info[Context, None], since: datetime | None) -> datetime | None:
+    """Checks `since` against the replay window (README, "Live updates")."""
+    if since is None:
+        return None
+    if since.tzinfo is None:
+        raise BadUserInput("since needs a time zone (an ISO 8601 time with an offset, e.g. Z)")
+    if since < info.context.now() - REPLAY_WINDOW:
+        raise BadUserInput(
+            f"since is older than the {REPLAY_WINDOW.days}-day replay window: read what you missed"
+            " through queries, then subscribe again without since"
+        )
+    return since
+
+
+async def _events(
+    info: Info[Context, None], wanted: str, since: datetime | None, *, patient_id: uuid.UUID | None = None
+) -> AsyncGenerator[BusEvent, None]:
+    """The events of a type: with `since`, those the outbox holds from then on first, then the
+    live ones. Listening starts before the replay, so nothing falls between the two; a live event
+    already replayed is dropped by its `seq`."""
     bus = info.context.bus
     if bus is None:  # pragma: no cover - the app always has one
         raise RecordNotFound("live updates are not available")
     async with bus.subscribe() as events:
+        replayed: set[int] = set()
+        if since is not None:
+            async for stored in events_since(wanted, since, patient_id=patient_id):
+                replayed.add(stored.seq)
+                yield BusEvent.of(stored)
         async for event in events:
-            if event.type == wanted:
+            if event.type == wanted and event.seq not in replayed:
                 yield event
 
 
@@ -371,16 +401,20 @@ class LiveSubscription:
     @strawberry.subscription(description="New messages in a thread you take part in.")
     @guarded
     async def message_added(
-        self, info: Info[Context, None], thread_id: strawberry.ID
+        self,
+        info: Info[Context, None],
+        thread_id: strawberry.ID,
+        since: Annotated[datetime | None, strawberry.argument(description=_SINCE)] = None,
     ) -> AsyncGenerator[MessageType, None]:
         viewer = viewer_of(info)
+        start = _replay_from(info, since)
         try:
             thread = await messaging.get_thread(viewer, node_id(thread_id, "MessageThread", "threadId"))
         except (domain.NotFound, domain.InvalidInput) as refusal:
             await viewer.audit.flush(viewer, info.context.now())
             raise RecordNotFound("thread not found") from refusal
         await viewer.audit.flush(viewer, info.context.now())
-        async for event in _events(info, "Message.created"):
+        async for event in _events(info, "Message.created", start, patient_id=thread.patient_id):  # type: ignore[attr-defined]
             if event.payload.get("threadId") != str(thread.id):
                 continue
             current = await _next_event(info)
@@ -395,10 +429,14 @@ class LiveSubscription:
 
     @strawberry.subscription(description="Alerts raised for your care teams' patients (providers).")
     @guarded
-    async def alert_raised(self, info: Info[Context, None]) -> AsyncGenerator[AlertType, None]:
+    async def alert_raised(
+        self,
+        info: Info[Context, None],
+        since: Annotated[datetime | None, strawberry.argument(description=_SINCE)] = None,
+    ) -> AsyncGenerator[AlertType, None]:
         if not viewer_of(info).is_role(Role.PROVIDER):
             raise Forbidden("alerts are for the providers of the patient's care team")
-        async for event in _events(info, "Alert.raised"):
+        async for event in _events(info, "Alert.raised", _replay_from(info, since)):
             current = await _next_event(info)
             if current is None:
                 return
@@ -412,11 +450,16 @@ class LiveSubscription:
 
     @strawberry.subscription(description="Your surveys as they open (patients).")
     @guarded
-    async def survey_available(self, info: Info[Context, None]) -> AsyncGenerator[SurveyAssignmentType, None]:
+    async def survey_available(
+        self,
+        info: Info[Context, None],
+        since: Annotated[datetime | None, strawberry.argument(description=_SINCE)] = None,
+    ) -> AsyncGenerator[SurveyAssignmentType, None]:
         viewer = viewer_of(info)
         if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
             raise Forbidden("surveys are the patient's")
-        async for event in _events(info, "SurveyAssignment.available"):
+        start = _replay_from(info, since)
+        async for event in _events(info, "SurveyAssignment.available", start, patient_id=viewer.patient_id):
             if event.patient_id != viewer.patient_id:
                 continue
             current = await _next_event(info)
