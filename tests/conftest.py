@@ -302,7 +302,7 @@ async def start_logins(user_ids: dict[str, uuid.UUID], now: datetime) -> dict[st
                 token_hash=uuid.uuid4().hex * 2,
                 issued_at=now,
                 idle_expires_at=now + LONG_LOGIN,
-            )  # fmt: skip
+            )
             for family in families
         ]
     )
