@@ -7,23 +7,64 @@ audited too and looks exactly like a record that does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from uuid import UUID
 
-from tortoise.expressions import Q, Subquery
+from tortoise.expressions import Q, RawSQL, Subquery
 
-from models.access import Scope, Viewer, patients_visible_to
+from models.access import Scope, Sensitivity, Viewer, may_read, patients_visible_to
 from models.accounts import CareTeam, Patient, Provider, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome
-from models.errors import NotFound
+from models.errors import Forbidden, NotFound
+
+
+class PatientOrder(StrEnum):
+    URGENCY = "URGENCY"  # the most urgent open alert first, then its deadline, then name
+    NAME = "NAME"  # family name, given name
+
+
+# What ordering or filtering a patient list by each argument reads: a viewer may use it only if
+# it may read that property (`may_read`, the rule that decides what it may select).
+ORDER_READS = {PatientOrder.URGENCY: Sensitivity.CLINICAL, PatientOrder.NAME: Sensitivity.IDENTITY}
+FILTER_READS = {"careTeamId": Sensitivity.IDENTITY, "hasOpenAlerts": Sensitivity.CLINICAL}
+
+# A patient without an open alert sorts after every alert, by name.
+NO_ALERT_RANK = 9
+NO_DEADLINE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class PatientCursor:
-    """Position in the name-ordered patient list (keyset pagination: stable under inserts)."""
+    """Position in a patient list (keyset pagination: stable under inserts). In the urgency order
+    it starts with the patient's most urgent open alert (`NO_ALERT_RANK`, `NO_DEADLINE` without)."""
 
     family_name: str
     given_name: str
     id: UUID
+    severity_rank: int = NO_ALERT_RANK
+    respond_by: datetime = NO_DEADLINE
+
+
+def default_patient_order(viewer: Viewer) -> PatientOrder:
+    """The most urgent first for those who may see alerts; by name for everyone else."""
+    return PatientOrder.URGENCY if may_read(viewer, ORDER_READS[PatientOrder.URGENCY]) else PatientOrder.NAME
+
+
+def check_patient_list_arguments(viewer: Viewer, order: PatientOrder, with_open_alerts: bool | None) -> None:
+    """`Forbidden`, naming the argument, when a list would be ordered or filtered by a property the
+    viewer may not read (an admin, or an EHR client without `clinical:read`, ordering by alerts
+    would learn which patients have urgent ones)."""
+    if not may_read(viewer, ORDER_READS[order]):
+        raise Forbidden(
+            f"orderBy: {order.value} sorts by open alerts, clinical data you may not see; use orderBy: NAME",
+            argument="orderBy",
+        )
+    if with_open_alerts is not None and not may_read(viewer, FILTER_READS["hasOpenAlerts"]):
+        raise Forbidden(
+            "filter.hasOpenAlerts filters by open alerts, clinical data you may not see",
+            argument="filter.hasOpenAlerts",
+        )
 
 
 def audit_patient_read(viewer: Viewer, patient_id: UUID, resource_type: str = "Patient") -> None:
@@ -66,18 +107,36 @@ async def get_patients(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, Pa
     return found
 
 
+# The patient's most urgent open alert, as a correlated subquery over the outer `patient` table
+# that SQLite and PostgreSQL both run (Tortoise has no outer references). Without an alert, the
+# values that sort last (the deadline literal compares as text on SQLite, casts on PostgreSQL).
+_MOST_URGENT = (
+    "COALESCE((SELECT alert.{column} FROM alert WHERE alert.patient_id = patient.id"
+    " AND alert.status IN ('OPEN', 'ACKNOWLEDGED') ORDER BY alert.severity_rank, alert.respond_by LIMIT 1),"
+    " {otherwise})"
+)
+_URGENT_RANK = RawSQL(_MOST_URGENT.format(column="severity_rank", otherwise=NO_ALERT_RANK))
+_URGENT_BY = RawSQL(_MOST_URGENT.format(column="respond_by", otherwise="'9999-12-31 00:00:00+00:00'"))
+
+
 async def list_patients(
     viewer: Viewer,
     *,
+    order: PatientOrder,
     limit: int,
     after: PatientCursor | None = None,
     care_team_id: UUID | None = None,
     with_open_alerts: bool | None = None,
-) -> list[Patient]:
-    """Visible patients ordered by name, `limit` of them after `after`; with `with_open_alerts`,
-    only those with (True) or without (False) an open or acknowledged alert."""
+) -> list[tuple[Patient, PatientCursor]]:
+    """Visible patients in `order`, `limit` of them after `after`, each with its position; with
+    `with_open_alerts`, only those with (True) or without (False) an open or acknowledged alert.
+
+    The database orders and pages (one query, whatever the number of patients); `Forbidden` when
+    the order or a filter reads what the viewer may not (`check_patient_list_arguments`).
+    """
     from models.alerts import Alert, AlertStatus  # alerts audit through this module
 
+    check_patient_list_arguments(viewer, order, with_open_alerts)
     query = Patient.filter(patients_visible_to(viewer))
     if care_team_id is not None:
         query = query.filter(care_team_id=care_team_id)
@@ -85,16 +144,40 @@ async def list_patients(
         active = Alert.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]).values("patient_id")
         flagged = Q(id__in=Subquery(active))
         query = query.filter(flagged if with_open_alerts else ~flagged)
+    by_name = Q(family_name__gt=after.family_name) if after else Q()
     if after is not None:
-        query = query.filter(
-            Q(family_name__gt=after.family_name)
-            | Q(family_name=after.family_name, given_name__gt=after.given_name)
-            | Q(family_name=after.family_name, given_name=after.given_name, id__gt=after.id)
-        )
-    patients = await query.order_by("family_name", "given_name", "id").limit(limit)
-    for patient in patients:
+        by_name |= Q(family_name=after.family_name, given_name__gt=after.given_name)
+        by_name |= Q(family_name=after.family_name, given_name=after.given_name, id__gt=after.id)
+    if order is PatientOrder.NAME:
+        patients = await query.filter(by_name).order_by("family_name", "given_name", "id").limit(limit)
+        rows = [(p, PatientCursor(p.family_name, p.given_name, p.id)) for p in patients]
+    else:
+        query = query.annotate(urgent_rank=_URGENT_RANK, urgent_by=_URGENT_BY)
+        if after is not None:
+            respond_by = after.respond_by.astimezone(UTC)
+            query = query.filter(
+                Q(urgent_rank__gt=after.severity_rank)
+                | Q(urgent_rank=after.severity_rank, urgent_by__gt=respond_by)
+                | (Q(urgent_rank=after.severity_rank, urgent_by=respond_by) & by_name)
+            )
+        patients = await query.order_by("urgent_rank", "urgent_by", "family_name", "given_name", "id").limit(limit)
+        rows = [(p, _urgency_position(p)) for p in patients]
+    for patient, _ in rows:
         audit_patient_read(viewer, patient.id)
-    return list(patients)
+    return rows
+
+
+def _urgency_position(patient: Patient) -> PatientCursor:
+    from models.alerts import Alert
+
+    deadline = Alert._meta.fields_map["respond_by"].to_python_value(patient.urgent_by)  # type: ignore[attr-defined]
+    return PatientCursor(
+        patient.family_name,
+        patient.given_name,
+        patient.id,
+        int(patient.urgent_rank),  # type: ignore[attr-defined]
+        deadline.astimezone(UTC),
+    )
 
 
 def _care_teams_visible_to(viewer: Viewer) -> Q:
@@ -139,21 +222,13 @@ async def care_teams_of_provider(viewer: Viewer, provider_id: UUID) -> list[Care
     return list(teams)
 
 
-def _may_see_clinical_record(viewer: Viewer, patient: Patient) -> bool:
-    """Clinical records: the patient, their care team's providers, or a consented EHR client
-    with `clinical:read` (the consent is part of `patients_visible_to`). Never admins."""
-    if viewer.is_api_client:
-        return viewer.has_scope(Scope.CLINICAL_READ)
-    return viewer.role in (Role.PATIENT, Role.PROVIDER)
-
-
 async def clinical_patient(viewer: Viewer, patient_id: UUID, resource_type: str) -> Patient:
     """The patient whose `resource_type` records the viewer asks for, if it may see them.
 
     `NotFound` otherwise, exactly as for a patient who does not exist; audited either way.
     """
     patient = await Patient.filter(patients_visible_to(viewer), id=patient_id).first()
-    if patient is None or not _may_see_clinical_record(viewer, patient):
+    if patient is None or not may_read(viewer, Sensitivity.CLINICAL):
         audit_refusal(viewer, resource_type, patient_id, patient_id)
         raise NotFound("patient")
     audit_patient_read(viewer, patient.id, resource_type)
@@ -163,7 +238,7 @@ async def clinical_patient(viewer: Viewer, patient_id: UUID, resource_type: str)
 async def clinical_patients(viewer: Viewer, patient_ids: list[UUID], resource_type: str) -> dict[UUID, Patient]:
     """`clinical_patient` for many patients in one query (for DataLoaders): the allowed ones."""
     visible = {p.id: p for p in await Patient.filter(patients_visible_to(viewer), id__in=patient_ids)}
-    allowed = {pid: p for pid, p in visible.items() if _may_see_clinical_record(viewer, p)}
+    allowed = visible if may_read(viewer, Sensitivity.CLINICAL) else {}
     for patient_id in patient_ids:
         if patient_id in allowed:
             audit_patient_read(viewer, patient_id, resource_type)

@@ -162,6 +162,7 @@ PROBES.update(
             "$session: ID!",
         ),
         "submitCheckIn": _mutation("submitCheckIn", 'recordedAt: "2026-11-25T14:00:00Z", pain: 4'),
+        "reportNewMedication": _mutation("reportNewMedication", 'medicationClass: MAOI, note: "phenelzine"'),
         "reportSideEffect": _mutation(
             "reportSideEffect", 'code: "NAUSEA", grade: MILD, onsetAt: "2026-11-25T14:00:00Z"'
         ),
@@ -242,6 +243,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "reportSideEffect": PATIENTS,
     "submitSurveyResponse": PATIENTS,
     "logOpioidUse": PATIENTS,
+    "reportNewMedication": PATIENTS,
     # Alex's thread: Alex and Alex's care team, nobody else.
     "threads": frozenset({"alex", "provider_in_team"}),
     "sendMessage": frozenset({"alex", "provider_in_team"}),
