@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from tortoise.expressions import Q, RawSQL, Subquery
+from tortoise.expressions import Q, Subquery
+from tortoise.queryset import QuerySet
 
 from models.access import Scope, Sensitivity, Viewer, may_read, patients_visible_to
 from models.accounts import CareTeam, Patient, Provider, Role
@@ -44,6 +46,9 @@ class PatientCursor:
     id: UUID
     severity_rank: int = NO_ALERT_RANK
     respond_by: datetime = NO_DEADLINE
+
+    def urgency(self) -> tuple[int, datetime, str, str, UUID]:
+        return (self.severity_rank, self.respond_by, self.family_name, self.given_name, self.id)
 
 
 def default_patient_order(viewer: Viewer) -> PatientOrder:
@@ -107,18 +112,6 @@ async def get_patients(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, Pa
     return found
 
 
-# The patient's most urgent open alert, as a correlated subquery over the outer `patient` table
-# that SQLite and PostgreSQL both run (Tortoise has no outer references). Without an alert, the
-# values that sort last (the deadline literal compares as text on SQLite, casts on PostgreSQL).
-_MOST_URGENT = (
-    "COALESCE((SELECT alert.{column} FROM alert WHERE alert.patient_id = patient.id"
-    " AND alert.status IN ('OPEN', 'ACKNOWLEDGED') ORDER BY alert.severity_rank, alert.respond_by LIMIT 1),"
-    " {otherwise})"
-)
-_URGENT_RANK = RawSQL(_MOST_URGENT.format(column="severity_rank", otherwise=NO_ALERT_RANK))
-_URGENT_BY = RawSQL(_MOST_URGENT.format(column="respond_by", otherwise="'9999-12-31 00:00:00+00:00'"))
-
-
 async def list_patients(
     viewer: Viewer,
     *,
@@ -131,53 +124,65 @@ async def list_patients(
     """Visible patients in `order`, `limit` of them after `after`, each with its position; with
     `with_open_alerts`, only those with (True) or without (False) an open or acknowledged alert.
 
-    The database orders and pages (one query, whatever the number of patients); `Forbidden` when
-    the order or a filter reads what the viewer may not (`check_patient_list_arguments`).
+    `Forbidden` when the order or a filter reads what the viewer may not (see
+    `check_patient_list_arguments`). A fixed number of queries whatever the panel's size, and only
+    the page's patients are loaded (`_urgent_page` says what the urgency order reads besides).
     """
     from models.alerts import Alert, AlertStatus  # alerts audit through this module
 
     check_patient_list_arguments(viewer, order, with_open_alerts)
-    query = Patient.filter(patients_visible_to(viewer))
+    visible = Patient.filter(patients_visible_to(viewer))
     if care_team_id is not None:
-        query = query.filter(care_team_id=care_team_id)
-    if with_open_alerts is not None:
-        active = Alert.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]).values("patient_id")
-        flagged = Q(id__in=Subquery(active))
-        query = query.filter(flagged if with_open_alerts else ~flagged)
-    by_name = Q(family_name__gt=after.family_name) if after else Q()
-    if after is not None:
-        by_name |= Q(family_name=after.family_name, given_name__gt=after.given_name)
-        by_name |= Q(family_name=after.family_name, given_name=after.given_name, id__gt=after.id)
-    if order is PatientOrder.NAME:
-        patients = await query.filter(by_name).order_by("family_name", "given_name", "id").limit(limit)
-        rows = [(p, PatientCursor(p.family_name, p.given_name, p.id)) for p in patients]
-    else:
-        query = query.annotate(urgent_rank=_URGENT_RANK, urgent_by=_URGENT_BY)
-        if after is not None:
-            respond_by = after.respond_by.astimezone(UTC)
-            query = query.filter(
-                Q(urgent_rank__gt=after.severity_rank)
-                | Q(urgent_rank=after.severity_rank, urgent_by__gt=respond_by)
-                | (Q(urgent_rank=after.severity_rank, urgent_by=respond_by) & by_name)
+        visible = visible.filter(care_team_id=care_team_id)
+    active = Alert.filter(status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
+    flagged = Q(id__in=Subquery(active.values("patient_id")))
+    rows: list[tuple[Patient, PatientCursor]] = []
+    by_name, name_after = order is PatientOrder.NAME, after
+    if order is PatientOrder.URGENCY:
+        among_alerts = after is None or after.severity_rank != NO_ALERT_RANK
+        if among_alerts and with_open_alerts is not False:
+            rows = await _urgent_page(active.filter(patient_id__in=Subquery(visible.values("id"))), limit, after)
+        # Then the patients without an open alert, by name.
+        by_name, name_after = with_open_alerts is not True, None if among_alerts else after
+        with_open_alerts = False
+    if by_name and len(rows) < limit:
+        if with_open_alerts is not None:
+            visible = visible.filter(flagged if with_open_alerts else ~flagged)
+        if name_after is not None:
+            visible = visible.filter(
+                Q(family_name__gt=name_after.family_name)
+                | Q(family_name=name_after.family_name, given_name__gt=name_after.given_name)
+                | Q(family_name=name_after.family_name, given_name=name_after.given_name, id__gt=name_after.id)
             )
-        patients = await query.order_by("urgent_rank", "urgent_by", "family_name", "given_name", "id").limit(limit)
-        rows = [(p, _urgency_position(p)) for p in patients]
+        named = await visible.order_by("family_name", "given_name", "id").limit(limit - len(rows))
+        rows += [(patient, PatientCursor(patient.family_name, patient.given_name, patient.id)) for patient in named]
     for patient, _ in rows:
         audit_patient_read(viewer, patient.id)
     return rows
 
 
-def _urgency_position(patient: Patient) -> PatientCursor:
-    from models.alerts import Alert
-
-    deadline = Alert._meta.fields_map["respond_by"].to_python_value(patient.urgent_by)  # type: ignore[attr-defined]
-    return PatientCursor(
-        patient.family_name,
-        patient.given_name,
-        patient.id,
-        int(patient.urgent_rank),  # type: ignore[attr-defined]
-        deadline.astimezone(UTC),
-    )
+async def _urgent_page(
+    active: QuerySet[Any], limit: int, after: PatientCursor | None
+) -> list[tuple[Patient, PatientCursor]]:
+    """The patients with an open alert, the most urgent first (their most urgent alert, then name),
+    `limit` of them after `after`. Reads each open alert's severity, deadline and patient's name
+    (the care team's work queue, not the whole panel) and loads the page's patients; an index on
+    the alerts' patient would let the database order them instead."""
+    most_urgent: dict[UUID, PatientCursor] = {}
+    for patient_id, rank, respond_by, family, given in await active.order_by(
+        "-severity_rank", "-respond_by"
+    ).values_list("patient_id", "severity_rank", "respond_by", "patient__family_name", "patient__given_name"):
+        most_urgent[patient_id] = PatientCursor(
+            family, given, patient_id, rank, respond_by
+        )  # the last is the most urgent
+    positions = sorted(most_urgent.values(), key=PatientCursor.urgency)
+    if after is not None:
+        positions = [position for position in positions if position.urgency() > after.urgency()]
+    page = positions[:limit]
+    if not page:
+        return []
+    patients = {patient.id: patient for patient in await Patient.filter(id__in=[p.id for p in page])}
+    return [(patients[position.id], position) for position in page]
 
 
 def _care_teams_visible_to(viewer: Viewer) -> Q:

@@ -110,7 +110,11 @@ async def add_urgency_cases(now: datetime) -> None:
             )  # fmt: skip
 
 
-@pytest.mark.parametrize(("order", "expected"), [("URGENCY", BY_URGENCY), ("NAME", BY_NAME)])
+WITH_OPEN_ALERTS = {"Bo", "Cy", "Gil", "Blair", "Fay", "Hal", "Ada"}
+
+
+@pytest.mark.parametrize(("order", "in_order"), [("URGENCY", BY_URGENCY), ("NAME", BY_NAME)])
+@pytest.mark.parametrize("has_open_alerts", [None, True, False])
 @pytest.mark.parametrize("first", [1, 3, 100])
 async def test_the_panel_pages_in_its_order_whatever_the_page_size(
     client: httpx.AsyncClient,
@@ -118,23 +122,24 @@ async def test_the_panel_pages_in_its_order_whatever_the_page_size(
     app: Starlette,
     clock: ManualClock,
     order: str,
-    expected: list[str],
+    in_order: list[str],
+    has_open_alerts: bool | None,
     first: int,
 ) -> None:
     with use_database(app.state.database):
         await add_urgency_cases(clock.now())
     query = """
-    query($first: Int, $after: String, $order: PatientOrder) {
-      patients(first: $first, after: $after, orderBy: $order) {
+    query($first: Int, $after: String, $order: PatientOrder, $filter: PatientFilter) {
+      patients(first: $first, after: $after, orderBy: $order, filter: $filter) {
         edges { node { id givenName } } pageInfo { hasNextPage endCursor }
       }
     }"""
+    expected = [name for name in in_order if has_open_alerts in (None, name in WITH_OPEN_ALERTS)]
     seen: list[str] = []
     after = None
     while True:
-        body = await gql(
-            client, query, {"first": first, "after": after, "order": order}, token=tokens.user("dr.rivera@demo.test")
-        )
+        variables = {"first": first, "after": after, "order": order, "filter": {"hasOpenAlerts": has_open_alerts}}
+        body = await gql(client, query, variables, token=tokens.user("dr.rivera@demo.test"))
         connection = body["data"]["patients"]
         for edge in connection["edges"]:
             name, patient_id = edge["node"]["givenName"], relay.GlobalID.from_id(edge["node"]["id"]).node_id
