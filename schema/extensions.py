@@ -267,7 +267,7 @@ def protections(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    # The cost limit runs before the rate limit spends anything and before any resolver.
+    # The cost limit refuses before any resolver runs (and before a socket operation spends its tokens).
     costs = {
         "limit": max_cost,
         "default_page_size": min(DEFAULT_PAGE_SIZE, max_page_size),
