@@ -56,20 +56,18 @@ def default_patient_order(viewer: Viewer) -> PatientOrder:
     return PatientOrder.URGENCY if may_read(viewer, ORDER_READS[PatientOrder.URGENCY]) else PatientOrder.NAME
 
 
-def check_patient_list_arguments(viewer: Viewer, order: PatientOrder, with_open_alerts: bool | None) -> None:
-    """`Forbidden`, naming the argument, when a list would be ordered or filtered by a property the
-    viewer may not read (an admin, or an EHR client without `clinical:read`, ordering by alerts
-    would learn which patients have urgent ones)."""
+def check_patient_list_arguments(viewer: Viewer, order: PatientOrder, filters: dict[str, object]) -> None:
+    """`Forbidden`, naming the argument, when a list would be ordered or filtered (`filters`: the
+    given ones, by name) by a property the viewer may not read: an admin, or an EHR client without
+    `clinical:read`, ordering by alerts would learn which patients have urgent ones."""
     if not may_read(viewer, ORDER_READS[order]):
         raise Forbidden(
             f"orderBy: {order.value} sorts by open alerts, clinical data you may not see; use orderBy: NAME",
             argument="orderBy",
         )
-    if with_open_alerts is not None and not may_read(viewer, FILTER_READS["hasOpenAlerts"]):
-        raise Forbidden(
-            "filter.hasOpenAlerts filters by open alerts, clinical data you may not see",
-            argument="filter.hasOpenAlerts",
-        )
+    for name, value in filters.items():
+        if value is not None and not may_read(viewer, FILTER_READS[name]):
+            raise Forbidden(f"filter.{name} filters by clinical data you may not see", argument=f"filter.{name}")
 
 
 def audit_patient_read(viewer: Viewer, patient_id: UUID, resource_type: str = "Patient") -> None:
@@ -130,7 +128,7 @@ async def list_patients(
     """
     from models.alerts import Alert, AlertStatus  # alerts audit through this module
 
-    check_patient_list_arguments(viewer, order, with_open_alerts)
+    check_patient_list_arguments(viewer, order, {"careTeamId": care_team_id, "hasOpenAlerts": with_open_alerts})
     visible = Patient.filter(patients_visible_to(viewer))
     if care_team_id is not None:
         visible = visible.filter(care_team_id=care_team_id)
@@ -168,13 +166,13 @@ async def _urgent_page(
     `limit` of them after `after`. Reads each open alert's severity, deadline and patient's name
     (the care team's work queue, not the whole panel) and loads the page's patients; an index on
     the alerts' patient would let the database order them instead."""
+    alerts = active.order_by("-severity_rank", "-respond_by").values_list(
+        "patient_id", "severity_rank", "respond_by", "patient__family_name", "patient__given_name"
+    )
     most_urgent: dict[UUID, PatientCursor] = {}
-    for patient_id, rank, respond_by, family, given in await active.order_by(
-        "-severity_rank", "-respond_by"
-    ).values_list("patient_id", "severity_rank", "respond_by", "patient__family_name", "patient__given_name"):
-        most_urgent[patient_id] = PatientCursor(
-            family, given, patient_id, rank, respond_by
-        )  # the last is the most urgent
+    for patient_id, rank, respond_by, family, given in await alerts:
+        # The last alert of a patient is their most urgent.
+        most_urgent[patient_id] = PatientCursor(family, given, patient_id, rank, respond_by)
     positions = sorted(most_urgent.values(), key=PatientCursor.urgency)
     if after is not None:
         positions = [position for position in positions if position.urgency() > after.urgency()]

@@ -232,12 +232,11 @@ class PatientFilter:
 
 def _patient_position(info: Info[Context, None], order: directory.PatientOrder, after: str) -> directory.PatientCursor:
     kind = _CURSOR_KINDS[order]
-    if order is directory.PatientOrder.NAME:
-        family, given, raw_id = info.context.cursors.open(kind, after, 3)
-        rank, deadline = str(directory.NO_ALERT_RANK), directory.NO_DEADLINE.isoformat()
-    else:
-        rank, deadline, family, given, raw_id = info.context.cursors.open(kind, after, 5)
     try:
+        if order is directory.PatientOrder.NAME:
+            family, given, raw_id = info.context.cursors.open(kind, after, 3)
+            return directory.PatientCursor(family, given, uuid.UUID(raw_id))
+        rank, deadline, family, given, raw_id = info.context.cursors.open(kind, after, 5)
         return directory.PatientCursor(family, given, uuid.UUID(raw_id), int(rank), datetime.fromisoformat(deadline))
     except ValueError:
         raise BadUserInput(NOT_A_CURSOR) from None
