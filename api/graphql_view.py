@@ -42,6 +42,7 @@ from models.clock import Clock
 from schema import build_schema
 from schema.context import Context
 from schema.errors import RateLimited, Unauthenticated
+from schema.pagination import CursorCodec
 
 TOKEN_EXPIRED = LOGIN_OVER
 
@@ -81,6 +82,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             max_depth=settings.max_query_depth,
             max_aliases=settings.max_aliases,
             max_tokens=settings.max_tokens,
+            max_cost=settings.max_query_cost,
+            max_page_size=settings.max_page_size,
             introspection=settings.introspection_enabled,
         )
         super().__init__(
@@ -97,6 +100,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.logins = logins
         self.sockets = sockets
         self.refused_sign_ins = refused_sign_ins
+        self.cursors = CursorCodec([settings.secret_key, *settings.previous_secret_keys.values()])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -152,6 +156,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             clock=self.clock,
             request_id=request.scope.get("state", {}).get("request_id", ""),
             max_page_size=self.settings.max_page_size,
+            cursors=self.cursors,
             policy=self.settings.clinic_policy,
             bus=request.app.state.bus,
             viewer=request.scope.get("state", {}).get("viewer"),

@@ -97,6 +97,8 @@ class Settings:
     max_aliases: int = 15
     max_tokens: int = 2000
     max_page_size: int = 100
+    # The most objects one operation's answer may hold, page sizes multiplied (schema.query_cost).
+    max_query_cost: int = 10_000
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     log_format: str = "text"
@@ -342,6 +344,7 @@ class _Reader:
             max_aliases=self.integer("GRAPHQL_MAX_ALIASES", 15, minimum=1, maximum=200),
             max_tokens=self.integer("GRAPHQL_MAX_TOKENS", 2000, minimum=100, maximum=100_000),
             max_page_size=self.integer("GRAPHQL_MAX_PAGE_SIZE", 100, minimum=1, maximum=1000),
+            max_query_cost=self.integer("GRAPHQL_MAX_COST", 10_000, minimum=100, maximum=10_000_000),
             max_body_bytes=self.integer("MAX_BODY_BYTES", 256 * 1024, minimum=1024, maximum=16 * 1024 * 1024),
             log_level=self.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=self.choice("LOG_FORMAT", "json" if production else "text", ("json", "text")),

@@ -10,6 +10,11 @@ Rules (PRODUCT.md capability 1, CLINICAL.md §12 minimum necessary):
 - an admin sees patient identities (to manage accounts) and the audit log, no clinical data;
 - an EHR client sees, within its granted scopes, the patients of its care teams who have an
   active consent to share with it.
+
+Which patients is `patients_visible_to`'s question; which of their properties is `may_read`'s.
+A property is read by selecting it, and just as much by filtering or ordering a list by it, or by
+a cursor of a list ordered by it: all of these ask `may_read` (STYLE.md, one access rule per
+property), and cursors are sealed (schema.pagination).
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ from models.audit import AuditTrail
 class ViewerKind(StrEnum):
     USER = "USER"
     API_CLIENT = "API_CLIENT"
+
+
+class Sensitivity(StrEnum):
+    """What a property of a patient tells (CLINICAL.md §12, minimum necessary)."""
+
+    # Who the patient is and who looks after them: names, birth date, time zone, care team.
+    IDENTITY = "identity"
+    # Their health and care: alerts, sessions, readings, surveys, plans, outcomes, opioid use.
+    CLINICAL = "clinical"
 
 
 class Scope(StrEnum):
@@ -127,3 +141,15 @@ def patients_visible_to(viewer: Viewer) -> Q:
     if viewer.role is Role.PATIENT and viewer.patient_id is not None:
         return Q(id=viewer.patient_id)
     return Q(pk=None)
+
+
+def may_read(viewer: Viewer, sensitivity: Sensitivity) -> bool:
+    """Whether the viewer may read properties of this sensitivity of the patients it sees: to
+    select them, and to filter or order by them. Identities: everyone who sees the patient.
+    Clinical data: the patient, their care team's providers, an EHR client granted
+    `clinical:read`; never an admin."""
+    if sensitivity is Sensitivity.IDENTITY:
+        return True
+    if viewer.is_api_client:
+        return viewer.has_scope(Scope.CLINICAL_READ)
+    return viewer.role in (Role.PATIENT, Role.PROVIDER)

@@ -23,7 +23,12 @@ class NotFound(DomainError):
 
 
 class Forbidden(DomainError):
-    """The viewer's role may not do this at all (not about one record: that is `NotFound`)."""
+    """The viewer's role may not do this at all (not about one record: that is `NotFound`);
+    `argument` names the argument it may not use, when that is what is refused."""
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 class InvalidInput(DomainError):

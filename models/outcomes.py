@@ -19,8 +19,7 @@ from zoneinfo import ZoneInfo
 
 from tortoise.functions import Count
 
-from models.access import Viewer, patients_visible_to
-from models.accounts import Patient
+from models.access import Viewer
 from models.alert_rules import Severity
 from models.alerts import Alert, AlertStatus
 from models.baselines import (
@@ -30,7 +29,7 @@ from models.baselines import (
     pain_baselines,
     pain_values,
 )
-from models.directory import audit_patient_read, clinical_patient_ids, clinical_patients
+from models.directory import clinical_patient_ids, clinical_patients
 from models.dosing import DosingSession, SessionStatus
 from models.opioids import summaries_for
 from models.plans import CURRENT_STATUSES, TreatmentPlan
@@ -242,48 +241,3 @@ async def panel_facts(viewer: Viewer, patient_ids: list[UUID], *, now: datetime)
         )
         for patient_id in ids
     }
-
-
-NO_ALERT_RANK = 9
-FAR_FUTURE = "9999-12-31T00:00:00+00:00"
-
-
-def urgency_key(patient: Patient, top: Alert | None) -> tuple[str, ...]:
-    """Most urgent first: open alert severity, then its deadline, then name (a stable total order)."""
-    rank = top.severity_rank if top else NO_ALERT_RANK
-    deadline = top.respond_by.isoformat() if top else FAR_FUTURE
-    return (str(rank), deadline, patient.family_name.lower(), patient.given_name.lower(), str(patient.id))
-
-
-async def panel_by_urgency(
-    viewer: Viewer,
-    *,
-    limit: int,
-    after: tuple[str, ...] | None = None,
-    care_team_id: UUID | None = None,
-    with_open_alerts: bool | None = None,
-) -> list[tuple[Patient, tuple[str, ...]]]:
-    """The viewer's patients ordered by urgency (two queries whatever the panel's size), the
-    `limit` after the `after` position, each with its position (the cursor)."""
-    query = Patient.filter(patients_visible_to(viewer))
-    if care_team_id is not None:
-        query = query.filter(care_team_id=care_team_id)
-    patients = list(await query)
-    top: dict[UUID, Alert] = {}
-    for alert in await Alert.filter(
-        patient_id__in=[p.id for p in patients], status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]
-    ).order_by("-severity_rank", "-respond_by"):
-        top[alert.patient_id] = alert  # type: ignore[attr-defined]  # the last written is the most urgent
-    if with_open_alerts is not None:
-        patients = [p for p in patients if (p.id in top) is with_open_alerts]
-    ordered = sorted(((p, urgency_key(p, top.get(p.id))) for p in patients), key=lambda pair: _sortable(pair[1]))
-    if after is not None:
-        ordered = [pair for pair in ordered if _sortable(pair[1]) > _sortable(after)]
-    page = ordered[:limit]
-    for patient, _ in page:
-        audit_patient_read(viewer, patient.id)
-    return page
-
-
-def _sortable(key: tuple[str, ...]) -> tuple[int | str, ...]:
-    return (int(key[0]), *key[1:])

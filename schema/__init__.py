@@ -21,6 +21,7 @@ from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
+from schema.query_cost import DEFAULT_MAX_QUERY_COST
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
@@ -52,7 +53,13 @@ class KetafollowSchema(strawberry.Schema):
 
 
 def build_schema(
-    *, max_depth: int = 12, max_aliases: int = 15, max_tokens: int = 2000, introspection: bool = True
+    *,
+    max_depth: int = 12,
+    max_aliases: int = 15,
+    max_tokens: int = 2000,
+    max_cost: int = DEFAULT_MAX_QUERY_COST,
+    max_page_size: int = 100,
+    introspection: bool = True,
 ) -> KetafollowSchema:
     return KetafollowSchema(
         query=Query,
@@ -60,7 +67,12 @@ def build_schema(
         subscription=LiveSubscription,
         types=list(ERROR_TYPES),
         extensions=protections(
-            max_depth=max_depth, max_aliases=max_aliases, max_tokens=max_tokens, introspection=introspection
+            max_depth=max_depth,
+            max_aliases=max_aliases,
+            max_tokens=max_tokens,
+            max_cost=max_cost,
+            max_page_size=max_page_size,
+            introspection=introspection,
         ),
         config=StrawberryConfig(disable_field_suggestions=True),
     )

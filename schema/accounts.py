@@ -12,7 +12,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import consent, directory, outcomes
+from models import consent, directory
 from models import errors as domain
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from schema.clinical import PatientClinicalFields
@@ -27,7 +27,7 @@ from schema.errors import (
 )
 from schema.loaders import loader
 from schema.outcomes import PatientOutcomeFields, PatientPanelFields
-from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.pagination import NOT_A_CURSOR, Connection, Position, page_size
 from schema.permissions import viewer_of
 from schema.surveys import PatientSurveyFields
 
@@ -212,20 +212,43 @@ class ViewerType:
         return ProviderType.from_model(found[viewer.provider_id]) if viewer.provider_id in found else None
 
 
-_PATIENT_CURSOR = "patients"
-_URGENCY_CURSOR = "panel"
+# A cursor of one order opens only in that order: positions of the two differ.
+_CURSOR_KINDS = {directory.PatientOrder.NAME: "patients", directory.PatientOrder.URGENCY: "panel"}
 
-
-@strawberry.enum(name="PatientOrder")
-class PatientOrder(Enum):
-    URGENCY = "URGENCY"
-    NAME = "NAME"
+PatientOrder = strawberry.enum(
+    directory.PatientOrder,
+    name="PatientOrder",
+    description="URGENCY reads open alerts (clinical data): only for viewers who may see them.",
+)
 
 
 @strawberry.input(name="PatientFilter")
 class PatientFilter:
     care_team_id: strawberry.ID | None = None
-    has_open_alerts: bool | None = None
+    has_open_alerts: bool | None = strawberry.field(
+        default=None, description="Clinical data: only for viewers who may see alerts."
+    )
+
+
+def _patient_position(info: Info[Context, None], order: directory.PatientOrder, after: str) -> directory.PatientCursor:
+    kind = _CURSOR_KINDS[order]
+    try:
+        if order is directory.PatientOrder.NAME:
+            family, given, raw_id = info.context.cursors.open(kind, after, 3)
+            return directory.PatientCursor(family, given, uuid.UUID(raw_id))
+        rank, deadline, family, given, raw_id = info.context.cursors.open(kind, after, 5)
+        return directory.PatientCursor(family, given, uuid.UUID(raw_id), int(rank), datetime.fromisoformat(deadline))
+    except ValueError:
+        raise BadUserInput(NOT_A_CURSOR) from None
+
+
+def _patient_cursor(
+    info: Info[Context, None], order: directory.PatientOrder, position: directory.PatientCursor
+) -> Position:
+    values = [position.family_name, position.given_name, str(position.id)]
+    if order is directory.PatientOrder.URGENCY:
+        values = [str(position.severity_rank), position.respond_by.isoformat(), *values]
+    return info.context.cursors.at(_CURSOR_KINDS[order], values)
 
 
 async def patient_connection(
@@ -233,26 +256,27 @@ async def patient_connection(
     first: int | None,
     after: str | None,
     *,
+    order: directory.PatientOrder = directory.PatientOrder.NAME,
     care_team_id: uuid.UUID | None = None,
     with_open_alerts: bool | None = None,
 ) -> Connection[PatientType]:
     viewer = viewer_of(info)
     limit = page_size(first, info.context.max_page_size)
-    position = None
-    if after is not None:
-        family, given, raw_id = decode_cursor(_PATIENT_CURSOR, after, 3)
-        patient_id = parse_uuid(raw_id)
-        if patient_id is None:
-            raise BadUserInput("after is not a cursor this list issued")
-        position = directory.PatientCursor(family, given, patient_id)
-    patients = await directory.list_patients(
-        viewer, limit=limit + 1, after=position, care_team_id=care_team_id, with_open_alerts=with_open_alerts
-    )
-    page = patients[:limit]
+    position = _patient_position(info, order, after) if after is not None else None
+    with refusals_as_errors():
+        rows = await directory.list_patients(
+            viewer,
+            order=order,
+            limit=limit + 1,
+            after=position,
+            care_team_id=care_team_id,
+            with_open_alerts=with_open_alerts,
+        )
+    page = rows[:limit]
     return Connection[PatientType].build(
-        [PatientType.from_model(patient) for patient in page],
-        [encode_cursor(_PATIENT_CURSOR, [p.family_name, p.given_name, str(p.id)]) for p in page],
-        has_next_page=len(patients) > limit,
+        [PatientType.from_model(patient) for patient, _ in page],
+        [_patient_cursor(info, order, key) for _, key in page],
+        has_next_page=len(rows) > limit,
         after=after,
     )
 
@@ -340,38 +364,31 @@ class AccountsQuery:
                 raise domain.NotFound("patient")
             return PatientType.from_model(await directory.get_patient(viewer, patient_id))
 
-    @strawberry.field(description="The patients you may see (a provider's panel), the most urgent first.")
+    @strawberry.field(
+        description=(
+            "The patients you may see (a provider's panel). By default the most urgent first for viewers "
+            "who may see clinical data, by name for the others (an admin, an EHR client without clinical:read)."
+        )
+    )
     async def patients(
         self,
         info: Info[Context, None],
         first: int | None = None,
         after: str | None = None,
         filter: PatientFilter | None = None,
-        order_by: PatientOrder = PatientOrder.URGENCY,
+        order_by: PatientOrder | None = None,  # type: ignore[valid-type]
     ) -> Connection[PatientType]:
         team = node_uuid(info, filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
         if filter and filter.care_team_id and team is None:
             raise BadUserInput("careTeamId is not a care team id")
-        with_open_alerts = filter.has_open_alerts if filter else None
-        if order_by is PatientOrder.NAME:
-            return await patient_connection(info, first, after, care_team_id=team, with_open_alerts=with_open_alerts)
-        limit = page_size(first, info.context.max_page_size)
-        position = tuple(decode_cursor(_URGENCY_CURSOR, after, 5)) if after else None
-        if position is not None and not position[0].isdecimal():
-            raise BadUserInput("after is not a cursor this list issued")
-        rows = await outcomes.panel_by_urgency(
-            viewer_of(info),
-            limit=limit + 1,
-            after=position,
+        order = order_by or directory.default_patient_order(viewer_of(info))
+        return await patient_connection(
+            info,
+            first,
+            after,
+            order=order,
             care_team_id=team,
-            with_open_alerts=with_open_alerts,
-        )
-        page = rows[:limit]
-        return Connection[PatientType].build(
-            [PatientType.from_model(patient) for patient, _ in page],
-            [encode_cursor(_URGENCY_CURSOR, list(key)) for _, key in page],
-            has_next_page=len(rows) > limit,
-            after=after,
+            with_open_alerts=filter.has_open_alerts if filter else None,
         )
 
 

@@ -12,7 +12,7 @@ from models import audit
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
-from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.pagination import Connection, page_size
 from schema.permissions import viewer_of
 
 _CURSOR = "audit"
@@ -76,7 +76,7 @@ class AuditQuery:
                 raise BadUserInput("patientId is not a patient id")
         position = None
         if after is not None:
-            occurred, raw_id = decode_cursor(_CURSOR, after, 2)
+            occurred, raw_id = info.context.cursors.open(_CURSOR, after, 2)
             event_id = parse_uuid(raw_id)
             try:
                 occurred_at = datetime.fromisoformat(occurred)
@@ -90,7 +90,7 @@ class AuditQuery:
         page = events[:limit]
         return Connection[AuditEventType].build(
             [AuditEventType.from_model(event) for event in page],
-            [encode_cursor(_CURSOR, [event.occurred_at.isoformat(), str(event.id)]) for event in page],
+            [info.context.cursors.at(_CURSOR, [event.occurred_at.isoformat(), str(event.id)]) for event in page],
             has_next_page=len(events) > limit,
             after=after,
         )

@@ -37,7 +37,7 @@ from schema.errors import (
 )
 from schema.loaders import loader
 from schema.mutations import LenientInput, attempt, decimal, global_id, node_id, written
-from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.pagination import Connection, page_size
 from schema.permissions import viewer_of
 
 Formulation = strawberry.enum(plans.Formulation, name="Formulation")
@@ -441,10 +441,10 @@ def cursor_time(raw: str) -> datetime:
     return moment
 
 
-def _before(kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
+def _before(info: Info[Context, None], kind: str, after: str | None) -> tuple[datetime, uuid.UUID] | None:
     if after is None:
         return None
-    moment, raw_id = decode_cursor(kind, after, 2)
+    moment, raw_id = info.context.cursors.open(kind, after, 2)
     try:
         return cursor_time(moment), uuid.UUID(raw_id)
     except ValueError:
@@ -464,13 +464,13 @@ async def patient_page(
     """One page of a patient's clinical list, newest first, or NOT_FOUND for viewers without access."""
     limit = page_size(first, info.context.max_page_size)
     try:
-        rows = await fetch(viewer_of(info), patient_id, limit=limit + 1, before=_before(kind, after))
+        rows = await fetch(viewer_of(info), patient_id, limit=limit + 1, before=_before(info, kind, after))
     except domain.NotFound as refusal:
         raise RecordNotFound(refusal.message) from refusal
     page = rows[:limit]
     return Connection[Any].build(
         [convert(row) for row in page],
-        [encode_cursor(kind, [getattr(row, moment).isoformat(), str(row.id)]) for row in page],
+        [info.context.cursors.at(kind, [getattr(row, moment).isoformat(), str(row.id)]) for row in page],
         has_next_page=len(rows) > limit,
         after=after,
     )
@@ -826,7 +826,7 @@ class ClinicalQuery:
         limit = page_size(first, info.context.max_page_size)
         position = None
         if after is not None:
-            rank, respond, raw_id = decode_cursor(_ALERT_CURSOR, after, 3)
+            rank, respond, raw_id = info.context.cursors.open(_ALERT_CURSOR, after, 3)
             try:
                 position = alert_ops.AlertCursor(int(rank), cursor_time(respond), uuid.UUID(raw_id))
             except ValueError:
@@ -838,7 +838,10 @@ class ClinicalQuery:
         page = rows[:limit]
         return Connection[AlertType].build(
             [AlertType.from_model(alert) for alert in page],
-            [encode_cursor(_ALERT_CURSOR, [str(a.severity_rank), a.respond_by.isoformat(), str(a.id)]) for a in page],
+            [
+                info.context.cursors.at(_ALERT_CURSOR, [str(a.severity_rank), a.respond_by.isoformat(), str(a.id)])
+                for a in page
+            ],
             has_next_page=len(rows) > limit,
             after=after,
         )

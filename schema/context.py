@@ -20,6 +20,7 @@ from models.audit import AuditTrail
 from models.clock import Clock
 from models.events import EventBus
 from models.policy import DEFAULT_POLICY, ClinicPolicy
+from schema.pagination import CursorCodec
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Context:
     clock: Clock
     request_id: str
     max_page_size: int
+    # Seals and opens the cursors of every connection (schema.pagination), keyed from SECRET_KEY.
+    cursors: CursorCodec
     viewer: Viewer | None = None
     # The login (refresh-token family) of the access token, when it names one.
     session_id: UUID | None = None

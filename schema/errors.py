@@ -26,9 +26,11 @@ class ClientError(Exception):
 
     code = "BAD_REQUEST"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **extensions: object) -> None:
         super().__init__(message)
         self.message = message
+        # Shown beside `code` in `extensions` (e.g. the argument a refusal is about).
+        self.extensions = extensions
 
 
 class Unauthenticated(ClientError):
@@ -63,7 +65,7 @@ def refusals_as_errors() -> Iterator[None]:
     except domain.NotFound as error:
         raise RecordNotFound(error.message) from error
     except domain.Forbidden as error:
-        raise Forbidden(error.message) from error
+        raise Forbidden(error.message, **({"argument": error.argument} if error.argument else {})) from error
     except domain.InvalidInput as error:
         raise BadUserInput(error.message) from error
 

@@ -1,7 +1,7 @@
 """Schema extensions: the GraphQL protections and the error policy.
 
-Depth, alias, token, directive and repeated-field limits refuse abusive documents before anything
-runs; introspection is refused in production; every error a client sees carries a code in
+Depth, alias, token, directive, repeated-field and cost limits refuse abusive documents before
+anything runs; introspection is refused in production; every error a client sees carries a code in
 `extensions.code`; unexpected errors are logged with the request id and masked, so a client never
 sees a stack trace, SQL or a patient's data in an error message.
 """
@@ -42,6 +42,8 @@ from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
 from schema.cost import root_field_count
 from schema.errors import ClientError
+from schema.pagination import DEFAULT_PAGE_SIZE
+from schema.query_cost import QueryCostLimit
 
 logger = logging.getLogger("ketafollow.graphql")
 
@@ -75,7 +77,7 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
         }
         return
     if isinstance(original, ClientError):
-        error.message, error.extensions = original.message, {"code": original.code}
+        error.message, error.extensions = original.message, {"code": original.code, **original.extensions}
     elif isinstance(original, GraphQLError) and error.path is None:
         # graphql-core's own words about a variable's value (coercion happens before execution).
         error.message, error.extensions = _SUGGESTION.sub("", error.message), {"code": "BAD_USER_INPUT"}
@@ -241,7 +243,7 @@ def public_error(error: Exception, request_id: str | None) -> GraphQLError:
     """What a client may see of an exception raised outside the normal result path (a
     subscription's stream): a `ClientError` as it is, anything else masked and logged."""
     if isinstance(error, ClientError):
-        return GraphQLError(error.message, extensions={"code": error.code})
+        return GraphQLError(error.message, extensions={"code": error.code, **error.extensions})
     logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
     return GraphQLError(
         f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
@@ -264,7 +266,7 @@ def _root_fields(execution_context: ExecutionContext) -> str | None:
 
 
 def protections(
-    *, max_depth: int, max_aliases: int, max_tokens: int, introspection: bool
+    *, max_depth: int, max_aliases: int, max_tokens: int, max_cost: int, max_page_size: int, introspection: bool
 ) -> list[Callable[[], SchemaExtension]]:
     """The extensions every request passes through, in order."""
     # The depth and alias limiters make a new validation rule class per instance, and the
@@ -284,5 +286,17 @@ def protections(
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    extensions += [lambda: ValidationCache(maxsize=256), ErrorPolicy, SocketRateLimit, AuditFlush]
+    # The cost limit refuses before any resolver runs (and before a socket operation spends its tokens).
+    costs = {
+        "limit": max_cost,
+        "default_page_size": min(DEFAULT_PAGE_SIZE, max_page_size),
+        "max_page_size": max_page_size,
+    }
+    extensions += [
+        lambda: ValidationCache(maxsize=256),
+        ErrorPolicy,
+        lambda: QueryCostLimit(**costs),
+        SocketRateLimit,
+        AuditFlush,
+    ]
     return extensions

@@ -15,7 +15,7 @@ from models.events import Operation
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
-from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.pagination import Connection, CursorCodec, Position, page_size
 from schema.permissions import viewer_of
 
 
@@ -88,16 +88,16 @@ class ChangeType:
         )
 
 
-def _position(after: str) -> changes.FeedPosition:
-    xid, seq, part = decode_cursor(_CHANGES_CURSOR, after, 3)
+def _position(cursors: CursorCodec, after: str) -> changes.FeedPosition:
+    xid, seq, part = cursors.open(_CHANGES_CURSOR, after, 3)
     try:
         return changes.FeedPosition(int(xid), int(seq), int(part))
     except ValueError:
         raise BadUserInput("after is not a cursor this list issued") from None
 
 
-def _cursor(position: changes.FeedPosition) -> str:
-    return encode_cursor(_CHANGES_CURSOR, [str(position.xid), str(position.seq), str(position.part)])
+def _cursor(cursors: CursorCodec, position: changes.FeedPosition) -> Position:
+    return cursors.at(_CHANGES_CURSOR, [str(position.xid), str(position.seq), str(position.part)])
 
 
 @strawberry.type
@@ -120,16 +120,17 @@ class ChangesQuery:
         wanted = frozenset(kind.value for kind in resource_types) if resource_types is not None else None
         if wanted is not None and not wanted:
             raise BadUserInput("resourceTypes must name at least one resource type (or be left out)")
+        cursors = info.context.cursors
         with refusals_as_errors():
             page = await changes.read_changes(
-                viewer_of(info), after=_position(after) if after else None, first=limit, resource_types=wanted
+                viewer_of(info), after=_position(cursors, after) if after else None, first=limit, resource_types=wanted
             )
         connection = Connection[ChangeType].build(
             [ChangeType.of(change) for change in page.changes],
-            [_cursor(change.position) for change in page.changes],
+            [_cursor(cursors, change.position) for change in page.changes],
             has_next_page=page.has_next_page,
             after=after,
         )
         if page.end is not None:
-            connection.page_info.end_cursor = _cursor(page.end)
+            connection.page_info.end = _cursor(cursors, page.end)
         return connection

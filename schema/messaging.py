@@ -35,7 +35,7 @@ from schema.errors import (
 from schema.extensions import public_error
 from schema.loaders import loader
 from schema.mutations import LenientInput, attempt, node_id, written
-from schema.pagination import Connection, decode_cursor, encode_cursor, page_size
+from schema.pagination import Connection, page_size
 from schema.permissions import viewer_of
 from schema.surveys import SurveyAssignmentType
 
@@ -153,7 +153,7 @@ class MessageThreadType(relay.Node):
         limit = page_size(first, info.context.max_page_size)
         before = None
         if after is not None:
-            [raw] = decode_cursor(_MESSAGES, after, 1)
+            [raw] = info.context.cursors.open(_MESSAGES, after, 1)
             if not (raw.isascii() and raw.isdecimal()) or int(raw) > 2**31 - 1:
                 raise BadUserInput("after is not a cursor this list issued")
             before = int(raw)
@@ -161,7 +161,7 @@ class MessageThreadType(relay.Node):
         page = rows[:limit]
         return Connection[MessageType].build(
             [MessageType.from_model(message) for message in page],
-            [encode_cursor(_MESSAGES, [str(message.number)]) for message in page],
+            [info.context.cursors.at(_MESSAGES, [str(message.number)]) for message in page],
             has_next_page=len(rows) > limit,
             after=after,
         )
@@ -237,7 +237,7 @@ class MessagingQuery:
         limit = page_size(first, info.context.max_page_size)
         position = None
         if after is not None:
-            moment, raw_id = decode_cursor(_THREADS, after, 2)
+            moment, raw_id = info.context.cursors.open(_THREADS, after, 2)
             try:
                 position = messaging.ThreadCursor(cursor_time(moment), uuid.UUID(raw_id))
             except ValueError:
@@ -249,7 +249,10 @@ class MessagingQuery:
         page = rows[:limit]
         return Connection[MessageThreadType].build(
             [MessageThreadType.from_model(thread) for thread in page],
-            [encode_cursor(_THREADS, [(t.last_message_at or t.created_at).isoformat(), str(t.id)]) for t in page],
+            [
+                info.context.cursors.at(_THREADS, [(t.last_message_at or t.created_at).isoformat(), str(t.id)])
+                for t in page
+            ],
             has_next_page=len(rows) > limit,
             after=after,
         )

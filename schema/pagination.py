@@ -1,7 +1,19 @@
-"""Relay-style connections with opaque, tamper-evident-enough cursors.
+"""Relay-style connections whose cursors reveal nothing and cannot be forged.
 
-A cursor is base64url JSON tagged with the list it belongs to; a cursor from another list, or
-garbage, is refused with a clear error instead of silently restarting from the top.
+A cursor is a position in one list (the sort key of a row: for the panel by urgency, its open
+alert's severity and deadline; for the change feed, a place in the commit order), so a readable
+one would tell a viewer what the list was sorted by. Each cursor is sealed with authenticated
+encryption: AES-SIV (RFC 5297) under a key derived from `SECRET_KEY` by HKDF-SHA256, a fresh
+random nonce every time, the list's name bound in as associated data, the position padded to a
+multiple of 32 bytes. So a cursor:
+
+- says nothing about the row it points at, nor whether two cursors point at the same row;
+- cannot be made, edited, or moved to another list: anything but a cursor this server sealed for
+  this list is refused with "after is not a cursor this list issued";
+- stays valid across requests, replicas and restarts, and through a key rotation (keys listed in
+  `PREVIOUS_SECRET_KEYS` still open cursors): a stored change-feed cursor resumes where it stopped.
+
+Cursors are sealed only when a client selects them (`cursor`, `startCursor`, `endCursor`).
 """
 
 from __future__ import annotations
@@ -9,28 +21,117 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Generic, TypeVar
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import strawberry
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from schema.errors import BadUserInput
 
 NodeType = TypeVar("NodeType")
 DEFAULT_PAGE_SIZE = 20
 
+NOT_A_CURSOR = "after is not a cursor this list issued"
+# A sealed patient position with two 100-character names in any script stays well under this.
+MAX_CURSOR_LENGTH = 2048
+_VERSION = b"\x01"
+_NONCE_BYTES = 16
+_TAG_BYTES = 16
+_PADDING = 32
+_KEY_PURPOSE = b"ketafollow cursors v1"
+
+
+def _cursor_key(secret: str) -> AESSIV:
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_KEY_PURPOSE).derive(secret.encode())
+    return AESSIV(key)
+
+
+class CursorCodec:
+    """Seals positions into cursors and opens them: the first secret seals, every one opens."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("cursors need at least one secret")
+        self._keys = [_cursor_key(secret) for secret in secrets]
+
+    def at(self, kind: str, values: Sequence[str]) -> Position:
+        return Position(self, kind, tuple(values))
+
+    def seal(self, kind: str, values: Sequence[str]) -> str:
+        plain = json.dumps(list(values), ensure_ascii=False, separators=(",", ":")).encode()
+        plain += b" " * (-len(plain) % _PADDING)
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._keys[0].encrypt(plain, [_VERSION, kind.encode(), nonce])
+        return base64.urlsafe_b64encode(_VERSION + nonce + sealed).decode().rstrip("=")
+
+    def open(self, kind: str, cursor: str, length: int) -> list[str]:
+        """The `length` values sealed in `cursor` for the list `kind`, or `BadUserInput`."""
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise BadUserInput(NOT_A_CURSOR)
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError) as error:
+            raise BadUserInput(NOT_A_CURSOR) from error
+        if len(raw) <= 1 + _NONCE_BYTES + _TAG_BYTES or raw[:1] != _VERSION:
+            raise BadUserInput(NOT_A_CURSOR)
+        nonce, sealed = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
+        for key in self._keys:
+            try:
+                plain = key.decrypt(sealed, [_VERSION, kind.encode(), nonce])
+            except InvalidTag:
+                continue
+            values = json.loads(plain)
+            if isinstance(values, list) and len(values) == length and all(isinstance(v, str) for v in values):
+                return values
+            break  # sealed by this server, for this list, but by code with another layout
+        raise BadUserInput(NOT_A_CURSOR)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a row sits in its list; sealed into a cursor only when a client asks for one."""
+
+    codec: CursorCodec
+    kind: str
+    values: tuple[str, ...]
+
+    def cursor(self) -> str:
+        return self.codec.seal(self.kind, self.values)
+
+
+def _start_cursor(root: strawberry.Parent[PageInfo]) -> str | None:
+    return root.start.cursor() if root.start else None
+
+
+def _end_cursor(root: strawberry.Parent[PageInfo]) -> str | None:
+    return root.end.cursor() if root.end else None
+
+
+def _edge_cursor(root: strawberry.Parent[Edge[Any]]) -> str:
+    return root.position.cursor()
+
 
 @strawberry.type
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    start_cursor: str | None = strawberry.field(resolver=_start_cursor)
+    end_cursor: str | None = strawberry.field(resolver=_end_cursor)
+    start: strawberry.Private[Position | None] = None
+    end: strawberry.Private[Position | None] = None
 
 
 @strawberry.type
 class Edge(Generic[NodeType]):
-    cursor: str
+    cursor: str = strawberry.field(resolver=_edge_cursor)
     node: NodeType
+    position: strawberry.Private[Position]
 
 
 @strawberry.type
@@ -40,16 +141,16 @@ class Connection(Generic[NodeType]):
 
     @classmethod
     def build(
-        cls, nodes: list[NodeType], cursors: list[str], *, has_next_page: bool, after: str | None
+        cls, nodes: list[NodeType], positions: list[Position], *, has_next_page: bool, after: str | None
     ) -> Connection[NodeType]:
-        edges = [Edge(cursor=cursor, node=node) for node, cursor in zip(nodes, cursors, strict=True)]
+        edges = [Edge(position=position, node=node) for node, position in zip(nodes, positions, strict=True)]
         return cls(
             edges=edges,
             page_info=PageInfo(
                 has_next_page=has_next_page,
                 has_previous_page=after is not None,
-                start_cursor=cursors[0] if cursors else None,
-                end_cursor=cursors[-1] if cursors else None,
+                start=positions[0] if positions else None,
+                end=positions[-1] if positions else None,
             ),
         )
 
@@ -60,29 +161,3 @@ def page_size(first: int | None, maximum: int) -> int:
     if not 1 <= first <= maximum:
         raise BadUserInput(f"first must be between 1 and {maximum}")
     return first
-
-
-def encode_cursor(kind: str, values: list[str]) -> str:
-    raw = json.dumps([kind, *values], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-MAX_CURSOR_LENGTH = 512
-
-
-def decode_cursor(kind: str, cursor: str, length: int) -> list[str]:
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise BadUserInput("after is not a cursor this list issued")
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise BadUserInput("after is not a cursor this list issued") from error
-    if (
-        not isinstance(decoded, list)
-        or len(decoded) != length + 1
-        or decoded[0] != kind
-        or not all(isinstance(value, str) for value in decoded)
-    ):
-        raise BadUserInput("after is not a cursor this list issued")
-    return decoded[1:]

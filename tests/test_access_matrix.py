@@ -11,15 +11,23 @@ scope, and after Alex revoked consent; and nobody (no token).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+import graphql
 import httpx
 import pytest
 from strawberry import relay
 
 from api.database import use_database
+from api.settings import Settings
 from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
 from models.devices import Device, Platform
@@ -27,7 +35,9 @@ from models.dosing import CHECKLIST, DosingSession
 from models.messaging import MessageThread
 from models.plans import TreatmentPlan
 from schema import build_schema
+from schema.pagination import CursorCodec
 from tests.conftest import Tokens
+from tests.graphql import gql
 
 ROLES = (
     "alex",
@@ -348,3 +358,428 @@ async def test_a_refused_patient_looks_exactly_like_a_missing_one(
         answers.append((response.status_code, body))
     assert answers[0] == answers[1]
     assert answers[0][1]["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+
+
+# --- arguments and cursors: what a list is filtered, ordered and paged by ------------------------
+#
+# Filtering or ordering a list by a property reads that property as surely as selecting it does,
+# and so does a cursor that carries it: an admin ordering patients by alert urgency, or reading
+# the urgency out of a cursor, learns who has an urgent alert. Every argument of the schema has a
+# rule here (a new one makes this file fail), and every connection's cursors are checked for every
+# kind of viewer, EHR clients with each combination of scopes included.
+
+SCOPES = ("patients:read", "clinical:read", "changes:read")
+CLIENTS = {
+    f"client({'+'.join(scope.split(':')[0] for scope in combination) or 'no scope'})": frozenset(combination)
+    for size in range(len(SCOPES), -1, -1)
+    for combination in itertools.combinations(SCOPES, size)
+}
+VIEWERS = (
+    "alex",
+    "blair",
+    "provider_in_team",
+    "provider_outside",
+    "admin",
+    *CLIENTS,
+    "client_without_consent",
+    "anonymous",
+)
+SIGNED_IN = frozenset(VIEWERS) - {"anonymous"}
+# Clinical data: patients (their own), providers (their teams'), EHR clients granted clinical:read.
+READS_CLINICAL = frozenset({"alex", "blair", "provider_in_team", "provider_outside", "client_without_consent"}) | {
+    name for name, scopes in CLIENTS.items() if "clinical:read" in scopes
+}
+LISTS_PATIENTS = frozenset(
+    {"alex", "blair", "provider_in_team", "provider_outside", "admin", "client_without_consent"}
+) | {name for name, scopes in CLIENTS.items() if "patients:read" in scopes}
+
+
+class Reads(Enum):
+    """What an argument reads, so who may use it."""
+
+    PAGE = "how many rows: nothing"
+    CURSOR = "a sealed position: nothing (the cursor matrix below)"
+    RECORD = "which record: the field's own rule for it (MATRIX above)"
+    WITHIN = "narrows rows that are all as sensitive as the field: the field's own rule"
+    IDENTITY = "who patients are: whoever may list them"
+    CLINICAL = "their care: only viewers who may see clinical data"
+
+
+ARGUMENTS: dict[str, Reads] = {
+    "CareTeam.patients(first)": Reads.PAGE,
+    "CareTeam.patients(after)": Reads.CURSOR,
+    "MessageThread.messages(first)": Reads.PAGE,
+    "MessageThread.messages(after)": Reads.CURSOR,
+    "MessageThread.missedMessages(afterNumber)": Reads.WITHIN,
+    "OpioidUse.daily(days)": Reads.WITHIN,
+    "Patient.dosingSessions(first)": Reads.PAGE,
+    "Patient.dosingSessions(after)": Reads.CURSOR,
+    "Patient.checkIns(first)": Reads.PAGE,
+    "Patient.checkIns(after)": Reads.CURSOR,
+    "Patient.sideEffectReports(first)": Reads.PAGE,
+    "Patient.sideEffectReports(after)": Reads.CURSOR,
+    "Patient.surveyAssignments(status)": Reads.WITHIN,
+    "Patient.surveyAssignments(first)": Reads.PAGE,
+    "Patient.surveyAssignments(after)": Reads.CURSOR,
+    "Patient.surveyResponses(first)": Reads.PAGE,
+    "Patient.surveyResponses(after)": Reads.CURSOR,
+    "Query.node(id)": Reads.RECORD,
+    "Query.patient(id)": Reads.RECORD,
+    "Query.patients(first)": Reads.PAGE,
+    "Query.patients(after)": Reads.CURSOR,
+    "Query.patients(filter.careTeamId)": Reads.IDENTITY,
+    "Query.patients(filter.hasOpenAlerts)": Reads.CLINICAL,
+    "Query.patients(orderBy: NAME)": Reads.IDENTITY,
+    "Query.patients(orderBy: URGENCY)": Reads.CLINICAL,
+    "Query.alerts(status)": Reads.WITHIN,
+    "Query.alerts(first)": Reads.PAGE,
+    "Query.alerts(after)": Reads.CURSOR,
+    "Query.threads(first)": Reads.PAGE,
+    "Query.threads(after)": Reads.CURSOR,
+    "Query.auditEvents(patientId)": Reads.RECORD,
+    "Query.auditEvents(first)": Reads.PAGE,
+    "Query.auditEvents(after)": Reads.CURSOR,
+    "Query.fhirResource(resourceType)": Reads.RECORD,
+    "Query.fhirResource(id)": Reads.RECORD,
+    "Query.fhirPatientBundle(patientId)": Reads.RECORD,
+    "Query.changes(after)": Reads.CURSOR,
+    "Query.changes(first)": Reads.PAGE,
+    "Query.changes(resourceTypes)": Reads.WITHIN,
+    "Subscription.messageAdded(threadId)": Reads.RECORD,
+    # A resumed stream replays only the events the viewer may see, each checked like a live one.
+    "Subscription.messageAdded(since)": Reads.WITHIN,
+    "Subscription.alertRaised(since)": Reads.WITHIN,
+    "Subscription.surveyAvailable(since)": Reads.WITHIN,
+}
+
+
+def _arguments_of_the_schema() -> set[str]:
+    """Every argument of every field but the mutations' (their `input` is MATRIX's): an input
+    object by its fields, an enum by its values (each value may read something else)."""
+    schema = build_schema()._schema
+    found: set[str] = set()
+    for type_name, graphql_type in schema.type_map.items():
+        if type_name.startswith("__") or type_name == "Mutation":
+            continue
+        if not isinstance(graphql_type, graphql.GraphQLObjectType | graphql.GraphQLInterfaceType):
+            continue
+        for field_name, field in graphql_type.fields.items():
+            for name, argument in field.args.items():
+                kind = graphql.get_nullable_type(argument.type)
+                where = f"{type_name}.{field_name}"
+                if isinstance(kind, graphql.GraphQLInputObjectType):
+                    found |= {f"{where}({name}.{inner})" for inner in kind.fields}
+                elif isinstance(kind, graphql.GraphQLEnumType):
+                    found |= {f"{where}({name}: {value})" for value in kind.values}
+                else:
+                    found.add(f"{where}({name})")
+    return found
+
+
+def test_every_argument_of_the_schema_has_a_rule() -> None:
+    assert _arguments_of_the_schema() == set(ARGUMENTS), "say what every new argument reads"
+    probed = {name for name, reads in ARGUMENTS.items() if reads in (Reads.IDENTITY, Reads.CLINICAL)}
+    assert probed == set(ARGUMENT_PROBES)
+    assert {name for name, reads in ARGUMENTS.items() if reads is Reads.WITHIN} == set(WITHIN_PROBES)
+    assert {name.split("(")[0] for name, reads in ARGUMENTS.items() if reads is Reads.CURSOR} == set(PAGERS)
+
+
+PATIENT_NAMES = "edges { node { givenName } }"
+# Each query of a patient list that uses the argument (both values of a boolean filter).
+ARGUMENT_PROBES: dict[str, tuple[str, ...]] = {
+    "Query.patients(filter.careTeamId)": (
+        f"query($team: ID!) {{ patients(filter: {{ careTeamId: $team }}) {{ {PATIENT_NAMES} }} }}",
+    ),
+    "Query.patients(filter.hasOpenAlerts)": (
+        f"{{ patients(filter: {{ hasOpenAlerts: true }}) {{ {PATIENT_NAMES} }} }}",
+        f"{{ patients(filter: {{ hasOpenAlerts: false }}, orderBy: NAME) {{ {PATIENT_NAMES} }} }}",
+    ),
+    "Query.patients(orderBy: NAME)": (f"{{ patients(orderBy: NAME) {{ {PATIENT_NAMES} }} }}",),
+    "Query.patients(orderBy: URGENCY)": (f"{{ patients(orderBy: URGENCY) {{ {PATIENT_NAMES} }} }}",),
+}
+# The argument each refusal names (in its message and in `extensions.argument`).
+REFUSAL_NAMES = {
+    "Query.patients(filter.hasOpenAlerts)": "filter.hasOpenAlerts",
+    "Query.patients(orderBy: URGENCY)": "orderBy",
+}
+
+# The field without the argument, and with it: the argument must not change who gets an answer.
+WITHIN_PROBES: dict[str, tuple[str, str]] = {
+    "Query.alerts(status)": (
+        "{ alerts { edges { node { id } } } }",
+        "{ alerts(status: [OPEN]) { edges { node { id } } } }",
+    ),
+    "Patient.surveyAssignments(status)": (
+        "query($id: ID!) { patient(id: $id) { surveyAssignments { edges { node { id } } } } }",
+        "query($id: ID!) { patient(id: $id) {"
+        " surveyAssignments(status: [AVAILABLE, COMPLETED]) { edges { node { id } } } } }",
+    ),
+    "Query.changes(resourceTypes)": (
+        "{ changes { edges { node { sequence } } } }",
+        "{ changes(resourceTypes: [Patient, Observation]) { edges { node { sequence } } } }",
+    ),
+    "MessageThread.missedMessages(afterNumber)": (
+        "query($thread: ID!) { node(id: $thread) { ... on MessageThread { subject } } }",
+        "query($thread: ID!) { node(id: $thread) {"
+        " ... on MessageThread { missedMessages(afterNumber: 0) { body } } } }",
+    ),
+    "OpioidUse.daily(days)": (
+        "query($id: ID!) { patient(id: $id) { opioidUse { currentMmePerDay } } }",
+        "query($id: ID!) { patient(id: $id) { opioidUse { daily(days: 7) { mme } } } }",
+    ),
+}
+
+
+async def _viewer_token(viewer: str, tokens: Tokens, app: Any) -> str | None:
+    if viewer in CLIENTS:
+        return tokens.client("demo-ehr", CLIENTS[viewer])
+    return await _token_for(viewer, tokens, app)
+
+
+async def _ask(client: httpx.AsyncClient, query: str, variables: dict[str, Any], token: str | None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    used = {name: value for name, value in variables.items() if f"${name}" in query}
+    response = await client.post("/graphql", json={"query": query, "variables": used}, headers=headers)
+    assert response.status_code == (401 if token is None else 200), response.text
+    body: dict[str, Any] = response.json()
+    for error in body.get("errors") or []:
+        assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", body
+    return body
+
+
+async def _demo_ids(app: Any) -> dict[str, str]:
+    with use_database(app.state.database):
+        alex = await Patient.get(user__email="alex@demo.test").prefetch_related("care_team")
+        thread = await MessageThread.get(patient=alex)
+    return {
+        "id": str(relay.GlobalID("Patient", str(alex.id))),
+        "thread": str(relay.GlobalID("MessageThread", str(thread.id))),
+        "team": str(relay.GlobalID("CareTeam", str(alex.care_team.id))),
+    }
+
+
+@pytest.mark.parametrize("viewer", VIEWERS)
+@pytest.mark.parametrize("argument", sorted(ARGUMENT_PROBES))
+async def test_a_list_is_filtered_and_ordered_only_by_what_the_viewer_may_read(
+    client: httpx.AsyncClient, tokens: Tokens, app: Any, argument: str, viewer: str
+) -> None:
+    ids = await _demo_ids(app)
+    token = await _viewer_token(viewer, tokens, app)
+    may = viewer in SIGNED_IN and (ARGUMENTS[argument] is Reads.IDENTITY or viewer in READS_CLINICAL)
+    for query in ARGUMENT_PROBES[argument]:
+        body = await _ask(client, query, ids, token)
+        if viewer == "anonymous":
+            assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        elif may:
+            assert "errors" not in body, f"{viewer} may use {argument}: {body}"
+            assert isinstance(body["data"]["patients"]["edges"], list)
+        else:
+            named = REFUSAL_NAMES[argument]
+            assert body["data"] is None, f"{viewer} must not use {argument}: {body}"
+            [error] = body["errors"]
+            assert error["extensions"] == {"code": "FORBIDDEN", "argument": named}
+            assert error["message"].startswith(f"{named}") and "clinical data you may not see" in error["message"]
+
+
+@pytest.mark.parametrize("viewer", VIEWERS)
+@pytest.mark.parametrize("argument", sorted(WITHIN_PROBES))
+async def test_an_argument_within_a_field_answers_whom_the_field_answers(
+    client: httpx.AsyncClient, tokens: Tokens, app: Any, argument: str, viewer: str
+) -> None:
+    ids = await _demo_ids(app)
+    token = await _viewer_token(viewer, tokens, app)
+    without, with_argument = [await _ask(client, query, ids, token) for query in WITHIN_PROBES[argument]]
+    assert _access(without) == _access(with_argument), f"{viewer}, {argument}"
+
+
+def _access(body: dict[str, Any]) -> tuple[frozenset[str], bool]:
+    """Who got what, whatever the rows: the error codes, and whether the innermost object asked for came back."""
+    codes = frozenset(error["extensions"]["code"] for error in body.get("errors") or [])
+    value: Any = body.get("data")
+    while isinstance(value, dict) and len(value) == 1 and not {"edges", "currentMmePerDay", "daily"} & set(value):
+        value = next(iter(value.values()))
+    return codes, value is not None
+
+
+async def test_a_viewer_who_may_not_see_clinical_data_gets_patients_by_name_and_the_others_by_urgency(
+    client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    query = "query($order: PatientOrder) { patients(orderBy: $order) { edges { node { givenName } } } }"
+
+    async def names(token: str, order: str | None) -> list[str]:
+        body = await gql(client, query, {"order": order}, token=token)
+        return [edge["node"]["givenName"] for edge in body["data"]["patients"]["edges"]]
+
+    admin = tokens.user("admin@demo.test")
+    # Brooks, Chen, Morgan, Nguyen: by family name; by urgency Casey (HIGH, due first), Blair, Devon.
+    assert await names(admin, None) == await names(admin, "NAME") == ["Devon", "Blair", "Alex", "Casey"]
+    provider = tokens.user("dr.okafor@demo.test")
+    assert await names(provider, None) == await names(provider, "URGENCY") == ["Casey", "Devon"]
+    assert await names(provider, "NAME") == ["Devon", "Casey"]
+
+
+# --- cursors ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pager:
+    """One connection: a query with `$after`, where its connection is in the answer, the names of
+    its list (to forge a cursor with another key), and the viewers who must get rows of it.
+    `stable`: reading it adds no row before the first (reading the audit log is audited)."""
+
+    query: str
+    path: tuple[str, ...]
+    kinds: tuple[str, ...]
+    readers: frozenset[str]
+    stable: bool = True
+
+
+def _page(field: str, node: str, arguments: str = "") -> str:
+    return (
+        f"{field}({arguments}first: 1, after: $after) {{ edges {{ cursor node {{ {node} }} }} "
+        "pageInfo { startCursor endCursor hasNextPage } }"
+    )
+
+
+def _query(selection: str) -> str:
+    variables = {"after": "String", "id": "ID!", "thread": "ID!", "team": "ID!"}
+    declared = ", ".join(f"${name}: {kind}" for name, kind in variables.items() if f"${name}" in selection)
+    return f"query({declared}) {{ {selection} }}"
+
+
+SEES_ALEXS_CARE = frozenset({"alex", "provider_in_team"}) | {
+    name for name, scopes in CLIENTS.items() if {"patients:read", "clinical:read"} <= scopes
+}
+PATIENT = "givenName familyName birthDate"
+ALL_STATUSES = "status: [OPEN, ACKNOWLEDGED, RESOLVED], "
+PAGERS: dict[str, Pager] = {
+    "Query.patients": Pager(_query(_page("patients", PATIENT)), ("patients",), ("patients", "panel"), LISTS_PATIENTS),
+    "CareTeam.patients": Pager(
+        _query(f"node(id: $team) {{ ... on CareTeam {{ {_page('patients', PATIENT)} }} }}"),
+        ("node", "patients"),
+        ("patients",),
+        LISTS_PATIENTS - {"provider_outside"},
+    ),
+    "Query.alerts": Pager(
+        _query(_page("alerts", "id severity respondBy summary", ALL_STATUSES)),
+        ("alerts",),
+        ("alerts",),
+        frozenset({"provider_in_team", "provider_outside"}),
+    ),
+    "Query.threads": Pager(
+        _query(_page("threads", "id subject")),
+        ("threads",),
+        ("threads",),
+        frozenset({"alex", "blair", "provider_in_team"}),
+    ),
+    "MessageThread.messages": Pager(
+        _query(f"node(id: $thread) {{ ... on MessageThread {{ {_page('messages', 'id number body sentAt')} }} }}"),
+        ("node", "messages"),
+        ("messages",),
+        frozenset({"alex", "provider_in_team"}),
+    ),
+    "Query.auditEvents": Pager(
+        _query(_page("auditEvents", "id occurredAt actor resourceType", "patientId: $id, ")),
+        ("auditEvents",),
+        ("audit",),
+        frozenset({"alex", "admin"}),
+        stable=False,
+    ),
+    "Query.changes": Pager(
+        _query(_page("changes", "sequence resourceType resourceId occurredAt")),
+        ("changes",),
+        ("changes",),
+        frozenset({"client(patients+clinical+changes)", "client(patients+changes)", "client_without_consent"}),
+    ),
+    **{
+        f"Patient.{field}": Pager(
+            _query(f"patient(id: $id) {{ {_page(field, node)} }}"), ("patient", field), (kind,), SEES_ALEXS_CARE
+        )
+        for field, node, kind in (
+            ("dosingSessions", "id startedAt doseMg", "sessions"),
+            ("checkIns", "id recordedAt pain", "checkins"),
+            ("sideEffectReports", "id code onsetAt", "side_effects"),
+            ("surveyAssignments", "id instrument availableAt", "assignments"),
+            ("surveyResponses", "id submittedAt", "responses"),
+        )
+    },
+}
+REFUSED_CURSOR = {"code": "BAD_USER_INPUT"}
+
+
+def _connection(body: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    value: Any = body.get("data")
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _tells(node: Any) -> set[str]:
+    """What a readable cursor could give away about its row: every value of it the viewer sees,
+    the UUID inside a global id, the day of a time."""
+    found: set[str] = set()
+    for value in node.values() if isinstance(node, dict) else [node]:
+        if isinstance(value, dict):
+            found |= _tells(value)
+        elif value is not None and len(str(value)) >= 3:
+            text = str(value)
+            found.add(text)
+            with contextlib.suppress(ValueError, UnicodeDecodeError, binascii.Error, relay.GlobalIDValueError):
+                found.add(relay.GlobalID.from_id(text).node_id)
+            if len(text) >= 19 and text[4] == "-" and text[10] == "T":
+                found.add(text[:10])
+    return {tell for tell in found if len(tell) >= 3}
+
+
+def _unpadded_b64decode(cursor: str) -> bytes:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
+@pytest.mark.parametrize("viewer", VIEWERS)
+@pytest.mark.parametrize("connection", sorted(PAGERS))
+async def test_every_cursor_is_sealed_and_only_its_own_list_opens_it(
+    client: httpx.AsyncClient, tokens: Tokens, app: Any, settings: Settings, connection: str, viewer: str
+) -> None:
+    pager = PAGERS[connection]
+    ids = await _demo_ids(app)
+    token = await _viewer_token(viewer, tokens, app)
+
+    async def page(after: str | None) -> dict[str, Any]:
+        return await _ask(client, pager.query, {**ids, "after": after}, token)
+
+    first = _connection(await page(None), pager.path)
+    rows = (first or {}).get("edges") or []
+    assert bool(rows) or viewer not in pager.readers, f"{viewer} should page {connection}"
+    if not rows:
+        return
+    cursor, info = rows[0]["cursor"], first["pageInfo"]  # type: ignore[index]
+    # It carries nothing: not the old readable layout, none of the row's values.
+    for sealed in {cursor, info["startCursor"], info["endCursor"]}:
+        opened = _unpadded_b64decode(sealed)
+        assert not opened.startswith(b"["), f"{connection} cursor is readable"
+        text = opened.decode("latin-1")
+        assert not [tell for tell in _tells(rows[0]["node"]) if tell in text], f"{connection} cursor tells its row"
+    # Not even whether two cursors are at the same place; yet both page on the same way.
+    again = _connection(await page(None), pager.path)
+    assert again is not None and again["edges"][0]["cursor"] != cursor
+    second = _connection(await page(cursor), pager.path)
+    assert second is not None and [e["node"] for e in second["edges"]] != [e["node"] for e in rows]
+    if pager.stable:
+        assert again["edges"][0]["node"] == rows[0]["node"]
+        second_again = _connection(await page(again["edges"][0]["cursor"]), pager.path)
+        assert second_again is not None
+        assert [e["node"] for e in second_again["edges"]] == [e["node"] for e in second["edges"]]
+    # Anything else is refused: edited, written in the old readable layout, sealed for another
+    # list, or sealed for this list with another key.
+    edited = cursor[:20] + ("A" if cursor[20] != "A" else "B") + cursor[21:]
+    readable = base64.urlsafe_b64encode(json.dumps([pager.kinds[0], "0", "x", "y"]).encode()).decode()
+    forged = [
+        edited,
+        readable,
+        CursorCodec([settings.secret_key]).seal("another list", ["0", "x", "y"]),
+        *(CursorCodec(["a key that is not the server's, long enough"]).seal(kind, ["0"]) for kind in pager.kinds),
+    ]
+    for bad in forged:
+        body = await page(bad)
+        assert body["errors"][0]["extensions"] == REFUSED_CURSOR, f"{connection} took a forged cursor: {body}"
+        assert body["errors"][0]["message"] == "after is not a cursor this list issued"

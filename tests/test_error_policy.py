@@ -12,6 +12,7 @@ from models.clock import SystemClock
 from schema.context import Context
 from schema.errors import Forbidden
 from schema.extensions import protections
+from schema.pagination import CursorCodec
 
 
 @strawberry.type
@@ -28,12 +29,16 @@ class FailingQuery:
 def _schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=FailingQuery,
-        extensions=protections(max_depth=5, max_aliases=5, max_tokens=500, introspection=False),
+        extensions=protections(
+            max_depth=5, max_aliases=5, max_tokens=500, max_cost=1000, max_page_size=100, introspection=False
+        ),
     )
 
 
 def _context() -> Context:
-    return Context(clock=SystemClock(), request_id="req-12345678", max_page_size=100)
+    return Context(
+        clock=SystemClock(), request_id="req-12345678", max_page_size=100, cursors=CursorCodec(["a test secret"])
+    )
 
 
 async def test_an_unexpected_error_is_masked_and_logged_with_the_request_id(
@@ -72,7 +77,9 @@ class EnumQuery:
 async def test_a_variable_outside_its_enum_is_shown_as_the_clients_mistake_not_masked() -> None:
     schema = strawberry.Schema(
         query=EnumQuery,
-        extensions=protections(max_depth=5, max_aliases=5, max_tokens=500, introspection=False),
+        extensions=protections(
+            max_depth=5, max_aliases=5, max_tokens=500, max_cost=1000, max_page_size=100, introspection=False
+        ),
     )
     result = await schema.execute(
         "query($c: Colour!) { paint(colour: $c) }", variable_values={"c": "BLUE"}, context_value=_context()

@@ -74,6 +74,7 @@ CLIENT_CODES = {
     "NOT_FOUND",
     "FORBIDDEN",
     "UNAUTHENTICATED",
+    "QUERY_TOO_COSTLY",  # a generated document may nest lists past the cost limit
 }
 LEAK = re.compile(
     r"Traceback|File \"|/[\w.-]+/[\w.-]+\.py|\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b|sqlite|asyncpg"

@@ -20,7 +20,7 @@ import httpx
 from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
-from api.settings import Environment, Settings
+from api.settings import BucketPolicy, Environment, Settings
 from models.accounts import User
 from models.clock import ManualClock
 from seeds.loader import load_seeds
@@ -42,7 +42,16 @@ async def fill(settings: Settings) -> None:
 
 async def measure(settings: Settings) -> None:
     clock = ManualClock(NOW)
-    app = create_app(replace(settings, max_page_size=PATIENTS), clock=clock)
+    # The whole panel on one page: its cost (6 objects a patient) may pass the default limit. The
+    # clock stands still, so the provider's rate-limit bucket would never refill.
+    unlimited = BucketPolicy(burst=1_000_000, per_minute=1_000_000)
+    wide = replace(
+        settings,
+        max_page_size=PATIENTS,
+        max_query_cost=max(settings.max_query_cost, 10 * PATIENTS),
+        user_rate=unlimited,
+    )
+    app = create_app(wide, clock=clock)
     async with app.router.lifespan_context(app):
         with use_database(app.state.database):
             provider = await User.get(email="dr.rivera@demo.test")
