@@ -403,6 +403,9 @@ class Reads(Enum):
     WITHIN = "narrows rows that are all as sensitive as the field: the field's own rule"
     IDENTITY = "who patients are: whoever may list them"
     CLINICAL = "their care: only viewers who may see clinical data"
+    # Proved over a socket in tests/test_live_resume.py: other patients' and teams' events are
+    # never replayed, and each replayed event is checked and audited like a live one.
+    RESUME = "from when a stream resumes: only the events the field's own rule lets the viewer see"
 
 
 ARGUMENTS: dict[str, Reads] = {
@@ -446,10 +449,9 @@ ARGUMENTS: dict[str, Reads] = {
     "Query.changes(first)": Reads.PAGE,
     "Query.changes(resourceTypes)": Reads.WITHIN,
     "Subscription.messageAdded(threadId)": Reads.RECORD,
-    # A resumed stream replays only the events the viewer may see, each checked like a live one.
-    "Subscription.messageAdded(since)": Reads.WITHIN,
-    "Subscription.alertRaised(since)": Reads.WITHIN,
-    "Subscription.surveyAvailable(since)": Reads.WITHIN,
+    "Subscription.messageAdded(since)": Reads.RESUME,
+    "Subscription.alertRaised(since)": Reads.RESUME,
+    "Subscription.surveyAvailable(since)": Reads.RESUME,
 }
 
 
