@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from api.auth.passwords import hash_password, password_problem
+from api.auth.passwords import hash_password
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
@@ -27,6 +27,7 @@ from api.settings import Settings, SettingsError
 from models import accounts
 from models.clock import SystemClock
 from models.errors import DomainError
+from models.passwords import password_problem
 
 EXAMPLES = """\
 examples:
@@ -342,7 +343,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         print("ketafollow: a patient needs exactly one --care-team", file=sys.stderr)
         return 2
     password = _read_password(args.password_stdin)
-    if problem := password_problem(password):
+    if problem := password_problem(password, email=args.email, names=(args.given_name, args.family_name)):
         print(f"ketafollow: {problem}", file=sys.stderr)
         return 2
     data = accounts.NewUser(

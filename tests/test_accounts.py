@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from api.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
+from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.settings import Environment, Settings
 from models import accounts
 from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
@@ -143,8 +143,3 @@ async def test_passwords_are_hashed_with_argon2id_and_verified() -> None:
     assert not await verify_password("not-a-hash", "anything")
     assert not needs_rehash(stored)
     assert needs_rehash("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo")
-
-
-def test_short_passwords_are_refused() -> None:
-    assert password_problem("short") == "password must be at least 12 characters"
-    assert password_problem("a long enough passphrase") is None

@@ -99,11 +99,19 @@ async def test_create_user_and_client_store_only_hashes(blank_database_url: str)
         assert await verify_password(stored.secret_hash, secret)
 
 
-@pytest.mark.parametrize("password", ["short", ""])
-def test_create_user_refuses_a_weak_password(database_url: str, password: str) -> None:
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short", "at least 12 characters"),
+        ("", "at least 12 characters"),
+        ("Password1234", "too common"),
+        ("the admin.kim keys", "must not contain your e-mail address"),
+    ],
+)
+def test_create_user_refuses_a_weak_password(database_url: str, password: str, reason: str) -> None:
     result = run(
-        "create-user", "--email", "a@b.test", "--role", "ADMIN", "--password-stdin",
+        "create-user", "--email", "admin.kim@b.test", "--role", "ADMIN", "--password-stdin",
         database_url=database_url, stdin=password + "\n",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "at least 12 characters" in result.stderr
+    assert reason in result.stderr

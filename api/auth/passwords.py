@@ -15,17 +15,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 # RFC 9106's second recommended option (64 MiB, 3 passes), with 2 lanes for a 2-core host.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2, type=Type.ID)
 
-MINIMUM_PASSWORD_LENGTH = 12
-
-
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None (NIST SP 800-63B: length over composition rules)."""
-    if len(password) < MINIMUM_PASSWORD_LENGTH:
-        return f"password must be at least {MINIMUM_PASSWORD_LENGTH} characters"
-    if len(password) > 1024:
-        return "password must be at most 1024 characters"
-    return None
-
 
 async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_HASHER.hash, password)
