@@ -22,6 +22,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
+from api.auth.passwords import ARGON2
 from api.rate_limit import RateLimiter, refusal_message
 from api.settings import Settings
 from models.access import Viewer
@@ -108,6 +109,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             viewer=request.scope.get("state", {}).get("viewer"),
             session_id=request.scope.get("state", {}).get("session_id"),
             client_address=request.client.host if request.client else None,
+            public_app_url=self.settings.mail.public_app_url,
+            password_hashing=ARGON2,
         )
         if isinstance(request, WebSocket):
             context.transport = request

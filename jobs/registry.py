@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jobs import clinical, surveys
+from jobs import clinical, mail, surveys
 from jobs.environment import JobEnvironment
 
 
@@ -25,4 +25,6 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("schedule_recurring_surveys", 3600, surveys.schedule_recurring_surveys),
     PeriodicJob("remind_daily_check_ins", 300, surveys.remind_daily_check_ins),
     PeriodicJob("deliver_notifications", 15, surveys.deliver_notifications),
+    PeriodicJob("send_password_resets", 10, mail.send_password_resets),
+    PeriodicJob("deliver_mail", 15, mail.deliver_mail),
 )

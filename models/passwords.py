@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +22,15 @@ COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent.parent / "seeds" / "comm
 # Parts of the e-mail or a name shorter than this are too common to refuse ("al", "li").
 _SHORTEST_PERSONAL_PART = 3
 _TRAILING_DECORATION = re.compile(r"[\d\W_]+$")
+
+
+@dataclass(frozen=True)
+class PasswordHashing:
+    """How passwords are hashed and checked (api.auth.passwords: Argon2id, off the event loop),
+    handed to the domain operations that set or check one."""
+
+    hash: Callable[[str], Awaitable[str]]
+    verify: Callable[[str | None, str], Awaitable[bool]]
 
 
 @cache

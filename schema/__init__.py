@@ -16,6 +16,7 @@ from schema.audit import AuditQuery
 from schema.clinic_sessions import ClinicSessionMutation
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.devices import DeviceMutation
+from schema.enrolment import EnrolmentMutation
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
@@ -38,6 +39,7 @@ class Mutation(
     MessagingMutation,
     OutcomesMutation,
     DeviceMutation,
+    EnrolmentMutation,
 ):
     pass
 

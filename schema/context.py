@@ -11,6 +11,7 @@ from uuid import UUID
 from models.access import Viewer
 from models.clock import Clock
 from models.events import EventBus
+from models.passwords import PasswordHashing
 from models.policy import DEFAULT_POLICY, ClinicPolicy
 
 
@@ -36,6 +37,9 @@ class Context:
     transport: Any = None
     # Where subscriptions listen for committed events (api.bus).
     bus: EventBus | None = None
+    # Enrolment and accounts (schema.enrolment): where e-mailed links point, how passwords are hashed.
+    public_app_url: str = "http://127.0.0.1:8000"
+    password_hashing: PasswordHashing | None = None
 
     def now(self) -> datetime:
         return self.clock.now()

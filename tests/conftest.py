@@ -32,6 +32,7 @@ from jobs.environment import JobEnvironment
 from jobs.senders import log_notification
 from models.accounts import ApiClient, User
 from models.clock import ManualClock
+from models.mail import MailTransport, OutgoingMail
 from models.notifications import Sender
 from models.policy import DEFAULT_POLICY
 from seeds.loader import load_seeds
@@ -178,9 +179,15 @@ def empty_database_url(databases: DatabaseFactory) -> Iterator[str]:
     databases.drop(url)
 
 
-def job_env(clock: ManualClock, sender: Sender = log_notification) -> JobEnvironment:
+def job_env(
+    clock: ManualClock, sender: Sender = log_notification, mailer: MailTransport | None = None
+) -> JobEnvironment:
     """What the app's scheduler gives its jobs, for tests that run a job directly."""
-    return JobEnvironment(clock=clock, policy=DEFAULT_POLICY, sender=sender)
+    return JobEnvironment(clock=clock, policy=DEFAULT_POLICY, sender=sender, mailer=mailer or refuse_mail)
+
+
+async def refuse_mail(message: OutgoingMail) -> None:
+    raise AssertionError(f"no e-mail was expected here, got one to {message.recipient}")
 
 
 @pytest.fixture

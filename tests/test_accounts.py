@@ -118,11 +118,11 @@ async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Setti
     second = await load_seeds(blank_settings, now=NOW)
     instruments = len(list(INSTRUMENTS.glob("*.json")))
     expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS) + len(COURSES)
-    expected += instruments
+    expected += instruments + 1  # the open invitation
     assert len(first.created) == expected
     assert second.created == []
     assert counts == (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
-    assert counts == (7, 2, 1)
+    assert counts == (8, 3, 1)  # with the invited (inactive) provider
     rivera = await Provider.get(user__email="dr.rivera@demo.test").prefetch_related("care_teams")
     assert [team.name for team in rivera.care_teams] == ["North"]
 

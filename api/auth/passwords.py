@@ -12,6 +12,8 @@ from functools import cache
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from models.passwords import PasswordHashing
+
 # RFC 9106's second recommended option (64 MiB, 3 passes), with 2 lanes for a 2-core host.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2, type=Type.ID)
 
@@ -48,3 +50,6 @@ def needs_rehash(password_hash: str) -> bool:
         return _HASHER.check_needs_rehash(password_hash)
     except InvalidHashError:
         return True
+
+
+ARGON2 = PasswordHashing(hash=hash_password, verify=verify_password)
