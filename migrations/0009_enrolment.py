@@ -8,8 +8,9 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 # Enrolment without a shell (issue #19, PRODUCT.md capability 11): invitations with their one-time
-# link tokens (stored hashed), password-reset requests and links, and the e-mail outbox. New
-# tables only: no table is rebuilt, so the invariant indexes of 0003/0008 stay as they are.
+# link tokens (stored hashed), password-reset requests and links, the e-mail outbox (new tables),
+# and the user agent of each login for `myLogins` (a new nullable column): no table is rebuilt, so
+# the invariant indexes of 0003/0008 stay as they are.
 
 class Migration(migrations.Migration):
     dependencies = [('ketafollow', '0008_safety_first')]
@@ -68,5 +69,10 @@ class Migration(migrations.Migration):
             ],
             options={'table': 'password_reset', 'app': 'ketafollow', 'indexes': [Index(fields=['processed_at', 'requested_at'])], 'pk_attr': 'id'},
             bases=['Model'],
+        ),
+        ops.AddField(
+            model_name='SessionFamily',
+            name='user_agent',
+            field=fields.CharField(null=True, max_length=300),
         ),
     ]

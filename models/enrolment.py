@@ -134,7 +134,7 @@ def _ensure_may_invite(viewer: Viewer, role: Role) -> None:
     raise Forbidden(f"only {who} may invite a {role.value.lower()}")
 
 
-async def _team_in_reach(viewer: Viewer, team_id: UUID, field: str) -> CareTeam:
+async def _team_in_reach(viewer: Viewer, team_id: UUID) -> CareTeam:
     team = await CareTeam.get_or_none(id=team_id)
     if team is None or (not viewer.is_role(Role.ADMIN) and team_id not in viewer.care_team_ids):
         raise NotFound("care team")
@@ -183,7 +183,7 @@ async def _audit(viewer: Viewer, invitation: Invitation, now: datetime, detail: 
 async def invite_patient(viewer: Viewer, data: PatientInvite, *, now: datetime, app_url: str) -> Invitation:
     """Invite a patient into a care team: their record exists at once, their password is theirs."""
     _ensure_may_invite(viewer, Role.PATIENT)
-    team = await _team_in_reach(viewer, data.care_team_id, "careTeamId")
+    team = await _team_in_reach(viewer, data.care_team_id)
     new = NewUser(
         email=data.email, role=Role.PATIENT, given_name=data.given_name, family_name=data.family_name,
         time_zone=data.time_zone, birth_date=data.birth_date, phone=data.phone, care_team=team.name,
@@ -194,7 +194,7 @@ async def invite_patient(viewer: Viewer, data: PatientInvite, *, now: datetime, 
 async def invite_provider(viewer: Viewer, data: ProviderInvite, *, now: datetime, app_url: str) -> Invitation:
     """Invite a clinician (admins only) onto care teams."""
     _ensure_may_invite(viewer, Role.PROVIDER)
-    teams = [await _team_in_reach(viewer, team_id, "careTeamIds") for team_id in data.care_team_ids]
+    teams = [await _team_in_reach(viewer, team_id) for team_id in data.care_team_ids]
     new = NewUser(
         email=data.email, role=Role.PROVIDER, given_name=data.given_name, family_name=data.family_name,
         time_zone=data.time_zone, care_teams=tuple(team.name for team in teams), npi=data.npi,

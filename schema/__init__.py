@@ -20,13 +20,14 @@ from schema.enrolment import EnrolmentMutation
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
+from schema.logins import LoginMutation, LoginQuery
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery):
+class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery, LoginQuery):
     pass
 
 
@@ -40,6 +41,7 @@ class Mutation(
     OutcomesMutation,
     DeviceMutation,
     EnrolmentMutation,
+    LoginMutation,
 ):
     pass
 

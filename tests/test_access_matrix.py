@@ -28,6 +28,7 @@ from models.dosing import CHECKLIST, DosingSession
 from models.enrolment import Invitation
 from models.messaging import MessageThread
 from models.plans import TreatmentPlan
+from models.sessions import SessionFamily
 from schema import build_schema
 from tests.conftest import Tokens
 
@@ -218,6 +219,15 @@ PROBES.update(
         ),
         "resendInvitation": _mutation("resendInvitation", "invitationId: $invitation", "$invitation: ID!"),
         "revokeInvitation": _mutation("revokeInvitation", "invitationId: $invitation", "$invitation: ID!"),
+        "myLogins": Probe("{ myLogins { id } }", lambda body: _data(body, "myLogins") is not None),
+        "endLogin": _mutation("endLogin", "loginId: $login", "$login: ID!"),
+        "endOtherLogins": Probe(
+            "mutation { endOtherLogins { result { __typename } } }",
+            lambda body: (
+                bool(_data(body, "endOtherLogins"))
+                and _data(body, "endOtherLogins")["result"]["__typename"] == "EndedLogins"
+            ),
+        ),
         "changePassword": _mutation(
             "changePassword", 'currentPassword: "ketafollow-demo", newPassword: "lantern harbour quiet"'
         ),
@@ -284,6 +294,10 @@ MATRIX: dict[str, frozenset[str]] = {
     "inviteProvider": frozenset({"admin"}),
     "resendInvitation": frozenset({"admin", "provider_in_team"}),
     "revokeInvitation": frozenset({"admin", "provider_in_team"}),
+    # Every person sees and ends their own logins (Alex's looks missing to others); clients have none.
+    "myLogins": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+    "endLogin": frozenset({"alex"}),
+    "endOtherLogins": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
     # Every person changes their own password; EHR clients have none.
     "changePassword": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
 }
@@ -331,6 +345,10 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
             user_id=alex.user_id, platform=Platform.IOS, push_token="ab" * 32, app_version="2.4.1", locale="en-US",
             last_seen_at=tokens.clock.now(),
         )  # fmt: skip
+        login = await SessionFamily.create(
+            user_id=alex.user_id, created_at=tokens.clock.now(), last_used_at=tokens.clock.now(),
+            expires_at=tokens.clock.now() + timedelta(days=1),
+        )  # fmt: skip
         invitation = await Invitation.create(
             email="invited@example.test", role=Role.PATIENT, care_team_id=alex.care_team_id,
             invited_by_id=tokens.user_ids["admin@demo.test"], token_hash="0" * 64, created_at=tokens.clock.now(),
@@ -346,6 +364,7 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         "device": str(relay.GlobalID("Device", str(device.id))),
         "team": str(relay.GlobalID("CareTeam", str(alex.care_team_id))),
         "invitation": str(relay.GlobalID("Invitation", str(invitation.id))),
+        "login": str(relay.GlobalID("Login", str(login.id))),
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -285,6 +285,15 @@ async def test_only_admins_invite_providers(clinic: Clinic, inviter: str, allowe
         assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
+async def test_a_provider_invited_with_a_registered_npi_is_refused_naming_the_field(clinic: Clinic) -> None:
+    query = INVITE_PROVIDER.replace('npi: "1234567802"', 'npi: "1234567893"')  # Dr Rivera's
+    body = await clinic.graphql(query, clinic.tokens.user("admin@demo.test"), team=await team_id(clinic, "North"))
+    result = body["data"]["inviteProvider"]["result"]
+    assert (result["__typename"], result["message"]) == (
+        "ValidationError", "a provider with this NPI is already registered",
+    )  # fmt: skip
+
+
 class _AnyId:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and relay.GlobalID.from_id(other).type_name == "Invitation"
@@ -566,3 +575,80 @@ async def test_the_demo_clinic_has_one_open_invitation_and_its_logins_unchanged(
     assert not invited.is_active
     for login in ("admin@demo.test", "dr.rivera@demo.test", "alex@demo.test"):
         assert (await clinic.sign_in(login, DEMO_PASSWORD)).status_code == 200
+
+
+# One's own logins
+
+MY_LOGINS = "{ myLogins { id userAgent current createdAt lastUsedAt } }"
+END_LOGIN = (
+    "mutation($id: ID!) { endLogin(input: { loginId: $id }) { result { __typename ... on EndedLogins { count } } } }"
+)
+END_OTHERS = "mutation { endOtherLogins { result { __typename ... on EndedLogins { count } } } }"
+
+
+async def sign_in_with(clinic: Clinic, user_agent: str) -> dict[str, Any]:
+    response = await clinic.http.post(
+        "/auth/token",
+        data={"grant_type": "password", "username": "blair@demo.test", "password": DEMO_PASSWORD},
+        headers={"User-Agent": user_agent},
+    )
+    tokens: dict[str, Any] = response.json()
+    return tokens
+
+
+async def test_a_user_sees_their_logins_with_the_device_that_signed_in(clinic: Clinic, clock: ManualClock) -> None:
+    phone = await sign_in_with(clinic, "ketafollow-ios/2.4.1")
+    clock.advance(timedelta(minutes=5))
+    laptop = await sign_in_with(clinic, "Mozilla/5.0 (Macintosh)")
+    body = await clinic.graphql(MY_LOGINS, laptop["access_token"])
+    logins = body["data"]["myLogins"]
+    assert [(login["userAgent"], login["current"]) for login in logins] == [
+        ("Mozilla/5.0 (Macintosh)", True),
+        ("ketafollow-ios/2.4.1", False),
+    ]
+    clock.advance(timedelta(minutes=5))
+    refreshed = await clinic.http.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": phone["refresh_token"]},
+        headers={"User-Agent": "ketafollow-ios/2.5.0"},
+    )
+    body = await clinic.graphql(MY_LOGINS, refreshed.json()["access_token"])
+    latest = body["data"]["myLogins"][0]
+    assert (latest["userAgent"], latest["current"], latest["lastUsedAt"]) == (
+        "ketafollow-ios/2.5.0", True, "2026-11-25T15:10:00+00:00",
+    )  # fmt: skip
+
+
+async def test_ending_one_login_stops_its_refresh_token_and_keeps_the_others(clinic: Clinic) -> None:
+    phone = await sign_in_with(clinic, "ketafollow-ios/2.4.1")
+    laptop = await sign_in_with(clinic, "Mozilla/5.0")
+    logins = (await clinic.graphql(MY_LOGINS, laptop["access_token"]))["data"]["myLogins"]
+    [phone_login] = [login for login in logins if not login["current"]]
+    ended = await clinic.graphql(END_LOGIN, laptop["access_token"], id=phone_login["id"])
+    assert ended["data"]["endLogin"]["result"] == {"__typename": "EndedLogins", "count": 1}
+    refused = await clinic.form("/auth/token", grant_type="refresh_token", refresh_token=phone["refresh_token"])
+    assert refused.json()["error"] == "invalid_grant"
+    kept = await clinic.form("/auth/token", grant_type="refresh_token", refresh_token=laptop["refresh_token"])
+    assert kept.status_code == 200
+
+
+async def test_a_login_of_someone_else_cannot_be_ended_and_looks_missing(clinic: Clinic) -> None:
+    blairs = await sign_in_with(clinic, "Mozilla/5.0")
+    [login] = (await clinic.graphql(MY_LOGINS, blairs["access_token"]))["data"]["myLogins"]
+    alex = clinic.tokens.user("alex@demo.test")
+    body = await clinic.graphql(END_LOGIN, alex, id=login["id"])
+    assert body["data"]["endLogin"]["result"]["__typename"] == "NotFound"
+    kept = await clinic.form("/auth/token", grant_type="refresh_token", refresh_token=blairs["refresh_token"])
+    assert kept.status_code == 200
+
+
+async def test_signing_out_everywhere_else_keeps_this_login(clinic: Clinic) -> None:
+    others = [await sign_in_with(clinic, f"device {n}") for n in range(3)]
+    this = await sign_in_with(clinic, "this browser")
+    body = await clinic.graphql(END_OTHERS, this["access_token"])
+    assert body["data"]["endOtherLogins"]["result"] == {"__typename": "EndedLogins", "count": 3}
+    for other in others:
+        refused = await clinic.form("/auth/token", grant_type="refresh_token", refresh_token=other["refresh_token"])
+        assert refused.json()["error"] == "invalid_grant"
+    logins = (await clinic.graphql(MY_LOGINS, this["access_token"]))["data"]["myLogins"]
+    assert [(login["userAgent"], login["current"]) for login in logins] == [("this browser", True)]

@@ -44,8 +44,9 @@ async def activate_endpoint(request: Request) -> Response:
     except OAuthError as error:
         return error.response()
     refresh = await sessions.start_session(
-        user.id, now=now, idle_ttl=settings.refresh_token_idle_ttl, absolute_ttl=settings.refresh_token_absolute_ttl
-    )
+        user.id, now=now, idle_ttl=settings.refresh_token_idle_ttl, absolute_ttl=settings.refresh_token_absolute_ttl,
+        user_agent=request.headers.get("user-agent"),
+    )  # fmt: skip
     access = issue_access_token(
         settings, subject_kind="user", subject_id=user.id, now=now, session_id=refresh.family_id
     )
