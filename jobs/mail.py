@@ -65,7 +65,8 @@ def rfc5322(message: OutgoingMail, sender: str, *, now: datetime) -> EmailMessag
     email["Date"] = format_datetime(now)
     domain = sender.rpartition("@")[2] or "localhost"
     email["Message-ID"] = f"<{message.id}@{domain}>"  # receivers deduplicate on it
-    email.set_content(message.body)
+    # 7bit, not quoted-printable: the link stays whole on one line, for a person or a script.
+    email.set_content(message.body, cte="7bit")
     return email
 
 

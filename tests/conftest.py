@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
+from jobs.mail import MailSettings
 from jobs.senders import log_notification
 from models.accounts import ApiClient, User
 from models.clock import ManualClock
@@ -45,6 +47,8 @@ ALL_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
 RATE_LIMIT_PREFIX = f"kf-test:{uuid.uuid4().hex[:12]}:"
 # Likewise its event bus channel: another run's events would be relayed to this run's subscribers.
 EVENT_BUS_CHANNEL = f"{RATE_LIMIT_PREFIX}events"
+# E-mails an app's own scheduler writes (development transport: files), outside the work tree.
+MAIL_DIRECTORY = Path(tempfile.gettempdir()) / f"kf-test-mail-{RATE_LIMIT_PREFIX.split(':')[1]}"
 # Tests send bursts under a clock that stands still (nothing refills): only the rate-limit tests
 # (tests/test_rate_limits.py) run with limits small enough to reach.
 UNREACHED = BucketPolicy(burst=100_000, per_minute=100_000)
@@ -59,6 +63,7 @@ def settings_for(database_url: str) -> Settings:
         anonymous_rate=UNREACHED,
         rate_limit_key_prefix=RATE_LIMIT_PREFIX,
         event_bus_channel=EVENT_BUS_CHANNEL,
+        mail=MailSettings(directory=MAIL_DIRECTORY),
     )
 
 

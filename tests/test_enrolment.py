@@ -520,7 +520,9 @@ async def test_without_smtp_in_development_each_email_is_a_file(
     assert re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-robin@example\.test\.eml", written.name)
     message = email.message_from_bytes(written.read_bytes(), policy=default_policy)
     assert message["To"] == "robin@example.test"
-    assert len(link_in(message, "activate")) >= 43  # 256 random bits
+    token = link_in(message, "activate")
+    assert len(token) >= 43  # 256 random bits
+    assert f"\n{APP_URL}/activate?token={token}\n" in written.read_text()  # whole, as written
 
 
 # Settings
