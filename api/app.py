@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 
+from api.auth.enrolment import activate_endpoint, password_reset_confirm_endpoint, password_reset_endpoint
 from api.auth.routes import revoke_endpoint, token_endpoint
 from api.bus import Dispatcher, make_bus
 from api.database import ensure_migrated, open_database
@@ -29,6 +30,7 @@ from api.rate_limit import RateLimiter, RateLimitMiddleware, make_bucket_store
 from api.settings import Settings
 from api.sockets import RefusedSocketSignIns, SocketRegistry
 from jobs.environment import JobEnvironment
+from jobs.mail import mail_transport
 from jobs.push import PushSender, Transport
 from jobs.push.apns import ApnsTransport
 from jobs.push.fcm import FcmTransport
@@ -46,9 +48,16 @@ logger = logging.getLogger("ketafollow")
 def job_environment(settings: Settings, clock: Clock, *, sender: Sender | None = None) -> JobEnvironment:
     """What the jobs run with: the notification sender is `sender` if given (tests), else the
     webhook, or pushes to registered phones through APNs and/or FCM, when configured (settings
-    allow one of the two), else the log."""
+    allow one of the two), else the log. E-mail goes through SMTP_URL, else to files (jobs.mail)."""
+    mailer = mail_transport(settings.mail)
     if sender is not None:
-        return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
+        return JobEnvironment(
+            clock=clock,
+            policy=settings.clinic_policy,
+            sender=sender,
+            mailer=mailer,
+            public_app_url=settings.mail.public_app_url,
+        )
     sender = log_notification
     if settings.notify_webhook_url and settings.notify_webhook_secret:
         sender = webhook_sender(settings.notify_webhook_url, settings.notify_webhook_secret, clock)
@@ -59,7 +68,13 @@ def job_environment(settings: Settings, clock: Clock, *, sender: Sender | None =
         if settings.fcm:
             transports[Platform.ANDROID] = FcmTransport(settings.fcm, clock)
         sender = PushSender(transports, clock)
-    return JobEnvironment(clock=clock, policy=settings.clinic_policy, sender=sender)
+    return JobEnvironment(
+        clock=clock,
+        policy=settings.clinic_policy,
+        sender=sender,
+        mailer=mailer,
+        public_app_url=settings.mail.public_app_url,
+    )
 
 
 def cors_middleware(settings: Settings) -> list[Middleware]:
@@ -158,6 +173,9 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/auth/token", token_endpoint, methods=["POST"]),
             Route("/auth/revoke", revoke_endpoint, methods=["POST"]),
+            Route("/auth/activate", activate_endpoint, methods=["POST"]),
+            Route("/auth/password-reset", password_reset_endpoint, methods=["POST"]),
+            Route("/auth/password-reset/confirm", password_reset_confirm_endpoint, methods=["POST"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from api.auth.passwords import hash_password, password_problem
+from api.auth.passwords import hash_password
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
@@ -27,6 +27,7 @@ from api.settings import Settings, SettingsError, exposure_problems
 from models import accounts
 from models.clock import SystemClock
 from models.errors import DomainError
+from models.passwords import password_problem
 
 EXAMPLES = """\
 examples:
@@ -39,6 +40,8 @@ examples:
   ketafollow create-care-team North
   ketafollow create-user --email dr.lee@clinic.example --role PROVIDER \\
       --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
+  ketafollow invite --by admin@clinic.example --email robin@example.org --role PATIENT \\
+      --given-name Robin --family-name Quill --birth-date 1984-03-09 --time-zone America/New_York --care-team North
   ketafollow create-client --client-id acme-ehr --name "Acme EHR" \\
       --scope patients:read --scope clinical:read --care-team North
 
@@ -132,6 +135,26 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("--credentials", default="", help="providers: e.g. MD, NP, PA-C")
     user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     user.set_defaults(handler=_create_user)
+
+    invite = commands.add_parser(
+        "invite",
+        help="invite a patient or provider by e-mail (they choose their own password)",
+        description="Invite someone as an admin (anyone) or a provider (patients of their own care teams), "
+        "exactly like the invitePatient and inviteProvider mutations: the account is created inactive and "
+        "an e-mail with a one-time link is queued (sent by the mail job of `serve` or `worker`).",
+    )
+    invite.add_argument("--by", required=True, help="the e-mail of the admin or provider who invites")
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--role", required=True, choices=["PATIENT", "PROVIDER"], type=str.upper)
+    invite.add_argument("--given-name", required=True)
+    invite.add_argument("--family-name", required=True)
+    invite.add_argument("--birth-date", type=date.fromisoformat, help="patients: YYYY-MM-DD")
+    invite.add_argument("--time-zone", default="UTC", help="patients: IANA zone, e.g. America/New_York")
+    invite.add_argument("--phone")
+    invite.add_argument("--care-team", action="append", default=[], help="patients: exactly one; providers: any")
+    invite.add_argument("--npi", help="providers: 10-digit National Provider Identifier")
+    invite.add_argument("--credentials", default="", help="providers: e.g. MD, NP, PA-C")
+    invite.set_defaults(handler=_invite)
 
     client = commands.add_parser(
         "create-client",
@@ -347,7 +370,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         print("ketafollow: a patient needs exactly one --care-team", file=sys.stderr)
         return 2
     password = _read_password(args.password_stdin)
-    if problem := password_problem(password):
+    if problem := password_problem(password, email=args.email, names=(args.given_name, args.family_name)):
         print(f"ketafollow: {problem}", file=sys.stderr)
         return 2
     data = accounts.NewUser(
@@ -370,6 +393,49 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
             data, password_hash=await hash_password(password), today=SystemClock().now().date()
         )
         print(f"created {user.role.value.lower()} {user.email} ({user.id})")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _invite(settings: Settings, args: argparse.Namespace) -> int:
+    from models import enrolment
+    from models.access import load_user_viewer
+    from models.audit import AuditTrail
+
+    role = accounts.Role(args.role)
+    if role is accounts.Role.PATIENT and (len(args.care_team) != 1 or args.birth_date is None):
+        print("ketafollow: a patient needs exactly one --care-team and a --birth-date", file=sys.stderr)
+        return 2
+
+    async def work() -> int:
+        await ensure_migrated()
+        inviter = await accounts.User.get_or_none(email=args.by.strip().lower(), is_active=True)
+        viewer = await load_user_viewer(inviter.id, AuditTrail(operation="CLI invite")) if inviter else None
+        if viewer is None:
+            print(f"ketafollow: no active account {args.by}", file=sys.stderr)
+            return 1
+        teams = []
+        for name in args.care_team:
+            team = await accounts.CareTeam.get_or_none(name=name)
+            if team is None:
+                raise DomainError(f"care team {name!r} not found")
+            teams.append(team.id)
+        now, app_url = SystemClock().now(), settings.mail.public_app_url
+        if role is accounts.Role.PATIENT:
+            patient = enrolment.PatientInvite(
+                email=args.email, given_name=args.given_name, family_name=args.family_name,
+                birth_date=args.birth_date, time_zone=args.time_zone, care_team_id=teams[0], phone=args.phone,
+            )  # fmt: skip
+            invitation = await enrolment.invite_patient(viewer, patient, now=now, app_url=app_url)
+        else:
+            provider = enrolment.ProviderInvite(
+                email=args.email, given_name=args.given_name, family_name=args.family_name,
+                care_team_ids=tuple(teams), npi=args.npi, credentials=args.credentials,
+            )  # fmt: skip
+            invitation = await enrolment.invite_provider(viewer, provider, now=now, app_url=app_url)
+        print(f"invited {invitation.email} as {role.value.lower()} (invitation {invitation.id}, until "
+              f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC); the e-mail leaves with the next mail job run")  # fmt: skip
         return 0
 
     return _run_with_database(settings, work)

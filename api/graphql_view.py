@@ -22,6 +22,7 @@ from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
+from api.auth.passwords import ARGON2
 from api.logins import LoginGate
 from api.rate_limit import RateLimiter, refusal_message
 from api.settings import Settings
@@ -162,6 +163,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             viewer=request.scope.get("state", {}).get("viewer"),
             session_id=request.scope.get("state", {}).get("session_id"),
             client_address=request.client.host if request.client else None,
+            public_app_url=self.settings.mail.public_app_url,
+            password_hashing=ARGON2,
         )
         if isinstance(request, WebSocket):
             context.transport = request

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from api.mail_settings import read_mail
 from api.push_settings import read_apns, read_fcm
+from jobs.mail import MailSettings
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
 from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
@@ -111,6 +113,8 @@ class Settings:
     # Push notifications to registered phones (api.push_settings): on when configured.
     apns: ApnsCredentials | None = None
     fcm: FcmCredentials | None = None
+    # E-mail (invitations, password resets): SMTP_URL, MAIL_FROM, PUBLIC_APP_URL (api.mail_settings).
+    mail: MailSettings = field(default_factory=MailSettings)
     # Live events between replicas: Redis pub/sub when set, else in-process (ARCHITECTURE.md §3).
     event_bus_url: str | None = None
     # The Redis pub/sub channel: two deployments on one Redis need two (channels ignore the db number).
@@ -356,6 +360,7 @@ class _Reader:
             notify_webhook_secret=self.values.get("NOTIFY_WEBHOOK_SECRET", "").strip() or None,
             apns=read_apns(self.values, production=production, problems=self.problems),
             fcm=read_fcm(self.values, production=production, problems=self.problems),
+            mail=read_mail(self.values, production=production, problems=self.problems),
             crisis_resources=self.text("CRISIS_RESOURCES", US_CRISIS_RESOURCES),
             on_call_contact=self.text("CLINIC_ON_CALL", "") or None,
             crisis_phrases=self._crisis_phrases(),

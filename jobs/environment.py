@@ -1,10 +1,11 @@
-"""What every job is given: the clock, the clinic's policy and the notification sender."""
+"""What every job is given: the clock, the clinic's policy, the notification sender and the mailer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from models.clock import Clock
+from models.mail import MailTransport
 from models.notifications import Sender
 from models.policy import ClinicPolicy
 
@@ -14,3 +15,6 @@ class JobEnvironment:
     clock: Clock
     policy: ClinicPolicy
     sender: Sender
+    mailer: MailTransport
+    # Where the links in e-mails point (PUBLIC_APP_URL).
+    public_app_url: str = "http://127.0.0.1:8000"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from jobs import clinical, sessions, surveys
+from jobs import clinical, mail, sessions, surveys
 from jobs.environment import JobEnvironment
 
 
@@ -26,4 +26,6 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("remind_daily_check_ins", 300, surveys.remind_daily_check_ins),
     PeriodicJob("deliver_notifications", 15, surveys.deliver_notifications),
     PeriodicJob("end_expired_login_devices", 300, sessions.end_expired_login_devices),
+    PeriodicJob("send_password_resets", 10, mail.send_password_resets),
+    PeriodicJob("deliver_mail", 15, mail.deliver_mail),
 )

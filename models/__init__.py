@@ -23,4 +23,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.devices",
     "models.opioids",
     "models.safety.models",
+    "models.mail",
+    "models.enrolment",
+    "models.password_reset",
 )

@@ -218,15 +218,20 @@ async def ensure_care_team(name: str) -> CareTeam:
     return team
 
 
-async def create_user(data: NewUser, *, password_hash: str, today: date) -> User:
-    """Create a user and, for patients and providers, their profile, in one transaction."""
+async def create_user(data: NewUser, *, password_hash: str, today: date, active: bool = True) -> User:
+    """Create a user and, for patients and providers, their profile, in one transaction.
+
+    An invited user is created inactive, with no usable password, until they activate the account.
+    """
     email = normalise_email(data.email)
     _validate_new_user(data, today)
     async with in_transaction():
         if await User.exists(email=email):
             raise Conflict(f"a user with e-mail {email} already exists")
+        if data.npi is not None and await Provider.exists(npi=data.npi):
+            raise InvalidInput("npi", "a provider with this NPI is already registered")
         try:
-            user = await User.create(email=email, role=data.role, password_hash=password_hash)
+            user = await User.create(email=email, role=data.role, password_hash=password_hash, is_active=active)
         except IntegrityError as error:
             raise Conflict(f"a user with e-mail {email} already exists") from error
         if data.role is Role.PATIENT:

@@ -296,7 +296,11 @@ async def _escalate(alert: Alert, *, level: int, now: datetime, policy: ClinicPo
             return 0
         alert.escalation_level, alert.escalated_at, alert.version = level, now, alert.version + 1
         if level == 1:
-            providers = await Provider.filter(care_teams__id=alert.patient.care_team_id)  # type: ignore[attr-defined]
+            # Only clinicians who can sign in: not one still invited, nor one deactivated.
+            providers = await Provider.filter(
+                care_teams__id=alert.patient.care_team_id,  # type: ignore[attr-defined]
+                user__is_active=True,
+            )
             for provider in providers:
                 await AlertEscalation.create(alert=alert, level=level, provider=provider, escalated_at=now)
         else:

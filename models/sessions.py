@@ -35,6 +35,7 @@ from models.devices import end_session_devices
 from models.events import Operation, record_event
 
 REUSE_GRACE = timedelta(seconds=5)
+USER_AGENT_LENGTH = 300
 
 
 class SessionFamily(Model):
@@ -47,6 +48,8 @@ class SessionFamily(Model):
     last_used_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
     revoke_reason = fields.CharField(max_length=32, null=True)
+    # What signed in (the User-Agent of the sign-in, then of the latest refresh): `myLogins`.
+    user_agent = fields.CharField(max_length=USER_AGENT_LENGTH, null=True)
 
     class Meta:
         table = "session_family"
@@ -111,14 +114,27 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _agent(user_agent: str | None) -> str | None:
+    return user_agent[:USER_AGENT_LENGTH] if user_agent else None
+
+
 async def start_session(
-    user_id: uuid.UUID, *, now: datetime, idle_ttl: timedelta, absolute_ttl: timedelta
+    user_id: uuid.UUID,
+    *,
+    now: datetime,
+    idle_ttl: timedelta,
+    absolute_ttl: timedelta,
+    user_agent: str | None = None,
 ) -> IssuedRefreshToken:
     """A new login: a new family and its first refresh token."""
     token = secrets.token_urlsafe(32)
     async with in_transaction():
         family = await SessionFamily.create(
-            user_id=user_id, created_at=now, expires_at=now + absolute_ttl, last_used_at=now
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + absolute_ttl,
+            last_used_at=now,
+            user_agent=_agent(user_agent),
         )
         await RefreshToken.create(
             family=family,
@@ -197,11 +213,25 @@ class EndedLogin:
     family_id: uuid.UUID
 
 
+async def end_user_sessions(user_id: uuid.UUID, *, now: datetime, reason: str, keep: uuid.UUID | None = None) -> int:
+    """End every login of a user (but `keep`, the one asking): a new password, a reset. Returns how many."""
+    async with in_transaction():
+        live = SessionFamily.filter(user_id=user_id, revoked_at=None)
+        if keep is not None:
+            live = live.exclude(id=keep)
+        family_ids = await live.values_list("id", flat=True)
+        for family_id in family_ids:
+            await revoke_family(family_id, now=now, reason=reason)  # type: ignore[arg-type]
+    return len(family_ids)
+
+
 class _FamilyRevoked(Exception):
     pass
 
 
-async def rotate_refresh_token(token: str, *, now: datetime, idle_ttl: timedelta) -> IssuedRefreshToken:
+async def rotate_refresh_token(
+    token: str, *, now: datetime, idle_ttl: timedelta, user_agent: str | None = None
+) -> IssuedRefreshToken:
     """Spend `token` and return its successor, or raise `RefreshRefused`."""
     stored = await RefreshToken.get_or_none(token_hash=hash_token(token)).select_related("family")
     if stored is None:
@@ -224,7 +254,8 @@ async def rotate_refresh_token(token: str, *, now: datetime, idle_ttl: timedelta
             if claimed != 1:
                 raise RefreshRefused(RefreshRefusal.CONCURRENT, user_id=user_id)
             # Touching the family row serialises with a concurrent revocation of it.
-            if await SessionFamily.filter(id=family.id, revoked_at=None).update(last_used_at=now) != 1:
+            touched = {"last_used_at": now} | ({"user_agent": _agent(user_agent)} if user_agent else {})
+            if await SessionFamily.filter(id=family.id, revoked_at=None).update(**touched) != 1:
                 raise _FamilyRevoked
             await RefreshToken.create(
                 family_id=family.id,

@@ -16,9 +16,11 @@ from schema.audit import AuditQuery
 from schema.clinic_sessions import ClinicSessionMutation
 from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.devices import DeviceMutation
+from schema.enrolment import EnrolmentMutation
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
+from schema.logins import LoginMutation, LoginQuery
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
 from schema.query_cost import DEFAULT_MAX_QUERY_COST
@@ -26,7 +28,7 @@ from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery):
+class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery, LoginQuery):
     pass
 
 
@@ -39,6 +41,8 @@ class Mutation(
     MessagingMutation,
     OutcomesMutation,
     DeviceMutation,
+    EnrolmentMutation,
+    LoginMutation,
 ):
     pass
 

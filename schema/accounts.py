@@ -14,6 +14,7 @@ from strawberry.types import Info
 
 from models import consent, directory
 from models import errors as domain
+from models.access import Viewer
 from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from schema.clinical import PatientClinicalFields
 from schema.context import Context
@@ -196,6 +197,15 @@ class ViewerType:
     name: str = strawberry.field(description="The e-mail of a user, the client id of an EHR client.")
     scopes: list[str]
 
+    @classmethod
+    def of(cls, viewer: Viewer) -> ViewerType:
+        return cls(
+            id=strawberry.ID(str(viewer.id)),
+            role=ViewerRole(viewer.role_name),
+            name=viewer.label,
+            scopes=sorted(viewer.scopes),
+        )
+
     @strawberry.field(description="The signed-in patient's record (patients only).")
     async def patient(self, info: Info[Context, None]) -> PatientType | None:
         viewer = viewer_of(info)
@@ -333,13 +343,7 @@ async def _consent_payload(
 class AccountsQuery:
     @strawberry.field(description="Who is signed in: a patient, provider, admin or EHR client, with its role.")
     def me(self, info: Info[Context, None]) -> ViewerType:
-        viewer = viewer_of(info)
-        return ViewerType(
-            id=strawberry.ID(str(viewer.id)),
-            role=ViewerRole(viewer.role_name),
-            name=viewer.label,
-            scopes=sorted(viewer.scopes),
-        )
+        return ViewerType.of(viewer_of(info))
 
     @strawberry.field(description="Any object by its global id; null when it does not exist or is not yours.")
     async def node(self, info: Info[Context, None], id: strawberry.ID) -> relay.Node | None:

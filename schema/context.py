@@ -19,6 +19,7 @@ from models.access import Viewer
 from models.audit import AuditTrail
 from models.clock import Clock
 from models.events import EventBus
+from models.passwords import PasswordHashing
 from models.policy import DEFAULT_POLICY, ClinicPolicy
 from schema.pagination import CursorCodec
 
@@ -50,6 +51,9 @@ class Context:
     transport: Any = None
     # Where subscriptions listen for committed events (api.bus).
     bus: EventBus | None = None
+    # Enrolment and accounts (schema.enrolment): where e-mailed links point, how passwords are hashed.
+    public_app_url: str = "http://127.0.0.1:8000"
+    password_hashing: PasswordHashing | None = None
     # The operation's name for audit rows (set when it starts executing).
     operation: str | None = None
     # WebSocket only: numbers the operations of a connection, or the events of an operation.

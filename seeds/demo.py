@@ -75,6 +75,18 @@ USERS: tuple[NewUser, ...] = (
     ),
 )
 
+# An open invitation (PRODUCT.md capability 11): the admin invited a nurse practitioner onto North
+# (a clinician, so the demo panels stay as they are); in development its e-mail, with the
+# activation link, is written under var/mail/.
+INVITED_PROVIDER = NewUser(
+    email="np.patel@demo.test",
+    role=Role.PROVIDER,
+    given_name="Sam",
+    family_name="Patel",
+    credentials="NP",
+    care_teams=("North",),
+)
+
 # Patients who consented to share their record with the demo EHR client (email, client id).
 CONSENTS: tuple[tuple[str, str], ...] = (("alex@demo.test", "demo-ehr"), ("blair@demo.test", "demo-ehr"))
 

@@ -13,6 +13,7 @@ from models import accounts
 from models.access import load_user_viewer
 from models.audit import AuditTrail
 from models.consent import grant_data_sharing_consent
+from models.enrolment import Invitation, ProviderInvite, invite_provider
 from models.instruments import load_definition
 from seeds import demo
 from seeds.clinical import load_clinical_demo
@@ -57,13 +58,13 @@ async def load_seeds(settings: Settings, *, now: datetime) -> SeedReport:
     report.created += await load_instruments()
     if settings.is_production:
         return report
-    await _load_demo(report, now)
+    await _load_demo(report, now, settings.mail.public_app_url)
     report.created += await load_clinical_demo(now, settings.clinic_policy)
     report.demo_loaded = True
     return report
 
 
-async def _load_demo(report: SeedReport, now: datetime) -> None:
+async def _load_demo(report: SeedReport, now: datetime, app_url: str) -> None:
     for name in demo.CARE_TEAMS:
         if not await accounts.CareTeam.exists(name=name):
             await accounts.ensure_care_team(name)
@@ -87,3 +88,21 @@ async def _load_demo(report: SeedReport, now: datetime) -> None:
         assert viewer is not None, f"demo patient {email} cannot sign in"
         await grant_data_sharing_consent(viewer, client_id, now=now)
         report.created.append(f"consent {email} -> {client_id}")
+    await _load_invitation(report, now, app_url)
+
+
+async def _load_invitation(report: SeedReport, now: datetime, app_url: str) -> None:
+    """The demo's open invitation, made by the admin through the same operation as the API's."""
+    invited = demo.INVITED_PROVIDER
+    if await Invitation.exists(email=invited.email):
+        return
+    admin = await accounts.User.get(email="admin@demo.test")
+    viewer = await load_user_viewer(admin.id, AuditTrail(operation="Seed"))
+    assert viewer is not None, "the demo admin cannot sign in"
+    teams = [await accounts.CareTeam.get(name=name) for name in invited.care_teams]
+    data = ProviderInvite(
+        email=invited.email, given_name=invited.given_name, family_name=invited.family_name,
+        care_team_ids=tuple(team.id for team in teams), credentials=invited.credentials,
+    )  # fmt: skip
+    await invite_provider(viewer, data, now=now, app_url=app_url)
+    report.created.append(f"invitation {invited.email}")

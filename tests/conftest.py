@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -29,9 +30,11 @@ from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
+from jobs.mail import MailSettings
 from jobs.senders import log_notification
 from models.accounts import ApiClient, User
 from models.clock import ManualClock
+from models.mail import MailTransport, OutgoingMail
 from models.notifications import Sender
 from models.policy import DEFAULT_POLICY
 from models.sessions import RefreshToken, SessionFamily
@@ -45,6 +48,8 @@ ALL_SCOPES = frozenset({"patients:read", "clinical:read", "changes:read"})
 RATE_LIMIT_PREFIX = f"kf-test:{uuid.uuid4().hex[:12]}:"
 # Likewise its event bus channel: another run's events would be relayed to this run's subscribers.
 EVENT_BUS_CHANNEL = f"{RATE_LIMIT_PREFIX}events"
+# E-mails an app's own scheduler writes (development transport: files), outside the work tree.
+MAIL_DIRECTORY = Path(tempfile.gettempdir()) / f"kf-test-mail-{RATE_LIMIT_PREFIX.split(':')[1]}"
 # Tests send bursts under a clock that stands still (nothing refills): only the rate-limit tests
 # (tests/test_rate_limits.py) run with limits small enough to reach.
 UNREACHED = BucketPolicy(burst=100_000, per_minute=100_000)
@@ -60,6 +65,7 @@ def settings_for(database_url: str) -> Settings:
         socket_rate=UNREACHED,
         rate_limit_key_prefix=RATE_LIMIT_PREFIX,
         event_bus_channel=EVENT_BUS_CHANNEL,
+        mail=MailSettings(directory=MAIL_DIRECTORY),
     )
 
 
@@ -180,9 +186,15 @@ def empty_database_url(databases: DatabaseFactory) -> Iterator[str]:
     databases.drop(url)
 
 
-def job_env(clock: ManualClock, sender: Sender = log_notification) -> JobEnvironment:
+def job_env(
+    clock: ManualClock, sender: Sender = log_notification, mailer: MailTransport | None = None
+) -> JobEnvironment:
     """What the app's scheduler gives its jobs, for tests that run a job directly."""
-    return JobEnvironment(clock=clock, policy=DEFAULT_POLICY, sender=sender)
+    return JobEnvironment(clock=clock, policy=DEFAULT_POLICY, sender=sender, mailer=mailer or refuse_mail)
+
+
+async def refuse_mail(message: OutgoingMail) -> None:
+    raise AssertionError(f"no e-mail was expected here, got one to {message.recipient}")
 
 
 @pytest.fixture
@@ -312,13 +324,18 @@ async def start_logins(user_ids: dict[str, uuid.UUID], now: datetime) -> dict[st
 LONG_LOGIN = timedelta(days=3650)
 
 
+async def signed_in_tokens(settings: Settings, clock: ManualClock, *, except_for: tuple[str, ...] = ()) -> Tokens:
+    """Tokens for every account and client of the open database, each user under a login of theirs
+    (but the users `except_for`, whose logins a test makes itself)."""
+    users = {user.email: user.id for user in await User.all() if user.email not in except_for}
+    clients = {client.client_id: client.id for client in await ApiClient.all()}
+    return Tokens(settings, clock, users, clients, await start_logins(users, clock.now()))
+
+
 @pytest.fixture
 async def tokens(app: Starlette, settings: Settings, clock: ManualClock) -> Tokens:
     with use_database(app.state.database):
-        users = {user.email: user.id for user in await User.all()}
-        clients = {client.client_id: client.id for client in await ApiClient.all()}
-        logins = await start_logins(users, clock.now())
-    return Tokens(settings, clock, users, clients, logins)
+        return await signed_in_tokens(settings, clock)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
@@ -28,12 +29,14 @@ from strawberry import relay
 
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import DataSharingConsent, Patient
+from models.accounts import DataSharingConsent, Patient, Role
 from models.alerts import Alert
 from models.devices import Device, Platform
 from models.dosing import CHECKLIST, DosingSession
+from models.enrolment import Invitation
 from models.messaging import MessageThread
 from models.plans import TreatmentPlan
+from models.sessions import SessionFamily
 from schema import build_schema
 from schema.pagination import CursorCodec
 from tests.conftest import Tokens
@@ -212,6 +215,32 @@ PROBES.update(
             'readings: [{ phase: PRE, systolic: 120, diastolic: 80, measuredAt: "2026-11-25T11:50:00Z" }]',
             "$id: ID!",
         ),
+        "invitePatient": _mutation(
+            "invitePatient",
+            'email: "new.patient@example.test", givenName: "Robin", familyName: "Quill", birthDate: "1984-03-09", '
+            'timeZone: "America/New_York", careTeamId: $team',
+            "$team: ID!",
+        ),
+        "inviteProvider": _mutation(
+            "inviteProvider",
+            'email: "dr.new@example.test", givenName: "Noor", familyName: "Haddad", credentials: "MD", '
+            "careTeamIds: [$team]",
+            "$team: ID!",
+        ),
+        "resendInvitation": _mutation("resendInvitation", "invitationId: $invitation", "$invitation: ID!"),
+        "revokeInvitation": _mutation("revokeInvitation", "invitationId: $invitation", "$invitation: ID!"),
+        "myLogins": Probe("{ myLogins { id } }", lambda body: _data(body, "myLogins") is not None),
+        "endLogin": _mutation("endLogin", "loginId: $login", "$login: ID!"),
+        "endOtherLogins": Probe(
+            "mutation { endOtherLogins { result { __typename } } }",
+            lambda body: (
+                bool(_data(body, "endOtherLogins"))
+                and _data(body, "endOtherLogins")["result"]["__typename"] == "EndedLogins"
+            ),
+        ),
+        "changePassword": _mutation(
+            "changePassword", 'currentPassword: "ketafollow-demo", newPassword: "lantern harbour quiet"'
+        ),
     }
 )
 
@@ -269,6 +298,18 @@ MATRIX: dict[str, frozenset[str]] = {
     # Pushes go to the people who use the apps: patients and providers, each on their own devices.
     "registerDevice": frozenset({"alex", "blair", "provider_in_team", "provider_outside"}),
     "unregisterDevice": frozenset({"alex"}),
+    # Enrolment (PRODUCT.md capability 11): admins invite anyone; providers invite patients into
+    # their own teams and manage those invitations; a team out of reach is NotFound.
+    "invitePatient": frozenset({"admin", "provider_in_team"}),
+    "inviteProvider": frozenset({"admin"}),
+    "resendInvitation": frozenset({"admin", "provider_in_team"}),
+    "revokeInvitation": frozenset({"admin", "provider_in_team"}),
+    # Every person sees and ends their own logins (Alex's looks missing to others); clients have none.
+    "myLogins": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+    "endLogin": frozenset({"alex"}),
+    "endOtherLogins": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+    # Every person changes their own password; EHR clients have none.
+    "changePassword": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
 }
 
 
@@ -314,6 +355,15 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
             user_id=alex.user_id, platform=Platform.IOS, push_token="ab" * 32, app_version="2.4.1", locale="en-US",
             last_seen_at=tokens.clock.now(),
         )  # fmt: skip
+        login = await SessionFamily.create(
+            user_id=alex.user_id, created_at=tokens.clock.now(), last_used_at=tokens.clock.now(),
+            expires_at=tokens.clock.now() + timedelta(days=1),
+        )  # fmt: skip
+        invitation = await Invitation.create(
+            email="invited@example.test", role=Role.PATIENT, care_team_id=alex.care_team_id,
+            invited_by_id=tokens.user_ids["admin@demo.test"], token_hash="0" * 64, created_at=tokens.clock.now(),
+            expires_at=tokens.clock.now() + timedelta(days=7),
+        )  # fmt: skip
     variables = {
         "id": str(relay.GlobalID("Patient", str(alex.id))),
         "plan": str(relay.GlobalID("TreatmentPlan", str(plan.id))),
@@ -322,6 +372,9 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         "thread": str(relay.GlobalID("MessageThread", str(thread.id))),
         "record": str(session.id),  # FHIR ids are the records' own
         "device": str(relay.GlobalID("Device", str(device.id))),
+        "team": str(relay.GlobalID("CareTeam", str(alex.care_team_id))),
+        "invitation": str(relay.GlobalID("Invitation", str(invitation.id))),
+        "login": str(relay.GlobalID("Login", str(login.id))),
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -13,6 +13,8 @@ from api.auth.passwords import verify_password
 from api.database import open_database
 from api.settings import Environment, Settings
 from models.accounts import ApiClient, User
+from models.enrolment import Invitation
+from models.mail import MailMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "api.cli"]
@@ -36,6 +38,7 @@ def test_help_lists_every_command(database_url: str) -> None:
         "seed",
         "export-schema",
         "create-user",
+        "invite",
         "create-client",
     ):
         assert command in result.stdout
@@ -122,11 +125,37 @@ async def test_create_user_and_client_store_only_hashes(blank_database_url: str)
         assert await verify_password(stored.secret_hash, secret)
 
 
-@pytest.mark.parametrize("password", ["short", ""])
-def test_create_user_refuses_a_weak_password(database_url: str, password: str) -> None:
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short", "at least 12 characters"),
+        ("", "at least 12 characters"),
+        ("Password1234", "too common"),
+        ("the admin.kim keys", "must not contain your e-mail address"),
+    ],
+)
+def test_create_user_refuses_a_weak_password(database_url: str, password: str, reason: str) -> None:
     result = run(
-        "create-user", "--email", "a@b.test", "--role", "ADMIN", "--password-stdin",
+        "create-user", "--email", "admin.kim@b.test", "--role", "ADMIN", "--password-stdin",
         database_url=database_url, stdin=password + "\n",
     )  # fmt: skip
     assert result.returncode == 2
-    assert "at least 12 characters" in result.stderr
+    assert reason in result.stderr
+
+
+@pytest.mark.parametrize(("team", "status", "said"), [("North", 0, "invited robin@example.test as patient"),
+                                                      ("South", 1, "care team not found")])  # fmt: skip
+async def test_invite_calls_the_same_operation_as_the_api(database_url: str, team: str, status: int, said: str) -> None:
+    result = run(
+        "invite", "--by", "dr.rivera@demo.test", "--email", "Robin@Example.test", "--role", "patient",
+        "--given-name", "Robin", "--family-name", "Quill", "--birth-date", "1984-03-09",
+        "--time-zone", "America/New_York", "--care-team", team, database_url=database_url,
+    )  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert said in (result.stdout + result.stderr)
+    async with open_database(Settings(env=Environment.TEST, database_url=database_url)):
+        invitations = await Invitation.filter(email="robin@example.test").count()
+        queued = await MailMessage.filter(recipient="robin@example.test").count()
+        invited = await User.get_or_none(email="robin@example.test")
+    assert (invitations, queued) == ((1, 1) if status == 0 else (0, 0))
+    assert (invited is not None and not invited.is_active) if status == 0 else invited is None

@@ -27,10 +27,16 @@ from api.app import create_app
 from api.database import open_database, use_database
 from api.database_roles import serving_role_problems
 from api.settings import Settings, SettingsError
-from models.accounts import ApiClient, User
 from models.clock import ManualClock
 from models.messaging import MessageThread
-from tests.conftest import ON_POSTGRES, START, TEST_DATABASE_URL, DatabaseFactory, Tokens, settings_for
+from tests.conftest import (
+    ON_POSTGRES,
+    START,
+    TEST_DATABASE_URL,
+    DatabaseFactory,
+    settings_for,
+    signed_in_tokens,
+)
 from tests.graphql import gql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,12 +204,7 @@ async def test_the_app_serves_and_audits_through_the_service_role(roles: Roles) 
     app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         with use_database(app.state.database):
-            tokens = Tokens(
-                settings,
-                clock,
-                {user.email: user.id for user in await User.all()},
-                {client.client_id: client.id for client in await ApiClient.all()},
-            )
+            tokens = await signed_in_tokens(settings, clock)
             thread = await MessageThread.get(patient__user__email="alex@demo.test")
             assert await serving_role_problems() == []
         transport = httpx.ASGITransport(app=app)
@@ -282,7 +283,7 @@ def test_setup_roles_again_changes_nothing_and_refuses_a_superuser_as_service_ro
 
 def test_one_database_url_still_serves_and_migrates_when_no_owner_role_is_set() -> None:
     for url in ("sqlite://var/ketafollow.sqlite3", "postgres://app@db:5432/ketafollow"):
-        settings = Settings.from_env({"DATABASE_URL": url}, env_file=None)
+        settings = Settings.from_env({"KETAFOLLOW_ENV": "development", "DATABASE_URL": url}, env_file=None)
         assert settings.migration_url == settings.database_url == url
 
 
@@ -312,7 +313,9 @@ def test_the_owner_roles_url_names_the_same_postgresql_database_as_another_user(
 
 def test_with_an_owner_role_migrate_connects_as_it_and_the_service_as_the_other() -> None:
     owner_url = "postgres://owner:pw@db:5432/ketafollow"
-    settings = Settings.from_env({"DATABASE_URL": SERVICE, "MIGRATION_DATABASE_URL": owner_url}, env_file=None)
+    settings = Settings.from_env(
+        {"KETAFOLLOW_ENV": "development", "DATABASE_URL": SERVICE, "MIGRATION_DATABASE_URL": owner_url}, env_file=None
+    )
     assert settings.migration_url == owner_url
     assert settings.database_url == SERVICE
 

@@ -14,6 +14,12 @@ from models.policy import DEFAULT_POLICY
 from tests.push_fakes import pem
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
+# What production needs to send invitations and resets (tests/test_enrolment.py checks each).
+PRODUCTION_MAIL = {
+    "SMTP_URL": "smtps://mailer:secret@smtp.clinic.example",
+    "MAIL_FROM": "no-reply@clinic.example",
+    "PUBLIC_APP_URL": "https://app.clinic.example",
+}
 
 
 def test_defaults_describe_a_development_server_on_sqlite() -> None:
@@ -64,7 +70,13 @@ def test_the_default_environment_or_key_refuses_to_start_where_others_can_reach_
         {"KETAFOLLOW_ENV": "development", "DATABASE_URL": POSTGRES},
         {"KETAFOLLOW_ENV": "test", "DATABASE_URL": POSTGRES},
         {"KETAFOLLOW_ENV": "development", "HOST": "0.0.0.0", "SECRET_KEY": "a key of this machine only"},
-        {"KETAFOLLOW_ENV": "production", "HOST": "0.0.0.0", "DATABASE_URL": POSTGRES, "SECRET_KEY": STRONG_SECRET},
+        {
+            "KETAFOLLOW_ENV": "production",
+            "HOST": "0.0.0.0",
+            "DATABASE_URL": POSTGRES,
+            "SECRET_KEY": STRONG_SECRET,
+            **PRODUCTION_MAIL,
+        },
     ],
 )
 def test_a_development_machine_said_so_and_a_deployment_with_its_own_key_start(environ: dict[str, str]) -> None:
@@ -72,7 +84,8 @@ def test_a_development_machine_said_so_and_a_deployment_with_its_own_key_start(e
 
 
 def test_production_turns_off_the_ide_introspection_and_demo_logins() -> None:
-    settings = Settings.from_env({"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET}, env_file=None)
+    environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, **PRODUCTION_MAIL}
+    settings = Settings.from_env(environ, env_file=None)
     assert settings.is_production
     assert not settings.graphql_ide_enabled
     assert not settings.introspection_enabled
@@ -187,6 +200,7 @@ def test_production_refuses_a_plain_http_webhook() -> None:
         "SECRET_KEY": STRONG_SECRET,
         "NOTIFY_WEBHOOK_URL": "http://hooks.clinic.example/push",
         "NOTIFY_WEBHOOK_SECRET": STRONG_SECRET[::-1],
+        **PRODUCTION_MAIL,
     }
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(environ, env_file=None)
@@ -207,6 +221,7 @@ def test_production_refuses_a_plain_http_webhook() -> None:
 )
 def test_production_allows_only_listed_https_origins(origins: str, problem: str) -> None:
     environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, "CORS_ALLOWED_ORIGINS": origins}
+    environ |= PRODUCTION_MAIL
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(environ, env_file=None)
     assert raised.value.problems == [problem]
@@ -365,7 +380,7 @@ def test_push_settings_name_what_is_wrong(tmp_path: Path, changes: dict[str, str
 
 
 def test_production_refuses_plain_http_push_services(tmp_path: Path) -> None:
-    environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, **_push_files(tmp_path)}
+    environ = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": STRONG_SECRET, **_push_files(tmp_path), **PRODUCTION_MAIL}
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({**environ, "APNS_URL": "http://127.0.0.1:9999"}, env_file=None)
     assert raised.value.problems == ["APNS_URL must be an https:// URL, got 'http://127.0.0.1:9999'"]

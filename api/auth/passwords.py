@@ -12,19 +12,10 @@ from functools import cache
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from models.passwords import PasswordHashing
+
 # RFC 9106's second recommended option (64 MiB, 3 passes), with 2 lanes for a 2-core host.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2, type=Type.ID)
-
-MINIMUM_PASSWORD_LENGTH = 12
-
-
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None (NIST SP 800-63B: length over composition rules)."""
-    if len(password) < MINIMUM_PASSWORD_LENGTH:
-        return f"password must be at least {MINIMUM_PASSWORD_LENGTH} characters"
-    if len(password) > 1024:
-        return "password must be at most 1024 characters"
-    return None
 
 
 async def hash_password(password: str) -> str:
@@ -59,3 +50,6 @@ def needs_rehash(password_hash: str) -> bool:
         return _HASHER.check_needs_rehash(password_hash)
     except InvalidHashError:
         return True
+
+
+ARGON2 = PasswordHashing(hash=hash_password, verify=verify_password)

@@ -200,6 +200,7 @@ async def _password_grant(request: Request, form: dict[str, str], settings: Sett
         now=now,
         idle_ttl=settings.refresh_token_idle_ttl,
         absolute_ttl=settings.refresh_token_absolute_ttl,
+        user_agent=request.headers.get("user-agent"),
     )
     await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed in")
     access = issue_access_token(
@@ -212,7 +213,9 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     token = _required(form, "refresh_token")
     trail = _trail(request, "TokenRefresh")
     try:
-        rotated = await sessions.rotate_refresh_token(token, now=now, idle_ttl=settings.refresh_token_idle_ttl)
+        rotated = await sessions.rotate_refresh_token(
+            token, now=now, idle_ttl=settings.refresh_token_idle_ttl, user_agent=request.headers.get("user-agent")
+        )
     except sessions.RefreshRefused as refused:
         if refused.family_revoked and refused.family_id is not None:  # reuse: its tokens and sockets stop now
             await _logins(request).ended([refused.family_id])
