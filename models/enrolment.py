@@ -28,7 +28,7 @@ from tortoise.transactions import in_transaction
 
 from models.access import Viewer
 from models.accounts import CareTeam, NewUser, Patient, Provider, Role, User, create_user, normalise_email
-from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now
 from models.errors import DomainError, Forbidden, InvalidInput, NotFound
 from models.mail import queue_mail
 from models.passwords import password_problem
@@ -131,7 +131,7 @@ def _ensure_may_invite(viewer: Viewer, role: Role) -> None:
     if viewer.is_role(Role.PROVIDER) and role is Role.PATIENT:
         return
     who = "admins" if role is Role.PROVIDER else "admins and providers"
-    raise Forbidden(f"only {who} may invite a {role.value.lower()}")
+    raise denied(viewer, Forbidden(f"only {who} may invite a {role.value.lower()}"), AuditAction.CREATE, "Invitation")
 
 
 async def _team_in_reach(viewer: Viewer, team_id: UUID) -> CareTeam:
@@ -205,7 +205,8 @@ async def invite_provider(viewer: Viewer, data: ProviderInvite, *, now: datetime
 
 async def _invitation_in_reach(viewer: Viewer, invitation_id: UUID) -> Invitation:
     if not (viewer.is_role(Role.ADMIN) or viewer.is_role(Role.PROVIDER)):
-        raise Forbidden("only admins and providers manage invitations")
+        refusal = Forbidden("only admins and providers manage invitations")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "Invitation", resource_id=invitation_id)
     invitation = await Invitation.get_or_none(id=invitation_id)
     if invitation is None:
         raise NotFound("invitation")

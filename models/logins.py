@@ -12,14 +12,15 @@ from uuid import UUID
 
 from models import sessions
 from models.access import Viewer
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.errors import Forbidden, NotFound
 from models.sessions import SessionFamily
 
 
 def _user_of(viewer: Viewer) -> UUID:
     if viewer.is_api_client:
-        raise Forbidden("EHR clients have no logins: they sign in with client credentials")
+        refusal = Forbidden("EHR clients have no logins: they sign in with client credentials")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "Login")
     return viewer.id
 
 

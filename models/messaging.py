@@ -252,7 +252,9 @@ async def participants(thread: MessageThread) -> list[UUID]:
     """User ids of everyone in the thread: the patient and the care team's providers."""
     patient = await Patient.get(id=thread.patient_id)  # type: ignore[attr-defined]
     team: UUID = patient.care_team_id  # type: ignore[attr-defined]
-    providers: list[UUID] = [provider.user_id for provider in await Provider.filter(care_teams__id=team)]  # type: ignore[attr-defined]
+    # A provider invited but not yet signed up (or deactivated) is not told of messages.
+    team_providers = Provider.filter(care_teams__id=team, user__is_active=True)
+    providers: list[UUID] = [provider.user_id for provider in await team_providers]  # type: ignore[attr-defined]
     patient_user: UUID = patient.user_id  # type: ignore[attr-defined]
     return [patient_user, *providers]
 

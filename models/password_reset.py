@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from models import sessions, throttle
 from models.access import Viewer
 from models.accounts import User
-from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now, record_system
+from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now, record_system
 from models.enrolment import (
     InvalidLinkToken,
     PasswordHasher,
@@ -129,7 +129,7 @@ async def confirm_password_reset(
         if await PasswordReset.filter(id=reset.id, used_at=None).update(used_at=now) != 1:
             raise InvalidLinkToken  # spent concurrently
         await User.filter(id=user.id).update(password_hash=password_hash, updated_at=now)
-        ended = await sessions.end_user_sessions(user.id, now=now, reason="password reset")
+        ended = len(await sessions.end_user_logins(user.id, now=now, reason="password reset"))
         entry = AuditEntry(
             AuditAction.UPDATE, "User", AuditOutcome.SUCCESS, resource_id=str(user.id),
             detail=f"{user.email} reset the password by e-mail; {ended} login(s) ended",
@@ -150,7 +150,8 @@ async def change_password(
     """Change one's own password: the current one is required (and throttled like a sign-in), the
     login asking (`keep_login`) stays, every other one ends. Returns how many logins ended."""
     if viewer.is_api_client:
-        raise Forbidden("EHR clients have no password; rotate the client secret instead")
+        refusal = Forbidden("EHR clients have no password; rotate the client secret instead")
+        raise denied(viewer, refusal, AuditAction.UPDATE, "User")
     user = await User.get(id=viewer.id)
     subject = f"user:{user.email}"
     address = viewer.audit.client_address
@@ -169,7 +170,7 @@ async def change_password(
     password_hash = await hashing.hash(new_password)
     async with in_transaction():
         await User.filter(id=user.id).update(password_hash=password_hash, updated_at=now)
-        ended = await sessions.end_user_sessions(user.id, now=now, reason="password changed", keep=keep_login)
+        ended = len(await sessions.end_user_logins(user.id, now=now, reason="password changed", keep=keep_login))
         entry = AuditEntry(
             AuditAction.UPDATE, "User", AuditOutcome.SUCCESS, resource_id=str(user.id),
             detail=f"changed own password; {ended} other login(s) ended",

@@ -213,18 +213,6 @@ class EndedLogin:
     family_id: uuid.UUID
 
 
-async def end_user_sessions(user_id: uuid.UUID, *, now: datetime, reason: str, keep: uuid.UUID | None = None) -> int:
-    """End every login of a user (but `keep`, the one asking): a new password, a reset. Returns how many."""
-    async with in_transaction():
-        live = SessionFamily.filter(user_id=user_id, revoked_at=None)
-        if keep is not None:
-            live = live.exclude(id=keep)
-        family_ids = await live.values_list("id", flat=True)
-        for family_id in family_ids:
-            await revoke_family(family_id, now=now, reason=reason)  # type: ignore[arg-type]
-    return len(family_ids)
-
-
 class _FamilyRevoked(Exception):
     pass
 

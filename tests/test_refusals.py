@@ -226,6 +226,8 @@ class RefusedWrite:
 
     @property
     def document(self) -> str:
+        if not self.input:  # a mutation without arguments
+            return f"mutation {{ {self.mutation} {RESULT} }}"
         if "$target" not in self.input:
             return f"mutation {{ {self.mutation}(input: {self.input}) {RESULT} }}"
         kind = "String!" if "clientId" in self.input else "ID!"
@@ -266,6 +268,22 @@ COMPLETION = "{ sessionId: $target, dissociation: 0, sedation: 0, backToBaseline
 OPIOID = f'{{ drug: "oxycodone", strength: 5, strengthUnit: "mg", quantity: 1, takenAt: "{NOW}" }}'
 PHONE = f'{{ platform: IOS, pushToken: "{"cd" * 32}", appVersion: "1.0", locale: "en-US" }}'
 EHR, NO_EHR = (lambda records: "demo-ehr"), (lambda: "no-such-ehr")
+INVITE_PATIENT = (
+    '{ email: "robin@example.test", givenName: "Robin", familyName: "Example", birthDate: "1980-05-17", '
+    'timeZone: "America/New_York", careTeamId: $target }'
+)
+INVITE_PROVIDER = (
+    '{ email: "dr.new@example.test", givenName: "Ana", familyName: "New", npi: "1234567893", credentials: "MD", '
+    "careTeamIds: [$target] }"
+)
+
+
+def _any(type_name: str) -> Callable[[AlexsRecords], str]:
+    """A target whose existence does not matter: the role is refused before it is looked up."""
+    return lambda records: gid(type_name, uuid.uuid4())
+
+
+PATIENT_TEAM, INVITATION, NO_LOGIN = _any("CareTeam"), _any("Invitation"), _any("Login")
 # Another care team's record, or another patient's: the same answer as none at all.
 NOT_YOURS = [
     RefusedWrite("updateTreatmentPlan", "dr.okafor", "{ planId: $target, dose: 90 }", PLAN, NO_PLAN, True),
@@ -355,7 +373,30 @@ WRONG_ROLE = [
     RefusedWrite("unregisterDevice", "admin", "{ deviceId: $target }", DEVICE),
     RefusedWrite("grantDataSharingConsent", "dr.rivera", '{ clientId: "demo-ehr" }', str),
     RefusedWrite("revokeDataSharingConsent", "dr.rivera", '{ clientId: "demo-ehr" }', str),
+    RefusedWrite("invitePatient", "alex", INVITE_PATIENT, PATIENT_TEAM),
+    RefusedWrite("inviteProvider", "dr.rivera", INVITE_PROVIDER, PATIENT_TEAM),
+    RefusedWrite("resendInvitation", "alex", "{ invitationId: $target }", INVITATION),
+    RefusedWrite("revokeInvitation", "alex", "{ invitationId: $target }", INVITATION),
 ]  # fmt: skip
+# An EHR client has no logins and no password: refused, and audited, like a role that may not.
+CLIENT_REFUSALS = [
+    RefusedWrite("changePassword", "demo-ehr", '{ currentPassword: "x", newPassword: "y" }', str),
+    RefusedWrite("endLogin", "demo-ehr", "{ loginId: $target }", NO_LOGIN),
+    RefusedWrite("endOtherLogins", "demo-ehr", "", str),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CLIENT_REFUSALS, ids=lambda case: case.mutation)
+async def test_an_account_write_by_an_ehr_client_is_forbidden_and_audited(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, case: RefusedWrite
+) -> None:
+    records = await alexs_records(app)
+    body = await gql(client, case.document, case.variables(records), token=tokens.client("demo-ehr"))
+    assert body["data"] is None, body
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["FORBIDDEN"]
+    with use_database(app.state.database):
+        rows = await AuditEvent.filter(outcome=AuditOutcome.DENIED, operation=case.mutation)
+    assert len(rows) == 1, f"{case.mutation}: the refusal leaves one DENIED row"
 
 
 @pytest.mark.parametrize("case", WRONG_ROLE, ids=lambda case: f"{case.mutation}-by-{case.viewer}")
@@ -375,5 +416,5 @@ def test_every_mutation_has_a_refusal_that_is_audited() -> None:
     mutation_type = build_schema()._schema.mutation_type
     assert mutation_type is not None
     names = set(mutation_type.fields)
-    covered = {case.mutation for case in [*NOT_YOURS, *WRONG_ROLE]}
+    covered = {case.mutation for case in [*NOT_YOURS, *WRONG_ROLE, *CLIENT_REFUSALS]}
     assert names - covered == set(), "add a refused case for each new mutation"

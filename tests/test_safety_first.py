@@ -720,11 +720,15 @@ NO_SAFETY_CONTENT = {
     "markThreadRead": "a read receipt",
     "registerDevice": "a push token",
     "unregisterDevice": "a push token",
+    "changePassword": "one's own password",
+    "endLogin": "one's own login",
+    "endOtherLogins": "one's own logins",
 }
 # Mutations a patient may never call (providers, admins): FORBIDDEN for them.
 STAFF_ONLY = {
     "createTreatmentPlan", "updateTreatmentPlan", "holdTreatmentPlan", "resumeTreatmentPlan", "endTreatmentPlan",
     "voidDosingSession", "acknowledgeAlert", "resolveAlert", "recordClinicSession",
+    "invitePatient", "inviteProvider", "resendInvitation", "revokeInvitation",
 }  # fmt: skip
 
 
