@@ -12,17 +12,15 @@ so the body is erased once the message is sent (the token itself is stored only 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 from tortoise import fields
-from tortoise.expressions import Q
 from tortoise.models import Model
 
-from models.notifications import LEASE, MAX_ATTEMPTS, NotificationStatus, retry_delay
+from models.notifications import MAX_ATTEMPTS, NotificationStatus, claim_due, retry_delay
 
 BATCH = 50
 
@@ -62,29 +60,10 @@ async def queue_mail(recipient: str, subject: str, body: str, *, now: datetime) 
 
 
 async def deliver_due_mail(transport: MailTransport, *, now: datetime) -> int:
-    """Job: send the queued e-mails that are due, each claimed with a lease. Returns how many."""
-    started = time.monotonic()
-    due = (
-        await MailMessage.filter(
-            Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=now),
-            not_before__lte=now,
-        )
-        .order_by("not_before")
-        .limit(BATCH)
-    )
+    """Job: send the queued e-mails that are due, each claimed with a lease (`claim_due`, as
+    notifications are). Returns how many."""
     sent = 0
-    for row in due:
-        elapsed = timedelta(seconds=time.monotonic() - started)
-        if elapsed > LEASE / 2:
-            break  # the rest waits for the next run, before any lease could run out
-        claimed_at = now + elapsed
-        claimed = await MailMessage.filter(
-            Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=claimed_at),
-            id=row.id,
-            attempts=row.attempts,
-        ).update(status=NotificationStatus.SENDING, lease_until=claimed_at + LEASE, attempts=row.attempts + 1)
-        if claimed != 1:
-            continue
+    async for row in claim_due(MailMessage, now=now, batch=BATCH):
         try:
             await transport(OutgoingMail(row.id, row.recipient, row.subject, row.body))
         except Exception as error:  # the server's refusal is data: retry later

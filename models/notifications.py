@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -154,35 +154,42 @@ def retry_delay(attempts: int) -> timedelta:
     return min(delay, timedelta(hours=1))
 
 
-async def deliver_due(sender: Sender, *, now: datetime, policy: ClinicPolicy) -> int:
-    """Job: send what is due, each claimed with a lease. Returns how many were sent.
+async def claim_due(outbox: type[Model], *, now: datetime, batch: int) -> AsyncIterator[Any]:
+    """The rows of an outbox (notifications, e-mails) that are due, each as this worker claims it
+    with a lease.
 
     The lease is taken from the time of each claim (the job's `now` plus the time the batch has
     taken so far), and the batch stops before a lease could run out under a slow sender, so two
-    replicas never hold the same notification at once.
+    replicas never hold the same row at once. A row another worker claimed first is skipped.
     """
     started = time.monotonic()
-    due = (
-        await Notification.filter(
+    due: list[Any] = (
+        await outbox.filter(
             Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=now),
             not_before__lte=now,
         )
         .order_by("not_before")
-        .limit(BATCH)
+        .limit(batch)
     )
-    sent = 0
     for row in due:
         elapsed = timedelta(seconds=time.monotonic() - started)
         if elapsed > LEASE / 2:
-            break  # the rest waits for the next run
+            return  # the rest waits for the next run
         claimed_at = now + elapsed
-        claimed = await Notification.filter(
+        claimed = await outbox.filter(
             Q(status=NotificationStatus.PENDING) | Q(status=NotificationStatus.SENDING, lease_until__lt=claimed_at),
             id=row.id,
             attempts=row.attempts,
         ).update(status=NotificationStatus.SENDING, lease_until=claimed_at + LEASE, attempts=row.attempts + 1)
-        if claimed != 1:
-            continue
+        if claimed == 1:
+            yield row
+
+
+async def deliver_due(sender: Sender, *, now: datetime, policy: ClinicPolicy) -> int:
+    """Job: send the notifications that are due (`claim_due`), retrying failures with back-off
+    outside the patient's quiet hours. Returns how many were sent."""
+    sent = 0
+    async for row in claim_due(Notification, now=now, batch=BATCH):
         outgoing = OutgoingNotification(row.id, row.recipient_id, row.kind, MESSAGES[row.kind], row.link)
         try:
             await sender(outgoing)
