@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test fuzz lint format migrate migrations seed schema bench load clean
+.PHONY: run test fuzz lint format migrate migrations seed schema bench bench-short load load-short clean
 
 # (Re)install when the project's declared dependencies change.
 $(INSTALLED): pyproject.toml
@@ -60,6 +60,17 @@ bench: $(INSTALLED)
 # SQLite, then PostgreSQL with one and two workers when 127.0.0.1:5432 (and Redis) answer.
 load: $(INSTALLED)
 	$(BIN)/python -m tests.load
+
+# Every benchmark and the load test in a few seconds each, no figures asserted: what CI runs so a
+# broken benchmark fails the build instead of rotting unnoticed.
+bench-short: $(INSTALLED)
+	BENCH_ROWS=2000 $(BIN)/python -m tests.benchmarks.bench_scheduler
+	BENCH_PANEL_PATIENTS=50 BENCH_PANEL_RUNS=3 $(BIN)/python -m tests.benchmarks.bench_panel
+	BENCH_HOME_SECONDS=0.5 BENCH_HOME_ROUNDS=1 $(BIN)/python -m tests.benchmarks.bench_home
+	BENCH_CHANGES=2000 $(BIN)/python -m tests.benchmarks.bench_changes
+
+load-short: $(INSTALLED)
+	LOAD_SECONDS=3 LOAD_PATIENTS=6 $(BIN)/python -m tests.load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ from tests.panel_data import PANEL, add_panel_patients, counting_statements
 
 PATIENTS = int(os.environ.get("BENCH_PANEL_PATIENTS", "500"))
 HISTORY_DAYS = 30
-RUNS = 30
+RUNS = int(os.environ.get("BENCH_PANEL_RUNS", "30"))
 
 
 async def fill(settings: Settings) -> None:
@@ -47,7 +47,7 @@ async def measure(settings: Settings) -> None:
     unlimited = BucketPolicy(burst=1_000_000, per_minute=1_000_000)
     wide = replace(
         settings,
-        max_page_size=PATIENTS,
+        max_page_size=max(PATIENTS, 50),
         max_query_cost=max(settings.max_query_cost, 10 * PATIENTS),
         user_rate=unlimited,
     )
