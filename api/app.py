@@ -161,8 +161,8 @@ def create_app(
                 await logins.close()
                 app.state.database = None
 
-    limiter = RateLimiter(settings, clock, make_bucket_store(settings))
-    logins = LoginGate(settings, clock, make_login_store(settings))
+    limiter = RateLimiter(settings, clock, make_bucket_store(settings, clock))
+    logins = LoginGate(settings, clock, make_login_store(settings, clock))
     sockets = SocketRegistry(settings)
     logins.on_ended(sockets.close_logins)
     refused_sign_ins = RefusedSocketSignIns(settings.socket_sign_in_audit_window, clock)
@@ -192,6 +192,7 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock
     app.state.logins = logins
+    app.state.limiter = limiter
     app.state.sockets = sockets
     app.state.scheduler = None
     app.state.database = None

@@ -24,6 +24,7 @@ async def readyz(request: Request) -> JSONResponse:
         if scheduler is not None and scheduler.running
         else ("disabled" if scheduler is None else "stopped"),
         "bus": bus_check(request.app.state.bus),  # "degraded" still serves (api.bus)
+        "rate_limits": request.app.state.limiter.status,  # "degraded" still limits (api.rate_limit)
     }
     ready = database and not pending and checks["scheduler"] in {"running", "disabled"}
     return JSONResponse(

@@ -12,10 +12,16 @@ refused, the shared store says "ended" (never overwritten by a replica that read
 before: those writes only add a missing key), and its sockets are closed with 4401. Other replicas
 hear the event through the event bus and close their sockets too; until they do, their cached
 answer is at most `LOGIN_CHECK_CACHE_SECONDS` old. An ended login never becomes active again.
+
+The shared store only keeps, for seconds, answers the database gave. When its Redis
+fails, hangs or its circuit breaker is open (api.redis_guard: a hung Redis costs a request at most
+the short Redis timeout, then nothing), the check asks the database and the answers stay in this
+process: an ended login is refused all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,8 +29,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
+from api.redis_guard import GuardedRedis, RedisUnavailable
 from api.settings import Settings
 from models import sessions
 from models.clock import Clock
@@ -70,21 +76,24 @@ class NoSharedStore:
 class RedisLoginStore:
     """Answers in the rate limits' Redis, under their key prefix."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, redis: GuardedRedis, prefix: str) -> None:
+        self.redis = redis
         self._prefix = f"{prefix}login:"
 
     async def get(self, session_id: uuid.UUID) -> tuple[bool, float] | None:
         key = f"{self._prefix}{session_id}"
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+
+        async def read(client: aioredis.Redis) -> list[object]:
+            async with client.pipeline(transaction=False) as pipe:
                 pipe.get(key)
                 pipe.pttl(key)
-                value, milliseconds = await pipe.execute()
-        except (RedisError, OSError) as error:
-            logger.error("login store unreachable (%s); asking the database", type(error).__name__)
-            return None
-        if value is None or milliseconds <= 0:
+                return await pipe.execute()
+
+        try:
+            value, milliseconds = await self.redis.run(read)
+        except RedisUnavailable:
+            return None  # the database answers
+        if value is None or not isinstance(milliseconds, int) or milliseconds <= 0:
             return None
         return value == b"1", milliseconds / 1000
 
@@ -97,18 +106,25 @@ class RedisLoginStore:
 
     async def _set(self, session_id: uuid.UUID, value: bytes, seconds: float, *, only_if_missing: bool) -> None:
         milliseconds = max(1, int(seconds * 1000))
-        try:
-            await self._redis.set(f"{self._prefix}{session_id}", value, px=milliseconds, nx=only_if_missing)
-        except (RedisError, OSError) as error:
-            logger.error("login store unreachable (%s); answer kept in this process only", type(error).__name__)
+        key = f"{self._prefix}{session_id}"
+        with contextlib.suppress(RedisUnavailable):  # the answer is kept in this process only
+            await self.redis.run(lambda client: client.set(key, value, px=milliseconds, nx=only_if_missing))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self.redis.close()
 
 
-def make_login_store(settings: Settings) -> LoginStore:
+def make_login_store(settings: Settings, clock: Clock) -> LoginStore:
     if settings.rate_limit_url:
-        return RedisLoginStore(settings.rate_limit_url, settings.rate_limit_key_prefix)
+        redis = GuardedRedis(
+            settings.rate_limit_url,
+            settings,
+            clock,
+            logger=logger,
+            lost="login store unreachable (%s): login checks ask the database until it answers",
+            back="login store answers again: login checks shared through Redis",
+        )
+        return RedisLoginStore(redis, settings.rate_limit_key_prefix)
     return NoSharedStore()
 
 

@@ -11,6 +11,10 @@ Redis (`RATE_LIMIT_URL`, by default the event bus's) so every replica spends fro
 there a Lua script reads, refills and spends in one step, so concurrent requests on several
 replicas cannot all spend the last token.
 
+A Redis outage degrades the sharing, never the protection: while Redis fails, hangs or its circuit
+breaker is open (api.redis_guard), each replica spends from buckets of its own under the same
+limits, and goes back to Redis once it answers. No request is ever let through unlimited.
+
 Time comes from the app's clock (tests move it by hand); in Redis the replicas' clocks are
 compared, and a bucket never refills backwards when one replica is a little behind another.
 """
@@ -25,14 +29,13 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth.authenticate import bearer_token
 from api.auth.tokens import InvalidToken, decode_access_token
 from api.middleware import send_json_error
+from api.redis_guard import GuardedRedis, RedisUnavailable
 from api.settings import BucketPolicy, Settings
 from models.access import Viewer
 from models.clock import Clock
@@ -55,14 +58,14 @@ class Bucket:
     kind: str  # "user", "client" or "address": named in the refusal
 
 
-class StoreUnavailable(Exception):
-    """The shared store (Redis) did not answer."""
-
-
 class BucketStore(Protocol):
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
         """Spend `cost` tokens if the bucket holds them and return 0, or spend nothing and
         return the seconds until it will."""
+
+    @property
+    def status(self) -> str:
+        """For `/readyz`: "ok", or "degraded" while a shared store is replaced by this process."""
 
     async def close(self) -> None: ...
 
@@ -74,6 +77,10 @@ class InProcessBuckets:
         # key -> (tokens, when they were counted, when the bucket is full again), in seconds
         self._buckets: dict[str, tuple[float, float, float]] = {}
         self._sweep_at = _SWEEP_AT
+
+    @property
+    def status(self) -> str:
+        return "ok"
 
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
         policy, at = bucket.policy, now.timestamp()
@@ -127,29 +134,45 @@ return wait
 
 
 class RedisBuckets:
-    """Buckets in Redis, shared by every replica configured with the same URL and prefix."""
+    """Buckets in Redis, shared by every replica configured with the same URL and prefix; while
+    Redis cannot answer, this replica's own buckets under the same policies (see the module)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._script = self._redis.register_script(_SPEND)
+    def __init__(self, redis: GuardedRedis, prefix: str) -> None:
+        self.redis = redis
+        self._script = redis.client.register_script(_SPEND)
         self._prefix = prefix
+        self._own = InProcessBuckets()
+
+    @property
+    def status(self) -> str:
+        return self.redis.status
 
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
         policy = bucket.policy
         args = [policy.burst, policy.per_second / 1000, int(now.timestamp() * 1000), cost]
+        keys = [self._prefix + bucket.key]
         try:
-            wait_ms = await self._script(keys=[self._prefix + bucket.key], args=args)
-        except (RedisError, OSError) as error:
-            raise StoreUnavailable(type(error).__name__) from error
+            wait_ms = await self.redis.run(lambda client: self._script(keys=keys, args=args, client=client))
+        except RedisUnavailable:
+            return await self._own.spend(bucket, cost, now)
         return int(wait_ms) / 1000
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self.redis.close()
+        await self._own.close()
 
 
-def make_bucket_store(settings: Settings) -> BucketStore:
+def make_bucket_store(settings: Settings, clock: Clock) -> BucketStore:
     if settings.rate_limit_url:
-        return RedisBuckets(settings.rate_limit_url, settings.rate_limit_key_prefix)
+        redis = GuardedRedis(
+            settings.rate_limit_url,
+            settings,
+            clock,
+            logger=logger,
+            lost="rate limit store unreachable (%s): each replica enforces the limits on its own until it answers",
+            back="rate limit store answers again: buckets shared through Redis",
+        )
+        return RedisBuckets(redis, settings.rate_limit_key_prefix)
     return InProcessBuckets()
 
 
@@ -179,13 +202,14 @@ class RateLimiter:
     async def spend(self, bucket: Bucket, cost: int) -> int:
         """Spend `cost` tokens (never more than a full bucket holds, so any request can pass):
         0 when spent, else the whole seconds (at least 1) until they are there."""
-        try:
-            wait = await self.store.spend(bucket, min(cost, bucket.policy.burst), self.clock.now())
-        except StoreUnavailable as error:
-            # Better unlimited than down: patients must still be able to report a serious side effect.
-            logger.error("rate limit store unreachable (%s); request let through", error)
-            return 0
+        wait = await self.store.spend(bucket, min(cost, bucket.policy.burst), self.clock.now())
         return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    @property
+    def status(self) -> str:
+        """`/readyz`'s rate-limit check: "ok", or "degraded" while Redis is replaced by this
+        process's own buckets (the replica still serves, under the same limits)."""
+        return self.store.status
 
     async def close(self) -> None:
         await self.store.close()

@@ -141,6 +141,12 @@ class Settings:
     # Whether a login is still active is cached this long (in this process, and in the rate limits'
     # Redis when there is one); a login ended elsewhere is refused here within it (api.logins).
     login_check_ttl: timedelta = timedelta(seconds=3)
+    # That Redis (api.redis_guard): a reply, a connection, a free connection of the pool each come
+    # within these or the call fails (a hung Redis costs milliseconds, then the breaker opens); the
+    # pool of each store holds at most `redis_max_connections` (waiting ones queue, never fail).
+    redis_socket_timeout: timedelta = timedelta(milliseconds=250)
+    redis_connect_timeout: timedelta = timedelta(milliseconds=250)
+    redis_max_connections: int = 512
     # Sockets (api.sockets): upgrades and `connection_init`s per address, the time a new socket has to
     # send its `connection_init`, open sockets per viewer, live operations per socket and per viewer,
     # and the window over which refused socket sign-ins from one address make one audit row.
@@ -276,6 +282,21 @@ class _Reader:
         default_seconds = int(default.total_seconds())
         return timedelta(seconds=self.integer(name, default_seconds, minimum=minimum, maximum=maximum))
 
+    def fractional_seconds(self, name: str, default: timedelta, *, minimum: float, maximum: float) -> timedelta:
+        """Seconds with a fraction allowed (`0.25`)."""
+        raw = self.values.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number of seconds, got {raw!r}")
+            return default
+        if not minimum <= value <= maximum:  # also refuses nan
+            self.problems.append(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw.strip()}")
+            return default
+        return timedelta(seconds=value)
+
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name)
         if raw is None or not raw.strip():
@@ -374,6 +395,13 @@ class _Reader:
             rate_limit_url=self._redis_url("RATE_LIMIT_URL") or event_bus_url,
             rate_limit_key_prefix=self.text("RATE_LIMIT_KEY_PREFIX", DEFAULT_RATE_LIMIT_KEY_PREFIX),
             login_check_ttl=self.seconds("LOGIN_CHECK_CACHE_SECONDS", timedelta(seconds=3), minimum=0, maximum=5),
+            redis_socket_timeout=self.fractional_seconds(
+                "REDIS_SOCKET_TIMEOUT_SECONDS", timedelta(milliseconds=250), minimum=0.01, maximum=5
+            ),
+            redis_connect_timeout=self.fractional_seconds(
+                "REDIS_CONNECT_TIMEOUT_SECONDS", timedelta(milliseconds=250), minimum=0.01, maximum=5
+            ),
+            redis_max_connections=self.integer("REDIS_MAX_CONNECTIONS", 512, minimum=8, maximum=100_000),
             socket_rate=self.bucket("RATE_LIMIT_SOCKET", DEFAULT_SOCKET_RATE),
             socket_init_timeout=self.seconds(
                 "SOCKET_INIT_TIMEOUT_SECONDS", timedelta(seconds=10), minimum=1, maximum=60

@@ -25,7 +25,7 @@ async def test_readyz_reports_database_migrations_and_scheduler(client: httpx.As
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "migrations": "ok", "scheduler": "running", "bus": "ok"},
+        "checks": {"database": "ok", "migrations": "ok", "scheduler": "running", "bus": "ok", "rate_limits": "ok"},
     }
 
 

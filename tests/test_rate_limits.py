@@ -255,14 +255,3 @@ async def test_operations_on_a_websocket_spend_the_same_budget(
         transport = httpx.ASGITransport(app=socket_app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as over_http:
             assert_rate_limited(await post(over_http, ME, token), retry_after=1)
-
-
-async def test_when_redis_cannot_be_reached_requests_pass_and_the_error_is_logged(
-    app: Starlette, settings: Settings, clock: ManualClock, tokens: Tokens, caplog: pytest.LogCaptureFixture
-) -> None:
-    nowhere = limited(settings, "redis://127.0.0.1:1/0", user_rate=BucketPolicy(burst=1, per_minute=1))
-    async with served(nowhere, clock) as http:
-        alex = tokens.user("alex@demo.test")
-        for _ in range(3):
-            assert (await post(http, ME, alex)).status_code == 200
-    assert any("rate limit store unreachable" in record.getMessage() for record in caplog.records)

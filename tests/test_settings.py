@@ -273,6 +273,37 @@ def test_bad_rate_limit_settings_are_refused_by_name(name: str, value: str, prob
     assert line.startswith(problem)
 
 
+def test_redis_waits_are_short_and_its_pool_generous_by_default_and_can_be_set() -> None:
+    defaults = Settings.from_env({}, env_file=None)
+    assert defaults.redis_socket_timeout == timedelta(milliseconds=250)
+    assert defaults.redis_connect_timeout == timedelta(milliseconds=250)
+    assert defaults.redis_max_connections == 512
+    settings = Settings.from_env(
+        {"REDIS_SOCKET_TIMEOUT_SECONDS": "0.1", "REDIS_CONNECT_TIMEOUT_SECONDS": "1", "REDIS_MAX_CONNECTIONS": "2000"},
+        env_file=None,
+    )
+    assert settings.redis_socket_timeout == timedelta(milliseconds=100)
+    assert settings.redis_connect_timeout == timedelta(seconds=1)
+    assert settings.redis_max_connections == 2000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("REDIS_SOCKET_TIMEOUT_SECONDS", "0", "REDIS_SOCKET_TIMEOUT_SECONDS must be between 0.01 and 5 seconds, got 0"),
+        ("REDIS_SOCKET_TIMEOUT_SECONDS", "nan", "REDIS_SOCKET_TIMEOUT_SECONDS must be between 0.01 and 5 seconds"),
+        ("REDIS_CONNECT_TIMEOUT_SECONDS", "soon", "REDIS_CONNECT_TIMEOUT_SECONDS must be a number of seconds"),
+        ("REDIS_CONNECT_TIMEOUT_SECONDS", "30", "REDIS_CONNECT_TIMEOUT_SECONDS must be between 0.01 and 5 seconds"),
+        ("REDIS_MAX_CONNECTIONS", "4", "REDIS_MAX_CONNECTIONS must be between 8 and 100000, got 4"),
+    ],
+)
+def test_bad_redis_settings_are_refused_by_name(name: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value}, env_file=None)
+    [line] = raised.value.problems
+    assert line.startswith(problem)
+
+
 def test_socket_limits_and_the_login_check_have_defaults_and_can_be_set() -> None:
     defaults = Settings.from_env({}, env_file=None)
     assert defaults.login_check_ttl == timedelta(seconds=3)
