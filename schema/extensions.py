@@ -40,6 +40,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext, StreamExecutionResult
 from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
+from models.faults import RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, is_backend_unavailable, unavailable_message
 from schema.cost import root_field_count
 from schema.errors import ClientError
 from schema.pagination import DEFAULT_PAGE_SIZE
@@ -65,7 +66,8 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     document, and a variable's value that does not fit its type is about the client's input:
     shown (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `BAD_USER_INPUT`), minus the
     suggestions that would map a schema for someone who cannot introspect it. A `ClientError` is
-    shown with its code. Anything else is logged with the request id and masked.
+    shown with its code. A backend that did not answer (models.faults) is logged and told as
+    `SERVICE_UNAVAILABLE` (try again). Anything else is logged with the request id and masked.
     """
     original = error.original_error
     if original is None and (error.extensions or {}).get("code"):
@@ -81,6 +83,14 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     elif isinstance(original, GraphQLError) and error.path is None:
         # graphql-core's own words about a variable's value (coercion happens before execution).
         error.message, error.extensions = _SUGGESTION.sub("", error.message), {"code": "BAD_USER_INPUT"}
+    elif original is not None and is_backend_unavailable(original):
+        logger.error(
+            "a backend is unavailable in %s",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        error.message = unavailable_message(request_id)
+        error.extensions = _unavailable_extensions(request_id)
     else:
         logger.error(
             "unexpected error in %s",
@@ -90,6 +100,23 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
         error.message = f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error."
         error.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
     error.original_error = None
+
+
+def _unavailable_extensions(request_id: str | None) -> dict[str, object]:
+    return {"code": SERVICE_UNAVAILABLE, "requestId": request_id, "retryAfter": RETRY_AFTER_SECONDS}
+
+
+def only_unavailable(errors: object) -> bool:
+    """Whether a formatted answer's errors all say SERVICE_UNAVAILABLE (the operation failed on a
+    backend, nothing else): the HTTP answer is then 503 with Retry-After."""
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(
+            isinstance(error, dict) and (error.get("extensions") or {}).get("code") == SERVICE_UNAVAILABLE
+            for error in errors
+        )
+    )
 
 
 class _DirectiveCount(Visitor):
@@ -210,6 +237,14 @@ class AuditFlush(SchemaExtension):
                 )
                 yield
                 return
+            except Exception as error:
+                if not is_backend_unavailable(error):
+                    raise
+                self.execution_context.result = ExecutionResult(
+                    data=None, errors=[public_error(error, getattr(context, "request_id", None))]
+                )
+                yield
+                return
             context.loaders = {}
         viewer = getattr(context, "viewer", None)
         if viewer is not None:
@@ -244,6 +279,9 @@ def public_error(error: Exception, request_id: str | None) -> GraphQLError:
     subscription's stream): a `ClientError` as it is, anything else masked and logged."""
     if isinstance(error, ClientError):
         return GraphQLError(error.message, extensions={"code": error.code, **error.extensions})
+    if is_backend_unavailable(error):
+        logger.error("a backend is unavailable in an operation", exc_info=(type(error), error, error.__traceback__))
+        return GraphQLError(unavailable_message(request_id), extensions=_unavailable_extensions(request_id))
     logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
     return GraphQLError(
         f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
