@@ -8,7 +8,7 @@ it answers carries `X-Request-ID` and every security header, and the access line
 - A backend that does not answer (models.faults: the database cut, hung past its timeouts, locked
   past the busy timeout) is answered `503` with `Retry-After`; anything else unexpected `500`.
 - Each answer is JSON in the path's own shape: a GraphQL error (`SERVICE_UNAVAILABLE` or
-  `INTERNAL_ERROR`, with the request id) on `/graphql`, OAuth2's `temporarily_unavailable` or
+  `INTERNAL_SERVER_ERROR`, with the request id) on `/graphql`, OAuth2's `temporarily_unavailable` or
   `server_error` on `/auth/*`, `{"error", "message", "requestId"}` elsewhere; logged once with
   the request id. A keep-alive connection stays usable: every request gets its answer.
 - A WebSocket whose handler fails on a backend is closed with 1013 (try again later), on any other
@@ -33,7 +33,8 @@ logger = logging.getLogger("ketafollow.faults")
 TRY_AGAIN_LATER = 1013
 INTERNAL_ERROR = 1011
 
-INTERNAL_ERROR_CODE = "INTERNAL_ERROR"
+# The code of a masked unexpected error, as inside GraphQL (schema.extensions.make_public).
+INTERNAL_ERROR_CODE = "INTERNAL_SERVER_ERROR"
 
 
 def internal_message(request_id: str | None) -> str:

@@ -147,14 +147,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         await websocket.close(code=TOO_MANY, reason=close_reason(message))
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
-        """An operation that failed only on a backend (every error SERVICE_UNAVAILABLE, no data)
-        is answered 503 with Retry-After, like a failure outside GraphQL (api.faults)."""
+        """An operation that failed only on a backend (every error SERVICE_UNAVAILABLE, no root
+        field answered) is answered 503 with Retry-After, like a failure outside GraphQL (api.faults)."""
         response = super().create_response(response_data, sub_response)
-        if (
-            isinstance(response_data, dict)
-            and response_data.get("data") is None
-            and only_unavailable(response_data.get("errors"))
-        ):
+        data = response_data.get("data") if isinstance(response_data, dict) else {}
+        nothing = data is None or (isinstance(data, dict) and all(value is None for value in data.values()))
+        if nothing and isinstance(response_data, dict) and only_unavailable(response_data.get("errors")):
             response.status_code = 503
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response

@@ -33,6 +33,29 @@ def unavailable_message(request_id: str | None, *, deadline: float | None = None
     )
 
 
+class BackendUnavailable(Exception):
+    """A backend did not answer while a patient's request was screened (CLINICAL.md §0): the
+    screen could not keep its record nor raise its alerts, but the advice its findings call for
+    (crisis resources, safety instructions) needs no database, and still goes to the patient with
+    the answer that says to retry (schema.extensions)."""
+
+    def __init__(self, advice: dict[str, str]) -> None:
+        super().__init__("a backend did not answer while the request was screened")
+        self.advice = advice
+
+
+def advice_in(error: BaseException) -> dict[str, str]:
+    """The patient's advice carried by `error` or what it wraps (BackendUnavailable), if any."""
+    current: BaseException | None = error
+    for _ in range(10):
+        if current is None:
+            break
+        if isinstance(current, BackendUnavailable):
+            return dict(current.advice)
+        current = current.__cause__ or current.__context__
+    return {}
+
+
 # asyncpg's errors for a server that went away, refuses connections for now, or cancelled a
 # statement (statement_timeout, an administrator, a shutdown).
 _POSTGRES_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -65,7 +88,7 @@ def is_backend_unavailable(error: BaseException) -> bool:
 
 def _unavailable(error: BaseException) -> bool:
     # TimeoutError (asyncio's too) and ConnectionError are OSErrors: a socket, a deadline, a refusal.
-    if isinstance(error, (OSError, DBConnectionError, *_POSTGRES_UNAVAILABLE)):
+    if isinstance(error, (OSError, DBConnectionError, BackendUnavailable, *_POSTGRES_UNAVAILABLE)):
         return True
     text = str(error).lower()
     if isinstance(error, asyncpg.InterfaceError):

@@ -40,7 +40,13 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext, StreamExecutionResult
 from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
-from models.faults import RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, is_backend_unavailable, unavailable_message
+from models.faults import (
+    RETRY_AFTER_SECONDS,
+    SERVICE_UNAVAILABLE,
+    advice_in,
+    is_backend_unavailable,
+    unavailable_message,
+)
 from schema.cost import root_field_count
 from schema.errors import ClientError
 from schema.pagination import DEFAULT_PAGE_SIZE
@@ -89,8 +95,7 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
             ".".join(str(p) for p in error.path or []) or "operation",
             exc_info=(type(original), original, original.__traceback__),
         )
-        error.message = unavailable_message(request_id)
-        error.extensions = _unavailable_extensions(request_id)
+        error.message, error.extensions = _unavailable(original, request_id)
     else:
         logger.error(
             "unexpected error in %s",
@@ -102,8 +107,21 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     error.original_error = None
 
 
-def _unavailable_extensions(request_id: str | None) -> dict[str, object]:
-    return {"code": SERVICE_UNAVAILABLE, "requestId": request_id, "retryAfter": RETRY_AFTER_SECONDS}
+def _unavailable(error: BaseException, request_id: str | None) -> tuple[str, dict[str, object]]:
+    """The message and extensions of a backend failure; a patient's advice (the safety screen's,
+    models.faults.BackendUnavailable) is in both: `extensions.advice` and the message's end."""
+    extensions: dict[str, object] = {
+        "code": SERVICE_UNAVAILABLE,
+        "requestId": request_id,
+        "retryAfter": RETRY_AFTER_SECONDS,
+    }
+    message = unavailable_message(request_id)
+    if advice := advice_in(error):
+        extensions["advice"] = advice
+        message = " ".join(
+            [message, *(advice[key] for key in ("safetyInstructions", "crisisResources") if key in advice)]
+        )
+    return message, extensions
 
 
 def only_unavailable(errors: object) -> bool:
@@ -258,7 +276,8 @@ class AuditFlush(SchemaExtension):
             result = self.execution_context.result
             if result is not None:
                 result.data = None
-                result.errors = [GraphQLError("audit write failed", original_error=error)]
+                # The operation's own errors stay: a failed safety screen's advice is in one.
+                result.errors = [*(result.errors or []), GraphQLError("audit write failed", original_error=error)]
 
     async def on_stream_result(self, result: StreamExecutionResult) -> AsyncIterator[None]:
         context = self.execution_context.context
@@ -281,7 +300,8 @@ def public_error(error: Exception, request_id: str | None) -> GraphQLError:
         return GraphQLError(error.message, extensions={"code": error.code, **error.extensions})
     if is_backend_unavailable(error):
         logger.error("a backend is unavailable in an operation", exc_info=(type(error), error, error.__traceback__))
-        return GraphQLError(unavailable_message(request_id), extensions=_unavailable_extensions(request_id))
+        message, extensions = _unavailable(error, request_id)
+        return GraphQLError(message, extensions=extensions)
     logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
     return GraphQLError(
         f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
