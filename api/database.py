@@ -118,11 +118,14 @@ async def open_database(settings: Settings, *, serving: bool = True) -> AsyncIte
         try:
             yield context
         finally:
-            try:
-                async with asyncio.timeout(max(1.0, settings.shutdown_timeout * 0.2)):
-                    await context.close_connections()
-            except TimeoutError:
+            # In a task of its own, waited for with a bound but not cancelled: a driver may wait
+            # for its thread even when cancelled (aiosqlite, behind a statement in a busy wait).
+            closing = asyncio.ensure_future(context.close_connections())
+            done, _ = await asyncio.wait({closing}, timeout=max(1.0, settings.shutdown_timeout * 0.2))
+            if not done:
                 logger.error("closing the database connections took too long; left to the process's end")
+            elif closing.exception() is not None:
+                logger.error("closing the database connections failed", exc_info=closing.exception())
 
 
 @contextmanager

@@ -1,0 +1,107 @@
+"""SIGTERM ends `ketafollow serve` within SHUTDOWN_TIMEOUT_SECONDS, even with a request stuck on
+the database (another connection holds the lock it waits for, longer than the shutdown bound)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from seeds.demo import DEMO_PASSWORD
+from tests.test_faults_answers import SEND, free_port, writes_held
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHUTDOWN_TIMEOUT = 4
+# What Python and the operating system need to end a process once it decided to.
+EXIT_MARGIN = 2
+SECRET = "shutdown-test-secret-0123456789-abcdefghij"
+
+
+@contextlib.asynccontextmanager
+async def serving(database_url: str, workdir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, Path]]:
+    port = free_port()
+    log = workdir / "server.log"
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPOSITORY),
+        "KETAFOLLOW_ENV": "test",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET,
+        "LOG_LEVEL": "INFO",
+        "RUN_SCHEDULER": "false",
+        "SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT),
+        # The database waits longer than the shutdown bound allows.
+        "REQUEST_TIMEOUT_SECONDS": "30",
+        "SQLITE_BUSY_TIMEOUT_SECONDS": "30",
+        "DB_STATEMENT_TIMEOUT_SECONDS": "30",
+    }
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,  # no developer's `.env`
+            env=environment,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+            for _ in range(300):
+                assert process.returncode is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the server did not become ready:\n{log.read_text()}")
+        yield process, url, log
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_ends_the_server_within_its_bound_with_a_request_stuck_on_the_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with (
+        serving(database_url, tmp_path) as (process, url, log),
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
+        signed_in = await http.post(
+            "/auth/token", data={"grant_type": "password", "username": "alex@demo.test", "password": DEMO_PASSWORD}
+        )
+        headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+        threads = await http.post("/graphql", json={"query": "{ threads { edges { node { id } } } }"}, headers=headers)
+        thread = threads.json()["data"]["threads"]["edges"][0]["node"]["id"]
+        async with writes_held(database_url, "message"):
+            stuck = asyncio.create_task(
+                http.post(
+                    "/graphql",
+                    json={"query": SEND, "variables": {"input": {"threadId": thread, "body": "Still here"}}},
+                    headers=headers,
+                )
+            )
+            await asyncio.sleep(0.5)  # the request is in, waiting on the lock
+            assert not stuck.done()
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+            except TimeoutError:
+                pytest.fail(f"still running {SHUTDOWN_TIMEOUT + EXIT_MARGIN} s after SIGTERM:\n{log.read_text()}")
+            took = time.monotonic() - started
+            with contextlib.suppress(httpx.HTTPError):
+                await stuck
+    assert took <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, log.read_text()
+    # The lifespan's steps ended within their bounds; what was left (a driver's thread in a busy
+    # wait) was ended by the watchdog, or had ended by itself.
+    assert "Application shutdown complete" in log.read_text(), log.read_text()
