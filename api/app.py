@@ -189,7 +189,10 @@ def create_app(
                 _, lifespan_share = shutdown_shares(settings.shutdown_timeout)
                 budget = ShutdownBudget(lifespan_share, per_step=settings.shutdown_timeout * 0.2)
                 if scheduler is not None:
-                    await budget.run("stop the scheduler", scheduler.stop)
+                    # Jobs under way get most of the step to finish, then are cancelled (each job's
+                    # claims are leased: another run picks up what a cancelled one left).
+                    finish_within = budget.per_step * 0.8
+                    await budget.run("stop the scheduler", lambda: scheduler.stop(within=finish_within))
                 if isinstance(env.sender, PushSender):
                     await budget.run("close the push sender", env.sender.aclose)
                 for task in (dispatching, relaying, auditing):
