@@ -1,5 +1,6 @@
-"""SIGTERM ends `ketafollow serve` within SHUTDOWN_TIMEOUT_SECONDS, even with a request stuck on
-the database (another connection holds the lock it waits for, longer than the shutdown bound)."""
+"""A real `ketafollow serve`: SIGTERM ends it within SHUTDOWN_TIMEOUT_SECONDS, even with a request
+stuck on the database (another connection holds the lock it waits for, longer than the shutdown
+bound); a request failing on the database is answered and its keep-alive connection serves on."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ SECRET = "shutdown-test-secret-0123456789-abcdefghij"
 
 
 @contextlib.asynccontextmanager
-async def serving(database_url: str, workdir: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, Path]]:
+async def serving(
+    database_url: str, workdir: Path, **settings: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, Path]]:
     port = free_port()
     log = workdir / "server.log"
     environment = {
@@ -42,6 +45,7 @@ async def serving(database_url: str, workdir: Path) -> AsyncIterator[tuple[async
         "REQUEST_TIMEOUT_SECONDS": "30",
         "SQLITE_BUSY_TIMEOUT_SECONDS": "30",
         "DB_STATEMENT_TIMEOUT_SECONDS": "30",
+        **settings,
     }
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
@@ -105,3 +109,40 @@ async def test_sigterm_ends_the_server_within_its_bound_with_a_request_stuck_on_
     # The lifespan's steps ended within their bounds; what was left (a driver's thread in a busy
     # wait) was ended by the watchdog, or had ended by itself.
     assert "Application shutdown complete" in log.read_text(), log.read_text()
+
+
+async def test_a_request_failing_on_the_database_is_answered_and_its_keep_alive_connection_serves_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    quick = {"SQLITE_BUSY_TIMEOUT_SECONDS": "0.2", "DB_STATEMENT_TIMEOUT_SECONDS": "0.3"}
+    async with serving(database_url, tmp_path, **quick) as (_, url, _log):
+        # A sign-in writes its login outside GraphQL: what once was a bare 500 closing the connection.
+        form = f"grant_type=password&username=alex%40demo.test&password={DEMO_PASSWORD}".encode()
+        write = (
+            "POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(form)}\r\n\r\n"
+        ).encode() + form
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with writes_held(database_url, "session_family"):
+                writer.write(write)
+                await writer.drain()
+                first = await _response(reader)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection
+            await writer.drain()
+            second = await _response(reader)
+        finally:
+            writer.close()
+    assert first.startswith(b"HTTP/1.1 503"), first
+    assert b"temporarily_unavailable" in first
+    assert b"connection: close" not in first.lower()
+    assert second.startswith(b"HTTP/1.1 200"), second
+
+
+async def _response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
