@@ -1,7 +1,7 @@
 """Which failures mean "a backend is unavailable, try again shortly" rather than a bug.
 
-A database that does not answer (cut, hung past its timeouts, locked by another writer past the
-busy timeout, restarting) fails a request through no fault of the request: the client is told
+A database (or Redis) that does not answer (cut, hung past its timeouts, locked by another writer
+past the busy timeout, restarting) fails a request through no fault of the request: the client is told
 503 with `SERVICE_UNAVAILABLE` (or OAuth2's `temporarily_unavailable`) and retries. Everything
 else unexpected stays a 500 (`INTERNAL_ERROR`). Used by api.faults (outside GraphQL) and by
 schema.extensions (inside it).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 import asyncpg  # type: ignore[import-untyped]
+import redis.exceptions
 from tortoise.exceptions import DBConnectionError
 
 # How long a client is told to wait before retrying (`Retry-After`, seconds).
@@ -67,6 +68,11 @@ _POSTGRES_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# redis-py's own (not the built-in ConnectionError or TimeoutError): a Redis cut, hung or loading.
+_REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 # A closed or closing pool or connection (the server went away under it, or the process stops).
 _CLOSED_WORDS = ("closed", "closing", "connection was lost", "terminated")
 # SQLite's words for another connection holding the lock past the busy timeout, or a file it
@@ -88,7 +94,7 @@ def is_backend_unavailable(error: BaseException) -> bool:
 
 def _unavailable(error: BaseException) -> bool:
     # TimeoutError (asyncio's too) and ConnectionError are OSErrors: a socket, a deadline, a refusal.
-    if isinstance(error, (OSError, DBConnectionError, BackendUnavailable, *_POSTGRES_UNAVAILABLE)):
+    if isinstance(error, (OSError, DBConnectionError, BackendUnavailable, *_POSTGRES_UNAVAILABLE, *_REDIS_UNAVAILABLE)):
         return True
     text = str(error).lower()
     if isinstance(error, asyncpg.InterfaceError):

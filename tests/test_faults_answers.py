@@ -23,11 +23,13 @@ from urllib.parse import urlsplit
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+import redis.exceptions
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 from starlette.applications import Starlette
 from strawberry import relay
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError, OperationalError
 
 from api.database import connection, open_database, use_database
 from api.faults import FaultMiddleware
@@ -379,3 +381,27 @@ async def test_a_statement_past_the_statement_timeout_is_cancelled_by_postgresql
         with pytest.raises(asyncpg.QueryCanceledError) as failed:
             await get_connection("default").execute_query("SELECT pg_sleep(3)")
     assert is_backend_unavailable(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError(), True),
+        (asyncpg.QueryCanceledError("canceling statement due to statement timeout"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (OperationalError(sqlite3.OperationalError("database is locked")), True),
+        (redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379"), True),
+        # Bugs and refusals stay what they are.
+        (OperationalError(sqlite3.OperationalError("no such table: patient")), False),
+        (IntegrityError("UNIQUE constraint failed"), False),
+        (asyncpg.UndefinedColumnError("column x does not exist"), False),
+        (redis.exceptions.ResponseError("WRONGTYPE"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_which_failures_mean_a_backend_is_unavailable(error: Exception, unavailable: bool) -> None:
+    assert is_backend_unavailable(error) is unavailable
+    wrapped = RuntimeError("wrapped")  # and what wraps one, as a driver or Tortoise does
+    wrapped.__cause__ = error
+    assert is_backend_unavailable(wrapped) is unavailable
