@@ -4,7 +4,8 @@
 it answers carries `X-Request-ID` and every security header, and the access line shows its status.
 
 - An HTTP request that runs past `REQUEST_TIMEOUT_SECONDS` is cancelled (an open transaction rolls
-  back as it unwinds) and answered `503` with `Retry-After`.
+  back as it unwinds) and answered `503` with `Retry-After`; so is one still running when the
+  server's graceful shutdown ends (uvicorn cancels it).
 - A backend that does not answer (models.faults: the database cut, hung past its timeouts, locked
   past the busy timeout) is answered `503` with `Retry-After`; anything else unexpected `500`.
 - Each answer is JSON in the path's own shape: a GraphQL error (`SERVICE_UNAVAILABLE` or
@@ -88,6 +89,16 @@ class FaultMiddleware:
             async with deadline:
                 await self.app(scope, receive, tracking_send)
             return
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when its graceful shutdown ends: the client is
+            # answered (the connection then closes) instead of losing it without a word.
+            if not started:
+                logger.error("%s %s was cancelled: the server is stopping", scope.get("method"), scope.get("path"))
+                message = unavailable_message(request_id, stopping=True)
+                body = answer_for(scope.get("path", ""), unavailable=True, message=message, request_id=request_id)
+                with contextlib.suppress(Exception):
+                    await send_json_error(send, 503, body, headers={**unavailable_headers(), "connection": "close"})
+            raise
         except Exception as error:
             failure = error
         if started:  # too late for another answer: the connection ends (uvicorn logs it)

@@ -20,13 +20,15 @@ RETRY_AFTER_SECONDS = 2
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
-def unavailable_message(request_id: str | None, *, deadline: float | None = None) -> str:
-    """What a client is told when a backend did not answer (or the request ran out of time)."""
-    why = (
-        f"the request took longer than {deadline:g} s and was stopped"
-        if deadline is not None
-        else "a backend of the service did not answer"
-    )
+def unavailable_message(request_id: str | None, *, deadline: float | None = None, stopping: bool = False) -> str:
+    """What a client is told when a backend did not answer (or the request ran out of time, or
+    the server stopped before it was done)."""
+    if stopping:
+        why = "this server is stopping and did not finish the request"
+    elif deadline is not None:
+        why = f"the request took longer than {deadline:g} s and was stopped"
+    else:
+        why = "a backend of the service did not answer"
     reference = f" Reference: {request_id}" if request_id else ""
     return (
         f"The service is temporarily unavailable ({why}); try again in a few seconds, with the same "

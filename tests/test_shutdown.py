@@ -103,9 +103,13 @@ async def test_sigterm_ends_the_server_within_its_bound_with_a_request_stuck_on_
             except TimeoutError:
                 pytest.fail(f"still running {SHUTDOWN_TIMEOUT + EXIT_MARGIN} s after SIGTERM:\n{log.read_text()}")
             took = time.monotonic() - started
-            with contextlib.suppress(httpx.HTTPError):
-                await stuck
+            answer = await stuck
     assert took <= SHUTDOWN_TIMEOUT + EXIT_MARGIN, log.read_text()
+    # The request cut short by the shutdown was answered: retry (another replica will serve it).
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"]
+    assert answer.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "stopping" in answer.json()["errors"][0]["message"]
     # The lifespan's steps ended within their bounds; what was left (a driver's thread in a busy
     # wait) was ended by the watchdog, or had ended by itself.
     assert "Application shutdown complete" in log.read_text(), log.read_text()
