@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -150,3 +151,42 @@ async def _response(reader: asyncio.StreamReader) -> bytes:
         int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
     )
     return head + await reader.readexactly(length)
+
+
+def test_the_watchdog_ends_a_process_whose_shutdown_hangs_past_its_bound(tmp_path: Path) -> None:
+    """The last resort of `ketafollow serve` (api.cli): from the first SIGTERM, a process still
+    running SHUTDOWN_TIMEOUT_SECONDS later says so and exits with status 1."""
+    script = tmp_path / "hangs.py"
+    script.write_text(
+        "import logging, signal, sys, time\n"
+        "from api.cli import _watch_shutdown\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "class Server:\n"
+        "    def handle_exit(self, sig, frame):\n"
+        "        print('stopping', flush=True)\n"
+        "server = Server()\n"
+        "_watch_shutdown(server, 0.5)\n"
+        "signal.signal(signal.SIGTERM, server.handle_exit)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)  # a shutdown that never ends\n"
+    )
+    process = subprocess.Popen(  # noqa: S603 - our own script
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPOSITORY)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert status == 1
+    assert process.stdout.read().strip() == "stopping"
+    assert process.stderr is not None
+    assert "shutdown did not finish within SHUTDOWN_TIMEOUT_SECONDS (0.5 s)" in process.stderr.read()
