@@ -11,6 +11,8 @@
   one audit row per `SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS` window that had any, with the count and
   the reasons (written when the window has passed, or when the server stops).
 - A socket whose login ends (api.logins) or whose token expires is closed with 4401.
+- A `connection_init` whose sign-in cannot reach the database (or runs past REQUEST_TIMEOUT_SECONDS)
+  is closed with 1013, "try again later" (docs/operations.md).
 
 Caps and the sign-in audit are per replica; the rate limit is shared when it lives in Redis.
 """
