@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from api.auth.enrolment import activate_endpoint, password_reset_confirm_endpoin
 from api.auth.routes import revoke_endpoint, token_endpoint
 from api.bus import Dispatcher, make_bus
 from api.database import ensure_migrated, open_database
+from api.faults import FaultMiddleware
 from api.graphql_view import GraphQLEndpoint
 from api.health import healthz, readyz
 from api.logins import LoginGate, make_login_store
@@ -77,6 +79,11 @@ def job_environment(settings: Settings, clock: Clock, *, sender: Sender | None =
     )
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def cors_middleware(settings: Settings) -> list[Middleware]:
     """Lets the browser origins of `CORS_ALLOWED_ORIGINS` (the provider portal) call the API.
 
@@ -114,6 +121,38 @@ async def relay_ended_logins(bus: EventBus, logins: LoginGate) -> None:
         await asyncio.sleep(0.1)
 
 
+class ShutdownBudget:
+    """The lifespan's shutdown steps, each bounded, all within `total` seconds: a backend that
+    hangs (a database that does not answer the final audit write, a Redis that does not close)
+    costs its step's share, logged, and the process still stops (api.cli has the last resort)."""
+
+    def __init__(self, total: float, *, per_step: float) -> None:
+        self.deadline = asyncio.get_running_loop().time() + total
+        self.per_step = per_step
+
+    async def run(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            logger.error("shutdown: no time left to %s; skipped", name)
+            return
+        try:
+            async with asyncio.timeout(min(self.per_step, remaining)):
+                await step()
+        except TimeoutError:
+            logger.error(
+                "shutdown: %s took longer than %.1f s; went on without it", name, min(self.per_step, remaining)
+            )
+        except Exception:
+            logger.exception("shutdown: %s failed; went on without it", name)
+
+
+def shutdown_shares(shutdown_timeout: float) -> tuple[float, float]:
+    """How SHUTDOWN_TIMEOUT_SECONDS is spent: requests in flight get half (uvicorn's graceful
+    shutdown), the lifespan's steps four tenths (each at most a fifth), a tenth is the margin
+    before the watchdog ends the process (api.cli)."""
+    return shutdown_timeout * 0.5, shutdown_timeout * 0.4
+
+
 def create_app(
     settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None, jobs_at_start: bool = False
 ) -> Starlette:
@@ -147,18 +186,22 @@ def create_app(
             try:
                 yield
             finally:
+                _, lifespan_share = shutdown_shares(settings.shutdown_timeout)
+                budget = ShutdownBudget(lifespan_share, per_step=settings.shutdown_timeout * 0.2)
                 if scheduler is not None:
-                    await scheduler.stop()
+                    # Jobs under way get most of the step to finish, then are cancelled (each job's
+                    # claims are leased: another run picks up what a cancelled one left).
+                    finish_within = budget.per_step * 0.8
+                    await budget.run("stop the scheduler", lambda: scheduler.stop(within=finish_within))
                 if isinstance(env.sender, PushSender):
-                    await env.sender.aclose()
+                    await budget.run("close the push sender", env.sender.aclose)
                 for task in (dispatching, relaying, auditing):
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                await refused_sign_ins.flush(everything=True)
-                await bus.close()
-                await limiter.close()
-                await logins.close()
+                    await budget.run(f"stop {task.get_name()}", functools.partial(_ended, task))
+                await budget.run("write the refused socket sign-ins", lambda: refused_sign_ins.flush(everything=True))
+                await budget.run("close the event bus", bus.close)
+                await budget.run("close the rate limiter", limiter.close)
+                await budget.run("close the login cache", logins.close)
                 app.state.database = None
 
     limiter = RateLimiter(settings, clock, make_bucket_store(settings, clock))
@@ -183,6 +226,8 @@ def create_app(
             Middleware(RequestContextMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds),
             *cors_middleware(settings),
+            # Inside the request id, the security headers and CORS, so its 503s and 500s get them.
+            Middleware(FaultMiddleware, request_timeout=settings.request_timeout),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(RateLimitMiddleware, limiter=limiter),
             Middleware(DatabaseContextMiddleware),

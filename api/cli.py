@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
 import secrets
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from api.auth.passwords import hash_password
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
@@ -174,9 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_with_database(settings: Settings, work: Callable[[], Awaitable[int]]) -> int:
+def _run_with_database(settings: Settings, work: Callable[[], Awaitable[int]], *, serving: bool = True) -> int:
     async def run() -> int:
-        async with open_database(settings):
+        async with open_database(settings, serving=serving):
             return await work()
 
     try:
@@ -192,7 +196,7 @@ def _run_with_database(settings: Settings, work: Callable[[], Awaitable[int]]) -
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, shutdown_shares
 
     configure_logging(settings.log_level, settings.log_format)
 
@@ -217,11 +221,41 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        timeout_graceful_shutdown=max(1, round(shutdown_shares(settings.shutdown_timeout)[0])),
     )
     server = uvicorn.Server(config)
-    # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, finishes requests, runs the lifespan exit.
+    _watch_shutdown(server, settings.shutdown_timeout)
+    # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, finishes requests (for half of
+    # SHUTDOWN_TIMEOUT_SECONDS, then cancels them), runs the lifespan exit (bounded, api.app).
     server.run()
     return 0 if server.started else 1
+
+
+def _watch_shutdown(server: Any, shutdown_timeout: float) -> None:
+    """From the first SIGTERM or SIGINT, a watchdog: if the process has not ended within
+    SHUTDOWN_TIMEOUT_SECONDS (a backend that hangs every step of the way), it says so and exits
+    with status 1, whatever is still running."""
+    handle_exit = server.handle_exit
+    watchdog: list[threading.Timer] = []
+
+    def on_exit(sig: int, frame: FrameType | None) -> None:
+        if not watchdog:
+            watchdog.append(threading.Timer(shutdown_timeout, _shutdown_overran, (shutdown_timeout,)))
+            watchdog[0].daemon = True
+            watchdog[0].start()
+        handle_exit(sig, frame)
+
+    server.handle_exit = on_exit
+
+
+def _shutdown_overran(shutdown_timeout: float) -> None:
+    logging.getLogger("ketafollow").critical(
+        "shutdown did not finish within SHUTDOWN_TIMEOUT_SECONDS (%g s); exiting now", shutdown_timeout
+    )
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(1)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -271,7 +305,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"granted {service.name}: the other tables, and only INSERT and SELECT on the audit log")
         return 0
 
-    return _run_with_database(replace(settings, database_url=settings.migration_url), work)
+    return _run_with_database(replace(settings, database_url=settings.migration_url), work, serving=False)
 
 
 def _setup_roles(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ server and a separate worker can share the file; PostgreSQL is used as given in 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tortoise import context as tortoise_context
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
@@ -25,8 +28,13 @@ MIGRATIONS_MODULE = "migrations"
 # Any constant will do: it only has to be the same in every replica that may run `migrate`.
 _MIGRATION_LOCK_KEY = 0x6B657461
 
-# SQLite PRAGMAs applied to every connection (Tortoise turns URL parameters into PRAGMAs).
-_SQLITE_PRAGMAS = {"journal_mode": "WAL", "foreign_keys": "ON", "busy_timeout": "10000"}
+# SQLite PRAGMAs applied to every connection (Tortoise turns URL parameters into PRAGMAs); the busy
+# timeout comes from SQLITE_BUSY_TIMEOUT_SECONDS.
+_SQLITE_PRAGMAS = {"journal_mode": "WAL", "foreign_keys": "ON"}
+# The client gives up on a statement this long after the server should have cancelled it.
+_CLIENT_GRACE_SECONDS = 1.0
+
+logger = logging.getLogger("ketafollow")
 
 
 class DatabaseNotMigrated(RuntimeError):
@@ -41,22 +49,40 @@ class DatabaseNotMigrated(RuntimeError):
         )
 
 
-def connection(database_url: str) -> str | dict[str, Any]:
-    """What Tortoise should open. SQLite: our backend (write transactions begin IMMEDIATE, see
-    api.sqlite_backend) with its PRAGMAs, and its folder created."""
+def connection(database_url: str, settings: Settings | None = None, *, serving: bool = True) -> dict[str, Any]:
+    """What Tortoise should open, with the bounds on its waits from `settings` (their defaults
+    without). SQLite: our backend (write transactions begin IMMEDIATE, see api.sqlite_backend)
+    with its PRAGMAs, and its folder created. PostgreSQL: our backend (api.postgres_backend) with
+    the statement, connect and pool timeouts; `serving=False` (migrations) has no statement
+    timeout, since a migration may rewrite a large table."""
+    settings = settings or Settings()
     parts = urlsplit(database_url)
     if parts.scheme != "sqlite":
-        return database_url
+        config = expand_db_url(database_url)
+        credentials: dict[str, Any] = config["credentials"]
+        credentials.setdefault("timeout", settings.db_connect_timeout)
+        credentials.setdefault("pool_timeout", settings.db_pool_timeout)
+        credentials.setdefault("close_timeout", min(3.0, settings.shutdown_timeout * 0.2))
+        if serving:
+            credentials.setdefault("command_timeout", settings.db_statement_timeout + _CLIENT_GRACE_SECONDS)
+            server_settings = dict(credentials.get("server_settings") or {})
+            server_settings.setdefault("statement_timeout", str(int(settings.db_statement_timeout * 1000)))
+            credentials["server_settings"] = server_settings
+        return {"engine": "api.postgres_backend", "credentials": credentials}
     path = Path(parts.netloc + parts.path)
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
-    pragmas: dict[str, Any] = {**_SQLITE_PRAGMAS, **dict(parse_qsl(parts.query))}
+    pragmas: dict[str, Any] = {
+        **_SQLITE_PRAGMAS,
+        "busy_timeout": str(int(settings.sqlite_busy_timeout * 1000)),
+        **dict(parse_qsl(parts.query)),
+    }
     return {"engine": "api.sqlite_backend", "credentials": {"file_path": str(path), **pragmas}}
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def tortoise_config(database_url: str, settings: Settings | None = None, *, serving: bool = True) -> dict[str, Any]:
     return {
-        "connections": {"default": connection(database_url)},
+        "connections": {"default": connection(database_url, settings, serving=serving)},
         "apps": {
             APP_LABEL: {
                 "models": list(MODEL_MODULES),
@@ -78,8 +104,9 @@ def __getattr__(name: str) -> Any:
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[TortoiseContext]:
-    """Open the connections for the duration of the block, as the current Tortoise context.
+async def open_database(settings: Settings, *, serving: bool = True) -> AsyncIterator[TortoiseContext]:
+    """Open the connections for the duration of the block, as the current Tortoise context
+    (`serving=False`: for migrations, without the statement timeout). Closing them is bounded.
 
     Tasks that do not inherit it (uvicorn runs requests apart from the lifespan) enter it
     explicitly: see `api.middleware.DatabaseContextMiddleware`. No process-wide fallback is set,
@@ -87,11 +114,18 @@ async def open_database(settings: Settings) -> AsyncIterator[TortoiseContext]:
     """
     context = TortoiseContext()
     with context:
-        await context.init(config=tortoise_config(settings.database_url))
+        await context.init(config=tortoise_config(settings.database_url, settings, serving=serving))
         try:
             yield context
         finally:
-            await context.close_connections()
+            # In a task of its own, waited for with a bound but not cancelled: a driver may wait
+            # for its thread even when cancelled (aiosqlite, behind a statement in a busy wait).
+            closing = asyncio.ensure_future(context.close_connections())
+            done, _ = await asyncio.wait({closing}, timeout=max(1.0, settings.shutdown_timeout * 0.2))
+            if not done:
+                logger.error("closing the database connections took too long; left to the process's end")
+            elif closing.exception() is not None:
+                logger.error("closing the database connections failed", exc_info=closing.exception())
 
 
 @contextmanager
@@ -151,7 +185,7 @@ async def _migrate_now() -> list[str]:
 
 
 async def database_answers() -> bool:
-    """True when a trivial statement succeeds (used by /readyz)."""
+    """True when a trivial statement succeeds (used by /readyz, which bounds the wait)."""
     try:
         await get_connection("default").execute_query("SELECT 1")
     except Exception:

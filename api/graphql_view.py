@@ -40,9 +40,11 @@ from api.sockets import (
 from models.access import Viewer
 from models.audit import AuditTrail
 from models.clock import Clock
+from models.faults import RETRY_AFTER_SECONDS
 from schema import build_schema
 from schema.context import Context
 from schema.errors import RateLimited, Unauthenticated
+from schema.extensions import only_unavailable
 from schema.pagination import CursorCodec
 
 TOKEN_EXPIRED = LOGIN_OVER
@@ -143,6 +145,17 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             subprotocol=GRAPHQL_TRANSPORT_WS_PROTOCOL if GRAPHQL_TRANSPORT_WS_PROTOCOL in offered else None
         )
         await websocket.close(code=TOO_MANY, reason=close_reason(message))
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        """An operation that failed only on a backend (every error SERVICE_UNAVAILABLE, no root
+        field answered) is answered 503 with Retry-After, like a failure outside GraphQL (api.faults)."""
+        response = super().create_response(response_data, sub_response)
+        data = response_data.get("data") if isinstance(response_data, dict) else {}
+        nothing = data is None or (isinstance(data, dict) and all(value is None for value in data.values()))
+        if nothing and isinstance(response_data, dict) and only_unavailable(response_data.get("errors")):
+            response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @staticmethod
     def _unauthenticated(message: str) -> Response:

@@ -43,13 +43,13 @@ class GuardedRedis:
     def __init__(
         self, url: str, settings: Settings, clock: Clock, *, logger: logging.Logger, lost: str, back: str
     ) -> None:
-        socket_timeout = settings.redis_socket_timeout.total_seconds()
+        socket_timeout = settings.redis_socket_timeout
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.redis_max_connections,
             timeout=socket_timeout,  # waiting for a free connection
             socket_timeout=socket_timeout,
-            socket_connect_timeout=settings.redis_connect_timeout.total_seconds(),
+            socket_connect_timeout=settings.redis_connect_timeout,
         )
         self.client = aioredis.Redis.from_pool(pool)
         self.breaker = CircuitBreaker(clock)

@@ -144,8 +144,8 @@ class Settings:
     # That Redis (api.redis_guard): a reply, a connection, a free connection of the pool each come
     # within these or the call fails (a hung Redis costs milliseconds, then the breaker opens); the
     # pool of each store holds at most `redis_max_connections` (waiting ones queue, never fail).
-    redis_socket_timeout: timedelta = timedelta(milliseconds=250)
-    redis_connect_timeout: timedelta = timedelta(milliseconds=250)
+    redis_socket_timeout: float = 0.25  # seconds
+    redis_connect_timeout: float = 0.25
     redis_max_connections: int = 512
     # Sockets (api.sockets): upgrades and `connection_init`s per address, the time a new socket has to
     # send its `connection_init`, open sockets per viewer, live operations per socket and per viewer,
@@ -156,6 +156,21 @@ class Settings:
     max_subscriptions_per_socket: int = 20
     max_subscriptions_per_viewer: int = 50
     socket_sign_in_audit_window: timedelta = timedelta(seconds=60)
+    # Bounds on every wait (docs/operations.md). An HTTP request running past `request_timeout` is
+    # cancelled and answered 503 (api.faults); a socket's sign-in check too.
+    request_timeout: float = 8.0
+    # PostgreSQL: a statement running longer is cancelled by the server (statement_timeout), and the
+    # client gives up on it a second later (a hung server cannot cancel anything); a request waits at
+    # most `db_pool_timeout` for a pooled connection and `db_connect_timeout` for a new one.
+    db_statement_timeout: float = 5.0
+    db_pool_timeout: float = 3.0
+    db_connect_timeout: float = 3.0
+    # SQLite: how long a write waits for another connection's write lock (PRAGMA busy_timeout).
+    sqlite_busy_timeout: float = 5.0
+    # /readyz: each check gets this long, so the answer comes within 2 s whatever the database does.
+    ready_timeout: float = 1.5
+    # SIGTERM: requests finish and the backends close within this, else the process exits anyway.
+    shutdown_timeout: float = 15.0
 
     @property
     def is_production(self) -> bool:
@@ -282,8 +297,8 @@ class _Reader:
         default_seconds = int(default.total_seconds())
         return timedelta(seconds=self.integer(name, default_seconds, minimum=minimum, maximum=maximum))
 
-    def fractional_seconds(self, name: str, default: timedelta, *, minimum: float, maximum: float) -> timedelta:
-        """Seconds with a fraction allowed (`0.25`)."""
+    def fractional_seconds(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A duration in seconds, fractions allowed (`1.5`)."""
         raw = self.values.get(name)
         if raw is None or not raw.strip():
             return default
@@ -292,10 +307,10 @@ class _Reader:
         except ValueError:
             self.problems.append(f"{name} must be a number of seconds, got {raw!r}")
             return default
-        if not minimum <= value <= maximum:  # also refuses nan
+        if not minimum <= value <= maximum:  # NaN fails this too
             self.problems.append(f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw.strip()}")
             return default
-        return timedelta(seconds=value)
+        return value
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.values.get(name)
@@ -395,11 +410,9 @@ class _Reader:
             rate_limit_url=self._redis_url("RATE_LIMIT_URL") or event_bus_url,
             rate_limit_key_prefix=self.text("RATE_LIMIT_KEY_PREFIX", DEFAULT_RATE_LIMIT_KEY_PREFIX),
             login_check_ttl=self.seconds("LOGIN_CHECK_CACHE_SECONDS", timedelta(seconds=3), minimum=0, maximum=5),
-            redis_socket_timeout=self.fractional_seconds(
-                "REDIS_SOCKET_TIMEOUT_SECONDS", timedelta(milliseconds=250), minimum=0.01, maximum=5
-            ),
+            redis_socket_timeout=self.fractional_seconds("REDIS_SOCKET_TIMEOUT_SECONDS", 0.25, minimum=0.01, maximum=5),
             redis_connect_timeout=self.fractional_seconds(
-                "REDIS_CONNECT_TIMEOUT_SECONDS", timedelta(milliseconds=250), minimum=0.01, maximum=5
+                "REDIS_CONNECT_TIMEOUT_SECONDS", 0.25, minimum=0.01, maximum=5
             ),
             redis_max_connections=self.integer("REDIS_MAX_CONNECTIONS", 512, minimum=8, maximum=100_000),
             socket_rate=self.bucket("RATE_LIMIT_SOCKET", DEFAULT_SOCKET_RATE),
@@ -412,7 +425,15 @@ class _Reader:
             socket_sign_in_audit_window=self.seconds(
                 "SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS", timedelta(seconds=60), minimum=10, maximum=3600
             ),
+            request_timeout=self.fractional_seconds("REQUEST_TIMEOUT_SECONDS", 8.0, minimum=0.1, maximum=60),
+            db_statement_timeout=self.fractional_seconds("DB_STATEMENT_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
+            db_pool_timeout=self.fractional_seconds("DB_POOL_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60),
+            db_connect_timeout=self.fractional_seconds("DB_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60),
+            sqlite_busy_timeout=self.fractional_seconds("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, minimum=0, maximum=60),
+            ready_timeout=self.fractional_seconds("READY_TIMEOUT_SECONDS", 1.5, minimum=0.1, maximum=1.9),
+            shutdown_timeout=self.fractional_seconds("SHUTDOWN_TIMEOUT_SECONDS", 15.0, minimum=1, maximum=20),
         )
+        self._check_waits(settings)
         if settings.notify_webhook_url and (settings.apns or settings.fcm):
             self.problems.append(
                 "NOTIFY_WEBHOOK_URL and push (APNS_*, FCM_*) are both set: notifications go one way, choose one"
@@ -421,6 +442,18 @@ class _Reader:
         if self.problems:
             raise SettingsError(self.problems)
         return settings
+
+    def _check_waits(self, settings: Settings) -> None:
+        """The database's own bounds must bite before the request's deadline does, so a slow
+        statement ends as a database error (rolled back, answered 503) rather than by cancellation."""
+        deadline = settings.request_timeout
+        for name, value in (
+            ("DB_STATEMENT_TIMEOUT_SECONDS", settings.db_statement_timeout),
+            ("DB_POOL_TIMEOUT_SECONDS", settings.db_pool_timeout),
+            ("SQLITE_BUSY_TIMEOUT_SECONDS", settings.sqlite_busy_timeout),
+        ):
+            if value > deadline:
+                self.problems.append(f"{name} ({value:g}) must not exceed REQUEST_TIMEOUT_SECONDS ({deadline:g})")
 
     def _check_secret(self, name: str, value: str) -> None:
         if value == DEVELOPMENT_SECRET_KEY:

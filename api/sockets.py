@@ -11,6 +11,8 @@
   one audit row per `SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS` window that had any, with the count and
   the reasons (written when the window has passed, or when the server stops).
 - A socket whose login ends (api.logins) or whose token expires is closed with 4401.
+- A `connection_init` whose sign-in cannot reach the database (or runs past REQUEST_TIMEOUT_SECONDS)
+  is closed with 1013, "try again later" (docs/operations.md).
 
 Caps and the sign-in audit are per replica; the rate limit is shared when it lives in Redis.
 """
@@ -34,6 +36,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Connec
 from api.settings import Settings
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.clock import Clock
+from models.faults import is_backend_unavailable
 from schema.context import Context
 from schema.errors import RateLimited
 
@@ -46,6 +49,8 @@ logger = logging.getLogger("ketafollow.sockets")
 SIGN_IN_REFUSED = 4403
 LOGIN_OVER = 4401  # the token expired or its login ended: reconnect with a fresh token
 TOO_MANY = 4429
+# RFC 6455: the service cannot sign the socket in now (a backend did not answer): reconnect later.
+TRY_AGAIN_LATER = 1013
 # A WebSocket close reason is at most 123 bytes.
 _MAX_REASON_BYTES = 123
 # Keep at most this many (address, window) counts in memory; past it, write them out early.
@@ -244,7 +249,15 @@ class SocketProtocol(BaseGraphQLTransportWSHandler[Context, None]):
             return
         self.connection_init_received = True
         self.context.connection_params = payload
-        outcome = await self.view.sign_in_socket(self.context, self)
+        try:
+            # The sign-in reads the database: bounded like an HTTP request (api.faults).
+            async with asyncio.timeout(self.view.settings.request_timeout):
+                outcome = await self.view.sign_in_socket(self.context, self)
+        except Exception as error:
+            if not is_backend_unavailable(error):  # a deadline that bit is a TimeoutError, an OSError
+                raise
+            logger.error("a socket sign-in failed: a backend is unavailable", exc_info=error)
+            outcome = Refusal(TRY_AGAIN_LATER, "service temporarily unavailable: reconnect in a few seconds")
         if isinstance(outcome, Refusal):
             await self.websocket.close(code=outcome.code, reason=close_reason(outcome.reason))
             return

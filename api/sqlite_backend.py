@@ -5,14 +5,21 @@ write; if another connection (a second process on the same file: a worker, a rep
 between, SQLite answers "database is locked" at once, without waiting (to avoid a deadlock).
 `BEGIN IMMEDIATE` takes the write lock up front, so concurrent writers queue on the busy timeout
 instead of failing. Readers are not affected (WAL mode).
+
+Tortoise takes the connection's lock before it opens the connection or begins the transaction,
+and gives it back only on leaving the block: a BEGIN that fails (the write lock not had within the
+busy timeout) or is cancelled (the request's deadline), or a file that cannot be opened, kept the
+lock for ever, and every later statement of the process waited on it. Here the lock is given back.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-from tortoise.backends.base.client import NestedTransactionContext, TransactionContext
+from tortoise.backends.base.client import ConnectionWrapper, NestedTransactionContext, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
+from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
 
 
@@ -28,9 +35,48 @@ class ImmediateTransactionWrapper(SqliteTransactionWrapper):
         return NestedTransactionContext(ImmediateTransactionWrapper(self))
 
 
+class ReleasingTransactionContext(SqliteTransactionContext):
+    """Tortoise's, but a failed or cancelled start gives the lock back."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+            try:
+                await self.connection.begin()
+            except BaseException:
+                get_connections().reset(self.token)
+                raise
+        except BaseException:
+            self._trxlock.release()
+            raise
+        return self.connection
+
+
+class ReleasingConnectionWrapper(ConnectionWrapper[Any]):
+    """Tortoise's, but a connection that cannot be opened gives the lock back."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        await self._lock.acquire()
+        try:
+            await self.ensure_connection()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self.connection
+
+
 class ImmediateSqliteClient(SqliteClient):
+    def acquire_connection(self) -> ConnectionWrapper[Any]:
+        return ReleasingConnectionWrapper(self._lock, self)
+
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransactionContext(ImmediateTransactionWrapper(self), self._lock)
+        return ReleasingTransactionContext(ImmediateTransactionWrapper(self), self._lock)
 
 
 client_class = ImmediateSqliteClient

@@ -40,6 +40,13 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext, StreamExecutionResult
 from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
+from models.faults import (
+    RETRY_AFTER_SECONDS,
+    SERVICE_UNAVAILABLE,
+    advice_in,
+    is_backend_unavailable,
+    unavailable_message,
+)
 from schema.cost import root_field_count
 from schema.errors import ClientError
 from schema.pagination import DEFAULT_PAGE_SIZE
@@ -65,7 +72,8 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     document, and a variable's value that does not fit its type is about the client's input:
     shown (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `BAD_USER_INPUT`), minus the
     suggestions that would map a schema for someone who cannot introspect it. A `ClientError` is
-    shown with its code. Anything else is logged with the request id and masked.
+    shown with its code. A backend that did not answer (models.faults) is logged and told as
+    `SERVICE_UNAVAILABLE` (try again). Anything else is logged with the request id and masked.
     """
     original = error.original_error
     if original is None and (error.extensions or {}).get("code"):
@@ -81,6 +89,13 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     elif isinstance(original, GraphQLError) and error.path is None:
         # graphql-core's own words about a variable's value (coercion happens before execution).
         error.message, error.extensions = _SUGGESTION.sub("", error.message), {"code": "BAD_USER_INPUT"}
+    elif original is not None and is_backend_unavailable(original):
+        logger.error(
+            "a backend is unavailable in %s",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        error.message, error.extensions = _unavailable(original, request_id)
     else:
         logger.error(
             "unexpected error in %s",
@@ -90,6 +105,36 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
         error.message = f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error."
         error.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
     error.original_error = None
+
+
+def _unavailable(error: BaseException, request_id: str | None) -> tuple[str, dict[str, object]]:
+    """The message and extensions of a backend failure; a patient's advice (the safety screen's,
+    models.faults.BackendUnavailable) is in both: `extensions.advice` and the message's end."""
+    extensions: dict[str, object] = {
+        "code": SERVICE_UNAVAILABLE,
+        "requestId": request_id,
+        "retryAfter": RETRY_AFTER_SECONDS,
+    }
+    message = unavailable_message(request_id)
+    if advice := advice_in(error):
+        extensions["advice"] = advice
+        message = " ".join(
+            [message, *(advice[key] for key in ("safetyInstructions", "crisisResources") if key in advice)]
+        )
+    return message, extensions
+
+
+def only_unavailable(errors: object) -> bool:
+    """Whether a formatted answer's errors all say SERVICE_UNAVAILABLE (the operation failed on a
+    backend, nothing else): the HTTP answer is then 503 with Retry-After."""
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(
+            isinstance(error, dict) and (error.get("extensions") or {}).get("code") == SERVICE_UNAVAILABLE
+            for error in errors
+        )
+    )
 
 
 class _DirectiveCount(Visitor):
@@ -210,6 +255,14 @@ class AuditFlush(SchemaExtension):
                 )
                 yield
                 return
+            except Exception as error:
+                if not is_backend_unavailable(error):
+                    raise
+                self.execution_context.result = ExecutionResult(
+                    data=None, errors=[public_error(error, getattr(context, "request_id", None))]
+                )
+                yield
+                return
             context.loaders = {}
         viewer = getattr(context, "viewer", None)
         if viewer is not None:
@@ -223,7 +276,8 @@ class AuditFlush(SchemaExtension):
             result = self.execution_context.result
             if result is not None:
                 result.data = None
-                result.errors = [GraphQLError("audit write failed", original_error=error)]
+                # The operation's own errors stay: a failed safety screen's advice is in one.
+                result.errors = [*(result.errors or []), GraphQLError("audit write failed", original_error=error)]
 
     async def on_stream_result(self, result: StreamExecutionResult) -> AsyncIterator[None]:
         context = self.execution_context.context
@@ -244,6 +298,10 @@ def public_error(error: Exception, request_id: str | None) -> GraphQLError:
     subscription's stream): a `ClientError` as it is, anything else masked and logged."""
     if isinstance(error, ClientError):
         return GraphQLError(error.message, extensions={"code": error.code, **error.extensions})
+    if is_backend_unavailable(error):
+        logger.error("a backend is unavailable in an operation", exc_info=(type(error), error, error.__traceback__))
+        message, extensions = _unavailable(error, request_id)
+        return GraphQLError(message, extensions=extensions)
     logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
     return GraphQLError(
         f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",

@@ -222,7 +222,7 @@ async def test_a_hung_redis_costs_a_short_timeout_per_call_until_the_breaker_ope
     async with hung_redis() as hung:
         quick = replace(
             limited(settings, hung.url, user_rate=BucketPolicy(burst=5, per_minute=60)),
-            redis_socket_timeout=timedelta(milliseconds=50),
+            redis_socket_timeout=0.05,
         )
         async with serve(quick, clock) as (server, http):
             alex = tokens.fresh("alex@demo.test")
@@ -295,8 +295,8 @@ async def test_150_spends_at_once_on_one_bucket_are_all_answered_by_redis(
     shared = replace(
         limited(settings, REDIS_URL),
         redis_max_connections=max_connections,
-        redis_socket_timeout=timedelta(seconds=2),
-        redis_connect_timeout=timedelta(seconds=2),
+        redis_socket_timeout=2.0,
+        redis_connect_timeout=2.0,
     )
     store = make_bucket_store(shared, clock)
     assert isinstance(store, RedisBuckets)
@@ -364,8 +364,8 @@ async def test_when_redis_comes_back_the_limiter_goes_back_to_the_shared_buckets
         # a timeout of its own while Redis is there.
         cuttable = replace(
             limited(settings, proxy.url, user_rate=BucketPolicy(burst=5, per_minute=60)),
-            redis_socket_timeout=timedelta(seconds=2),
-            redis_connect_timeout=timedelta(seconds=2),
+            redis_socket_timeout=2.0,
+            redis_connect_timeout=2.0,
         )
         async with serve(cuttable, clock) as (server, http):
             limits = limits_redis(server).redis

@@ -275,15 +275,15 @@ def test_bad_rate_limit_settings_are_refused_by_name(name: str, value: str, prob
 
 def test_redis_waits_are_short_and_its_pool_generous_by_default_and_can_be_set() -> None:
     defaults = Settings.from_env({}, env_file=None)
-    assert defaults.redis_socket_timeout == timedelta(milliseconds=250)
-    assert defaults.redis_connect_timeout == timedelta(milliseconds=250)
+    assert defaults.redis_socket_timeout == 0.25
+    assert defaults.redis_connect_timeout == 0.25
     assert defaults.redis_max_connections == 512
     settings = Settings.from_env(
         {"REDIS_SOCKET_TIMEOUT_SECONDS": "0.1", "REDIS_CONNECT_TIMEOUT_SECONDS": "1", "REDIS_MAX_CONNECTIONS": "2000"},
         env_file=None,
     )
-    assert settings.redis_socket_timeout == timedelta(milliseconds=100)
-    assert settings.redis_connect_timeout == timedelta(seconds=1)
+    assert settings.redis_socket_timeout == 0.1
+    assert settings.redis_connect_timeout == 1.0
     assert settings.redis_max_connections == 2000
 
 
@@ -453,3 +453,57 @@ def test_a_crisis_phrase_file_that_cannot_serve_refuses_to_start_naming_the_vari
     [message] = raised.value.problems
     assert message.startswith(f"CRISIS_PHRASES_FILE: {path}")
     assert problem in message
+
+
+def test_every_wait_has_a_bound_by_default_and_each_can_be_set() -> None:
+    defaults = Settings.from_env({}, env_file=None)
+    assert defaults.request_timeout == 8  # under 10 s: a phone on a bad network retries sooner
+    assert (defaults.db_statement_timeout, defaults.db_pool_timeout, defaults.db_connect_timeout) == (5, 3, 3)
+    assert defaults.sqlite_busy_timeout == 5
+    assert defaults.ready_timeout == 1.5
+    assert defaults.shutdown_timeout == 15
+    settings = Settings.from_env(
+        {
+            "REQUEST_TIMEOUT_SECONDS": "4.5",
+            "DB_STATEMENT_TIMEOUT_SECONDS": "2",
+            "DB_POOL_TIMEOUT_SECONDS": "0.5",
+            "DB_CONNECT_TIMEOUT_SECONDS": "1",
+            "SQLITE_BUSY_TIMEOUT_SECONDS": "0.25",
+            "READY_TIMEOUT_SECONDS": "0.8",
+            "SHUTDOWN_TIMEOUT_SECONDS": "20",
+        },
+        env_file=None,
+    )
+    assert settings.request_timeout == 4.5
+    assert (settings.db_statement_timeout, settings.db_pool_timeout, settings.db_connect_timeout) == (2, 0.5, 1)
+    assert settings.sqlite_busy_timeout == 0.25
+    assert settings.ready_timeout == 0.8
+    assert settings.shutdown_timeout == 20
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        # The bound: a graceful shutdown ends within 20 s whatever the backends do.
+        ({"SHUTDOWN_TIMEOUT_SECONDS": "21"}, "SHUTDOWN_TIMEOUT_SECONDS must be between 1 and 20 seconds, got 21"),
+        ({"SHUTDOWN_TIMEOUT_SECONDS": "soon"}, "SHUTDOWN_TIMEOUT_SECONDS must be a number of seconds"),
+        # /readyz answers within 2 s.
+        ({"READY_TIMEOUT_SECONDS": "2"}, "READY_TIMEOUT_SECONDS must be between 0.1 and 1.9 seconds, got 2"),
+        ({"REQUEST_TIMEOUT_SECONDS": "0"}, "REQUEST_TIMEOUT_SECONDS must be between 0.1 and 60 seconds, got 0"),
+        ({"REQUEST_TIMEOUT_SECONDS": "nan"}, "REQUEST_TIMEOUT_SECONDS must be between 0.1 and 60 seconds"),
+        ({"DB_POOL_TIMEOUT_SECONDS": "-1"}, "DB_POOL_TIMEOUT_SECONDS must be between 0.1 and 60 seconds"),
+        # The database's own bounds bite before the request's deadline does.
+        (
+            {"REQUEST_TIMEOUT_SECONDS": "3"},
+            "DB_STATEMENT_TIMEOUT_SECONDS (5) must not exceed REQUEST_TIMEOUT_SECONDS (3)",
+        ),
+        (
+            {"SQLITE_BUSY_TIMEOUT_SECONDS": "9"},
+            "SQLITE_BUSY_TIMEOUT_SECONDS (9) must not exceed REQUEST_TIMEOUT_SECONDS (8)",
+        ),
+    ],
+)
+def test_bad_bounds_are_refused_by_name(environ: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert raised.value.problems[0].startswith(problem), raised.value.problems

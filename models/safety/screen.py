@@ -27,6 +27,7 @@ from models.accounts import Patient
 from models.alerts import Alert, raise_alerts
 from models.directory import clinical_patient_ids
 from models.errors import DomainError
+from models.faults import BackendUnavailable, is_backend_unavailable
 from models.idempotency import Outcome, fingerprint
 from models.policy import ClinicPolicy
 from models.safety.models import SafetyScreening
@@ -93,10 +94,24 @@ def screening_id(submission: Submission, now: datetime) -> UUID:
 
 async def screen(submission: Submission, *, now: datetime, policy: ClinicPolicy) -> Screened:
     """CLINICAL.md §0: raise what the request's safety content calls for, before anything can
-    refuse it, in a transaction of its own. Nothing is written when the content calls for nothing."""
+    refuse it, in a transaction of its own. Nothing is written when the content calls for nothing.
+
+    When the database does not answer, nothing can be kept or raised: the request fails (the
+    client is told to retry, and its retry is screened), but the advice the content calls for
+    is worked out without the database and leaves with that answer (`BackendUnavailable`)."""
     findings = submission.findings
     if not findings.alerts and not submission.actions:
         return Screened(None, [], dict(findings.advice))
+    try:
+        return await _screen(submission, now=now, policy=policy)
+    except Exception as error:
+        if findings.advice and is_backend_unavailable(error):
+            raise BackendUnavailable(dict(findings.advice)) from error
+        raise
+
+
+async def _screen(submission: Submission, *, now: datetime, policy: ClinicPolicy) -> Screened:
+    findings = submission.findings
     identity = screening_id(submission, now)
     if await SafetyScreening.exists(id=identity):
         return Screened(identity, await _alerts_of(identity), dict(findings.advice))
