@@ -466,7 +466,9 @@ async def schedule_recurring_surveys(*, now: datetime, policy: ClinicPolicy) -> 
     from models.plans import PlanStatus, TreatmentPlan  # plans cancels recurring surveys: import here
 
     created = 0
-    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient"):
+    # A deactivated patient cannot answer: nothing is scheduled for them (models.administration).
+    active_plans = TreatmentPlan.filter(status=PlanStatus.ACTIVE, patient__user__is_active=True)
+    for plan in await active_plans.prefetch_related("patient"):
         patient = plan.patient
         opening = next_weekly_opening(plan.created_at, now, patient.time_zone)
         for instrument in WEEKLY_SURVEYS:
@@ -532,7 +534,8 @@ async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     from models.plans import PlanStatus, TreatmentPlan
 
     reminded = 0
-    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient__user"):
+    active_plans = TreatmentPlan.filter(status=PlanStatus.ACTIVE, patient__user__is_active=True)
+    for plan in await active_plans.prefetch_related("patient__user"):
         patient = plan.patient
         zone = ZoneInfo(patient.time_zone)
         local = now.astimezone(zone)
