@@ -48,6 +48,7 @@ from models.accounts import (
     create_api_client,
 )
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.consent import consent_event
 from models.devices import DeactivationReason, Device
 from models.enrolment import NO_PASSWORD, Invitation
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -239,9 +240,14 @@ async def transfer_patient(viewer: Viewer, patient_id: UUID, care_team_id: UUID,
         await Patient.filter(id=patient.id).update(care_team_id=team.id, updated_at=now)
         patient.care_team_id = team.id
         serving_new_team = ApiClient.filter(care_teams__id=team.id).values("id")
-        ended = await DataSharingConsent.filter(patient_id=patient.id, revoked_at=None).exclude(
+        ending = await DataSharingConsent.filter(patient_id=patient.id, revoked_at=None).exclude(
             api_client_id__in=Subquery(serving_new_team)
-        ).update(revoked_at=now, updated_at=now)  # fmt: skip
+        )  # fmt: skip
+        for consent in ending:  # each revocation is the last change of the patient its client receives
+            await DataSharingConsent.filter(id=consent.id).update(revoked_at=now, updated_at=now)
+            consent.revoked_at = now
+            await consent_event(consent, Operation.UPDATED, 2, now)
+        ended = len(ending)
         await record_event(
             "Patient.transferred", resource_type="Patient", resource_id=patient.id, operation=Operation.UPDATED,
             version=1, now=now, patient_id=patient.id,
