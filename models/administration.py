@@ -60,9 +60,15 @@ SEARCH_MAX_LENGTH = 100
 TEAM_NAME_MAX_LENGTH = 100
 
 
-def _ensure_admin(viewer: Viewer, action: AuditAction, resource_type: str, what: str) -> None:
+def _ensure_admin(
+    viewer: Viewer, action: AuditAction, resource_type: str, what: str, problems: tuple[InvalidInput, ...] = ()
+) -> None:
+    """Admins only (`Forbidden`, audited); then the first input the API could not read (`problems`:
+    an id of another type), so a viewer who may not call the operation is told that first."""
     if not viewer.is_role(Role.ADMIN):
         raise denied(viewer, Forbidden(f"only admins may {what}"), action, resource_type)
+    if problems:
+        raise problems[0]
 
 
 async def _audit(
@@ -129,11 +135,13 @@ async def list_users(
     return users
 
 
-async def deactivate_user(viewer: Viewer, user_id: UUID, reason: str, *, now: datetime) -> tuple[User, list[UUID]]:
+async def deactivate_user(
+    viewer: Viewer, user_id: UUID | None, reason: str, *, now: datetime, problems: tuple[InvalidInput, ...] = ()
+) -> tuple[User, list[UUID]]:
     """Stop an account at once, keep its records (see the module). Returns the user and the
     logins ended now (the caller refuses their tokens and closes their sockets in this process;
     other replicas hear of them through the `Login.ended` events)."""
-    _ensure_admin(viewer, AuditAction.UPDATE, "User", "deactivate users")
+    _ensure_admin(viewer, AuditAction.UPDATE, "User", "deactivate users", problems)
     why = " ".join(reason.split())
     if not why:
         raise InvalidInput("reason", "reason is required: say why the account is deactivated")
@@ -185,9 +193,11 @@ async def _cancel_open_surveys(patient_id: UUID, *, now: datetime) -> int:
     return cancelled
 
 
-async def reactivate_user(viewer: Viewer, user_id: UUID, *, now: datetime) -> User:
+async def reactivate_user(
+    viewer: Viewer, user_id: UUID | None, *, now: datetime, problems: tuple[InvalidInput, ...] = ()
+) -> User:
     """Let a deactivated user sign in again with their password (their old tokens stay dead)."""
-    _ensure_admin(viewer, AuditAction.UPDATE, "User", "reactivate users")
+    _ensure_admin(viewer, AuditAction.UPDATE, "User", "reactivate users", problems)
     async with in_transaction():
         user = await User.filter(id=user_id).select_for_update().first()
         if user is None:
@@ -223,9 +233,16 @@ async def create_care_team(viewer: Viewer, name: str, *, now: datetime) -> CareT
     return team
 
 
-async def transfer_patient(viewer: Viewer, patient_id: UUID, care_team_id: UUID, *, now: datetime) -> Patient:
+async def transfer_patient(
+    viewer: Viewer,
+    patient_id: UUID | None,
+    care_team_id: UUID | None,
+    *,
+    now: datetime,
+    problems: tuple[InvalidInput, ...] = (),
+) -> Patient:
     """Move a patient to another care team (see the module for what follows them)."""
-    _ensure_admin(viewer, AuditAction.UPDATE, "Patient", "transfer patients")
+    _ensure_admin(viewer, AuditAction.UPDATE, "Patient", "transfer patients", problems)
     async with in_transaction():
         patient = await Patient.filter(id=patient_id).select_for_update().first()
         if patient is None:
@@ -285,14 +302,15 @@ async def register_api_client(
     client_id: str,
     name: str,
     scopes: tuple[str, ...],
-    care_team_ids: tuple[UUID, ...],
+    care_team_ids: tuple[UUID | None, ...],
     *,
     now: datetime,
     hashing: PasswordHashing,
+    problems: tuple[InvalidInput, ...] = (),
 ) -> ApiClientRegistration:
     """Register an EHR client (the operation `ketafollow create-client` calls, with an admin's
     audit row): its secret is generated, returned once, stored hashed."""
-    _ensure_admin(viewer, AuditAction.CREATE, "ApiClient", "register API clients")
+    _ensure_admin(viewer, AuditAction.CREATE, "ApiClient", "register API clients", problems)
     _check_client_id(client_id)
     unknown = sorted(set(scopes) - API_SCOPES)
     if unknown:

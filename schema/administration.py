@@ -19,7 +19,7 @@ from models.passwords import PasswordHashing
 from schema.accounts import CareTeamType, PatientType, ProviderType
 from schema.context import Context
 from schema.errors import BadUserInput, Conflict, NotFound, ValidationError, refusals_as_errors
-from schema.mutations import attempt, global_id, node_id
+from schema.mutations import LenientInput, attempt, global_id
 from schema.pagination import NOT_A_CURSOR, Connection, page_size
 from schema.permissions import viewer_of
 
@@ -238,9 +238,10 @@ class AdministrationMutation:
     )
     async def deactivate_user(self, info: Info[Context, None], input: DeactivateUserInput) -> UserPayload:
         async def call() -> User:
-            user_id = node_id(input.user_id, "User", "userId")
+            read = LenientInput()
+            user_id = read.id(input.user_id, "User", "userId")
             user, ended = await administration.deactivate_user(
-                viewer_of(info), user_id, input.reason, now=info.context.now()
+                viewer_of(info), user_id, input.reason, now=info.context.now(), problems=read.problems
             )
             if info.context.logins_ended is not None:
                 await info.context.logins_ended(ended)
@@ -251,8 +252,11 @@ class AdministrationMutation:
     @strawberry.mutation(description="Let a deactivated account sign in again (admins); old tokens stay ended.")
     async def reactivate_user(self, info: Info[Context, None], input: ReactivateUserInput) -> UserPayload:
         async def call() -> User:
-            user_id = node_id(input.user_id, "User", "userId")
-            return await administration.reactivate_user(viewer_of(info), user_id, now=info.context.now())
+            read = LenientInput()
+            user_id = read.id(input.user_id, "User", "userId")
+            return await administration.reactivate_user(
+                viewer_of(info), user_id, now=info.context.now(), problems=read.problems
+            )
 
         return UserPayload(result=await _result(call, UserType.of))
 
@@ -271,9 +275,12 @@ class AdministrationMutation:
     )
     async def transfer_patient(self, info: Info[Context, None], input: TransferPatientInput) -> TransferPatientPayload:
         async def call() -> Patient:
-            patient_id = node_id(input.patient_id, "Patient", "patientId")
-            team_id = node_id(input.care_team_id, "CareTeam", "careTeamId")
-            return await administration.transfer_patient(viewer_of(info), patient_id, team_id, now=info.context.now())
+            read = LenientInput()
+            patient_id = read.id(input.patient_id, "Patient", "patientId")
+            team_id = read.id(input.care_team_id, "CareTeam", "careTeamId")
+            return await administration.transfer_patient(
+                viewer_of(info), patient_id, team_id, now=info.context.now(), problems=read.problems
+            )
 
         return TransferPatientPayload(result=await _result(call, _patient))
 
@@ -282,10 +289,11 @@ class AdministrationMutation:
         self, info: Info[Context, None], input: RegisterApiClientInput
     ) -> ApiClientRegistrationPayload:
         async def call() -> administration.ApiClientRegistration:
-            teams = tuple(node_id(team, "CareTeam", "careTeamIds") for team in input.care_team_ids)
+            read = LenientInput()
+            teams = tuple(read.id(team, "CareTeam", "careTeamIds") for team in input.care_team_ids)
             return await administration.register_api_client(
                 viewer_of(info), input.client_id, input.name, tuple(input.scopes), teams,
-                now=info.context.now(), hashing=_hashing(info),
+                now=info.context.now(), hashing=_hashing(info), problems=read.problems,
             )  # fmt: skip
 
         return ApiClientRegistrationPayload(result=await _result(call, _registration))

@@ -3,22 +3,26 @@ end to end over HTTP and WebSocket, as an admin of the demo clinic would use the
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from dataclasses import replace
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, User
+from models.accounts import ApiClient, CareTeam, DataSharingConsent, NewUser, Patient, Role, User, create_user
 from models.audit import AuditEvent, AuditOutcome
 from models.clock import ManualClock
 from models.devices import Device
+from models.enrolment import NO_PASSWORD, Invitation, hash_link_token
 from models.surveys import AssignmentStatus, SurveyAssignment, schedule_recurring_surveys
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT
-from tests.conftest import Tokens
+from tests.conftest import REDIS_URL, Tokens, redis_answers
 from tests.graphql import gql
 from tests.test_socket_security import (
     assert_refused_as_ended,
@@ -360,3 +364,65 @@ async def test_an_ehr_client_registered_rotated_and_deactivated_signs_in_only_wi
         token=admin,
     )
     assert unknown["data"]["rotateApiClientSecret"]["result"]["__typename"] == "NotFound"
+
+
+async def test_an_id_of_another_type_is_refused_naming_the_field_but_only_to_an_admin(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette
+) -> None:
+    known = await ids(app)
+    wrong = {"user": known["alex"], "reason": "x"}  # a Patient id where a User id belongs
+    by_admin = await gql(client, DEACTIVATE, wrong, token=tokens.user(ADMIN))
+    assert by_admin["data"]["deactivateUser"]["result"] == {
+        "__typename": "ValidationError", "message": "userId is not a User id", "field": "userId",
+    }  # fmt: skip
+    by_provider = await gql(client, DEACTIVATE, wrong, token=tokens.user(RIVERA))
+    assert by_provider["data"] is None and by_provider["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_deactivated_invitees_link_no_longer_activates_the_account(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, clock: ManualClock
+) -> None:
+    with use_database(app.state.database):
+        north = await CareTeam.get(name="North")
+        invitee = NewUser(
+            email="robin@example.test", role=Role.PATIENT, given_name="Robin", family_name="Quill",
+            birth_date=date(1984, 3, 9), time_zone="America/New_York", care_team="North",
+        )  # fmt: skip
+        user = await create_user(invitee, password_hash=NO_PASSWORD, today=clock.now().date(), active=False)
+        await Invitation.create(
+            email=user.email, role=Role.PATIENT, user=user, care_team_id=north.id,
+            invited_by_id=tokens.user_ids[ADMIN], token_hash=hash_link_token("the-emailed-token"),
+            created_at=clock.now(), expires_at=clock.now() + timedelta(days=7),
+        )  # fmt: skip
+    body = await gql(
+        client, DEACTIVATE, {"user": user_gid(user.id), "reason": "wrong person"}, token=tokens.user(ADMIN)
+    )
+    assert body["data"]["deactivateUser"]["result"]["active"] is False
+    activation = await client.post(
+        "/auth/activate", data={"token": "the-emailed-token", "password": "lantern harbour quiet"}
+    )
+    assert (activation.status_code, activation.json()["error"]) == (400, "invalid_grant")
+    # Nor can it be reactivated: it never had a password of its own.
+    again = await gql(client, REACTIVATE, {"user": user_gid(user.id)}, token=tokens.user(ADMIN))
+    assert again["data"]["reactivateUser"]["result"]["field"] == "userId"
+
+
+@pytest.mark.parametrize("store", ["in-process", "redis"])
+async def test_a_user_deactivated_through_one_replica_is_stopped_on_another(
+    settings: Settings, clock: ManualClock, store: str
+) -> None:
+    if store == "redis" and not redis_answers():
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
+    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
+    shared = replace(settings, rate_limit_url=REDIS_URL if store == "redis" else None, rate_limit_key_prefix=prefix)
+    async with served(shared, clock) as replica_a, served(shared, clock) as replica_b:
+        admin = (await sign_in(replica_a, ADMIN))["access_token"]
+        access = (await sign_in(replica_b, OKAFOR))["access_token"]
+        assert (await me(replica_b, access)).json()["data"] == {"me": {"role": "PROVIDER"}}  # cached on B
+        with use_database(replica_a.app.state.database):
+            okafor = await User.get(email=OKAFOR)
+        async with socket(replica_b, access) as on_b:
+            body = await gql(replica_a.http, DEACTIVATE, {"user": user_gid(okafor.id), "reason": "left"}, token=admin)
+            assert body["data"]["deactivateUser"]["result"]["active"] is False
+            assert (await closed(on_b)).code == 4401  # B heard the ended login through the event bus
+        assert (await me(replica_b, access)).status_code == 401  # the account is inactive: no cache to wait for
