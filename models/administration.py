@@ -54,6 +54,7 @@ from models.enrolment import NO_PASSWORD, Invitation
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.passwords import PasswordHashing
+from models.surveys import cancel_surveys_of_deactivated_patient
 
 REASON_MAX_LENGTH = 500
 SEARCH_MAX_LENGTH = 100
@@ -167,7 +168,7 @@ async def deactivate_user(
         )
         voided = await Invitation.filter(user_id=user.id, accepted_at=None, revoked_at=None).update(revoked_at=now)
         patient = await Patient.get_or_none(user_id=user.id)
-        cancelled = await _cancel_open_surveys(patient.id, now=now) if patient else 0
+        cancelled = await cancel_surveys_of_deactivated_patient(patient.id, now=now) if patient else 0
         detail = (
             f"deactivated {user.email}: {why} ({len(ended)} login(s), {devices} device(s), "
             f"{voided} invitation(s), {cancelled} survey(s) ended)"
@@ -176,21 +177,6 @@ async def deactivate_user(
             viewer, AuditAction.UPDATE, "User", user.id, detail, now=now, patient_id=patient.id if patient else None
         )
     return user, ended
-
-
-async def _cancel_open_surveys(patient_id: UUID, *, now: datetime) -> int:
-    """A deactivated patient cannot answer: their scheduled and open surveys are cancelled, but
-    the post-session check of a session, whose expiry alerts the care team (CLINICAL.md §6)."""
-    from models.surveys import POST_SESSION, AssignmentStatus, SurveyAssignment  # surveys import accounts
-
-    cancelled: int = (
-        await SurveyAssignment.filter(
-            patient_id=patient_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
-        )
-        .exclude(instrument=POST_SESSION)
-        .update(status=AssignmentStatus.CANCELLED, next_reminder_at=None, updated_at=now)
-    )
-    return cancelled
 
 
 async def reactivate_user(

@@ -527,6 +527,19 @@ async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
     return cancelled
 
 
+async def cancel_surveys_of_deactivated_patient(patient_id: UUID, *, now: datetime) -> int:
+    """A deactivated patient cannot answer (models.administration): their scheduled and open
+    surveys are cancelled, with their queued notifications, but the post-session check of a
+    session, whose expiry alerts the care team (CLINICAL.md §6). Returns how many."""
+    cancelled = 0
+    for assignment in await SurveyAssignment.filter(
+        patient_id=patient_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
+    ).exclude(instrument=POST_SESSION):
+        if await _move(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
+            cancelled += 1
+    return cancelled
+
+
 async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: at 19:00 on the patient's clock, remind those with an ACTIVE plan who have not
     checked in today (once a day, never in quiet hours)."""
