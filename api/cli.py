@@ -16,6 +16,7 @@ import secrets
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import date
@@ -23,12 +24,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from api.auth.passwords import hash_password
+from api.auth.passwords import ARGON2, hash_password
 from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_database
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
 from api.settings import Settings, SettingsError, exposure_problems
-from models import accounts
+from models import accounts, administration
+from models.access import Viewer
 from models.clock import SystemClock
 from models.errors import DomainError
 from models.passwords import password_problem
@@ -48,6 +50,8 @@ examples:
       --given-name Robin --family-name Quill --birth-date 1984-03-09 --time-zone America/New_York --care-team North
   ketafollow create-client --client-id acme-ehr --name "Acme EHR" \\
       --scope patients:read --scope clinical:read --care-team North
+  ketafollow deactivate-user --by admin@clinic.example --email dr.lee@clinic.example --reason "left the clinic"
+  ketafollow rotate-client-secret --by admin@clinic.example --client-id acme-ehr
 
 configuration comes from environment variables (and a .env file in the working directory):
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
@@ -175,6 +179,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--care-team", action="append", default=[], help="whose patients it may see (repeat)")
     client.set_defaults(handler=_create_client)
+
+    # Administration: the operations of the API's admin mutations, run as the admin named by --by.
+    deactivate = commands.add_parser(
+        "deactivate-user",
+        help="stop an account at once (what the deactivateUser mutation does)",
+        description="Deactivate an account as the admin named by --by: its logins, tokens, sockets and push "
+        "devices end at once, its records stay (README, Administration).",
+    )
+    deactivate.add_argument("--by", required=True, help="the e-mail of the admin who deactivates")
+    deactivate.add_argument("--email", required=True)
+    deactivate.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    deactivate.set_defaults(handler=_deactivate_user)
+
+    reactivate = commands.add_parser("reactivate-user", help="let a deactivated account sign in again")
+    reactivate.add_argument("--by", required=True, help="the e-mail of the admin who reactivates")
+    reactivate.add_argument("--email", required=True)
+    reactivate.set_defaults(handler=_reactivate_user)
+
+    rotate = commands.add_parser(
+        "rotate-client-secret",
+        help="a new secret for an EHR client (printed once); the old one and its tokens stop at once",
+    )
+    rotate.add_argument("--by", required=True, help="the e-mail of the admin who rotates it")
+    rotate.add_argument("--client-id", required=True)
+    rotate.set_defaults(handler=_rotate_client_secret)
+
+    stop_client = commands.add_parser("deactivate-client", help="stop an EHR client: no sign-in, its tokens stop")
+    stop_client.add_argument("--by", required=True, help="the e-mail of the admin who deactivates it")
+    stop_client.add_argument("--client-id", required=True)
+    stop_client.set_defaults(handler=_deactivate_client)
     return parser
 
 
@@ -486,6 +520,82 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
         client = await accounts.create_api_client(data, secret_hash=await hash_password(secret))
         print(f"created API client {client.client_id} with scopes {' '.join(client.scopes) or '(none)'}")
         print(f"client secret (shown once, store it now): {secret}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+async def _admin_viewer(by: str, operation: str) -> Viewer | None:
+    """The viewer of the active account `by` (the operation itself refuses anyone but an admin)."""
+    from models.access import load_user_viewer
+    from models.audit import AuditTrail
+
+    account = await accounts.User.get_or_none(email=by.strip().lower(), is_active=True)
+    viewer = await load_user_viewer(account.id, AuditTrail(operation=f"CLI {operation}")) if account else None
+    if viewer is None:
+        print(f"ketafollow: no active account {by}", file=sys.stderr)
+    return viewer
+
+
+async def _user_id(email: str) -> uuid.UUID:
+    user = await accounts.User.get_or_none(email=email.strip().lower())
+    if user is None:
+        raise DomainError(f"no account {email}")
+    return user.id
+
+
+def _deactivate_user(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        viewer = await _admin_viewer(args.by, "deactivate-user")
+        if viewer is None:
+            return 1
+        user, ended = await administration.deactivate_user(
+            viewer, await _user_id(args.email), args.reason, now=SystemClock().now()
+        )
+        print(f"deactivated {user.email}: {len(ended)} login(s) ended (serving replicas close their sockets)")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _reactivate_user(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        viewer = await _admin_viewer(args.by, "reactivate-user")
+        if viewer is None:
+            return 1
+        user = await administration.reactivate_user(viewer, await _user_id(args.email), now=SystemClock().now())
+        print(f"reactivated {user.email}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _rotate_client_secret(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        viewer = await _admin_viewer(args.by, "rotate-client-secret")
+        if viewer is None:
+            return 1
+        rotated = await administration.rotate_api_client_secret(
+            viewer, args.client_id, now=SystemClock().now(), hashing=ARGON2
+        )
+        print(f"rotated the secret of {rotated.client.client_id}; the old one and its tokens no longer work")
+        print(f"client secret (shown once, store it now): {rotated.secret}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _deactivate_client(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        viewer = await _admin_viewer(args.by, "deactivate-client")
+        if viewer is None:
+            return 1
+        client = await administration.deactivate_api_client(viewer, args.client_id, now=SystemClock().now())
+        print(f"deactivated API client {client.client_id}")
         return 0
 
     return _run_with_database(settings, work)

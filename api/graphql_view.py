@@ -178,6 +178,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             client_address=request.client.host if request.client else None,
             public_app_url=self.settings.mail.public_app_url,
             password_hashing=ARGON2,
+            logins_ended=request.app.state.logins.ended,
         )
         if isinstance(request, WebSocket):
             context.transport = request

@@ -19,13 +19,14 @@ property), and cursors are sealed (schema.pagination).
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
 from tortoise.expressions import Q, Subquery
 
-from models.accounts import ApiClient, DataSharingConsent, Patient, Provider, Role, User
+from models.accounts import ApiClient, DataSharingConsent, Patient, Provider, Role, User, client_credential
 from models.audit import AuditTrail
 
 
@@ -111,10 +112,18 @@ async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
     )
 
 
-async def load_client_viewer(client_id: UUID, token_scopes: frozenset[str], audit: AuditTrail) -> Viewer | None:
-    """The viewer for an EHR client; scopes are those of the token still granted to the client."""
+async def load_client_viewer(
+    client_id: UUID, token_scopes: frozenset[str], credential: str | None, audit: AuditTrail
+) -> Viewer | None:
+    """The viewer for an EHR client; scopes are those of the token still granted to the client.
+    None when the client is deactivated, or its secret was rotated since the token was issued
+    (`credential`, the token's fingerprint of the secret, no longer matches)."""
     client = await ApiClient.get_or_none(id=client_id, is_active=True).prefetch_related("care_teams")
-    if client is None:
+    if (
+        client is None
+        or credential is None
+        or not hmac.compare_digest(credential, client_credential(client.secret_hash))
+    ):
         return None
     return Viewer(
         kind=ViewerKind.API_CLIENT,

@@ -6,6 +6,7 @@ this module only decides what a valid account is and stores it in one transactio
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -102,6 +103,13 @@ class ApiClient(Entity):
 
     class Meta:
         table = "api_client"
+
+
+def client_credential(secret_hash: str) -> str:
+    """What an EHR client's access token carries of its secret: a fingerprint of the stored hash,
+    so rotating the secret (a new hash) refuses every token issued under the old one. It reveals
+    nothing of the secret (a digest of a salted Argon2id hash)."""
+    return hashlib.sha256(f"ketafollow client credential:{secret_hash}".encode()).hexdigest()[:32]
 
 
 class DataSharingConsent(Entity):

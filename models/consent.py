@@ -80,7 +80,7 @@ def _consent_audit(viewer: Viewer, action: AuditAction, consent: DataSharingCons
     )
 
 
-async def _consent_event(consent: DataSharingConsent, operation: Operation, version: int, now: datetime) -> None:
+async def consent_event(consent: DataSharingConsent, operation: Operation, version: int, now: datetime) -> None:
     """Grants and revocations reach the client's change feed (models.changes): a revocation is
     the last change of that patient the client receives."""
     await record_event(
@@ -108,7 +108,7 @@ async def grant_data_sharing_consent(viewer: Viewer, client_id: str, *, now: dat
             if winner is None:
                 raise
             return winner
-        await _consent_event(consent, Operation.CREATED, 1, now)
+        await consent_event(consent, Operation.CREATED, 1, now)
         entry = _consent_audit(viewer, AuditAction.CREATE, consent, f"share with {client.client_id}")
         await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent
@@ -128,7 +128,7 @@ async def revoke_data_sharing_consent(viewer: Viewer, client_id: str, *, now: da
             raise denied(viewer, refusal, AuditAction.UPDATE, "Consent", patient_id=viewer.patient_id)
         await _active(viewer, client).update(revoked_at=now, updated_at=now)
         consent.revoked_at = now
-        await _consent_event(consent, Operation.UPDATED, 2, now)
+        await consent_event(consent, Operation.UPDATED, 2, now)
         entry = _consent_audit(viewer, AuditAction.UPDATE, consent, f"revoked sharing with {client.client_id}")
         await record_now(viewer, entry, now=now, trail=viewer.audit)
     return consent

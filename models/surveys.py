@@ -466,7 +466,9 @@ async def schedule_recurring_surveys(*, now: datetime, policy: ClinicPolicy) -> 
     from models.plans import PlanStatus, TreatmentPlan  # plans cancels recurring surveys: import here
 
     created = 0
-    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient"):
+    # A deactivated patient cannot answer: nothing is scheduled for them (models.administration).
+    active_plans = TreatmentPlan.filter(status=PlanStatus.ACTIVE, patient__user__is_active=True)
+    for plan in await active_plans.prefetch_related("patient"):
         patient = plan.patient
         opening = next_weekly_opening(plan.created_at, now, patient.time_zone)
         for instrument in WEEKLY_SURVEYS:
@@ -525,6 +527,19 @@ async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
     return cancelled
 
 
+async def cancel_surveys_of_deactivated_patient(patient_id: UUID, *, now: datetime) -> int:
+    """A deactivated patient cannot answer (models.administration): their scheduled and open
+    surveys are cancelled, with their queued notifications, but the post-session check of a
+    session, whose expiry alerts the care team (CLINICAL.md §6). Returns how many."""
+    cancelled = 0
+    for assignment in await SurveyAssignment.filter(
+        patient_id=patient_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
+    ).exclude(instrument=POST_SESSION):
+        if await _move(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
+            cancelled += 1
+    return cancelled
+
+
 async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: at 19:00 on the patient's clock, remind those with an ACTIVE plan who have not
     checked in today (once a day, never in quiet hours)."""
@@ -532,7 +547,8 @@ async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     from models.plans import PlanStatus, TreatmentPlan
 
     reminded = 0
-    for plan in await TreatmentPlan.filter(status=PlanStatus.ACTIVE).prefetch_related("patient__user"):
+    active_plans = TreatmentPlan.filter(status=PlanStatus.ACTIVE, patient__user__is_active=True)
+    for plan in await active_plans.prefetch_related("patient__user"):
         patient = plan.patient
         zone = ZoneInfo(patient.time_zone)
         local = now.astimezone(zone)

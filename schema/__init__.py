@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.accounts import AccountsMutation, AccountsQuery
+from schema.administration import AdministrationMutation, AdministrationQuery
 from schema.audit import AuditQuery
 from schema.clinic_sessions import ClinicSessionMutation
 from schema.clinical import ClinicalMutation, ClinicalQuery
@@ -28,7 +29,17 @@ from schema.surveys import SurveyMutation, SurveyQuery
 
 
 @strawberry.type
-class Query(AccountsQuery, ClinicalQuery, SurveyQuery, MessagingQuery, AuditQuery, FhirQuery, ChangesQuery, LoginQuery):
+class Query(
+    AccountsQuery,
+    ClinicalQuery,
+    SurveyQuery,
+    MessagingQuery,
+    AuditQuery,
+    FhirQuery,
+    ChangesQuery,
+    LoginQuery,
+    AdministrationQuery,
+):
     pass
 
 
@@ -43,6 +54,7 @@ class Mutation(
     DeviceMutation,
     EnrolmentMutation,
     LoginMutation,
+    AdministrationMutation,
 ):
     pass
 

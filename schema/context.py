@@ -54,6 +54,9 @@ class Context:
     # Enrolment and accounts (schema.enrolment): where e-mailed links point, how passwords are hashed.
     public_app_url: str = "http://127.0.0.1:8000"
     password_hashing: PasswordHashing | None = None
+    # Logins just ended by this request (a deactivation): refuse their tokens and close their
+    # sockets in this process at once (api.logins.LoginGate.ended); other replicas hear the events.
+    logins_ended: Callable[[list[UUID]], Awaitable[None]] | None = None
     # The operation's name for audit rows (set when it starts executing).
     operation: str | None = None
     # WebSocket only: numbers the operations of a connection, or the events of an operation.

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +32,7 @@ from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
 from jobs.mail import MailSettings
 from jobs.senders import log_notification
-from models.accounts import ApiClient, User
+from models.accounts import ApiClient, User, client_credential
 from models.clock import ManualClock
 from models.mail import MailTransport, OutgoingMail
 from models.notifications import Sender
@@ -264,6 +264,8 @@ class Tokens:
     user_ids: dict[str, uuid.UUID]
     client_ids: dict[str, uuid.UUID]
     logins: dict[str, uuid.UUID]
+    # Each client's secret as stored when the tokens were made (client tokens name it: `cred`).
+    client_credentials: dict[str, str] = field(default_factory=dict)
 
     def fresh(self, email: str) -> FreshToken:
         """A token for `email` minted anew each time it is used (for tests that move the clock)."""
@@ -285,6 +287,7 @@ class Tokens:
             subject_id=self.client_ids[client_id],
             now=self.clock.now(),
             scopes=scopes,
+            credential=self.client_credentials.get(client_id),
         )
 
 
@@ -328,8 +331,10 @@ async def signed_in_tokens(settings: Settings, clock: ManualClock, *, except_for
     """Tokens for every account and client of the open database, each user under a login of theirs
     (but the users `except_for`, whose logins a test makes itself)."""
     users = {user.email: user.id for user in await User.all() if user.email not in except_for}
-    clients = {client.client_id: client.id for client in await ApiClient.all()}
-    return Tokens(settings, clock, users, clients, await start_logins(users, clock.now()))
+    registered = await ApiClient.all()
+    clients = {client.client_id: client.id for client in registered}
+    credentials = {client.client_id: client_credential(client.secret_hash) for client in registered}
+    return Tokens(settings, clock, users, clients, await start_logins(users, clock.now()), credentials)
 
 
 @pytest.fixture

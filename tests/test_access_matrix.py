@@ -313,6 +313,45 @@ MATRIX: dict[str, frozenset[str]] = {
 }
 
 
+# Administration (PRODUCT.md capability 11): admins only; every other viewer is FORBIDDEN.
+ADMINS = frozenset({"admin"})
+PROBES.update(
+    {
+        "users": Probe(
+            '{ users(first: 50, search: "alex") { edges { node { email patient { id } } } } }',
+            lambda body: any(
+                edge["node"]["email"] == "alex@demo.test" for edge in (_data(body, "users") or {}).get("edges", [])
+            ),
+        ),
+        "deactivateUser": _mutation("deactivateUser", 'userId: $user, reason: "left the clinic"', "$user: ID!"),
+        "reactivateUser": _mutation("reactivateUser", "userId: $user", "$user: ID!"),
+        "createCareTeam": _mutation("createCareTeam", 'name: "East"'),
+        "transferPatient": _mutation(
+            "transferPatient", "patientId: $id, careTeamId: $otherTeam", "$id: ID!, $otherTeam: ID!"
+        ),
+        "registerApiClient": _mutation(
+            "registerApiClient",
+            'clientId: "new-ehr", name: "New EHR", scopes: ["patients:read"], careTeamIds: [$team]',
+            "$team: ID!",
+        ),
+        "rotateApiClientSecret": _mutation("rotateApiClientSecret", 'clientId: "demo-ehr"'),
+        "deactivateApiClient": _mutation("deactivateApiClient", 'clientId: "demo-ehr"'),
+    }
+)
+MATRIX.update(
+    {
+        "users": ADMINS,
+        "deactivateUser": ADMINS,
+        "reactivateUser": ADMINS,
+        "createCareTeam": ADMINS,
+        "transferPatient": ADMINS,
+        "registerApiClient": ADMINS,
+        "rotateApiClientSecret": ADMINS,
+        "deactivateApiClient": ADMINS,
+    }
+)
+
+
 def test_every_root_field_of_the_schema_has_a_rule() -> None:
     schema = build_schema()
     fields = {field.name for field in schema.schema_converter.type_map["Query"].definition.fields}  # type: ignore[union-attr]
@@ -346,6 +385,7 @@ async def _token_for(role: str, tokens: Tokens, app: Any) -> str | None:
 async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, operation: str, role: str) -> None:
     with use_database(app.state.database):
         alex = await Patient.get(user__email="alex@demo.test")
+        south = await Patient.get(user__email="casey@demo.test").values_list("care_team_id", flat=True)
         plan = await TreatmentPlan.get(patient=alex)
         session = await DosingSession.filter(patient=alex).order_by("-started_at").first()
         alert = await Alert.get(patient=alex)
@@ -375,6 +415,8 @@ async def test_access(client: httpx.AsyncClient, tokens: Tokens, app: Any, opera
         "team": str(relay.GlobalID("CareTeam", str(alex.care_team_id))),
         "invitation": str(relay.GlobalID("Invitation", str(invitation.id))),
         "login": str(relay.GlobalID("Login", str(login.id))),
+        "user": str(relay.GlobalID("User", str(alex.user_id))),  # type: ignore[attr-defined]
+        "otherTeam": str(relay.GlobalID("CareTeam", str(south))),
     }
     token = await _token_for(role, tokens, app)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -506,6 +548,17 @@ ARGUMENTS: dict[str, Reads] = {
     "Subscription.alertRaised(since)": Reads.RESUME,
     "Subscription.surveyAvailable(since)": Reads.RESUME,
 }
+# Administration: the list of accounts is the admins' (its field's rule); its arguments narrow it.
+ARGUMENTS.update(
+    {
+        "Query.users(first)": Reads.PAGE,
+        "Query.users(after)": Reads.CURSOR,
+        "Query.users(role: PATIENT)": Reads.WITHIN,
+        "Query.users(role: PROVIDER)": Reads.WITHIN,
+        "Query.users(role: ADMIN)": Reads.WITHIN,
+        "Query.users(search)": Reads.WITHIN,
+    }
+)
 
 
 def _arguments_of_the_schema() -> set[str]:
@@ -583,6 +636,22 @@ WITHIN_PROBES: dict[str, tuple[str, str]] = {
         "query($id: ID!) { patient(id: $id) { opioidUse { daily(days: 7) { mme } } } }",
     ),
 }
+
+# Administration: narrowing the admins' list of accounts answers whom the list answers.
+WITHIN_PROBES.update(
+    {
+        f"Query.users({argument})": (
+            "{ users { edges { node { id } } } }",
+            f"{{ users({narrowed}) {{ edges {{ node {{ id }} }} }} }}",
+        )
+        for argument, narrowed in (
+            ("role: PATIENT", "role: PATIENT"),
+            ("role: PROVIDER", "role: PROVIDER"),
+            ("role: ADMIN", "role: ADMIN"),
+            ("search", 'search: "dr."'),
+        )
+    }
+)
 
 
 async def _viewer_token(viewer: str, tokens: Tokens, app: Any) -> str | None:
@@ -759,6 +828,8 @@ PAGERS: dict[str, Pager] = {
         )
     },
 }
+# Administration: the admins' list of accounts.
+PAGERS["Query.users"] = Pager(_query(_page("users", "id email role")), ("users",), ("users",), frozenset({"admin"}))
 REFUSED_CURSOR = {"code": "BAD_USER_INPUT"}
 
 

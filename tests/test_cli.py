@@ -13,6 +13,7 @@ from api.auth.passwords import verify_password
 from api.database import open_database
 from api.settings import Environment, Settings
 from models.accounts import ApiClient, User
+from models.audit import AuditEvent
 from models.enrolment import Invitation
 from models.mail import MailMessage
 
@@ -40,6 +41,10 @@ def test_help_lists_every_command(database_url: str) -> None:
         "create-user",
         "invite",
         "create-client",
+        "deactivate-user",
+        "reactivate-user",
+        "rotate-client-secret",
+        "deactivate-client",
     ):
         assert command in result.stdout
 
@@ -159,3 +164,33 @@ async def test_invite_calls_the_same_operation_as_the_api(database_url: str, tea
         invited = await User.get_or_none(email="robin@example.test")
     assert (invitations, queued) == ((1, 1) if status == 0 else (0, 0))
     assert (invited is not None and not invited.is_active) if status == 0 else invited is None
+
+
+async def test_the_admin_commands_call_the_same_operations_as_the_api(database_url: str) -> None:
+    """Deactivation and a secret rotation from a shell: refused to a provider, done for an admin,
+    audited under the admin's name (models.administration)."""
+    refused = run(
+        "deactivate-user", "--by", "dr.rivera@demo.test", "--email", "blair@demo.test", "--reason", "left",
+        database_url=database_url,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "only admins may deactivate users" in refused.stderr
+    done = run(
+        "deactivate-user", "--by", "admin@demo.test", "--email", "blair@demo.test", "--reason", "moved away",
+        database_url=database_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "deactivated blair@demo.test" in done.stdout
+    rotated = run(
+        "rotate-client-secret", "--by", "admin@demo.test", "--client-id", "demo-ehr", database_url=database_url
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    secret = rotated.stdout.rsplit(": ", 1)[1].strip()
+    async with open_database(Settings(env=Environment.TEST, database_url=database_url)):
+        blair = await User.get(email="blair@demo.test")
+        client = await ApiClient.get(client_id="demo-ehr")
+        details = set(await AuditEvent.filter(actor_label="admin@demo.test").values_list("detail", flat=True))
+    assert not blair.is_active
+    assert await verify_password(client.secret_hash, secret)
+    assert not await verify_password(client.secret_hash, "demo-ehr-secret")
+    assert "rotated the secret of demo-ehr" in details
+    assert any(str(detail).startswith("deactivated blair@demo.test: moved away") for detail in details)

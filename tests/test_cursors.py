@@ -50,6 +50,7 @@ async def _feed_page(http: httpx.AsyncClient, settings: Settings, tokens: Tokens
         subject_id=tokens.client_ids["demo-ehr"],
         now=tokens.clock.now(),
         scopes=ALL_SCOPES,
+        credential=tokens.client_credentials["demo-ehr"],
     )
     return await gql(http, FEED, {"after": after}, token=token)
 

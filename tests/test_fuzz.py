@@ -117,8 +117,9 @@ def _string(value: str) -> graphql.StringValueNode:
 
 
 def _text(max_size: int) -> st.SearchStrategy[str]:
-    """Any text but NUL, which is refused at the door (tests/test_graphql_protections.py)."""
-    return st.text(st.characters(exclude_characters="\x00"), max_size=max_size)
+    """Any text but NUL, which is refused at the door (tests/test_graphql_protections.py), and
+    lone surrogates, which no UTF-8 request body can carry."""
+    return st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=max_size)
 
 
 def _times() -> st.SearchStrategy[graphql.ValueNode]:

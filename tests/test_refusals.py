@@ -378,6 +378,19 @@ WRONG_ROLE = [
     RefusedWrite("resendInvitation", "alex", "{ invitationId: $target }", INVITATION),
     RefusedWrite("revokeInvitation", "alex", "{ invitationId: $target }", INVITATION),
 ]  # fmt: skip
+# Administration is the admins' alone: a provider or a patient is refused outright.
+ANY_USER, ANY_TEAM = _any("User"), gid("CareTeam", uuid.uuid4())
+WRONG_ROLE += [
+    RefusedWrite("deactivateUser", "dr.rivera", '{ userId: $target, reason: "left the clinic" }', ANY_USER),
+    RefusedWrite("reactivateUser", "alex", "{ userId: $target }", ANY_USER),
+    RefusedWrite("createCareTeam", "dr.rivera", '{ name: "East" }', str),
+    RefusedWrite("transferPatient", "dr.rivera", f'{{ patientId: $target, careTeamId: "{ANY_TEAM}" }}', PATIENT),
+    RefusedWrite(
+        "registerApiClient", "dr.rivera", '{ clientId: "new-ehr", name: "New", scopes: [], careTeamIds: [] }', str
+    ),
+    RefusedWrite("rotateApiClientSecret", "alex", '{ clientId: "demo-ehr" }', str),
+    RefusedWrite("deactivateApiClient", "dr.okafor", '{ clientId: "demo-ehr" }', str),
+]  # fmt: skip
 # An EHR client has no logins and no password: refused, and audited, like a role that may not.
 CLIENT_REFUSALS = [
     RefusedWrite("changePassword", "demo-ehr", '{ currentPassword: "x", newPassword: "y" }', str),

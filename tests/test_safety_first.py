@@ -730,6 +730,11 @@ STAFF_ONLY = {
     "voidDosingSession", "acknowledgeAlert", "resolveAlert", "recordClinicSession",
     "invitePatient", "inviteProvider", "resendInvitation", "revokeInvitation",
 }  # fmt: skip
+# Administration (admins only): accounts, care teams, transfers, EHR clients.
+STAFF_ONLY |= {
+    "deactivateUser", "reactivateUser", "createCareTeam", "transferPatient",
+    "registerApiClient", "rotateApiClientSecret", "deactivateApiClient",
+}  # fmt: skip
 
 
 def test_every_mutation_is_screened_for_a_patient_or_says_why_it_need_not_be() -> None:

@@ -3,7 +3,8 @@
 A user's access token names its login (`sid`); the login must still be active (api.logins: a
 cached lookup). A user token without one is refused: this server has always put it in the tokens
 it issues to users, and a token no logout could stop is not one to honour. EHR clients have no
-login (client credentials, no refresh token): theirs stop when the client is deactivated.
+login (client credentials, no refresh token): theirs name the secret they were issued under
+(`cred`) and stop when the client is deactivated or its secret rotated.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def authenticate(
                 raise InvalidToken(LOGIN_ENDED)
             viewer = await load_user_viewer(claims.subject_id, trail)
         else:
-            viewer = await load_client_viewer(claims.subject_id, claims.scopes, trail)
+            viewer = await load_client_viewer(claims.subject_id, claims.scopes, claims.credential, trail)
         if viewer is None:
             raise InvalidToken("the account is no longer active")
     except InvalidToken as error:

@@ -31,7 +31,7 @@ from api.logins import LoginGate
 from api.settings import Settings, origin_of
 from models import sessions, throttle
 from models.access import Viewer, load_user_viewer
-from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, normalise_email
+from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, client_credential, normalise_email
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.clock import Clock
 from models.errors import InvalidInput
@@ -289,7 +289,10 @@ async def _client_credentials_grant(
         now=now,
         trail=trail,
     )
-    access = issue_access_token(settings, subject_kind="client", subject_id=client.id, now=now, scopes=requested)
+    access = issue_access_token(
+        settings, subject_kind="client", subject_id=client.id, now=now, scopes=requested,
+        credential=client_credential(client.secret_hash),
+    )  # fmt: skip
     return _token_response(access, settings, refresh_token=None, scope=" ".join(sorted(requested)))
 
 

@@ -34,6 +34,9 @@ class AccessClaims:
     expires_at: datetime
     # The login (refresh-token family) the token was issued under; None for EHR clients.
     session_id: uuid.UUID | None = None
+    # EHR clients: the fingerprint of the secret the token was issued under (`cred`), so a
+    # rotation stops it (models.accounts.client_credential).
+    credential: str | None = None
 
 
 def issue_access_token(
@@ -44,6 +47,7 @@ def issue_access_token(
     now: datetime,
     scopes: frozenset[str] = frozenset(),
     session_id: uuid.UUID | None = None,
+    credential: str | None = None,
 ) -> str:
     claims: dict[str, object] = {
         "iss": settings.token_issuer,
@@ -58,6 +62,8 @@ def issue_access_token(
         claims["scope"] = " ".join(sorted(scopes))
     if session_id is not None:
         claims["sid"] = str(session_id)
+    if credential is not None:
+        claims["cred"] = credential
     return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM, headers={"kid": settings.secret_key_id})
 
 
@@ -122,7 +128,11 @@ def _checked_claims(claims: dict[str, object], now: datetime) -> AccessClaims:
             session_id = uuid.UUID(str(claims["sid"]))
         except ValueError as error:
             raise InvalidToken("token session is malformed") from error
+    credential = claims.get("cred")
+    if credential is not None and not isinstance(credential, str):
+        raise InvalidToken("token credential is malformed")
     return AccessClaims(
+        credential=credential,
         subject_kind=kind,
         subject_id=subject_id,
         scopes=frozenset(str(scope).split()),

@@ -26,7 +26,7 @@ from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
-from models.accounts import ApiClient, DataSharingConsent
+from models.accounts import ApiClient, DataSharingConsent, client_credential
 from models.checkins import CheckIn
 from models.clock import ManualClock
 from models.events import DomainEvent, Operation
@@ -94,8 +94,9 @@ async def measure(settings: Settings, total: int) -> None:
             client = await ApiClient.get(client_id="demo-ehr")
         scopes = frozenset({"patients:read", "clinical:read", "changes:read"})
         token = issue_access_token(
-            settings, subject_kind="client", subject_id=client.id, now=clock.now(), scopes=scopes
-        )
+            settings, subject_kind="client", subject_id=client.id, now=clock.now(), scopes=scopes,
+            credential=client_credential(client.secret_hash),
+        )  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
             for page in (100, 1000):
