@@ -24,6 +24,7 @@ from api.push_settings import read_apns, read_fcm
 from jobs.mail import MailSettings
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
+from models.accounts import Role
 from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
@@ -150,6 +151,9 @@ class Settings:
     max_subscriptions_per_socket: int = 20
     max_subscriptions_per_viewer: int = 50
     socket_sign_in_audit_window: timedelta = timedelta(seconds=60)
+    # Roles that must sign in with a second factor (models.totp); without one, a sign-in gets
+    # tokens that can only enrol one. MFA_REQUIRED_ROLES: PROVIDER,ADMIN in production, none else.
+    mfa_required_roles: frozenset[Role] = frozenset()
 
     @property
     def is_production(self) -> bool:
@@ -384,6 +388,7 @@ class _Reader:
             socket_sign_in_audit_window=self.seconds(
                 "SOCKET_SIGN_IN_AUDIT_WINDOW_SECONDS", timedelta(seconds=60), minimum=10, maximum=3600
             ),
+            mfa_required_roles=self._mfa_required_roles(production),
         )
         if settings.notify_webhook_url and (settings.apns or settings.fcm):
             self.problems.append(
@@ -445,6 +450,19 @@ class _Reader:
             else:
                 origins.append(origin)
         return tuple(dict.fromkeys(origins))
+
+    def _mfa_required_roles(self, production: bool) -> frozenset[Role]:
+        default = "PROVIDER,ADMIN" if production else ""
+        raw = self.values.get("MFA_REQUIRED_ROLES", default).strip()
+        roles = []
+        for item in (part.strip().upper() for part in raw.split(",") if part.strip()):
+            if item in {"NONE", "-"}:
+                continue
+            if item not in Role.__members__:
+                self.problems.append(f"MFA_REQUIRED_ROLES: {item!r} is not a role (PATIENT, PROVIDER, ADMIN)")
+                continue
+            roles.append(Role(item))
+        return frozenset(roles)
 
     def _clinic_policy(self) -> dict[str, object]:
         raw = self.values.get("CLINIC_POLICY_FILE", "").strip()

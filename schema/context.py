@@ -21,6 +21,7 @@ from models.clock import Clock
 from models.events import EventBus
 from models.passwords import PasswordHashing
 from models.policy import DEFAULT_POLICY, ClinicPolicy
+from models.totp import SecondFactorPolicy
 from schema.pagination import CursorCodec
 
 
@@ -54,6 +55,8 @@ class Context:
     # Enrolment and accounts (schema.enrolment): where e-mailed links point, how passwords are hashed.
     public_app_url: str = "http://127.0.0.1:8000"
     password_hashing: PasswordHashing | None = None
+    # A second factor (schema.second_factor): how TOTP secrets are sealed, which roles need one.
+    second_factor: SecondFactorPolicy | None = None
     # The operation's name for audit rows (set when it starts executing).
     operation: str | None = None
     # WebSocket only: numbers the operations of a connection, or the events of an operation.
