@@ -24,7 +24,7 @@ from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_dat
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
 from api.settings import Settings, SettingsError, exposure_problems
-from models import accounts
+from models import accounts, totp
 from models.clock import SystemClock
 from models.errors import DomainError
 from models.passwords import password_problem
@@ -44,6 +44,7 @@ examples:
       --given-name Robin --family-name Quill --birth-date 1984-03-09 --time-zone America/New_York --care-team North
   ketafollow create-client --client-id acme-ehr --name "Acme EHR" \\
       --scope patients:read --scope clinical:read --care-team North
+  ketafollow reset-totp dr.lee@clinic.example                   a lost phone: the second factor off
 
 configuration comes from environment variables (and a .env file in the working directory):
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
@@ -171,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--care-team", action="append", default=[], help="whose patients it may see (repeat)")
     client.set_defaults(handler=_create_client)
+
+    reset_totp = commands.add_parser(
+        "reset-totp",
+        help="turn off a user's second factor (a lost phone) and end their logins",
+        description="Remove a user's TOTP secret and recovery codes and end every login of theirs; they sign "
+        "in with their password again (and enrol a new factor where MFA_REQUIRED_ROLES names their role).",
+    )
+    reset_totp.add_argument("email")
+    reset_totp.set_defaults(handler=_reset_totp)
     return parser
 
 
@@ -452,6 +462,16 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
         client = await accounts.create_api_client(data, secret_hash=await hash_password(secret))
         print(f"created API client {client.client_id} with scopes {' '.join(client.scopes) or '(none)'}")
         print(f"client secret (shown once, store it now): {secret}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _reset_totp(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        ended = await totp.reset(args.email, now=SystemClock().now())
+        print(f"second factor of {args.email.strip().lower()} reset; {ended} login(s) ended")
         return 0
 
     return _run_with_database(settings, work)

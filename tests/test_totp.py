@@ -23,6 +23,7 @@ from models.clock import ManualClock
 from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
 from tests.conftest import client_of, running_app
 from tests.graphql import gql
+from tests.test_cli import run
 
 DEMO_PASSWORD = "ketafollow-demo"
 MFA_GRANT = "urn:ketafollow:grant-type:mfa-otp"
@@ -339,6 +340,18 @@ async def test_a_second_factor_reset_by_an_administrator_ends_every_login(
     user = await User.get(email=PATIENT)
     reset = AuditEvent.filter(resource_type="TotpFactor", resource_id=str(user.id), detail__contains="reset")
     assert await reset.exists()
+
+
+async def test_an_administrator_resets_a_lost_phone_from_the_command_line(
+    client: httpx.AsyncClient, settings: Any, enrolled: tuple[str, list[str]]
+) -> None:
+    assert (await sign_in(client, PATIENT)).json()["error"] == "mfa_required"
+    result = run("reset-totp", PATIENT.upper(), database_url=settings.database_url)
+    assert result.returncode == 0, result.stderr
+    assert f"second factor of {PATIENT} reset; 1 login(s) ended" in result.stdout
+    assert (await sign_in(client, PATIENT)).status_code == 200
+    unknown = run("reset-totp", "nobody@demo.test", database_url=settings.database_url)
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
 
 
 # The pure parts -------------------------------------------------------------------------------
