@@ -16,6 +16,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from api.settings import Settings, SettingsError
 from models import totp
 from models.accounts import Role, User
 from models.audit import AuditEvent, AuditOutcome
@@ -24,6 +25,7 @@ from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_
 from tests.conftest import client_of, running_app
 from tests.graphql import gql
 from tests.test_cli import run
+from tests.test_settings import PRODUCTION_MAIL
 
 DEMO_PASSWORD = "ketafollow-demo"
 MFA_GRANT = "urn:ketafollow:grant-type:mfa-otp"
@@ -407,3 +409,26 @@ def test_a_sealed_secret_opens_for_its_owner_under_a_listed_key_only() -> None:
     tampered = sealed[:middle] + ("A" if sealed[middle] != "A" else "B") + sealed[middle + 1 :]
     with pytest.raises(ValueError, match="does not open"):
         old.open(tampered, owner)
+
+
+PRODUCTION = {"KETAFOLLOW_ENV": "production", "SECRET_KEY": "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU", **PRODUCTION_MAIL}
+
+
+@pytest.mark.parametrize(
+    ("environ", "required"),
+    [
+        ({}, set()),
+        (PRODUCTION, {Role.PROVIDER, Role.ADMIN}),
+        ({**PRODUCTION, "MFA_REQUIRED_ROLES": "admin"}, {Role.ADMIN}),
+        ({**PRODUCTION, "MFA_REQUIRED_ROLES": "none"}, set()),
+        ({"MFA_REQUIRED_ROLES": " patient, PROVIDER ,ADMIN"}, {Role.PATIENT, Role.PROVIDER, Role.ADMIN}),
+    ],
+)
+def test_mfa_required_roles_default_to_staff_in_production_only(environ: dict[str, str], required: set[Role]) -> None:
+    assert Settings.from_env(environ, env_file=None).mfa_required_roles == required
+
+
+def test_an_unknown_role_in_mfa_required_roles_refuses_to_start() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"MFA_REQUIRED_ROLES": "PROVIDER,NURSE"}, env_file=None)
+    assert raised.value.problems == ["MFA_REQUIRED_ROLES: 'NURSE' is not a role (PATIENT, PROVIDER, ADMIN)"]
