@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
                 ('user', fields.ForeignKeyField('ketafollow.User', source_field='user_id', db_constraint=True, to_field='id', related_name='mfa_challenges', on_delete=OnDelete.RESTRICT)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
-                ('failures', fields.IntField(default=0)),
+                ('attempts', fields.IntField(default=0)),
                 ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'mfa_challenge', 'app': 'ketafollow', 'pk_attr': 'id', 'table_description': 'A right password waiting for its second factor (the `mfa_token` of a sign-in).'},

@@ -103,7 +103,8 @@ class MfaChallenge(Model):
     )
     created_at = fields.DatetimeField()
     expires_at = fields.DatetimeField()
-    failures = fields.IntField(default=0)
+    # Codes tried (each counted before it is checked): CHALLENGE_TRIES, then it is spent.
+    attempts = fields.IntField(default=0)
     used_at = fields.DatetimeField(null=True)
 
     class Meta:
@@ -371,7 +372,7 @@ async def open_challenge(token: str, *, now: datetime) -> MfaChallenge:
     challenge = await MfaChallenge.get_or_none(token_hash=_token_hash(token[:200]))
     if challenge is None:
         raise ChallengeRefused("unknown mfa_token", spent=True)
-    if challenge.used_at is not None or challenge.failures >= CHALLENGE_TRIES or now >= challenge.expires_at:
+    if challenge.used_at is not None or challenge.attempts >= CHALLENGE_TRIES or now >= challenge.expires_at:
         raise ChallengeRefused("mfa_token expired or used up", user_id=challenge.user_id, spent=True)  # type: ignore[attr-defined]
     return challenge
 
@@ -379,17 +380,22 @@ async def open_challenge(token: str, *, now: datetime) -> MfaChallenge:
 async def answer_challenge(
     challenge: MfaChallenge, otp: str | None, recovery_code: str | None, *, now: datetime, policy: SecondFactorPolicy
 ) -> UUID:
-    """Check the code for an open challenge: the user on success (the challenge is spent), else
-    `ChallengeRefused` (a wrong code counts; the fifth kills the challenge)."""
+    """Check a code for an open challenge: the user on success (the challenge is spent), else
+    `ChallengeRefused`. Each try is counted before the code is checked, so tries sent at once
+    count like tries sent one after another: the fifth is the last."""
     user_id: UUID = challenge.user_id  # type: ignore[attr-defined]
+    counted = await MfaChallenge.filter(
+        id=challenge.id, used_at=None, attempts__lt=CHALLENGE_TRIES, expires_at__gt=now
+    ).update(attempts=F("attempts") + 1)
+    if not counted:
+        raise ChallengeRefused("mfa_token expired or used up", user_id=user_id, spent=True)
     factor = await TotpFactor.get_or_none(user_id=user_id, confirmed_at__isnull=False)
     if factor is not None and await _redeem(factor, otp, recovery_code, now=now, policy=policy):
         if not await MfaChallenge.filter(id=challenge.id, used_at=None).update(used_at=now):
             raise ChallengeRefused("mfa_token already used", user_id=user_id, spent=True)
         return user_id
-    await MfaChallenge.filter(id=challenge.id).update(failures=F("failures") + 1)
-    failures = await MfaChallenge.filter(id=challenge.id).values_list("failures", flat=True)
-    spent = not failures or int(failures[0]) >= CHALLENGE_TRIES  # type: ignore[call-overload]
+    attempts = await MfaChallenge.filter(id=challenge.id).values_list("attempts", flat=True)
+    spent = not attempts or int(attempts[0]) >= CHALLENGE_TRIES  # type: ignore[call-overload]
     kind = "recovery code" if recovery_code is not None else "code"
     raise ChallengeRefused(f"wrong {kind}", user_id=user_id, spent=spent)
 

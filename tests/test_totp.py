@@ -17,10 +17,12 @@ import pytest
 from starlette.applications import Starlette
 
 from api.settings import Settings, SettingsError
-from models import totp
-from models.accounts import Role, User
-from models.audit import AuditEvent, AuditOutcome
+from models import enrolment, totp
+from models.access import load_user_viewer
+from models.accounts import CareTeam, Role, User
+from models.audit import AuditEvent, AuditOutcome, AuditTrail
 from models.clock import ManualClock
+from models.mail import MailMessage
 from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
 from tests.conftest import client_of, running_app
 from tests.graphql import gql
@@ -177,7 +179,7 @@ async def test_an_mfa_token_dies_after_five_wrong_codes(
         assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     dead = await answer(client, token, otp=right)
     assert dead.status_code == 400 and "sign in again" in dead.json()["error_description"]
-    assert (await MfaChallenge.get(token_hash=totp._token_hash(token))).failures == 5
+    assert (await MfaChallenge.get(token_hash=totp._token_hash(token))).attempts == 5
     clock.advance(timedelta(minutes=2))  # the five failures also locked this address out of codes a minute
     assert (await answer(client, await mfa_token(client, PATIENT), otp=code_now(secret, clock))).status_code == 200
 
@@ -328,6 +330,26 @@ async def test_a_role_that_requires_a_second_factor_can_only_enrol_until_it_has_
 
     patient = await tokens_of(client, PATIENT)  # patients are not required to have one
     assert "scope" not in patient and "errors" not in await gql(client, VIEWER, token=patient["access_token"])
+
+
+async def test_an_invited_provider_activates_into_an_enrol_only_login(
+    required_client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    admin = await load_user_viewer((await User.get(email="admin@demo.test")).id, AuditTrail())
+    assert admin is not None
+    north = await CareTeam.get(name="North")
+    invite = enrolment.ProviderInvite(
+        email="dr.new@example.test", given_name="Noor", family_name="Haddad", care_team_ids=(north.id,)
+    )
+    await enrolment.invite_provider(admin, invite, now=clock.now(), app_url="https://app.clinic.test")
+    link = re.search(r"token=([\w-]+)", (await MailMessage.get(recipient="dr.new@example.test")).body)
+    assert link is not None
+    form = {"token": link.group(1), "password": "lantern harbour quiet"}
+    activated = await required_client.post("/auth/activate", data=form)
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["scope"] == "mfa_enrolment"
+    refused = await gql(required_client, PATIENTS, token=activated.json()["access_token"])
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
 async def test_a_second_factor_reset_by_an_administrator_ends_every_login(

@@ -21,6 +21,7 @@ import math
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,7 +32,7 @@ from api.logins import LoginGate
 from api.settings import Settings, origin_of
 from models import sessions, throttle, totp
 from models.access import Viewer, load_user_viewer
-from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, normalise_email
+from models.accounts import CLIENT_ID_PATTERN, ApiClient, Role, User, normalise_email
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.clock import Clock
 from models.errors import InvalidInput
@@ -236,7 +237,7 @@ async def _start_login(request: Request, viewer: Viewer, settings: Settings, now
         absolute_ttl=settings.refresh_token_absolute_ttl,
         user_agent=request.headers.get("user-agent"),
     )
-    scopes = await _restriction(viewer, settings)
+    scopes = await user_token_scopes(viewer.id, viewer.role, settings)
     restricted = "; enrol-only: the role needs a second factor" if scopes else ""
     await _audit(viewer, viewer.audit, now, AuditOutcome.SUCCESS, detail + restricted)
     access = issue_access_token(
@@ -245,10 +246,11 @@ async def _start_login(request: Request, viewer: Viewer, settings: Settings, now
     return _token_response(access, settings, refresh_token=refresh.token, scope=" ".join(sorted(scopes)))
 
 
-async def _restriction(viewer: Viewer, settings: Settings) -> frozenset[str]:
+async def user_token_scopes(user_id: UUID, role: Role | None, settings: Settings) -> frozenset[str]:
     """The scopes of a user's access token: enrol-only when MFA_REQUIRED_ROLES names their role and
-    they have no second factor yet, else none (everything their role allows)."""
-    if viewer.role in settings.mfa_required_roles and not await totp.has_second_factor(viewer.id):
+    they have no second factor yet, else none (everything their role allows). Asked at every
+    sign-in, activation and refresh."""
+    if role in settings.mfa_required_roles and not await totp.has_second_factor(user_id):
         return frozenset({ENROLMENT_ONLY_SCOPE})
     return frozenset()
 
@@ -310,7 +312,7 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     if viewer is None:
         await _logins(request).end_login(rotated.family_id, reason="account inactive")
         raise OAuthError("invalid_grant", "the account is no longer active")
-    scopes = await _restriction(viewer, settings)  # enrol-only until the second factor is on
+    scopes = await user_token_scopes(viewer.id, viewer.role, settings)  # enrol-only until a factor is on
     access = issue_access_token(
         settings, subject_kind="user", subject_id=rotated.user_id, now=now, session_id=rotated.family_id, scopes=scopes
     )
