@@ -10,10 +10,10 @@ import strawberry
 from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
+from strawberry.types.graphql import OperationType
 
 from models import totp
-from models.audit import AuditAction, denied
-from models.errors import Forbidden as DomainForbidden
+from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from schema.accounts import ViewerType
 from schema.context import Context
 from schema.errors import Forbidden, ValidationError
@@ -141,10 +141,13 @@ class SecondFactorGate(SchemaExtension):
             if _name(selection) not in ENROLMENT_ONLY_FIELDS
         ]
         if refused:
-            denied(viewer, DomainForbidden(totp.ENROL_FIRST), AuditAction.EXECUTE, "SecondFactor")
-            refusal = Forbidden(totp.ENROL_FIRST)
+            detail = f"enrol-only token: refused {', '.join(refused)}"[:200]
+            entry = AuditEntry(AuditAction.EXECUTE, "SecondFactor", AuditOutcome.DENIED, detail=detail)
+            await record_now(viewer, entry, now=context.now(), trail=viewer.audit)
+            if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+                raise Forbidden(totp.ENROL_FIRST)  # a subscription's answer to a refusal in this hook
             self.execution_context.result = ExecutionResult(
-                data=None, errors=[GraphQLError(refusal.message, extensions={"code": refusal.code})]
+                data=None, errors=[GraphQLError(totp.ENROL_FIRST, extensions={"code": Forbidden.code})]
             )
         yield
 

@@ -28,6 +28,7 @@ from tests.conftest import client_of, running_app
 from tests.graphql import gql
 from tests.test_cli import run
 from tests.test_settings import PRODUCTION_MAIL
+from tests.test_websocket_auth import socket_to
 
 DEMO_PASSWORD = "ketafollow-demo"
 MFA_GRANT = "urn:ketafollow:grant-type:mfa-otp"
@@ -282,11 +283,16 @@ async def test_an_enrolment_cannot_replace_a_factor_that_is_on(
 
 
 @pytest.fixture
-async def required_client(settings: Any, clock: ManualClock) -> AsyncIterator[httpx.AsyncClient]:
+async def required_app(settings: Any, clock: ManualClock) -> AsyncIterator[Starlette]:
     """The demo clinic where providers and admins must have a second factor."""
     required = replace(settings, mfa_required_roles=frozenset({Role.PROVIDER, Role.ADMIN}))
-    app: Starlette
-    async with running_app(required, clock) as app, client_of(app) as http:
+    async with running_app(required, clock) as app:
+        yield app
+
+
+@pytest.fixture
+async def required_client(required_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(required_app) as http:
         yield http
 
 
@@ -330,6 +336,26 @@ async def test_a_role_that_requires_a_second_factor_can_only_enrol_until_it_has_
 
     patient = await tokens_of(client, PATIENT)  # patients are not required to have one
     assert "scope" not in patient and "errors" not in await gql(client, VIEWER, token=patient["access_token"])
+
+
+async def test_an_enrol_only_token_is_refused_over_a_socket_too(
+    required_app: Starlette, required_client: httpx.AsyncClient
+) -> None:
+    access = (await tokens_of(required_client, PROVIDER))["access_token"]
+    async with socket_to(required_app) as socket:
+        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {access}"}})
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": "{ me { name } }"}})
+        assert (await socket.receive_json())["payload"] == {"data": {"me": {"name": PROVIDER}}}
+        live = "subscription { alertRaised { id } }"
+        for number, query in enumerate((PATIENTS, live), start=2):
+            await socket.send_json({"id": str(number), "type": "subscribe", "payload": {"query": query}})
+            answer = await socket.receive_json()
+            while answer["type"] == "complete":  # the end of the one before
+                answer = await socket.receive_json()
+            assert answer["id"] == str(number) and answer["type"] in {"next", "error"}, answer
+            errors = answer["payload"]["errors"] if answer["type"] == "next" else answer["payload"]
+            assert [error["extensions"]["code"] for error in errors] == ["FORBIDDEN"], answer
 
 
 async def test_an_invited_provider_activates_into_an_enrol_only_login(
