@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -44,7 +45,9 @@ from models import sessions, throttle
 from models.access import Viewer
 from models.accounts import Role, User
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now, record_system
-from models.errors import Forbidden, InvalidInput, NotFound
+from models.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+logger = logging.getLogger("ketafollow.totp")
 
 ISSUER = "ketafollow"
 STEP_SECONDS = 30
@@ -244,7 +247,7 @@ async def start_enrolment(viewer: Viewer, *, now: datetime, policy: SecondFactor
         current = await TotpFactor.filter(user_id=user_id).select_for_update().first()
         if current is not None and current.confirmed_at is not None:
             await _audit(viewer, AuditAction.CREATE, AuditOutcome.DENIED, "enrolment refused: already on", now=now)
-            raise InvalidInput("code", "a second factor is already on: turn it off with disableTotp first")
+            raise Conflict("a second factor is already on: turn it off with disableTotp first")
         if current is not None:
             await current.delete()
         await TotpFactor.create(user_id=user_id, sealed_secret=policy.box.seal(secret, user_id), created_at=now)
@@ -413,7 +416,11 @@ async def _redeem(
         return used == 1
     if otp is None:
         return False
-    secret, reseal = policy.box.open(factor.sealed_secret, user_id)
+    try:
+        secret, reseal = policy.box.open(factor.sealed_secret, user_id)
+    except ValueError as error:  # a retired key no longer listed: only a reset helps (module doc)
+        logger.error("the second factor of user %s cannot be opened: %s", user_id, error)
+        return False
     step = matching_step(secret, otp, now, last_step=factor.last_step)
     if step is None:
         return False

@@ -16,7 +16,7 @@ from models import totp
 from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from schema.accounts import ViewerType
 from schema.context import Context
-from schema.errors import Forbidden, ValidationError
+from schema.errors import Conflict, Forbidden, ValidationError
 from schema.mutations import attempt
 from schema.permissions import viewer_of
 
@@ -44,7 +44,7 @@ class TotpCodeInput:
     code: str = strawberry.field(description="6 digits from the authenticator app (disableTotp: or a recovery code).")
 
 
-TotpEnrollmentResult = Annotated[TotpEnrollment | ValidationError, strawberry.union("TotpEnrollmentResult")]
+TotpEnrollmentResult = Annotated[TotpEnrollment | Conflict, strawberry.union("TotpEnrollmentResult")]
 TotpConfirmedResult = Annotated[TotpConfirmed | ValidationError, strawberry.union("TotpConfirmedResult")]
 DisableTotpResult = Annotated[ViewerType | ValidationError, strawberry.union("DisableTotpResult")]
 
@@ -80,7 +80,7 @@ class SecondFactorMutation:
         viewer = viewer_of(info)
         outcome = await attempt(lambda: totp.start_enrolment(viewer, now=info.context.now(), policy=_policy(info)))
         if outcome.value is None:
-            return TotpEnrollmentPayload(result=cast(ValidationError, outcome.error))
+            return TotpEnrollmentPayload(result=cast(Conflict, outcome.error))
         return TotpEnrollmentPayload(
             result=TotpEnrollment(secret=outcome.value.secret, otpauth_uri=outcome.value.otpauth_uri)
         )

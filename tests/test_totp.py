@@ -35,7 +35,7 @@ MFA_GRANT = "urn:ketafollow:grant-type:mfa-otp"
 PATIENT, PROVIDER = "alex@demo.test", "dr.rivera@demo.test"
 
 START = """mutation { startTotpEnrollment { result { __typename
-  ... on TotpEnrollment { secret otpauthUri } ... on ValidationError { field message } } } }"""
+  ... on TotpEnrollment { secret otpauthUri } ... on Conflict { message } } } }"""
 CONFIRM = """mutation($code: String!) { confirmTotpEnrollment(input: { code: $code }) { result { __typename
   ... on TotpConfirmed { recoveryCodes } ... on ValidationError { field message } } } }"""
 DISABLE = """mutation($code: String!) { disableTotp(input: { code: $code }) { result { __typename
@@ -278,7 +278,7 @@ async def test_an_enrolment_cannot_replace_a_factor_that_is_on(
     secret, _ = enrolled
     access = (await answer(client, await mfa_token(client, PATIENT), otp=code_now(secret, clock))).json()
     started = (await gql(client, START, token=access["access_token"]))["data"]["startTotpEnrollment"]["result"]
-    assert started["__typename"] == "ValidationError"
+    assert started["__typename"] == "Conflict"
     assert "disableTotp" in started["message"]
 
 
