@@ -29,7 +29,7 @@ from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_dat
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
 from api.settings import Settings, SettingsError, exposure_problems
-from models import accounts, administration
+from models import accounts, administration, totp
 from models.access import Viewer
 from models.clock import SystemClock
 from models.errors import DomainError
@@ -52,6 +52,7 @@ examples:
       --scope patients:read --scope clinical:read --care-team North
   ketafollow deactivate-user --by admin@clinic.example --email dr.lee@clinic.example --reason "left the clinic"
   ketafollow rotate-client-secret --by admin@clinic.example --client-id acme-ehr
+  ketafollow reset-totp dr.lee@clinic.example                   a lost phone: the second factor off
 
 configuration comes from environment variables (and a .env file in the working directory):
   KETAFOLLOW_ENV  development | production     DATABASE_URL  sqlite://var/ketafollow.sqlite3 | postgres://…
@@ -209,6 +210,14 @@ def _parser() -> argparse.ArgumentParser:
     stop_client.add_argument("--by", required=True, help="the e-mail of the admin who deactivates it")
     stop_client.add_argument("--client-id", required=True)
     stop_client.set_defaults(handler=_deactivate_client)
+    reset_totp = commands.add_parser(
+        "reset-totp",
+        help="turn off a user's second factor (a lost phone) and end their logins",
+        description="Remove a user's TOTP secret and recovery codes and end every login of theirs; they sign "
+        "in with their password again (and enrol a new factor where MFA_REQUIRED_ROLES names their role).",
+    )
+    reset_totp.add_argument("email")
+    reset_totp.set_defaults(handler=_reset_totp)
     return parser
 
 
@@ -596,6 +605,16 @@ def _deactivate_client(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         client = await administration.deactivate_api_client(viewer, args.client_id, now=SystemClock().now())
         print(f"deactivated API client {client.client_id}")
+        return 0
+
+    return _run_with_database(settings, work)
+
+
+def _reset_totp(settings: Settings, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        await ensure_migrated()
+        ended = await totp.reset(args.email, now=SystemClock().now())
+        print(f"second factor of {args.email.strip().lower()} reset; {ended} login(s) ended")
         return 0
 
     return _run_with_database(settings, work)

@@ -23,6 +23,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
 from api.auth.passwords import ARGON2
+from api.auth.routes import second_factor_policy
 from api.logins import LoginGate
 from api.rate_limit import RateLimiter, refusal_message
 from api.settings import Settings
@@ -179,6 +180,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             public_app_url=self.settings.mail.public_app_url,
             password_hashing=ARGON2,
             logins_ended=request.app.state.logins.ended,
+            second_factor=second_factor_policy(self.settings),
         )
         if isinstance(request, WebSocket):
             context.transport = request

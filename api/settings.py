@@ -24,6 +24,7 @@ from api.push_settings import read_apns, read_fcm
 from jobs.mail import MailSettings
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
+from models.accounts import Role
 from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
@@ -171,6 +172,9 @@ class Settings:
     ready_timeout: float = 1.5
     # SIGTERM: requests finish and the backends close within this, else the process exits anyway.
     shutdown_timeout: float = 15.0
+    # Roles that must sign in with a second factor (models.totp); without one, a sign-in gets
+    # tokens that can only enrol one. MFA_REQUIRED_ROLES: PROVIDER,ADMIN in production, none else.
+    mfa_required_roles: frozenset[Role] = frozenset()
 
     @property
     def is_production(self) -> bool:
@@ -432,6 +436,7 @@ class _Reader:
             sqlite_busy_timeout=self.fractional_seconds("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, minimum=0, maximum=60),
             ready_timeout=self.fractional_seconds("READY_TIMEOUT_SECONDS", 1.5, minimum=0.1, maximum=1.9),
             shutdown_timeout=self.fractional_seconds("SHUTDOWN_TIMEOUT_SECONDS", 15.0, minimum=1, maximum=20),
+            mfa_required_roles=self._mfa_required_roles(production),
         )
         self._check_waits(settings)
         if settings.notify_webhook_url and (settings.apns or settings.fcm):
@@ -506,6 +511,19 @@ class _Reader:
             else:
                 origins.append(origin)
         return tuple(dict.fromkeys(origins))
+
+    def _mfa_required_roles(self, production: bool) -> frozenset[Role]:
+        default = "PROVIDER,ADMIN" if production else ""
+        raw = self.values.get("MFA_REQUIRED_ROLES", default).strip()
+        roles = []
+        for item in (part.strip().upper() for part in raw.split(",") if part.strip()):
+            if item in {"NONE", "-"}:
+                continue
+            if item not in Role.__members__:
+                self.problems.append(f"MFA_REQUIRED_ROLES: {item!r} is not a role (PATIENT, PROVIDER, ADMIN)")
+                continue
+            roles.append(Role(item))
+        return frozenset(roles)
 
     def _clinic_policy(self) -> dict[str, object]:
         raw = self.values.get("CLINIC_POLICY_FILE", "").strip()

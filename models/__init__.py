@@ -26,4 +26,5 @@ MODEL_MODULES: tuple[str, ...] = (
     "models.mail",
     "models.enrolment",
     "models.password_reset",
+    "models.totp",
 )

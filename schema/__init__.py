@@ -25,6 +25,7 @@ from schema.logins import LoginMutation, LoginQuery
 from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
 from schema.outcomes import OutcomesMutation
 from schema.query_cost import DEFAULT_MAX_QUERY_COST
+from schema.second_factor import SecondFactorGate, SecondFactorMutation
 from schema.surveys import SurveyMutation, SurveyQuery
 
 
@@ -55,6 +56,7 @@ class Mutation(
     EnrolmentMutation,
     LoginMutation,
     AdministrationMutation,
+    SecondFactorMutation,
 ):
     pass
 
@@ -82,14 +84,17 @@ def build_schema(
         mutation=Mutation,
         subscription=LiveSubscription,
         types=list(ERROR_TYPES),
-        extensions=protections(
-            max_depth=max_depth,
-            max_aliases=max_aliases,
-            max_tokens=max_tokens,
-            max_cost=max_cost,
-            max_page_size=max_page_size,
-            introspection=introspection,
-        ),
+        extensions=[
+            *protections(
+                max_depth=max_depth,
+                max_aliases=max_aliases,
+                max_tokens=max_tokens,
+                max_cost=max_cost,
+                max_page_size=max_page_size,
+                introspection=introspection,
+            ),
+            SecondFactorGate,  # after the socket's token check: refuses enrol-only viewers' other fields
+        ],
         config=StrawberryConfig(disable_field_suggestions=True),
     )
 

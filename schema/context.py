@@ -21,6 +21,7 @@ from models.clock import Clock
 from models.events import EventBus
 from models.passwords import PasswordHashing
 from models.policy import DEFAULT_POLICY, ClinicPolicy
+from models.totp import SecondFactorPolicy
 from schema.pagination import CursorCodec
 
 
@@ -57,6 +58,8 @@ class Context:
     # Logins just ended by this request (a deactivation): refuse their tokens and close their
     # sockets in this process at once (api.logins.LoginGate.ended); other replicas hear the events.
     logins_ended: Callable[[list[UUID]], Awaitable[None]] | None = None
+    # A second factor (schema.second_factor): how TOTP secrets are sealed, which roles need one.
+    second_factor: SecondFactorPolicy | None = None
     # The operation's name for audit rows (set when it starts executing).
     operation: str | None = None
     # WebSocket only: numbers the operations of a connection, or the events of an operation.

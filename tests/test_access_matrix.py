@@ -312,6 +312,28 @@ MATRIX: dict[str, frozenset[str]] = {
     "changePassword": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
 }
 
+# A second factor (models.totp): every person turns on and off their own; EHR clients have none.
+PROBES.update(
+    {
+        "startTotpEnrollment": Probe(
+            "mutation { startTotpEnrollment { result { __typename } } }",
+            lambda body: (
+                bool(_data(body, "startTotpEnrollment"))
+                and _data(body, "startTotpEnrollment")["result"]["__typename"] == "TotpEnrollment"
+            ),
+        ),
+        "confirmTotpEnrollment": _mutation("confirmTotpEnrollment", 'code: "000000"'),
+        "disableTotp": _mutation("disableTotp", 'code: "000000"'),
+    }
+)
+MATRIX.update(
+    {
+        "startTotpEnrollment": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+        "confirmTotpEnrollment": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+        "disableTotp": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
+    }
+)
+
 
 # Administration (PRODUCT.md capability 11): admins only; every other viewer is FORBIDDEN.
 ADMINS = frozenset({"admin"})

@@ -397,6 +397,12 @@ CLIENT_REFUSALS = [
     RefusedWrite("endLogin", "demo-ehr", "{ loginId: $target }", NO_LOGIN),
     RefusedWrite("endOtherLogins", "demo-ehr", "", str),
 ]  # fmt: skip
+# Nor a second factor (models.totp).
+CLIENT_REFUSALS += [
+    RefusedWrite("startTotpEnrollment", "demo-ehr", "", str),
+    RefusedWrite("confirmTotpEnrollment", "demo-ehr", '{ code: "123456" }', str),
+    RefusedWrite("disableTotp", "demo-ehr", '{ code: "123456" }', str),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CLIENT_REFUSALS, ids=lambda case: case.mutation)

@@ -724,6 +724,14 @@ NO_SAFETY_CONTENT = {
     "endLogin": "one's own login",
     "endOtherLogins": "one's own logins",
 }
+# A second factor (models.totp): codes, no free text.
+NO_SAFETY_CONTENT.update(
+    {
+        "startTotpEnrollment": "one's own second factor",
+        "confirmTotpEnrollment": "one's own second factor: a 6-digit code",
+        "disableTotp": "one's own second factor: a code or a recovery code",
+    }
+)
 # Mutations a patient may never call (providers, admins): FORBIDDEN for them.
 STAFF_ONLY = {
     "createTreatmentPlan", "updateTreatmentPlan", "holdTreatmentPlan", "resumeTreatmentPlan", "endTreatmentPlan",

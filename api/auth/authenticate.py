@@ -10,7 +10,7 @@ login (client credentials, no refresh token): theirs name the secret they were i
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from api.auth.tokens import InvalidToken, decode_access_token
 from api.settings import Settings
 from models.access import Viewer, load_client_viewer, load_user_viewer
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+from models.totp import ENROLMENT_ONLY_SCOPE
 
 if TYPE_CHECKING:
     from api.logins import LoginGate
@@ -76,6 +77,9 @@ async def authenticate(
             if not await logins.is_active(claims.session_id):
                 raise InvalidToken(LOGIN_ENDED)
             viewer = await load_user_viewer(claims.subject_id, trail)
+            if viewer is not None and ENROLMENT_ONLY_SCOPE in claims.scopes:
+                # Enrol-only (MFA_REQUIRED_ROLES): schema.second_factor lets it do nothing else.
+                viewer = replace(viewer, scopes=frozenset({ENROLMENT_ONLY_SCOPE}))
         else:
             viewer = await load_client_viewer(claims.subject_id, claims.scopes, claims.credential, trail)
         if viewer is None:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth.passwords import hash_password
-from api.auth.routes import NO_STORE, OAuthError, _form, _required, _token_response, _trail
+from api.auth.routes import NO_STORE, OAuthError, _form, _required, _token_response, _trail, user_token_scopes
 from api.auth.tokens import issue_access_token
 from api.settings import Settings
 from models import enrolment, password_reset, sessions
@@ -47,10 +47,11 @@ async def activate_endpoint(request: Request) -> Response:
         user.id, now=now, idle_ttl=settings.refresh_token_idle_ttl, absolute_ttl=settings.refresh_token_absolute_ttl,
         user_agent=request.headers.get("user-agent"),
     )  # fmt: skip
+    scopes = await user_token_scopes(user.id, user.role, settings)  # MFA_REQUIRED_ROLES: enrol first
     access = issue_access_token(
-        settings, subject_kind="user", subject_id=user.id, now=now, session_id=refresh.family_id
+        settings, subject_kind="user", subject_id=user.id, now=now, session_id=refresh.family_id, scopes=scopes
     )
-    return _token_response(access, settings, refresh_token=refresh.token, scope=None)
+    return _token_response(access, settings, refresh_token=refresh.token, scope=" ".join(sorted(scopes)))
 
 
 async def password_reset_endpoint(request: Request) -> Response:

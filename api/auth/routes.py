@@ -21,6 +21,7 @@ import math
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,32 +30,52 @@ from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.auth.tokens import issue_access_token
 from api.logins import LoginGate
 from api.settings import Settings, origin_of
-from models import sessions, throttle
+from models import sessions, throttle, totp
 from models.access import Viewer, load_user_viewer
-from models.accounts import CLIENT_ID_PATTERN, ApiClient, User, client_credential, normalise_email
+from models.accounts import CLIENT_ID_PATTERN, ApiClient, Role, User, client_credential, normalise_email
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.clock import Clock
 from models.errors import InvalidInput
+from models.totp import ENROLMENT_ONLY_SCOPE, SecondFactorPolicy, SecretBox
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 DEMO_DOMAIN = "@demo.test"
 DEMO_CLIENTS = frozenset({"demo-ehr"})
 
 
+MFA_OTP_GRANT = "urn:ketafollow:grant-type:mfa-otp"
+
+
 class OAuthError(Exception):
-    def __init__(self, error: str, description: str, *, status: int = 400, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        *,
+        status: int = 400,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
+    ):
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.headers = headers or {}
+        self.extra = extra or {}
 
     def response(self) -> JSONResponse:
         return JSONResponse(
-            {"error": self.error, "error_description": self.description},
+            {"error": self.error, "error_description": self.description, **self.extra},
             status_code=self.status,
             headers={**NO_STORE, **self.headers},
         )
+
+
+def second_factor_policy(settings: Settings) -> SecondFactorPolicy:
+    """How TOTP secrets are sealed (keys from SECRET_KEY and PREVIOUS_SECRET_KEYS) and who needs one."""
+    return SecondFactorPolicy(
+        box=SecretBox(settings.signing_keys, settings.secret_key_id), required_roles=settings.mfa_required_roles
+    )
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -195,18 +216,78 @@ async def _password_grant(request: Request, form: dict[str, str], settings: Sett
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
         await user.save(update_fields=["password_hash", "updated_at"])
+    if await totp.has_second_factor(user.id):
+        mfa_token = await totp.start_challenge(user.id, now=now)
+        await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "password accepted; second factor asked")
+        raise OAuthError(
+            "mfa_required",
+            f"send a code from your authenticator app (grant_type={MFA_OTP_GRANT}, mfa_token, otp or recovery_code)",
+            extra={"mfa_token": mfa_token},
+        )
+    return await _start_login(request, viewer, settings, now, detail="signed in")
+
+
+async def _start_login(request: Request, viewer: Viewer, settings: Settings, now: datetime, *, detail: str) -> Response:
+    """A new login for a user who proved who they are: tokens, enrol-only when their role needs a
+    second factor they have not set up."""
     refresh = await sessions.start_session(
-        user.id,
+        viewer.id,
         now=now,
         idle_ttl=settings.refresh_token_idle_ttl,
         absolute_ttl=settings.refresh_token_absolute_ttl,
         user_agent=request.headers.get("user-agent"),
     )
-    await _audit(viewer, trail, now, AuditOutcome.SUCCESS, "signed in")
+    scopes = await user_token_scopes(viewer.id, viewer.role, settings)
+    restricted = "; enrol-only: the role needs a second factor" if scopes else ""
+    await _audit(viewer, viewer.audit, now, AuditOutcome.SUCCESS, detail + restricted)
     access = issue_access_token(
-        settings, subject_kind="user", subject_id=user.id, now=now, session_id=refresh.family_id
+        settings, subject_kind="user", subject_id=viewer.id, now=now, session_id=refresh.family_id, scopes=scopes
     )
-    return _token_response(access, settings, refresh_token=refresh.token, scope=None)
+    return _token_response(access, settings, refresh_token=refresh.token, scope=" ".join(sorted(scopes)))
+
+
+async def user_token_scopes(user_id: UUID, role: Role | None, settings: Settings) -> frozenset[str]:
+    """The scopes of a user's access token: enrol-only when MFA_REQUIRED_ROLES names their role and
+    they have no second factor yet, else none (everything their role allows). Asked at every
+    sign-in, activation and refresh."""
+    if role in settings.mfa_required_roles and not await totp.has_second_factor(user_id):
+        return frozenset({ENROLMENT_ONLY_SCOPE})
+    return frozenset()
+
+
+async def _mfa_otp_grant(request: Request, form: dict[str, str], settings: Settings, now: datetime) -> Response:
+    """The second step of a sign-in with a second factor: the `mfa_token` and a code."""
+    token = _required(form, "mfa_token")
+    otp, recovery_code = form.get("otp") or None, form.get("recovery_code") or None
+    if (otp is None) == (recovery_code is None):
+        raise OAuthError("invalid_request", "send either the otp parameter or the recovery_code parameter")
+    trail = _trail(request, "LoginSecondFactor")
+    try:
+        challenge = await totp.open_challenge(token, now=now)
+    except totp.ChallengeRefused as refused:
+        await totp.record_sign_in_step(refused.user_id, trail, AuditOutcome.DENIED, refused.reason, now=now)
+        raise OAuthError("invalid_grant", "the mfa_token is unknown, expired or used up; sign in again") from refused
+    user = await User.get(id=challenge.user_id)  # type: ignore[attr-defined]
+    subject = _subject(settings, "mfa", user.email, known=True)
+    await _reserve_attempt(subject, user.email, request, trail, now)
+    try:
+        user_id = await totp.answer_challenge(
+            challenge, otp, recovery_code, now=now, policy=second_factor_policy(settings)
+        )
+    except totp.ChallengeRefused as refused:
+        ended = "; the mfa_token is used up" if refused.spent else ""
+        await totp.record_sign_in_step(refused.user_id, trail, AuditOutcome.DENIED, refused.reason + ended, now=now)
+        advice = "sign in again" if refused.spent else "try again with the current code"
+        raise OAuthError("invalid_grant", f"the code is wrong or already used; {advice}") from refused
+    await throttle.attempt_succeeded(subject, _address(request), now=now)
+    viewer = await load_user_viewer(user_id, trail)
+    if viewer is None or (not settings.demo_logins_enabled and user.email.endswith(DEMO_DOMAIN)):
+        await totp.record_sign_in_step(user_id, trail, AuditOutcome.DENIED, "account inactive", now=now)
+        raise OAuthError("invalid_grant", "the account is no longer active")
+    used = "a recovery code" if recovery_code is not None else "a code"
+    if recovery_code is not None:
+        used += f" ({await totp.unused_recovery_codes(user_id)} left)"
+    return await _start_login(request, viewer, settings, now, detail=f"signed in with {used}")
 
 
 async def _refresh_grant(request: Request, form: dict[str, str], settings: Settings, now: datetime) -> Response:
@@ -231,10 +312,11 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     if viewer is None:
         await _logins(request).end_login(rotated.family_id, reason="account inactive")
         raise OAuthError("invalid_grant", "the account is no longer active")
+    scopes = await user_token_scopes(viewer.id, viewer.role, settings)  # enrol-only until a factor is on
     access = issue_access_token(
-        settings, subject_kind="user", subject_id=rotated.user_id, now=now, session_id=rotated.family_id
+        settings, subject_kind="user", subject_id=rotated.user_id, now=now, session_id=rotated.family_id, scopes=scopes
     )
-    return _token_response(access, settings, refresh_token=rotated.token, scope=None)
+    return _token_response(access, settings, refresh_token=rotated.token, scope=" ".join(sorted(scopes)))
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str, bool]:
@@ -300,6 +382,7 @@ GRANTS = {
     "password": _password_grant,
     "refresh_token": _refresh_grant,
     "client_credentials": _client_credentials_grant,
+    MFA_OTP_GRANT: _mfa_otp_grant,
 }
 
 
