@@ -331,8 +331,11 @@ async def test_readyz_says_timeout_when_the_database_does_not_answer_in_time(
                 response = await http.get("/readyz")
         assert response.status_code == 503
         assert response.json()["checks"]["database"] == "timeout"
+        # Recovered once the connections are free: within a few polls (0.2 s per check is tight on
+        # a busy machine), never stuck on a check that was cancelled while it waited.
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            assert (await http.get("/readyz")).status_code == 200
+            answers = [(await http.get("/readyz")).status_code for _ in range(5)]
+        assert 200 in answers, answers
 
 
 async def _broken(scope: Any, receive: Any, send: Any) -> None:
