@@ -13,6 +13,7 @@ It listens on 127.0.0.1 only and forwards to a loopback address only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ipaddress
 
@@ -97,9 +98,15 @@ class FaultProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # The relay runs in a task of its own that a cut cancels: asyncio's server logs the
+        # cancellation of the callback's own task as an error.
+        task = asyncio.create_task(self._relay(reader, writer))
         self._tasks.add(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
         self._transports.add(writer.transport)
         self.accepted += 1
         upstream: asyncio.StreamWriter | None = None
@@ -110,9 +117,7 @@ class FaultProxy:
             except OSError:
                 return  # the backend itself refuses: so does the proxy (the client sees a reset)
             self._transports.add(upstream.transport)
-            await asyncio.gather(
-                self._pipe(reader, upstream, writer), self._pipe(upstream_reader, writer, upstream)
-            )
+            await asyncio.gather(self._pipe(reader, upstream, writer), self._pipe(upstream_reader, writer, upstream))
         finally:
             self._tasks.discard(task)
             for side in (writer, upstream):

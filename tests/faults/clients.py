@@ -1,0 +1,399 @@
+"""The suite's clients: every HTTP answer recorded with how long it took and whether it had its
+shape; patients whose writes carry idempotency keys and are retried until acknowledged; live and
+resuming subscribers over a real WebSocket (graphql-transport-ws)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
+
+CHECK_IN = """
+mutation CheckIn($input: SubmitCheckInInput!) {
+  submitCheckIn(input: $input) { result { __typename ... on CheckIn { id } ... on Error { message } } }
+}
+"""
+SIDE_EFFECT = """
+mutation Report($input: ReportSideEffectInput!) {
+  reportSideEffect(input: $input) { result { __typename ... on SideEffectReport { id } ... on Error { message } } }
+}
+"""
+SEND = """
+mutation Send($input: SendMessageInput!) {
+  sendMessage(input: $input) { result { __typename ... on Message { id } ... on Error { message } } }
+}
+"""
+PROBE = "query Probe { threads(first: 1) { edges { node { id } } } }"  # signs in and reads: the database
+MESSAGES = "subscription Live($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id sentAt } }"
+PROTOCOL = Subprotocol("graphql-transport-ws")
+# What a write is, what it answers with, and the marker column it is found by in the database.
+KINDS = {
+    "check-in": (CHECK_IN, "submitCheckIn", "CheckIn"),
+    "side effect": (SIDE_EFFECT, "reportSideEffect", "SideEffectReport"),
+    "message": (SEND, "sendMessage", "Message"),
+}
+RETRY_PAUSE = 0.25
+THINK = 0.1  # between one acknowledged write and the next
+MARKERS = itertools.count(1)
+
+
+def node_id(global_id: str) -> str:
+    """The UUID inside a Relay global id."""
+    return base64.b64decode(global_id).decode().split(":", 1)[1]
+
+
+class Phase:
+    """Which part of the run it is (a scenario's name, or "steady"): what each write and answer is
+    attributed to."""
+
+    def __init__(self) -> None:
+        self.label = "steady"
+
+
+@dataclass
+class Answer:
+    """One HTTP exchange as a client saw it. `kind`: ok, unavailable (503 in its shape), limited
+    (429 in its shape), not ready (/readyz 503), bad shape, no answer (refused, reset, closed),
+    timeout (the client gave up)."""
+
+    what: str
+    replica: int
+    started: float
+    seconds: float
+    status: int | None
+    kind: str
+    detail: str = ""
+    phase: str = "steady"  # the part of the run it was sent in
+
+    @property
+    def in_shape(self) -> bool:
+        return self.kind in {"ok", "unavailable", "limited", "not ready"}
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def classify_graphql(response: httpx.Response) -> tuple[str, str]:
+    """(kind, detail) of a `/graphql` answer: success, or a 503 whose GraphQL errors say
+    SERVICE_UNAVAILABLE, or a 429 in JSON; anything else is out of shape."""
+    body = _json(response)
+    sample = f"{response.status_code} {response.headers.get('content-type', '-')} {response.text[:160]!r}"
+    if body is None:
+        return "bad shape", sample
+    errors = body.get("errors") or []
+    codes = {(error.get("extensions") or {}).get("code") for error in errors if isinstance(error, dict)}
+    if response.status_code == 200 and body.get("data") and not errors:
+        return "ok", ""
+    if response.status_code == 503 and codes == {"SERVICE_UNAVAILABLE"}:
+        return "unavailable", ""
+    if response.status_code == 429:
+        return "limited", ""
+    return "bad shape", sample
+
+
+class Api:
+    """One HTTP client per replica; every answer lands in `answers`."""
+
+    def __init__(self, ports: list[int], phase: Phase, client_wait: float) -> None:
+        self.ports = ports
+        self.phase = phase
+        self.client_wait = client_wait
+        self.answers: list[Answer] = []
+        self.readiness: list[Answer] = []
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}",
+                timeout=httpx.Timeout(client_wait),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+            for port in ports
+        ]
+
+    async def graphql(
+        self, replica: int, token: str, query: str, variables: dict[str, Any] | None = None, *, what: str
+    ) -> dict[str, Any] | None:
+        """The answer's `data` when it succeeded, else None (recorded either way)."""
+        started, label = time.monotonic(), self.phase.label
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            response = await self._clients[replica].post(
+                "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+            )
+        except httpx.TimeoutException as failure:
+            self._record(self.answers, what, replica, started, None, "timeout", repr(failure), label)
+            return None
+        except httpx.TransportError as failure:
+            self._record(self.answers, what, replica, started, None, "no answer", repr(failure), label)
+            return None
+        kind, detail = classify_graphql(response)
+        self._record(self.answers, what, replica, started, response.status_code, kind, detail, label)
+        return response.json()["data"] if kind == "ok" else None
+
+    async def ready(self, replica: int) -> Answer:
+        """`GET /readyz`, recorded in `readiness`: 200 or 503, in JSON."""
+        started, label = time.monotonic(), self.phase.label
+        try:
+            response = await self._clients[replica].get("/readyz")
+        except httpx.TimeoutException as failure:
+            return self._record(self.readiness, "/readyz", replica, started, None, "timeout", repr(failure), label)
+        except httpx.TransportError as failure:
+            return self._record(self.readiness, "/readyz", replica, started, None, "no answer", repr(failure), label)
+        body = _json(response)
+        if body is None or response.status_code not in (200, 503):
+            kind = "bad shape"
+        else:
+            kind = "ok" if response.status_code == 200 else "not ready"
+        detail = json.dumps(body.get("checks")) if isinstance(body, dict) else response.text[:160]
+        return self._record(self.readiness, "/readyz", replica, started, response.status_code, kind, detail, label)
+
+    def _record(
+        self,
+        into: list[Answer],
+        what: str,
+        replica: int,
+        started: float,
+        status: int | None,
+        kind: str,
+        detail: str,
+        phase: str,
+    ) -> Answer:
+        answer = Answer(what, replica, started, time.monotonic() - started, status, kind, detail, phase)
+        into.append(answer)
+        return answer
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._clients))
+
+
+@dataclass
+class Write:
+    """One write as its client knows it: a marker unique to it (the check-in's or report's note,
+    the message's body), the ids it was acknowledged with (more than one: a duplicate), the
+    scenario during which it was first sent."""
+
+    kind: str
+    marker: str
+    patient: str
+    scenario: str
+    thread: str = ""
+    ids: set[str] = field(default_factory=set)
+    attempts: int = 0
+    refused: str = ""
+
+    @property
+    def acknowledged(self) -> bool:
+        return bool(self.ids)
+
+
+@dataclass
+class Patient:
+    email: str
+    token: str
+    thread_id: str  # a Relay id
+    writes: list[Write] = field(default_factory=list)
+
+
+def _input(write: Write, key: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    if write.kind == "check-in":
+        return {
+            "idempotencyKey": key,
+            "recordedAt": now.isoformat(),
+            "pain": 3,
+            "mood": 6,
+            "sleep": 6,
+            "note": write.marker,
+        }
+    if write.kind == "side effect":
+        onset = (now - timedelta(minutes=10)).isoformat()
+        return {"idempotencyKey": key, "code": "NAUSEA", "grade": "MILD", "onsetAt": onset, "note": write.marker}
+    return {"idempotencyKey": key, "threadId": write.thread, "body": write.marker}
+
+
+async def submit(api: Api, patient: Patient, write: Write, first_replica: int, give_up_at: float) -> None:
+    """Send `write` until it is acknowledged (same key, same input, the next replica each time), it
+    is refused, or `give_up_at` passes."""
+    query, field_name, typename = KINDS[write.kind]
+    variables = {"input": _input(write, f"fault-{uuid.uuid4()}")}
+    replica = first_replica
+    while time.monotonic() < give_up_at:
+        write.attempts += 1
+        data = await api.graphql(replica % len(api.ports), patient.token, query, variables, what=write.kind)
+        replica += 1
+        if data is not None:
+            result = data[field_name]["result"]
+            if result["__typename"] == typename:
+                write.ids.add(node_id(result["id"]))
+                return
+            write.refused = json.dumps(result)[:200]
+            return
+        await asyncio.sleep(RETRY_PAUSE)
+
+
+async def patient_loop(
+    api: Api, patient: Patient, phase: Phase, stop: asyncio.Event, give_up_at: float, seed: int
+) -> None:
+    """Writes one after another, in turn check-in, side-effect report, message, until `stop`."""
+    order = ["message", "check-in", "message", "side effect"]
+    kinds = itertools.cycle([*order[seed % 4 :], *order[: seed % 4]])
+    replica = seed
+    while not stop.is_set():
+        kind = next(kinds)
+        marker = f"fault {kind} {next(MARKERS)} ({phase.label})"
+        write = Write(kind, marker, patient.email, phase.label, thread=patient.thread_id)
+        patient.writes.append(write)
+        await submit(api, patient, write, replica, give_up_at)
+        replica += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), THINK)
+
+
+@dataclass
+class Ending:
+    """A stream or socket that ended under a subscriber: when, during which part of the run, why."""
+
+    at: float
+    scenario: str
+    why: str
+
+
+class Subscriber:
+    """A provider's socket with `messageAdded` on each of some threads. `live`: it never lets go;
+    if a stream ends anyway it is counted and subscribed again WITHOUT `since` (what it then misses
+    counts). Else it is told when to drop and reconnect, and reconnects with `since` (the latest
+    `sentAt` it saw), on the replicas in turn."""
+
+    def __init__(self, name: str, ports: list[int], token: str, threads: list[str], phase: Phase, *, live: bool):
+        self.name = name
+        self.ports = ports
+        self.token = token
+        self.threads = threads
+        self.phase = phase
+        self.live = live
+        self.received: dict[str, int] = {}  # message id (a UUID) -> copies
+        self.endings: list[Ending] = []
+        self.refusals: list[str] = []
+        self.reconnects = 0
+        self.history: list[tuple[datetime, str | None, str]] = []  # (when it subscribed; since; phase)
+        self.latest: str | None = None  # the latest sentAt seen
+        self._socket: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._turn = 0
+
+    async def open(self, replica: int | None = None, *, since: str | None = None, within: float = 30.0) -> None:
+        """Connect (retrying until `within` runs out), sign in, subscribe to every thread."""
+        deadline = time.monotonic() + within
+        while True:
+            port = self.ports[(replica if replica is not None else self._turn) % len(self.ports)]
+            self._turn += 1
+            try:
+                await asyncio.wait_for(self._connect(port, since), timeout=10)
+                return
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, RuntimeError) as failure:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} could not subscribe within {within:.0f} s: {failure!r}") from None
+                await asyncio.sleep(0.5)
+
+    async def _connect(self, port: int, since: str | None) -> None:
+        socket = await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=[PROTOCOL], open_timeout=5)
+        try:
+            await socket.send(
+                json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {self.token}"}})
+            )
+            ack = json.loads(await socket.recv())
+            if ack.get("type") != "connection_ack":
+                raise RuntimeError(f"no connection_ack: {ack}")
+            for number, thread in enumerate(self.threads):
+                await socket.send(json.dumps(self._subscribe(str(number), thread, since)))
+        except BaseException:
+            await socket.close()
+            raise
+        self.history.append((datetime.now(UTC), since, self.phase.label))
+        self._socket = socket
+        self._closing = False
+        self._reader = asyncio.create_task(self._read(socket))
+
+    def _subscribe(self, operation: str, thread: str, since: str | None) -> dict[str, Any]:
+        variables = {"t": thread, "since": since}
+        return {"id": operation, "type": "subscribe", "payload": {"query": MESSAGES, "variables": variables}}
+
+    async def _read(self, socket: ClientConnection) -> None:
+        try:
+            async for raw in socket:
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "ping":
+                    await socket.send(json.dumps({"type": "pong"}))
+                elif kind == "next":
+                    payload = message["payload"]
+                    if payload.get("errors"):
+                        self.refusals.append(json.dumps(payload["errors"])[:300])
+                        continue
+                    event = payload["data"]["messageAdded"]
+                    record = node_id(event["id"])
+                    self.received[record] = self.received.get(record, 0) + 1
+                    if self.latest is None or event["sentAt"] > self.latest:
+                        self.latest = event["sentAt"]
+                elif kind in {"complete", "error"}:
+                    self.endings.append(
+                        Ending(
+                            time.monotonic(),
+                            self.phase.label,
+                            f"{kind} of operation {message.get('id')}: {message.get('payload')}",
+                        )
+                    )
+                    operation = str(message.get("id"))
+                    thread = self.threads[int(operation)]
+                    await socket.send(
+                        json.dumps(self._subscribe(operation, thread, None if self.live else self.latest))
+                    )
+        except ConnectionClosed as closed:
+            if not self._closing:
+                self.endings.append(Ending(time.monotonic(), self.phase.label, f"socket closed: {closed}"))
+        if not self._closing:
+            asyncio.get_running_loop().call_soon(self._reopen_later)
+
+    def _reopen_later(self) -> None:
+        self._reader = asyncio.create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        self.reconnects += 1
+        with contextlib.suppress(RuntimeError):
+            await self.open(since=None if self.live else self.latest, within=60)
+
+    async def drop(self) -> None:
+        """Close the socket (the client went into a tunnel)."""
+        self._closing = True
+        if self._socket is not None:
+            await self._socket.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._socket = self._reader = None
+
+    async def resume(self, *, within: float = 30.0) -> None:
+        """Reconnect with `since` (the latest event seen), on the next replica."""
+        self.reconnects += 1
+        await self.open(since=self.latest, within=within)
+
+    async def close(self) -> None:
+        await self.drop()
