@@ -119,6 +119,10 @@ def during(outcomes: list[Outcome], answer: Answer) -> Outcome | None:
     return None
 
 
+def by_scenario_name(outcomes: list[Outcome], name: str) -> Outcome | None:
+    return next((o for o in outcomes if o.scenario.name == name), None)
+
+
 def judge(
     outcomes: list[Outcome],
     writes: list[Write],
@@ -160,14 +164,28 @@ def judge(
             if subscriber is live:
                 row.events += 1
             if message.id not in subscriber.received:
+                # Counted against the fault after which the client resubscribed past it, if it did.
+                skipping = skipped_by(subscriber, message)
+                missed_in = table[skipping[2] if skipping is not None else write.scenario]
                 if subscriber is live:
-                    row.live_missed += 1
+                    missed_in.live_missed += 1
                 else:
-                    # Counted against the fault after which the client resumed past it.
-                    skipping = skipped_by(subscriber, message)
-                    table[skipping[2] if skipping is not None else write.scenario].resumed_missed += 1
+                    missed_in.resumed_missed += 1
+    # The live subscriber's streams that ended, per row (a stream refused again and again while
+    # the database is away counts once), and whether each ending said why in the expected shape.
+    ended: dict[str, set[str | None]] = {}
     for ending in live.endings:
-        table[ending.scenario].ended += 1
+        ended.setdefault(ending.scenario, set()).add(ending.operation)
+        outcome = by_scenario_name(outcomes, ending.scenario)
+        database_fault = outcome is not None and outcome.scenario.backend == "database"
+        if database_fault and ending.operation is not None and ending.codes == {"SERVICE_UNAVAILABLE"}:
+            continue  # the database is away: the stream ends saying so, the client resubscribes with since
+        reasons = table[ending.scenario].failures
+        if sum(f.startswith("a live stream ended") for f in reasons) < 3:
+            codes = ", ".join(sorted(ending.codes)) or "no error"
+            reasons.append(f"a live stream ended ({codes}): {ending.why[:160]}")
+    for name, operations in ended.items():
+        table[name].ended = len(operations)
     by_scenario = {o.scenario.name: o for o in outcomes}
     for answer in api.answers:
         outcome = during(outcomes, answer) or by_scenario.get(answer.phase)
@@ -182,7 +200,7 @@ def judge(
                 row.failures.append(
                     f"out of shape: {answer.what} on replica {answer.replica + 1}: {answer.kind} {answer.detail[:200]}"
                 )
-    for name, row in table.items():
+    for row in table.values():
         if row.lost:
             row.failures.append(f"{row.lost} acknowledged writes not in the database")
         if row.duplicated:
@@ -193,9 +211,6 @@ def judge(
             row.failures.append(f"the live subscriber missed {row.live_missed} of {row.events} messages")
         if row.resumed_missed:
             row.failures.append(f"the client that resumed with since missed {row.resumed_missed} messages")
-        if row.ended:
-            reasons = "; ".join(e.why[:120] for e in live.endings if e.scenario == name)
-            row.failures.append(f"{row.ended} live streams ended: {reasons}")
         if row.worst_wait > scenarios.WAIT_BOUND:
             row.failures.append(f"a request waited {row.worst_wait:.1f} s (bound {scenarios.WAIT_BOUND:g} s)")
     for outcome in outcomes:
@@ -336,6 +351,7 @@ async def run_suite(folder: Path) -> int:
             messages = await stored_messages(database_url)
             await catch_up(messages, live, resumer)
             messages = await stored_messages(database_url)
+            cursor = await dispatch_position(database_url)
         finally:
             stop.set()
             for task in writers:
@@ -355,7 +371,7 @@ async def run_suite(folder: Path) -> int:
     table = judge(outcomes, writes, rows, api, live, resumer, messages)
     report(table, live, resumer)
     for subscriber in (live, resumer):
-        explain_misses(subscriber, messages)
+        explain_misses(subscriber, messages, writes, outcomes, cursor)
     return 1 if any(row.failures for row in table) else 0
 
 
@@ -395,23 +411,44 @@ async def stored_messages(database_url: str) -> list[Stored]:
     ]
 
 
+async def dispatch_position(database_url: str) -> int | None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        value = await connection.fetchval("SELECT last_seq FROM dispatch_cursor WHERE name = 'bus'")
+    finally:
+        await connection.close()
+    return int(value) if value is not None else None
+
+
 def skipped_by(subscriber: Subscriber, message: Stored) -> tuple[datetime, str | None, str] | None:
-    """The first resubscription after the message was sent whose since was later than it."""
-    for at, since, phase in subscriber.history:
+    """The first resubscription after the message was sent whose since (for its thread) was later
+    than it: (when, that since, during which part of the run)."""
+    for at, sinces, phase in subscriber.history:
+        since = sinces.get(message.thread)
         if at > message.sent_at and since is not None and datetime.fromisoformat(since) > message.sent_at:
             return at, since, phase
     return None
 
 
-def explain_misses(subscriber: Subscriber, messages: list[Stored]) -> None:
+def explain_misses(
+    subscriber: Subscriber, messages: list[Stored], writes: list[Write], outcomes: list[Outcome], cursor: int | None
+) -> None:
     """Evidence for the messages a subscriber missed: sentAt and outbox seq, the resubscription
     whose since was past it, and the message received before the drop that set that since."""
     missed = [m for m in messages if m.thread in subscriber.threads and m.id not in subscriber.received]
     if not missed:
         return
     print(f"\n{subscriber.name} subscriber: {len(missed)} messages of its threads never received; the first five:")
+    sigterms = [o.sigterm_at.isoformat() for o in outcomes if o.sigterm_at is not None]
+    print(f"  (SIGTERM sent to replica 2 at {', '.join(sigterms)}; the shared dispatch position is at seq {cursor})")
+    acknowledged = {record: write for write in writes for record in write.ids}
     for message in missed[:5]:
         line = f"  message {message.id}: sentAt {message.sent_at.isoformat()}, outbox seq {message.seq}"
+        if (write := acknowledged.get(message.id)) is not None and write.acknowledged_at is not None:
+            line += (
+                f", acknowledged by replica {(write.acknowledged_by or 0) + 1} at {write.acknowledged_at.isoformat()}"
+                f" after {write.attempts} attempt(s)"
+            )
         if (skipping := skipped_by(subscriber, message)) is not None:
             at, since, phase = skipping
             line += f"; resubscribed at {at.isoformat()} ({phase}) with since {since}, later than its sentAt"

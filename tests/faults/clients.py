@@ -197,6 +197,8 @@ class Write:
     ids: set[str] = field(default_factory=set)
     attempts: int = 0
     refused: str = ""
+    acknowledged_by: int | None = None  # replica index
+    acknowledged_at: datetime | None = None
 
     @property
     def acknowledged(self) -> bool:
@@ -242,6 +244,8 @@ async def submit(api: Api, patient: Patient, write: Write, first_replica: int, g
             result = data[field_name]["result"]
             if result["__typename"] == typename:
                 write.ids.add(node_id(result["id"]))
+                write.acknowledged_by = (replica - 1) % len(api.ports)
+                write.acknowledged_at = datetime.now(UTC)
                 return
             write.refused = json.dumps(result)[:200]
             return
@@ -268,18 +272,26 @@ async def patient_loop(
 
 @dataclass
 class Ending:
-    """A stream or socket that ended under a subscriber: when, during which part of the run, why."""
+    """A stream or socket that ended under a subscriber: when, during which part of the run, which
+    operation (None: the socket), why, and the error codes the server sent with it."""
 
     at: float
     scenario: str
+    operation: str | None
     why: str
+    codes: frozenset[str] = frozenset()
+
+
+RESUBSCRIBE_PAUSE = 0.5
 
 
 class Subscriber:
-    """A provider's socket with `messageAdded` on each of some threads. `live`: it never lets go;
-    if a stream ends anyway it is counted and subscribed again WITHOUT `since` (what it then misses
-    counts). Else it is told when to drop and reconnect, and reconnects with `since` (the latest
-    `sentAt` it saw), on the replicas in turn."""
+    """A provider's socket with `messageAdded` on each of some threads, written like the README's
+    client: when a stream ends (`complete`, errors) or the socket is lost, it subscribes again with
+    `since` (per thread, the latest `sentAt` it saw there; before any, when it first subscribed)
+    and deduplicates by id. Every ending is recorded. The `live` one is never dropped on purpose;
+    the other is told when to drop (`drop()`) and when to reconnect (`resume()`), on the replicas
+    in turn."""
 
     def __init__(self, name: str, ports: list[int], token: str, threads: list[str], phase: Phase, *, live: bool):
         self.name = name
@@ -292,29 +304,40 @@ class Subscriber:
         self.endings: list[Ending] = []
         self.refusals: list[str] = []
         self.reconnects = 0
-        self.history: list[tuple[datetime, str | None, str]] = []  # (when it subscribed; since; phase)
-        self.latest: str | None = None  # the latest sentAt seen
+        # When it subscribed (wall clock), the since it gave per thread, during which part of the run.
+        self.history: list[tuple[datetime, dict[str, str | None], str]] = []
+        self.latest: dict[str, str] = {}  # thread -> the latest sentAt seen in it
+        self.first_subscribed: str | None = None
+        self._errors: dict[str, set[str]] = {}  # operation -> codes of the errors it sent before its end
         self._socket: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
         self._closing = False
         self._turn = 0
 
-    async def open(self, replica: int | None = None, *, since: str | None = None, within: float = 30.0) -> None:
-        """Connect (retrying until `within` runs out), sign in, subscribe to every thread."""
+    def since(self, thread: str) -> str | None:
+        return self.latest.get(thread, self.first_subscribed)
+
+    async def open(self, replica: int | None = None, *, resume: bool = False, within: float = 30.0) -> None:
+        """Connect (retrying until `within` runs out), sign in, subscribe to every thread (with
+        since when resuming)."""
         deadline = time.monotonic() + within
         while True:
             port = self.ports[(replica if replica is not None else self._turn) % len(self.ports)]
             self._turn += 1
             try:
-                await asyncio.wait_for(self._connect(port, since), timeout=10)
+                await asyncio.wait_for(self._connect(port, resume), timeout=10)
                 return
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, RuntimeError) as failure:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{self.name} could not subscribe within {within:.0f} s: {failure!r}") from None
                 await asyncio.sleep(0.5)
 
-    async def _connect(self, port: int, since: str | None) -> None:
+    async def _connect(self, port: int, resume: bool) -> None:
+        if self.first_subscribed is None:
+            self.first_subscribed = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
         socket = await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=[PROTOCOL], open_timeout=5)
+        sinces = {thread: self.since(thread) if resume else None for thread in self.threads}
         try:
             await socket.send(
                 json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {self.token}"}})
@@ -323,11 +346,11 @@ class Subscriber:
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no connection_ack: {ack}")
             for number, thread in enumerate(self.threads):
-                await socket.send(json.dumps(self._subscribe(str(number), thread, since)))
+                await socket.send(json.dumps(self._subscribe(str(number), thread, sinces[thread])))
         except BaseException:
             await socket.close()
             raise
-        self.history.append((datetime.now(UTC), since, self.phase.label))
+        self.history.append((datetime.now(UTC), sinces, self.phase.label))
         self._socket = socket
         self._closing = False
         self._reader = asyncio.create_task(self._read(socket))
@@ -340,49 +363,56 @@ class Subscriber:
         try:
             async for raw in socket:
                 message = json.loads(raw)
-                kind = message.get("type")
+                kind, operation = message.get("type"), str(message.get("id"))
                 if kind == "ping":
                     await socket.send(json.dumps({"type": "pong"}))
                 elif kind == "next":
                     payload = message["payload"]
                     if payload.get("errors"):
                         self.refusals.append(json.dumps(payload["errors"])[:300])
+                        self._errors.setdefault(operation, set()).update(
+                            str((error.get("extensions") or {}).get("code")) for error in payload["errors"]
+                        )
                         continue
                     event = payload["data"]["messageAdded"]
                     record = node_id(event["id"])
                     self.received[record] = self.received.get(record, 0) + 1
-                    if self.latest is None or event["sentAt"] > self.latest:
-                        self.latest = event["sentAt"]
-                elif kind in {"complete", "error"}:
-                    self.endings.append(
-                        Ending(
-                            time.monotonic(),
-                            self.phase.label,
-                            f"{kind} of operation {message.get('id')}: {message.get('payload')}",
-                        )
-                    )
-                    operation = str(message.get("id"))
                     thread = self.threads[int(operation)]
-                    await socket.send(
-                        json.dumps(self._subscribe(operation, thread, None if self.live else self.latest))
-                    )
+                    if event["sentAt"] > self.latest.get(thread, ""):
+                        self.latest[thread] = event["sentAt"]
+                elif kind in {"complete", "error"}:
+                    codes = frozenset(self._errors.pop(operation, set()))
+                    why = f"{kind} of operation {operation}: {message.get('payload')}"
+                    self.endings.append(Ending(time.monotonic(), self.phase.label, operation, why, codes))
+                    task = asyncio.create_task(self._resubscribe(socket, operation))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
         except ConnectionClosed as closed:
             if not self._closing:
-                self.endings.append(Ending(time.monotonic(), self.phase.label, f"socket closed: {closed}"))
+                self.endings.append(Ending(time.monotonic(), self.phase.label, None, f"socket closed: {closed}"))
         if not self._closing:
             asyncio.get_running_loop().call_soon(self._reopen_later)
+
+    async def _resubscribe(self, socket: ClientConnection, operation: str) -> None:
+        await asyncio.sleep(RESUBSCRIBE_PAUSE)
+        thread = self.threads[int(operation)]
+        with contextlib.suppress(ConnectionClosed):
+            await socket.send(json.dumps(self._subscribe(operation, thread, self.since(thread))))
 
     def _reopen_later(self) -> None:
         self._reader = asyncio.create_task(self._reopen())
 
     async def _reopen(self) -> None:
         self.reconnects += 1
+        await asyncio.sleep(RESUBSCRIBE_PAUSE)
         with contextlib.suppress(RuntimeError):
-            await self.open(since=None if self.live else self.latest, within=60)
+            await self.open(resume=True, within=60)
 
     async def drop(self) -> None:
         """Close the socket (the client went into a tunnel)."""
         self._closing = True
+        for task in list(self._pending):
+            task.cancel()
         if self._socket is not None:
             await self._socket.close()
         if self._reader is not None:
@@ -391,9 +421,9 @@ class Subscriber:
         self._socket = self._reader = None
 
     async def resume(self, *, within: float = 30.0) -> None:
-        """Reconnect with `since` (the latest event seen), on the next replica."""
+        """Reconnect with `since`, on the next replica."""
         self.reconnects += 1
-        await self.open(since=self.latest, within=within)
+        await self.open(resume=True, within=within)
 
     async def close(self) -> None:
         await self.drop()

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.faults.clients import PROBE, Answer, Api, Phase, Subscriber
@@ -79,6 +80,7 @@ class Outcome:
     exit_after: float | None = None  # from SIGTERM to the end of the process (None: killed)
     recovery: float | None = None  # from the end of the fault to a success on every replica
     restart: float | None = None  # start-up of the replica again after SIGTERM
+    sigterm_at: datetime | None = None  # wall clock
     window: tuple[float, float] = (0.0, 0.0)  # from the fault to the recovery: answers in flight then are its
     notes: list[str] = field(default_factory=list)
 
@@ -185,6 +187,7 @@ async def run_scenario(run: Run, scenario: Scenario) -> Outcome:
     if scenario.sigterm:
         if proxy is not None:
             await asyncio.sleep(SIGTERM_AFTER)
+        outcome.sigterm_at = datetime.now(UTC)
         terminating = asyncio.create_task(terminate(run.servers[1], EXIT_BOUND + 5))
     await asyncio.sleep(max(0.0, started + scenario.seconds - time.monotonic()))
     if proxy is not None:
