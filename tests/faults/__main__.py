@@ -440,7 +440,11 @@ def explain_misses(
         return
     print(f"\n{subscriber.name} subscriber: {len(missed)} messages of its threads never received; the first five:")
     sigterms = [o.sigterm_at.isoformat() for o in outcomes if o.sigterm_at is not None]
-    print(f"  (SIGTERM sent to replica 2 at {', '.join(sigterms)}; the shared dispatch position is at seq {cursor})")
+    starts = [
+        f"{a.isoformat()} (ready {b.isoformat()})" for o in outcomes if o.restarted_at for a, b in [o.restarted_at]
+    ]
+    print(f"  (SIGTERM sent to replica 2 at {', '.join(sigterms)}; started again at {', '.join(starts)};")
+    print(f"  the shared dispatch position is at seq {cursor})")
     acknowledged = {record: write for write in writes for record in write.ids}
     for message in missed[:5]:
         line = f"  message {message.id}: sentAt {message.sent_at.isoformat()}, outbox seq {message.seq}"
@@ -459,6 +463,17 @@ def explain_misses(
                     f"; that since is the sentAt of message {setter[0].id}, which took {order} seq"
                     f" ({setter[0].seq}) and was received before the drop"
                 )
+        if message.thread in subscriber.threads:
+            operation = str(subscriber.threads.index(message.thread))
+            ends = [e for e in subscriber.endings if e.operation == operation]
+            again = [r for r in subscriber.resubscriptions if r[1] == operation]
+            line += (
+                f"; its thread's stream (operation {operation}) ended {len(ends)} times"
+                + (f", first at {ends[0].scenario}: {ends[0].why[:100]} {sorted(ends[0].codes)}" if ends else "")
+                + f"; resubscribed {len(again)} times"
+                + (f", the last with since {again[-1][2]} at {again[-1][0].isoformat()}" if again else "")
+                + f"; the latest sentAt it saw there: {subscriber.latest.get(message.thread)}"
+            )
         print(line)
 
 

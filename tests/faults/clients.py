@@ -307,6 +307,8 @@ class Subscriber:
         # When it subscribed (wall clock), the since it gave per thread, during which part of the run.
         self.history: list[tuple[datetime, dict[str, str | None], str]] = []
         self.latest: dict[str, str] = {}  # thread -> the latest sentAt seen in it
+        # Every subscribe sent after the first: (wall clock, operation, since, phase).
+        self.resubscriptions: list[tuple[datetime, str, str | None, str]] = []
         self.first_subscribed: str | None = None
         self._errors: dict[str, set[str]] = {}  # operation -> codes of the errors it sent before its end
         self._socket: ClientConnection | None = None
@@ -396,8 +398,10 @@ class Subscriber:
     async def _resubscribe(self, socket: ClientConnection, operation: str) -> None:
         await asyncio.sleep(RESUBSCRIBE_PAUSE)
         thread = self.threads[int(operation)]
+        since = self.since(thread)
         with contextlib.suppress(ConnectionClosed):
-            await socket.send(json.dumps(self._subscribe(operation, thread, self.since(thread))))
+            await socket.send(json.dumps(self._subscribe(operation, thread, since)))
+            self.resubscriptions.append((datetime.now(UTC), operation, since, self.phase.label))
 
     def _reopen_later(self) -> None:
         self._reader = asyncio.create_task(self._reopen())

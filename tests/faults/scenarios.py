@@ -81,6 +81,7 @@ class Outcome:
     recovery: float | None = None  # from the end of the fault to a success on every replica
     restart: float | None = None  # start-up of the replica again after SIGTERM
     sigterm_at: datetime | None = None  # wall clock
+    restarted_at: tuple[datetime, datetime] | None = None  # replica 2 started again: from, ready at
     window: tuple[float, float] = (0.0, 0.0)  # from the fault to the recovery: answers in flight then are its
     notes: list[str] = field(default_factory=list)
 
@@ -199,7 +200,9 @@ async def run_scenario(run: Run, scenario: Scenario) -> Outcome:
     if terminating is not None:
         outcome.exit_after = await terminating
         ended = time.monotonic() if proxy is None else ended
+        starting = datetime.now(UTC)
         outcome.restart = await run.restart(1)
+        outcome.restarted_at = (starting, datetime.now(UTC))
     outcome.recovery = await recover(run, scenario, ended)
     outcome.window = (started, time.monotonic())
     try:
