@@ -130,7 +130,7 @@ def judge(
     api: Api,
     live: Subscriber,
     resumer: Subscriber,
-    messages: list[Stored],
+    events: list[Stored],
 ) -> list[Row]:
     """One row per scenario and one for the steady traffic: the figures, and a failure for each
     check that did not hold."""
@@ -154,18 +154,17 @@ def judge(
             row.lost += 1
         if len(write.ids) > 1 or len(in_database) > 1:
             row.duplicated += 1
-    marker_of = {record: marker for record, marker in rows["message"]}
     for subscriber in (live, resumer):
-        for message in messages:
-            write = by_marker.get(marker_of.get(message.id, ""))
-            if write is None or message.thread not in subscriber.threads:
+        for event in events:
+            write = by_marker.get(event.marker)
+            if write is None or not event.seen_by(subscriber):
                 continue
             row = table[write.scenario]
             if subscriber is live:
                 row.events += 1
-            if message.id not in subscriber.received:
+            if event.id not in subscriber.received:
                 # Counted against the fault after which the client resubscribed past it, if it did.
-                skipping = skipped_by(subscriber, message)
+                skipping = skipped_by(subscriber, event)
                 missed_in = table[skipping[2] if skipping is not None else write.scenario]
                 if subscriber is live:
                     missed_in.live_missed += 1
@@ -208,9 +207,9 @@ def judge(
         if row.unanswered:
             row.failures.append(f"{row.unanswered} writes never acknowledged (retried until the end)")
         if row.live_missed:
-            row.failures.append(f"the live subscriber missed {row.live_missed} of {row.events} messages")
+            row.failures.append(f"the live subscriber missed {row.live_missed} of {row.events} events")
         if row.resumed_missed:
-            row.failures.append(f"the client that resumed with since missed {row.resumed_missed} messages")
+            row.failures.append(f"the client that resumed with since missed {row.resumed_missed} events")
         if row.worst_wait > scenarios.WAIT_BOUND:
             row.failures.append(f"a request waited {row.worst_wait:.1f} s (bound {scenarios.WAIT_BOUND:g} s)")
     for outcome in outcomes:
@@ -251,14 +250,14 @@ def report(rows: list[Row], live: Subscriber, resumer: Subscriber) -> None:
         )
     print(
         "\nwrites: first sent during the row; lost: acknowledged, not in the database; dup: stored or acknowledged"
-        " twice; unans: never acknowledged; events: messages in the live subscriber's threads; missed: not"
+        " twice; unans: never acknowledged; events: messages and alerts the live subscriber may see; missed: not"
         " received live; resum.: not received by the client that resumed with since; ended: live streams that"
         " ended; worst s: the longest wait of a request; shape: answers neither a success nor a 503"
         " SERVICE_UNAVAILABLE in JSON; 503 after: /readyz per replica; exit s: SIGTERM to exit; recovery s: end of"
         " the fault to a success on both replicas (after SIGTERM: the restart included)."
     )
     print(
-        f"subscribers: live {len(live.received)} messages received"
+        f"subscribers: live {len(live.received)} events received"
         f" ({sum(c > 1 for c in live.received.values())} twice),"
         f" {live.reconnects} reconnections; resuming {len(resumer.received)} received"
         f" ({sum(c > 1 for c in resumer.received.values())} more than once, deduplicated by id),"
@@ -327,9 +326,15 @@ async def run_suite(folder: Path) -> int:
                 team: [p.thread_id for p in load_patients if p.shares_with_ehr == (team == "North")]
                 for team in ("North", "South")
             }
-            live = Subscriber("live", ports, str(sessions[LIVE[0]].token), threads[LIVE[1]], phase, live=True)
+            live = Subscriber("live", ports, str(sessions[LIVE[0]].token), LIVE[1], threads[LIVE[1]], phase, live=True)
             resumer = Subscriber(
-                "resuming", ports, str(sessions[RESUMING[0]].token), threads[RESUMING[1]], phase, live=False
+                "resuming",
+                ports,
+                str(sessions[RESUMING[0]].token),
+                RESUMING[1],
+                threads[RESUMING[1]],
+                phase,
+                live=False,
             )
             await live.open(0)
             await resumer.open(1)
@@ -352,9 +357,9 @@ async def run_suite(folder: Path) -> int:
             await asyncio.gather(*writers, return_exceptions=True)
             writes = [write for patient in patients for write in patient.writes]
             rows = await stored(database_url)
-            messages = await stored_messages(database_url)
-            await catch_up(messages, live, resumer)
-            messages = await stored_messages(database_url)
+            events = await stored_events(database_url)
+            await catch_up(events, live, resumer)
+            events = await stored_events(database_url)
             cursor = await dispatch_position(database_url)
         finally:
             stop.set()
@@ -372,10 +377,10 @@ async def run_suite(folder: Path) -> int:
             await api.close()
             for proxy in proxies.values():
                 await proxy.close()
-    table = judge(outcomes, writes, rows, api, live, resumer, messages)
+    table = judge(outcomes, writes, rows, api, live, resumer, events)
     report(table, live, resumer)
     for subscriber in (live, resumer):
-        explain_misses(subscriber, messages, writes, outcomes, cursor)
+        explain_misses(subscriber, events, writes, outcomes, cursor)
     return 1 if any(row.failures for row in table) else 0
 
 
@@ -391,28 +396,50 @@ async def run_scenario_reporting(run: Run, scenario: Scenario) -> Outcome:
 
 @dataclass(frozen=True)
 class Stored:
-    """A message the suite wrote, as the database has it, with its outbox event."""
+    """An event the suite caused, as the database has it: a message (its stream is its thread) or
+    an alert raised by a side-effect report (its stream is alertRaised, seen by the patient's care
+    team), with the marker of the write that caused it and its outbox seq."""
 
+    kind: str  # "message" or "alert"
     id: str
-    thread: str  # Relay id
-    sent_at: datetime
+    stream: str
+    team: str | None  # alerts: the patient's care team
+    marker: str
+    at: datetime  # sentAt, or the alert's createdAt
     seq: int
 
+    def seen_by(self, subscriber: Subscriber) -> bool:
+        return self.stream in subscriber.streams and (self.team is None or self.team == subscriber.team)
 
-async def stored_messages(database_url: str) -> list[Stored]:
+
+EVENTS = {
+    "message": "SELECT m.id::text AS id, m.thread_id::text AS stream, NULL AS team, m.body AS marker,"
+    " m.sent_at AS at, e.seq FROM message m"
+    " LEFT JOIN domain_event e ON e.resource_id = m.id AND e.type = 'Message.created'"
+    " WHERE m.body LIKE 'fault %'",
+    # A side-effect report's alert is raised by its safety screening, whose content holds the note.
+    "alert": "SELECT a.id::text AS id, 'alerts' AS stream, t.name AS team, sc.content->>'note' AS marker,"
+    " a.raised_at AS at, e.seq FROM alert a"
+    " JOIN safety_screening sc ON sc.id = a.source_id AND a.source_type = 'SafetyScreening'"
+    " JOIN patient p ON p.id = a.patient_id JOIN care_team t ON t.id = p.care_team_id"
+    " LEFT JOIN domain_event e ON e.resource_id = a.id AND e.type = 'Alert.raised'"
+    " WHERE sc.content->>'note' LIKE 'fault %'",
+}
+
+
+async def stored_events(database_url: str) -> list[Stored]:
     connection = await asyncpg.connect(database_url)
     try:
-        records = await connection.fetch(
-            "SELECT m.id::text AS id, m.thread_id::text AS thread, m.sent_at, e.seq FROM message m"
-            " LEFT JOIN domain_event e ON e.resource_id = m.id AND e.type = 'Message.created'"
-            " WHERE m.body LIKE 'fault %' ORDER BY e.seq"
-        )
+        found = []
+        for kind, sql in EVENTS.items():
+            for r in await connection.fetch(sql):
+                stream = r["stream"]
+                if kind == "message":
+                    stream = base64.b64encode(f"MessageThread:{stream}".encode()).decode()
+                found.append(Stored(kind, r["id"], stream, r["team"], r["marker"], r["at"], r["seq"] or 0))
     finally:
         await connection.close()
-    return [
-        Stored(r["id"], base64.b64encode(f"MessageThread:{r['thread']}".encode()).decode(), r["sent_at"], r["seq"] or 0)
-        for r in records
-    ]
+    return sorted(found, key=lambda event: event.seq)
 
 
 async def dispatch_position(database_url: str) -> int | None:
@@ -424,68 +451,69 @@ async def dispatch_position(database_url: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def skipped_by(subscriber: Subscriber, message: Stored) -> tuple[datetime, str | None, str] | None:
-    """The first resubscription after the message was sent whose since (for its thread) was later
-    than it: (when, that since, during which part of the run)."""
-    for at, sinces, phase in subscriber.history:
-        since = sinces.get(message.thread)
-        if at > message.sent_at and since is not None and datetime.fromisoformat(since) > message.sent_at:
+def skipped_by(subscriber: Subscriber, event: Stored) -> tuple[datetime, str | None, str] | None:
+    """The first resubscription after the event whose since (for its stream) was later than it:
+    (when, that since, during which part of the run)."""
+    moments = [(at, sinces.get(event.stream), phase) for at, sinces, phase in subscriber.history]
+    moments += [
+        (at, since, phase)
+        for at, operation, since, phase in subscriber.resubscriptions
+        if subscriber.streams[int(operation)] == event.stream
+    ]
+    for at, since, phase in sorted(moments, key=lambda moment: moment[0]):
+        if at > event.at and since is not None and datetime.fromisoformat(since) > event.at:
             return at, since, phase
     return None
 
 
 def explain_misses(
-    subscriber: Subscriber, messages: list[Stored], writes: list[Write], outcomes: list[Outcome], cursor: int | None
+    subscriber: Subscriber, events: list[Stored], writes: list[Write], outcomes: list[Outcome], cursor: int | None
 ) -> None:
-    """Evidence for the messages a subscriber missed: sentAt and outbox seq, the resubscription
-    whose since was past it, and the message received before the drop that set that since."""
-    missed = [m for m in messages if m.thread in subscriber.threads and m.id not in subscriber.received]
+    """Evidence for the events a subscriber never received: when and with which outbox seq each was
+    raised, which replica acknowledged the write behind it, what happened to its stream, and the
+    resubscription whose since was past it (with the event received before that set that since)."""
+    missed = [e for e in events if e.seen_by(subscriber) and e.id not in subscriber.received]
     if not missed:
         return
-    print(f"\n{subscriber.name} subscriber: {len(missed)} messages of its threads never received; the first five:")
+    print(f"\n{subscriber.name} subscriber: {len(missed)} events of its streams never received; the first five:")
     sigterms = [o.sigterm_at.isoformat() for o in outcomes if o.sigterm_at is not None]
     starts = [
         f"{a.isoformat()} (ready {b.isoformat()})" for o in outcomes if o.restarted_at for a, b in [o.restarted_at]
     ]
     print(f"  (SIGTERM sent to replica 2 at {', '.join(sigterms)}; started again at {', '.join(starts)};")
     print(f"  the shared dispatch position is at seq {cursor})")
-    acknowledged = {record: write for write in writes for record in write.ids}
-    for message in missed[:5]:
-        line = f"  message {message.id}: sentAt {message.sent_at.isoformat()}, outbox seq {message.seq}"
-        if (write := acknowledged.get(message.id)) is not None and write.acknowledged_at is not None:
+    by_marker = {write.marker: write for write in writes}
+    for event in missed[:5]:
+        line = f"  {event.kind} {event.id}: at {event.at.isoformat()}, outbox seq {event.seq}"
+        if (write := by_marker.get(event.marker)) is not None and write.acknowledged_at is not None:
             line += (
-                f", acknowledged by replica {(write.acknowledged_by or 0) + 1} at {write.acknowledged_at.isoformat()}"
-                f" after {write.attempts} attempt(s)"
+                f", its {write.kind} acknowledged by replica {(write.acknowledged_by or 0) + 1} at"
+                f" {write.acknowledged_at.isoformat()} after {write.attempts} attempt(s)"
             )
-        if (skipping := skipped_by(subscriber, message)) is not None:
+        operation = str(subscriber.streams.index(event.stream))
+        ends = [e for e in subscriber.endings if e.operation == operation]
+        again = [r for r in subscriber.resubscriptions if r[1] == operation]
+        line += (
+            f"; its stream (operation {operation}) ended {len(ends)} times"
+            + (f", first in {ends[0].scenario}: {ends[0].why[:100]} {sorted(ends[0].codes)}" if ends else "")
+            + f"; resubscribed {len(again)} times"
+            + f"; the latest event time it saw there: {subscriber.latest.get(event.stream)}"
+        )
+        if (skipping := skipped_by(subscriber, event)) is not None:
             at, since, phase = skipping
-            line += f"; resubscribed at {at.isoformat()} ({phase}) with since {since}, later than its sentAt"
-            setter = [m for m in messages if m.id in subscriber.received and m.sent_at.isoformat() == since]
+            line += f"; resubscribed at {at.isoformat()} ({phase}) with since {since}, later than the event"
+            setter = [e for e in events if e.id in subscriber.received and e.at.isoformat() == since]
             if setter:
-                order = "a higher" if setter[0].seq > message.seq else "a lower"
-                line += (
-                    f"; that since is the sentAt of message {setter[0].id}, which took {order} seq"
-                    f" ({setter[0].seq}) and was received before the drop"
-                )
-        if message.thread in subscriber.threads:
-            operation = str(subscriber.threads.index(message.thread))
-            ends = [e for e in subscriber.endings if e.operation == operation]
-            again = [r for r in subscriber.resubscriptions if r[1] == operation]
-            line += (
-                f"; its thread's stream (operation {operation}) ended {len(ends)} times"
-                + (f", first at {ends[0].scenario}: {ends[0].why[:100]} {sorted(ends[0].codes)}" if ends else "")
-                + f"; resubscribed {len(again)} times"
-                + (f", the last with since {again[-1][2]} at {again[-1][0].isoformat()}" if again else "")
-                + f"; the latest sentAt it saw there: {subscriber.latest.get(message.thread)}"
-            )
+                order = "a higher" if setter[0].seq > event.seq else "a lower"
+                line += f"; that since is the time of {setter[0].kind} {setter[0].id}, received, with {order} seq"
         print(line)
 
 
-async def catch_up(messages: list[Stored], live: Subscriber, resumer: Subscriber) -> None:
-    """Wait (bounded) until both subscribers hold every message of their threads."""
+async def catch_up(events: list[Stored], live: Subscriber, resumer: Subscriber) -> None:
+    """Wait (bounded) until both subscribers hold every event of their streams."""
     deadline = time.monotonic() + CATCH_UP_WITHIN
     while time.monotonic() < deadline:
-        if all(m.id in s.received for s in (live, resumer) for m in messages if m.thread in s.threads):
+        if all(e.id in s.received for s in (live, resumer) for e in events if e.seen_by(s)):
             return
         await asyncio.sleep(0.2)
 

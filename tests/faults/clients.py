@@ -37,6 +37,8 @@ mutation Send($input: SendMessageInput!) {
 """
 PROBE = "query Probe { threads(first: 1) { edges { node { id } } } }"  # signs in and reads: the database
 MESSAGES = "subscription Live($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id sentAt } }"
+ALERTS = "subscription Alerts($since: DateTime) { alertRaised(since: $since) { id createdAt } }"
+ALERT_STREAM = "alerts"  # the stream key of alertRaised (the others are thread ids)
 PROTOCOL = Subprotocol("graphql-transport-ws")
 # What a write is, what it answers with, and the marker column it is found by in the database.
 KINDS = {
@@ -226,7 +228,8 @@ def _input(write: Write, key: str) -> dict[str, Any]:
         }
     if write.kind == "side effect":
         onset = (now - timedelta(minutes=10)).isoformat()
-        return {"idempotencyKey": key, "code": "NAUSEA", "grade": "MILD", "onsetAt": onset, "note": write.marker}
+        # Moderate: an alert for the care team (each report its own), no hold of the plan.
+        return {"idempotencyKey": key, "code": "NAUSEA", "grade": "MODERATE", "onsetAt": onset, "note": write.marker}
     return {"idempotencyKey": key, "threadId": write.thread, "body": write.marker}
 
 
@@ -286,27 +289,31 @@ RESUBSCRIBE_PAUSE = 0.5
 
 
 class Subscriber:
-    """A provider's socket with `messageAdded` on each of some threads, written like the README's
-    client: when a stream ends (`complete`, errors) or the socket is lost, it subscribes again with
-    `since` (per thread, the latest `sentAt` it saw there; before any, when it first subscribed)
-    and deduplicates by id. Every ending is recorded. The `live` one is never dropped on purpose;
-    the other is told when to drop (`drop()`) and when to reconnect (`resume()`), on the replicas
-    in turn."""
+    """A provider's socket with `messageAdded` on each of some threads and `alertRaised`, written
+    like the README's client: when a stream ends (`complete`, errors) or the socket is lost, it
+    subscribes again with `since` (per stream, the latest `sentAt` or `createdAt` it saw there;
+    before any, when it first subscribed) and deduplicates by id. Every ending is recorded. The
+    `live` one is never dropped on purpose; the other is told when to drop (`drop()`) and when to
+    reconnect (`resume()`), on the replicas in turn."""
 
-    def __init__(self, name: str, ports: list[int], token: str, threads: list[str], phase: Phase, *, live: bool):
+    def __init__(
+        self, name: str, ports: list[int], token: str, team: str, threads: list[str], phase: Phase, *, live: bool
+    ):
         self.name = name
         self.ports = ports
         self.token = token
+        self.team = team  # whose alerts it sees
         self.threads = threads
+        self.streams = [*threads, ALERT_STREAM]  # operation n is streams[n]
         self.phase = phase
         self.live = live
-        self.received: dict[str, int] = {}  # message id (a UUID) -> copies
+        self.received: dict[str, int] = {}  # message or alert id (a UUID) -> copies
         self.endings: list[Ending] = []
         self.refusals: list[str] = []
         self.reconnects = 0
-        # When it subscribed (wall clock), the since it gave per thread, during which part of the run.
+        # When it subscribed (wall clock), the since it gave per stream, during which part of the run.
         self.history: list[tuple[datetime, dict[str, str | None], str]] = []
-        self.latest: dict[str, str] = {}  # thread -> the latest sentAt seen in it
+        self.latest: dict[str, str] = {}  # stream -> the latest sentAt or createdAt seen in it
         # Every subscribe sent after the first: (wall clock, operation, since, phase).
         self.resubscriptions: list[tuple[datetime, str, str | None, str]] = []
         self.first_subscribed: str | None = None
@@ -317,8 +324,8 @@ class Subscriber:
         self._closing = False
         self._turn = 0
 
-    def since(self, thread: str) -> str | None:
-        return self.latest.get(thread, self.first_subscribed)
+    def since(self, stream: str) -> str | None:
+        return self.latest.get(stream, self.first_subscribed)
 
     async def open(self, replica: int | None = None, *, resume: bool = False, within: float = 30.0) -> None:
         """Connect (retrying until `within` runs out), sign in, subscribe to every thread (with
@@ -339,7 +346,7 @@ class Subscriber:
         if self.first_subscribed is None:
             self.first_subscribed = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
         socket = await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=[PROTOCOL], open_timeout=5)
-        sinces = {thread: self.since(thread) if resume else None for thread in self.threads}
+        sinces = {stream: self.since(stream) if resume else None for stream in self.streams}
         try:
             await socket.send(
                 json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {self.token}"}})
@@ -347,8 +354,8 @@ class Subscriber:
             ack = json.loads(await socket.recv())
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no connection_ack: {ack}")
-            for number, thread in enumerate(self.threads):
-                await socket.send(json.dumps(self._subscribe(str(number), thread, sinces[thread])))
+            for number, stream in enumerate(self.streams):
+                await socket.send(json.dumps(self._subscribe(str(number), stream, sinces[stream])))
         except BaseException:
             await socket.close()
             raise
@@ -357,9 +364,12 @@ class Subscriber:
         self._closing = False
         self._reader = asyncio.create_task(self._read(socket))
 
-    def _subscribe(self, operation: str, thread: str, since: str | None) -> dict[str, Any]:
-        variables = {"t": thread, "since": since}
-        return {"id": operation, "type": "subscribe", "payload": {"query": MESSAGES, "variables": variables}}
+    def _subscribe(self, operation: str, stream: str, since: str | None) -> dict[str, Any]:
+        if stream == ALERT_STREAM:
+            query, variables = ALERTS, {"since": since}
+        else:
+            query, variables = MESSAGES, {"t": stream, "since": since}
+        return {"id": operation, "type": "subscribe", "payload": {"query": query, "variables": variables}}
 
     async def _read(self, socket: ClientConnection) -> None:
         try:
@@ -376,12 +386,13 @@ class Subscriber:
                             str((error.get("extensions") or {}).get("code")) for error in payload["errors"]
                         )
                         continue
-                    event = payload["data"]["messageAdded"]
+                    [event] = payload["data"].values()
                     record = node_id(event["id"])
                     self.received[record] = self.received.get(record, 0) + 1
-                    thread = self.threads[int(operation)]
-                    if event["sentAt"] > self.latest.get(thread, ""):
-                        self.latest[thread] = event["sentAt"]
+                    stream = self.streams[int(operation)]
+                    moment = event.get("sentAt") or event["createdAt"]
+                    if moment > self.latest.get(stream, ""):
+                        self.latest[stream] = moment
                 elif kind in {"complete", "error"}:
                     codes = frozenset(self._errors.pop(operation, set()))
                     why = f"{kind} of operation {operation}: {message.get('payload')}"
@@ -397,10 +408,10 @@ class Subscriber:
 
     async def _resubscribe(self, socket: ClientConnection, operation: str) -> None:
         await asyncio.sleep(RESUBSCRIBE_PAUSE)
-        thread = self.threads[int(operation)]
-        since = self.since(thread)
+        stream = self.streams[int(operation)]
+        since = self.since(stream)
         with contextlib.suppress(ConnectionClosed):
-            await socket.send(json.dumps(self._subscribe(operation, thread, since)))
+            await socket.send(json.dumps(self._subscribe(operation, stream, since)))
             self.resubscriptions.append((datetime.now(UTC), operation, since, self.phase.label))
 
     def _reopen_later(self) -> None:
