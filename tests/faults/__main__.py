@@ -4,14 +4,16 @@ A fresh PostgreSQL database (migrated and seeded by the real CLI, plus patients,
 does), two `ketafollow serve` replicas whose DATABASE_URL goes through the suite's proxy in front
 of 127.0.0.1:5432 and whose EVENT_BUS_URL and RATE_LIMIT_URL go through its proxy in front of
 127.0.0.1:6379. Patients write all along (check-ins, side-effect reports, messages; idempotency
-keys; every failure retried on the other replica until acknowledged); a provider's socket on
-replica 1 stays subscribed to the messages of their patients' threads; another provider's socket
-drops at each fault and reconnects with `since` afterwards. Then the faults of scenarios.plan(),
-one after another, and the checks:
+keys; every failure retried on the other replica until acknowledged; each side-effect report
+raises an alert); a provider's socket on replica 1 stays subscribed to the messages of their
+patients' threads and to their alerts; another provider's socket drops at each fault and
+reconnects with `since` afterwards. Then the faults of scenarios.plan(), one after another, and
+the checks:
 
 - every acknowledged write is in the database, once (read with asyncpg, not through the app);
-- every message in the database reached the live subscriber, and the resuming one;
-- no stream ended; no request waited longer than REQUEST_TIMEOUT_SECONDS + 1 s; every answer was
+- every message and alert in the database reached the live subscriber, and the resuming one,
+  each the ones it may see;
+- no live stream ended (under a database fault: only with SERVICE_UNAVAILABLE); no request waited longer than REQUEST_TIMEOUT_SECONDS + 1 s; every answer was
   a success or a 503 SERVICE_UNAVAILABLE in GraphQL JSON (429 in JSON too);
 - /readyz said 503 within 2 s of a database hang; SIGTERM ended a replica within
   SHUTDOWN_TIMEOUT_SECONDS + 1 s, during a database hang too; every replica answered again
