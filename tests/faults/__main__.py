@@ -13,8 +13,9 @@ the checks:
 - every acknowledged write is in the database, once (read with asyncpg, not through the app);
 - every message and alert in the database reached the live subscriber, and the resuming one,
   each the ones it may see;
-- no live stream ended (under a database fault: only with SERVICE_UNAVAILABLE); no request waited longer than REQUEST_TIMEOUT_SECONDS + 1 s; every answer was
-  a success or a 503 SERVICE_UNAVAILABLE in GraphQL JSON (429 in JSON too);
+- no live stream ended (under a database fault: only with SERVICE_UNAVAILABLE); no request waited
+  longer than REQUEST_TIMEOUT_SECONDS + 1 s; every answer was a success or a 503
+  SERVICE_UNAVAILABLE in GraphQL JSON (429 in JSON too);
 - /readyz said 503 within 2 s of a database hang; SIGTERM ended a replica within
   SHUTDOWN_TIMEOUT_SECONDS + 1 s, during a database hang too; every replica answered again
   within RECOVER_WITHIN of the end of each fault.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import sys
 import tempfile
 import time
@@ -338,8 +340,10 @@ async def run_suite(folder: Path) -> int:
                 phase,
                 live=False,
             )
-            await live.open(0)
-            await resumer.open(1)
+            # With since from the start: the writers begin at once, before the server has made every
+            # subscription live (an event in between would otherwise be missed by design).
+            await live.open(0, resume=True)
+            await resumer.open(1, resume=True)
             run = Run(api, phase, proxies, servers, environment, folder, LOGS, patients[0].token, resumer)
             give_up_at = time.monotonic() + OVERALL
             writers = [
@@ -533,12 +537,21 @@ async def main() -> int:
         f" shutdown {scenarios.SHUTDOWN_TIMEOUT:g} s, at most {OVERALL:.0f} s in all"
     )
     LOGS.mkdir(parents=True, exist_ok=True)
+    # SIGTERM or SIGINT (a cancelled CI job) cancels the run: its clean-up still stops the
+    # replicas, closes the proxies and drops the database.
+    running = asyncio.current_task()
+    assert running is not None
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(stop, running.cancel)
     with tempfile.TemporaryDirectory(prefix="ketafollow-faults-") as folder:
         try:
             return await asyncio.wait_for(run_suite(Path(folder)), OVERALL)
         except TimeoutError:
             print(f"FAILED: the fault suite did not finish within {OVERALL:.0f} s", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            print("the fault suite was interrupted (cleaned up)", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
