@@ -83,6 +83,9 @@ def cli_environment(database_url: str, extra: dict[str, str] | None = None) -> d
     # Said explicitly: on PostgreSQL an unset KETAFOLLOW_ENV refuses to start (api.settings.exposure_problems).
     return {
         "PATH": os.environ.get("PATH", ""),
+        # This checkout's code, not whatever the virtualenv's editable install points at (a
+        # worktree shares the main checkout's virtualenv).
+        "PYTHONPATH": str(ROOT),
         "KETAFOLLOW_ENV": "development",
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
