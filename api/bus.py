@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from models.events import BusEvent, DispatchCursor, DomainEvent
@@ -43,6 +44,9 @@ QUEUE_SIZE = 1000
 POLL_SECONDS = 0.2
 BATCH = 200
 GAP_MEMORY_SECONDS = 60.0
+# A dispatcher starting on a shared bus publishes what is still unpublished back to this long
+# before the newest event (Dispatcher.start_at_the_end).
+LIVE_HORIZON = timedelta(minutes=10)
 # Redis listener: a quiet connection is pinged every heartbeat and given up after two silent
 # ones; reconnection attempts back off up to the maximum (the outbox covers the meantime).
 HEARTBEAT_SECONDS = 1.0
@@ -288,14 +292,30 @@ class Dispatcher:
         self.gaps: dict[int, float] = {}
 
     async def start_at_the_end(self) -> None:
-        """Live subscribers want what happens from now on; history is for queries."""
+        """Live subscribers want what happens from now on; history is for queries (and `since`).
+
+        With a shared bus, other replicas may be running: events they committed and have not yet
+        published (they poll every POLL_SECONDS) lie past the shared position, and skipping them
+        would lose them for every live subscriber. So this dispatcher starts at the shared position,
+        which it moves forward only past events older than LIVE_HORIZON before the newest one: those
+        no running dispatcher left unpublished, and nobody was listening for them (after a full
+        restart, a long backlog is history, not live news).
+        """
         latest = await DomainEvent.all().order_by("-seq").first()
-        self.cursor = latest.seq if latest else 0
-        if self.bus.shared:
-            await DispatchCursor.get_or_create(name="bus", defaults={"last_seq": self.cursor})
-            # After a full restart the shared position may lag behind: nobody is listening for
-            # what happened while every replica was down.
-            await DispatchCursor.filter(name="bus", last_seq__lt=self.cursor).update(last_seq=self.cursor)
+        if not self.bus.shared:
+            self.cursor = latest.seq if latest else 0
+            return
+        position, _ = await DispatchCursor.get_or_create(name="bus", defaults={"last_seq": latest.seq if latest else 0})
+        if latest is not None:
+            stale = (
+                await DomainEvent.filter(occurred_at__lt=latest.occurred_at - LIVE_HORIZON, seq__gt=position.last_seq)
+                .order_by("-seq")
+                .first()
+            )
+            if stale is not None:
+                await DispatchCursor.filter(name="bus", last_seq__lt=stale.seq).update(last_seq=stale.seq)
+                position = await DispatchCursor.get(name="bus")
+        self.cursor = position.last_seq
 
     async def run_once(self) -> int:
         """One pass: publish what committed since the last one; returns how many were published."""

@@ -16,11 +16,13 @@ import pytest
 from httpx_ws import AsyncWebSocketSession
 from starlette.applications import Starlette
 
+from api.bus import LIVE_HORIZON, Dispatcher, InProcessBus
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from models.audit import AuditAction, AuditEvent, AuditOutcome
 from models.clock import ManualClock
+from models.events import BusEvent, Operation, record_event
 from tests.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers, running_app
 from tests.graphql import gql
@@ -343,3 +345,66 @@ async def test_a_replica_that_starts_while_redis_is_away_serves_and_delivers_fro
             after = await bodies(provider, 1)
             await nothing_more(provider)
     assert (during, after) == (["while Redis is away"], ["once it is back"])
+
+
+class _SharedRecorder(InProcessBus):
+    """A shared bus (as Redis is) that records what a dispatcher publishes to it."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[int] = []
+
+    async def publish(self, event: BusEvent) -> None:
+        self.published.append(event.seq)
+
+
+async def _event(clock: ManualClock) -> int:
+    event = await record_event(
+        "Test.happened",
+        resource_type="Test",
+        resource_id=uuid.uuid4(),
+        operation=Operation.CREATED,
+        version=1,
+        now=clock.now(),
+    )
+    return event.seq
+
+
+async def test_a_replica_starting_beside_a_running_one_skips_no_event_the_running_one_has_not_published(
+    app: Starlette, clock: ManualClock
+) -> None:
+    """A deploy or a scale-up: replica B starts while A runs; an event A committed but had not yet
+    published (A polls every POLL_SECONDS) is published, not stepped over."""
+    running, starting = _SharedRecorder(), _SharedRecorder()
+    with use_database(app.state.database):
+        a = Dispatcher(running)
+        await a.start_at_the_end()
+        unpublished = await _event(clock)
+        b = Dispatcher(starting)
+        await b.start_at_the_end()
+        await b.run_once()
+        await a.run_once()
+        assert unpublished in running.published + starting.published
+        after = await _event(clock)
+        await a.run_once()
+        await b.run_once()
+        assert after in running.published + starting.published
+
+
+async def test_after_a_full_restart_only_the_last_minutes_of_a_backlog_are_published_live(
+    app: Starlette, clock: ManualClock
+) -> None:
+    with use_database(app.state.database):
+        first = Dispatcher(_SharedRecorder())
+        await first.start_at_the_end()  # the shared position, at the end of the outbox
+        old = await _event(clock)
+        clock.advance(LIVE_HORIZON + timedelta(minutes=5))  # every replica down meanwhile
+        recent = [await _event(clock) for _ in range(2)]
+        restarted = _SharedRecorder()
+        dispatcher = Dispatcher(restarted)
+        await dispatcher.start_at_the_end()
+        await dispatcher.run_once()
+    assert restarted.published == recent  # the recent ones live; the old one is history (since)
+    assert old not in restarted.published
