@@ -452,11 +452,16 @@ class _Reader:
         """The database's own bounds must bite before the request's deadline does, so a slow
         statement ends as a database error (rolled back, answered 503) rather than by cancellation."""
         deadline = settings.request_timeout
-        for name, value in (
-            ("DB_STATEMENT_TIMEOUT_SECONDS", settings.db_statement_timeout),
-            ("DB_POOL_TIMEOUT_SECONDS", settings.db_pool_timeout),
-            ("SQLITE_BUSY_TIMEOUT_SECONDS", settings.sqlite_busy_timeout),
-        ):
+        # Only the bounds of the database in use: SQLite has no statement timeout or pool, and
+        # PostgreSQL no busy timeout.
+        if urlsplit(settings.database_url).scheme == "sqlite":
+            bounds = (("SQLITE_BUSY_TIMEOUT_SECONDS", settings.sqlite_busy_timeout),)
+        else:
+            bounds = (
+                ("DB_STATEMENT_TIMEOUT_SECONDS", settings.db_statement_timeout),
+                ("DB_POOL_TIMEOUT_SECONDS", settings.db_pool_timeout),
+            )
+        for name, value in bounds:
             if value > deadline:
                 self.problems.append(f"{name} ({value:g}) must not exceed REQUEST_TIMEOUT_SECONDS ({deadline:g})")
 

@@ -494,8 +494,16 @@ def test_every_wait_has_a_bound_by_default_and_each_can_be_set() -> None:
         ({"DB_POOL_TIMEOUT_SECONDS": "-1"}, "DB_POOL_TIMEOUT_SECONDS must be between 0.1 and 60 seconds"),
         # The database's own bounds bite before the request's deadline does.
         (
-            {"REQUEST_TIMEOUT_SECONDS": "3"},
+            {
+                "REQUEST_TIMEOUT_SECONDS": "3",
+                "DATABASE_URL": "postgres://ketafollow@db.internal/ketafollow",
+                "KETAFOLLOW_ENV": "development",
+            },
             "DB_STATEMENT_TIMEOUT_SECONDS (5) must not exceed REQUEST_TIMEOUT_SECONDS (3)",
+        ),
+        (
+            {"REQUEST_TIMEOUT_SECONDS": "3"},  # SQLite (the default): its busy timeout
+            "SQLITE_BUSY_TIMEOUT_SECONDS (5) must not exceed REQUEST_TIMEOUT_SECONDS (3)",
         ),
         (
             {"SQLITE_BUSY_TIMEOUT_SECONDS": "9"},
@@ -507,3 +515,18 @@ def test_bad_bounds_are_refused_by_name(environ: dict[str, str], problem: str) -
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(environ, env_file=None)
     assert raised.value.problems[0].startswith(problem), raised.value.problems
+
+
+def test_only_the_bounds_of_the_database_in_use_are_held_to_the_deadline() -> None:
+    on_postgres = {"REQUEST_TIMEOUT_SECONDS": "3", "DB_STATEMENT_TIMEOUT_SECONDS": "2", "DB_POOL_TIMEOUT_SECONDS": "2"}
+    settings = Settings.from_env(
+        {
+            **on_postgres,
+            "DATABASE_URL": "postgres://ketafollow@db.internal/ketafollow",
+            "KETAFOLLOW_ENV": "development",
+        },
+        env_file=None,
+    )
+    assert settings.sqlite_busy_timeout == 5.0  # unused on PostgreSQL: not refused
+    on_sqlite = Settings.from_env({"REQUEST_TIMEOUT_SECONDS": "3", "SQLITE_BUSY_TIMEOUT_SECONDS": "2"}, env_file=None)
+    assert on_sqlite.db_statement_timeout == 5.0  # unused on SQLite: not refused
