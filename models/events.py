@@ -72,14 +72,22 @@ async def record_event(
 # event; the window bounds what one reconnection may ask the database to replay.
 REPLAY_WINDOW = timedelta(days=7)
 REPLAY_BATCH = 200
+# An event's time is taken when its request starts, its `seq` when it commits: an event can commit
+# after one with a later time (two requests at once, on two replicas). A client that saw the later
+# one and resumes with its time would never get the earlier one; so a replay starts this long
+# before `since` (more than a request may last, and the clock skew between replicas), and clients
+# drop what they already have by id (delivery is at least once).
+REPLAY_OVERLAP = timedelta(minutes=1)
 
 
 async def events_since(
     event_type: str, since: datetime, *, patient_id: UUID | None = None
 ) -> AsyncIterator[DomainEvent]:
-    """The committed events of a type that occurred at or after `since`, in `seq` order, read in
-    batches (a subscription replays them before its live events). Visibility is the caller's."""
+    """The committed events of a type that occurred at or after `since` (less REPLAY_OVERLAP), in
+    `seq` order, read in batches (a subscription replays them before its live events). Visibility
+    is the caller's."""
     after = 0
+    since -= REPLAY_OVERLAP
     while True:
         query = DomainEvent.filter(type=event_type, occurred_at__gte=since, seq__gt=after)
         if patient_id is not None:
