@@ -59,6 +59,12 @@ def unavailable_headers() -> Mapping[str, str]:
     return {"retry-after": str(RETRY_AFTER_SECONDS), "cache-control": "no-store", "pragma": "no-cache"}
 
 
+def _unwound(work: asyncio.Future[None]) -> None:
+    """A request cancelled at its deadline has finished unwinding: log how it ended (once)."""
+    if not work.cancelled() and (error := work.exception()) is not None:
+        logger.warning("a request cancelled at its deadline failed as it unwound", exc_info=error)
+
+
 class FaultMiddleware:
     """The request deadline and the answers to backend failures (see the module's docstring)."""
 
@@ -75,40 +81,56 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
+        started = answered = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return  # past its deadline the request was answered 503: what it sends now is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         request_id = scope.get("state", {}).get("request_id")
-        deadline = asyncio.timeout(self.request_timeout)
+        # The request runs as a task of its own: at the deadline it is cancelled and answered at
+        # once, while it unwinds in the background (a rollback on a hung database waits for the
+        # driver's own timeout; the client must not).
+        work = asyncio.ensure_future(self.app(scope, receive, tracking_send))
         try:
-            async with deadline:
-                await self.app(scope, receive, tracking_send)
-            return
+            done, _ = await asyncio.wait({work}, timeout=self.request_timeout)
         except asyncio.CancelledError:
+            work.cancel()
             # uvicorn cancels what is still running when its graceful shutdown ends: the client is
             # answered (the connection then closes) instead of losing it without a word.
             if not started:
+                answered = True
                 logger.error("%s %s was cancelled: the server is stopping", scope.get("method"), scope.get("path"))
                 message = unavailable_message(request_id, stopping=True)
                 body = answer_for(scope.get("path", ""), unavailable=True, message=message, request_id=request_id)
                 with contextlib.suppress(Exception):
                     await send_json_error(send, 503, body, headers={**unavailable_headers(), "connection": "close"})
             raise
-        except Exception as error:
-            failure = error
-        if started:  # too late for another answer: the connection ends (uvicorn logs it)
-            raise failure
+        expired = not done
+        failure: BaseException | None = None
+        if expired:
+            work.cancel()
+            work.add_done_callback(_unwound)
+            if started:  # too late for another answer: the connection ends
+                answered = True
+                return
+        else:
+            failure = asyncio.CancelledError() if work.cancelled() else work.exception()
+            if failure is None:
+                return
+            if started:  # too late for another answer: the connection ends (uvicorn logs it)
+                raise failure
+        answered = True
         path = scope.get("path", "")
-        if deadline.expired():
+        if expired or failure is None:
             logger.error("%s %s ran past its deadline of %g s and was cancelled", scope.get("method"), path,
                          self.request_timeout)  # fmt: skip
             unavailable, message = True, unavailable_message(request_id, deadline=self.request_timeout)
-        elif is_backend_unavailable(failure):
+        elif isinstance(failure, Exception) and is_backend_unavailable(failure):
             logger.error("%s %s failed: a backend is unavailable", scope.get("method"), path, exc_info=failure)
             unavailable, message = True, unavailable_message(request_id)
         else:

@@ -454,6 +454,7 @@ class _Reader:
         deadline = settings.request_timeout
         # Only the bounds of the database in use: SQLite has no statement timeout or pool, and
         # PostgreSQL no busy timeout.
+        bounds: tuple[tuple[str, float], ...]
         if urlsplit(settings.database_url).scheme == "sqlite":
             bounds = (("SQLITE_BUSY_TIMEOUT_SECONDS", settings.sqlite_busy_timeout),)
         else:

@@ -362,6 +362,30 @@ async def test_an_unexpected_error_is_a_json_500_in_the_paths_shape_never_text(
     assert "retry-after" not in response.headers
 
 
+async def test_a_request_past_its_deadline_is_answered_before_it_has_finished_unwinding() -> None:
+    """A rollback on a hung database waits for the driver's own timeout: the client does not (the
+    fault suite saw 6 s answers with a 3 s deadline). What the request sends later is dropped."""
+    unwinding_may_end = asyncio.Event()
+    unwound = asyncio.Event()
+
+    async def stuck(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.Event().wait()  # a statement that never returns
+        finally:
+            await unwinding_may_end.wait()  # the rollback, as slow as the database
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            unwound.set()
+
+    app = RequestContextMiddleware(SecurityHeadersMiddleware(FaultMiddleware(stuck, request_timeout=0.2)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        response = await asyncio.wait_for(http.post("/graphql", json={}), timeout=10)
+    assert not unwound.is_set()  # answered while the request was still unwinding
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    unwinding_may_end.set()
+    await asyncio.wait_for(unwound.wait(), timeout=10)  # it unwinds in the background; its answer is dropped
+
+
 def test_the_postgresql_bounds_reach_the_driver() -> None:
     """The statement, connect and pool timeouts are in what Tortoise opens (api.postgres_backend)."""
     settings = Settings(database_url="postgres://u@db:5432/k", db_statement_timeout=2.5, db_pool_timeout=1.5)

@@ -95,6 +95,7 @@ class Row:
     ended: int = 0
     requests: int = 0
     worst_wait: float = 0.0
+    slowest: str = ""  # the request that waited `worst_wait`
     out_of_shape: int = 0
     ready_503: str = "-"
     exit_after: str = "-"
@@ -194,7 +195,11 @@ def judge(
         outcome = during(outcomes, answer) or by_scenario.get(answer.phase)
         row = table[outcome.scenario.name if outcome is not None else STEADY]
         row.requests += 1
-        row.worst_wait = max(row.worst_wait, answer.seconds)
+        if answer.seconds > row.worst_wait:
+            row.worst_wait = answer.seconds
+            row.slowest = (
+                f"{answer.what} on replica {answer.replica + 1}: {answer.kind} {answer.status} {answer.detail[:120]}"
+            )
         # A replica that was sent SIGTERM refuses connections until it is started again: expected.
         going = outcome is not None and outcome.scenario.sigterm and answer.replica == 1
         if not answer.in_shape and not (going and answer.kind == "no answer"):
@@ -215,7 +220,9 @@ def judge(
         if row.resumed_missed:
             row.failures.append(f"the client that resumed with since missed {row.resumed_missed} events")
         if row.worst_wait > scenarios.WAIT_BOUND:
-            row.failures.append(f"a request waited {row.worst_wait:.1f} s (bound {scenarios.WAIT_BOUND:g} s)")
+            row.failures.append(
+                f"a request waited {row.worst_wait:.1f} s (bound {scenarios.WAIT_BOUND:g} s): {row.slowest}"
+            )
     for outcome in outcomes:
         row = table[outcome.scenario.name]
         row.failures += outcome.notes
