@@ -62,6 +62,10 @@ class Context:
     second_factor: SecondFactorPolicy | None = None
     # The operation's name for audit rows (set when it starts executing).
     operation: str | None = None
+    # A subscription's event that could not be sent (its audit write failed: the data went out as
+    # an error): the stream then ends with that error (schema.messaging), so the client resumes
+    # with `since` and receives the event from the outbox instead of losing it.
+    undelivered: Exception | None = None
     # WebSocket only: numbers the operations of a connection, or the events of an operation.
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     _request_base: str | None = field(default=None, repr=False)

@@ -290,6 +290,8 @@ class AuditFlush(SchemaExtension):
                 make_public(failure, getattr(context, "request_id", None))
                 result.data = None
                 result.errors = [failure]
+                if hasattr(context, "undelivered"):
+                    context.undelivered = error  # the stream ends with it (schema.messaging._events)
         yield
 
 

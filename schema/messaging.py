@@ -371,9 +371,20 @@ async def _events(
             async for stored in events_since(wanted, since, patient_id=patient_id):
                 replayed.add(stored.seq)
                 yield BusEvent.of(stored)
+                _end_if_undelivered(info.context)
         async for event in events:
             if event.type == wanted and event.seq not in replayed:
                 yield event
+                _end_if_undelivered(info.context)
+
+
+def _end_if_undelivered(context: Context) -> None:
+    """The event just sent went out as an error (its audit write failed, e.g. the database is
+    away): end the stream with that error rather than go on without it. The client resubscribes
+    with `since` (the time of the last event it did receive) and gets this one from the outbox."""
+    if context.undelivered is not None:
+        error, context.undelivered = context.undelivered, None
+        raise error
 
 
 async def _next_event(info: Info[Context, None]) -> Viewer | None:

@@ -250,6 +250,7 @@ async def test_a_cached_login_check_costs_no_statement(
 WATCH = """
 subscription Watch { alertRaised { kind patient { givenName outcomes { phq9 { latest } } } } }
 """
+RESUMED_WATCH = "subscription Resumed($since: DateTime) { alertRaised(since: $since) { kind patient { givenName } } }"
 
 
 async def alex_reports(server: Served, alex: str, code: str, clock: ManualClock) -> None:
@@ -336,16 +337,29 @@ async def test_an_event_whose_audit_rows_cannot_be_written_is_not_sent(
         await written(self, viewer, now)
 
     monkeypatch.setattr(AuditTrail, "flush", failing)
+    since = clock.now()
     async with served(settings, clock) as server, socket(server, tokens.user(RIVERA)) as live:
         await subscribe(live, WATCH)
         await asyncio.sleep(0.2)
         await alex_reports(server, tokens.user(ALEX), "SHORTNESS_OF_BREATH", clock)
         payload = await next_payload(live)
+        # The stream ends with it (a stream that went on would have lost the event for good)...
+        then = [await live.receive_json(timeout=5)]
+        while then[-1]["type"] != "complete" and len(then) < 5:
+            then.append(await live.receive_json(timeout=5))
+        monkeypatch.setattr(AuditTrail, "flush", written)
+        # ... and the client, resuming with the time of the last event it saw, receives it.
+        await subscribe(live, RESUMED_WATCH, "2", since=since.isoformat())
+        resumed = await next_payload(live)
     assert payload["data"] is None
     [error] = payload["errors"]
     # An unreachable backend: the client is told to try again (api.faults, models.faults).
     assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert "Alex" not in str(payload)
+    *errors, ended = then
+    assert (ended["id"], ended["type"]) == ("1", "complete"), then
+    assert all(m["type"] == "next" and m["payload"]["data"] is None for m in errors), then  # nothing of it
+    assert resumed["data"]["alertRaised"]["patient"]["givenName"] == "Alex"
 
 
 # ------------------------------------------------------------------- finding 4: socket limits
