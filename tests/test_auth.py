@@ -7,14 +7,16 @@ import base64
 import json
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.auth import passwords
 from api.auth.passwords import verify_password
 from api.auth.tokens import REQUIRED_CLAIMS
 from api.database import use_database
@@ -26,6 +28,7 @@ from models.sessions import RefreshToken
 from models.throttle import KnownSignInAddress, LoginThrottle
 from seeds.demo import DEMO_CLIENT_SECRET, DEMO_PASSWORD
 from tests.conftest import Tokens
+from tests.panel_data import counting_statements
 
 ME = "{ me { role name } }"
 
@@ -83,6 +86,36 @@ async def test_a_user_signs_in_and_gets_a_short_lived_pinned_token(client: httpx
     assert claims["exp"] - claims["iat"] == 900
     answer = await me(client, body["access_token"])
     assert answer.json() == {"data": {"me": {"role": "PATIENT", "name": "alex@demo.test"}}}
+
+
+async def test_sign_in_does_the_same_work_whether_or_not_the_account_exists(
+    app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No enumeration by answer or by time: a wrong password for an account, for a deactivated one
+    and for none get one answer after the same work (one password verification, the same number
+    of statements), counted rather than timed."""
+    with use_database(app.state.database):
+        await User.filter(email="devon@demo.test").update(is_active=False)
+    verified: list[str | bytes] = []
+
+    class CountingHasher(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            verified.append(hash)
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(passwords, "_HASHER", CountingHasher.from_parameters(passwords._HASHER._parameters))
+    await sign_in(client, "someone.else@demo.test", "not the password")  # this address's own rows
+    answers, statements = [], {}
+    for attempt in ("first", "second"):  # a first try creates the throttle's rows, known or not
+        for email in ("alex@demo.test", "devon@demo.test", "nobody@demo.test"):
+            verified.clear()
+            with counting_statements() as counter:
+                response = await sign_in(client, email, "not the password")
+            answers.append((response.status_code, response.json()))
+            statements.setdefault(attempt, []).append(counter.count)
+            assert len(verified) == 1, email  # one Argon2 verification, a real one for every address
+    assert len(set(map(str, answers))) == 1 and answers[0][0] == 400
+    assert len(set(statements["first"])) == 1 and len(set(statements["second"])) == 1, statements
 
 
 async def test_a_wrong_password_and_an_unknown_account_get_the_same_answer(client: httpx.AsyncClient) -> None:
