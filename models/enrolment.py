@@ -15,8 +15,6 @@ have an account, and the invitation's token can never activate anything.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -29,6 +27,7 @@ from tortoise.transactions import in_transaction
 from models.access import Viewer
 from models.accounts import CareTeam, NewUser, Patient, Provider, Role, User, create_user, normalise_email
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now
+from models.bearer_tokens import hash_token, new_token
 from models.errors import DomainError, Forbidden, InvalidInput, NotFound
 from models.mail import queue_mail
 from models.passwords import password_problem
@@ -94,16 +93,6 @@ class ProviderInvite:
     time_zone: str = "UTC"
 
 
-def hash_link_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_link_token() -> tuple[str, str]:
-    """A link token and its stored hash."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_link_token(token)
-
-
 def _link(app_url: str, path: str, token: str) -> str:
     return f"{app_url.rstrip('/')}/{path}?token={token}"
 
@@ -145,7 +134,7 @@ async def _issue(
     viewer: Viewer, data: NewUser, care_team_id: UUID | None, *, now: datetime, app_url: str, today: date
 ) -> Invitation:
     email = normalise_email(data.email)
-    token, token_hash = new_link_token()
+    token, token_hash = new_token()
     async with in_transaction():
         existing = await User.exists(email=email)
         user = None if existing else await create_user(data, password_hash=NO_PASSWORD, today=today, active=False)
@@ -224,7 +213,7 @@ async def resend_invitation(viewer: Viewer, invitation_id: UUID, *, now: datetim
         raise InvalidInput("invitationId", "the invitation was already accepted")
     if invitation.revoked_at is not None:
         raise InvalidInput("invitationId", "the invitation was revoked: send a new one")
-    token, token_hash = new_link_token()
+    token, token_hash = new_token()
     async with in_transaction():
         invitation.token_hash, invitation.expires_at = token_hash, now + INVITATION_LIFETIME
         await invitation.save(update_fields=["token_hash", "expires_at"])
@@ -265,7 +254,7 @@ async def activate(
     Raises `InvalidLinkToken` (unknown, used, revoked, expired: one answer) or `WeakPassword`
     (the token stays usable, so the invitee can try another password).
     """
-    invitation = await Invitation.get_or_none(token_hash=hash_link_token(token)).select_related("user")
+    invitation = await Invitation.get_or_none(token_hash=hash_token(token)).select_related("user")
     if (
         invitation is None
         or invitation.user is None

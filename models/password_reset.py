@@ -21,14 +21,8 @@ from models import sessions, throttle
 from models.access import Viewer
 from models.accounts import User
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now, record_system
-from models.enrolment import (
-    InvalidLinkToken,
-    PasswordHasher,
-    WeakPassword,
-    hash_link_token,
-    new_link_token,
-    personal_names,
-)
+from models.bearer_tokens import hash_token, new_token
+from models.enrolment import InvalidLinkToken, PasswordHasher, WeakPassword, personal_names
 from models.errors import Forbidden, InvalidInput
 from models.mail import queue_mail
 from models.passwords import PasswordHashing, password_problem
@@ -97,7 +91,7 @@ async def send_password_resets(*, now: datetime, app_url: str) -> int:
                     now=now,
                 )  # fmt: skip
                 continue
-            token, token_hash = new_link_token()
+            token, token_hash = new_token()
             await PasswordReset.filter(user_id=user.id, used_at=None).update(used_at=now)  # older links stop
             await PasswordReset.filter(id=request.id).update(
                 user_id=user.id, token_hash=token_hash, expires_at=now + RESET_LIFETIME
@@ -116,7 +110,7 @@ async def confirm_password_reset(
 
     Raises `InvalidLinkToken` (unknown, used, expired) or `WeakPassword` (the link stays usable).
     """
-    reset = await PasswordReset.get_or_none(token_hash=hash_link_token(token)).select_related("user")
+    reset = await PasswordReset.get_or_none(token_hash=hash_token(token)).select_related("user")
     if reset is None or reset.user is None or reset.used_at is not None or reset.expires_at is None:
         raise InvalidLinkToken
     if now >= reset.expires_at or not reset.user.is_active:

@@ -17,8 +17,6 @@ the same transaction, so every replica hears of it through the event bus and clo
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +29,7 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.accounts import User
+from models.bearer_tokens import hash_token, new_token
 from models.devices import end_session_devices
 from models.events import Operation, record_event
 
@@ -110,10 +109,6 @@ def ended_logins(now: datetime) -> QuerySet[SessionFamily]:
     return SessionFamily.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=now) | ~Q(id__in=Subquery(live_tokens)))
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _agent(user_agent: str | None) -> str | None:
     return user_agent[:USER_AGENT_LENGTH] if user_agent else None
 
@@ -127,7 +122,7 @@ async def start_session(
     user_agent: str | None = None,
 ) -> IssuedRefreshToken:
     """A new login: a new family and its first refresh token."""
-    token = secrets.token_urlsafe(32)
+    token, token_hash = new_token()
     async with in_transaction():
         family = await SessionFamily.create(
             user_id=user_id,
@@ -138,7 +133,7 @@ async def start_session(
         )
         await RefreshToken.create(
             family=family,
-            token_hash=hash_token(token),
+            token_hash=token_hash,
             issued_at=now,
             idle_expires_at=min(now + idle_ttl, family.expires_at),
         )
@@ -235,7 +230,7 @@ async def rotate_refresh_token(
         raise RefreshRefused(RefreshRefusal.REUSED, user_id=user_id, family_revoked=ended, family_id=family.id)
     if now >= stored.idle_expires_at or now >= family.expires_at:
         raise RefreshRefused(RefreshRefusal.EXPIRED, user_id=user_id)
-    successor = secrets.token_urlsafe(32)
+    successor, successor_hash = new_token()
     try:
         async with in_transaction():
             claimed = await RefreshToken.filter(id=stored.id, rotated_at=None).update(rotated_at=now)
@@ -247,7 +242,7 @@ async def rotate_refresh_token(
                 raise _FamilyRevoked
             await RefreshToken.create(
                 family_id=family.id,
-                token_hash=hash_token(successor),
+                token_hash=successor_hash,
                 issued_at=now,
                 idle_expires_at=min(now + idle_ttl, family.expires_at),
             )

@@ -45,6 +45,7 @@ from models import sessions, throttle
 from models.access import Viewer
 from models.accounts import Role, User
 from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, denied, record_now, record_system
+from models.bearer_tokens import hash_token, new_token
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 logger = logging.getLogger("ketafollow.totp")
@@ -359,20 +360,16 @@ class ChallengeRefused(Exception):
 
 async def start_challenge(user_id: UUID, *, now: datetime) -> str:
     """The `mfa_token` of a right password for an account with a second factor."""
-    token = secrets.token_urlsafe(32)
+    token, token_hash = new_token()
     await MfaChallenge.create(
-        token_hash=_token_hash(token), user_id=user_id, created_at=now, expires_at=now + CHALLENGE_LIFETIME
+        token_hash=token_hash, user_id=user_id, created_at=now, expires_at=now + CHALLENGE_LIFETIME
     )
     return token
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def open_challenge(token: str, *, now: datetime) -> MfaChallenge:
     """The live challenge of `token`, or `ChallengeRefused`."""
-    challenge = await MfaChallenge.get_or_none(token_hash=_token_hash(token[:200]))
+    challenge = await MfaChallenge.get_or_none(token_hash=hash_token(token[:200]))
     if challenge is None:
         raise ChallengeRefused("unknown mfa_token", spent=True)
     if challenge.used_at is not None or challenge.attempts >= CHALLENGE_TRIES or now >= challenge.expires_at:

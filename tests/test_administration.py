@@ -17,9 +17,10 @@ from api.database import use_database
 from api.settings import Settings
 from models.accounts import ApiClient, CareTeam, DataSharingConsent, NewUser, Patient, Role, User, create_user
 from models.audit import AuditEvent, AuditOutcome
+from models.bearer_tokens import hash_token
 from models.clock import ManualClock
 from models.devices import Device
-from models.enrolment import NO_PASSWORD, Invitation, hash_link_token
+from models.enrolment import NO_PASSWORD, Invitation
 from models.events import DomainEvent
 from models.surveys import AssignmentStatus, SurveyAssignment, schedule_recurring_surveys
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT
@@ -394,7 +395,7 @@ async def test_a_deactivated_invitees_link_no_longer_activates_the_account(
         user = await create_user(invitee, password_hash=NO_PASSWORD, today=clock.now().date(), active=False)
         await Invitation.create(
             email=user.email, role=Role.PATIENT, user=user, care_team_id=north.id,
-            invited_by_id=tokens.user_ids[ADMIN], token_hash=hash_link_token("the-emailed-token"),
+            invited_by_id=tokens.user_ids[ADMIN], token_hash=hash_token("the-emailed-token"),
             created_at=clock.now(), expires_at=clock.now() + timedelta(days=7),
         )  # fmt: skip
     body = await gql(

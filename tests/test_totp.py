@@ -21,6 +21,7 @@ from models import enrolment, totp
 from models.access import load_user_viewer
 from models.accounts import CareTeam, Role, User
 from models.audit import AuditEvent, AuditOutcome, AuditTrail
+from models.bearer_tokens import hash_token
 from models.clock import ManualClock
 from models.mail import MailMessage
 from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
@@ -180,7 +181,7 @@ async def test_an_mfa_token_dies_after_five_wrong_codes(
         assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     dead = await answer(client, token, otp=right)
     assert dead.status_code == 400 and "sign in again" in dead.json()["error_description"]
-    assert (await MfaChallenge.get(token_hash=totp._token_hash(token))).attempts == 5
+    assert (await MfaChallenge.get(token_hash=hash_token(token))).attempts == 5
     clock.advance(timedelta(minutes=2))  # the five failures also locked this address out of codes a minute
     assert (await answer(client, await mfa_token(client, PATIENT), otp=code_now(secret, clock))).status_code == 200
 
