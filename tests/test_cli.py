@@ -45,6 +45,7 @@ def test_help_lists_every_command(database_url: str) -> None:
         "reactivate-user",
         "rotate-client-secret",
         "deactivate-client",
+        "reset-totp",
     ):
         assert command in result.stdout
 
