@@ -49,14 +49,14 @@ seed: $(INSTALLED)
 schema: $(INSTALLED)
 	$(BIN)/ketafollow export-schema
 
-# Figures, not assertions (see README: Benchmarks).
+# Figures, not assertions (see docs/benchmarks.md: Benchmarks).
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.benchmarks.bench_scheduler
 	$(BIN)/python -m tests.benchmarks.bench_panel
 	$(BIN)/python -m tests.benchmarks.bench_home
 	$(BIN)/python -m tests.benchmarks.bench_changes
 
-# Real servers under a mix of users for a few minutes, loopback only (see README: Load test).
+# Real servers under a mix of users for a few minutes, loopback only (see docs/benchmarks.md: Load test).
 # SQLite, then PostgreSQL with one and two workers when 127.0.0.1:5432 (and Redis) answer.
 load: $(INSTALLED)
 	$(BIN)/python -m tests.load

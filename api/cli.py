@@ -42,7 +42,7 @@ examples:
   ketafollow worker                                             the jobs without the API
   ketafollow export-schema --check                              is schema.graphql current?
   ADMIN_DATABASE_URL=postgres://postgres@db:5432 ketafollow setup-roles
-                                   PostgreSQL: create the owner and service roles (README)
+                                   PostgreSQL: create the owner and service roles (docs/deployment.md)
   ketafollow create-care-team North
   ketafollow create-user --email dr.lee@clinic.example --role PROVIDER \\
       --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
@@ -59,7 +59,7 @@ configuration comes from environment variables (and a .env file in the working d
   MIGRATION_DATABASE_URL  PostgreSQL: the owner role `migrate` runs as (DATABASE_URL: the service role)
   SECRET_KEY      required in production       HOST / PORT   where `serve` listens
   unset KETAFOLLOW_ENV means a development machine: loopback and SQLite only
-see README.md for the full list.
+see docs/configuration.md for the full list.
 """
 
 
@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         "deactivate-user",
         help="stop an account at once (what the deactivateUser mutation does)",
         description="Deactivate an account as the admin named by --by: its logins, tokens, sockets and push "
-        "devices end at once, its records stay (README, Administration).",
+        "devices end at once, its records stay (docs/accounts.md, Administration).",
     )
     deactivate.add_argument("--by", required=True, help="the e-mail of the admin who deactivates")
     deactivate.add_argument("--email", required=True)
@@ -328,7 +328,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 async def _warn_if_audit_log_unguarded() -> None:
     if problems := await serving_role_problems():
         logging.getLogger("ketafollow").warning(
-            "the audit log is not protected from the role serving requests: %s (README: PostgreSQL roles)",
+            "the audit log is not protected from the role serving requests: %s (docs/deployment.md: PostgreSQL roles)",
             "; ".join(problems),
         )
 
@@ -359,7 +359,7 @@ def _setup_roles(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.database_url.startswith(("postgres://", "postgresql://")):
         print(
             "ketafollow: setup-roles is for PostgreSQL; SQLite has no roles: the database file's "
-            "permissions are the boundary (README: PostgreSQL roles)",
+            "permissions are the boundary (docs/deployment.md: PostgreSQL roles)",
             file=sys.stderr,
         )
         return 2

@@ -49,7 +49,7 @@ class BucketPolicy:
         return self.per_minute / 60
 
 
-# Defaults (README, "Rate limits"): a person's app or portal page spends a few tokens per screen;
+# Defaults (docs/security.md, "Rate limits"): a person's app or portal page spends a few tokens per screen;
 # an EHR client pages through the change feed; anonymous traffic is sign-in and refresh only.
 DEFAULT_USER_RATE = BucketPolicy(burst=60, per_minute=120)
 DEFAULT_CLIENT_RATE = BucketPolicy(burst=300, per_minute=600)
@@ -130,7 +130,7 @@ class Settings:
     # Browser origins (scheme://host[:port]) allowed to call the API, e.g. the provider portal.
     cors_allowed_origins: tuple[str, ...] = ()
     cors_max_age: int = 600
-    # Strict-Transport-Security max-age; 0 sends no header (only behind TLS, see README).
+    # Strict-Transport-Security max-age; 0 sends no header (only behind TLS, see docs/configuration.md).
     hsts_seconds: int = 0
     # Rate limits: buckets per user, per EHR client and per address of anonymous requests,
     # kept in Redis when `rate_limit_url` is set (shared by replicas), else in this process.
@@ -609,7 +609,7 @@ class _Reader:
         elif owner.username == service.username:
             self.problems.append(
                 "MIGRATION_DATABASE_URL must name another user than DATABASE_URL: the role serving "
-                "requests must not own the tables (README, PostgreSQL roles)"
+                "requests must not own the tables (docs/deployment.md, PostgreSQL roles)"
             )
         return url
 

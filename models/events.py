@@ -68,7 +68,7 @@ async def record_event(
     )
 
 
-# How far back a subscription's `since` may reach (README, "Live updates"). The outbox keeps every
+# How far back a subscription's `since` may reach (docs/api.md, "Messages and live updates"). The outbox keeps every
 # event; the window bounds what one reconnection may ask the database to replay.
 REPLAY_WINDOW = timedelta(days=7)
 REPLAY_BATCH = 200

@@ -343,7 +343,7 @@ _SINCE = (
 
 
 def _replay_from(info: Info[Context, None], since: datetime | None) -> datetime | None:
-    """Checks `since` against the replay window (README, "Live updates")."""
+    """Checks `since` against the replay window (docs/api.md, "Messages and live updates")."""
     if since is None:
         return None
     if since.tzinfo is None:

@@ -45,7 +45,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-# Well above what the apps, the portal and the README's examples ask for (the panel of 100 patients
+# Well above what the apps, the portal and the examples in README and docs/ ask for (the panel of 100 patients
 # with its outcomes costs about 600, 100 threads of 20 messages about 2,500); below one connection
 # of 100 nested in another (about 20,000).
 DEFAULT_MAX_QUERY_COST = 10_000

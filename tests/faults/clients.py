@@ -290,7 +290,7 @@ RESUBSCRIBE_PAUSE = 0.5
 
 class Subscriber:
     """A provider's socket with `messageAdded` on each of some threads and `alertRaised`, written
-    like the README's client: when a stream ends (`complete`, errors) or the socket is lost, it
+    like the client in docs/api.md: when a stream ends (`complete`, errors) or the socket is lost, it
     subscribes again with `since` (per stream, the latest `sentAt` or `createdAt` it saw there;
     before any, when it first subscribed) and deduplicates by id. Every ending is recorded. The
     `live` one is never dropped on purpose; the other is told when to drop (`drop()`) and when to

@@ -1,6 +1,6 @@
 """The load test (`make load`, not part of `make test`): real `ketafollow serve` processes on
 loopback ports, a mix of patients, providers and an EHR client for a bounded time, then a check
-that nothing acknowledged was lost. Figures, not assertions: README "Load test".
+that nothing acknowledged was lost. Figures, not assertions: docs/benchmarks.md "Load test".
 
 - `servers.py`: a fresh migrated and seeded database (SQLite or PostgreSQL), extra patients, the
   server processes;

@@ -3,7 +3,7 @@
 Each configuration gets a fresh database (migrated and seeded by `ketafollow migrate` and
 `ketafollow seed`, plus patients to make 20), its own `ketafollow serve` processes, sign-ins
 through `/auth/token`, LOAD_SECONDS (30) of traffic, and the checks of tests/load/checks.py.
-Prints a table per configuration and, at the end, one for the README. Exits 1 when something
+Prints a table per configuration and, at the end, one for docs/benchmarks.md. Exits 1 when something
 acknowledged was lost or reached the EHR client twice; latencies and error rates are figures,
 never a failure (the machine is shared and noisy).
 
