@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,6 +34,7 @@ from models.access import Viewer
 from models.clock import SystemClock
 from models.errors import DomainError
 from models.passwords import password_problem
+from seeds.loader import Demo, SeedReport, load_seeds
 
 EXAMPLES = """\
 examples:
@@ -391,12 +392,16 @@ def _setup_roles(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
-def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    from seeds.loader import load_seeds
+async def seed_database(settings: Settings, *, now: datetime) -> SeedReport:
+    """The seeds under these settings: the demo clinic outside production, passwords hashed as at sign-in."""
+    demo = None if settings.is_production else Demo(app_url=settings.mail.public_app_url, policy=settings.clinic_policy)
+    return await load_seeds(demo_clinic=demo, hash_password=hash_password, now=now)
 
+
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
     async def work() -> int:
         await ensure_migrated()
-        report = await load_seeds(settings, now=SystemClock().now())
+        report = await seed_database(settings, now=SystemClock().now())
         print(report.describe())
         return 0
 

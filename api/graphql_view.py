@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
@@ -34,6 +33,7 @@ from api.sockets import (
     OpenSocket,
     Refusal,
     RefusedSocketSignIns,
+    SocketEndpoint,
     SocketProtocol,
     SocketRegistry,
     close_reason,
@@ -70,9 +70,7 @@ def _address(scope: Scope) -> str | None:
     return client[0] if client else None
 
 
-class GraphQLEndpoint(GraphQL[Context, None]):
-    graphql_transport_ws_handler_class = SocketProtocol
-
+class GraphQLEndpoint(SocketEndpoint):
     def __init__(
         self,
         settings: Settings,

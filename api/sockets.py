@@ -24,12 +24,14 @@ import collections
 import contextlib
 import logging
 import uuid
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from graphql import GraphQLError
+from strawberry.asgi import GraphQL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, SubscribeMessage
 
@@ -39,9 +41,6 @@ from models.clock import Clock
 from models.faults import is_backend_unavailable
 from schema.context import Context
 from schema.errors import RateLimited
-
-if TYPE_CHECKING:
-    from api.graphql_view import GraphQLEndpoint
 
 logger = logging.getLogger("ketafollow.sockets")
 
@@ -224,10 +223,10 @@ class _OperationScoped:
 
 
 class SocketProtocol(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws with our sign-in (`GraphQLEndpoint.sign_in_socket`), per-operation
+    """graphql-transport-ws with our sign-in (`SocketEndpoint.sign_in_socket`), per-operation
     contexts, coded refusals for too many operations, and a way to end the socket from outside."""
 
-    view: GraphQLEndpoint
+    view: SocketEndpoint
 
     def __init__(self, **arguments: Any) -> None:
         super().__init__(**arguments)
@@ -298,3 +297,16 @@ class SocketProtocol(BaseGraphQLTransportWSHandler[Context, None]):
             if self.open_socket is not None:
                 self.view.sockets.release(self.open_socket)
                 self.open_socket = None
+
+
+class SocketEndpoint(GraphQL[Context, None]):
+    """What `SocketProtocol` needs of the GraphQL endpoint (`api.graphql_view.GraphQLEndpoint`, which
+    imports this module): its settings, its socket registry and its sign-in."""
+
+    graphql_transport_ws_handler_class = SocketProtocol
+    settings: Settings
+    sockets: SocketRegistry
+
+    @abstractmethod
+    async def sign_in_socket(self, context: Context, protocol: SocketProtocol) -> OpenSocket | Refusal:
+        """graphql-transport-ws `connection_init`: an open socket for the signed-in viewer, or why not."""

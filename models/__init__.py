@@ -7,7 +7,7 @@ migrations are built from it, so a new area is registered here once.
 MODEL_MODULES: tuple[str, ...] = (
     "models.accounts",
     "models.audit",
-    "models.sessions",
+    "models.session_families",
     "models.throttle",
     "models.events",
     "models.idempotency",

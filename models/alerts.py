@@ -20,9 +20,8 @@ from tortoise.transactions import in_transaction
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role
 from models.alert_rules import AlertKind, AlertSpec, Severity, respond_by
-from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
+from models.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied, record_now, record_system
 from models.base import Entity
-from models.directory import audit_patient_read
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.policy import ClinicPolicy

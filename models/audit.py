@@ -14,18 +14,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 from uuid import UUID
 
 from tortoise import fields
-from tortoise.expressions import Q
 from tortoise.models import Model
 
-from models.accounts import Role
-from models.errors import DomainError, Forbidden, NotFound
+from models.errors import DomainError
 
-if TYPE_CHECKING:
-    from models.access import Viewer
+
+class Actor(Protocol):
+    """Who did it, as the trail records them: `models.access.Viewer` (which holds a trail, so this
+    module cannot import it)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def audit(self) -> AuditTrail: ...
+    @property
+    def is_api_client(self) -> bool: ...
+    @property
+    def role_name(self) -> str: ...
 
 
 class AuditAction(StrEnum):
@@ -96,7 +107,7 @@ class AuditTrail:
         # A list read touching a patient many times is one access to that patient.
         self.pending.setdefault(entry)
 
-    def event(self, viewer: Viewer | None, entry: AuditEntry, now: datetime) -> AuditEvent:
+    def event(self, viewer: Actor | None, entry: AuditEntry, now: datetime) -> AuditEvent:
         return AuditEvent(
             occurred_at=now,
             actor_type=_actor_type(viewer),
@@ -114,7 +125,7 @@ class AuditTrail:
             request_id=self.request_id,
         )
 
-    async def flush(self, viewer: Viewer | None, now: datetime) -> None:
+    async def flush(self, viewer: Actor | None, now: datetime) -> None:
         """Write the pending entries in one statement (call inside the caller's transaction, if any)."""
         if not self.pending:
             return
@@ -126,7 +137,7 @@ Refusal = TypeVar("Refusal", bound=DomainError)
 
 
 def denied(
-    viewer: Viewer,
+    viewer: Actor,
     refusal: Refusal,
     action: AuditAction,
     resource_type: str,
@@ -150,7 +161,14 @@ def denied(
     return refusal
 
 
-def _actor_type(viewer: Viewer | None) -> ActorType:
+def audit_patient_read(viewer: Actor, patient_id: UUID, resource_type: str = "Patient") -> None:
+    """A successful read of `patient_id`'s record, in the viewer's trail (written when the request ends)."""
+    viewer.audit.add(
+        AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id, resource_id=None)
+    )
+
+
+def _actor_type(viewer: Actor | None) -> ActorType:
     if viewer is None:
         return ActorType.ANONYMOUS
     return ActorType.API_CLIENT if viewer.is_api_client else ActorType.USER
@@ -164,69 +182,7 @@ async def record_system(entry: AuditEntry, *, now: datetime) -> None:
 
 
 async def record_now(
-    viewer: Viewer | None, entry: AuditEntry, *, now: datetime, trail: AuditTrail | None = None
+    viewer: Actor | None, entry: AuditEntry, *, now: datetime, trail: AuditTrail | None = None
 ) -> None:
     """Write one event at once (security events, and writes inside their own transaction)."""
     await (trail or AuditTrail()).event(viewer, entry, now).save()
-
-
-@dataclass(frozen=True)
-class AuditCursor:
-    occurred_at: datetime
-    id: UUID
-
-
-def _shown_to_patient(viewer: Viewer) -> Q:
-    """What a patient sees of their own record's log: everyone's access but other patients'."""
-    return Q(actor_role__not="PATIENT") | Q(actor_role__isnull=True) | Q(actor_id=viewer.id)
-
-
-def _shown(viewer: Viewer, events: list[AuditEvent]) -> list[AuditEvent]:
-    """Audit the reading (once per patient), and keep addresses and request ids from patients."""
-    for shown in sorted({event.patient_id for event in events if event.patient_id is not None}):
-        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.SUCCESS, patient_id=shown))
-    if viewer.is_role(Role.PATIENT):
-        for event in events:  # in memory only: the rows themselves cannot change
-            event.client_address = None
-            event.request_id = None
-    return events
-
-
-async def get_audit_event(viewer: Viewer, event_id: UUID) -> AuditEvent:
-    """One audit row, under the rules of `list_audit_events`; `NotFound` for any other."""
-    query = AuditEvent.filter(id=event_id)
-    if viewer.is_role(Role.PATIENT):
-        query = query.filter(_shown_to_patient(viewer), patient_id=viewer.patient_id)
-    elif not viewer.is_role(Role.ADMIN):
-        raise denied(viewer, NotFound("audit event"), AuditAction.READ, "AuditEvent", resource_id=event_id)
-    event = await query.first()
-    if event is None:  # none, or not about this patient's record: one answer, audited
-        raise denied(viewer, NotFound("audit event"), AuditAction.READ, "AuditEvent", resource_id=event_id)
-    return _shown(viewer, [event])[0]
-
-
-async def list_audit_events(
-    viewer: Viewer, *, patient_id: UUID | None, limit: int, after: AuditCursor | None = None
-) -> list[AuditEvent]:
-    """The audit log, newest first (HIPAA audit controls; a patient's accounting of disclosures).
-
-    Admins read all of it. A patient reads who accessed their own record: the care team, clients
-    and admins, but not other patients' refused attempts, and no addresses or request ids.
-    Reading the log is itself audited, once per patient whose events were shown.
-    """
-    if viewer.is_role(Role.PATIENT):
-        if patient_id not in (None, viewer.patient_id):
-            viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id))
-            raise NotFound("patient")
-        patient_id = viewer.patient_id
-    elif not viewer.is_role(Role.ADMIN):
-        viewer.audit.add(AuditEntry(AuditAction.READ, "AuditEvent", AuditOutcome.DENIED, patient_id=patient_id))
-        raise Forbidden("only admins, and patients for their own record, may read the audit log")
-    query = AuditEvent.all()
-    if patient_id is not None:
-        query = query.filter(patient_id=patient_id)
-    if viewer.is_role(Role.PATIENT):
-        query = query.filter(_shown_to_patient(viewer))
-    if after is not None:
-        query = query.filter(Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id))
-    return _shown(viewer, list(await query.order_by("-occurred_at", "-id").limit(limit)))

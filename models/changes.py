@@ -40,9 +40,8 @@ from models import fhir
 from models.access import Scope, Viewer
 from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
-from models.audit import AuditAction, denied
+from models.audit import AuditAction, audit_patient_read, denied
 from models.checkins import CheckIn
-from models.directory import audit_patient_read
 from models.dosing import DosingSession
 from models.errors import Forbidden
 from models.events import DomainEvent, Operation

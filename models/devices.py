@@ -29,10 +29,10 @@ from models.accounts import Role, User
 from models.audit import AuditAction, denied
 from models.base import Entity
 from models.errors import Forbidden, InvalidInput, NotFound
+from models.session_families import SessionFamily, ended_logins
 
-if TYPE_CHECKING:  # models.sessions imports this module (a logout ends its devices)
+if TYPE_CHECKING:
     from models.notifications import Notification
-    from models.sessions import SessionFamily
 
 MAX_PUSH_TOKEN_LENGTH = 1024
 MAX_APP_VERSION_LENGTH = 32
@@ -165,8 +165,6 @@ async def register_device(viewer: Viewer, data: NewDevice, *, session_id: UUID |
 
 
 async def _login_has_ended(session_id: UUID, now: datetime) -> bool:
-    from models.sessions import ended_logins  # here: models.sessions imports this module
-
     return await ended_logins(now).filter(id=session_id).exists()
 
 
@@ -228,8 +226,6 @@ async def end_expired_login_devices(*, now: datetime, user_id: UUID | None = Non
     idle past its refresh token's) get no more pushes, like those of a login that was revoked: a
     phone whose user stopped using it must not keep showing their notifications. Of `user_id`
     only, or of everyone (the periodic job). Returns how many were deactivated."""
-    from models.sessions import ended_logins  # here: models.sessions imports this module
-
     devices = Device.filter(session_family_id__in=Subquery(ended_logins(now).values("id")))
     if user_id is not None:
         devices = devices.filter(user_id=user_id)

@@ -17,7 +17,8 @@ from tortoise.queryset import QuerySet
 
 from models.access import Scope, Sensitivity, Viewer, may_read, patients_visible_to
 from models.accounts import CareTeam, Patient, Provider, Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome, denied
+from models.alerts import Alert, AlertStatus
+from models.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied
 from models.errors import Forbidden, NotFound
 
 
@@ -70,12 +71,6 @@ def check_patient_list_arguments(viewer: Viewer, order: PatientOrder, filters: d
             raise Forbidden(f"filter.{name} filters by clinical data you may not see", argument=f"filter.{name}")
 
 
-def audit_patient_read(viewer: Viewer, patient_id: UUID, resource_type: str = "Patient") -> None:
-    viewer.audit.add(
-        AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id=patient_id, resource_id=None)
-    )
-
-
 def audit_refusal(viewer: Viewer, resource_type: str, resource_id: UUID | str, patient_id: UUID | None) -> None:
     viewer.audit.add(
         AuditEntry(
@@ -126,8 +121,6 @@ async def list_patients(
     `check_patient_list_arguments`). A fixed number of queries whatever the panel's size, and only
     the page's patients are loaded (`_urgent_page` says what the urgency order reads besides).
     """
-    from models.alerts import Alert, AlertStatus  # alerts audit through this module
-
     check_patient_list_arguments(viewer, order, {"careTeamId": care_team_id, "hasOpenAlerts": with_open_alerts})
     visible = Patient.filter(patients_visible_to(viewer))
     if care_team_id is not None:

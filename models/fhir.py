@@ -15,7 +15,8 @@ from uuid import UUID
 from models.access import Viewer
 from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert, AlertStatus
-from models.audit import ActorType, AuditAction, AuditEvent, AuditOutcome, denied, get_audit_event
+from models.audit import ActorType, AuditAction, AuditEvent, AuditOutcome, denied
+from models.audit_log import get_audit_event
 from models.checkins import CheckIn
 from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
 from models.dosing import DosingSession, SessionStatus

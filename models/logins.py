@@ -14,7 +14,7 @@ from models import sessions
 from models.access import Viewer
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.errors import Forbidden, NotFound
-from models.sessions import SessionFamily
+from models.session_families import SessionFamily
 
 
 def _user_of(viewer: Viewer) -> UUID:

@@ -22,9 +22,8 @@ from tortoise.transactions import in_transaction
 from models import notifications
 from models.access import Viewer
 from models.accounts import Patient, Provider, Role, User
-from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied, record_now
 from models.base import Entity
-from models.directory import audit_patient_read
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once

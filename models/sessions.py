@@ -22,50 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from tortoise import fields
-from tortoise.expressions import Q, Subquery
-from tortoise.models import Model
-from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models.accounts import User
 from models.bearer_tokens import hash_token, new_token
 from models.devices import end_session_devices
 from models.events import Operation, record_event
+from models.session_families import USER_AGENT_LENGTH, RefreshToken, SessionFamily
 
 REUSE_GRACE = timedelta(seconds=5)
-USER_AGENT_LENGTH = 300
-
-
-class SessionFamily(Model):
-    id = fields.UUIDField(primary_key=True)
-    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
-        "ketafollow.User", related_name="session_families", on_delete=fields.RESTRICT
-    )
-    created_at = fields.DatetimeField()
-    expires_at = fields.DatetimeField()
-    last_used_at = fields.DatetimeField()
-    revoked_at = fields.DatetimeField(null=True)
-    revoke_reason = fields.CharField(max_length=32, null=True)
-    # What signed in (the User-Agent of the sign-in, then of the latest refresh): `myLogins`.
-    user_agent = fields.CharField(max_length=USER_AGENT_LENGTH, null=True)
-
-    class Meta:
-        table = "session_family"
-
-
-class RefreshToken(Model):
-    id = fields.UUIDField(primary_key=True)
-    family: fields.ForeignKeyRelation[SessionFamily] = fields.ForeignKeyField(
-        "ketafollow.SessionFamily", related_name="tokens", on_delete=fields.RESTRICT
-    )
-    token_hash = fields.CharField(max_length=64, unique=True)
-    issued_at = fields.DatetimeField()
-    idle_expires_at = fields.DatetimeField()
-    rotated_at = fields.DatetimeField(null=True)
-
-    class Meta:
-        table = "refresh_token"
 
 
 class RefreshRefusal(StrEnum):
@@ -100,13 +64,6 @@ class IssuedRefreshToken:
     token: str
     user_id: uuid.UUID
     family_id: uuid.UUID
-
-
-def ended_logins(now: datetime) -> QuerySet[SessionFamily]:
-    """Logins that can no longer be refreshed: revoked, past their absolute lifetime, or idle past
-    the lifetime of their last refresh token (none left unspent and unexpired)."""
-    live_tokens = RefreshToken.filter(rotated_at=None, idle_expires_at__gt=now).values("family_id")
-    return SessionFamily.filter(Q(revoked_at__isnull=False) | Q(expires_at__lte=now) | ~Q(id__in=Subquery(live_tokens)))
 
 
 def _agent(user_agent: str | None) -> str | None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from enum import Enum
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Protocol, cast
 
 import strawberry
 from strawberry import relay
@@ -291,19 +290,16 @@ async def patient_connection(
     )
 
 
-async def _load_threads(info: Info[Context, None], node_ids: list[str]) -> list[Any]:
-    from schema.messaging import MessageThreadType  # messaging's types refer to Patient
+class LoadsNodes(Protocol):
+    """A node type that `node(id:)` answers for: its `load_nodes` keeps to the viewer's access."""
 
-    return await MessageThreadType.load_nodes(info, node_ids)
+    @classmethod
+    async def load_nodes(cls, info: Info[Context, None], node_ids: list[str]) -> list[Any]: ...
 
 
-NodeLoader = Callable[[Info[Context, None], list[str]], Awaitable[list[Any]]]
-NODE_LOADERS: dict[str, NodeLoader] = {
-    "Patient": PatientType.load_nodes,
-    "Provider": ProviderType.load_nodes,
-    "CareTeam": CareTeamType.load_nodes,
-    "MessageThread": _load_threads,
-}
+# The types `node(id:)` answers for, by name. Each is found through the schema, as Strawberry's own
+# node field does, so this module need not import those that refer back to Patient (MessageThread).
+NODE_TYPES = frozenset({"Patient", "Provider", "CareTeam", "MessageThread"})
 
 
 DataSharingConsentResult = Annotated[
@@ -352,10 +348,10 @@ class AccountsQuery:
             parsed = relay.GlobalID.from_id(id)
         except (ValueError, relay.GlobalIDValueError):
             return None
-        load = NODE_LOADERS.get(parsed.type_name)
-        if load is None:
+        if parsed.type_name not in NODE_TYPES:
             return None
-        [found] = await load(info, [parsed.node_id])
+        node_type = cast(type[LoadsNodes], parsed.resolve_type(info))
+        [found] = await node_type.load_nodes(info, [parsed.node_id])
         node: relay.Node | None = found
         return node
 

@@ -8,7 +8,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import audit
+from models import audit, audit_log
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
@@ -84,9 +84,9 @@ class AuditQuery:
                 event_id = None
             if event_id is None:
                 raise BadUserInput("after is not a cursor this list issued")
-            position = audit.AuditCursor(occurred_at, event_id)
+            position = audit_log.AuditCursor(occurred_at, event_id)
         with refusals_as_errors():
-            events = await audit.list_audit_events(viewer, patient_id=patient, limit=limit + 1, after=position)
+            events = await audit_log.list_audit_events(viewer, patient_id=patient, limit=limit + 1, after=position)
         page = events[:limit]
         return Connection[AuditEventType].build(
             [AuditEventType.from_model(event) for event in page],

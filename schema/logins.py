@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from models import logins
-from models.sessions import SessionFamily
+from models.session_families import SessionFamily
 from schema.context import Context
 from schema.errors import NotFound, ValidationError, refusals_as_errors
 from schema.mutations import attempt, global_id, node_id

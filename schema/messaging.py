@@ -7,7 +7,7 @@ import functools
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -15,12 +15,13 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import alerts as alert_ops
+from models import directory, messaging, surveys
 from models import errors as domain
-from models import messaging, surveys
 from models.access import Viewer
 from models.accounts import Role, User
 from models.audit import AuditAction, AuditEntry, AuditOutcome
 from models.events import REPLAY_WINDOW, BusEvent, events_since
+from schema.accounts import PatientType
 from schema.clinical import AlertType, cursor_time
 from schema.context import Context
 from schema.errors import (
@@ -38,9 +39,6 @@ from schema.mutations import LenientInput, attempt, node_id, written
 from schema.pagination import Connection, page_size
 from schema.permissions import viewer_of
 from schema.surveys import SurveyAssignmentType
-
-if TYPE_CHECKING:
-    from schema.accounts import PatientType
 
 
 @strawberry.type(name="MessageSender")
@@ -140,9 +138,6 @@ class MessageThreadType(relay.Node):
     async def patient(
         self, info: Info[Context, None]
     ) -> Annotated[PatientType, strawberry.lazy("schema.accounts")] | None:
-        from models import directory
-        from schema.accounts import PatientType
-
         patient = await loader(info, "patients", directory.get_patients).load(self.patient_id)
         return PatientType.from_model(patient) if patient else None
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from api.auth.passwords import hash_password
-from api.settings import Settings
 from models import accounts
 from models.access import load_user_viewer
 from models.audit import AuditTrail
 from models.consent import grant_data_sharing_consent
 from models.enrolment import Invitation, ProviderInvite, invite_provider
 from models.instruments import load_definition
+from models.policy import ClinicPolicy
 from seeds import demo
 from seeds.clinical import load_clinical_demo
 
@@ -41,6 +41,19 @@ class SeedReport:
 
 INSTRUMENTS = Path(__file__).parent / "instruments"
 
+# The password hasher of the sign-in code (`api.auth.passwords.hash_password`), given by the caller
+# so that the seeds stay below the API.
+HashPassword = Callable[[str], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What the demo clinic needs of the settings: the app's address (for the invitation link) and
+    the clinic policy."""
+
+    app_url: str
+    policy: ClinicPolicy
+
 
 async def load_instruments() -> list[str]:
     """The survey instruments (every deployment needs them); a known version is left alone."""
@@ -52,19 +65,19 @@ async def load_instruments() -> list[str]:
     return added
 
 
-async def load_seeds(settings: Settings, *, now: datetime) -> SeedReport:
-    """Load what every deployment needs, and the demo clinic outside production."""
+async def load_seeds(*, demo_clinic: Demo | None, hash_password: HashPassword, now: datetime) -> SeedReport:
+    """Load what every deployment needs, and the demo clinic when `demo_clinic` is given (never in production)."""
     report = SeedReport()
     report.created += await load_instruments()
-    if settings.is_production:
+    if demo_clinic is None:
         return report
-    await _load_demo(report, now, settings.mail.public_app_url)
-    report.created += await load_clinical_demo(now, settings.clinic_policy)
+    await _load_demo(report, now, demo_clinic.app_url, hash_password)
+    report.created += await load_clinical_demo(now, demo_clinic.policy)
     report.demo_loaded = True
     return report
 
 
-async def _load_demo(report: SeedReport, now: datetime, app_url: str) -> None:
+async def _load_demo(report: SeedReport, now: datetime, app_url: str, hash_password: HashPassword) -> None:
     for name in demo.CARE_TEAMS:
         if not await accounts.CareTeam.exists(name=name):
             await accounts.ensure_care_team(name)

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 
 from api.app import create_app
 from api.auth.tokens import issue_access_token
+from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
@@ -37,8 +38,7 @@ from models.clock import ManualClock
 from models.mail import MailTransport, OutgoingMail
 from models.notifications import Sender
 from models.policy import DEFAULT_POLICY
-from models.sessions import RefreshToken, SessionFamily
-from seeds.loader import load_seeds
+from models.session_families import RefreshToken, SessionFamily
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))
@@ -92,7 +92,7 @@ async def _prepare_template(url: str, *, demo: bool) -> None:
     async with open_database(Settings(database_url=url)):
         await migrate()
         if demo:
-            await load_seeds(Settings(env=Environment.TEST, database_url=url), now=START - timedelta(hours=1))
+            await seed_database(Settings(env=Environment.TEST, database_url=url), now=START - timedelta(hours=1))
 
 
 class DatabaseFactory:

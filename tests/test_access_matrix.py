@@ -36,7 +36,7 @@ from models.dosing import CHECKLIST, DosingSession
 from models.enrolment import Invitation
 from models.messaging import MessageThread
 from models.plans import TreatmentPlan
-from models.sessions import SessionFamily
+from models.session_families import SessionFamily
 from schema import build_schema
 from schema.pagination import CursorCodec
 from tests.conftest import Tokens

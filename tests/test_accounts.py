@@ -8,13 +8,14 @@ from datetime import UTC, date, datetime
 import pytest
 
 from api.auth.passwords import hash_password, needs_rehash, verify_password
+from api.cli import seed_database
 from api.settings import Environment, Settings
 from models import accounts
 from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
 from models.errors import Conflict, InvalidInput, NotFound
 from seeds import demo
 from seeds.clinical import COURSES
-from seeds.loader import INSTRUMENTS, load_seeds
+from seeds.loader import INSTRUMENTS
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -113,9 +114,9 @@ async def test_an_api_client_gets_only_known_scopes(blank_db: None) -> None:
 
 
 async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Settings) -> None:
-    first = await load_seeds(blank_settings, now=NOW)
+    first = await seed_database(blank_settings, now=NOW)
     counts = (await User.all().count(), await Provider.all().count(), await ApiClient.all().count())
-    second = await load_seeds(blank_settings, now=NOW)
+    second = await seed_database(blank_settings, now=NOW)
     instruments = len(list(INSTRUMENTS.glob("*.json")))
     expected = len(demo.USERS) + len(demo.CARE_TEAMS) + len(demo.API_CLIENTS) + len(demo.CONSENTS) + len(COURSES)
     expected += instruments + 1  # the open invitation
@@ -129,7 +130,7 @@ async def test_the_demo_seed_is_idempotent(blank_db: None, blank_settings: Setti
 
 async def test_production_loads_no_demo_clinic(blank_db: None, blank_settings: Settings) -> None:
     production = replace(blank_settings, env=Environment.PRODUCTION)
-    report = await load_seeds(production, now=NOW)
+    report = await seed_database(production, now=NOW)
     assert not report.demo_loaded
     assert all(line.startswith("instrument ") for line in report.created)
     assert await User.all().count() == 0

@@ -24,7 +24,7 @@ from api.settings import Settings
 from models.accounts import User
 from models.audit import AuditEvent, AuditOutcome
 from models.clock import ManualClock
-from models.sessions import RefreshToken
+from models.session_families import RefreshToken
 from models.throttle import KnownSignInAddress, LoginThrottle
 from seeds.demo import DEMO_CLIENT_SECRET, DEMO_PASSWORD
 from tests.conftest import Tokens

@@ -24,13 +24,13 @@ from tortoise.transactions import in_transaction
 
 from api.app import create_app
 from api.auth.tokens import issue_access_token
+from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from models.accounts import ApiClient, DataSharingConsent, client_credential
 from models.checkins import CheckIn
 from models.clock import ManualClock
 from models.events import DomainEvent, Operation
-from seeds.loader import load_seeds
 from tests.benchmarks.bench_scheduler import NOW, summary
 
 CHANGES = int(os.environ.get("BENCH_CHANGES", "100000"))
@@ -49,7 +49,7 @@ async def fill(settings: Settings) -> int:
     """The demo clinic plus check-ins of the consented patients: returns the feed's length."""
     async with open_database(settings):
         await migrate()
-        await load_seeds(settings, now=NOW - timedelta(days=400))
+        await seed_database(settings, now=NOW - timedelta(days=400))
         client = await ApiClient.get(client_id="demo-ehr")
         patients = [c.patient_id for c in await DataSharingConsent.filter(api_client=client, revoked_at=None)]  # type: ignore[attr-defined]
         existing = await DomainEvent.filter(patient_id__in=patients).count()

@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
 from api.auth.tokens import issue_access_token
+from api.cli import seed_database
 from api.database import migrate, open_database
 from api.settings import Environment, Settings
 from models import checkins, directory, messaging, outcomes, plans, surveys
@@ -47,7 +48,6 @@ from models.access import Viewer
 from models.accounts import User
 from models.audit import AuditTrail
 from models.errors import DomainError
-from seeds.loader import load_seeds
 from tests.conftest import start_logins
 from tests.panel_data import counting_statements
 
@@ -337,7 +337,7 @@ async def fill(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
     """The demo clinic, and the patient's id and login."""
     async with open_database(settings):
         await migrate()
-        await load_seeds(settings, now=datetime.now(UTC) - timedelta(hours=1))
+        await seed_database(settings, now=datetime.now(UTC) - timedelta(hours=1))
         user_id = (await User.get(email=PATIENT)).id
         logins = await start_logins({PATIENT: user_id}, datetime.now(UTC))
         return user_id, logins[PATIENT]

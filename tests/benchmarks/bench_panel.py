@@ -19,11 +19,11 @@ import httpx
 
 from api.app import create_app
 from api.auth.tokens import issue_access_token
+from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from models.accounts import User
 from models.clock import ManualClock
-from seeds.loader import load_seeds
 from tests.benchmarks.bench_scheduler import NOW, summary
 from tests.conftest import start_logins
 from tests.panel_data import PANEL, add_panel_patients, counting_statements
@@ -36,7 +36,7 @@ RUNS = int(os.environ.get("BENCH_PANEL_RUNS", "30"))
 async def fill(settings: Settings) -> None:
     async with open_database(settings):
         await migrate()
-        await load_seeds(settings, now=NOW - timedelta(hours=1))
+        await seed_database(settings, now=NOW - timedelta(hours=1))
         await add_panel_patients(PATIENTS - 2, "bench", now=NOW, history_days=HISTORY_DAYS)  # + Alex and Blair
 
 

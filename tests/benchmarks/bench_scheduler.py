@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from api.app import create_app
+from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import Environment, Settings
 from models.accounts import Patient
@@ -25,7 +26,6 @@ from models.clock import ManualClock
 from models.notifications import Notification
 from models.policy import DEFAULT_POLICY
 from models.surveys import AssignmentStatus, SurveyAssignment, expire_overdue_surveys, open_due_surveys, send_reminders
-from seeds.loader import load_seeds
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
@@ -34,7 +34,7 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 async def fill(settings: Settings) -> None:
     async with open_database(settings):
         await migrate()
-        await load_seeds(settings, now=NOW - timedelta(hours=1))
+        await seed_database(settings, now=NOW - timedelta(hours=1))
         patients = await Patient.all()
         batch: list[SurveyAssignment] = []
         for index in range(ROWS):
