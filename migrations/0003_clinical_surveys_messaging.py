@@ -4,12 +4,12 @@ import functools
 from json import dumps, loads
 from models.alert_rules import AlertKind, Severity
 from models.alerts import AlertStatus
-from models.dosing import SessionStatus
+from models.dosing_records import SessionStatus
 from models.events import Operation
 from models.notifications import NotificationStatus
-from models.plans import CareSetting, DoseUnit, Formulation, PlanStatus
+from models.plan_records import CareSetting, DoseUnit, Formulation, PlanStatus
 from models.side_effects import Grade
-from models.surveys import AssignmentStatus
+from models.survey_records import AssignmentStatus
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields

@@ -21,9 +21,9 @@ from uuid import UUID
 from tortoise.expressions import Q
 
 from models.checkins import CheckIn
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.policy import ClinicPolicy
-from models.surveys import SurveyResponse
+from models.survey_records import SurveyResponse
 
 PAIN_NRS = "PAIN-NRS"
 

@@ -42,15 +42,15 @@ from models.accounts import DataSharingConsent, Patient
 from models.alerts import Alert
 from models.audit import AuditAction, audit_patient_read, denied
 from models.checkins import CheckIn
-from models.dosing import DosingSession
+from models.dosing_records import DosingSession
 from models.errors import Forbidden
 from models.events import DomainEvent, Operation
 from models.instruments import Instrument, InstrumentDefinition
 from models.messaging import Message
 from models.opioids import OpioidDose
-from models.plans import TreatmentPlan
+from models.plan_records import TreatmentPlan
 from models.side_effects import SideEffectReport
-from models.surveys import SurveyResponse
+from models.survey_records import SurveyResponse
 
 # The records that reach the feed, and the FHIR resource types each becomes.
 SOURCES: dict[str, tuple[str, ...]] = {

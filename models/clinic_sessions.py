@@ -30,11 +30,12 @@ from models.accounts import Provider, Role
 from models.alerts import raise_alerts
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.directory import get_providers, treating_provider_patient
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.errors import Conflict, Forbidden, InvalidInput
 from models.events import Operation, record_event
 from models.idempotency import Outcome, request_fields, run_once
-from models.plans import CURRENT_STATUSES, FORMULATIONS, CareSetting, DoseUnit, PlanStatus, TreatmentPlan, dose_problem
+from models.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
+from models.plans import FORMULATIONS, dose_problem
 from models.policy import BloodPressure, ClinicPolicy
 from models.safety.rules import Findings, Phase, reading_findings, respiratory_depression_alert
 from models.surveys import schedule_follow_up

@@ -19,16 +19,16 @@ from models.audit import ActorType, AuditAction, AuditEvent, AuditOutcome, denie
 from models.audit_log import get_audit_event
 from models.checkins import CheckIn
 from models.directory import clinical_patient, get_care_teams, get_patient, get_providers, providers_of_care_team
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.errors import InvalidInput, NotFound
 from models.instruments import Instrument, InstrumentDefinition
 from models.messaging import Message, MessageThread
 from models.mme import CATALOGUE as OPIOIDS
 from models.opioids import OpioidDose
-from models.plans import DoseUnit, PlanStatus, TreatmentPlan
+from models.plan_records import DoseUnit, PlanStatus, TreatmentPlan
 from models.policy import DEFAULT_POLICY
 from models.side_effects import CATALOGUE, Grade, SideEffectReport
-from models.surveys import SurveyResponse
+from models.survey_records import SurveyResponse
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -1,6 +1,6 @@
 """Interactions to surface before a dose (CLINICAL.md §8): warnings, not refusals.
 
-Each class of concomitant medication on the plan (`models.plans.MedicationClass`) returns its
+Each class of concomitant medication on the plan (`models.plan_records.MedicationClass`) returns its
 warning on every `startDosingSession`, beside the one for an opioid logged in the 4 hours before
 the start (`models.opioids`); `start_warnings` gives them all, in the shape the payload shows and
 the session keeps.
@@ -22,14 +22,14 @@ from models.audit import AuditAction, denied
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.idempotency import Outcome, run_once
 from models.opioids import InteractionWarning, session_warnings
-from models.plans import (
+from models.plan_records import (
     CURRENT_STATUSES,
     ConcomitantMedication,
     MedicationClass,
     MedicationSource,
     TreatmentPlan,
-    record_plan_medications,
 )
+from models.plans import record_plan_medications
 from models.policy import ClinicPolicy
 from models.safety.rules import Findings, crisis_findings
 from models.safety.screen import Submission, screen

@@ -20,6 +20,8 @@ from models.access import Viewer
 from models.accounts import Patient, Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
+from models.directory import clinical_patients
+from models.dosing_records import DosingSession, SessionStatus
 from models.errors import Forbidden, InvalidInput
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
@@ -215,7 +217,6 @@ async def opioid_summaries(
     viewer: Viewer, patient_ids: list[UUID], *, now: datetime, policy: ClinicPolicy
 ) -> dict[UUID, OpioidSummary]:
     """Per patient (for DataLoaders): the CLINICAL.md §10 figures of `summarize`."""
-    from models.directory import clinical_patients
 
     allowed = await clinical_patients(viewer, patient_ids, "OpioidDose")
     return await summaries_for(allowed, now=now, policy=policy)
@@ -225,7 +226,6 @@ async def summaries_for(
     allowed: dict[UUID, Patient], *, now: datetime, policy: ClinicPolicy
 ) -> dict[UUID, OpioidSummary]:
     """`opioid_summaries` for patients whose access the caller has already checked and audited."""
-    from models.dosing import DosingSession, SessionStatus
 
     earliest = now - timedelta(days=SUMMARY_DAYS + 40)
     doses = OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")

@@ -30,12 +30,12 @@ from models.baselines import (
     pain_values,
 )
 from models.directory import clinical_patient_ids, clinical_patients
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.opioids import summaries_for
-from models.plans import CURRENT_STATUSES, TreatmentPlan
+from models.plan_records import CURRENT_STATUSES, TreatmentPlan
 from models.policy import ClinicPolicy
 from models.side_effects import SideEffectReport
-from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
+from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 
 ROLLING_DAYS = 7
 REMISSION_BELOW = Decimal(5)

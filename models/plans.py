@@ -12,52 +12,33 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models.access import Viewer
-from models.accounts import Patient, Provider, Role
+from models.accounts import Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
-from models.base import Entity
 from models.directory import clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
+from models.plan_records import (
+    CURRENT_STATUSES,
+    CareSetting,
+    ConcomitantMedication,
+    DoseUnit,
+    Formulation,
+    MedicationClass,
+    MedicationSource,
+    PlanStatus,
+    ScheduledSurvey,
+    TreatmentPlan,
+    TreatmentPlanStatusChange,
+)
 from models.policy import BloodPressure, ClinicPolicy
-
-
-class Formulation(StrEnum):
-    SUBLINGUAL_TABLET = "SUBLINGUAL_TABLET"
-    ORAL = "ORAL"
-    INTRANASAL_KETAMINE = "INTRANASAL_KETAMINE"
-    INTRANASAL_ESKETAMINE = "INTRANASAL_ESKETAMINE"
-    INTRAMUSCULAR = "INTRAMUSCULAR"
-    INTRAVENOUS = "INTRAVENOUS"
-
-
-class CareSetting(StrEnum):
-    AT_HOME = "AT_HOME"
-    CLINIC = "CLINIC"
-
-
-class DoseUnit(StrEnum):
-    MG = "MG"
-    MG_PER_KG = "MG_PER_KG"
-    MG_PER_KG_PER_HOUR = "MG_PER_KG_PER_HOUR"
-
-
-class PlanStatus(StrEnum):
-    ACTIVE = "ACTIVE"
-    ON_HOLD = "ON_HOLD"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
-
-
-CURRENT_STATUSES = (PlanStatus.ACTIVE, PlanStatus.ON_HOLD)
+from models.surveys import cancel_recurring_surveys
 
 
 @dataclass(frozen=True)
@@ -100,53 +81,6 @@ STRUCTURAL_CONTRAINDICATIONS = frozenset(
 )
 
 
-class MedicationClass(StrEnum):
-    """CLINICAL.md §8: the classes of concomitant medication a plan records (the REMS form's
-    first four, then ours); their warnings are `models.medications`'."""
-
-    BENZODIAZEPINE = "BENZODIAZEPINE"
-    NON_BENZODIAZEPINE_HYPNOTIC = "NON_BENZODIAZEPINE_HYPNOTIC"
-    PSYCHOSTIMULANT = "PSYCHOSTIMULANT"
-    MAOI = "MAOI"
-    OPIOID = "OPIOID"
-    LAMOTRIGINE = "LAMOTRIGINE"
-    MEMANTINE = "MEMANTINE"
-    THEOPHYLLINE = "THEOPHYLLINE"  # or aminophylline
-    OTHER_SEDATIVE = "OTHER_SEDATIVE"
-
-
-class MedicationSource(StrEnum):
-    PROVIDER = "PROVIDER"
-    PATIENT = "PATIENT"
-
-
-@dataclass(frozen=True)
-class ConcomitantMedication:
-    """One class of medication the patient takes, who put it on the plan and when."""
-
-    medication_class: MedicationClass
-    source: MedicationSource
-    reported_at: datetime
-    note: str | None = None
-
-    @classmethod
-    def from_json(cls, entry: dict[str, Any]) -> ConcomitantMedication:
-        return cls(
-            MedicationClass(entry["class"]),
-            MedicationSource(entry["source"]),
-            datetime.fromisoformat(entry["reportedAt"]),
-            entry.get("note"),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "class": self.medication_class.value,
-            "source": self.source.value,
-            "reportedAt": self.reported_at.isoformat(),
-            "note": self.note,
-        }
-
-
 def provider_medication_list(
     current: list[ConcomitantMedication], classes: tuple[MedicationClass, ...], now: datetime
 ) -> list[ConcomitantMedication]:
@@ -164,22 +98,6 @@ def provider_medication_list(
 
 # CLINICAL.md §5 instruments a schedule may name.
 INSTRUMENT_CODES = frozenset({"POST-SESSION", "PAIN-NRS", "PEG-3", "PHQ-9", "GAD-7", "WEEKLY-SAFETY"})
-
-
-@dataclass(frozen=True)
-class ScheduledSurvey:
-    """One follow-up survey: `offset_minutes` after the session ends, open for `window_minutes`."""
-
-    instrument: str
-    offset_minutes: int
-    window_minutes: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "instrument": self.instrument,
-            "offsetMinutes": self.offset_minutes,
-            "windowMinutes": self.window_minutes,
-        }
 
 
 # CLINICAL.md §6: the default follow-up schedule after each completed session.
@@ -230,66 +148,6 @@ def schedule_problem(schedule: tuple[ScheduledSurvey, ...]) -> str | None:
         if not 60 <= item.window_minutes <= 14 * 24 * 60:
             return f"{item.instrument}: window must be between 1 hour and 14 days"
     return None
-
-
-class TreatmentPlan(Entity):
-    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
-        "ketafollow.Patient", related_name="treatment_plans", on_delete=fields.RESTRICT
-    )
-    prescriber: fields.ForeignKeyRelation[Provider] = fields.ForeignKeyField(
-        "ketafollow.Provider", related_name="treatment_plans", on_delete=fields.RESTRICT
-    )
-    formulation = fields.CharEnumField(Formulation, max_length=32)
-    setting = fields.CharEnumField(CareSetting, max_length=16)
-    dose = fields.DecimalField(max_digits=8, decimal_places=2)
-    dose_unit = fields.CharEnumField(DoseUnit, max_length=24)
-    sessions_per_week = fields.IntField()
-    min_hours_between_sessions = fields.IntField()
-    planned_sessions = fields.IntField()
-    monitor_required = fields.BooleanField(default=True)
-    bp_ceiling_systolic = fields.IntField()
-    bp_ceiling_diastolic = fields.IntField()
-    survey_schedule: list[dict[str, Any]] = fields.JSONField()
-    notes = fields.TextField(default="")
-    status = fields.CharEnumField(PlanStatus, max_length=16)
-    status_reason = fields.CharField(max_length=500, default="")
-    status_changed_at = fields.DatetimeField()
-    version = fields.IntField(default=1)
-    # CLINICAL.md §8: concomitant medications by class, entered by the provider or reported by the
-    # patient: [{"class": code, "source": "PROVIDER" | "PATIENT", "reportedAt": iso time, "note": text}].
-    concomitant_medications: list[dict[str, Any]] = fields.JSONField(default=list)
-
-    class Meta:
-        table = "treatment_plan"
-
-    @property
-    def bp_ceiling(self) -> BloodPressure:
-        return BloodPressure(self.bp_ceiling_systolic, self.bp_ceiling_diastolic)
-
-    @property
-    def schedule(self) -> tuple[ScheduledSurvey, ...]:
-        return tuple(
-            ScheduledSurvey(item["instrument"], item["offsetMinutes"], item["windowMinutes"])
-            for item in self.survey_schedule
-        )
-
-    @property
-    def medications(self) -> list[ConcomitantMedication]:
-        return [ConcomitantMedication.from_json(entry) for entry in self.concomitant_medications]
-
-
-class TreatmentPlanStatusChange(Entity):
-    plan: fields.ForeignKeyRelation[TreatmentPlan] = fields.ForeignKeyField(
-        "ketafollow.TreatmentPlan", related_name="status_history", on_delete=fields.RESTRICT
-    )
-    from_status = fields.CharEnumField(PlanStatus, max_length=16, null=True)
-    to_status = fields.CharEnumField(PlanStatus, max_length=16)
-    reason = fields.CharField(max_length=500)
-    changed_by_id = fields.UUIDField(null=True)
-    changed_at = fields.DatetimeField()
-
-    class Meta:
-        table = "treatment_plan_status_change"
 
 
 @dataclass(frozen=True)
@@ -563,8 +421,6 @@ async def change_plan_status(
     )  # fmt: skip
     await _changed(plan, changed_by, AuditAction.UPDATE, f"{previous.value} -> {to_status.value}", now=now)
     if to_status is not PlanStatus.ACTIVE:
-        from models.surveys import cancel_recurring_surveys  # surveys reads plans: import here
-
         await cancel_recurring_surveys(plan.patient_id, now=now)  # type: ignore[attr-defined]
     return plan
 

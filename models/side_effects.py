@@ -19,11 +19,12 @@ from models.alert_rules import AlertKind, AlertSpec, Severity
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.base import Entity
 from models.directory import require_clinical_access, require_clinical_record
-from models.dosing import DosingSession
+from models.dosing_records import DosingSession
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, request_fields, run_once
-from models.plans import PlanStatus, TreatmentPlan, change_plan_status
+from models.plan_records import PlanStatus, TreatmentPlan
+from models.plans import change_plan_status
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 from models.safety.rules import Findings, crisis_findings
 from models.safety.screen import Action, Submission, screen

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
@@ -26,8 +24,10 @@ from models.access import Viewer
 from models.accounts import Patient, Role
 from models.alerts import raise_alerts, resolve_automatically
 from models.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
-from models.base import Entity
+from models.baselines import pain_baseline
+from models.checkins import CheckIn
 from models.directory import require_clinical_access, require_clinical_record
+from models.dosing_records import DosingSession
 from models.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.events import Operation, record_event
 from models.idempotency import Outcome, run_once
@@ -40,11 +40,12 @@ from models.instruments import (
     score,
     screen_answers,
 )
-from models.plans import ScheduledSurvey
+from models.plan_records import PlanStatus, ScheduledSurvey, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 from models.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
 from models.safety.rules import Findings
 from models.safety.screen import Submission, screen
+from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 
 POST_SESSION = "POST-SESSION"
 # The default plan's post-session window (CLINICAL.md §6), for a plan that does not schedule one.
@@ -52,71 +53,6 @@ DEFAULT_POST_SESSION_WINDOW_MINUTES = 6 * 60
 BATCH = 500
 # CLINICAL.md §6: reminders at half the window and 2 h before expiry.
 LAST_REMINDER_BEFORE_EXPIRY = timedelta(hours=2)
-
-
-class AssignmentStatus(StrEnum):
-    SCHEDULED = "SCHEDULED"
-    AVAILABLE = "AVAILABLE"
-    COMPLETED = "COMPLETED"
-    EXPIRED = "EXPIRED"
-    CANCELLED = "CANCELLED"
-
-
-class SurveyAssignment(Entity):
-    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
-        "ketafollow.Patient", related_name="survey_assignments", on_delete=fields.RESTRICT
-    )
-    instrument = fields.CharField(max_length=32)
-    session_id = fields.UUIDField(null=True, db_index=True)
-    # Recurring surveys (weekly while the plan is active): one per patient, instrument and week.
-    recurrence_key = fields.CharField(max_length=120, null=True, unique=True)
-    status = fields.CharEnumField(AssignmentStatus, max_length=16, default=AssignmentStatus.SCHEDULED)
-    available_at = fields.DatetimeField()
-    expires_at = fields.DatetimeField()
-    notify_at = fields.DatetimeField()
-    reminder_times: list[str] = fields.JSONField(default=list)
-    reminders_sent = fields.IntField(default=0)
-    next_reminder_at = fields.DatetimeField(null=True)
-    completed_at = fields.DatetimeField(null=True)
-    response_id = fields.UUIDField(null=True)
-    version = fields.IntField(default=1)
-
-    class Meta:
-        table = "survey_assignment"
-        unique_together = (("session_id", "instrument"),)
-        indexes = (("status", "available_at"), ("status", "expires_at"), ("status", "next_reminder_at"))
-
-
-class SurveyResponse(Entity):
-    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
-        "ketafollow.Patient", related_name="survey_responses", on_delete=fields.RESTRICT
-    )
-    assignment_id = fields.UUIDField(null=True, unique=True)
-    instrument = fields.CharField(max_length=32)
-    instrument_version = fields.CharField(max_length=16)
-    answers: dict[str, int] = fields.JSONField()
-    total_score = fields.DecimalField(max_digits=6, decimal_places=1, null=True)
-    severity = fields.CharField(max_length=32, null=True)
-    submitted_at = fields.DatetimeField()
-    # When the patient answered on the phone (sent by an app replaying its offline queue);
-    # `submitted_at` is when the server received the answers.
-    recorded_at = fields.DatetimeField(null=True)
-    # CLINICAL.md §5: timing never discards an answer. An answer to an assignment that had expired
-    # or was not open yet is kept as an unscheduled response of the instrument, LATE or EARLY,
-    # naming the assignment it was meant for (which keeps its status).
-    timing = fields.CharField(max_length=8, null=True)
-    intended_assignment_id = fields.UUIDField(null=True)
-    # The session a post-session check answers (also when the phone never had its assignment).
-    session_id = fields.UUIDField(null=True)
-
-    class Meta:
-        table = "survey_response"
-        indexes = (("patient_id", "instrument", "submitted_at"),)
-
-    @property
-    def answered_at(self) -> datetime:
-        """When the patient gave the answers: the phone's time if it sent one, else the receipt."""
-        return self.recorded_at or self.submitted_at
 
 
 # ------------------------------------------------------------------ pure schedule rules
@@ -249,7 +185,6 @@ async def open_post_session_check_now(
     when the completion that said so is refused (the safety screen runs this). Open for the
     plan's post-session window; its notification ignores quiet hours (a safety check). None when
     the session already has one."""
-    from models.dosing import DosingSession  # dosing schedules surveys: import here
 
     if await SurveyAssignment.exists(session_id=session_id, instrument=POST_SESSION):
         return None
@@ -463,7 +398,6 @@ async def schedule_recurring_surveys(*, now: datetime, policy: ClinicPolicy) -> 
     The weekly PHQ-9 / GAD-7 is skipped when a session's own one is due within 3 days of it
     (CLINICAL.md §6). A recurrence key makes this idempotent across runs and replicas.
     """
-    from models.plans import PlanStatus, TreatmentPlan  # plans cancels recurring surveys: import here
 
     created = 0
     # A deactivated patient cannot answer: nothing is scheduled for them (models.administration).
@@ -543,8 +477,6 @@ async def cancel_surveys_of_deactivated_patient(patient_id: UUID, *, now: dateti
 async def remind_daily_check_ins(*, now: datetime, policy: ClinicPolicy) -> int:
     """Job: at 19:00 on the patient's clock, remind those with an ACTIVE plan who have not
     checked in today (once a day, never in quiet hours)."""
-    from models.checkins import CheckIn
-    from models.plans import PlanStatus, TreatmentPlan
 
     reminded = 0
     active_plans = TreatmentPlan.filter(status=PlanStatus.ACTIVE, patient__user__is_active=True)
@@ -621,7 +553,6 @@ async def answer_findings(
 ) -> tuple[Findings, InstrumentDefinition | None]:
     """CLINICAL.md §0 and §5: what the answers call for, whether or not the response is complete,
     in range, on time or for an open assignment. Returns the instrument, when it is known."""
-    from models.baselines import pain_baseline  # baselines reads survey responses: import here
 
     candidates = await _instruments_answered(patient_id, data)
     findings = Findings()
@@ -701,8 +632,6 @@ async def _target(viewer: Viewer, patient_id: UUID, data: NewResponse, now: date
             refusal = NotFound("survey assignment")
             raise denied(viewer, refusal, AuditAction.UPDATE, "SurveyAssignment", resource_id=data.assignment_id)
     elif data.session_id is not None:
-        from models.dosing import DosingSession  # dosing schedules surveys: import here
-
         if not await DosingSession.exists(id=data.session_id, patient_id=patient_id):
             refusal = NotFound("dosing session")
             raise denied(viewer, refusal, AuditAction.UPDATE, "DosingSession", resource_id=data.session_id)

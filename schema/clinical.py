@@ -17,7 +17,17 @@ if TYPE_CHECKING:
     from schema.accounts import PatientType, ProviderType
 
 from models import alerts as alert_ops
-from models import checkins, clinic_sessions, directory, dosing, medications, plans, side_effects
+from models import (
+    checkins,
+    clinic_sessions,
+    directory,
+    dosing,
+    dosing_records,
+    medications,
+    plan_records,
+    plans,
+    side_effects,
+)
 from models import errors as domain
 from models.alert_rules import Severity as DomainSeverity
 from models.alerts import AlertStatus as DomainAlertStatus
@@ -40,19 +50,19 @@ from schema.mutations import LenientInput, attempt, decimal, global_id, node_id,
 from schema.pagination import Connection, page_size
 from schema.permissions import viewer_of
 
-Formulation = strawberry.enum(plans.Formulation, name="Formulation")
-CareSetting = strawberry.enum(plans.CareSetting, name="CareSetting")
-DoseUnit = strawberry.enum(plans.DoseUnit, name="DoseUnit")
-TreatmentPlanStatus = strawberry.enum(plans.PlanStatus, name="TreatmentPlanStatus")
-DosingSessionStatus = strawberry.enum(dosing.SessionStatus, name="DosingSessionStatus")
+Formulation = strawberry.enum(plan_records.Formulation, name="Formulation")
+CareSetting = strawberry.enum(plan_records.CareSetting, name="CareSetting")
+DoseUnit = strawberry.enum(plan_records.DoseUnit, name="DoseUnit")
+TreatmentPlanStatus = strawberry.enum(plan_records.PlanStatus, name="TreatmentPlanStatus")
+DosingSessionStatus = strawberry.enum(dosing_records.SessionStatus, name="DosingSessionStatus")
 SideEffectGrade = strawberry.enum(side_effects.Grade, name="SideEffectGrade")
 AlertSeverity = strawberry.enum(DomainSeverity, name="AlertSeverity")
 AlertStatus = strawberry.enum(DomainAlertStatus, name="AlertStatus")
 MedicationClass = strawberry.enum(
-    plans.MedicationClass, name="MedicationClass", description="Concomitant medication classes (CLINICAL.md §8)."
+    plan_records.MedicationClass, name="MedicationClass", description="Concomitant medication classes (CLINICAL.md §8)."
 )
 MedicationSource = strawberry.enum(
-    plans.MedicationSource, name="MedicationSource", description="Who put a medication on the plan."
+    plan_records.MedicationSource, name="MedicationSource", description="Who put a medication on the plan."
 )
 
 
@@ -131,7 +141,7 @@ class TreatmentPlanType(relay.Node):
     )
 
     @classmethod
-    def from_model(cls, plan: plans.TreatmentPlan) -> TreatmentPlanType:
+    def from_model(cls, plan: plan_records.TreatmentPlan) -> TreatmentPlanType:
         return cls(
             id=str(plan.id),
             formulation=plan.formulation,
@@ -251,7 +261,7 @@ class DosingSessionType(relay.Node):
         return ProviderType.from_model(provider) if provider else None
 
     @classmethod
-    def from_model(cls, session: dosing.DosingSession) -> DosingSessionType:
+    def from_model(cls, session: dosing_records.DosingSession) -> DosingSessionType:
         duration = session.duration
         return cls(
             id=str(session.id),
@@ -290,7 +300,7 @@ class DosingSessionType(relay.Node):
                 FailedCheck(code=check["code"], message=check["message"], item=check.get("item"))
                 for check in session.failed_checks
             ],
-            setting=plans.CareSetting(session.setting),
+            setting=plan_records.CareSetting(session.setting),
             at_forty_minutes_blood_pressure=_reading_type(
                 session.mid_systolic,
                 session.mid_diastolic,
@@ -695,7 +705,7 @@ def _terms(data: CreateTreatmentPlanInput | UpdateTreatmentPlanInput) -> plans.P
         monitor_required=data.monitor_required,
         bp_ceiling=DomainBloodPressure(ceiling.systolic, ceiling.diastolic) if ceiling else None,
         survey_schedule=(
-            tuple(plans.ScheduledSurvey(s.instrument, s.offset_minutes, s.window_minutes) for s in schedule)
+            tuple(plan_records.ScheduledSurvey(s.instrument, s.offset_minutes, s.window_minutes) for s in schedule)
             if schedule is not None
             else None
         ),
@@ -853,7 +863,7 @@ class ClinicalMutation:
     async def create_treatment_plan(
         self, info: Info[Context, None], input: CreateTreatmentPlanInput
     ) -> TreatmentPlanPayload:
-        async def call() -> plans.TreatmentPlan:
+        async def call() -> plan_records.TreatmentPlan:
             data = plans.NewPlan(
                 patient_id=node_id(input.patient_id, "Patient", "patientId"),
                 terms=_terms(input),
@@ -870,7 +880,7 @@ class ClinicalMutation:
     async def update_treatment_plan(
         self, info: Info[Context, None], input: UpdateTreatmentPlanInput
     ) -> TreatmentPlanPayload:
-        async def call() -> plans.TreatmentPlan:
+        async def call() -> plan_records.TreatmentPlan:
             plan_id = node_id(input.plan_id, "TreatmentPlan", "planId")
             return await plans.update_treatment_plan(
                 viewer_of(info), plan_id, _terms(input), now=info.context.now(), policy=info.context.policy
@@ -882,17 +892,21 @@ class ClinicalMutation:
     async def hold_treatment_plan(
         self, info: Info[Context, None], input: TreatmentPlanStatusInput
     ) -> TreatmentPlanPayload:
-        return await _plan_payload(lambda: _set_status(info, input.plan_id, plans.PlanStatus.ON_HOLD, input.reason))
+        return await _plan_payload(
+            lambda: _set_status(info, input.plan_id, plan_records.PlanStatus.ON_HOLD, input.reason)
+        )
 
     @strawberry.mutation(description="Resume a plan on hold (providers).")
     async def resume_treatment_plan(
         self, info: Info[Context, None], input: TreatmentPlanStatusInput
     ) -> TreatmentPlanPayload:
-        return await _plan_payload(lambda: _set_status(info, input.plan_id, plans.PlanStatus.ACTIVE, input.reason))
+        return await _plan_payload(
+            lambda: _set_status(info, input.plan_id, plan_records.PlanStatus.ACTIVE, input.reason)
+        )
 
     @strawberry.mutation(description="Complete or cancel a plan (providers).")
     async def end_treatment_plan(self, info: Info[Context, None], input: EndTreatmentPlanInput) -> TreatmentPlanPayload:
-        status = plans.PlanStatus(input.status.value)
+        status = plan_records.PlanStatus(input.status.value)
         return await _plan_payload(lambda: _set_status(info, input.plan_id, status, input.reason))
 
     @strawberry.mutation(description="Run the pre-dose safety checks and start a session (patients).")
@@ -1024,7 +1038,7 @@ class ClinicalMutation:
     async def void_dosing_session(
         self, info: Info[Context, None], input: VoidDosingSessionInput
     ) -> CompleteDosingSessionPayload:
-        async def call() -> dosing.DosingSession:
+        async def call() -> dosing_records.DosingSession:
             session_id = node_id(input.session_id, "DosingSession", "sessionId")
             return await dosing.void_dosing_session(viewer_of(info), session_id, input.reason, now=info.context.now())
 
@@ -1044,8 +1058,8 @@ class ClinicalMutation:
 
 
 async def _set_status(
-    info: Info[Context, None], raw_plan_id: str, status: plans.PlanStatus, reason: str
-) -> plans.TreatmentPlan:
+    info: Info[Context, None], raw_plan_id: str, status: plan_records.PlanStatus, reason: str
+) -> plan_records.TreatmentPlan:
     plan_id = node_id(raw_plan_id, "TreatmentPlan", "planId")
     return await plans.set_treatment_plan_status(viewer_of(info), plan_id, status, reason, now=info.context.now())
 

@@ -15,7 +15,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import alerts as alert_ops
-from models import directory, messaging, surveys
+from models import directory, messaging, survey_records
 from models import errors as domain
 from models.access import Viewer
 from models.accounts import Role, User
@@ -474,7 +474,9 @@ class LiveSubscription:
             current = await _next_event(info)
             if current is None:
                 return
-            assignment = await surveys.SurveyAssignment.get_or_none(id=event.resource_id, patient_id=viewer.patient_id)
+            assignment = await survey_records.SurveyAssignment.get_or_none(
+                id=event.resource_id, patient_id=viewer.patient_id
+            )
             if assignment is not None:
                 _delivered(current, viewer.patient_id, "SurveyAssignment")
                 yield SurveyAssignmentType.from_model(assignment)

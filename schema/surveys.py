@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import instruments, surveys
+from models import instruments, survey_records, surveys
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
@@ -18,7 +18,7 @@ from schema.mutations import LenientInput, global_id, written
 from schema.pagination import Connection
 from schema.permissions import viewer_of
 
-SurveyAssignmentStatus = strawberry.enum(surveys.AssignmentStatus, name="SurveyAssignmentStatus")
+SurveyAssignmentStatus = strawberry.enum(survey_records.AssignmentStatus, name="SurveyAssignmentStatus")
 
 
 @strawberry.type(name="InstrumentOption")
@@ -98,7 +98,7 @@ class SurveyAssignmentType(relay.Node):
     response_id: strawberry.ID | None
 
     @classmethod
-    def from_model(cls, assignment: surveys.SurveyAssignment) -> SurveyAssignmentType:
+    def from_model(cls, assignment: survey_records.SurveyAssignment) -> SurveyAssignmentType:
         return cls(
             id=str(assignment.id),
             instrument=assignment.instrument,
@@ -147,7 +147,7 @@ class SurveyResponseType(relay.Node):
     )
 
     @classmethod
-    def from_model(cls, response: surveys.SurveyResponse) -> SurveyResponseType:
+    def from_model(cls, response: survey_records.SurveyResponse) -> SurveyResponseType:
         return cls(
             id=str(response.id),
             instrument=response.instrument,

@@ -20,7 +20,19 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from models import alerts, checkins, dosing, messaging, opioids, plans, side_effects, surveys
+from models import (
+    alerts,
+    checkins,
+    dosing,
+    dosing_records,
+    messaging,
+    opioids,
+    plan_records,
+    plans,
+    side_effects,
+    survey_records,
+    surveys,
+)
 from models.access import Viewer, load_user_viewer
 from models.accounts import Patient, User
 from models.audit import AuditTrail
@@ -36,7 +48,7 @@ from models.safety.screen import alerts_about
 class DemoCourse:
     patient: str
     provider: str
-    formulation: plans.Formulation
+    formulation: plan_records.Formulation
     dose: Decimal
     planned_sessions: int
     session_days_ago: tuple[int, ...]
@@ -47,13 +59,13 @@ class DemoCourse:
 
 
 COURSES: tuple[DemoCourse, ...] = (
-    DemoCourse("alex@demo.test", "dr.rivera@demo.test", plans.Formulation.SUBLINGUAL_TABLET, Decimal(100), 12,
+    DemoCourse("alex@demo.test", "dr.rivera@demo.test", plan_records.Formulation.SUBLINGUAL_TABLET, Decimal(100), 12,
                (40, 33, 26, 19, 12, 5), 7, 4, 16, 6),
-    DemoCourse("blair@demo.test", "dr.rivera@demo.test", plans.Formulation.INTRANASAL_KETAMINE, Decimal(50), 8,
+    DemoCourse("blair@demo.test", "dr.rivera@demo.test", plan_records.Formulation.INTRANASAL_KETAMINE, Decimal(50), 8,
                (20, 13, 6), 7, 6, 14, 13),
-    DemoCourse("casey@demo.test", "dr.okafor@demo.test", plans.Formulation.ORAL, Decimal(150), 10,
+    DemoCourse("casey@demo.test", "dr.okafor@demo.test", plan_records.Formulation.ORAL, Decimal(150), 10,
                (30, 23, 16, 9), 6, 5, 12, 11),
-    DemoCourse("devon@demo.test", "dr.okafor@demo.test", plans.Formulation.SUBLINGUAL_TABLET, Decimal(200), 6,
+    DemoCourse("devon@demo.test", "dr.okafor@demo.test", plan_records.Formulation.SUBLINGUAL_TABLET, Decimal(200), 6,
                (10, 3), 8, 6, 18, 15),
 )  # fmt: skip
 
@@ -69,7 +81,9 @@ async def _viewer(email: str) -> Viewer:
 NO_CONTRAINDICATIONS = tuple((code, False) for code in CHECKLIST)
 
 
-async def _session(patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy) -> dosing.DosingSession:
+async def _session(
+    patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy
+) -> dosing_records.DosingSession:
     started = await dosing.start_dosing_session(
         patient,
         StartSession(
@@ -88,7 +102,7 @@ async def _session(patient: Viewer, course: DemoCourse, at: datetime, policy: Cl
         ),
         now=ended, policy=policy,
     )  # fmt: skip
-    return await dosing.DosingSession.get(id=started.resource_id)
+    return await dosing_records.DosingSession.get(id=started.resource_id)
 
 
 async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
@@ -97,7 +111,7 @@ async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
     first_day = now - timedelta(days=45)
     for course in COURSES:
         patient_row = await Patient.get(user__email=course.patient)
-        if await plans.TreatmentPlan.exists(patient_id=patient_row.id):
+        if await plan_records.TreatmentPlan.exists(patient_id=patient_row.id):
             continue
         # One transaction per patient: a crash mid-seed leaves no half-written chart behind.
         async with in_transaction():
@@ -107,7 +121,7 @@ async def load_clinical_demo(now: datetime, policy: ClinicPolicy) -> list[str]:
                 plans.NewPlan(
                     patient_id=patient_row.id,
                     terms=plans.PlanTerms(
-                        formulation=course.formulation, setting=plans.CareSetting.AT_HOME, dose=course.dose,
+                        formulation=course.formulation, setting=plan_records.CareSetting.AT_HOME, dose=course.dose,
                         planned_sessions=course.planned_sessions,
                     ),
                     reason="initial course after intake assessment",
@@ -168,7 +182,7 @@ async def _answer_follow_ups(
 ) -> None:
     """Answer the follow-up surveys whose time has come, as the patient would; Devon's latest stays
     open and one of Blair's PEG-3 expired unanswered (so the demo shows every state)."""
-    due = await surveys.SurveyAssignment.filter(patient_id=patient_row.id, available_at__lt=now).order_by(
+    due = await survey_records.SurveyAssignment.filter(patient_id=patient_row.id, available_at__lt=now).order_by(
         "available_at"
     )
     skipped_one = False
@@ -251,8 +265,8 @@ async def _story(
     course: DemoCourse,
     patient: Viewer,
     provider: Viewer,
-    plan: plans.TreatmentPlan,
-    sessions: list[dosing.DosingSession],
+    plan: plan_records.TreatmentPlan,
+    sessions: list[dosing_records.DosingSession],
     now: datetime,
     policy: ClinicPolicy,
 ) -> None:
@@ -288,7 +302,7 @@ async def _story(
 
 
 async def _report(
-    patient: Viewer, code: str, grade: side_effects.Grade, session: dosing.DosingSession, policy: ClinicPolicy
+    patient: Viewer, code: str, grade: side_effects.Grade, session: dosing_records.DosingSession, policy: ClinicPolicy
 ) -> Outcome:
     at = session.started_at + timedelta(hours=1)
     return await side_effects.report_side_effect(

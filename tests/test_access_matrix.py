@@ -32,10 +32,11 @@ from api.settings import Settings
 from models.accounts import DataSharingConsent, Patient, Role
 from models.alerts import Alert
 from models.devices import Device, Platform
-from models.dosing import CHECKLIST, DosingSession
+from models.dosing import CHECKLIST
+from models.dosing_records import DosingSession
 from models.enrolment import Invitation
 from models.messaging import MessageThread
-from models.plans import TreatmentPlan
+from models.plan_records import TreatmentPlan
 from models.session_families import SessionFamily
 from schema import build_schema
 from schema.pagination import CursorCodec

@@ -22,7 +22,8 @@ from models.clock import ManualClock
 from models.devices import Device
 from models.enrolment import NO_PASSWORD, Invitation
 from models.events import DomainEvent
-from models.surveys import AssignmentStatus, SurveyAssignment, schedule_recurring_surveys
+from models.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys import schedule_recurring_surveys
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT
 from tests.conftest import REDIS_URL, Tokens, redis_answers
 from tests.graphql import gql

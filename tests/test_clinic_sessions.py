@@ -19,7 +19,7 @@ from api.database import use_database
 from models.alerts import Alert
 from models.audit import AuditEvent
 from models.clock import ManualClock
-from models.dosing import DosingSession
+from models.dosing_records import DosingSession
 from models.events import DomainEvent
 from models.policy import EMERGENCY_INSTRUCTIONS
 from tests.clinical import START_SESSION, patient_global_id, start_input

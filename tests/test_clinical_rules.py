@@ -36,16 +36,8 @@ from models.dosing import (
     refusal_advice,
     start_findings,
 )
-from models.plans import (
-    DEFAULT_SURVEY_SCHEDULE,
-    CareSetting,
-    Formulation,
-    PlanStatus,
-    ScheduledSurvey,
-    ceiling_problem,
-    dose_problem,
-    schedule_problem,
-)
+from models.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
+from models.plans import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
 from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
 from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
 from models.side_effects import (

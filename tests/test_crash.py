@@ -39,7 +39,8 @@ from models.events import DomainEvent
 from models.idempotency import IdempotencyKey
 from models.messaging import Message, MessageThread, ThreadReadState, participants
 from models.notifications import Notification, NotificationStatus
-from models.surveys import POST_SESSION, AssignmentStatus, SurveyAssignment
+from models.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys import POST_SESSION
 from tests.conftest import start_logins
 
 PATIENTS = ("alex@demo.test", "blair@demo.test")

@@ -15,10 +15,10 @@ from api.database import use_database
 from jobs import clinical as clinical_jobs
 from models.alerts import Alert
 from models.clock import ManualClock
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.events import DomainEvent
 from models.policy import EMERGENCY_INSTRUCTIONS
-from models.surveys import AssignmentStatus, SurveyAssignment
+from models.survey_records import AssignmentStatus, SurveyAssignment
 from tests.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
 from tests.conftest import Tokens, job_env
 from tests.graphql import gql

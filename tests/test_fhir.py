@@ -30,12 +30,12 @@ from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.alerts import Alert
 from models.checkins import CheckIn
 from models.clock import ManualClock
-from models.dosing import DosingSession
+from models.dosing_records import DosingSession
 from models.messaging import Message
 from models.opioids import OpioidDose
-from models.plans import TreatmentPlan
+from models.plan_records import TreatmentPlan
 from models.side_effects import SideEffectReport
-from models.surveys import SurveyResponse
+from models.survey_records import SurveyResponse
 from tests.clinical import REPORT_SIDE_EFFECT
 from tests.conftest import Tokens
 from tests.graphql import gql

@@ -45,17 +45,18 @@ from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Pr
 from models.alerts import Alert, AlertEscalation
 from models.audit import AuditEvent
 from models.checkins import CheckIn
-from models.dosing import CHECKLIST, DosingSession
+from models.dosing import CHECKLIST
+from models.dosing_records import DosingSession
 from models.events import DomainEvent, Operation
 from models.idempotency import IdempotencyKey
 from models.messaging import Message, MessageThread, ThreadReadState
 from models.notifications import Notification
 from models.opioids import CATALOGUE as OPIOIDS
 from models.opioids import OpioidDose
-from models.plans import TreatmentPlan, TreatmentPlanStatusChange
+from models.plan_records import TreatmentPlan, TreatmentPlanStatusChange
 from models.side_effects import CATALOGUE as SIDE_EFFECTS
 from models.side_effects import SideEffectReport
-from models.surveys import SurveyAssignment, SurveyResponse
+from models.survey_records import SurveyAssignment, SurveyResponse
 from tests.conftest import START, Tokens
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

@@ -20,12 +20,12 @@ from models.alerts import Alert, AlertStatus
 from models.audit import ActorType, AuditEvent
 from models.checkins import CheckIn
 from models.clock import ManualClock
-from models.dosing import DosingSession, SessionStatus
+from models.dosing_records import DosingSession, SessionStatus
 from models.events import DomainEvent
 from models.idempotency import IdempotencyKey
 from models.safety.screen import alerts_about
 from models.side_effects import SideEffectReport
-from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
+from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from tests.clinical import complete, no_contraindications, start
 from tests.conftest import Tokens, job_env
 from tests.graphql import gql

@@ -34,7 +34,7 @@ from models.clock import ManualClock
 from models.devices import DeactivationReason, Device
 from models.messaging import MessageThread
 from models.notifications import MESSAGES, Notification, NotificationStatus, OutgoingNotification
-from models.surveys import SurveyAssignment
+from models.survey_records import SurveyAssignment
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
 from tests.conftest import Tokens, start_logins

@@ -23,12 +23,12 @@ from models.alerts import Alert
 from models.audit import AuditEvent, AuditOutcome
 from models.checkins import CheckIn
 from models.devices import Device
-from models.dosing import DosingSession
+from models.dosing_records import DosingSession
 from models.messaging import Message, MessageThread
 from models.opioids import OpioidDose
-from models.plans import TreatmentPlan
+from models.plan_records import TreatmentPlan
 from models.side_effects import SideEffectReport
-from models.surveys import SurveyAssignment, SurveyResponse
+from models.survey_records import SurveyAssignment, SurveyResponse
 from schema import build_schema
 from tests.conftest import Tokens
 from tests.graphql import gql

@@ -22,11 +22,11 @@ from strawberry import relay
 from api.database import use_database
 from models.alerts import Alert
 from models.clock import ManualClock
-from models.dosing import DosingSession
-from models.plans import PlanStatus, TreatmentPlan
+from models.dosing_records import DosingSession
+from models.plan_records import PlanStatus, TreatmentPlan
 from models.policy import EMERGENCY_INSTRUCTIONS
 from models.safety.models import SafetyScreening
-from models.surveys import SurveyAssignment
+from models.survey_records import SurveyAssignment
 from schema import export_schema
 from tests.clinical import no_contraindications, start, start_input
 from tests.conftest import Tokens

@@ -18,7 +18,7 @@ from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
-from models import surveys
+from models import survey_records, surveys
 from models.accounts import Patient
 from models.alerts import Alert
 from models.clock import ManualClock
@@ -27,7 +27,7 @@ from models.instruments import InstrumentDefinition, score
 from models.notifications import Notification, OutgoingNotification
 from models.plans import DEFAULT_SURVEY_SCHEDULE
 from models.policy import DEFAULT_POLICY
-from models.surveys import AssignmentStatus, SurveyAssignment, SurveyResponse
+from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
 from tests.clinical import complete, start
 from tests.conftest import Tokens, job_env
@@ -227,9 +227,11 @@ async def complete_a_session(client: httpx.AsyncClient, tokens: Tokens, clock: M
     return str(session["id"])
 
 
-async def alex_assignments(app: Starlette, session: str | None = None) -> dict[str, surveys.SurveyAssignment]:
+async def alex_assignments(app: Starlette, session: str | None = None) -> dict[str, survey_records.SurveyAssignment]:
     with use_database(app.state.database):
-        rows = await surveys.SurveyAssignment.filter(patient__user__email="alex@demo.test").order_by("-created_at")
+        rows = await survey_records.SurveyAssignment.filter(patient__user__email="alex@demo.test").order_by(
+            "-created_at"
+        )
     return {row.instrument: row for row in reversed(rows)}
 
 
@@ -255,8 +257,8 @@ async def test_a_completed_session_schedules_its_surveys_which_open_remind_and_e
         assert [n.kind for n in sender.sent] == ["SURVEY_AVAILABLE", "SURVEY_REMINDER"]
         clock.advance(timedelta(hours=3, minutes=1))
         await run_jobs(clock, sender)
-        post = await surveys.SurveyAssignment.get(id=assigned["POST-SESSION"].id)
-        assert post.status is surveys.AssignmentStatus.EXPIRED
+        post = await survey_records.SurveyAssignment.get(id=assigned["POST-SESSION"].id)
+        assert post.status is survey_records.AssignmentStatus.EXPIRED
         alert = await Alert.get(kind="SAFETY_CHECK_UNANSWERED", source_id=post.id)
     assert alert.severity.value == "HIGH"
 
@@ -380,8 +382,8 @@ async def test_surveys_due_during_downtime_are_delivered_once_after_a_restart(
     assigned = await alex_assignments(app)
     # The post-session check (+2 h, 6 h window) expired during the downtime; the pain NRS
     # (+24 h, 24 h window) is open and was announced exactly once.
-    assert assigned["POST-SESSION"].status is surveys.AssignmentStatus.EXPIRED
-    assert assigned["PAIN-NRS"].status is surveys.AssignmentStatus.AVAILABLE
+    assert assigned["POST-SESSION"].status is survey_records.AssignmentStatus.EXPIRED
+    assert assigned["PAIN-NRS"].status is survey_records.AssignmentStatus.AVAILABLE
     alex_links = {f"survey/{assignment.id}" for assignment in assigned.values()}
     assert [n.link for n in sender.sent if n.link in alex_links] == [f"survey/{assigned['PAIN-NRS'].id}"]
     # Other patients' surveys that fell due meanwhile were announced too, each once.
@@ -439,12 +441,12 @@ async def test_recurring_surveys_are_scheduled_once_and_cancelled_when_the_plan_
     with use_database(app.state.database):
         await survey_jobs.schedule_recurring_surveys(job_env(clock))
         assert await survey_jobs.schedule_recurring_surveys(job_env(clock)) == 0  # idempotent
-        weekly = await surveys.SurveyAssignment.filter(
+        weekly = await survey_records.SurveyAssignment.filter(
             patient__user__email="alex@demo.test", recurrence_key__isnull=False
         ).values_list("instrument", flat=True)
         # Alex's last session's PHQ-9 and GAD-7 are due within 3 days: only the safety survey.
-        session_surveys = await surveys.SurveyAssignment.filter(
-            patient__user__email="alex@demo.test", instrument="PHQ-9", status=surveys.AssignmentStatus.SCHEDULED
+        session_surveys = await survey_records.SurveyAssignment.filter(
+            patient__user__email="alex@demo.test", instrument="PHQ-9", status=survey_records.AssignmentStatus.SCHEDULED
         ).exists()
     assert sorted(weekly) == (["WEEKLY-SAFETY"] if session_surveys else ["GAD-7", "PHQ-9", "WEEKLY-SAFETY"])
     plan = (await gql(client, "{ me { patient { treatmentPlan { id } } } }", token=tokens.user("alex@demo.test")))[
@@ -453,10 +455,10 @@ async def test_recurring_surveys_are_scheduled_once_and_cancelled_when_the_plan_
     hold = 'mutation($p: ID!) { holdTreatmentPlan(input: {planId: $p, reason: "review"}) { result { __typename } } }'
     await gql(client, hold, {"p": plan}, token=tokens.user("dr.rivera@demo.test"))
     with use_database(app.state.database):
-        statuses = await surveys.SurveyAssignment.filter(
+        statuses = await survey_records.SurveyAssignment.filter(
             patient__user__email="alex@demo.test", recurrence_key__isnull=False
         ).values_list("status", flat=True)
-    assert set(statuses) == {surveys.AssignmentStatus.CANCELLED}
+    assert set(statuses) == {survey_records.AssignmentStatus.CANCELLED}
 
 
 async def test_the_daily_check_in_reminder_comes_at_seven_pm_local_once_and_not_after_a_check_in(
@@ -513,7 +515,7 @@ async def test_concurrent_retries_of_an_assigned_survey_all_get_the_first_answer
     assert results[0]["__typename"] == "SurveyResponse"
     assert all(result == results[0] for result in results)
     with use_database(app.state.database):
-        assert await surveys.SurveyResponse.filter(assignment_id=post.id).count() == 1
+        assert await survey_records.SurveyResponse.filter(assignment_id=post.id).count() == 1
 
 
 async def test_after_downtime_nothing_is_pushed_in_quiet_hours_and_answered_surveys_are_not_announced(
@@ -526,8 +528,8 @@ async def test_after_downtime_nothing_is_pushed_in_quiet_hours_and_answered_surv
     clock.set(datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
     with use_database(app.state.database):
         await run_jobs(clock, sender)
-        pain = await surveys.SurveyAssignment.get(id=assigned["PAIN-NRS"].id)
-        assert pain.status is surveys.AssignmentStatus.AVAILABLE
+        pain = await survey_records.SurveyAssignment.get(id=assigned["PAIN-NRS"].id)
+        assert pain.status is survey_records.AssignmentStatus.AVAILABLE
         assert [n.kind for n in sender.sent] == []
         queued = await Notification.get(dedup_key=f"survey-available:{pain.id}")
         assert queued.not_before == datetime(2026, 11, 27, 13, 0, tzinfo=UTC)
@@ -559,11 +561,11 @@ async def test_a_hold_then_resume_brings_the_weekly_surveys_back(
         await gql(client, query, {"p": plan}, token=rivera)
     with use_database(app.state.database):
         await survey_jobs.schedule_recurring_surveys(job_env(clock))
-        statuses = await surveys.SurveyAssignment.filter(
+        statuses = await survey_records.SurveyAssignment.filter(
             patient__user__email="blair@demo.test", recurrence_key__isnull=False
         ).values_list("status", flat=True)
     assert statuses
-    assert set(statuses) == {surveys.AssignmentStatus.SCHEDULED}
+    assert set(statuses) == {survey_records.AssignmentStatus.SCHEDULED}
 
 
 async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_change(app: Starlette) -> None:
@@ -580,15 +582,23 @@ async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_chang
             now=ended,
             policy=DEFAULT_POLICY,
         )
-        peg = await surveys.SurveyAssignment.filter(patient=patient, instrument="PEG-3").order_by("-created_at").first()
+        peg = (
+            await survey_records.SurveyAssignment.filter(patient=patient, instrument="PEG-3")
+            .order_by("-created_at")
+            .first()
+        )
         assert peg is not None
         clock = ManualClock(datetime(2026, 11, 3, 20, 59, tzinfo=UTC))  # 15:59 EST
         sender = RecordingSender()
         await run_jobs(clock, sender)
-        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.SCHEDULED
+        assert (
+            await survey_records.SurveyAssignment.get(id=peg.id)
+        ).status is survey_records.AssignmentStatus.SCHEDULED
         clock.set(datetime(2026, 11, 3, 21, 0, tzinfo=UTC))  # 16:00 EST: three local days later
         await run_jobs(clock, sender)
-        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.AVAILABLE
+        assert (
+            await survey_records.SurveyAssignment.get(id=peg.id)
+        ).status is survey_records.AssignmentStatus.AVAILABLE
         # 48 h window: reminders at 16:00 EST on 4 November (half) and 14:00 EST on 5 November.
         clock.set(datetime(2026, 11, 4, 21, 0, tzinfo=UTC))
         await run_jobs(clock, sender)
@@ -596,6 +606,6 @@ async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_chang
         await run_jobs(clock, sender)
         clock.set(datetime(2026, 11, 5, 21, 0, tzinfo=UTC))
         await run_jobs(clock, sender)
-        assert (await surveys.SurveyAssignment.get(id=peg.id)).status is surveys.AssignmentStatus.EXPIRED
+        assert (await survey_records.SurveyAssignment.get(id=peg.id)).status is survey_records.AssignmentStatus.EXPIRED
     kinds = [n.kind for n in sender.sent if n.link == f"survey/{peg.id}"]
     assert kinds == ["SURVEY_AVAILABLE", "SURVEY_REMINDER", "SURVEY_REMINDER"]

@@ -43,7 +43,7 @@ from api.auth.tokens import issue_access_token
 from api.cli import seed_database
 from api.database import migrate, open_database
 from api.settings import Environment, Settings
-from models import checkins, directory, messaging, outcomes, plans, surveys
+from models import checkins, directory, messaging, outcomes, plans, survey_records, surveys
 from models.access import Viewer
 from models.accounts import User
 from models.audit import AuditTrail
@@ -124,7 +124,7 @@ def bare_routes(settings: Settings) -> list[Route]:
         current, facts, open_surveys, recent, unread = await asyncio.gather(
             plans.current_plans(viewer, [patient.id]),
             outcomes.panel_facts(viewer, [patient.id], now=now),
-            surveys.list_assignments(viewer, patient.id, statuses=[surveys.AssignmentStatus.AVAILABLE], limit=4),
+            surveys.list_assignments(viewer, patient.id, statuses=[survey_records.AssignmentStatus.AVAILABLE], limit=4),
             checkins.list_check_ins(viewer, patient.id, limit=8),
             messaging.unread_by_patient(viewer, [patient.id]),
         )

@@ -25,7 +25,8 @@ from models.accounts import Patient
 from models.clock import ManualClock
 from models.notifications import Notification
 from models.policy import DEFAULT_POLICY
-from models.surveys import AssignmentStatus, SurveyAssignment, expire_overdue_surveys, open_due_surveys, send_reminders
+from models.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys import expire_overdue_surveys, open_due_surveys, send_reminders
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
