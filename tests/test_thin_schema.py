@@ -72,13 +72,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("schema.administration", "Provider", "filter"): (
         "the user list joins patients and providers for its page; needs a models.administration read"
     ),
-    ("schema.messaging", "User", "filter"): (
-        "message senders are looked up for a page of messages; needs a models.messaging read"
-    ),
-    ("schema.messaging", "User", "prefetch_related"): "same sender lookup as above",
-    ("schema.messaging", "Alert", "get_or_none"): (
-        "alertRaised re-implements the triage scope per event; needs one models.alerts scope used by both"
-    ),
     ("schema.messaging", "SurveyAssignment", "get_or_none"): (
         "surveyAssigned reads the assignment per event; needs a models read (models.surveys is being split)"
     ),
