@@ -66,12 +66,6 @@ ORM_METHODS = frozenset(
 
 # (schema module, model, ORM method) -> why it is still there. Only shrinks.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    ("schema.administration", "Patient", "filter"): (
-        "the user list joins patients and providers for its page; needs a models.administration read"
-    ),
-    ("schema.administration", "Provider", "filter"): (
-        "the user list joins patients and providers for its page; needs a models.administration read"
-    ),
     ("schema.messaging", "SurveyAssignment", "get_or_none"): (
         "surveyAssigned reads the assignment per event; needs a models read (models.surveys is being split)"
     ),
