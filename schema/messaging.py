@@ -464,7 +464,7 @@ class LiveSubscription:
             current = await _next_event(info)
             if current is None:
                 return
-            assignment = await surveys.SurveyAssignment.get_or_none(id=event.resource_id, patient_id=viewer.patient_id)
+            assignment = await surveys.opened_assignment(viewer.patient_id, event.resource_id)
             if assignment is not None:
                 _delivered(current, viewer.patient_id, "SurveyAssignment")
                 yield SurveyAssignmentType.from_model(assignment)

@@ -189,7 +189,7 @@ class OutcomesMutation:
                 idempotency_key=input.idempotency_key,
             )
             outcome = await opioids.log_opioid_use(viewer, data, now=info.context.now(), policy=info.context.policy)
-            return outcome, await opioids.OpioidDose.get(id=outcome.resource_id)
+            return outcome, await opioids.logged_dose(outcome.resource_id)
 
         result, advice = await written(call, OpioidDoseType.from_model)
         return LogOpioidUsePayload(result=result, **advice)

@@ -65,14 +65,7 @@ ORM_METHODS = frozenset(
 )
 
 # (schema module, model, ORM method) -> why it is still there. Only shrinks.
-ALLOWED: dict[tuple[str, str, str], str] = {
-    ("schema.messaging", "SurveyAssignment", "get_or_none"): (
-        "surveyAssigned reads the assignment per event; needs a models read (models.surveys is being split)"
-    ),
-    ("schema.outcomes", "OpioidDose", "get"): (
-        "logOpioidUse reads the dose back after the write; belongs with the opioid operation (being split)"
-    ),
-}
+ALLOWED: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
