@@ -347,3 +347,15 @@ async def deactivate_api_client(viewer: Viewer, client_id: str, *, now: datetime
         client.is_active = False
         await _audit(viewer, AuditAction.UPDATE, "ApiClient", client.id, f"deactivated API client {client_id}", now=now)
     return client
+
+
+async def user_profiles(user_ids: list[UUID]) -> tuple[dict[UUID, Patient], dict[UUID, Provider]]:
+    """The patient and provider records of users already listed to an administrator, by user id."""
+    patients = {patient.user_id: patient for patient in await Patient.filter(user_id__in=user_ids)}  # type: ignore[attr-defined]
+    providers = {provider.user_id: provider for provider in await Provider.filter(user_id__in=user_ids)}  # type: ignore[attr-defined]
+    return patients, providers
+
+
+async def api_client_care_teams(client: ApiClient) -> list[CareTeam]:
+    """The care teams an API client (already shown to an administrator) may read, by name."""
+    return list(await client.care_teams.all().order_by("name"))

@@ -173,6 +173,12 @@ async def list_alerts(
     return alerts
 
 
+async def raised_alert(viewer: Viewer, alert_id: UUID) -> Alert | None:
+    """The alert if it is in the viewer's triage scope (for the live feed: another team's alert is
+    simply not delivered, nothing is audited for it; the caller audits what it delivers)."""
+    return await Alert.filter(_triage_scope(viewer), id=alert_id).first()
+
+
 async def _alert_for(viewer: Viewer, alert_id: UUID) -> Alert:
     """The alert, locked, if it is the viewer's care team's; one answer for an alert that does
     not exist and for another team's (audited either way, against its patient)."""

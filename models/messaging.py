@@ -347,3 +347,29 @@ async def get_message(viewer: Viewer, message_id: UUID) -> Message:
     except NotFound:
         raise NotFound("message") from None  # the same answer as for a message that does not exist
     return message
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who wrote a message: a name to show, no contact details."""
+
+    user_id: UUID
+    role: Role
+    name: str
+
+
+async def message_senders(user_ids: list[UUID]) -> dict[UUID, Sender]:
+    """The senders of messages the caller may already read (the thread was checked for the messages)."""
+    users = await User.filter(id__in=user_ids).prefetch_related("patient", "provider")
+    senders = {}
+    for user in users:
+        if user.role is Role.PROVIDER:
+            provider = await user.provider  # type: ignore[attr-defined]
+            name = f"{provider.given_name} {provider.family_name}, {provider.credentials}".rstrip(", ")
+        elif user.role is Role.PATIENT:
+            patient = await user.patient  # type: ignore[attr-defined]
+            name = f"{patient.given_name} {patient.family_name}"
+        else:
+            name = "Clinic"
+        senders[user.id] = Sender(user.id, user.role, name)
+    return senders

@@ -305,3 +305,8 @@ def _regimen(
             )
         )
     return items
+
+
+async def logged_dose(dose_id: UUID) -> OpioidDose:
+    """The dose `log_opioid_use` just recorded (or replayed) for the caller, to answer the write."""
+    return await OpioidDose.get(id=dose_id)

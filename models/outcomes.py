@@ -77,6 +77,22 @@ class Measure:
     latest: Decimal | None
     series: list[tuple[date, Decimal]]
 
+    @property
+    def change_percent(self) -> Decimal | None:
+        return percent_change(self.baseline, self.latest)
+
+    @property
+    def response(self) -> bool | None:
+        return responded(self.baseline, self.latest)
+
+    @property
+    def remission(self) -> bool | None:
+        return in_remission(self.latest)
+
+    @property
+    def pain_improvement(self) -> str | None:
+        return pain_improvement(self.baseline, self.latest)
+
 
 @dataclass
 class PatientOutcomes:
@@ -92,6 +108,16 @@ class PatientOutcomes:
     surveys_answered: int
     surveys_sent: int
     side_effects: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mme_change(self) -> Decimal | None:
+        """Current daily MME minus the baseline; None without a baseline."""
+        return None if self.mme_baseline is None else self.mme_current - self.mme_baseline
+
+    @property
+    def survey_adherence(self) -> float | None:
+        """Answered / made available (expired = unanswered), to three places; None when none were sent."""
+        return round(self.surveys_answered / self.surveys_sent, 3) if self.surveys_sent else None
 
 
 def _daily_means(values: list[RecordedValue], zone: str) -> list[tuple[date, Decimal]]:

@@ -767,3 +767,8 @@ async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
     refusal = NotFound("survey response")
     await require_clinical_record(viewer, response.patient_id, "SurveyResponse", refusal)  # type: ignore[attr-defined]
     return response
+
+
+async def opened_assignment(patient_id: UUID, assignment_id: UUID) -> SurveyAssignment | None:
+    """The patient's own assignment an event announced, or None if it is not theirs (live feed)."""
+    return await SurveyAssignment.get_or_none(id=assignment_id, patient_id=patient_id)

@@ -63,8 +63,7 @@ class UserType:
     @classmethod
     async def many(cls, users: list[User]) -> list[UserType]:
         ids = [user.id for user in users]
-        patients = {patient.user_id: patient for patient in await Patient.filter(user_id__in=ids)}  # type: ignore[attr-defined]
-        providers = {provider.user_id: provider for provider in await Provider.filter(user_id__in=ids)}  # type: ignore[attr-defined]
+        patients, providers = await administration.user_profiles(ids)
         return [cls.from_model(user, patients.get(user.id), providers.get(user.id)) for user in users]
 
 
@@ -79,7 +78,7 @@ class ApiClientType:
 
     @classmethod
     async def of(cls, client: ApiClient) -> ApiClientType:
-        teams = await client.care_teams.all().order_by("name")
+        teams = await administration.api_client_care_teams(client)
         return cls(
             id=strawberry.ID(global_id("ApiClient", client.id)),
             client_id=client.client_id,

@@ -15,10 +15,10 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models import alerts as alert_ops
-from models import directory, messaging, survey_records
+from models import directory, messaging, surveys
 from models import errors as domain
 from models.access import Viewer
-from models.accounts import Role, User
+from models.accounts import Role
 from models.audit import AuditAction, AuditEntry, AuditOutcome
 from models.events import REPLAY_WINDOW, BusEvent, events_since
 from schema.accounts import PatientType
@@ -81,19 +81,10 @@ class MessageType(relay.Node):
 
 async def _senders(viewer: Any, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, MessageSenderType]:
     """Who wrote messages the viewer may read: a name to show, no contact details."""
-    users = await User.filter(id__in=user_ids).prefetch_related("patient", "provider")
-    senders = {}
-    for user in users:
-        if user.role is Role.PROVIDER:
-            provider = await user.provider  # type: ignore[attr-defined]
-            name = f"{provider.given_name} {provider.family_name}, {provider.credentials}".rstrip(", ")
-        elif user.role is Role.PATIENT:
-            patient = await user.patient  # type: ignore[attr-defined]
-            name = f"{patient.given_name} {patient.family_name}"
-        else:
-            name = "Clinic"
-        senders[user.id] = MessageSenderType(id=strawberry.ID(str(user.id)), role=user.role.value, name=name)
-    return senders
+    return {
+        user_id: MessageSenderType(id=strawberry.ID(str(sender.user_id)), role=sender.role.value, name=sender.name)
+        for user_id, sender in (await messaging.message_senders(user_ids)).items()
+    }
 
 
 _MESSAGES = "messages"
@@ -451,8 +442,7 @@ class LiveSubscription:
                 return
             if not current.is_role(Role.PROVIDER):
                 return  # no longer a provider: the stream ends
-            teams = list(current.care_team_ids)
-            alert = await alert_ops.Alert.get_or_none(id=event.resource_id, patient__care_team_id__in=teams)
+            alert = await alert_ops.raised_alert(current, event.resource_id)
             if alert is not None:
                 _delivered(current, alert.patient_id, "Alert")  # type: ignore[attr-defined]
                 yield AlertType.from_model(alert)
@@ -474,9 +464,7 @@ class LiveSubscription:
             current = await _next_event(info)
             if current is None:
                 return
-            assignment = await survey_records.SurveyAssignment.get_or_none(
-                id=event.resource_id, patient_id=viewer.patient_id
-            )
+            assignment = await surveys.opened_assignment(viewer.patient_id, event.resource_id)
             if assignment is not None:
                 _delivered(current, viewer.patient_id, "SurveyAssignment")
                 yield SurveyAssignmentType.from_model(assignment)

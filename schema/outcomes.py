@@ -189,7 +189,7 @@ class OutcomesMutation:
                 idempotency_key=input.idempotency_key,
             )
             outcome = await opioids.log_opioid_use(viewer, data, now=info.context.now(), policy=info.context.policy)
-            return outcome, await opioids.OpioidDose.get(id=outcome.resource_id)
+            return outcome, await opioids.logged_dose(outcome.resource_id)
 
         result, advice = await written(call, OpioidDoseType.from_model)
         return LogOpioidUsePayload(result=result, **advice)
@@ -251,32 +251,31 @@ class OutcomesType:
             return ScoreOutcomeType(
                 baseline=_float(measure.baseline),
                 latest=_float(measure.latest),
-                change_percent=_float(outcomes.percent_change(measure.baseline, measure.latest)),
-                response=outcomes.responded(measure.baseline, measure.latest),
-                remission=outcomes.in_remission(measure.latest),
+                change_percent=_float(measure.change_percent),
+                response=measure.response,
+                remission=measure.remission,
             )
 
         def series(points: list[Any]) -> list[SeriesPointType]:
             return [SeriesPointType(date=day, value=float(value)) for day, value in points]
 
-        change = None if found.mme_baseline is None else found.mme_current - found.mme_baseline
         return cls(
             pain=PainOutcomeType(
                 baseline=_float(found.pain.baseline),
                 latest_rolling_average=_float(found.pain.latest),
-                change_percent=_float(outcomes.percent_change(found.pain.baseline, found.pain.latest)),
-                improvement=outcomes.pain_improvement(found.pain.baseline, found.pain.latest),
+                change_percent=_float(found.pain.change_percent),
+                improvement=found.pain.pain_improvement,
             ),
             phq9=score(found.phq9),
             gad7=score(found.gad7),
             mme_baseline=_float(found.mme_baseline),
             mme_current=float(found.mme_current),
-            mme_change=_float(change),
+            mme_change=_float(found.mme_change),
             sessions_completed=found.sessions_completed,
             sessions_planned=found.sessions_planned,
             surveys_answered=found.surveys_answered,
             surveys_sent=found.surveys_sent,
-            survey_adherence=round(found.surveys_answered / found.surveys_sent, 3) if found.surveys_sent else None,
+            survey_adherence=found.survey_adherence,
             side_effects_by_grade=[GradeCountType(grade=g, count=n) for g, n in sorted(found.side_effects.items())],
             pain_series=series(found.pain.series),
             phq9_series=series(found.phq9.series),
