@@ -126,7 +126,7 @@ class FaultMiddleware:
                 raise failure
         answered = True
         path = scope.get("path", "")
-        if expired or failure is None:
+        if expired:
             logger.error("%s %s ran past its deadline of %g s and was cancelled", scope.get("method"), path,
                          self.request_timeout)  # fmt: skip
             unavailable, message = True, unavailable_message(request_id, deadline=self.request_timeout)

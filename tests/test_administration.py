@@ -3,8 +3,6 @@ end to end over HTTP and WebSocket, as an admin of the demo clinic would use the
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -25,13 +23,14 @@ from models.events import DomainEvent
 from models.survey_records import AssignmentStatus, SurveyAssignment
 from models.surveys import schedule_recurring_surveys
 from tests.clinical import ALERTS, REPORT_SIDE_EFFECT
-from tests.conftest import REDIS_URL, Tokens, redis_answers
+from tests.conftest import Tokens
 from tests.graphql import gql
 from tests.test_socket_security import (
     assert_refused_as_ended,
     closed,
     me,
     refresh,
+    replica_settings,
     served,
     sign_in,
     socket,
@@ -416,10 +415,7 @@ async def test_a_deactivated_invitees_link_no_longer_activates_the_account(
 async def test_a_user_deactivated_through_one_replica_is_stopped_on_another(
     settings: Settings, clock: ManualClock, store: str
 ) -> None:
-    if store == "redis" and not redis_answers():
-        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
-    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
-    shared = replace(settings, rate_limit_url=REDIS_URL if store == "redis" else None, rate_limit_key_prefix=prefix)
+    shared = replica_settings(settings, store)
     async with served(shared, clock) as replica_a, served(shared, clock) as replica_b:
         admin = (await sign_in(replica_a, ADMIN))["access_token"]
         access = (await sign_in(replica_b, OKAFOR))["access_token"]

@@ -175,14 +175,21 @@ async def test_refresh_token_reuse_ends_the_login_its_access_tokens_and_its_sock
             assert_refused_as_ended(await me(server, access))
 
 
+def replica_settings(settings: Settings, store: str) -> Settings:
+    """Settings for replicas sharing login answers and rate limits through `store` ("in-process":
+    nothing shared but the database; "redis": the Redis at 127.0.0.1:6379, skipped without it),
+    under a key prefix of the test's own."""
+    if store == "redis" and not redis_answers():
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
+    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
+    return replace(settings, rate_limit_url=REDIS_URL if store == "redis" else None, rate_limit_key_prefix=prefix)
+
+
 @pytest.mark.parametrize("store", ["in-process", "redis"])
 async def test_a_login_ended_through_one_replica_stops_on_another(
     settings: Settings, clock: ManualClock, store: str
 ) -> None:
-    if store == "redis" and not redis_answers():
-        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
-    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
-    shared = replace(settings, rate_limit_url=REDIS_URL if store == "redis" else None, rate_limit_key_prefix=prefix)
+    shared = replica_settings(settings, store)
     async with served(shared, clock) as replica_a, served(shared, clock) as replica_b:
         login = await sign_in(replica_a, RIVERA)
         access = login["access_token"]
