@@ -13,7 +13,8 @@ replicas cannot all spend the last token.
 
 A Redis outage degrades the sharing, never the protection: while Redis fails, hangs or its circuit
 breaker is open (api.redis_guard), each replica spends from buckets of its own under the same
-limits, and goes back to Redis once it answers. No request is ever let through unlimited.
+limits, and goes back to Redis once it answers. No request is ever let through unlimited: those
+buckets count what the replica spent through Redis too, so an outage does not refill them.
 
 Time comes from the app's clock (tests move it by hand); in Redis the replicas' clocks are
 compared, and a bucket never refills backwards when one replica is a little behind another.
@@ -83,13 +84,19 @@ class InProcessBuckets:
         return "ok"
 
     async def spend(self, bucket: Bucket, cost: int, now: datetime) -> float:
+        return self.take(bucket, cost, now)
+
+    def take(self, bucket: Bucket, cost: int, now: datetime, *, granted: bool = False) -> float:
+        """Spend `cost` tokens if the bucket holds them: 0, else the seconds until it does.
+        `granted`: another store (Redis) already allowed this spending; count it whatever the
+        bucket holds (never below empty) so that this replica's buckets know what it spent."""
         policy, at = bucket.policy, now.timestamp()
         tokens, last, _ = self._buckets.get(bucket.key, (float(policy.burst), at, at))
         tokens = min(float(policy.burst), tokens + max(0.0, at - last) * policy.per_second)
         last = max(last, at)
         wait = 0.0
-        if tokens >= cost:
-            tokens -= cost
+        if tokens >= cost or granted:
+            tokens = max(0.0, tokens - cost)
         else:
             wait = (cost - tokens) / policy.per_second
         self._buckets[bucket.key] = (tokens, last, last + (policy.burst - tokens) / policy.per_second)
@@ -154,7 +161,11 @@ class RedisBuckets:
         try:
             wait_ms = await self.redis.run(lambda client: self._script(keys=keys, args=args, client=client))
         except RedisUnavailable:
-            return await self._own.spend(bucket, cost, now)
+            return self._own.take(bucket, cost, now)
+        if not wait_ms:
+            # What Redis allowed is counted here too: when Redis stops answering, this replica's
+            # own buckets go on from what it spent, rather than from a full burst.
+            self._own.take(bucket, cost, now, granted=True)
         return int(wait_ms) / 1000
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, Permit
 from api.database import use_database
-from api.rate_limit import Bucket, RedisBuckets, make_bucket_store
+from api.rate_limit import Bucket, InProcessBuckets, RedisBuckets, make_bucket_store
 from api.settings import DEFAULT_USER_RATE, BucketPolicy, Settings
 from models.clock import ManualClock
 from tests.conftest import REDIS_URL, START, Tokens, redis_answers
@@ -118,6 +118,15 @@ def test_a_clock_set_back_ends_the_cool_down_instead_of_stretching_it() -> None:
     failing(breaker, 3)
     clock.advance(timedelta(hours=-1))
     assert breaker.allow() == Permit(trial=True)
+
+
+def test_a_replicas_own_buckets_count_what_redis_allowed_and_never_go_below_empty() -> None:
+    own, now = InProcessBuckets(), START
+    bucket = Bucket("user:x", BucketPolicy(burst=3, per_minute=60), "user")
+    for _ in range(4):  # Redis allowed four (other replicas' refills): counted, not refused
+        assert own.take(bucket, 1, now, granted=True) == 0
+    assert own.take(bucket, 1, now) == 1.0  # empty, not in debt: one second to the next token
+    assert own.take(bucket, 1, now + timedelta(seconds=1)) == 0
 
 
 # ------------------------------------------------------------------ Redis that is not there, hangs, comes back
@@ -375,8 +384,9 @@ async def test_when_redis_comes_back_the_limiter_goes_back_to_the_shared_buckets
             assert await readiness(http) == (200, "ok")
 
             await proxy.cut()
-            # This replica's own bucket, under the same limit: five, then 429.
-            for _ in range(5):
+            # This replica's own bucket, under the same limit, knows the two it spent through
+            # Redis: three more, then 429 (an outage does not hand out a fresh burst).
+            for _ in range(3):
                 assert (await post(http, ME, str(alex))).status_code == 200
             assert_rate_limited(await post(http, ME, str(alex)), retry_after=1)
             assert limits.breaker.state == OPEN
@@ -385,8 +395,8 @@ async def test_when_redis_comes_back_the_limiter_goes_back_to_the_shared_buckets
 
             await proxy.start()
             clock.advance(timedelta(seconds=1))  # the cool-down; each bucket gains one token
-            # Back on Redis's bucket: its three tokens and the one gained (this replica's own would
-            # have held one).
+            # Back on Redis's bucket: its three tokens and the one gained (this replica's own
+            # would have held one).
             answers = [(await post(http, ME, str(alex))).status_code for _ in range(5)]
             assert answers == [200, 200, 200, 200, 429]
             assert limits.calls == calls_while_cut + 5
