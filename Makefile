@@ -51,26 +51,26 @@ schema: $(INSTALLED)
 
 # Figures, not assertions (see docs/benchmarks.md: Benchmarks).
 bench: $(INSTALLED)
-	$(BIN)/python -m tests.benchmarks.bench_scheduler
-	$(BIN)/python -m tests.benchmarks.bench_panel
-	$(BIN)/python -m tests.benchmarks.bench_home
-	$(BIN)/python -m tests.benchmarks.bench_changes
+	$(BIN)/python -m bench.bench_scheduler
+	$(BIN)/python -m bench.bench_panel
+	$(BIN)/python -m bench.bench_home
+	$(BIN)/python -m bench.bench_changes
 
 # Real servers under a mix of users for a few minutes, loopback only (see docs/benchmarks.md: Load test).
 # SQLite, then PostgreSQL with one and two workers when 127.0.0.1:5432 (and Redis) answer.
 load: $(INSTALLED)
-	$(BIN)/python -m tests.load
+	$(BIN)/python -m bench.load
 
 # Every benchmark and the load test in a few seconds each, no figures asserted: what CI runs so a
 # broken benchmark fails the build instead of rotting unnoticed.
 bench-short: $(INSTALLED)
-	BENCH_ROWS=2000 $(BIN)/python -m tests.benchmarks.bench_scheduler
-	BENCH_PANEL_PATIENTS=50 BENCH_PANEL_RUNS=3 $(BIN)/python -m tests.benchmarks.bench_panel
-	BENCH_HOME_SECONDS=0.5 BENCH_HOME_ROUNDS=1 $(BIN)/python -m tests.benchmarks.bench_home
-	BENCH_CHANGES=2000 $(BIN)/python -m tests.benchmarks.bench_changes
+	BENCH_ROWS=2000 $(BIN)/python -m bench.bench_scheduler
+	BENCH_PANEL_PATIENTS=50 BENCH_PANEL_RUNS=3 $(BIN)/python -m bench.bench_panel
+	BENCH_HOME_SECONDS=0.5 BENCH_HOME_ROUNDS=1 $(BIN)/python -m bench.bench_home
+	BENCH_CHANGES=2000 $(BIN)/python -m bench.bench_changes
 
 load-short: $(INSTALLED)
-	LOAD_SECONDS=3 LOAD_PATIENTS=6 $(BIN)/python -m tests.load
+	LOAD_SECONDS=3 LOAD_PATIENTS=6 $(BIN)/python -m bench.load
 
 # Backend faults under two replicas, through the suite's own proxies in front of PostgreSQL
 # (127.0.0.1:5432) and Redis (127.0.0.1:6379); loopback only, bounded, fails when a write or an

@@ -41,7 +41,7 @@ from models.session_families import SessionFamily
 from schema import build_schema
 from schema.pagination import CursorCodec
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 ROLES = (
     "alex",

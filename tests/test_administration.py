@@ -22,9 +22,9 @@ from models.enrolment import NO_PASSWORD, Invitation
 from models.events import DomainEvent
 from models.survey_records import AssignmentStatus, SurveyAssignment
 from models.surveys import schedule_recurring_surveys
-from tests.clinical import ALERTS, REPORT_SIDE_EFFECT
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
+from tests.support.graphql import gql
 from tests.test_socket_security import (
     assert_refused_as_ended,
     closed,

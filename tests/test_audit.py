@@ -16,7 +16,7 @@ from models.accounts import DataSharingConsent, Patient
 from models.audit import AuditAction, AuditEvent, AuditOutcome
 from models.clock import ManualClock
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 
 async def patient_ids(app: Starlette) -> dict[str, str]:

@@ -28,7 +28,7 @@ from models.session_families import RefreshToken
 from models.throttle import KnownSignInAddress, LoginThrottle
 from seeds.demo import DEMO_CLIENT_SECRET, DEMO_PASSWORD
 from tests.conftest import Tokens
-from tests.panel_data import counting_statements
+from tests.support.panel_data import counting_statements
 
 ME = "{ me { role name } }"
 

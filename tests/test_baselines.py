@@ -21,9 +21,9 @@ from models.baselines import RecordedValue, latest_before_first_session, pain_ba
 from models.clock import ManualClock
 from models.outcomes import outcomes_for
 from models.policy import DEFAULT_POLICY
-from tests.clinical import ALERTS, SUBMIT_CHECK_IN, complete, enrol_patient, start
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import ALERTS, SUBMIT_CHECK_IN, complete, enrol_patient, start
+from tests.support.graphql import gql
 
 FIRST_SESSION = datetime(2026, 11, 1, 20, 0, tzinfo=UTC)
 WINDOW = timedelta(days=30)

@@ -15,9 +15,9 @@ from jobs import clinical as clinical_jobs
 from models.alerts import Alert, AlertEscalation
 from models.checkins import CheckIn
 from models.clock import ManualClock
-from tests.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, patient_global_id, plan_of, start
 from tests.conftest import Tokens, job_env
-from tests.graphql import gql
+from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, patient_global_id, plan_of, start
+from tests.support.graphql import gql
 
 CREATE_PLAN = """
 mutation Create($input: CreateTreatmentPlanInput!) {

@@ -26,9 +26,9 @@ from models.changes import FEED_RESOURCE_TYPES
 from models.instruments import Instrument
 from models.messaging import MessageThread
 from schema.fhir import ResourceType
-from tests.clinical import SUBMIT_CHECK_IN
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
-from tests.graphql import gql
+from tests.support.clinical import SUBMIT_CHECK_IN
+from tests.support.graphql import gql
 from tests.test_fhir import MODELS, record_clinic_readings
 
 CHANGES = """

@@ -22,8 +22,8 @@ from models.plans import DEFAULT_SURVEY_SCHEDULE
 from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, BloodPressure, PolicyFileError, policy_overrides
 from models.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
 from models.surveys import follow_up_schedule
-from tests.clinical import complete, start
 from tests.conftest import Tokens, client_of, running_app
+from tests.support.clinical import complete, start
 
 CLINIC = {
     "pre_dose_urgent": "170/105",

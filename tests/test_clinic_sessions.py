@@ -22,9 +22,9 @@ from models.clock import ManualClock
 from models.dosing_records import DosingSession
 from models.events import DomainEvent
 from models.policy import EMERGENCY_INSTRUCTIONS
-from tests.clinical import START_SESSION, patient_global_id, start_input
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import START_SESSION, patient_global_id, start_input
+from tests.support.graphql import gql
 from tests.test_changes import SyncingClient
 
 READING = "systolic diastolic heartRate spo2 measuredAt"

@@ -13,7 +13,7 @@ from strawberry import relay
 from api.database import use_database
 from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 ALEX = "alex@demo.test"
 CHOICES = "query($id: ID!) { patient(id: $id) { dataSharing { client { clientId } shared } } }"

@@ -29,9 +29,9 @@ from models.safety.crisis import (
     normalise,
     parse_crisis_phrases,
 )
-from tests.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, complete, start
 from tests.conftest import Tokens, client_of, running_app
-from tests.graphql import gql
+from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, complete, start
+from tests.support.graphql import gql
 from tests.test_messaging import SEND, thread_of
 
 # The list of CLINICAL.md §7, as written there.

@@ -23,7 +23,7 @@ from models.clock import ManualClock
 from schema.errors import BadUserInput
 from schema.pagination import MAX_CURSOR_LENGTH, NOT_A_CURSOR, CursorCodec
 from tests.conftest import ALL_SCOPES, Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 FEED = """
 query($after: String) {

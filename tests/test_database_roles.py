@@ -37,7 +37,7 @@ from tests.conftest import (
     settings_for,
     signed_in_tokens,
 )
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 ROOT = Path(__file__).resolve().parent.parent
 on_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has no roles: the file's permissions are the boundary")

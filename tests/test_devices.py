@@ -21,7 +21,7 @@ from models.clock import ManualClock
 from models.devices import DeactivationReason, Device, devices_awaiting
 from seeds.demo import DEMO_PASSWORD
 from tests.conftest import Tokens, job_env
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 IOS_TOKEN = "a1" * 32
 ANDROID_TOKEN = "fcm-token:APA91bH-example_token-1234567890"

@@ -19,9 +19,9 @@ from models.dosing_records import DosingSession, SessionStatus
 from models.events import DomainEvent
 from models.policy import EMERGENCY_INSTRUCTIONS
 from models.survey_records import AssignmentStatus, SurveyAssignment
-from tests.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
 from tests.conftest import Tokens, job_env
-from tests.graphql import gql
+from tests.support.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
+from tests.support.graphql import gql
 
 
 async def alerts_of(app: Starlette, email: str) -> list[Alert]:

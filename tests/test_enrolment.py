@@ -33,7 +33,7 @@ from models.enrolment import Invitation
 from models.mail import MailMessage
 from models.notifications import NotificationStatus
 from tests.conftest import Tokens, client_of, running_app, signed_in_tokens
-from tests.panel_data import counting_statements
+from tests.support.panel_data import counting_statements
 
 APP_URL = "https://app.clinic.test"
 SMTP_USER, SMTP_PASSWORD = "ketafollow", "smtp-s3cret"

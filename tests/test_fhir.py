@@ -36,9 +36,9 @@ from models.opioids import OpioidDose
 from models.plan_records import TreatmentPlan
 from models.side_effects import SideEffectReport
 from models.survey_records import SurveyResponse
-from tests.clinical import REPORT_SIDE_EFFECT
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import REPORT_SIDE_EFFECT
+from tests.support.graphql import gql
 
 QUERY = "query($t: String!, $id: ID!) { fhirResource(resourceType: $t, id: $id) }"
 MODELS: dict[str, Any] = {

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import Tokens
-from tests.graphql import error_messages, gql
+from tests.support.graphql import error_messages, gql
 
 DEEP = "{ me { careTeam { patients { careTeam { patients { careTeam { patients { careTeam { patients {"
 DEEP += " careTeam { patients { careTeam { patients { id } } } } } } } } } } } } } }"

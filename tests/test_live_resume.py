@@ -23,9 +23,9 @@ from jobs import surveys as survey_jobs
 from models.audit import AuditAction, AuditEvent, AuditOutcome
 from models.clock import ManualClock
 from models.events import BusEvent, DomainEvent, Operation, record_event
-from tests.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers, running_app
-from tests.graphql import gql
+from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
+from tests.support.graphql import gql
 from tests.test_messaging import SEND, next_payload, subscribed, thread_of
 
 MESSAGES = "subscription($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id body } }"

@@ -11,7 +11,7 @@ import pytest
 
 from api.log import DATABASE_LOGGERS, JsonFormatter, TextFormatter, configure_logging, request_id_var
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:

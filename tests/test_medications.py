@@ -18,9 +18,9 @@ from models.errors import InvalidInput
 from models.medications import INTERACTION_WARNINGS, interaction_warnings
 from models.plan_records import ConcomitantMedication, MedicationClass, MedicationSource, TreatmentPlan
 from models.plans import STRUCTURAL_CONTRAINDICATIONS, provider_medication_list
-from tests.clinical import START_SESSION, enrol_patient, patient_global_id, plan_of, start_input
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import START_SESSION, enrol_patient, patient_global_id, plan_of, start_input
+from tests.support.graphql import gql
 
 C = MedicationClass
 

@@ -16,7 +16,7 @@ from models.accounts import Patient
 from models.alerts import Alert
 from models.messaging import MessageThread
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 CREATE = """
 mutation Create($input: CreateMessageThreadInput!) {

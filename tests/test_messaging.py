@@ -27,9 +27,9 @@ from models.alerts import Alert
 from models.clock import ManualClock
 from models.events import BusEvent
 from models.messaging import MessageThread
-from tests.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.conftest import REDIS_URL, Tokens, job_env, redis_answers
-from tests.graphql import gql
+from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
+from tests.support.graphql import gql
 
 PROTOCOL = "graphql-transport-ws"
 SEND = """

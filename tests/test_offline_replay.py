@@ -26,9 +26,9 @@ from models.idempotency import IdempotencyKey
 from models.safety.screen import alerts_about
 from models.side_effects import SideEffectReport
 from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
-from tests.clinical import complete, no_contraindications, start
 from tests.conftest import Tokens, job_env
-from tests.graphql import gql
+from tests.support.clinical import complete, no_contraindications, start
+from tests.support.graphql import gql
 
 ALEX = "alex@demo.test"
 

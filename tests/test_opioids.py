@@ -13,9 +13,9 @@ from models.clock import ManualClock
 from models.mme import DAY, Intake, Total, daily_totals, dose_mme, mme_flags, total_between
 from models.opioids import CATALOGUE, opioid_interaction, summarize
 from models.policy import DEFAULT_POLICY
-from tests.clinical import start_input
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import start_input
+from tests.support.graphql import gql
 
 MONDAY = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # 09:00 in New York
 WEAR = DEFAULT_POLICY.patch_wear  # 72 h

@@ -21,8 +21,8 @@ from models.alert_rules import AlertKind, Severity
 from models.alerts import Alert, AlertStatus
 from models.clock import ManualClock
 from tests.conftest import Tokens
-from tests.graphql import gql
-from tests.panel_data import PANEL, add_panel_patients, counting_statements
+from tests.support.graphql import gql
+from tests.support.panel_data import PANEL, add_panel_patients, counting_statements
 
 
 async def statements_for_panel(app: Starlette, token: str, first: int) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Push notifications through the real APNs and FCM senders, against local fake services.
 
-The fakes (tests/push_fakes.py) are the only stand-ins: the app, the database, the outbox, the
+The fakes (tests/support/push_fakes.py) are the only stand-ins: the app, the database, the outbox, the
 scheduler's jobs and the HTTP clients are the real ones, driven by the manual clock.
 """
 
@@ -36,10 +36,10 @@ from models.messaging import MessageThread
 from models.notifications import MESSAGES, Notification, NotificationStatus, OutgoingNotification
 from models.survey_records import SurveyAssignment
 from seeds.loader import INSTRUMENTS
-from tests.clinical import complete, start
 from tests.conftest import Tokens, start_logins
-from tests.graphql import gql
-from tests.push_fakes import FakeApns, FakeFcm, Scripted, unregistered_fcm
+from tests.support.clinical import complete, start
+from tests.support.graphql import gql
+from tests.support.push_fakes import FakeApns, FakeFcm, Scripted, unregistered_fcm
 
 IOS_TOKEN = "c0ffee" * 10 + "abcd"
 ANDROID_TOKEN = "dGVzdC1hbmRyb2lk:APA91b-phone_1"

@@ -24,8 +24,8 @@ from models.clock import ManualClock
 from schema import build_schema
 from schema.query_cost import DEFAULT_MAX_QUERY_COST, operation_cost
 from tests.conftest import Tokens
-from tests.graphql import gql
-from tests.panel_data import PANEL
+from tests.support.graphql import gql
+from tests.support.panel_data import PANEL
 
 
 def nested_teams(levels: int, first: int | str = 100) -> str:

@@ -21,8 +21,8 @@ from api.database import use_database
 from api.settings import BucketPolicy, Settings
 from models.checkins import CheckIn
 from models.clock import ManualClock
-from tests.clinical import SUBMIT_CHECK_IN
 from tests.conftest import REDIS_URL, UNREACHED, Tokens, redis_answers
+from tests.support.clinical import SUBMIT_CHECK_IN
 
 ME = "{ me { role } }"
 

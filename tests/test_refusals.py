@@ -31,7 +31,7 @@ from models.side_effects import SideEffectReport
 from models.survey_records import SurveyAssignment, SurveyResponse
 from schema import build_schema
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 ALEX = "alex@demo.test"
 FHIR = "query($t: String!, $id: ID!) { fhirResource(resourceType: $t, id: $id) }"

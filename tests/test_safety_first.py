@@ -28,9 +28,9 @@ from models.policy import EMERGENCY_INSTRUCTIONS
 from models.safety.models import SafetyScreening
 from models.survey_records import SurveyAssignment
 from schema import export_schema
-from tests.clinical import no_contraindications, start, start_input
 from tests.conftest import Tokens
-from tests.graphql import gql
+from tests.support.clinical import no_contraindications, start, start_input
+from tests.support.graphql import gql
 
 ALEX = "alex@demo.test"
 ADVICE = {

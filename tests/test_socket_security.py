@@ -29,10 +29,10 @@ from models.accounts import Patient
 from models.audit import AuditEvent, AuditOutcome, AuditTrail
 from models.clock import ManualClock
 from seeds.demo import DEMO_PASSWORD
-from tests.clinical import REPORT_SIDE_EFFECT
 from tests.conftest import REDIS_URL, Tokens, redis_answers
-from tests.graphql import gql
-from tests.panel_data import counting_statements
+from tests.support.clinical import REPORT_SIDE_EFFECT
+from tests.support.graphql import gql
+from tests.support.panel_data import counting_statements
 
 PROTOCOL = "graphql-transport-ws"
 ME = "{ me { role } }"

@@ -29,9 +29,9 @@ from models.plans import DEFAULT_SURVEY_SCHEDULE
 from models.policy import DEFAULT_POLICY
 from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
-from tests.clinical import complete, start
 from tests.conftest import Tokens, job_env
-from tests.graphql import gql
+from tests.support.clinical import complete, start
+from tests.support.graphql import gql
 
 VERSIONS = {
     (definition.code, definition.version): definition

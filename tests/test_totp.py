@@ -26,7 +26,7 @@ from models.clock import ManualClock
 from models.mail import MailMessage
 from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
 from tests.conftest import client_of, running_app
-from tests.graphql import gql
+from tests.support.graphql import gql
 from tests.test_cli import run
 from tests.test_settings import PRODUCTION_MAIL
 from tests.test_websocket_auth import socket_to

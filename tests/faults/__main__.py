@@ -40,12 +40,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.faults import scenarios
-from tests.faults.clients import Answer, Api, Patient, Phase, Subscriber, Write, patient_loop
-from tests.faults.proxy import FaultProxy
-from tests.faults.scenarios import Outcome, Run, Scenario
-from tests.load.patients import PASSWORD
-from tests.load.servers import (
+from bench.load.patients import PASSWORD
+from bench.load.servers import (
     DEMO_PATIENTS,
     Configuration,
     Server,
@@ -57,9 +53,13 @@ from tests.load.servers import (
     redis_answers,
     server_environment,
 )
-from tests.load.traffic import Patient as LoadPatient
-from tests.load.traffic import prepare_patient
-from tests.load.wire import Recorder, Session
+from bench.load.traffic import Patient as LoadPatient
+from bench.load.traffic import prepare_patient
+from bench.load.wire import Recorder, Session
+from tests.faults import scenarios
+from tests.faults.clients import Answer, Api, Patient, Phase, Subscriber, Write, patient_loop
+from tests.faults.proxy import FaultProxy
+from tests.faults.scenarios import Outcome, Run, Scenario
 
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"  # each run creates and drops its own database there
 POSTGRES_PORT, REDIS_PORT = 5432, 6379

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.load.servers import Server
 from tests.faults.clients import PROBE, Answer, Api, Phase, Subscriber
 from tests.faults.proxy import FaultProxy
-from tests.load.servers import Server
 
 SHORT = os.environ.get("FAULTS_SHORT", "") not in ("", "0")
 # What the replicas are started with (their own bounds, shorter than the defaults so the suite is

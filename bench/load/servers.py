@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: `tests.load.patients` runs from it
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: `bench.load.patients` runs from it
 DEMO_PATIENTS = {"alex@demo.test": True, "blair@demo.test": True, "casey@demo.test": False, "devon@demo.test": False}
 DEMO_PROVIDERS = ("dr.rivera@demo.test", "dr.okafor@demo.test")
 EHR_TEAM = "North"  # the demo EHR client's care team
@@ -105,12 +105,12 @@ async def run_cli(*arguments: str, environment: dict[str, str], workdir: Path, m
 
 
 async def prepare_database(database_url: str, workdir: Path, patients: dict[str, bool]) -> None:
-    """`ketafollow migrate`, `ketafollow seed`, then the extra patients (tests/load/patients.py)."""
+    """`ketafollow migrate`, `ketafollow seed`, then the extra patients (bench/load/patients.py)."""
     environment = cli_environment(database_url)
     await run_cli("migrate", environment=environment, workdir=workdir)
     await run_cli("seed", environment=environment, workdir=workdir)
     teams = [f"{email}={EHR_TEAM if in_ehr_team else 'South'}" for email, in_ehr_team in patients.items()]
-    await run_cli(*teams, environment=environment, workdir=workdir, module="tests.load.patients")
+    await run_cli(*teams, environment=environment, workdir=workdir, module="bench.load.patients")
 
 
 def free_port() -> int:

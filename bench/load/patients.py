@@ -1,4 +1,4 @@
-"""`python -m tests.load.patients EMAIL=TEAM …` (DATABASE_URL from the environment): adds patients
+"""`python -m bench.load.patients EMAIL=TEAM …` (DATABASE_URL from the environment): adds patients
 to a seeded database through `models.accounts.create_user`, what `ketafollow create-user` calls,
 in one process (one start-up and one password hash instead of one each).
 

@@ -22,11 +22,11 @@ from api.auth.tokens import issue_access_token
 from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
+from bench.bench_scheduler import NOW, summary
 from models.accounts import User
 from models.clock import ManualClock
-from tests.benchmarks.bench_scheduler import NOW, summary
 from tests.conftest import start_logins
-from tests.panel_data import PANEL, add_panel_patients, counting_statements
+from tests.support.panel_data import PANEL, add_panel_patients, counting_statements
 
 PATIENTS = int(os.environ.get("BENCH_PANEL_PATIENTS", "500"))
 HISTORY_DAYS = 30

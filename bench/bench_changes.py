@@ -27,11 +27,11 @@ from api.auth.tokens import issue_access_token
 from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
+from bench.bench_scheduler import NOW, summary
 from models.accounts import ApiClient, DataSharingConsent, client_credential
 from models.checkins import CheckIn
 from models.clock import ManualClock
 from models.events import DomainEvent, Operation
-from tests.benchmarks.bench_scheduler import NOW, summary
 
 CHANGES = int(os.environ.get("BENCH_CHANGES", "100000"))
 BATCH = 5_000

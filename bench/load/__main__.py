@@ -2,7 +2,7 @@
 
 Each configuration gets a fresh database (migrated and seeded by `ketafollow migrate` and
 `ketafollow seed`, plus patients to make 20), its own `ketafollow serve` processes, sign-ins
-through `/auth/token`, LOAD_SECONDS (30) of traffic, and the checks of tests/load/checks.py.
+through `/auth/token`, LOAD_SECONDS (30) of traffic, and the checks of bench/load/checks.py.
 Prints a table per configuration and, at the end, one for docs/benchmarks.md. Exits 1 when something
 acknowledged was lost or reached the EHR client twice; latencies and error rates are figures,
 never a failure (the machine is shared and noisy).
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.load import checks
-from tests.load.patients import PASSWORD
-from tests.load.servers import (
+from bench.load import checks
+from bench.load.patients import PASSWORD
+from bench.load.servers import (
     DEMO_PATIENTS,
     DEMO_PROVIDERS,
     Configuration,
@@ -43,7 +43,7 @@ from tests.load.servers import (
     redis_answers,
     server_environment,
 )
-from tests.load.traffic import (
+from bench.load.traffic import (
     EHR_CLIENT,
     FeedCopy,
     Ledger,
@@ -54,7 +54,7 @@ from tests.load.traffic import (
     prepare_patient,
     provider_loop,
 )
-from tests.load.wire import Recorder, Session
+from bench.load.wire import Recorder, Session
 
 SECONDS = float(os.environ.get("LOAD_SECONDS", "30"))
 PATIENTS = int(os.environ.get("LOAD_PATIENTS", "20"))

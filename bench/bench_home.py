@@ -49,7 +49,7 @@ from models.accounts import User
 from models.audit import AuditTrail
 from models.errors import DomainError
 from tests.conftest import start_logins
-from tests.panel_data import counting_statements
+from tests.support.panel_data import counting_statements
 
 SECRET = "bench-home-secret-key-0123456789-abcdefghij"
 PATIENT = "alex@demo.test"
@@ -395,7 +395,7 @@ async def start_server(settings: Settings, port: int) -> asyncio.subprocess.Proc
         "RATE_LIMIT_USER_PER_MINUTE": "1000000",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.benchmarks.bench_home", "serve", str(port), env=environment
+        sys.executable, "-m", "bench.bench_home", "serve", str(port), env=environment
     )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         for _ in range(300):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from tests.load.traffic import FeedCopy, Ledger
+from bench.load.traffic import FeedCopy, Ledger
 
 # Which rows the load wrote (the seed writes neither wording), and the table of every record kind.
 QUERIES = {

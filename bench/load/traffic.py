@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.load.wire import Session
+from bench.load.wire import Session
 
 CHECK_IN = """
 mutation CheckIn($input: SubmitCheckInInput!) {

@@ -13,7 +13,7 @@ from api.database import use_database
 from models.accounts import NewUser, Patient, Role, create_user
 from models.dosing import CHECKLIST
 from tests.conftest import Tokens, start_logins
-from tests.graphql import gql
+from tests.support.graphql import gql
 
 START_SESSION = """
 mutation Start($input: StartDosingSessionInput!) {
