@@ -38,11 +38,11 @@ from jobs.push.apns import ApnsTransport
 from jobs.push.fcm import FcmTransport
 from jobs.scheduler import build_scheduler
 from jobs.senders import log_notification, webhook_sender
-from models.clock import Clock, SystemClock
-from models.devices import Platform
-from models.events import EventBus
-from models.notifications import Sender
-from models.sessions import LOGIN_ENDED
+from models.identity.sign_ins import LOGIN_ENDED
+from models.kernel.clock import Clock, SystemClock
+from models.kernel.events import EventBus
+from models.notifications.devices import Platform
+from models.notifications.notifications import Sender
 
 logger = logging.getLogger("ketafollow")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from models.clock import Clock
+from models.kernel.clock import Clock
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 

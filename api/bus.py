@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from models.events import BusEvent, DispatchCursor, DomainEvent
+from models.kernel.events import BusEvent, DispatchCursor, DomainEvent
 
 logger = logging.getLogger("ketafollow.bus")
 

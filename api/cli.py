@@ -29,11 +29,11 @@ from api.database import DatabaseNotMigrated, ensure_migrated, migrate, open_dat
 from api.database_roles import Login, RoleSetupError, grant_after_migrate, serving_role_problems
 from api.log import configure_logging
 from api.settings import Settings, SettingsError, exposure_problems
-from models import accounts, administration, totp
-from models.access import Viewer
-from models.clock import SystemClock
-from models.errors import DomainError
-from models.passwords import password_problem
+from models.identity import accounts, administration, totp
+from models.identity.access import Viewer
+from models.identity.passwords import password_problem
+from models.kernel.clock import SystemClock
+from models.kernel.errors import DomainError
 from seeds.loader import Demo, SeedReport, load_seeds
 
 EXAMPLES = """\
@@ -481,9 +481,9 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _invite(settings: Settings, args: argparse.Namespace) -> int:
-    from models import enrolment
-    from models.access import load_user_viewer
-    from models.audit import AuditTrail
+    from models.identity import enrolment
+    from models.identity.access import load_user_viewer
+    from models.kernel.audit import AuditTrail
 
     role = accounts.Role(args.role)
     if role is accounts.Role.PATIENT and (len(args.care_team) != 1 or args.birth_date is None):
@@ -541,8 +541,8 @@ def _create_client(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _admin_viewer(by: str, operation: str) -> Viewer | None:
     """The viewer of the active account `by` (the operation itself refuses anyone but an admin)."""
-    from models.access import load_user_viewer
-    from models.audit import AuditTrail
+    from models.identity.access import load_user_viewer
+    from models.kernel.audit import AuditTrail
 
     account = await accounts.User.get_or_none(email=by.strip().lower(), is_active=True)
     viewer = await load_user_viewer(account.id, AuditTrail(operation=f"CLI {operation}")) if account else None

@@ -6,7 +6,7 @@ it answers carries `X-Request-ID` and every security header, and the access line
 - An HTTP request that runs past `REQUEST_TIMEOUT_SECONDS` is cancelled (an open transaction rolls
   back as it unwinds) and answered `503` with `Retry-After`; so is one still running when the
   server's graceful shutdown ends (uvicorn cancels it).
-- A backend that does not answer (models.faults: the database cut, hung past its timeouts, locked
+- A backend that does not answer (models.kernel.faults: the database cut, hung past its timeouts, locked
   past the busy timeout) is answered `503` with `Retry-After`; anything else unexpected `500`.
 - Each answer is JSON in the path's own shape: a GraphQL error (`SERVICE_UNAVAILABLE` or
   `INTERNAL_SERVER_ERROR`, with the request id) on `/graphql`, OAuth2's `temporarily_unavailable` or
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.middleware import send_json_error
-from models.faults import RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, is_backend_unavailable, unavailable_message
+from models.kernel.faults import RETRY_AFTER_SECONDS, SERVICE_UNAVAILABLE, is_backend_unavailable, unavailable_message
 
 logger = logging.getLogger("ketafollow.faults")
 

@@ -38,10 +38,10 @@ from api.sockets import (
     SocketRegistry,
     close_reason,
 )
-from models.access import Viewer
-from models.audit import AuditTrail
-from models.clock import Clock
-from models.faults import RETRY_AFTER_SECONDS
+from models.identity.access import Viewer
+from models.kernel.audit import AuditTrail
+from models.kernel.clock import Clock
+from models.kernel.faults import RETRY_AFTER_SECONDS
 from schema import build_schema
 from schema.context import Context
 from schema.errors import RateLimited, Unauthenticated

@@ -1,6 +1,6 @@
 """Is the login behind an access token still active? Asked by every request and every socket event.
 
-A login is a sign-in session family (models.sessions); access tokens of users name theirs (`sid`).
+A login is a sign-in session family (models.identity.sign_ins); access tokens of users name theirs (`sid`).
 The answer comes from one lookup by primary key, then is kept for `LOGIN_CHECK_CACHE_SECONDS`
 (3 s by default, at most 5) in this process and, when the rate limits live in Redis, in that Redis
 too, so a replica that has not asked yet learns it without the database. Cached, the check costs
@@ -32,8 +32,8 @@ from redis import asyncio as aioredis
 
 from api.redis_guard import GuardedRedis, RedisUnavailable
 from api.settings import Settings
-from models import sessions
-from models.clock import Clock
+from models.identity import sign_ins
+from models.kernel.clock import Clock
 
 logger = logging.getLogger("ketafollow.logins")
 
@@ -168,7 +168,7 @@ class LoginGate:
         if shared is not None:
             active, holds_for = shared
         else:
-            state = await sessions.login_state(session_id, now=now)
+            state = await sign_ins.login_state(session_id, now=now)
             active = state.active
             holds_for = self._active_ttl(state, now) if active else self._ended_ttl
             if active:
@@ -178,7 +178,7 @@ class LoginGate:
         self._remember(session_id, active, at, holds_for)
         return active
 
-    def _active_ttl(self, state: sessions.LoginState, now: datetime) -> float:
+    def _active_ttl(self, state: sign_ins.LoginState, now: datetime) -> float:
         ttl = self._ttl
         if state.expires_at is not None:
             ttl = min(ttl, (state.expires_at - now).total_seconds())
@@ -211,14 +211,14 @@ class LoginGate:
 
     async def end_login(self, session_id: uuid.UUID, *, reason: str) -> bool:
         """End one login (logout, "end this login"): False if it had already ended."""
-        ended = await sessions.revoke_family(session_id, now=self.clock.now(), reason=reason)
+        ended = await sign_ins.revoke_family(session_id, now=self.clock.now(), reason=reason)
         await self.ended([session_id])
         return ended
 
     async def end_user_logins(self, user_id: uuid.UUID, *, reason: str, keep: uuid.UUID | None = None) -> int:
         """End every login of a user (deactivation, a password change), or all but `keep`
         ("sign out all others"); returns how many were ended."""
-        ended = await sessions.end_user_logins(user_id, now=self.clock.now(), reason=reason, keep=keep)
+        ended = await sign_ins.end_user_logins(user_id, now=self.clock.now(), reason=reason, keep=keep)
         await self.ended(ended)
         return len(ended)
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from jobs.mail import DEVELOPMENT_APP_URL, DEVELOPMENT_MAIL_FROM, MailSettings, SmtpServer
-from models.accounts import normalise_email
-from models.errors import InvalidInput
+from models.identity.accounts import normalise_email
+from models.kernel.errors import InvalidInput
 
 _DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 

@@ -3,7 +3,7 @@
 Each GraphQL root field spends one token (`schema.cost`), any other request one; health checks
 spend none (load balancers poll them). An empty bucket answers 429 with `Retry-After` before
 anything else runs: no database read, no audit row, no GraphQL. Sign-in keeps its own, stricter
-throttle (models.throttle) behind this one.
+throttle (models.identity.throttle) behind this one.
 
 The caller is told apart by a *verified* access token (a forged one cannot spend someone else's
 budget); a request without one spends its address's budget. Buckets live in this process, or in
@@ -38,8 +38,8 @@ from api.auth.tokens import InvalidToken, decode_access_token
 from api.middleware import send_json_error
 from api.redis_guard import GuardedRedis, RedisUnavailable
 from api.settings import BucketPolicy, Settings
-from models.access import Viewer
-from models.clock import Clock
+from models.identity.access import Viewer
+from models.kernel.clock import Clock
 from schema.cost import request_cost
 
 logger = logging.getLogger("ketafollow.rate_limit")

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from api.breaker import CircuitBreaker
 from api.settings import Settings
-from models.clock import Clock
+from models.kernel.clock import Clock
 
 T = TypeVar("T")
 

@@ -24,8 +24,8 @@ from api.push_settings import read_apns, read_fcm
 from jobs.mail import MailSettings
 from jobs.push.apns import ApnsCredentials
 from jobs.push.fcm import FcmCredentials
-from models.accounts import Role
-from models.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
+from models.identity.accounts import Role
+from models.kernel.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
 # Only ever used outside production; production refuses it (see `_check_secret`).
@@ -172,7 +172,7 @@ class Settings:
     ready_timeout: float = 1.5
     # SIGTERM: requests finish and the backends close within this, else the process exits anyway.
     shutdown_timeout: float = 15.0
-    # Roles that must sign in with a second factor (models.totp); without one, a sign-in gets
+    # Roles that must sign in with a second factor (models.identity.totp); without one, a sign-in gets
     # tokens that can only enrol one. MFA_REQUIRED_ROLES: PROVIDER,ADMIN in production, none else.
     mfa_required_roles: frozenset[Role] = frozenset()
 

@@ -36,9 +36,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, SubscribeMessage
 
 from api.settings import Settings
-from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
-from models.clock import Clock
-from models.faults import is_backend_unavailable
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+from models.kernel.clock import Clock
+from models.kernel.faults import is_backend_unavailable
 from schema.context import Context
 from schema.errors import RateLimited
 

@@ -28,10 +28,10 @@ from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary
-from models.accounts import ApiClient, DataSharingConsent, client_credential
-from models.checkins import CheckIn
-from models.clock import ManualClock
-from models.events import DomainEvent, Operation
+from models.identity.accounts import ApiClient, DataSharingConsent, client_credential
+from models.kernel.clock import ManualClock
+from models.kernel.events import DomainEvent, Operation
+from models.reports.checkins import CheckIn
 
 CHANGES = int(os.environ.get("BENCH_CHANGES", "100000"))
 BATCH = 5_000

@@ -43,11 +43,16 @@ from api.auth.tokens import issue_access_token
 from api.cli import seed_database
 from api.database import migrate, open_database
 from api.settings import Environment, Settings
-from models import checkins, directory, messaging, outcomes, plans, survey_records, surveys
-from models.access import Viewer
-from models.accounts import User
-from models.audit import AuditTrail
-from models.errors import DomainError
+from models.care import plans
+from models.identity import directory
+from models.identity.access import Viewer
+from models.identity.accounts import User
+from models.kernel.audit import AuditTrail
+from models.kernel.errors import DomainError
+from models.messaging import messaging
+from models.outcomes import outcomes
+from models.reports import checkins
+from models.surveys import survey_records, surveys
 from tests.conftest import start_logins
 from tests.support.panel_data import counting_statements
 

@@ -23,8 +23,8 @@ from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary
-from models.accounts import User
-from models.clock import ManualClock
+from models.identity.accounts import User
+from models.kernel.clock import ManualClock
 from tests.conftest import start_logins
 from tests.support.panel_data import PANEL, add_panel_patients, counting_statements
 

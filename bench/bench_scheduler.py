@@ -21,12 +21,12 @@ from api.app import create_app
 from api.cli import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import Environment, Settings
-from models.accounts import Patient
-from models.clock import ManualClock
-from models.notifications import Notification
-from models.policy import DEFAULT_POLICY
-from models.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys import expire_overdue_surveys, open_due_surveys, send_reminders
+from models.identity.accounts import Patient
+from models.kernel.clock import ManualClock
+from models.kernel.policy import DEFAULT_POLICY
+from models.notifications.notifications import Notification
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys.surveys import expire_overdue_surveys, open_due_surveys, send_reminders
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from jobs.environment import JobEnvironment
-from models import alerts, dosing
+from models.alerts import alerts
+from models.care import dosing
 
 
 async def close_abandoned_sessions(env: JobEnvironment) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.clock import Clock
-from models.mail import MailTransport
-from models.notifications import Sender
-from models.policy import ClinicPolicy
+from models.kernel.clock import Clock
+from models.kernel.policy import ClinicPolicy
+from models.notifications.mail import MailTransport
+from models.notifications.notifications import Sender
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""E-mail transports and the job that empties the mail outbox (models.mail).
+"""E-mail transports and the job that empties the mail outbox (models.notifications.mail).
 
 SMTP through the standard library, run in a thread (smtplib blocks): implicit TLS for smtps://,
 STARTTLS for smtp:// (required, except to a server on this machine outside production). Without
@@ -18,8 +18,9 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from jobs.environment import JobEnvironment
-from models import mail, password_reset
-from models.mail import MailTransport, OutgoingMail
+from models.identity import password_reset
+from models.notifications import mail
+from models.notifications.mail import MailTransport, OutgoingMail
 
 TIMEOUT_SECONDS = 30.0
 DEVELOPMENT_APP_URL = "http://127.0.0.1:8000"
@@ -123,7 +124,7 @@ def mail_transport(settings: MailSettings) -> MailTransport:
 
 
 async def send_password_resets(env: JobEnvironment) -> int:
-    """Answer the recorded password-reset requests: a link to each active account (models.password_reset)."""
+    """Answer the recorded password-reset requests: a link to each active account (models.identity.password_reset)."""
     return await password_reset.send_password_resets(now=env.clock.now(), app_url=env.public_app_url)
 
 

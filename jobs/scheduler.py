@@ -44,7 +44,7 @@ def build_scheduler(env: JobEnvironment, *, first_run_at: datetime | None = None
 
 
 # How long stopping waits for running jobs. A notification batch stops itself well before this
-# (models.notifications), a claim is a few milliseconds.
+# (models.notifications.notifications), a claim is a few milliseconds.
 FINISH_WITHIN = 20.0
 
 

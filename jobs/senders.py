@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from models.clock import Clock
-from models.notifications import OutgoingNotification, Sender
+from models.kernel.clock import Clock
+from models.notifications.notifications import OutgoingNotification, Sender
 
 logger = logging.getLogger("ketafollow.notifications")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from jobs.environment import JobEnvironment
-from models import notifications, surveys
+from models.notifications import notifications
+from models.surveys import surveys
 
 
 async def open_due_surveys(env: JobEnvironment) -> int:

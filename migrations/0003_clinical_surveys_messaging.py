@@ -2,14 +2,14 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from models.alert_rules import AlertKind, Severity
-from models.alerts import AlertStatus
-from models.dosing_records import SessionStatus
-from models.events import Operation
-from models.notifications import NotificationStatus
-from models.plan_records import CareSetting, DoseUnit, Formulation, PlanStatus
-from models.side_effects import Grade
-from models.survey_records import AssignmentStatus
+from models.alerts.alert_rules import AlertKind, Severity
+from models.alerts.alerts import AlertStatus
+from models.care.dosing_records import SessionStatus
+from models.kernel.events import Operation
+from models.notifications.notifications import NotificationStatus
+from models.care.plan_records import CareSetting, DoseUnit, Formulation, PlanStatus
+from models.reports.side_effects import Grade
+from models.surveys.survey_records import AssignmentStatus
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields

@@ -5,7 +5,7 @@ from tortoise import fields
 # On PostgreSQL a sequence value is taken when a row is inserted, not when its transaction commits:
 # seq 8 can be visible while seq 7 is still in flight. The change feed therefore orders events by
 # the id of the transaction that wrote them and serves only those below the oldest transaction
-# still running (models.changes). The trigger fills the column whatever the INSERT says.
+# still running (models.ehr.changes). The trigger fills the column whatever the INSERT says.
 _POSTGRES_XID = [
     "UPDATE domain_event SET xid = 0 WHERE xid IS NULL",  # written (and committed) before this migration
     "CREATE FUNCTION domain_event_set_xid() RETURNS trigger LANGUAGE plpgsql AS "

@@ -1,6 +1,6 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-from models.devices import DeactivationReason, Platform
+from models.notifications.devices import DeactivationReason, Platform
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields

@@ -1,7 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-from models.accounts import Role
-from models.notifications import NotificationStatus
+from models.identity.accounts import Role
+from models.notifications.notifications import NotificationStatus
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields

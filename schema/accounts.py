@@ -11,10 +11,11 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import consent, directory
-from models import errors as domain
-from models.access import Viewer
-from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
+from models.ehr import consent
+from models.identity import directory
+from models.identity.access import Viewer
+from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
+from models.kernel import errors as domain
 from schema.clinical import PatientClinicalFields
 from schema.context import Context
 from schema.errors import (

@@ -1,6 +1,6 @@
 """Administration in the API (admins): `users`, `deactivateUser`, `reactivateUser`,
 `createCareTeam`, `transferPatient`, `registerApiClient`, `rotateApiClientSecret`,
-`deactivateApiClient` (PRODUCT.md capability 11). The rules are models.administration's."""
+`deactivateApiClient` (PRODUCT.md capability 11). The rules are models.identity.administration's."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from models import administration
-from models.accounts import ApiClient, Patient, Provider, Role, User
-from models.passwords import PasswordHashing
+from models.identity import administration
+from models.identity.accounts import ApiClient, Patient, Provider, Role, User
+from models.identity.passwords import PasswordHashing
 from schema.accounts import CareTeamType, PatientType, ProviderType
 from schema.context import Context
 from schema.errors import BadUserInput, Conflict, NotFound, ValidationError, refusals_as_errors

@@ -8,7 +8,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import audit, audit_log
+from models.kernel import audit, audit_log
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from models import clinic_sessions, dosing
+from models.care import clinic_sessions, dosing
 from models.safety.rules import Phase
 from schema.clinical import DosingSessionType
 from schema.context import Context

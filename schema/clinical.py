@@ -16,22 +16,14 @@ from strawberry.types import Info
 if TYPE_CHECKING:
     from schema.accounts import PatientType, ProviderType
 
-from models import alerts as alert_ops
-from models import (
-    checkins,
-    clinic_sessions,
-    directory,
-    dosing,
-    dosing_records,
-    medications,
-    plan_records,
-    plans,
-    side_effects,
-)
-from models import errors as domain
-from models.alert_rules import Severity as DomainSeverity
-from models.alerts import AlertStatus as DomainAlertStatus
-from models.policy import BloodPressure as DomainBloodPressure
+from models.alerts import alerts as alert_ops
+from models.alerts.alert_rules import Severity as DomainSeverity
+from models.alerts.alerts import AlertStatus as DomainAlertStatus
+from models.care import clinic_sessions, dosing, dosing_records, medications, plan_records, plans
+from models.identity import directory
+from models.kernel import errors as domain
+from models.kernel.policy import BloodPressure as DomainBloodPressure
+from models.reports import checkins, side_effects
 from models.safety import screen as screening
 from schema.context import Context
 from schema.errors import (
@@ -488,7 +480,7 @@ async def patient_page(
 
 @strawberry.type
 class PatientClinicalFields:
-    """Clinical fields of `Patient`, resolved with the viewer's clinical access (models.directory)."""
+    """Clinical fields of `Patient`, resolved with the viewer's clinical access (models.identity.directory)."""
 
     if TYPE_CHECKING:
         id: str  # provided by `Patient` (schema.accounts), which this class is a base of
@@ -830,7 +822,7 @@ class ClinicalQuery:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[AlertType]:
-        from models import errors as domain
+        from models.kernel import errors as domain
         from schema.errors import BadUserInput
 
         limit = page_size(first, info.context.max_page_size)

@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from models.access import Viewer
-from models.audit import AuditTrail
-from models.clock import Clock
-from models.events import EventBus
-from models.passwords import PasswordHashing
-from models.policy import DEFAULT_POLICY, ClinicPolicy
-from models.totp import SecondFactorPolicy
+from models.identity.access import Viewer
+from models.identity.passwords import PasswordHashing
+from models.identity.totp import SecondFactorPolicy
+from models.kernel.audit import AuditTrail
+from models.kernel.clock import Clock
+from models.kernel.events import EventBus
+from models.kernel.policy import DEFAULT_POLICY, ClinicPolicy
 from schema.pagination import CursorCodec
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from models import devices
+from models.notifications import devices
 from schema.context import Context
 from schema.errors import NotFound, ValidationError
 from schema.mutations import attempt, global_id, node_id

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.types import Info
 
-from models import enrolment, password_reset
+from models.identity import enrolment, password_reset
 from schema.accounts import ViewerType
 from schema.context import Context
 from schema.errors import NotFound, ValidationError

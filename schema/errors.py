@@ -16,9 +16,9 @@ from typing import Any
 
 import strawberry
 
-from models import errors as domain
-from models.idempotency import IdempotencyConflict as IdempotencyRefusal
-from models.idempotency import StoredRefusal
+from models.kernel import errors as domain
+from models.kernel.idempotency import IdempotencyConflict as IdempotencyRefusal
+from models.kernel.idempotency import StoredRefusal
 
 
 class ClientError(Exception):

@@ -40,7 +40,7 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext, StreamExecutionResult
 from strawberry.types import ExecutionResult as StrawberryExecutionResult
 
-from models.faults import (
+from models.kernel.faults import (
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE,
     advice_in,
@@ -72,7 +72,7 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
     document, and a variable's value that does not fit its type is about the client's input:
     shown (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `BAD_USER_INPUT`), minus the
     suggestions that would map a schema for someone who cannot introspect it. A `ClientError` is
-    shown with its code. A backend that did not answer (models.faults) is logged and told as
+    shown with its code. A backend that did not answer (models.kernel.faults) is logged and told as
     `SERVICE_UNAVAILABLE` (try again). Anything else is logged with the request id and masked.
     """
     original = error.original_error
@@ -109,7 +109,7 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
 
 def _unavailable(error: BaseException, request_id: str | None) -> tuple[str, dict[str, object]]:
     """The message and extensions of a backend failure; a patient's advice (the safety screen's,
-    models.faults.BackendUnavailable) is in both: `extensions.advice` and the message's end."""
+    models.kernel.faults.BackendUnavailable) is in both: `extensions.advice` and the message's end."""
     extensions: dict[str, object] = {
         "code": SERVICE_UNAVAILABLE,
         "requestId": request_id,

@@ -1,4 +1,4 @@
-"""FHIR R4 JSON in the API: `fhirResource(resourceType, id)`. Read-only; the mapping is models.fhir."""
+"""FHIR R4 JSON in the API: `fhirResource(resourceType, id)`. Read-only; the mapping is models.ehr.fhir."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from models import changes, fhir
-from models.events import Operation
+from models.ehr import changes, fhir
+from models.kernel.events import Operation
 from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
@@ -46,7 +46,7 @@ class FhirQuery:
         return bundle  # type: ignore[return-value]
 
 
-@strawberry.enum(description="A FHIR R4 resource type that the change feed carries (models.changes.SOURCES).")
+@strawberry.enum(description="A FHIR R4 resource type that the change feed carries.")
 class ResourceType(Enum):
     AdverseEvent = "AdverseEvent"
     CarePlan = "CarePlan"

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
-from models.access import Viewer
+from models.identity.access import Viewer
 from schema.context import Context
 from schema.permissions import viewer_of
 

@@ -8,8 +8,8 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.types import Info
 
-from models import logins
-from models.session_families import SessionFamily
+from models.identity import logins
+from models.identity.sign_in_records import SessionFamily
 from schema.context import Context
 from schema.errors import NotFound, ValidationError, refusals_as_errors
 from schema.mutations import attempt, global_id, node_id

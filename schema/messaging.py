@@ -14,13 +14,15 @@ from graphql import GraphQLError
 from strawberry import relay
 from strawberry.types import Info
 
-from models import alerts as alert_ops
-from models import directory, messaging, surveys
-from models import errors as domain
-from models.access import Viewer
-from models.accounts import Role
-from models.audit import AuditAction, AuditEntry, AuditOutcome
-from models.events import REPLAY_WINDOW, BusEvent, events_since
+from models.alerts import alerts as alert_ops
+from models.identity import directory
+from models.identity.access import Viewer
+from models.identity.accounts import Role
+from models.kernel import errors as domain
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome
+from models.kernel.events import REPLAY_WINDOW, BusEvent, events_since
+from models.messaging import messaging
+from models.surveys import surveys
 from schema.accounts import PatientType
 from schema.clinical import AlertType, cursor_time
 from schema.context import Context

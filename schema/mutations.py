@@ -12,8 +12,8 @@ from uuid import UUID
 
 from strawberry import relay
 
-from models import errors as domain
-from models.idempotency import Outcome
+from models.kernel import errors as domain
+from models.kernel.idempotency import Outcome
 from schema.errors import Error, Forbidden, advice_of, error_type_for
 
 Result = TypeVar("Result")

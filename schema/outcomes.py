@@ -10,9 +10,10 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import messaging, opioids, outcomes
-from models.mme import dose_mme
-from models.outcomes import Measure, PanelFacts, PatientOutcomes
+from models.messaging import messaging
+from models.outcomes import opioids, outcomes
+from models.outcomes.mme import dose_mme
+from models.outcomes.outcomes import Measure, PanelFacts, PatientOutcomes
 from schema.context import Context
 from schema.errors import IdempotencyConflict, ValidationError
 from schema.loaders import loader

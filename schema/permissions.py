@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from models.access import Viewer
+from models.identity.access import Viewer
 from schema.context import Context
 from schema.errors import Unauthenticated
 

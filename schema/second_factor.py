@@ -1,5 +1,5 @@
 """A second factor in the API: `startTotpEnrollment`, `confirmTotpEnrollment`, `disableTotp`
-(models.totp), and the gate that lets an enrol-only token (MFA_REQUIRED_ROLES) do nothing else."""
+(models.identity.totp), and the gate that lets an enrol-only token (MFA_REQUIRED_ROLES) do nothing else."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
-from models import totp
-from models.audit import AuditAction, AuditEntry, AuditOutcome, record_now
+from models.identity import totp
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, record_now
 from schema.accounts import ViewerType
 from schema.context import Context
 from schema.errors import Conflict, Forbidden, ValidationError

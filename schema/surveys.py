@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models import instruments, survey_records, surveys
+from models.surveys import instruments, survey_records, surveys
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError

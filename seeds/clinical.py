@@ -20,28 +20,21 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from models import (
-    alerts,
-    checkins,
-    dosing,
-    dosing_records,
-    messaging,
-    opioids,
-    plan_records,
-    plans,
-    side_effects,
-    survey_records,
-    surveys,
-)
-from models.access import Viewer, load_user_viewer
-from models.accounts import Patient, User
-from models.audit import AuditTrail
-from models.dosing import CHECKLIST, BloodPressureReading, CompleteSession, StartSession
-from models.errors import DomainError
-from models.idempotency import Outcome
-from models.notifications import Notification, NotificationStatus
-from models.policy import ClinicPolicy
+from models.alerts import alerts
+from models.care import dosing, dosing_records, plan_records, plans
+from models.care.dosing import CHECKLIST, BloodPressureReading, CompleteSession, StartSession
+from models.identity.access import Viewer, load_user_viewer
+from models.identity.accounts import Patient, User
+from models.kernel.audit import AuditTrail
+from models.kernel.errors import DomainError
+from models.kernel.idempotency import Outcome
+from models.kernel.policy import ClinicPolicy
+from models.messaging import messaging
+from models.notifications.notifications import Notification, NotificationStatus
+from models.outcomes import opioids
+from models.reports import checkins, side_effects
 from models.safety.screen import alerts_about
+from models.surveys import survey_records, surveys
 
 
 @dataclass(frozen=True)

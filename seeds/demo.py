@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from models.accounts import NewApiClient, NewUser, Role
+from models.identity.accounts import NewApiClient, NewUser, Role
 
 DEMO_PASSWORD = "ketafollow-demo"
 DEMO_CLIENT_SECRET = "demo-ehr-secret"

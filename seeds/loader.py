@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from models import accounts
-from models.access import load_user_viewer
-from models.audit import AuditTrail
-from models.consent import grant_data_sharing_consent
-from models.enrolment import Invitation, ProviderInvite, invite_provider
-from models.instruments import load_definition
-from models.policy import ClinicPolicy
+from models.ehr.consent import grant_data_sharing_consent
+from models.identity import accounts
+from models.identity.access import load_user_viewer
+from models.identity.enrolment import Invitation, ProviderInvite, invite_provider
+from models.kernel.audit import AuditTrail
+from models.kernel.policy import ClinicPolicy
+from models.surveys.instruments import load_definition
 from seeds import demo
 from seeds.clinical import load_clinical_demo
 

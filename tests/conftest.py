@@ -33,12 +33,12 @@ from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
 from jobs.mail import MailSettings
 from jobs.senders import log_notification
-from models.accounts import ApiClient, User, client_credential
-from models.clock import ManualClock
-from models.mail import MailTransport, OutgoingMail
-from models.notifications import Sender
-from models.policy import DEFAULT_POLICY
-from models.session_families import RefreshToken, SessionFamily
+from models.identity.accounts import ApiClient, User, client_credential
+from models.identity.sign_in_records import RefreshToken, SessionFamily
+from models.kernel.clock import ManualClock
+from models.kernel.policy import DEFAULT_POLICY
+from models.notifications.mail import MailTransport, OutgoingMail
+from models.notifications.notifications import Sender
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))

@@ -29,15 +29,15 @@ from strawberry import relay
 
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import DataSharingConsent, Patient, Role
-from models.alerts import Alert
-from models.devices import Device, Platform
-from models.dosing import CHECKLIST
-from models.dosing_records import DosingSession
-from models.enrolment import Invitation
-from models.messaging import MessageThread
-from models.plan_records import TreatmentPlan
-from models.session_families import SessionFamily
+from models.alerts.alerts import Alert
+from models.care.dosing import CHECKLIST
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import TreatmentPlan
+from models.identity.accounts import DataSharingConsent, Patient, Role
+from models.identity.enrolment import Invitation
+from models.identity.sign_in_records import SessionFamily
+from models.messaging.messaging import MessageThread
+from models.notifications.devices import Device, Platform
 from schema import build_schema
 from schema.pagination import CursorCodec
 from tests.conftest import Tokens
@@ -313,7 +313,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "changePassword": frozenset({"alex", "blair", "provider_in_team", "provider_outside", "admin"}),
 }
 
-# A second factor (models.totp): every person turns on and off their own; EHR clients have none.
+# A second factor (models.identity.totp): every person turns on and off their own; EHR clients have none.
 PROBES.update(
     {
         "startTotpEnrollment": Probe(

@@ -10,9 +10,9 @@ import pytest
 from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.cli import seed_database
 from api.settings import Environment, Settings
-from models import accounts
-from models.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
-from models.errors import Conflict, InvalidInput, NotFound
+from models.identity import accounts
+from models.identity.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User
+from models.kernel.errors import Conflict, InvalidInput, NotFound
 from seeds import demo
 from seeds.clinical import COURSES
 from seeds.loader import INSTRUMENTS

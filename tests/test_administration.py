@@ -13,15 +13,15 @@ from strawberry import relay
 
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import ApiClient, CareTeam, DataSharingConsent, NewUser, Patient, Role, User, create_user
-from models.audit import AuditEvent, AuditOutcome
-from models.bearer_tokens import hash_token
-from models.clock import ManualClock
-from models.devices import Device
-from models.enrolment import NO_PASSWORD, Invitation
-from models.events import DomainEvent
-from models.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys import schedule_recurring_surveys
+from models.identity.accounts import ApiClient, CareTeam, DataSharingConsent, NewUser, Patient, Role, User, create_user
+from models.identity.bearer_tokens import hash_token
+from models.identity.enrolment import NO_PASSWORD, Invitation
+from models.kernel.audit import AuditEvent, AuditOutcome
+from models.kernel.clock import ManualClock
+from models.kernel.events import DomainEvent
+from models.notifications.devices import Device
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys.surveys import schedule_recurring_surveys
 from tests.conftest import Tokens
 from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
 from tests.support.graphql import gql

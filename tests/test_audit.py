@@ -12,9 +12,9 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import DataSharingConsent, Patient
-from models.audit import AuditAction, AuditEvent, AuditOutcome
-from models.clock import ManualClock
+from models.identity.accounts import DataSharingConsent, Patient
+from models.kernel.audit import AuditAction, AuditEvent, AuditOutcome
+from models.kernel.clock import ManualClock
 from tests.conftest import Tokens
 from tests.support.graphql import gql
 

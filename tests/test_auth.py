@@ -21,11 +21,11 @@ from api.auth.passwords import verify_password
 from api.auth.tokens import REQUIRED_CLAIMS
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import User
-from models.audit import AuditEvent, AuditOutcome
-from models.clock import ManualClock
-from models.session_families import RefreshToken
-from models.throttle import KnownSignInAddress, LoginThrottle
+from models.identity.accounts import User
+from models.identity.sign_in_records import RefreshToken
+from models.identity.throttle import KnownSignInAddress, LoginThrottle
+from models.kernel.audit import AuditEvent, AuditOutcome
+from models.kernel.clock import ManualClock
 from seeds.demo import DEMO_CLIENT_SECRET, DEMO_PASSWORD
 from tests.conftest import Tokens
 from tests.support.panel_data import counting_statements

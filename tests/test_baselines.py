@@ -14,13 +14,13 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.access import load_user_viewer
-from models.accounts import Patient
-from models.audit import AuditTrail
-from models.baselines import RecordedValue, latest_before_first_session, pain_baseline
-from models.clock import ManualClock
-from models.outcomes import outcomes_for
-from models.policy import DEFAULT_POLICY
+from models.identity.access import load_user_viewer
+from models.identity.accounts import Patient
+from models.kernel.audit import AuditTrail
+from models.kernel.clock import ManualClock
+from models.kernel.policy import DEFAULT_POLICY
+from models.outcomes.baselines import RecordedValue, latest_before_first_session, pain_baseline
+from models.outcomes.outcomes import outcomes_for
 from tests.conftest import Tokens
 from tests.support.clinical import ALERTS, SUBMIT_CHECK_IN, complete, enrol_patient, start
 from tests.support.graphql import gql

@@ -12,9 +12,9 @@ from strawberry import relay
 
 from api.database import use_database
 from jobs import clinical as clinical_jobs
-from models.alerts import Alert, AlertEscalation
-from models.checkins import CheckIn
-from models.clock import ManualClock
+from models.alerts.alerts import Alert, AlertEscalation
+from models.kernel.clock import ManualClock
+from models.reports.checkins import CheckIn
 from tests.conftest import Tokens, job_env
 from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, patient_global_id, plan_of, start
 from tests.support.graphql import gql

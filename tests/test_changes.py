@@ -19,12 +19,12 @@ from strawberry import relay
 from tortoise.connection import get_connection
 
 from api.database import use_database
-from models.accounts import ApiClient, DataSharingConsent, Patient
-from models.alerts import Alert
-from models.audit import AuditEvent
-from models.changes import FEED_RESOURCE_TYPES
-from models.instruments import Instrument
-from models.messaging import MessageThread
+from models.alerts.alerts import Alert
+from models.ehr.changes import FEED_RESOURCE_TYPES
+from models.identity.accounts import ApiClient, DataSharingConsent, Patient
+from models.kernel.audit import AuditEvent
+from models.messaging.messaging import MessageThread
+from models.surveys.instruments import Instrument
 from schema.fhir import ResourceType
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
 from tests.support.clinical import SUBMIT_CHECK_IN

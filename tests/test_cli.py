@@ -12,10 +12,10 @@ import pytest
 from api.auth.passwords import verify_password
 from api.database import open_database
 from api.settings import Environment, Settings
-from models.accounts import ApiClient, User
-from models.audit import AuditEvent
-from models.enrolment import Invitation
-from models.mail import MailMessage
+from models.identity.accounts import ApiClient, User
+from models.identity.enrolment import Invitation
+from models.kernel.audit import AuditEvent
+from models.notifications.mail import MailMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "api.cli"]
@@ -169,7 +169,7 @@ async def test_invite_calls_the_same_operation_as_the_api(database_url: str, tea
 
 async def test_the_admin_commands_call_the_same_operations_as_the_api(database_url: str) -> None:
     """Deactivation and a secret rotation from a shell: refused to a provider, done for an admin,
-    audited under the admin's name (models.administration)."""
+    audited under the admin's name (models.identity.administration)."""
     refused = run(
         "deactivate-user", "--by", "dr.rivera@demo.test", "--email", "blair@demo.test", "--reason", "left",
         database_url=database_url,

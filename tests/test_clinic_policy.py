@@ -16,12 +16,18 @@ from starlette.applications import Starlette
 
 from api.database import use_database
 from api.settings import Settings, SettingsError
-from models.alerts import Alert
-from models.clock import ManualClock
-from models.plans import DEFAULT_SURVEY_SCHEDULE
-from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, BloodPressure, PolicyFileError, policy_overrides
-from models.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
-from models.surveys import follow_up_schedule
+from models.alerts.alerts import Alert
+from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.kernel.clock import ManualClock
+from models.kernel.policy import (
+    DEFAULT_POLICY,
+    EMERGENCY_INSTRUCTIONS,
+    BloodPressure,
+    PolicyFileError,
+    policy_overrides,
+)
+from models.notifications.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
+from models.surveys.surveys import follow_up_schedule
 from tests.conftest import Tokens, client_of, running_app
 from tests.support.clinical import complete, start
 

@@ -16,12 +16,12 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.alerts import Alert
-from models.audit import AuditEvent
-from models.clock import ManualClock
-from models.dosing_records import DosingSession
-from models.events import DomainEvent
-from models.policy import EMERGENCY_INSTRUCTIONS
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession
+from models.kernel.audit import AuditEvent
+from models.kernel.clock import ManualClock
+from models.kernel.events import DomainEvent
+from models.kernel.policy import EMERGENCY_INSTRUCTIONS
 from tests.conftest import Tokens
 from tests.support.clinical import START_SESSION, patient_global_id, start_input
 from tests.support.graphql import gql

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from models.alert_rules import (
+from models.alerts.alert_rules import (
     AlertKind,
     Severity,
     abandoned_session_alert,
@@ -25,8 +25,7 @@ from models.alert_rules import (
     not_back_to_baseline_alert,
     respond_by,
 )
-from models.checkins import NewCheckIn, check_in_problem
-from models.dosing import (
+from models.care.dosing import (
     CHECKLIST,
     BloodPressureReading,
     FailedCheck,
@@ -36,17 +35,18 @@ from models.dosing import (
     refusal_advice,
     start_findings,
 )
-from models.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
-from models.plans import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
-from models.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
-from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
-from models.side_effects import (
+from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
+from models.care.plans import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
+from models.kernel.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
+from models.reports.checkins import NewCheckIn, check_in_problem
+from models.reports.side_effects import (
     CATALOGUE,
     Grade,
     side_effect_advice,
     side_effect_alert,
     side_effect_holds_plan,
 )
+from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
 
 POLICY = DEFAULT_POLICY
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient
+from models.identity.accounts import ApiClient, CareTeam, DataSharingConsent, Patient
 from tests.conftest import Tokens
 from tests.support.graphql import gql
 

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from api.app import create_app
 from api.settings import Settings
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
 from tests.conftest import Tokens
 
 PORTAL = "https://portal.example.org"

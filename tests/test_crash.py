@@ -32,15 +32,15 @@ from tortoise.connection import get_connection
 from api.auth.tokens import issue_access_token
 from api.database import open_database
 from api.settings import Environment, Settings
-from models.accounts import Patient, User
-from models.audit import AuditAction, AuditEvent, AuditOutcome
-from models.checkins import CheckIn
-from models.events import DomainEvent
-from models.idempotency import IdempotencyKey
-from models.messaging import Message, MessageThread, ThreadReadState, participants
-from models.notifications import Notification, NotificationStatus
-from models.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys import POST_SESSION
+from models.identity.accounts import Patient, User
+from models.kernel.audit import AuditAction, AuditEvent, AuditOutcome
+from models.kernel.events import DomainEvent
+from models.kernel.idempotency import IdempotencyKey
+from models.messaging.messaging import Message, MessageThread, ThreadReadState, participants
+from models.notifications.notifications import Notification, NotificationStatus
+from models.reports.checkins import CheckIn
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
+from models.surveys.surveys import POST_SESSION
 from tests.conftest import start_logins
 
 PATIENTS = ("alex@demo.test", "blair@demo.test")

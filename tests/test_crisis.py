@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from api.settings import Settings
-from models.clock import ManualClock
-from models.policy import DEFAULT_POLICY
+from models.kernel.clock import ManualClock
+from models.kernel.policy import DEFAULT_POLICY
 from models.safety.crisis import (
     SEED_CRISIS_PHRASES_FILE,
     CrisisPhrasesError,

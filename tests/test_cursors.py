@@ -19,7 +19,7 @@ import pytest
 from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.settings import Settings
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
 from schema.errors import BadUserInput
 from schema.pagination import MAX_CURSOR_LENGTH, NOT_A_CURSOR, CursorCodec
 from tests.conftest import ALL_SCOPES, Tokens

@@ -27,8 +27,8 @@ from api.app import create_app
 from api.database import open_database, use_database
 from api.database_roles import serving_role_problems
 from api.settings import Settings, SettingsError
-from models.clock import ManualClock
-from models.messaging import MessageThread
+from models.kernel.clock import ManualClock
+from models.messaging.messaging import MessageThread
 from tests.conftest import (
     ON_POSTGRES,
     START,

@@ -16,9 +16,9 @@ from api.auth.tokens import issue_access_token
 from api.database import use_database
 from api.settings import Settings
 from jobs.sessions import end_expired_login_devices
-from models.accounts import User
-from models.clock import ManualClock
-from models.devices import DeactivationReason, Device, devices_awaiting
+from models.identity.accounts import User
+from models.kernel.clock import ManualClock
+from models.notifications.devices import DeactivationReason, Device, devices_awaiting
 from seeds.demo import DEMO_PASSWORD
 from tests.conftest import Tokens, job_env
 from tests.support.graphql import gql

@@ -13,12 +13,12 @@ from strawberry import relay
 
 from api.database import use_database
 from jobs import clinical as clinical_jobs
-from models.alerts import Alert
-from models.clock import ManualClock
-from models.dosing_records import DosingSession, SessionStatus
-from models.events import DomainEvent
-from models.policy import EMERGENCY_INSTRUCTIONS
-from models.survey_records import AssignmentStatus, SurveyAssignment
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession, SessionStatus
+from models.kernel.clock import ManualClock
+from models.kernel.events import DomainEvent
+from models.kernel.policy import EMERGENCY_INSTRUCTIONS
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
 from tests.conftest import Tokens, job_env
 from tests.support.clinical import COMPLETE_SESSION, START_SESSION, complete, no_contraindications, start, start_input
 from tests.support.graphql import gql

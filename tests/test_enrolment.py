@@ -26,12 +26,12 @@ from api.database import use_database
 from api.settings import Settings, SettingsError
 from jobs.environment import JobEnvironment
 from jobs.mail import MailSettings, SmtpServer, deliver_mail, mail_transport, send_password_resets
-from models.accounts import CareTeam, User
-from models.audit import AuditEvent
-from models.clock import ManualClock
-from models.enrolment import Invitation
-from models.mail import MailMessage
-from models.notifications import NotificationStatus
+from models.identity.accounts import CareTeam, User
+from models.identity.enrolment import Invitation
+from models.kernel.audit import AuditEvent
+from models.kernel.clock import ManualClock
+from models.notifications.mail import MailMessage
+from models.notifications.notifications import NotificationStatus
 from tests.conftest import Tokens, client_of, running_app, signed_in_tokens
 from tests.support.panel_data import counting_statements
 

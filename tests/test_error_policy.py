@@ -8,7 +8,7 @@ from enum import Enum
 import pytest
 import strawberry
 
-from models.clock import SystemClock
+from models.kernel.clock import SystemClock
 from schema.context import Context
 from schema.errors import Forbidden
 from schema.extensions import protections

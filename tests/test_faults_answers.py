@@ -36,9 +36,9 @@ from api.faults import FaultMiddleware
 from api.log import _RequestIdFilter
 from api.middleware import API_CONTENT_SECURITY_POLICY, RequestContextMiddleware, SecurityHeadersMiddleware
 from api.settings import Settings
-from models.clock import ManualClock
-from models.faults import is_backend_unavailable
-from models.messaging import Message, MessageThread
+from models.kernel.clock import ManualClock
+from models.kernel.faults import is_backend_unavailable
+from models.messaging.messaging import Message, MessageThread
 from models.safety.models import SafetyScreening
 from seeds.demo import DEMO_PASSWORD
 from tests.conftest import ON_POSTGRES, Tokens, running_app, signed_in_tokens

@@ -26,16 +26,16 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import CareTeam, DataSharingConsent, Patient, Provider
-from models.alerts import Alert
-from models.checkins import CheckIn
-from models.clock import ManualClock
-from models.dosing_records import DosingSession
-from models.messaging import Message
-from models.opioids import OpioidDose
-from models.plan_records import TreatmentPlan
-from models.side_effects import SideEffectReport
-from models.survey_records import SurveyResponse
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import TreatmentPlan
+from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
+from models.kernel.clock import ManualClock
+from models.messaging.messaging import Message
+from models.outcomes.opioids import OpioidDose
+from models.reports.checkins import CheckIn
+from models.reports.side_effects import SideEffectReport
+from models.surveys.survey_records import SurveyResponse
 from tests.conftest import Tokens
 from tests.support.clinical import REPORT_SIDE_EFFECT
 from tests.support.graphql import gql

@@ -41,22 +41,22 @@ from tortoise.models import Model
 
 from api.database import use_database
 from api.settings import Settings
-from models.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider, User
-from models.alerts import Alert, AlertEscalation
-from models.audit import AuditEvent
-from models.checkins import CheckIn
-from models.dosing import CHECKLIST
-from models.dosing_records import DosingSession
-from models.events import DomainEvent, Operation
-from models.idempotency import IdempotencyKey
-from models.messaging import Message, MessageThread, ThreadReadState
-from models.notifications import Notification
-from models.opioids import CATALOGUE as OPIOIDS
-from models.opioids import OpioidDose
-from models.plan_records import TreatmentPlan, TreatmentPlanStatusChange
-from models.side_effects import CATALOGUE as SIDE_EFFECTS
-from models.side_effects import SideEffectReport
-from models.survey_records import SurveyAssignment, SurveyResponse
+from models.alerts.alerts import Alert, AlertEscalation
+from models.care.dosing import CHECKLIST
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import TreatmentPlan, TreatmentPlanStatusChange
+from models.identity.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider, User
+from models.kernel.audit import AuditEvent
+from models.kernel.events import DomainEvent, Operation
+from models.kernel.idempotency import IdempotencyKey
+from models.messaging.messaging import Message, MessageThread, ThreadReadState
+from models.notifications.notifications import Notification
+from models.outcomes.opioids import CATALOGUE as OPIOIDS
+from models.outcomes.opioids import OpioidDose
+from models.reports.checkins import CheckIn
+from models.reports.side_effects import CATALOGUE as SIDE_EFFECTS
+from models.reports.side_effects import SideEffectReport
+from models.surveys.survey_records import SurveyAssignment, SurveyResponse
 from tests.conftest import START, Tokens
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

@@ -143,6 +143,6 @@ async def test_the_migrations_leave_every_invariant_index_and_the_audit_guard_in
             _, triggers = await connection.execute_query("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     assert {row[0] for row in rows} >= INVARIANT_INDEXES
     assert {row[0] for row in triggers} & {"audit_event_no_update", "audit_event_no_change"}
-    if ON_POSTGRES:  # the change feed's commit-order guard (models.changes)
+    if ON_POSTGRES:  # the change feed's commit-order guard (models.ehr.changes)
         assert "domain_event_xid" in {row[0] for row in triggers}
         assert "domain_event_feed_order" in {row[0] for row in rows}

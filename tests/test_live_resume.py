@@ -20,9 +20,9 @@ from api.bus import LIVE_HORIZON, Dispatcher, InProcessBus
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
-from models.audit import AuditAction, AuditEvent, AuditOutcome
-from models.clock import ManualClock
-from models.events import BusEvent, DomainEvent, Operation, record_event
+from models.kernel.audit import AuditAction, AuditEvent, AuditOutcome
+from models.kernel.clock import ManualClock
+from models.kernel.events import BusEvent, DomainEvent, Operation, record_event
 from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers, running_app
 from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.support.graphql import gql

@@ -13,11 +13,11 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.clock import ManualClock
-from models.errors import InvalidInput
-from models.medications import INTERACTION_WARNINGS, interaction_warnings
-from models.plan_records import ConcomitantMedication, MedicationClass, MedicationSource, TreatmentPlan
-from models.plans import STRUCTURAL_CONTRAINDICATIONS, provider_medication_list
+from models.care.medications import INTERACTION_WARNINGS, interaction_warnings
+from models.care.plan_records import ConcomitantMedication, MedicationClass, MedicationSource, TreatmentPlan
+from models.care.plans import STRUCTURAL_CONTRAINDICATIONS, provider_medication_list
+from models.kernel.clock import ManualClock
+from models.kernel.errors import InvalidInput
 from tests.conftest import Tokens
 from tests.support.clinical import START_SESSION, enrol_patient, patient_global_id, plan_of, start_input
 from tests.support.graphql import gql

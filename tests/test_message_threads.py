@@ -12,9 +12,9 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import Patient
-from models.alerts import Alert
-from models.messaging import MessageThread
+from models.alerts.alerts import Alert
+from models.identity.accounts import Patient
+from models.messaging.messaging import MessageThread
 from tests.conftest import Tokens
 from tests.support.graphql import gql
 

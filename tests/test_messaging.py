@@ -22,11 +22,11 @@ from api.bus import make_bus
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
-from models.accounts import User
-from models.alerts import Alert
-from models.clock import ManualClock
-from models.events import BusEvent
-from models.messaging import MessageThread
+from models.alerts.alerts import Alert
+from models.identity.accounts import User
+from models.kernel.clock import ManualClock
+from models.kernel.events import BusEvent
+from models.messaging.messaging import MessageThread
 from tests.conftest import REDIS_URL, Tokens, job_env, redis_answers
 from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.support.graphql import gql

@@ -19,10 +19,10 @@ from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
 from jobs.senders import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook, webhook_sender, webhook_signature
-from models import notifications
-from models.clock import ManualClock, SystemClock
-from models.notifications import Notification, NotificationStatus, OutgoingNotification
-from models.policy import DEFAULT_POLICY
+from models.kernel.clock import ManualClock, SystemClock
+from models.kernel.policy import DEFAULT_POLICY
+from models.notifications import notifications
+from models.notifications.notifications import Notification, NotificationStatus, OutgoingNotification
 
 SECRET = "a-webhook-secret-of-more-than-32-chars"
 

@@ -16,16 +16,16 @@ from strawberry import relay
 from api.database import use_database
 from jobs import clinical as clinical_jobs
 from jobs import surveys as survey_jobs
-from models.alerts import Alert, AlertStatus
-from models.audit import ActorType, AuditEvent
-from models.checkins import CheckIn
-from models.clock import ManualClock
-from models.dosing_records import DosingSession, SessionStatus
-from models.events import DomainEvent
-from models.idempotency import IdempotencyKey
+from models.alerts.alerts import Alert, AlertStatus
+from models.care.dosing_records import DosingSession, SessionStatus
+from models.kernel.audit import ActorType, AuditEvent
+from models.kernel.clock import ManualClock
+from models.kernel.events import DomainEvent
+from models.kernel.idempotency import IdempotencyKey
+from models.reports.checkins import CheckIn
+from models.reports.side_effects import SideEffectReport
 from models.safety.screen import alerts_about
-from models.side_effects import SideEffectReport
-from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from tests.conftest import Tokens, job_env
 from tests.support.clinical import complete, no_contraindications, start
 from tests.support.graphql import gql

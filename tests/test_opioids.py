@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from models.clock import ManualClock
-from models.mme import DAY, Intake, Total, daily_totals, dose_mme, mme_flags, total_between
-from models.opioids import CATALOGUE, opioid_interaction, summarize
-from models.policy import DEFAULT_POLICY
+from models.kernel.clock import ManualClock
+from models.kernel.policy import DEFAULT_POLICY
+from models.outcomes.mme import DAY, Intake, Total, daily_totals, dose_mme, mme_flags, total_between
+from models.outcomes.opioids import CATALOGUE, opioid_interaction, summarize
 from tests.conftest import Tokens
 from tests.support.clinical import start_input
 from tests.support.graphql import gql

@@ -15,11 +15,11 @@ from strawberry import relay
 from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
-from models import outcomes
-from models.accounts import CareTeam, Patient, Role, User
-from models.alert_rules import AlertKind, Severity
-from models.alerts import Alert, AlertStatus
-from models.clock import ManualClock
+from models.alerts.alert_rules import AlertKind, Severity
+from models.alerts.alerts import Alert, AlertStatus
+from models.identity.accounts import CareTeam, Patient, Role, User
+from models.kernel.clock import ManualClock
+from models.outcomes import outcomes
 from tests.conftest import Tokens
 from tests.support.graphql import gql
 from tests.support.panel_data import PANEL, add_panel_patients, counting_statements

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.passwords import common_passwords, password_problem
+from models.identity.passwords import common_passwords, password_problem
 
 TOO_SHORT = "the password must be at least 12 characters long"
 TOO_LONG = "the password must be at most 128 characters long"

@@ -28,13 +28,15 @@ from jobs import surveys as survey_jobs
 from jobs.environment import JobEnvironment
 from jobs.push import PushSender
 from jobs.push.payloads import apns_payload, fcm_message
-from models import notifications, opioids, side_effects
-from models.accounts import Patient, User
-from models.clock import ManualClock
-from models.devices import DeactivationReason, Device
-from models.messaging import MessageThread
-from models.notifications import MESSAGES, Notification, NotificationStatus, OutgoingNotification
-from models.survey_records import SurveyAssignment
+from models.identity.accounts import Patient, User
+from models.kernel.clock import ManualClock
+from models.messaging.messaging import MessageThread
+from models.notifications import notifications
+from models.notifications.devices import DeactivationReason, Device
+from models.notifications.notifications import MESSAGES, Notification, NotificationStatus, OutgoingNotification
+from models.outcomes import opioids
+from models.reports import side_effects
+from models.surveys.survey_records import SurveyAssignment
 from seeds.loader import INSTRUMENTS
 from tests.conftest import Tokens, start_logins
 from tests.support.clinical import complete, start

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.database import use_database
 from api.settings import Settings, SettingsError
-from models.audit import AuditEvent
-from models.clock import ManualClock
+from models.kernel.audit import AuditEvent
+from models.kernel.clock import ManualClock
 from schema import build_schema
 from schema.query_cost import DEFAULT_MAX_QUERY_COST, operation_cost
 from tests.conftest import Tokens

@@ -24,7 +24,7 @@ from api.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, Permit
 from api.database import use_database
 from api.rate_limit import Bucket, InProcessBuckets, RedisBuckets, make_bucket_store
 from api.settings import DEFAULT_USER_RATE, BucketPolicy, Settings
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
 from tests.conftest import REDIS_URL, START, Tokens, redis_answers
 from tests.test_rate_limits import ME, assert_rate_limited, limited, post
 

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.database import use_database
 from api.settings import BucketPolicy, Settings
-from models.checkins import CheckIn
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
+from models.reports.checkins import CheckIn
 from tests.conftest import REDIS_URL, UNREACHED, Tokens, redis_answers
 from tests.support.clinical import SUBMIT_CHECK_IN
 

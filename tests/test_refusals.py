@@ -18,17 +18,17 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.accounts import DataSharingConsent, Patient
-from models.alerts import Alert
-from models.audit import AuditEvent, AuditOutcome
-from models.checkins import CheckIn
-from models.devices import Device
-from models.dosing_records import DosingSession
-from models.messaging import Message, MessageThread
-from models.opioids import OpioidDose
-from models.plan_records import TreatmentPlan
-from models.side_effects import SideEffectReport
-from models.survey_records import SurveyAssignment, SurveyResponse
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import TreatmentPlan
+from models.identity.accounts import DataSharingConsent, Patient
+from models.kernel.audit import AuditEvent, AuditOutcome
+from models.messaging.messaging import Message, MessageThread
+from models.notifications.devices import Device
+from models.outcomes.opioids import OpioidDose
+from models.reports.checkins import CheckIn
+from models.reports.side_effects import SideEffectReport
+from models.surveys.survey_records import SurveyAssignment, SurveyResponse
 from schema import build_schema
 from tests.conftest import Tokens
 from tests.support.graphql import gql
@@ -397,7 +397,7 @@ CLIENT_REFUSALS = [
     RefusedWrite("endLogin", "demo-ehr", "{ loginId: $target }", NO_LOGIN),
     RefusedWrite("endOtherLogins", "demo-ehr", "", str),
 ]  # fmt: skip
-# Nor a second factor (models.totp).
+# Nor a second factor (models.identity.totp).
 CLIENT_REFUSALS += [
     RefusedWrite("startTotpEnrollment", "demo-ehr", "", str),
     RefusedWrite("confirmTotpEnrollment", "demo-ehr", '{ code: "123456" }', str),

@@ -20,13 +20,13 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.alerts import Alert
-from models.clock import ManualClock
-from models.dosing_records import DosingSession
-from models.plan_records import PlanStatus, TreatmentPlan
-from models.policy import EMERGENCY_INSTRUCTIONS
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import PlanStatus, TreatmentPlan
+from models.kernel.clock import ManualClock
+from models.kernel.policy import EMERGENCY_INSTRUCTIONS
 from models.safety.models import SafetyScreening
-from models.survey_records import SurveyAssignment
+from models.surveys.survey_records import SurveyAssignment
 from schema import export_schema
 from tests.conftest import Tokens
 from tests.support.clinical import no_contraindications, start, start_input
@@ -724,7 +724,7 @@ NO_SAFETY_CONTENT = {
     "endLogin": "one's own login",
     "endOtherLogins": "one's own logins",
 }
-# A second factor (models.totp): codes, no free text.
+# A second factor (models.identity.totp): codes, no free text.
 NO_SAFETY_CONTENT.update(
     {
         "startTotpEnrollment": "one's own second factor",

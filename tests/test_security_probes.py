@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from api.auth.tokens import issue_access_token
 from api.database import use_database
 from api.settings import Settings
-from models.checkins import CheckIn
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
+from models.reports.checkins import CheckIn
 from tests.conftest import Tokens
 
 PATIENT = "alex@demo.test"

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from api.settings import DEVELOPMENT_SECRET_KEY, BucketPolicy, Environment, Settings, SettingsError
-from models.policy import DEFAULT_POLICY
+from models.kernel.policy import DEFAULT_POLICY
 from tests.support.push_fakes import pem
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"

@@ -25,9 +25,9 @@ from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import use_database
 from api.settings import BucketPolicy, Settings
-from models.accounts import Patient
-from models.audit import AuditEvent, AuditOutcome, AuditTrail
-from models.clock import ManualClock
+from models.identity.accounts import Patient
+from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
+from models.kernel.clock import ManualClock
 from seeds.demo import DEMO_PASSWORD
 from tests.conftest import REDIS_URL, Tokens, redis_answers
 from tests.support.clinical import REPORT_SIDE_EFFECT
@@ -360,7 +360,7 @@ async def test_an_event_whose_audit_rows_cannot_be_written_is_not_sent(
         resumed = await next_payload(live)
     assert payload["data"] is None
     [error] = payload["errors"]
-    # An unreachable backend: the client is told to try again (api.faults, models.faults).
+    # An unreachable backend: the client is told to try again (api.faults, models.kernel.faults).
     assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert "Alex" not in str(payload)
     *errors, ended = then

@@ -18,16 +18,16 @@ from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
-from models import survey_records, surveys
-from models.accounts import Patient
-from models.alerts import Alert
-from models.clock import ManualClock
-from models.errors import InvalidInput
-from models.instruments import InstrumentDefinition, score
-from models.notifications import Notification, OutgoingNotification
-from models.plans import DEFAULT_SURVEY_SCHEDULE
-from models.policy import DEFAULT_POLICY
-from models.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
+from models.alerts.alerts import Alert
+from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.identity.accounts import Patient
+from models.kernel.clock import ManualClock
+from models.kernel.errors import InvalidInput
+from models.kernel.policy import DEFAULT_POLICY
+from models.notifications.notifications import Notification, OutgoingNotification
+from models.surveys import survey_records, surveys
+from models.surveys.instruments import InstrumentDefinition, score
+from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
 from tests.conftest import Tokens, job_env
 from tests.support.clinical import complete, start

@@ -3,7 +3,7 @@
 Parsed with `ast`, every module of `schema/` must not
 - import `tortoise` (any submodule: no `Q`, `F`, functions, transactions in a resolver), nor
 - call an ORM query method (`.get(`, `.filter(`, `.all(`, ...) on a model class reached from an import
-  of `models` (`from models.accounts import User` then `User.filter(...)`, or `from models import
+  of `models` (`from models.identity.accounts import User` then `User.filter(...)`, or `from models import
   alerts` then `alerts.Alert.get_or_none(...)`), chained calls included (`User.filter(...).first()`).
 
 Model classes are found by importing every module of `models.MODEL_MODULES` and taking the Tortoise
@@ -158,7 +158,7 @@ def violations(source: str, module: str, path: str, models_by_module: Mapping[st
         if chain[0] in model_names and len(chain) >= 2:
             model = model_names[chain[0]]
         elif chain[0] in module_names:
-            # `alerts.Alert.get(...)` or `models.alerts.Alert.get(...)`: the first model name in the chain.
+            # `alerts.Alert.get(...)` or `models.alerts.alerts.Alert.get(...)`: the first model name in the chain.
             model = next((part for part in chain[1:-1] if part in model_home), None)
         if model is not None:
             key = (module, model, method)
@@ -191,13 +191,13 @@ def test_allowed_entries_still_occur() -> None:
 def test_the_check_catches_violations() -> None:
     """Not vacuous: a synthetic module with each kind of violation is caught, a clean one is not."""
     found = model_classes()
-    assert "User" in found["models.accounts"] and "Alert" in found["models.alerts"]
+    assert "User" in found["models.identity.accounts"] and "Alert" in found["models.alerts.alerts"]
     bad = """
 from tortoise.expressions import Q
 import tortoise.transactions
-from models.accounts import User as U
-from models import alerts
-import models.checkins as mc
+from models.identity.accounts import User as U
+from models.alerts import alerts
+import models.reports.checkins as mc
 
 async def resolve(i):
     await U.get(id=i)
@@ -220,8 +220,7 @@ async def resolve(i):
     }
     assert all(str(v).startswith("schema/fake.py:") for v in caught)
     clean = """
-from models import alerts
-
+from models.alerts import alerts
 async def resolve(viewer, i, mapping):
     mapping.get(i)
     await alerts.alert_for(viewer, i)

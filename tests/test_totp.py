@@ -17,14 +17,14 @@ import pytest
 from starlette.applications import Starlette
 
 from api.settings import Settings, SettingsError
-from models import enrolment, totp
-from models.access import load_user_viewer
-from models.accounts import CareTeam, Role, User
-from models.audit import AuditEvent, AuditOutcome, AuditTrail
-from models.bearer_tokens import hash_token
-from models.clock import ManualClock
-from models.mail import MailMessage
-from models.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
+from models.identity import enrolment, totp
+from models.identity.access import load_user_viewer
+from models.identity.accounts import CareTeam, Role, User
+from models.identity.bearer_tokens import hash_token
+from models.identity.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
+from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
+from models.kernel.clock import ManualClock
+from models.notifications.mail import MailMessage
 from tests.conftest import client_of, running_app
 from tests.support.graphql import gql
 from tests.test_cli import run

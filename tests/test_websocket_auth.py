@@ -13,7 +13,7 @@ from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 from starlette.applications import Starlette
 
-from models.clock import ManualClock
+from models.kernel.clock import ManualClock
 from tests.conftest import Tokens
 
 PROTOCOL = "graphql-transport-ws"

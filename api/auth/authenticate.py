@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from api.auth.tokens import InvalidToken, decode_access_token
 from api.settings import Settings
-from models.access import Viewer, load_client_viewer, load_user_viewer
-from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
-from models.totp import ENROLMENT_ONLY_SCOPE
+from models.identity.access import Viewer, load_client_viewer, load_user_viewer
+from models.identity.totp import ENROLMENT_ONLY_SCOPE
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 
 if TYPE_CHECKING:
     from api.logins import LoginGate

@@ -15,8 +15,8 @@ from api.auth.passwords import hash_password
 from api.auth.routes import NO_STORE, OAuthError, _form, _required, _token_response, _trail, user_token_scopes
 from api.auth.tokens import issue_access_token
 from api.settings import Settings
-from models import enrolment, password_reset, sessions
-from models.clock import Clock
+from models.identity import enrolment, password_reset, sign_ins
+from models.kernel.clock import Clock
 
 # The same body for every address, known or not.
 RESET_ACCEPTED = {"status": "accepted", "detail": "if the address has an active account, a link is on its way"}
@@ -43,7 +43,7 @@ async def activate_endpoint(request: Request) -> Response:
             raise _link_refused(error) from error
     except OAuthError as error:
         return error.response()
-    refresh = await sessions.start_session(
+    refresh = await sign_ins.start_session(
         user.id, now=now, idle_ttl=settings.refresh_token_idle_ttl, absolute_ttl=settings.refresh_token_absolute_ttl,
         user_agent=request.headers.get("user-agent"),
     )  # fmt: skip

@@ -12,7 +12,7 @@ from functools import cache
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from models.passwords import PasswordHashing
+from models.identity.passwords import PasswordHashing
 
 # RFC 9106's second recommended option (64 MiB, 3 passes), with 2 lanes for a 2-core host.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2, type=Type.ID)

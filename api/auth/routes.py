@@ -2,7 +2,7 @@
 
 Errors use the OAuth2 shape `{"error": …, "error_description": …}`. Sign-in failures say nothing
 about which part was wrong (no account oracle), cost the same time whether or not the account
-exists, and are throttled per account and per client address (models.throttle).
+exists, and are throttled per account and per client address (models.identity.throttle).
 
 Browsers' requests from other sites are refused before anything is counted (`_refuse_other_sites`):
 a page elsewhere could otherwise make a clinic workstation send failed sign-ins until the clinic's
@@ -30,13 +30,13 @@ from api.auth.passwords import hash_password, needs_rehash, verify_password
 from api.auth.tokens import issue_access_token
 from api.logins import LoginGate
 from api.settings import Settings, origin_of
-from models import sessions, throttle, totp
-from models.access import Viewer, load_user_viewer
-from models.accounts import CLIENT_ID_PATTERN, ApiClient, Role, User, client_credential, normalise_email
-from models.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
-from models.clock import Clock
-from models.errors import InvalidInput
-from models.totp import ENROLMENT_ONLY_SCOPE, SecondFactorPolicy, SecretBox
+from models.identity import sign_ins, throttle, totp
+from models.identity.access import Viewer, load_user_viewer
+from models.identity.accounts import CLIENT_ID_PATTERN, ApiClient, Role, User, client_credential, normalise_email
+from models.identity.totp import ENROLMENT_ONLY_SCOPE, SecondFactorPolicy, SecretBox
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
+from models.kernel.clock import Clock
+from models.kernel.errors import InvalidInput
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 DEMO_DOMAIN = "@demo.test"
@@ -230,7 +230,7 @@ async def _password_grant(request: Request, form: dict[str, str], settings: Sett
 async def _start_login(request: Request, viewer: Viewer, settings: Settings, now: datetime, *, detail: str) -> Response:
     """A new login for a user who proved who they are: tokens, enrol-only when their role needs a
     second factor they have not set up."""
-    refresh = await sessions.start_session(
+    refresh = await sign_ins.start_session(
         viewer.id,
         now=now,
         idle_ttl=settings.refresh_token_idle_ttl,
@@ -294,16 +294,16 @@ async def _refresh_grant(request: Request, form: dict[str, str], settings: Setti
     token = _required(form, "refresh_token")
     trail = _trail(request, "TokenRefresh")
     try:
-        rotated = await sessions.rotate_refresh_token(
+        rotated = await sign_ins.rotate_refresh_token(
             token, now=now, idle_ttl=settings.refresh_token_idle_ttl, user_agent=request.headers.get("user-agent")
         )
-    except sessions.RefreshRefused as refused:
+    except sign_ins.RefreshRefused as refused:
         if refused.family_revoked and refused.family_id is not None:  # reuse: its tokens and sockets stop now
             await _logins(request).ended([refused.family_id])
         viewer = await load_user_viewer(refused.user_id, trail) if refused.user_id else None
         ended = "; the login was ended (token reuse)" if refused.family_revoked else ""
         await _audit(viewer, trail, now, AuditOutcome.DENIED, f"refresh token {refused.reason.value}{ended}")
-        if refused.reason is sessions.RefreshRefusal.CONCURRENT:
+        if refused.reason is sign_ins.RefreshRefusal.CONCURRENT:
             advice = "the refresh token was already used by a concurrent request: use the one it received"
         else:
             advice = f"the refresh token is {refused.reason.value}; sign in again"
@@ -411,7 +411,7 @@ async def revoke_endpoint(request: Request) -> Response:
         return error.response()
     now = clock.now()
     trail = _trail(request, "Logout")
-    ended = await sessions.revoke_session(token, now=now)
+    ended = await sign_ins.revoke_session(token, now=now)
     if ended is not None:
         await _logins(request).ended([ended.family_id])  # its access tokens and sockets stop now
         viewer = await load_user_viewer(ended.user_id, trail)

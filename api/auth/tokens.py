@@ -35,7 +35,7 @@ class AccessClaims:
     # The login (refresh-token family) the token was issued under; None for EHR clients.
     session_id: uuid.UUID | None = None
     # EHR clients: the fingerprint of the secret the token was issued under (`cred`), so a
-    # rotation stops it (models.accounts.client_credential).
+    # rotation stops it (models.identity.accounts.client_credential).
     credential: str | None = None
 
 

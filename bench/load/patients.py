@@ -1,5 +1,5 @@
 """`python -m bench.load.patients EMAIL=TEAM …` (DATABASE_URL from the environment): adds patients
-to a seeded database through `models.accounts.create_user`, what `ketafollow create-user` calls,
+to a seeded database through `models.identity.accounts.create_user`, what `ketafollow create-user` calls,
 in one process (one start-up and one password hash instead of one each).
 
 A process of its own per database: Tortoise keeps per-model query state that does not survive
@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from api.auth.passwords import hash_password
 from api.database import open_database
 from api.settings import Settings
-from models import accounts
+from models.identity import accounts
 
 PASSWORD = "ketafollow-demo"  # the demo clinic's published password
 TIME_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles")

@@ -1,6 +1,6 @@
-"""Push notifications to the phones users registered (models.devices), through APNs and FCM.
+"""Push notifications to the phones users registered (models.notifications.devices), through APNs and FCM.
 
-`PushSender` is an outbox sender (models.notifications.Sender): the outbox has already applied
+`PushSender` is an outbox sender (models.notifications.notifications.Sender): the outbox has already applied
 quiet hours, the lease and the retries. Per notification it sends once to every active device of
 the recipient that has not received it yet, records each acceptance, deactivates devices whose
 token the service declared invalid, and, if any device must be tried again, raises so the outbox
@@ -14,10 +14,10 @@ from datetime import timedelta
 from typing import Protocol
 
 from jobs.push.results import Outcome, PushResult
-from models import devices
-from models.clock import Clock
-from models.devices import Platform
-from models.notifications import DeliveryDeferred, OutgoingNotification
+from models.kernel.clock import Clock
+from models.notifications import devices
+from models.notifications.devices import Platform
+from models.notifications.notifications import DeliveryDeferred, OutgoingNotification
 
 logger = logging.getLogger("ketafollow.notifications")
 

@@ -16,8 +16,8 @@ import jwt
 
 from jobs.push.payloads import apns_payload
 from jobs.push.results import Outcome, PushResult, retryable
-from models.clock import Clock
-from models.notifications import OutgoingNotification
+from models.kernel.clock import Clock
+from models.notifications.notifications import OutgoingNotification
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"

@@ -14,8 +14,8 @@ import jwt
 
 from jobs.push.payloads import fcm_message
 from jobs.push.results import Outcome, PushResult, retryable
-from models.clock import Clock
-from models.notifications import OutgoingNotification
+from models.kernel.clock import Clock
+from models.notifications.notifications import OutgoingNotification
 
 DEFAULT_URL = "https://fcm.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

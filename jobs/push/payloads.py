@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.notifications import OutgoingNotification
+from models.notifications.notifications import OutgoingNotification
 
 
 def _data(notification: OutgoingNotification) -> dict[str, str]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from tortoise import fields
 
-from models.accounts import Patient
-from models.base import Entity
+from models.identity.accounts import Patient
+from models.kernel.base import Entity
 
 
 class SafetyScreening(Entity):

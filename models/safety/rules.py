@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from models.alert_rules import AlertKind, AlertSpec, Severity, crisis_language_alert
-from models.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
+from models.alerts.alert_rules import AlertKind, AlertSpec, Severity, crisis_language_alert
+from models.kernel.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
 from models.safety.crisis import crisis_matches
 
 

@@ -22,14 +22,14 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from models.access import Viewer
-from models.accounts import Patient
-from models.alerts import Alert, raise_alerts
-from models.directory import clinical_patient_ids
-from models.errors import DomainError
-from models.faults import BackendUnavailable, is_backend_unavailable
-from models.idempotency import Outcome, fingerprint
-from models.policy import ClinicPolicy
+from models.alerts.alerts import Alert, raise_alerts
+from models.identity.access import Viewer
+from models.identity.accounts import Patient
+from models.identity.directory import clinical_patient_ids
+from models.kernel.errors import DomainError
+from models.kernel.faults import BackendUnavailable, is_backend_unavailable
+from models.kernel.idempotency import Outcome, fingerprint
+from models.kernel.policy import ClinicPolicy
 from models.safety.models import SafetyScreening
 from models.safety.rules import Findings
 

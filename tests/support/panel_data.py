@@ -10,11 +10,11 @@ from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from models.accounts import CareTeam, Patient, Role, User
-from models.alert_rules import AlertKind, Severity
-from models.alerts import Alert, AlertStatus
-from models.checkins import CheckIn
-from models.opioids import OpioidDose, StrengthUnit
+from models.alerts.alert_rules import AlertKind, Severity
+from models.alerts.alerts import Alert, AlertStatus
+from models.identity.accounts import CareTeam, Patient, Role, User
+from models.outcomes.opioids import OpioidDose, StrengthUnit
+from models.reports.checkins import CheckIn
 
 PANEL = """
 query Panel($first: Int) {

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobs.push.fcm import JWT_BEARER, SCOPE
-from models.clock import Clock
+from models.kernel.clock import Clock
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY7890ABC"

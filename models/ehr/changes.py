@@ -1,0 +1,369 @@
+"""The EHR change feed (PRODUCT.md capability 10, ARCHITECTURE.md decision 2).
+
+The feed is the domain-event outbox read in commit order, each event rendered as the FHIR
+resources of its record (a dosing session is a MedicationAdministration and the Observations of
+its readings: blood pressure, heart rate, SpO2; a plan a CarePlan and a MedicationRequest).
+
+Commit order, not insert order: on PostgreSQL a transaction that took `seq` 7 can commit after
+one that took `seq` 8, so a reader who has seen 8 and resumes "after 8" would skip 7 for ever.
+Each event therefore carries the id of the transaction that wrote it (a trigger fills it), the
+feed is ordered by (transaction id, seq), and only events of transactions older than every
+transaction still running are served: whatever commits later has a larger transaction id and
+sorts after any cursor already handed out. On SQLite writers are serialized, so `seq` order is
+commit order and the transaction id is not needed.
+
+The feed is compacted per record: a record appears once, at its latest version (an older event
+of a record that has changed since is passed over). A client that applies each change as an
+upsert keyed by (resourceType, id) ends with exactly our current state.
+
+Visibility is the client's: its scopes (`changes:read` to read the feed, `patients:read` for
+Patient and Consent, `clinical:read` for the clinical record), its care teams, and the patient's consent,
+evaluated when the page is read. A revoked consent is itself a change (a Consent, `inactive`),
+and the patient's later changes are no longer served.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.connection import get_connection
+from tortoise.transactions import in_transaction
+
+from models.alerts.alerts import Alert
+from models.care.dosing_records import DosingSession
+from models.care.plan_records import TreatmentPlan
+from models.ehr import fhir
+from models.identity.access import Scope, Viewer
+from models.identity.accounts import DataSharingConsent, Patient
+from models.kernel.audit import AuditAction, audit_patient_read, denied
+from models.kernel.errors import Forbidden
+from models.kernel.events import DomainEvent, Operation
+from models.messaging.messaging import Message
+from models.outcomes.opioids import OpioidDose
+from models.reports.checkins import CheckIn
+from models.reports.side_effects import SideEffectReport
+from models.surveys.instruments import Instrument, InstrumentDefinition
+from models.surveys.survey_records import SurveyResponse
+
+# The records that reach the feed, and the FHIR resource types each becomes.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "Patient": ("Patient",),
+    "Consent": ("Consent",),
+    "TreatmentPlan": ("CarePlan", "MedicationRequest"),
+    "DosingSession": ("MedicationAdministration", "Observation"),
+    "CheckIn": ("Observation",),
+    "SurveyResponse": ("QuestionnaireResponse", "Observation"),
+    "SideEffectReport": ("AdverseEvent",),
+    "Alert": ("Flag",),
+    "Message": ("Communication",),
+    "OpioidDose": ("MedicationStatement",),
+}
+FEED_RESOURCE_TYPES = tuple(sorted({kind for kinds in SOURCES.values() for kind in kinds}))
+ALL_PARTS = 1 << 15  # a position past every resource of an event
+MAX_EVENTS_SCANNED = 5_000  # per page, so a page filtered down to little stays quick
+
+
+@dataclass(frozen=True, order=True)
+class FeedPosition:
+    """Where a client is: the last change it received (`part` of the event `seq` written by
+    transaction `xid`; `xid` is 0 on SQLite)."""
+
+    xid: int
+    seq: int
+    part: int
+
+
+START = FeedPosition(-1, 0, ALL_PARTS)
+
+
+@dataclass(frozen=True)
+class Change:
+    position: FeedPosition
+    sequence: int
+    resource_type: str
+    resource_id: str
+    action: Operation
+    version: int
+    occurred_at: datetime
+    resource: dict[str, Any] | None
+    patient_id: UUID | None
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    changes: list[Change]
+    has_next_page: bool
+    end: FeedPosition | None  # resume from here (also past events the client may not see)
+
+
+def _sources_for(viewer: Viewer, resource_types: frozenset[str] | None) -> list[str]:
+    """The event types this client may read, narrowed to the FHIR types it asked for. A Consent
+    names its patient: without `patients:read` a client sees no patient, consents included."""
+    allowed = set()
+    if viewer.has_scope(Scope.PATIENTS_READ):
+        allowed |= {"Patient", "Consent"}
+    if viewer.has_scope(Scope.CLINICAL_READ) and viewer.has_scope(Scope.PATIENTS_READ):
+        allowed |= set(SOURCES) - {"Patient", "Consent"}
+    return sorted(source for source in allowed if resource_types is None or resource_types & set(SOURCES[source]))
+
+
+async def read_changes(
+    viewer: Viewer, *, after: FeedPosition | None, first: int, resource_types: frozenset[str] | None = None
+) -> ChangePage:
+    """The changes after `after` that the client may see, oldest first, at most `first`.
+
+    Every patient whose records are on the page is audited (one read each)."""
+    if not viewer.has_scope(Scope.CHANGES_READ):
+        refusal = Forbidden("the change feed is for EHR clients with the changes:read scope")
+        raise denied(viewer, refusal, AuditAction.READ, "Change")
+    sources = _sources_for(viewer, resource_types)
+    position = after or START
+    collected: list[Change] = []
+    scanned = 0
+    async with _consistent_snapshot() as connection:
+        query = _EventQuery(connection, viewer, sources, await _horizon(connection))
+        while len(collected) <= first and scanned < MAX_EVENTS_SCANNED and sources:
+            events = await query.after(position, limit=first + 1)
+            if not events:
+                break
+            scanned += len(events)
+            rendered = await _render(events)
+            for event, xid in events:
+                for part, (resource_type, resource_id, resource) in enumerate(rendered[event.seq]):
+                    here = FeedPosition(xid, event.seq, part)
+                    if here <= position or (resource_types is not None and resource_type not in resource_types):
+                        continue
+                    collected.append(_change(event, here, resource_type, resource_id, resource))
+                position = max(position, FeedPosition(xid, event.seq, ALL_PARTS))
+            if len(events) <= first:  # the query returned all there is
+                break
+    page = collected[:first]
+    for patient_id in sorted({change.patient_id for change in page if change.patient_id is not None}):
+        audit_patient_read(viewer, patient_id, "Change")
+    if len(collected) > first:
+        return ChangePage(page, True, page[-1].position)
+    more = scanned >= MAX_EVENTS_SCANNED
+    return ChangePage(page, more, position if position != START else after)
+
+
+def _change(
+    event: DomainEvent, here: FeedPosition, resource_type: str, resource_id: str, resource: dict[str, Any] | None
+) -> Change:
+    action = Operation.DELETED if resource is None else event.operation
+    return Change(
+        here,
+        event.seq,
+        resource_type,
+        resource_id,
+        action,
+        event.version,
+        event.occurred_at,
+        resource,
+        event.patient_id,
+    )
+
+
+@asynccontextmanager
+async def _consistent_snapshot() -> AsyncIterator[BaseDBAsyncClient]:
+    """On PostgreSQL, one read-only REPEATABLE READ transaction: the horizon, the events and the
+    records of a page come from one snapshot. SQLite reads outside a transaction (a transaction
+    there would take the write lock); its single writer keeps `seq` order safe anyway."""
+    connection = get_connection("default")
+    if connection.capabilities.dialect != "postgres":
+        yield connection
+        return
+    async with in_transaction() as transaction:
+        await transaction.execute_script("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield transaction
+
+
+async def _horizon(connection: BaseDBAsyncClient) -> int | None:
+    """The oldest transaction id still running: every event below it is final (PostgreSQL)."""
+    if connection.capabilities.dialect != "postgres":
+        return None
+    _, rows = await connection.execute_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return int(rows[0][0])
+
+
+class _EventQuery:
+    """The next visible, latest-version events after a position, in commit order."""
+
+    def __init__(self, connection: BaseDBAsyncClient, viewer: Viewer, sources: list[str], horizon: int | None):
+        self.connection = connection
+        self.postgres = horizon is not None
+        self.viewer = viewer
+        self.sources = sources
+        self.horizon = horizon
+        self.values: list[Any] = []
+
+    def _value(self, value: Any) -> str:
+        if isinstance(value, UUID) and not self.postgres:
+            value = str(value)
+        self.values.append(value)
+        return f"${len(self.values)}" if self.postgres else "?"
+
+    async def after(self, position: FeedPosition, *, limit: int) -> list[tuple[DomainEvent, int]]:
+        self.values = []
+        kinds = ", ".join(self._value(source) for source in self.sources)
+        if self.postgres:
+            order = "e.xid, e.seq"
+            start = f"(e.xid, e.seq) >= ({self._value(position.xid)}, {self._value(position.seq)})"
+            start += f" AND e.xid < {self._value(self.horizon)}"
+        else:
+            order = "e.seq"
+            start = f"e.seq >= {self._value(position.seq)}"
+        # SQLite would otherwise pick an index on a filtered column and sort every later event of the
+        # feed for each page; a unary plus keeps it on the primary key's order, reading only as far
+        # as the page needs (PostgreSQL walks its (xid, seq) index and has no such operator on text).
+        plus = "" if self.postgres else "+"
+        kind_column = f"{plus}e.resource_type"
+        client = self._value(self.viewer.id)
+        teams = ", ".join(self._value(team) for team in sorted(self.viewer.care_team_ids)) or "NULL"
+        own_consents = self._value(self.viewer.id)
+        # Only placeholders and fixed SQL are interpolated: every value is a bound parameter.
+        sql = (
+            f"SELECT e.seq, {'e.xid' if self.postgres else '0'} FROM domain_event e "  # noqa: S608
+            f"WHERE {kind_column} IN ({kinds}) AND {start} "
+            f"AND ((e.resource_type <> 'Consent' AND {plus}e.patient_id IN ("
+            "  SELECT c.patient_id FROM data_sharing_consent c JOIN patient p ON p.id = c.patient_id"
+            f"  WHERE c.api_client_id = {client} AND c.revoked_at IS NULL AND p.care_team_id IN ({teams})))"
+            f" OR (e.resource_type = 'Consent' AND {plus}e.resource_id IN ("
+            f"  SELECT d.id FROM data_sharing_consent d WHERE d.api_client_id = {own_consents}))) "
+            "AND NOT EXISTS (SELECT 1 FROM domain_event later WHERE later.resource_type = e.resource_type"
+            "  AND later.resource_id = e.resource_id"
+            "  AND (later.version > e.version OR (later.version = e.version AND later.seq > e.seq))) "
+            f"ORDER BY {order} LIMIT {self._value(limit)}"
+        )
+        _, rows = await self.connection.execute_query(sql, self.values)
+        xids = {int(row[0]): int(row[1]) for row in rows}
+        events = {event.seq: event for event in await DomainEvent.filter(seq__in=list(xids))}
+        return [(events[seq], xid) for seq, xid in xids.items()]
+
+
+Rendered = list[tuple[str, str, dict[str, Any] | None]]
+
+
+async def _render(events: list[tuple[DomainEvent, int]]) -> dict[int, Rendered]:
+    """Each event's resources as FHIR, from the records as they are now (one query per kind of
+    record on the page). A record that no longer exists is a tombstone."""
+    ids: dict[str, list[UUID]] = defaultdict(list)
+    for event, _ in events:
+        ids[event.resource_type].append(event.resource_id)
+    resources: dict[tuple[str, UUID], Rendered] = {}
+    for kind, record_ids in ids.items():
+        for record_id, rendered in (await _RENDERERS[kind](record_ids)).items():
+            resources[(kind, record_id)] = rendered
+    result: dict[int, Rendered] = {}
+    for event, _ in events:
+        found = resources.get((event.resource_type, event.resource_id))
+        primary = SOURCES[event.resource_type][0]
+        result[event.seq] = found if found else [(primary, str(event.resource_id), None)]
+    return result
+
+
+def _one(kind: str, resource: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    return (kind, str(resource["id"]), resource)
+
+
+async def _patients(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {
+        patient.id: [_one("Patient", fhir.patient_resource(patient))] for patient in await Patient.filter(id__in=ids)
+    }
+
+
+async def _consents(ids: list[UUID]) -> dict[UUID, Rendered]:
+    rows = await DataSharingConsent.filter(id__in=ids).select_related("api_client")
+    return {row.id: [_one("Consent", fhir.consent(row, row.api_client))] for row in rows}
+
+
+async def _plans(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {
+        plan.id: [
+            _one("CarePlan", fhir.care_plan(plan)),
+            _one("MedicationRequest", fhir.medication_request(plan)),
+        ]
+        for plan in await TreatmentPlan.filter(id__in=ids)
+    }
+
+
+async def _sessions(ids: list[UUID]) -> dict[UUID, Rendered]:
+    found: dict[UUID, Rendered] = {}
+    for session in await DosingSession.filter(id__in=ids):
+        rendered: Rendered = [_one("MedicationAdministration", fhir.medication_administration(session))]
+        rendered += [_one("Observation", observation) for observation in fhir.reading_observations(session)]
+        found[session.id] = rendered
+    return found
+
+
+async def _check_ins(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {row.id: [_one("Observation", fhir.check_in_observation(row))] for row in await CheckIn.filter(id__in=ids)}
+
+
+async def _responses(ids: list[UUID]) -> dict[UUID, Rendered]:
+    responses = await SurveyResponse.filter(id__in=ids)
+    wanted = {(response.instrument, response.instrument_version) for response in responses}
+    definitions = {
+        (row.code, row.version): InstrumentDefinition.parse(row.definition)
+        for row in await Instrument.filter(code__in=sorted({code for code, _ in wanted}))
+    }
+    found: dict[UUID, Rendered] = {}
+    for response in responses:
+        definition = definitions[(response.instrument, response.instrument_version)]
+        rendered: Rendered = [_one("QuestionnaireResponse", fhir.questionnaire_response(response, definition))]
+        if scored := fhir.score_observation(response, definition):
+            rendered.append(_one("Observation", scored))
+        found[response.id] = rendered
+    return found
+
+
+async def _side_effects(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {
+        row.id: [_one("AdverseEvent", fhir.adverse_event(row))] for row in await SideEffectReport.filter(id__in=ids)
+    }
+
+
+async def _alerts(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {row.id: [_one("Flag", fhir.flag(row))] for row in await Alert.filter(id__in=ids)}
+
+
+async def _doses(ids: list[UUID]) -> dict[UUID, Rendered]:
+    return {
+        row.id: [_one("MedicationStatement", fhir.medication_statement(row))]
+        for row in await OpioidDose.filter(id__in=ids)
+    }
+
+
+async def _messages(ids: list[UUID]) -> dict[UUID, Rendered]:
+    messages = await Message.filter(id__in=ids).select_related("thread", "thread__patient")
+    patients = {message.thread.patient.id: message.thread.patient for message in messages}
+    senders = await fhir.sender_references(list(patients.values()), {message.sender_id for message in messages})  # type: ignore[attr-defined]
+    return {
+        message.id: [
+            _one(
+                "Communication",
+                fhir.communication(message, message.thread, message.thread.patient, senders[message.sender_id]),  # type: ignore[attr-defined]
+            )
+        ]
+        for message in messages
+    }
+
+
+_RENDERERS = {
+    "Patient": _patients,
+    "Consent": _consents,
+    "TreatmentPlan": _plans,
+    "DosingSession": _sessions,
+    "CheckIn": _check_ins,
+    "SurveyResponse": _responses,
+    "SideEffectReport": _side_effects,
+    "Alert": _alerts,
+    "Message": _messages,
+    "OpioidDose": _doses,
+}

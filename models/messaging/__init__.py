@@ -1,0 +1,1 @@
+"""Secure messaging between a patient and their care team: threads, messages, read state."""

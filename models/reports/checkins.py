@@ -1,0 +1,132 @@
+"""Daily check-ins: pain (0-10 NRS), mood, sleep and a note, often sent late from an offline phone.
+
+`recorded_at` is the device's time (when the patient answered), `received_at` the server's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from tortoise import fields
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from models.identity.access import Viewer
+from models.identity.accounts import Patient, Role
+from models.identity.directory import require_clinical_access, require_clinical_record
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.kernel.base import Entity
+from models.kernel.errors import Forbidden, InvalidInput, NotFound
+from models.kernel.events import Operation, record_event
+from models.kernel.idempotency import Outcome, request_fields, run_once
+from models.kernel.policy import ClinicPolicy
+from models.safety.rules import crisis_findings
+from models.safety.screen import Submission, screen
+
+MAX_NOTE = 2000
+
+
+class CheckIn(Entity):
+    patient: fields.ForeignKeyRelation[Patient] = fields.ForeignKeyField(
+        "ketafollow.Patient", related_name="check_ins", on_delete=fields.RESTRICT
+    )
+    recorded_at = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    pain = fields.IntField()
+    mood = fields.IntField(null=True)
+    sleep = fields.IntField(null=True)
+    note = fields.TextField(default="")
+
+    class Meta:
+        table = "check_in"
+        indexes = (("patient_id", "recorded_at"),)
+
+
+@dataclass(frozen=True)
+class NewCheckIn:
+    recorded_at: datetime
+    pain: int
+    mood: int | None = None
+    sleep: int | None = None
+    note: str = ""
+    idempotency_key: str | None = None
+    # Input the API could not read (a time without its offset): refused after the screen.
+    problems: tuple[InvalidInput, ...] = ()
+
+
+def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> tuple[str, str] | None:
+    """(field, why) for a check-in that cannot be right, or None. Scales are 0-10 (pain: NRS,
+    0 no pain; mood and sleep quality: 0 worst, 10 best)."""
+    for name, value in (("pain", data.pain), ("mood", data.mood), ("sleep", data.sleep)):
+        if value is not None and not 0 <= value <= 10:
+            return name, f"{name} must be between 0 and 10"
+    if problem := policy.device_time_problem("recordedAt", data.recorded_at, now):
+        return "recordedAt", problem
+    if len(data.note) > MAX_NOTE:
+        return "note", f"note must be at most {MAX_NOTE} characters"
+    return None
+
+
+async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy) -> Outcome:
+    """Store the patient's check-in. The note is screened first (CLINICAL.md §0, §7): crisis
+    wording alerts the care team and returns crisis resources even when the check-in is refused."""
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise denied(viewer, Forbidden("check-ins are submitted by the patient"), AuditAction.CREATE, "CheckIn")
+    patient_id = viewer.patient_id
+    submission = Submission(
+        "submitCheckIn", patient_id, {"note": data.note}, crisis_findings(data.note, "a check-in note", policy),
+        idempotency_key=data.idempotency_key, recorded_at=None if data.problems else data.recorded_at,
+    )  # fmt: skip
+    screened = await screen(submission, now=now, policy=policy)
+    return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="CheckIn")
+
+
+async def _submit(
+    viewer: Viewer, patient_id: UUID, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy
+) -> Outcome:
+    if data.problems:
+        raise data.problems[0]
+    if problem := check_in_problem(data, now, policy):
+        raise InvalidInput(*problem)
+
+    async def write() -> Outcome:
+        async with in_transaction():
+            check_in = await CheckIn.create(
+                patient_id=patient_id,
+                recorded_at=data.recorded_at,
+                received_at=now,
+                pain=data.pain,
+                mood=data.mood,
+                sleep=data.sleep,
+                note=data.note.strip(),
+            )
+            await record_event(
+                "CheckIn.created", resource_type="CheckIn", resource_id=check_in.id, operation=Operation.CREATED,
+                version=1, now=now, patient_id=patient_id,
+            )  # fmt: skip
+            entry = AuditEntry(AuditAction.CREATE, "CheckIn", AuditOutcome.SUCCESS, patient_id, str(check_in.id))
+            await record_now(viewer, entry, now=now, trail=viewer.audit)
+        return Outcome(check_in.id)
+
+    return await run_once(viewer, "submitCheckIn", data.idempotency_key, request_fields(data), write, now=now)
+
+
+async def list_check_ins(
+    viewer: Viewer, patient_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None = None
+) -> list[CheckIn]:
+    """A patient's check-ins, most recently recorded first."""
+    await require_clinical_access(viewer, patient_id, "CheckIn")
+    query = CheckIn.filter(patient_id=patient_id)
+    if before is not None:
+        query = query.filter(Q(recorded_at__lt=before[0]) | Q(recorded_at=before[0], id__lt=before[1]))
+    return list(await query.order_by("-recorded_at", "-id").limit(limit))
+
+
+async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
+    check_in = await CheckIn.get_or_none(id=check_in_id)
+    if check_in is None:
+        raise NotFound("check-in")
+    await require_clinical_record(viewer, check_in.patient_id, "CheckIn", NotFound("check-in"))  # type: ignore[attr-defined]
+    return check_in
