@@ -33,16 +33,16 @@ from api.settings import Settings
 from api.sockets import RefusedSocketSignIns, SocketRegistry
 from jobs.environment import JobEnvironment
 from jobs.mail import mail_transport
-from jobs.push import PushSender, Transport
-from jobs.push.apns import ApnsTransport
-from jobs.push.fcm import FcmTransport
 from jobs.scheduler import build_scheduler
-from jobs.senders import log_notification, webhook_sender
 from models.identity.sign_ins import LOGIN_ENDED
 from models.kernel.clock import Clock, SystemClock
 from models.kernel.events import EventBus
 from models.notifications.devices import Platform
 from models.notifications.notifications import Sender
+from models.notifications.push import PushSender, Transport
+from models.notifications.push.apns import ApnsTransport
+from models.notifications.push.fcm import FcmTransport
+from models.notifications.senders import log_notification, webhook_sender
 
 logger = logging.getLogger("ketafollow")
 

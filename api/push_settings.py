@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from jobs.push.apns import PRODUCTION_URL, ApnsCredentials
-from jobs.push.fcm import DEFAULT_URL, FcmCredentials
+from models.notifications.push.apns import PRODUCTION_URL, ApnsCredentials
+from models.notifications.push.fcm import DEFAULT_URL, FcmCredentials
 
 _APPLE_ID = re.compile(r"^[A-Z0-9]{10}$")
 _BUNDLE_ID = re.compile(r"^[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")

@@ -22,10 +22,10 @@ from dotenv import dotenv_values
 from api.mail_settings import read_mail
 from api.push_settings import read_apns, read_fcm
 from jobs.mail import MailSettings
-from jobs.push.apns import ApnsCredentials
-from jobs.push.fcm import FcmCredentials
 from models.identity.accounts import Role
 from models.kernel.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
+from models.notifications.push.apns import ApnsCredentials
+from models.notifications.push.fcm import FcmCredentials
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, CrisisPhrasesError, read_crisis_phrases
 
 # Only ever used outside production; production refuses it (see `_check_secret`).

@@ -32,13 +32,13 @@ from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from jobs.environment import JobEnvironment
 from jobs.mail import MailSettings
-from jobs.senders import log_notification
 from models.identity.accounts import ApiClient, User, client_credential
 from models.identity.sign_in_records import RefreshToken, SessionFamily
 from models.kernel.clock import ManualClock
 from models.kernel.policy import DEFAULT_POLICY
 from models.notifications.mail import MailTransport, OutgoingMail
 from models.notifications.notifications import Sender
+from models.notifications.senders import log_notification
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 ON_POSTGRES = TEST_DATABASE_URL.startswith(("postgres://", "postgresql://"))

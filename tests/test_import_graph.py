@@ -4,9 +4,6 @@ Layers, top to bottom: `api` → `schema` and `jobs` → `models`; `seeds` may u
 by `api` (the command line); `migrations` stand alone (they may read the enums of `models`, nothing
 imports them). Every import statement counts, wherever it stands (module level, inside a function,
 under `TYPE_CHECKING`): an import moved into a function to hide a cycle is still a cycle.
-
-Note: the push senders live in `jobs/push` and `jobs/senders.py` although they are not jobs;
-`api/settings.py` imports them, which the layers allow (api → jobs).
 """
 
 from __future__ import annotations

@@ -18,11 +18,17 @@ from starlette.routing import Route
 from api.app import create_app
 from api.database import use_database
 from api.settings import Settings
-from jobs.senders import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook, webhook_sender, webhook_signature
 from models.kernel.clock import ManualClock, SystemClock
 from models.kernel.policy import DEFAULT_POLICY
 from models.notifications import notifications
 from models.notifications.notifications import Notification, NotificationStatus, OutgoingNotification
+from models.notifications.senders import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_webhook,
+    webhook_sender,
+    webhook_signature,
+)
 
 SECRET = "a-webhook-secret-of-more-than-32-chars"
 

@@ -26,14 +26,14 @@ from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from jobs.environment import JobEnvironment
-from jobs.push import PushSender
-from jobs.push.payloads import apns_payload, fcm_message
 from models.identity.accounts import Patient, User
 from models.kernel.clock import ManualClock
 from models.messaging.messaging import MessageThread
 from models.notifications import notifications
 from models.notifications.devices import DeactivationReason, Device
 from models.notifications.notifications import MESSAGES, Notification, NotificationStatus, OutgoingNotification
+from models.notifications.push import PushSender
+from models.notifications.push.payloads import apns_payload, fcm_message
 from models.outcomes import opioids
 from models.reports import side_effects
 from models.surveys.survey_records import SurveyAssignment

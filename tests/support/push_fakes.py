@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobs.push.fcm import JWT_BEARER, SCOPE
 from models.kernel.clock import Clock
+from models.notifications.push.fcm import JWT_BEARER, SCOPE
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY7890ABC"

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import jwt
 
-from jobs.push.payloads import apns_payload
-from jobs.push.results import Outcome, PushResult, retryable
 from models.kernel.clock import Clock
 from models.notifications.notifications import OutgoingNotification
+from models.notifications.push.payloads import apns_payload
+from models.notifications.push.results import Outcome, PushResult, retryable
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"

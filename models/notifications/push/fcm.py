@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import jwt
 
-from jobs.push.payloads import fcm_message
-from jobs.push.results import Outcome, PushResult, retryable
 from models.kernel.clock import Clock
 from models.notifications.notifications import OutgoingNotification
+from models.notifications.push.payloads import fcm_message
+from models.notifications.push.results import Outcome, PushResult, retryable
 
 DEFAULT_URL = "https://fcm.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

@@ -13,11 +13,11 @@ import logging
 from datetime import timedelta
 from typing import Protocol
 
-from jobs.push.results import Outcome, PushResult
 from models.kernel.clock import Clock
 from models.notifications import devices
 from models.notifications.devices import Platform
 from models.notifications.notifications import DeliveryDeferred, OutgoingNotification
+from models.notifications.push.results import Outcome, PushResult
 
 logger = logging.getLogger("ketafollow.notifications")
 
