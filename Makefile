@@ -25,7 +25,7 @@ test: $(INSTALLED)
 # themselves). FUZZ_EXAMPLES=1000 make fuzz for a longer run.
 FUZZ_EXAMPLES ?= 300
 fuzz: $(INSTALLED)
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/schema/test_fuzz.py $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ from tortoise.indexes import Index
 
 
 # Invariants the application checks, backed by the database so that a race cannot break them
-# (partial unique indexes: the same SQL on SQLite and PostgreSQL). tests/test_health.py checks
+# (partial unique indexes: the same SQL on SQLite and PostgreSQL). tests/api/test_health.py checks
 # they exist: a later migration that rebuilds one of these tables on SQLite must recreate them.
 _INVARIANTS = [
     # One current (ACTIVE or ON_HOLD) treatment plan per patient.

@@ -13,7 +13,7 @@ from tortoise.indexes import Index
 # pre-dose reading may be missing), unscheduled survey responses, concomitant medications.
 #
 # On SQLite, altering a column rebuilds its table and drops the partial unique indexes that back
-# the invariants of 0003: they are recreated here (tests/test_health.py checks they exist).
+# the invariants of 0003: they are recreated here (tests/api/test_health.py checks they exist).
 _INVARIANTS = [
     "CREATE UNIQUE INDEX IF NOT EXISTS dosing_session_one_in_progress ON dosing_session (patient_id) "
     "WHERE status = 'IN_PROGRESS'",

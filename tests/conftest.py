@@ -51,7 +51,7 @@ EVENT_BUS_CHANNEL = f"{RATE_LIMIT_PREFIX}events"
 # E-mails an app's own scheduler writes (development transport: files), outside the work tree.
 MAIL_DIRECTORY = Path(tempfile.gettempdir()) / f"kf-test-mail-{RATE_LIMIT_PREFIX.split(':')[1]}"
 # Tests send bursts under a clock that stands still (nothing refills): only the rate-limit tests
-# (tests/test_rate_limits.py) run with limits small enough to reach.
+# (tests/api/test_rate_limits.py) run with limits small enough to reach.
 UNREACHED = BucketPolicy(burst=100_000, per_minute=100_000)
 
 

@@ -22,10 +22,7 @@ from models.kernel.events import DomainEvent
 from models.notifications.devices import Device
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
 from models.surveys.surveys import schedule_recurring_surveys
-from tests.conftest import Tokens
-from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
-from tests.support.graphql import gql
-from tests.test_socket_security import (
+from tests.api.test_socket_security import (
     assert_refused_as_ended,
     closed,
     me,
@@ -36,6 +33,9 @@ from tests.test_socket_security import (
     socket,
     subscribe,
 )
+from tests.conftest import Tokens
+from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
+from tests.support.graphql import gql
 
 ADMIN, RIVERA, OKAFOR, ALEX, BLAIR = (
     "admin@demo.test", "dr.rivera@demo.test", "dr.okafor@demo.test", "alex@demo.test", "blair@demo.test",

@@ -17,7 +17,7 @@ from models.identity.enrolment import Invitation
 from models.kernel.audit import AuditEvent
 from models.notifications.mail import MailMessage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "api.cli"]
 
 

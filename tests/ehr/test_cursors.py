@@ -1,6 +1,6 @@
 """Cursors are sealed positions: they survive a restart and a key rotation, and nothing else opens.
 
-Every connection's cursors, for every kind of viewer, are checked in tests/test_access_matrix.py;
+Every connection's cursors, for every kind of viewer, are checked in tests/identity/test_access_matrix.py;
 this file covers what the matrix does not: keys changing under a stored cursor, and the shapes of
 garbage a client may send.
 """

@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 from tests.support.graphql import gql
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 on_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has no roles: the file's permissions are the boundary")
 
 

@@ -14,7 +14,7 @@ from models.kernel.policy import DEFAULT_POLICY
 from tests.support.push_fakes import pem
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
-# What production needs to send invitations and resets (tests/test_enrolment.py checks each).
+# What production needs to send invitations and resets (tests/identity/test_enrolment.py checks each).
 PRODUCTION_MAIL = {
     "SMTP_URL": "smtps://mailer:secret@smtp.clinic.example",
     "MAIL_FROM": "no-reply@clinic.example",

@@ -60,7 +60,7 @@ from models.surveys.survey_records import SurveyAssignment, SurveyResponse
 from tests.conftest import START, Tokens
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-SCHEMA = graphql.build_schema((Path(__file__).parent.parent / "schema.graphql").read_text())
+SCHEMA = graphql.build_schema((Path(__file__).resolve().parents[2] / "schema.graphql").read_text())
 ROLES = {
     "patient": "alex@demo.test",
     "provider": "dr.rivera@demo.test",
@@ -118,7 +118,7 @@ def _string(value: str) -> graphql.StringValueNode:
 
 
 def _text(max_size: int) -> st.SearchStrategy[str]:
-    """Any text but NUL, which is refused at the door (tests/test_graphql_protections.py), and
+    """Any text but NUL, which is refused at the door (tests/schema/test_graphql_protections.py), and
     lone surrogates, which no UTF-8 request body can carry."""
     return st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=max_size)
 

@@ -293,7 +293,7 @@ async def test_concurrent_consent_grants_make_one_consent_and_one_revoke_ends_it
 async def test_a_client_id_longer_than_any_client_is_not_found_not_an_internal_error(
     client: httpx.AsyncClient, tokens: Tokens, operation: str
 ) -> None:
-    # Found by tests/test_fuzz.py: the ORM refused to look up a value longer than the column.
+    # Found by tests/schema/test_fuzz.py: the ORM refused to look up a value longer than the column.
     query = f'mutation {{ {operation}(input: {{ clientId: "{"x" * 65}" }}) {{ result {{ __typename }} }} }}'
     body = await gql(client, query, token=tokens.user("alex@demo.test"))
     assert body == {"data": {operation: {"result": {"__typename": "NotFound"}}}}

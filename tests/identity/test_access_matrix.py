@@ -521,7 +521,7 @@ class Reads(Enum):
     WITHIN = "narrows rows that are all as sensitive as the field: the field's own rule"
     IDENTITY = "who patients are: whoever may list them"
     CLINICAL = "their care: only viewers who may see clinical data"
-    # Proved over a socket in tests/test_live_resume.py: other patients' and teams' events are
+    # Proved over a socket in tests/messaging/test_live_resume.py: other patients' and teams' events are
     # never replayed, and each replayed event is checked and audited like a live one.
     RESUME = "from when a stream resumes: only the events the field's own rule lets the viewer see"
 

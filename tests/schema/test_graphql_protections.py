@@ -124,7 +124,7 @@ async def test_introspection_works_in_development(client: httpx.AsyncClient, tok
 
 
 async def test_graphiql_is_served_in_development(client: httpx.AsyncClient) -> None:
-    # Production serves no IDE: tests/test_security_probes.py.
+    # Production serves no IDE: tests/api/test_security_probes.py.
     development = await client.get("/graphql", headers={"accept": "text/html"})
     assert development.status_code == 200
     assert "graphiql" in development.text.lower()

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from seeds.demo import DEMO_PASSWORD
-from tests.test_faults_answers import SEND, free_port, writes_held
+from tests.api.test_faults_answers import SEND, free_port, writes_held
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT = 4
 # What Python and the operating system need to end a process once it decided to.
 EXIT_MARGIN = 2

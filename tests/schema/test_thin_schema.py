@@ -26,7 +26,7 @@ from tortoise.models import Model
 
 import models
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 ORM_METHODS = frozenset(
     {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from schema import export_schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_committed_schema_matches_the_code() -> None:

@@ -27,9 +27,9 @@ from models.messaging.messaging import MessageThread
 from models.surveys.instruments import Instrument
 from schema.fhir import ResourceType
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
+from tests.ehr.test_fhir import MODELS, record_clinic_readings
 from tests.support.clinical import SUBMIT_CHECK_IN
 from tests.support.graphql import gql
-from tests.test_fhir import MODELS, record_clinic_readings
 
 CHANGES = """
 query($after: String, $first: Int, $types: [ResourceType!]) {
