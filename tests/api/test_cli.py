@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from api.auth.passwords import verify_password
@@ -16,16 +11,7 @@ from models.identity.accounts import ApiClient, User
 from models.identity.enrolment import Invitation
 from models.kernel.audit import AuditEvent
 from models.notifications.mail import MailMessage
-
-ROOT = Path(__file__).resolve().parents[2]
-COMMAND = [sys.executable, "-m", "api.cli"]
-
-
-def run(*args: str, database_url: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "KETAFOLLOW_ENV": "test", "DATABASE_URL": database_url, **env}
-    return subprocess.run(  # noqa: S603 - our own command
-        [*COMMAND, *args], input=stdin, capture_output=True, text=True, cwd=ROOT, env=environment, timeout=60
-    )
+from tests.support.cli import run
 
 
 def test_help_lists_every_command(database_url: str) -> None:

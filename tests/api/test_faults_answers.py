@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -42,24 +40,10 @@ from models.messaging.messaging import Message, MessageThread
 from models.safety.models import SafetyScreening
 from seeds.demo import DEMO_PASSWORD
 from tests.conftest import ON_POSTGRES, Tokens, running_app, signed_in_tokens
+from tests.support.faults import SEND, free_port, writes_held
 
 PROTOCOL = "graphql-transport-ws"
 ME = "{ me { role } }"
-SEND = """
-mutation Send($input: SendMessageInput!) {
-  sendMessage(input: $input) {
-    result { __typename ... on Message { id number } ... on Error { message } }
-    crisisResources
-  }
-}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager
@@ -80,31 +64,6 @@ async def database_cut(app: Starlette, tmp_path: Path) -> AsyncIterator[None]:
             client.port = saved
         else:
             client.filename = saved
-
-
-@contextlib.asynccontextmanager
-async def writes_held(database_url: str, table: str) -> AsyncIterator[None]:
-    """Another connection holds the write lock: the whole file on SQLite, `table` on PostgreSQL
-    (reads still go through)."""
-    if ON_POSTGRES:
-        connection = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
-        transaction = connection.transaction()
-        await transaction.start()
-        await connection.execute(f'LOCK TABLE "{table}" IN EXCLUSIVE MODE')
-        try:
-            yield
-        finally:
-            await transaction.rollback()
-            await connection.close()
-        return
-    parts = urlsplit(database_url)
-    holder = sqlite3.connect(parts.netloc + parts.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
 
 
 @contextlib.contextmanager

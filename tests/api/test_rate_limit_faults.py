@@ -25,8 +25,9 @@ from api.database import use_database
 from api.rate_limit import Bucket, InProcessBuckets, RedisBuckets, make_bucket_store
 from api.settings import DEFAULT_USER_RATE, BucketPolicy, Settings
 from models.kernel.clock import ManualClock
-from tests.api.test_rate_limits import ME, assert_rate_limited, limited, post
 from tests.conftest import REDIS_URL, START, Tokens, redis_answers
+from tests.support.rate_limits import assert_rate_limited, limited, post
+from tests.support.sockets import ME
 
 # ------------------------------------------------------------------ the breaker, on a hand-moved clock
 

@@ -4,10 +4,8 @@ root field, refilled over time, shared by replicas through Redis; 429 with Retry
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -23,8 +21,8 @@ from models.kernel.clock import ManualClock
 from models.reports.checkins import CheckIn
 from tests.conftest import REDIS_URL, UNREACHED, Tokens, redis_answers
 from tests.support.clinical import SUBMIT_CHECK_IN
-
-ME = "{ me { role } }"
+from tests.support.rate_limits import assert_rate_limited, limited, post
+from tests.support.sockets import ME
 
 
 @pytest.fixture(params=["in-process", "redis"])
@@ -42,29 +40,6 @@ async def served(settings: Settings, clock: ManualClock) -> AsyncIterator[httpx.
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
-
-
-def limited(settings: Settings, store: str | None, **rates: BucketPolicy) -> Settings:
-    """Settings with these rates and a key prefix of their own: every test's demo clinic has the
-    same user ids, so buckets must not carry over from one test to the next in Redis."""
-    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
-    return replace(settings, rate_limit_url=store, rate_limit_key_prefix=prefix, **rates)
-
-
-async def post(http: httpx.AsyncClient, query: str, token: str, variables: dict[str, object] | None = None):
-    return await http.post(
-        "/graphql", json={"query": query, "variables": variables or {}}, headers={"Authorization": f"Bearer {token}"}
-    )
-
-
-def assert_rate_limited(response: httpx.Response, retry_after: int) -> None:
-    assert response.status_code == 429, response.text
-    assert response.headers["retry-after"] == str(retry_after)
-    body = response.json()
-    assert body["data"] is None
-    [error] = body["errors"]
-    assert error["extensions"] == {"code": "RATE_LIMITED", "retryAfter": retry_after}
-    assert "rate limit exceeded" in error["message"]
 
 
 async def test_a_user_over_the_limit_gets_429_with_retry_after_and_another_user_is_unaffected(

@@ -12,14 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from api.settings import DEVELOPMENT_SECRET_KEY, BucketPolicy, Environment, Settings, SettingsError
 from models.kernel.policy import DEFAULT_POLICY
 from tests.support.push_fakes import pem
+from tests.support.settings import PRODUCTION_MAIL
 
 STRONG_SECRET = "pK3v9QzL1xWc7RtB5nHy2MdJ8sFg4AeU"
-# What production needs to send invitations and resets (tests/identity/test_enrolment.py checks each).
-PRODUCTION_MAIL = {
-    "SMTP_URL": "smtps://mailer:secret@smtp.clinic.example",
-    "MAIL_FROM": "no-reply@clinic.example",
-    "PUBLIC_APP_URL": "https://app.clinic.example",
-}
 
 
 def test_defaults_describe_a_development_server_on_sqlite() -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from seeds.demo import DEMO_PASSWORD
-from tests.api.test_faults_answers import SEND, free_port, writes_held
+from tests.support.faults import SEND, free_port, writes_held
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT = 4

@@ -7,35 +7,42 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-import uvicorn
-from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+from httpx_ws import AsyncWebSocketSession
 from starlette.applications import Starlette
 from strawberry import relay
 
-from api.app import create_app
 from api.auth.tokens import issue_access_token
 from api.database import use_database
 from api.settings import BucketPolicy, Settings
 from models.identity.accounts import Patient
 from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
 from models.kernel.clock import ManualClock
-from seeds.demo import DEMO_PASSWORD
-from tests.conftest import REDIS_URL, Tokens, redis_answers
+from tests.conftest import Tokens
 from tests.support.clinical import REPORT_SIDE_EFFECT
 from tests.support.graphql import gql
 from tests.support.panel_data import counting_statements
+from tests.support.sockets import (
+    ME,
+    Served,
+    assert_refused_as_ended,
+    bearer,
+    closed,
+    me,
+    refresh,
+    replica_settings,
+    served,
+    sign_in,
+    socket,
+    subscribe,
+)
 
-PROTOCOL = "graphql-transport-ws"
-ME = "{ me { role } }"
 RIVERA, ALEX = "dr.rivera@demo.test", "alex@demo.test"
 SURVEY = """
 mutation Submit($input: SubmitSurveyResponseInput!) {
@@ -44,93 +51,11 @@ mutation Submit($input: SubmitSurveyResponseInput!) {
 """
 
 
-@dataclass
-class Served:
-    app: Starlette
-    url: str
-    http: httpx.AsyncClient
-
-    @property
-    def ws_url(self) -> str:
-        return f"{self.url}/graphql"
-
-
-@asynccontextmanager
-async def served(settings: Settings, clock: ManualClock) -> AsyncIterator[Served]:
-    """The app behind uvicorn on a free loopback port: TCP, HTTP and WebSocket frames."""
-    app = create_app(settings, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(250):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            yield Served(app, url, http)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=10)
-
-
-@asynccontextmanager
-async def socket(server: Served, token: str | None = None) -> AsyncIterator[AsyncWebSocketSession]:
-    """A socket; signed in (acknowledged) when a token is given."""
-    async with aconnect_ws(server.ws_url, server.http, subprotocols=[PROTOCOL]) as ws:
-        if token is not None:
-            await ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-            assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        yield ws
-
-
-async def closed(ws: AsyncWebSocketSession) -> WebSocketDisconnect:
-    """The close the server sends next (any message before it fails the test)."""
-    try:
-        message = await ws.receive_json(timeout=5)
-    except WebSocketDisconnect as ended:
-        return ended
-    raise AssertionError(f"expected the socket to close, got {message}")
-
-
-async def subscribe(ws: AsyncWebSocketSession, query: str, operation_id: str = "1", **variables: Any) -> None:
-    await ws.send_json({"id": operation_id, "type": "subscribe", "payload": {"query": query, "variables": variables}})
-
-
 async def next_payload(ws: AsyncWebSocketSession) -> dict[str, Any]:
     message = await ws.receive_json(timeout=5)
     assert message["type"] == "next", message
     payload: dict[str, Any] = message["payload"]
     return payload
-
-
-async def sign_in(server: Served, email: str) -> dict[str, str]:
-    response = await server.http.post(
-        "/auth/token", data={"grant_type": "password", "username": email, "password": DEMO_PASSWORD}
-    )
-    assert response.status_code == 200, response.text
-    tokens: dict[str, str] = response.json()
-    return tokens
-
-
-async def refresh(server: Served, refresh_token: str) -> httpx.Response:
-    return await server.http.post("/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token})
-
-
-async def me(server: Served, access_token: str) -> httpx.Response:
-    return await server.http.post("/graphql", json={"query": ME}, headers=bearer(access_token))
-
-
-def assert_refused_as_ended(response: httpx.Response) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["errors"] == [
-        {
-            "message": "invalid access token: the login has ended; sign in again",
-            "extensions": {"code": "UNAUTHENTICATED"},
-        }
-    ]
 
 
 # ------------------------------------------------------------------ finding 3: an ended login stops
@@ -173,16 +98,6 @@ async def test_refresh_token_reuse_ends_the_login_its_access_tokens_and_its_sock
         assert ended.code == 4401
         for access in (first["access_token"], second["access_token"]):
             assert_refused_as_ended(await me(server, access))
-
-
-def replica_settings(settings: Settings, store: str) -> Settings:
-    """Settings for replicas sharing login answers and rate limits through `store` ("in-process":
-    nothing shared but the database; "redis": the Redis at 127.0.0.1:6379, skipped without it),
-    under a key prefix of the test's own."""
-    if store == "redis" and not redis_answers():
-        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one)")
-    prefix = f"{settings.rate_limit_key_prefix}{uuid.uuid4().hex[:8]}:"
-    return replace(settings, rate_limit_url=REDIS_URL if store == "redis" else None, rate_limit_key_prefix=prefix)
 
 
 @pytest.mark.parametrize("store", ["in-process", "redis"])
@@ -449,7 +364,3 @@ async def test_a_socket_that_never_sends_connection_init_is_closed(settings: Set
     async with served(hurried, clock) as server, socket(server) as silent:
         ended = await closed(silent)
     assert (ended.code, ended.reason) == (4408, "Connection initialisation timeout")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
-import httpx
 import jwt
 import pytest
-from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
-from httpx_ws.transport import ASGIWebSocketTransport
+from httpx_ws import WebSocketDisconnect
 from starlette.applications import Starlette
 
 from models.kernel.clock import ManualClock
 from tests.conftest import Tokens
-
-PROTOCOL = "graphql-transport-ws"
-
-
-@asynccontextmanager
-async def socket_to(app: Starlette) -> AsyncIterator[AsyncWebSocketSession]:
-    # Opened inside the test (not a fixture): the transport's task group must close in its own task.
-    async with (
-        httpx.AsyncClient(transport=ASGIWebSocketTransport(app=app), base_url="http://testserver") as http,
-        aconnect_ws("/graphql", http, subprotocols=[PROTOCOL]) as socket,
-    ):
-        yield socket
+from tests.support.sockets import socket_to
 
 
 async def test_a_socket_without_a_token_is_closed(app: Starlette) -> None:

@@ -23,9 +23,9 @@ from models.kernel.clock import ManualClock
 from models.kernel.events import DomainEvent
 from models.kernel.policy import EMERGENCY_INSTRUCTIONS
 from tests.conftest import Tokens
-from tests.ehr.test_changes import SyncingClient
 from tests.support.clinical import START_SESSION, patient_global_id, start_input
 from tests.support.graphql import gql
+from tests.support.sync import SyncingClient
 
 READING = "systolic diastolic heartRate spo2 measuredAt"
 RECORD = f"""

@@ -16,7 +16,6 @@ from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.questionnaire import Questionnaire
 from starlette.applications import Starlette
 from strawberry import relay
-from tortoise.connection import get_connection
 
 from api.database import use_database
 from models.alerts.alerts import Alert
@@ -27,72 +26,13 @@ from models.messaging.messaging import MessageThread
 from models.surveys.instruments import Instrument
 from schema.fhir import ResourceType
 from tests.conftest import ON_POSTGRES, Tokens, _asyncpg_dsn
-from tests.ehr.test_fhir import MODELS, record_clinic_readings
 from tests.support.clinical import SUBMIT_CHECK_IN
+from tests.support.fhir import MODELS, record_clinic_readings
 from tests.support.graphql import gql
+from tests.support.sync import CHANGES, Key, SyncingClient
 
-CHANGES = """
-query($after: String, $first: Int, $types: [ResourceType!]) {
-  changes(after: $after, first: $first, resourceTypes: $types) {
-    edges { cursor node { sequence resourceType resourceId action version occurredAt resource } }
-    pageInfo { endCursor hasNextPage }
-  }
-}
-"""
 BUNDLE = "query($id: ID!) { fhirPatientBundle(patientId: $id) }"
 CONSENT = 'query($id: ID!) { fhirResource(resourceType: "Consent", id: $id) }'
-Key = tuple[str, str]
-
-
-class SyncingClient:
-    """An EHR's copy of our data, kept by paging through the feed from its last cursor."""
-
-    def __init__(
-        self, app: Starlette, client: httpx.AsyncClient, token: str, *, page: int = 50, types: list[str] | None = None
-    ):
-        self.app, self.client, self.token, self.page, self.types = app, client, token, page, types
-        self.copy: dict[Key, dict[str, Any]] = {}
-        self.cursor: str | None = None
-        self.received: list[tuple[Key, int, int]] = []  # (resource, sequence, version) in order
-        self.pages = 0
-
-    async def pull(self) -> bool:
-        """One page; True when the feed said there is more."""
-        variables = {"after": self.cursor, "first": self.page, "types": self.types}
-        body = await gql(self.client, CHANGES, variables, token=self.token)
-        assert "errors" not in body, body
-        connection = body["data"]["changes"]
-        for edge in connection["edges"]:
-            change = edge["node"]
-            key = (change["resourceType"], change["resourceId"])
-            self.received.append((key, change["sequence"], change["version"]))
-            if change["action"] == "DELETED":
-                self.copy.pop(key, None)
-            else:
-                self.copy[key] = change["resource"]
-        self.cursor = connection["pageInfo"]["endCursor"] or self.cursor
-        self.pages += 1
-        return bool(connection["pageInfo"]["hasNextPage"])
-
-    async def catch_up(self) -> None:
-        """Pull until the feed is drained of every write made so far (on PostgreSQL the feed
-        holds changes back while any older transaction of the cluster is still open)."""
-        await feed_settled(self.app)
-        while await self.pull():
-            pass
-
-
-async def feed_settled(app: Starlette) -> None:
-    if not ON_POSTGRES:
-        return
-    sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint > coalesce(max(xid), 0) FROM domain_event"
-    for _ in range(600):
-        with use_database(app.state.database):
-            _, rows = await get_connection("default").execute_query(sql)
-        if rows[0][0]:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("a transaction of the cluster stayed open for 30 s")
 
 
 async def server_state(client: httpx.AsyncClient, token: str, app: Starlette, client_id: str) -> dict[Key, Any]:

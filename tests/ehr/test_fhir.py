@@ -3,25 +3,13 @@ models of fhir.resources (R4B package), with the codes CLINICAL.md gives; access
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.bundle import Bundle
-from fhir.resources.R4B.careplan import CarePlan
-from fhir.resources.R4B.careteam import CareTeam as FhirCareTeam
-from fhir.resources.R4B.communication import Communication
-from fhir.resources.R4B.consent import Consent
-from fhir.resources.R4B.flag import Flag
-from fhir.resources.R4B.medicationadministration import MedicationAdministration
-from fhir.resources.R4B.medicationrequest import MedicationRequest
-from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.patient import Patient as FhirPatient
-from fhir.resources.R4B.practitioner import Practitioner
-from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from starlette.applications import Starlette
 from strawberry import relay
 
@@ -38,24 +26,10 @@ from models.reports.side_effects import SideEffectReport
 from models.surveys.survey_records import SurveyResponse
 from tests.conftest import Tokens
 from tests.support.clinical import REPORT_SIDE_EFFECT
+from tests.support.fhir import MID_DOSE, MODELS, record_clinic_readings
 from tests.support.graphql import gql
 
 QUERY = "query($t: String!, $id: ID!) { fhirResource(resourceType: $t, id: $id) }"
-MODELS: dict[str, Any] = {
-    "Patient": FhirPatient,
-    "MedicationAdministration": MedicationAdministration,
-    "Observation": Observation,
-    "QuestionnaireResponse": QuestionnaireResponse,
-    "AdverseEvent": AdverseEvent,
-    "Flag": Flag,
-    "Communication": Communication,
-    "Practitioner": Practitioner,
-    "CareTeam": FhirCareTeam,
-    "MedicationStatement": MedicationStatement,
-    "CarePlan": CarePlan,
-    "MedicationRequest": MedicationRequest,
-    "Consent": Consent,
-}
 
 
 async def seeded_ids(app: Starlette) -> list[tuple[str, str]]:
@@ -162,23 +136,6 @@ async def test_a_symptom_without_a_fitting_snomed_concept_carries_our_local_code
     assert "snomed" not in str(event)
     if not_this_diagnosis:
         assert not_this_diagnosis not in str(event)
-
-
-MID_DOSE = timedelta(minutes=40)
-
-
-async def record_clinic_readings(app: Starlette, email: str) -> DosingSession:
-    """Heart rate and SpO2 before, at 40 minutes and after, and the 40-minute blood pressure, on
-    one of the patient's completed sessions, as a clinic's REMS monitoring form records them (no
-    API writes these fields yet: straight through the ORM)."""
-    with use_database(app.state.database):
-        session = await DosingSession.filter(patient__user__email=email, post_systolic__not_isnull=True).first()
-        assert session is not None
-        await DosingSession.filter(id=session.id).update(
-            setting="CLINIC", pre_heart_rate=72, pre_spo2=98, mid_systolic=150, mid_diastolic=92, mid_heart_rate=88,
-            mid_spo2=93, mid_measured_at=session.started_at + MID_DOSE, post_heart_rate=64, post_spo2=97,
-        )  # fmt: skip
-        return await DosingSession.get(id=session.id)
 
 
 HEART_RATE = {

@@ -22,7 +22,10 @@ from models.kernel.events import DomainEvent
 from models.notifications.devices import Device
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
 from models.surveys.surveys import schedule_recurring_surveys
-from tests.api.test_socket_security import (
+from tests.conftest import Tokens
+from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
+from tests.support.graphql import gql
+from tests.support.sockets import (
     assert_refused_as_ended,
     closed,
     me,
@@ -33,9 +36,6 @@ from tests.api.test_socket_security import (
     socket,
     subscribe,
 )
-from tests.conftest import Tokens
-from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
-from tests.support.graphql import gql
 
 ADMIN, RIVERA, OKAFOR, ALEX, BLAIR = (
     "admin@demo.test", "dr.rivera@demo.test", "dr.okafor@demo.test", "alex@demo.test", "blair@demo.test",

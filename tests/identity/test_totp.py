@@ -25,11 +25,11 @@ from models.identity.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFact
 from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
 from models.kernel.clock import ManualClock
 from models.notifications.mail import MailMessage
-from tests.api.test_cli import run
-from tests.api.test_settings import PRODUCTION_MAIL
-from tests.api.test_websocket_auth import socket_to
 from tests.conftest import client_of, running_app
+from tests.support.cli import run
 from tests.support.graphql import gql
+from tests.support.settings import PRODUCTION_MAIL
+from tests.support.sockets import socket_to
 
 DEMO_PASSWORD = "ketafollow-demo"
 MFA_GRANT = "urn:ketafollow:grant-type:mfa-otp"

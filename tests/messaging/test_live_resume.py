@@ -24,9 +24,9 @@ from models.kernel.audit import AuditAction, AuditEvent, AuditOutcome
 from models.kernel.clock import ManualClock
 from models.kernel.events import BusEvent, DomainEvent, Operation, record_event
 from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers, running_app
-from tests.messaging.test_messaging import SEND, next_payload, subscribed, thread_of
 from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.support.graphql import gql
+from tests.support.messaging import SEND, next_payload, subscribed, thread_of
 
 MESSAGES = "subscription($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id body } }"
 ALERTS = "subscription($since: DateTime) { alertRaised(since: $since) { summary patient { givenName } } }"

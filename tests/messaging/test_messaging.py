@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
-from httpx_ws import AsyncWebSocketSession, aconnect_ws
-from httpx_ws.transport import ASGIWebSocketTransport
+from httpx_ws import aconnect_ws
 from starlette.applications import Starlette
-from strawberry import relay
 
 from api.app import create_app
 from api.bus import make_bus
@@ -26,50 +21,12 @@ from models.alerts.alerts import Alert
 from models.identity.accounts import User
 from models.kernel.clock import ManualClock
 from models.kernel.events import BusEvent
-from models.messaging.messaging import MessageThread
 from tests.conftest import REDIS_URL, Tokens, job_env, redis_answers
 from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.support.graphql import gql
+from tests.support.messaging import PROTOCOL, SEND, next_payload, subscribed, thread_of
 
-PROTOCOL = "graphql-transport-ws"
-SEND = """
-mutation Send($input: SendMessageInput!) {
-  sendMessage(input: $input) {
-    result { __typename ... on Message { id number body sender { name role } } ... on Error { message } }
-    crisisResources
-  }
-}
-"""
 THREADS = "{ threads { edges { node { id subject unreadCount messageCount } } } unreadMessageCount }"
-
-
-async def thread_of(app: Starlette, email: str) -> str:
-    with use_database(app.state.database):
-        thread = await MessageThread.get(patient__user__email=email)
-    return str(relay.GlobalID("MessageThread", str(thread.id)))
-
-
-@asynccontextmanager
-async def subscribed(
-    app: Starlette, token: str, query: str, variables: dict[str, Any] | None = None
-) -> AsyncIterator[AsyncWebSocketSession]:
-    async with (
-        httpx.AsyncClient(transport=ASGIWebSocketTransport(app=app), base_url="http://testserver") as http,
-        aconnect_ws("/graphql", http, subprotocols=[PROTOCOL]) as socket,
-    ):
-        await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-        assert (await socket.receive_json())["type"] == "connection_ack"
-        await socket.send_json(
-            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}
-        )
-        yield socket
-
-
-async def next_payload(socket: AsyncWebSocketSession, seconds: float = 5) -> dict[str, Any]:
-    message = await socket.receive_json(timeout=seconds)
-    assert message["type"] == "next", message
-    payload: dict[str, Any] = message["payload"]
-    return payload
 
 
 async def test_a_provider_receives_a_patients_message_live(

@@ -30,9 +30,9 @@ from models.safety.crisis import (
     parse_crisis_phrases,
 )
 from tests.conftest import Tokens, client_of, running_app
-from tests.messaging.test_messaging import SEND, thread_of
 from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT, SUBMIT_CHECK_IN, complete, start
 from tests.support.graphql import gql
+from tests.support.messaging import SEND, thread_of
 
 # The list of CLINICAL.md §7, as written there.
 SECTION_7_PHRASES = (
