@@ -184,6 +184,8 @@ class NewSideEffect:
 
 
 def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> datetime:
+    """CLINICAL.md §4: a code of the catalogue, free text for `OTHER`, and times a phone can
+    have; runs after the screen (§0), so a refused report has already raised its alert."""
     if data.problems:
         raise data.problems[0]
     if data.code not in CATALOGUE:
