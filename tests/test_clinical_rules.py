@@ -538,6 +538,15 @@ def test_crisis_wording_raises_an_urgent_alert_showing_the_match() -> None:
     assert crisis_language_alert([], "a check-in note") is None
 
 
+def test_the_crisis_resources_are_the_us_defaults_plus_the_clinic_s_on_call_number() -> None:
+    assert POLICY.crisis_text() == (
+        "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
+    )
+    with_on_call = replace(POLICY, on_call_contact="+1 555 0100").crisis_text()
+    assert with_on_call.startswith(POLICY.crisis_text())
+    assert with_on_call.endswith("+1 555 0100.")
+
+
 # --- §9 Response deadlines -------------------------------------------------------------------------
 
 
