@@ -92,6 +92,7 @@ class ClinicPolicy:
         return None
 
     def crisis_text(self) -> str:
+        """CLINICAL.md §7: the crisis resources shown to a patient, with the clinic's on-call number."""
         if self.on_call_contact:
             return f"{self.crisis_resources} Your clinic's on-call line: {self.on_call_contact}."
         return self.crisis_resources

@@ -18,6 +18,8 @@ class QuietHours:
 
 
 def in_quiet_hours(moment: datetime, time_zone: str, quiet: QuietHours) -> bool:
+    """CLINICAL.md §6: whether `moment` falls in the quiet hours on the patient's clock (in their
+    IANA zone, so DST-correct); the start is inside them, the end is not."""
     local = moment.astimezone(ZoneInfo(time_zone)).time()
     if quiet.start <= quiet.end:  # quiet hours inside one day, e.g. 13:00-15:00
         return quiet.start <= local < quiet.end

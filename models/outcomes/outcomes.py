@@ -116,7 +116,8 @@ class PatientOutcomes:
 
     @property
     def survey_adherence(self) -> float | None:
-        """Answered / made available (expired = unanswered), to three places; None when none were sent."""
+        """CLINICAL.md §5: answered / made available (expired = unanswered), to three places; None
+        when none were sent."""
         return round(self.surveys_answered / self.surveys_sent, 3) if self.surveys_sent else None
 
 

@@ -106,8 +106,10 @@ def side_effect_holds_plan(code: str, grade: Grade) -> bool:
     return grade in (Grade.SEVERE, Grade.LIFE_THREATENING) or (entry is not None and entry.always_urgent)
 
 
-def _call_911(code: str, grade: Grade) -> bool:
-    """CLINICAL.md §4: the reports whose advice is "Call 911 (emergency services) now"."""
+def side_effect_calls_for_911(code: str, grade: Grade) -> bool:
+    """CLINICAL.md §4: the reports whose advice is "Call 911 (emergency services) now": grade
+    LIFE_THREATENING, chest pain, shortness of breath or slow breathing at any grade, an allergic
+    reaction from SEVERE up. One rule for the screen's advice and the payload's."""
     return (
         grade is Grade.LIFE_THREATENING
         or code in _CALL_911_ANY_GRADE
@@ -115,12 +117,18 @@ def _call_911(code: str, grade: Grade) -> bool:
     )
 
 
+def side_effect_calls_for_crisis_resources(code: str) -> bool:
+    """CLINICAL.md §4 (and §7): a report of suicidal thoughts returns the crisis resources, at any
+    grade. One rule for the screen's advice and the payload's."""
+    return code == "SUICIDAL_THOUGHTS"
+
+
 def side_effect_advice(
     code: str, grade: Grade, respond_by: datetime | None, time_zone: str, policy: ClinicPolicy
 ) -> dict[str, Any]:
     """CLINICAL.md §4: what the patient is told after a report."""
     advice: dict[str, Any] = {}
-    if _call_911(code, grade):
+    if side_effect_calls_for_911(code, grade):
         advice["safetyInstructions"] = EMERGENCY_INSTRUCTIONS
     elif respond_by is not None:
         local = respond_by.astimezone(ZoneInfo(time_zone))
@@ -133,7 +141,7 @@ def side_effect_advice(
         advice["safetyInstructions"] = (
             "Thank you: your care team will review this report. If it gets worse, report it again."
         )
-    if code == "SUICIDAL_THOUGHTS":
+    if side_effect_calls_for_crisis_resources(code):
         advice["crisisResources"] = policy.crisis_text()
     return advice
 
@@ -176,6 +184,8 @@ class NewSideEffect:
 
 
 def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> datetime:
+    """CLINICAL.md §4: a code of the catalogue, free text for `OTHER`, and times a phone can
+    have; runs after the screen (§0), so a refused report has already raised its alert."""
     if data.problems:
         raise data.problems[0]
     if data.code not in CATALOGUE:
@@ -200,8 +210,8 @@ def side_effect_findings(data: NewSideEffect, policy: ClinicPolicy) -> Findings:
     """CLINICAL.md §0, §4, §7: what a report calls for whatever else is wrong with it: its alert
     by code and grade, crisis wording in its note, and the emergency instructions of §4."""
     findings = Findings()
-    findings.add(side_effect_alert(data.code, data.grade), emergency=_call_911(data.code, data.grade))
-    if data.code == "SUICIDAL_THOUGHTS":
+    findings.add(side_effect_alert(data.code, data.grade), emergency=side_effect_calls_for_911(data.code, data.grade))
+    if side_effect_calls_for_crisis_resources(data.code):
         findings.add(None, crisis_resources=policy.crisis_text())
     findings.merge(crisis_findings(data.note, "a side-effect note", policy))
     return findings

@@ -87,9 +87,10 @@ def crisis_matches(text: str | None, phrases: tuple[str, ...]) -> list[str]:
 
 
 def parse_crisis_phrases(text: str) -> tuple[str, ...]:
-    """Phrases from the text of a phrase file: one a line, blank lines and `#` comment lines left
-    out. Raises `CrisisPhrasesError` when there is no phrase, or a line has no letter or digit
-    (it would match every text)."""
+    """CLINICAL.md §7 (the phrase list is seed data, never a constant): the phrases of a phrase
+    file's text, one a line, blank lines and `#` comment lines left out. Raises
+    `CrisisPhrasesError` when there is no phrase, or a line has no letter or digit (it would match
+    every text)."""
     phrases = []
     for number, line in enumerate(text.splitlines(), start=1):
         phrase = line.strip()
@@ -104,7 +105,8 @@ def parse_crisis_phrases(text: str) -> tuple[str, ...]:
 
 
 def read_crisis_phrases(path: Path) -> tuple[str, ...]:
-    """The phrases of a phrase file (UTF-8). Raises `CrisisPhrasesError` saying what is wrong."""
+    """CLINICAL.md §7: the phrases of a phrase file (UTF-8), the seed list or a clinic's own.
+    Raises `CrisisPhrasesError` saying what is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

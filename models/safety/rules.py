@@ -129,7 +129,8 @@ def reading_findings(
 
 def crisis_findings(text: str | None, where: str, policy: ClinicPolicy) -> Findings:
     """§7: crisis wording in a patient's free text → URGENT alert with the match shown, and the
-    crisis resources for the patient. Every scanned field goes through here."""
+    crisis resources for the patient. Every scanned field goes through here, as part of the
+    screen that runs whatever the request's outcome (§0)."""
     findings = Findings()
     matches = crisis_matches(text, policy.crisis_phrases)
     if matches:

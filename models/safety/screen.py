@@ -64,8 +64,8 @@ class Screened:
     advice: dict[str, Any] = field(default_factory=dict)
 
     async def guard(self, write: Awaitable[Outcome], *, record_type: str) -> Outcome:
-        """Run the write: its outcome and any refusal both carry the screen's advice, and the
-        screening says which record it became or why it was refused."""
+        """CLINICAL.md §0: run the write: its outcome and any refusal both carry the screen's
+        advice, and the screening says which record it became or why it was refused."""
         try:
             outcome = await write
         except DomainError as refusal:

@@ -152,7 +152,9 @@ def _numeric(link_id: str) -> tuple[int, str]:
 
 
 def total_score(definition: InstrumentDefinition, answers: dict[str, int]) -> Decimal | None:
-    """Sum (PHQ-9, GAD-7, NRS) or mean to `decimals` places (PEG-3) of the scored items."""
+    """CLINICAL.md §5: the sum (PHQ-9, GAD-7, NRS) or the mean to `decimals` places (PEG-3, to one
+    decimal) of the scored items, as the definition's `scoring` says; None for an instrument
+    without a score (the post-session check, the weekly safety survey)."""
     values = [Decimal(answers[item.link_id]) for item in definition.items if item.scored and item.link_id in answers]
     if definition.method == "none" or not values:
         return None
@@ -165,7 +167,8 @@ def total_score(definition: InstrumentDefinition, answers: dict[str, int]) -> De
 
 
 def severity_band(definition: InstrumentDefinition, total: Decimal | None) -> str | None:
-    """The band containing `total` (e.g. PHQ-9 15-19 → MODERATELY_SEVERE), if the instrument has bands."""
+    """CLINICAL.md §5: the band containing `total` (e.g. PHQ-9 15-19 → MODERATELY_SEVERE), if the
+    instrument has bands; the bands are the definition's (seed data)."""
     if total is None:
         return None
     return next((band.name for band in definition.bands if band.minimum <= total <= band.maximum), None)
@@ -204,7 +207,8 @@ def rule_fires(rule: AlertRule, answers: dict[str, int], total: Decimal | None, 
 
 
 def score(definition: InstrumentDefinition, answers: dict[str, int], *, baseline: Decimal | None = None) -> Score:
-    """Validate and score a response: total, severity band, and the alert rules it trips."""
+    """CLINICAL.md §5: validate and score a response on the server: total, severity band, and the
+    alert rules it trips."""
     validate_answers(definition, answers)
     total = total_score(definition, answers)
     fired = tuple(rule for rule in definition.alerts if rule_fires(rule, answers, total, baseline))
@@ -231,6 +235,8 @@ def screen_answers(
 
 
 def alert_spec(definition: InstrumentDefinition, rule: AlertRule) -> AlertSpec:
+    """CLINICAL.md §5: the alert a tripped rule raises, at the severity its definition gives; the
+    rule's id tells alerts of one response apart (§9 duplicate suppression)."""
     return AlertSpec(AlertKind.SURVEY_ANSWER, rule.severity, f"{definition.code}: {rule.summary}", rule=rule.id)
 
 

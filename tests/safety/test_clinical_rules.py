@@ -42,8 +42,12 @@ from models.reports.checkins import NewCheckIn, check_in_problem
 from models.reports.side_effects import (
     CATALOGUE,
     Grade,
+    NewSideEffect,
     side_effect_advice,
     side_effect_alert,
+    side_effect_calls_for_911,
+    side_effect_calls_for_crisis_resources,
+    side_effect_findings,
     side_effect_holds_plan,
 )
 from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
@@ -534,6 +538,15 @@ def test_crisis_wording_raises_an_urgent_alert_showing_the_match() -> None:
     assert crisis_language_alert([], "a check-in note") is None
 
 
+def test_the_crisis_resources_are_the_us_defaults_plus_the_clinic_s_on_call_number() -> None:
+    assert POLICY.crisis_text() == (
+        "If you are in danger now, call 911. Call or text 988 (Suicide & Crisis Lifeline), any time."
+    )
+    with_on_call = replace(POLICY, on_call_contact="+1 555 0100").crisis_text()
+    assert with_on_call.startswith(POLICY.crisis_text())
+    assert with_on_call.endswith("+1 555 0100.")
+
+
 # --- §9 Response deadlines -------------------------------------------------------------------------
 
 
@@ -695,6 +708,12 @@ def test_a_side_effect_alerts_holds_the_plan_and_advises_as_section_4_says(
     assert side_effect_holds_plan(code, grade) is holds_plan
     assert advice["safetyInstructions"].startswith(CALL_911) is calls_911
     assert ("crisisResources" in advice) is (code == "SUICIDAL_THOUGHTS")
+    # One rule for the payload and for the screen, whose advice survives a refusal (§0).
+    assert side_effect_calls_for_911(code, grade) is calls_911
+    assert side_effect_calls_for_crisis_resources(code) is (code == "SUICIDAL_THOUGHTS")
+    screened = side_effect_findings(NewSideEffect(code, grade, onset_at=NOW), POLICY)
+    assert (screened.advice.get("safetyInstructions") == EMERGENCY_INSTRUCTIONS) is calls_911
+    assert ("crisisResources" in screened.advice) is (code == "SUICIDAL_THOUGHTS")
 
 
 @pytest.mark.parametrize("code", ["CHEST_PAIN", "SHORTNESS_OF_BREATH", "SLOW_OR_SHALLOW_BREATHING"])
