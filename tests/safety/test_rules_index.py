@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INDEX = ROOT / "docs" / "rules.md"
 
 # CLINICAL.md's sections that hold rules. §12 (the regulation that shapes the design) is answered
@@ -199,10 +199,10 @@ def test_the_sections_are_those_of_clinical_md() -> None:
 @pytest.mark.parametrize(
     ("row", "problem"),
     [
-        ("| a rule | `models.safety.rules.no_such_rule` | — | `tests/test_clinical_rules.py` |", "missing"),
-        ("| a rule | `models.safety.rules.reading_findings` | — | `tests/test_clinical_rules.py` |", "section"),
+        ("| a rule | `models.safety.rules.no_such_rule` | — | `tests/safety/test_clinical_rules.py` |", "missing"),
+        ("| a rule | `models.safety.rules.reading_findings` | — | `tests/safety/test_clinical_rules.py` |", "section"),
         ("| a rule | `models.safety.rules.crisis_findings` | — | `tests/test_no_such_file.py` |", "test file"),
-        ("| a rule | models.safety.rules.crisis_findings | — | `tests/test_crisis.py` |", "unreadable"),
+        ("| a rule | models.safety.rules.crisis_findings | — | `tests/safety/test_crisis.py` |", "unreadable"),
     ],
 )
 def test_a_broken_row_is_caught(row: str, problem: str) -> None:
