@@ -13,7 +13,7 @@ in `seq` order and publishes them. Two buses:
 On PostgreSQL a `seq` can commit after a higher one (two transactions racing). The dispatcher
 remembers such gaps for a while and publishes a late event when it appears, so nothing is lost
 (at worst it arrives slightly out of order). A client that reconnects asks for what it missed
-with `since` (schema.messaging replays the outbox, then goes live) or through queries.
+with `since` (schema.live replays the outbox, then goes live) or through queries.
 
 The bus never ends a stream (issue #20): when the Redis listener fails (a dropped connection, or
 one silent for two heartbeats: a hung Redis), the replica marks the bus

@@ -1,5 +1,7 @@
 """The GraphQL schema, composed from one module per area.
 
+The root types list the areas' fields in the order the published schema has them (`schema.graphql`).
+
 `build_schema` takes the protections' limits so the same code serves development (introspection
 on) and production (off); `schema.graphql` at the root is the exported development schema.
 """
@@ -13,18 +15,22 @@ from strawberry.types import ExecutionContext
 
 from schema.accounts import AccountsMutation, AccountsQuery
 from schema.administration import AdministrationMutation, AdministrationQuery
+from schema.alerts import AlertMutation, AlertQuery
 from schema.audit import AuditQuery
 from schema.clinic_sessions import ClinicSessionMutation
-from schema.clinical import ClinicalMutation, ClinicalQuery
 from schema.devices import DeviceMutation
+from schema.dosing import DosingMutation, VoidSessionMutation
 from schema.enrolment import EnrolmentMutation
 from schema.errors import ERROR_TYPES
 from schema.extensions import make_public, protections
 from schema.fhir import ChangesQuery, FhirQuery
+from schema.live import LiveSubscription
 from schema.logins import LoginMutation, LoginQuery
-from schema.messaging import LiveSubscription, MessagingMutation, MessagingQuery
-from schema.outcomes import OutcomesMutation
+from schema.messaging import MessagingMutation, MessagingQuery
+from schema.opioids import OpioidMutation
+from schema.plans import PlanMutation
 from schema.query_cost import DEFAULT_MAX_QUERY_COST
+from schema.reports import ReportMutation
 from schema.second_factor import SecondFactorGate, SecondFactorMutation
 from schema.surveys import SurveyMutation, SurveyQuery
 
@@ -32,7 +38,7 @@ from schema.surveys import SurveyMutation, SurveyQuery
 @strawberry.type
 class Query(
     AccountsQuery,
-    ClinicalQuery,
+    AlertQuery,
     SurveyQuery,
     MessagingQuery,
     AuditQuery,
@@ -47,11 +53,15 @@ class Query(
 @strawberry.type
 class Mutation(
     AccountsMutation,
-    ClinicalMutation,
+    PlanMutation,
+    DosingMutation,
+    ReportMutation,
+    VoidSessionMutation,
+    AlertMutation,
     ClinicSessionMutation,
     SurveyMutation,
     MessagingMutation,
-    OutcomesMutation,
+    OpioidMutation,
     DeviceMutation,
     EnrolmentMutation,
     LoginMutation,

@@ -16,37 +16,19 @@ from models.identity import directory
 from models.identity.access import Viewer
 from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.kernel import errors as domain
-from schema.clinical import PatientClinicalFields
 from schema.context import Context
-from schema.errors import (
-    BadUserInput,
-    Forbidden,
-    NotFound,
-    ValidationError,
-    error_type_for,
-    refusals_as_errors,
-)
+from schema.dosing import PatientDosingFields
+from schema.errors import BadUserInput, NotFound, ValidationError, refusals_as_errors
+from schema.ids import node_uuid, parse_uuid
 from schema.loaders import loader
-from schema.outcomes import PatientOutcomeFields, PatientPanelFields
-from schema.pagination import NOT_A_CURSOR, Connection, Position, page_size
+from schema.mutations import payload
+from schema.opioids import PatientOpioidFields
+from schema.outcomes import PatientPanelFields
+from schema.pagination import Connection, Listing, each, paginate
 from schema.permissions import viewer_of
+from schema.plans import PatientPlanFields
+from schema.reports import PatientReportFields
 from schema.surveys import PatientSurveyFields
-
-
-def parse_uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
-
-def node_uuid(info: Info[Context, None], global_id: strawberry.ID, type_name: str) -> uuid.UUID | None:
-    """The UUID inside a global id of `type_name`, or None if it is anything else."""
-    try:
-        parsed = relay.GlobalID.from_id(global_id)
-    except (ValueError, relay.GlobalIDValueError):
-        return None
-    return parse_uuid(parsed.node_id) if parsed.type_name == type_name else None
 
 
 @strawberry.enum(name="ViewerRole")
@@ -145,7 +127,18 @@ class DataSharingChoice:
 
 
 @strawberry.type(name="Patient")
-class PatientType(PatientClinicalFields, PatientSurveyFields, PatientOutcomeFields, PatientPanelFields, relay.Node):
+class PatientType(
+    PatientPlanFields,
+    PatientDosingFields,
+    PatientReportFields,
+    PatientSurveyFields,
+    PatientOpioidFields,
+    PatientPanelFields,
+    relay.Node,
+):
+    """A patient: the fields of each area (their bases, each in its own module, none importing this
+    one) and the record's own."""
+
     id: relay.NodeID[str]
     given_name: str
     family_name: str
@@ -222,9 +215,6 @@ class ViewerType:
         return ProviderType.from_model(found[viewer.provider_id]) if viewer.provider_id in found else None
 
 
-# A cursor of one order opens only in that order: positions of the two differ.
-_CURSOR_KINDS = {directory.PatientOrder.NAME: "patients", directory.PatientOrder.URGENCY: "panel"}
-
 PatientOrder = strawberry.enum(
     directory.PatientOrder,
     name="PatientOrder",
@@ -240,25 +230,27 @@ class PatientFilter:
     )
 
 
-def _patient_position(info: Info[Context, None], order: directory.PatientOrder, after: str) -> directory.PatientCursor:
-    kind = _CURSOR_KINDS[order]
-    try:
-        if order is directory.PatientOrder.NAME:
-            family, given, raw_id = info.context.cursors.open(kind, after, 3)
-            return directory.PatientCursor(family, given, uuid.UUID(raw_id))
-        rank, deadline, family, given, raw_id = info.context.cursors.open(kind, after, 5)
-        return directory.PatientCursor(family, given, uuid.UUID(raw_id), int(rank), datetime.fromisoformat(deadline))
-    except ValueError:
-        raise BadUserInput(NOT_A_CURSOR) from None
-
-
-def _patient_cursor(
-    info: Info[Context, None], order: directory.PatientOrder, position: directory.PatientCursor
-) -> Position:
-    values = [position.family_name, position.given_name, str(position.id)]
-    if order is directory.PatientOrder.URGENCY:
-        values = [str(position.severity_rank), position.respond_by.isoformat(), *values]
-    return info.context.cursors.at(_CURSOR_KINDS[order], values)
+# A cursor of one order opens only in that order: positions of the two differ.
+_PATIENT_LISTINGS: dict[directory.PatientOrder, Listing[tuple[Patient, directory.PatientCursor], Any]] = {
+    directory.PatientOrder.NAME: Listing(
+        "patients",
+        (str, str, uuid.UUID),
+        directory.PatientCursor,
+        lambda row: [row[1].family_name, row[1].given_name, str(row[1].id)],
+    ),
+    directory.PatientOrder.URGENCY: Listing(
+        "panel",
+        (int, datetime.fromisoformat, str, str, uuid.UUID),
+        lambda rank, deadline, family, given, row_id: directory.PatientCursor(family, given, row_id, rank, deadline),
+        lambda row: [
+            str(row[1].severity_rank),
+            row[1].respond_by.isoformat(),
+            row[1].family_name,
+            row[1].given_name,
+            str(row[1].id),
+        ],
+    ),
+}
 
 
 async def patient_connection(
@@ -271,24 +263,21 @@ async def patient_connection(
     with_open_alerts: bool | None = None,
 ) -> Connection[PatientType]:
     viewer = viewer_of(info)
-    limit = page_size(first, info.context.max_page_size)
-    position = _patient_position(info, order, after) if after is not None else None
-    with refusals_as_errors():
-        rows = await directory.list_patients(
+
+    async def fetch(limit: int, position: directory.PatientCursor | None) -> list[tuple[Patient, Any]]:
+        return await directory.list_patients(
             viewer,
             order=order,
-            limit=limit + 1,
+            limit=limit,
             after=position,
             care_team_id=care_team_id,
             with_open_alerts=with_open_alerts,
         )
-    page = rows[:limit]
-    return Connection[PatientType].build(
-        [PatientType.from_model(patient) for patient, _ in page],
-        [_patient_cursor(info, order, key) for _, key in page],
-        has_next_page=len(rows) > limit,
-        after=after,
-    )
+
+    def convert(row: tuple[Patient, directory.PatientCursor]) -> PatientType:
+        return PatientType.from_model(row[0])
+
+    return await paginate(info.context, _PATIENT_LISTINGS[order], first, after, fetch, each(convert))
 
 
 class LoadsNodes(Protocol):
@@ -323,17 +312,15 @@ async def _consent_payload(
     input: DataSharingConsentInput,
     operation: Any,
 ) -> DataSharingConsentPayload:
-    viewer = viewer_of(info)
-    try:
-        row = await operation(viewer, input.client_id, now=info.context.now())
-    except domain.Forbidden as error:
-        raise Forbidden(error.message) from error
-    except domain.DomainError as error:
-        return DataSharingConsentPayload(result=cast(NotFound | ValidationError, error_type_for(error)))
-    client = await row.api_client
-    return DataSharingConsentPayload(
-        result=DataSharingConsentType.from_model(row, ApiClientSummary(client_id=client.client_id, name=client.name))
-    )
+    async def call() -> DataSharingConsent:
+        row: DataSharingConsent = await operation(viewer_of(info), input.client_id, now=info.context.now())
+        return row
+
+    async def convert(row: DataSharingConsent) -> DataSharingConsentType:
+        client = await row.api_client
+        return DataSharingConsentType.from_model(row, ApiClientSummary(client_id=client.client_id, name=client.name))
+
+    return await payload(DataSharingConsentPayload, call, convert)
 
 
 @strawberry.type
@@ -359,7 +346,7 @@ class AccountsQuery:
     @strawberry.field(description="A patient's record, if you may see it.")
     async def patient(self, info: Info[Context, None], id: strawberry.ID) -> PatientType | None:
         viewer = viewer_of(info)
-        patient_id = node_uuid(info, id, "Patient")
+        patient_id = node_uuid(id, "Patient")
         with refusals_as_errors():
             if patient_id is None:
                 raise domain.NotFound("patient")
@@ -379,7 +366,7 @@ class AccountsQuery:
         filter: PatientFilter | None = None,
         order_by: PatientOrder | None = None,  # type: ignore[valid-type]
     ) -> Connection[PatientType]:
-        team = node_uuid(info, filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
+        team = node_uuid(filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
         if filter and filter.care_team_id and team is None:
             raise BadUserInput("careTeamId is not a care team id")
         order = order_by or directory.default_patient_order(viewer_of(info))

@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -18,12 +17,16 @@ from models.identity.accounts import ApiClient, Patient, Provider, Role, User
 from models.identity.passwords import PasswordHashing
 from schema.accounts import CareTeamType, PatientType, ProviderType
 from schema.context import Context
-from schema.errors import BadUserInput, Conflict, NotFound, ValidationError, refusals_as_errors
-from schema.mutations import LenientInput, attempt, global_id
-from schema.pagination import NOT_A_CURSOR, Connection, page_size
+from schema.errors import Conflict, NotFound, ValidationError
+from schema.ids import global_id
+from schema.mutations import LenientInput, payload
+from schema.pagination import Connection, Listing, paginate
 from schema.permissions import viewer_of
 
-_CURSOR = "users"
+# By e-mail; a cursor is a user's e-mail and id.
+_USERS: Listing[User, administration.UserCursor] = Listing(
+    "users", (str, uuid.UUID), administration.UserCursor, lambda user: [user.email, str(user.id)]
+)
 
 
 @strawberry.enum(name="UserRole")
@@ -164,13 +167,6 @@ class ApiClientPayload:
     result: ApiClientResult
 
 
-async def _result(call: Callable[[], Awaitable[Any]], convert: Callable[[Any], Awaitable[Any]]) -> Any:
-    outcome = await attempt(call)
-    if outcome.value is None:
-        return outcome.error
-    return await convert(outcome.value)
-
-
 def _hashing(info: Info[Context, None]) -> PasswordHashing:
     hashing = info.context.password_hashing
     assert hashing is not None, "the HTTP layer sets how secrets are hashed"
@@ -179,14 +175,6 @@ def _hashing(info: Info[Context, None]) -> PasswordHashing:
 
 async def _registration(registration: administration.ApiClientRegistration) -> ApiClientRegistrationType:
     return ApiClientRegistrationType(client=await ApiClientType.of(registration.client), secret=registration.secret)
-
-
-async def _patient(patient: Patient) -> PatientType:
-    return PatientType.from_model(patient)
-
-
-async def _team(team: Any) -> CareTeamType:
-    return CareTeamType.from_model(team)
 
 
 @strawberry.type
@@ -203,30 +191,18 @@ class AdministrationQuery:
         search: str | None = None,
     ) -> Connection[UserType]:
         viewer = viewer_of(info)
-        limit = page_size(first, info.context.max_page_size)
-        position = None
-        if after is not None:
-            email, raw_id = info.context.cursors.open(_CURSOR, after, 2)
-            try:
-                position = administration.UserCursor(email, uuid.UUID(raw_id))
-            except ValueError:
-                raise BadUserInput(NOT_A_CURSOR) from None
-        with refusals_as_errors():
-            users = await administration.list_users(
+
+        async def fetch(limit: int, position: administration.UserCursor | None) -> list[User]:
+            return await administration.list_users(
                 viewer,
                 now=info.context.now(),
-                limit=limit + 1,
+                limit=limit,
                 after=position,
                 role=Role(role.value) if role else None,
                 search=search,
             )
-        page = users[:limit]
-        return Connection[UserType].build(
-            await UserType.many(page),
-            [info.context.cursors.at(_CURSOR, [user.email, str(user.id)]) for user in page],
-            has_next_page=len(users) > limit,
-            after=after,
-        )
+
+        return await paginate(info.context, _USERS, first, after, fetch, UserType.many)
 
 
 @strawberry.type
@@ -246,7 +222,7 @@ class AdministrationMutation:
                 await info.context.logins_ended(ended)
             return user
 
-        return UserPayload(result=await _result(call, UserType.of))
+        return await payload(UserPayload, call, UserType.of)
 
     @strawberry.mutation(description="Let a deactivated account sign in again (admins); old tokens stay ended.")
     async def reactivate_user(self, info: Info[Context, None], input: ReactivateUserInput) -> UserPayload:
@@ -257,15 +233,15 @@ class AdministrationMutation:
                 viewer_of(info), user_id, now=info.context.now(), problems=read.problems
             )
 
-        return UserPayload(result=await _result(call, UserType.of))
+        return await payload(UserPayload, call, UserType.of)
 
     @strawberry.mutation(description="Create a care team (admins); names are unique.")
     async def create_care_team(self, info: Info[Context, None], input: CreateCareTeamInput) -> CareTeamPayload:
         viewer = viewer_of(info)
-        return CareTeamPayload(
-            result=await _result(
-                lambda: administration.create_care_team(viewer, input.name, now=info.context.now()), _team
-            )
+        return await payload(
+            CareTeamPayload,
+            lambda: administration.create_care_team(viewer, input.name, now=info.context.now()),
+            CareTeamType.from_model,
         )
 
     @strawberry.mutation(
@@ -281,7 +257,7 @@ class AdministrationMutation:
                 viewer_of(info), patient_id, team_id, now=info.context.now(), problems=read.problems
             )
 
-        return TransferPatientPayload(result=await _result(call, _patient))
+        return await payload(TransferPatientPayload, call, PatientType.from_model)
 
     @strawberry.mutation(description="Register an EHR client (admins); its secret is shown once.")
     async def register_api_client(
@@ -295,7 +271,7 @@ class AdministrationMutation:
                 now=info.context.now(), hashing=_hashing(info), problems=read.problems,
             )  # fmt: skip
 
-        return ApiClientRegistrationPayload(result=await _result(call, _registration))
+        return await payload(ApiClientRegistrationPayload, call, _registration)
 
     @strawberry.mutation(
         description="A new secret for an EHR client (admins), shown once: the old secret and the tokens issued "
@@ -305,21 +281,19 @@ class AdministrationMutation:
         self, info: Info[Context, None], input: ApiClientIdInput
     ) -> ApiClientRegistrationPayload:
         viewer = viewer_of(info)
-        return ApiClientRegistrationPayload(
-            result=await _result(
-                lambda: administration.rotate_api_client_secret(
-                    viewer, input.client_id, now=info.context.now(), hashing=_hashing(info)
-                ),
-                _registration,
-            )
+        return await payload(
+            ApiClientRegistrationPayload,
+            lambda: administration.rotate_api_client_secret(
+                viewer, input.client_id, now=info.context.now(), hashing=_hashing(info)
+            ),
+            _registration,
         )
 
     @strawberry.mutation(description="Stop an EHR client (admins): it can no longer sign in; its tokens stop.")
     async def deactivate_api_client(self, info: Info[Context, None], input: ApiClientIdInput) -> ApiClientPayload:
         viewer = viewer_of(info)
-        return ApiClientPayload(
-            result=await _result(
-                lambda: administration.deactivate_api_client(viewer, input.client_id, now=info.context.now()),
-                ApiClientType.of,
-            )
+        return await payload(
+            ApiClientPayload,
+            lambda: administration.deactivate_api_client(viewer, input.client_id, now=info.context.now()),
+            ApiClientType.of,
         )

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import strawberry
-from strawberry import relay
 from strawberry.types import Info
 
 from models.kernel import audit, audit_log
-from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
-from schema.errors import BadUserInput, refusals_as_errors
-from schema.pagination import Connection, page_size
+from schema.errors import BadUserInput
+from schema.ids import global_id, node_uuid
+from schema.pagination import Connection, Listing, each, paginate
 from schema.permissions import viewer_of
 
-_CURSOR = "audit"
+# Newest first; a cursor is an event's time and id.
+_EVENTS: Listing[audit.AuditEvent, audit_log.AuditCursor] = Listing(
+    "audit",
+    (datetime.fromisoformat, uuid.UUID),
+    audit_log.AuditCursor,
+    lambda event: [event.occurred_at.isoformat(), str(event.id)],
+)
 
 
 @strawberry.type(name="AuditEvent")
@@ -43,9 +49,7 @@ class AuditEventType:
             actor_type=event.actor_type.value,
             actor_role=event.actor_role,
             actor=event.actor_label,
-            patient_id=strawberry.ID(str(relay.GlobalID("Patient", str(event.patient_id))))
-            if event.patient_id
-            else None,
+            patient_id=strawberry.ID(global_id("Patient", event.patient_id)) if event.patient_id else None,
             action=event.action.value,
             resource_type=event.resource_type,
             resource_id=event.resource_id,
@@ -68,29 +72,13 @@ class AuditQuery:
         after: str | None = None,
     ) -> Connection[AuditEventType]:
         viewer = viewer_of(info)
-        limit = page_size(first, info.context.max_page_size)
         patient = None
         if patient_id is not None:
-            patient = node_uuid(info, patient_id, "Patient")
+            patient = node_uuid(patient_id, "Patient")
             if patient is None:
                 raise BadUserInput("patientId is not a patient id")
-        position = None
-        if after is not None:
-            occurred, raw_id = info.context.cursors.open(_CURSOR, after, 2)
-            event_id = parse_uuid(raw_id)
-            try:
-                occurred_at = datetime.fromisoformat(occurred)
-            except ValueError:
-                event_id = None
-            if event_id is None:
-                raise BadUserInput("after is not a cursor this list issued")
-            position = audit_log.AuditCursor(occurred_at, event_id)
-        with refusals_as_errors():
-            events = await audit_log.list_audit_events(viewer, patient_id=patient, limit=limit + 1, after=position)
-        page = events[:limit]
-        return Connection[AuditEventType].build(
-            [AuditEventType.from_model(event) for event in page],
-            [info.context.cursors.at(_CURSOR, [event.occurred_at.isoformat(), str(event.id)]) for event in page],
-            has_next_page=len(events) > limit,
-            after=after,
-        )
+
+        async def fetch(limit: int, position: audit_log.AuditCursor | None) -> list[audit.AuditEvent]:
+            return await audit_log.list_audit_events(viewer, patient_id=patient, limit=limit, after=position)
+
+        return await paginate(info.context, _EVENTS, first, after, fetch, each(AuditEventType.from_model))

@@ -11,10 +11,11 @@ from strawberry.types import Info
 
 from models.care import clinic_sessions, dosing
 from models.safety.rules import Phase
-from schema.clinical import DosingSessionType
 from schema.context import Context
+from schema.dosing import DosingSessionType
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from schema.mutations import decimal, node_id, written
+from schema.ids import node_id
+from schema.mutations import decimal, written
 from schema.permissions import viewer_of
 
 ReadingPhase = strawberry.enum(

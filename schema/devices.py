@@ -12,7 +12,8 @@ from strawberry.types import Info
 from models.notifications import devices
 from schema.context import Context
 from schema.errors import NotFound, ValidationError
-from schema.mutations import attempt, global_id, node_id
+from schema.ids import global_id, node_id
+from schema.mutations import payload
 from schema.permissions import viewer_of
 
 
@@ -75,12 +76,13 @@ class DeviceMutation:
     )
     async def register_device(self, info: Info[Context, None], input: RegisterDeviceInput) -> DevicePayload:
         data = devices.NewDevice(input.platform.value, input.push_token, input.app_version, input.locale)
-        outcome = await attempt(
+        return await payload(
+            DevicePayload,
             lambda: devices.register_device(
                 viewer_of(info), data, session_id=info.context.session_id, now=info.context.now()
-            )
+            ),
+            DeviceType.from_model,
         )
-        return _payload(outcome.value, outcome.error)
 
     @strawberry.mutation(description="Stop push notifications to one of your devices (logging out does it too).")
     async def unregister_device(self, info: Info[Context, None], input: UnregisterDeviceInput) -> DevicePayload:
@@ -88,12 +90,4 @@ class DeviceMutation:
             device_id = node_id(input.device_id, "Device", "deviceId")
             return await devices.unregister_device(viewer_of(info), device_id, now=info.context.now())
 
-        outcome = await attempt(call)
-        return _payload(outcome.value, outcome.error)
-
-
-def _payload(device: devices.Device | None, error: object) -> DevicePayload:
-    if device is None:
-        assert isinstance(error, ValidationError | NotFound)
-        return DevicePayload(result=error)
-    return DevicePayload(result=DeviceType.from_model(device))
+        return await payload(DevicePayload, call, DeviceType.from_model)

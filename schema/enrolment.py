@@ -3,10 +3,9 @@ capability 11). The flows before a user has a token are HTTP endpoints (api.auth
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from enum import Enum
-from typing import Annotated, cast
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -15,7 +14,8 @@ from models.identity import enrolment, password_reset
 from schema.accounts import ViewerType
 from schema.context import Context
 from schema.errors import NotFound, ValidationError
-from schema.mutations import attempt, global_id, node_id
+from schema.ids import global_id, node_id
+from schema.mutations import payload
 from schema.permissions import viewer_of
 
 
@@ -92,13 +92,6 @@ class ChangePasswordPayload:
     result: ChangePasswordResult
 
 
-async def _invitation_payload(call: Callable[[], Awaitable[enrolment.Invitation]]) -> InvitationPayload:
-    outcome = await attempt(call)
-    if outcome.value is None:
-        return InvitationPayload(result=cast(ValidationError | NotFound, outcome.error))
-    return InvitationPayload(result=InvitationType.from_model(outcome.value))
-
-
 @strawberry.type
 class EnrolmentMutation:
     @strawberry.mutation(
@@ -116,7 +109,7 @@ class EnrolmentMutation:
                 viewer_of(info), data, now=info.context.now(), app_url=info.context.public_app_url
             )
 
-        return await _invitation_payload(call)
+        return await payload(InvitationPayload, call, InvitationType.from_model)
 
     @strawberry.mutation(description="Invite a clinician onto care teams (admins).")
     async def invite_provider(self, info: Info[Context, None], input: InviteProviderInput) -> InvitationPayload:
@@ -130,7 +123,7 @@ class EnrolmentMutation:
                 viewer_of(info), data, now=info.context.now(), app_url=info.context.public_app_url
             )
 
-        return await _invitation_payload(call)
+        return await payload(InvitationPayload, call, InvitationType.from_model)
 
     @strawberry.mutation(description="Send the invitation again with a new link; the previous link stops working.")
     async def resend_invitation(self, info: Info[Context, None], input: InvitationIdInput) -> InvitationPayload:
@@ -140,7 +133,7 @@ class EnrolmentMutation:
                 viewer_of(info), invitation_id, now=info.context.now(), app_url=info.context.public_app_url
             )
 
-        return await _invitation_payload(call)
+        return await payload(InvitationPayload, call, InvitationType.from_model)
 
     @strawberry.mutation(description="Withdraw an invitation: its link stops working.")
     async def revoke_invitation(self, info: Info[Context, None], input: InvitationIdInput) -> InvitationPayload:
@@ -148,14 +141,15 @@ class EnrolmentMutation:
             invitation_id = node_id(input.invitation_id, "Invitation", "invitationId")
             return await enrolment.revoke_invitation(viewer_of(info), invitation_id, now=info.context.now())
 
-        return await _invitation_payload(call)
+        return await payload(InvitationPayload, call, InvitationType.from_model)
 
     @strawberry.mutation(description="Change your password: this login stays, your other logins end.")
     async def change_password(self, info: Info[Context, None], input: ChangePasswordInput) -> ChangePasswordPayload:
         viewer = viewer_of(info)
         hashing = info.context.password_hashing
         assert hashing is not None, "the HTTP layer sets how passwords are hashed"
-        outcome = await attempt(
+        return await payload(
+            ChangePasswordPayload,
             lambda: password_reset.change_password(
                 viewer,
                 input.current_password,
@@ -163,8 +157,6 @@ class EnrolmentMutation:
                 now=info.context.now(),
                 keep_login=info.context.session_id,
                 hashing=hashing,
-            )
+            ),
+            lambda _: ViewerType.of(viewer),
         )
-        if outcome.error is not None:
-            return ChangePasswordPayload(result=cast(ValidationError, outcome.error))
-        return ChangePasswordPayload(result=ViewerType.of(viewer))

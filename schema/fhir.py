@@ -12,10 +12,10 @@ from strawberry.types import Info
 
 from models.ehr import changes, fhir
 from models.kernel.events import Operation
-from schema.accounts import node_uuid, parse_uuid
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
-from schema.pagination import Connection, CursorCodec, Position, page_size
+from schema.ids import node_uuid, parse_uuid
+from schema.pagination import Connection, Listing, page_size
 from schema.permissions import viewer_of
 
 
@@ -38,7 +38,7 @@ class FhirQuery:
 
     @strawberry.field(description="A patient's record as a FHIR R4 `collection` Bundle.")
     async def fhir_patient_bundle(self, info: Info[Context, None], patient_id: strawberry.ID) -> JSON:
-        patient = node_uuid(info, patient_id, "Patient") or parse_uuid(str(patient_id))
+        patient = node_uuid(patient_id, "Patient") or parse_uuid(str(patient_id))
         if patient is None:
             raise BadUserInput("patientId is not a patient id")
         with refusals_as_errors():
@@ -62,7 +62,13 @@ class ResourceType(Enum):
 
 
 ChangeAction = strawberry.enum(Operation, name="ChangeAction", description="What happened to the resource.")
-_CHANGES_CURSOR = "changes"
+# A place in the commit order (the feed's own page: it moves on even when a page is empty).
+_CHANGES: Listing[changes.FeedPosition, changes.FeedPosition] = Listing(
+    "changes",
+    (int, int, int),
+    changes.FeedPosition,
+    lambda position: [str(position.xid), str(position.seq), str(position.part)],
+)
 
 
 @strawberry.type(name="Change", description="One resource at its latest version, in commit order (the EHR feed).")
@@ -88,18 +94,6 @@ class ChangeType:
         )
 
 
-def _position(cursors: CursorCodec, after: str) -> changes.FeedPosition:
-    xid, seq, part = cursors.open(_CHANGES_CURSOR, after, 3)
-    try:
-        return changes.FeedPosition(int(xid), int(seq), int(part))
-    except ValueError:
-        raise BadUserInput("after is not a cursor this list issued") from None
-
-
-def _cursor(cursors: CursorCodec, position: changes.FeedPosition) -> Position:
-    return cursors.at(_CHANGES_CURSOR, [str(position.xid), str(position.seq), str(position.part)])
-
-
 @strawberry.type
 class ChangesQuery:
     @strawberry.field(
@@ -122,15 +116,14 @@ class ChangesQuery:
             raise BadUserInput("resourceTypes must name at least one resource type (or be left out)")
         cursors = info.context.cursors
         with refusals_as_errors():
-            page = await changes.read_changes(
-                viewer_of(info), after=_position(cursors, after) if after else None, first=limit, resource_types=wanted
-            )
+            position = _CHANGES.open(cursors, after) if after else None
+            page = await changes.read_changes(viewer_of(info), after=position, first=limit, resource_types=wanted)
         connection = Connection[ChangeType].build(
             [ChangeType.of(change) for change in page.changes],
-            [_cursor(cursors, change.position) for change in page.changes],
+            [_CHANGES.at(cursors, change.position) for change in page.changes],
             has_next_page=page.has_next_page,
             after=after,
         )
         if page.end is not None:
-            connection.page_info.end = _cursor(cursors, page.end)
+            connection.page_info.end = _CHANGES.at(cursors, page.end)
         return connection

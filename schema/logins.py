@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, cast
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -12,7 +12,8 @@ from models.identity import logins
 from models.identity.sign_in_records import SessionFamily
 from schema.context import Context
 from schema.errors import NotFound, ValidationError, refusals_as_errors
-from schema.mutations import attempt, global_id, node_id
+from schema.ids import global_id, node_id
+from schema.mutations import payload
 from schema.permissions import viewer_of
 
 
@@ -53,13 +54,6 @@ class EndedLoginsPayload:
     result: EndedLoginsResult
 
 
-def _payload(outcome: object) -> EndedLoginsPayload:
-    value, error = getattr(outcome, "value", None), getattr(outcome, "error", None)
-    if value is None:
-        return EndedLoginsPayload(result=cast(NotFound | ValidationError, error))
-    return EndedLoginsPayload(result=EndedLogins(count=value))
-
-
 @strawberry.type
 class LoginQuery:
     @strawberry.field(description="Your active logins (each sign-in on a device or browser), the latest used first.")
@@ -77,11 +71,17 @@ class LoginMutation:
             login_id = node_id(input.login_id, "Login", "loginId")
             return await logins.end_login(viewer_of(info), login_id, now=info.context.now())
 
-        return _payload(await attempt(call))
+        return await payload(EndedLoginsPayload, call, _ended)
 
     @strawberry.mutation(description="Sign out everywhere but here.")
     async def end_other_logins(self, info: Info[Context, None]) -> EndedLoginsPayload:
         viewer = viewer_of(info)
-        return _payload(
-            await attempt(lambda: logins.end_other_logins(viewer, info.context.session_id, now=info.context.now()))
+        return await payload(
+            EndedLoginsPayload,
+            lambda: logins.end_other_logins(viewer, info.context.session_id, now=info.context.now()),
+            _ended,
         )
+
+
+def _ended(count: int) -> EndedLogins:
+    return EndedLogins(count=count)

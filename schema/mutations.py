@@ -1,22 +1,29 @@
 """What every mutation resolver does the same way: turn input into domain values and domain
-refusals into members of the payload's error union."""
+refusals into members of the payload's error union (`payload`, and `written` for a patient's write,
+whose payload also carries the advice of CLINICAL.md §0 and §7)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 from uuid import UUID
-
-from strawberry import relay
 
 from models.kernel import errors as domain
 from models.kernel.idempotency import Outcome
 from schema.errors import Error, Forbidden, advice_of, error_type_for
+from schema.ids import node_id
 
 Result = TypeVar("Result")
+Payload = TypeVar("Payload")
+
+RECORDED_AT = (
+    "When the patient did this on the phone, for writes sent late from an offline queue (by default at "
+    "most 5 minutes ahead of the server and 30 days old). Without it, the server's time."
+)
 
 
 @dataclass
@@ -35,6 +42,20 @@ async def attempt(call: Callable[[], Awaitable[Result]]) -> Attempt[Result]:
         raise Forbidden(refusal.message) from refusal
     except domain.DomainError as refusal:
         return Attempt(error=error_type_for(refusal), advice=advice_of(refusal))
+
+
+async def payload(
+    make: Callable[..., Payload], call: Callable[[], Awaitable[Result]], convert: Callable[[Result], Any]
+) -> Payload:
+    """`make(result=...)`: the call's value converted (`convert` may be async), or the error member
+    of its refusal. Forbidden is no member: it is the request-level error."""
+    outcome = await attempt(call)
+    if outcome.error is not None:
+        return make(result=outcome.error)
+    member = convert(cast(Result, outcome.value))
+    if inspect.isawaitable(member):
+        member = await member
+    return make(result=member)
 
 
 async def written(
@@ -100,18 +121,3 @@ def decimal(value: float, field_name: str) -> Decimal:
     if not number.is_finite():
         raise domain.InvalidInput(field_name, f"{field_name} must be a number")
     return number
-
-
-def node_id(raw: str, type_name: str, field_name: str) -> UUID:
-    """The UUID in a global id of `type_name`; anything else is a refusal naming the field."""
-    try:
-        parsed = relay.GlobalID.from_id(raw)
-        if parsed.type_name == type_name:
-            return UUID(parsed.node_id)
-    except (ValueError, relay.GlobalIDValueError):
-        pass
-    raise domain.InvalidInput(field_name, f"{field_name} is not a {type_name} id")
-
-
-def global_id(type_name: str, value: UUID) -> str:
-    return str(relay.GlobalID(type_name, str(value)))

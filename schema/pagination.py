@@ -14,6 +14,10 @@ multiple of 32 bytes. So a cursor:
   `PREVIOUS_SECRET_KEYS` still open cursors): a stored change-feed cursor resumes where it stopped.
 
 Cursors are sealed only when a client selects them (`cursor`, `startCursor`, `endCursor`).
+
+Every list pages the same way (`paginate`): read the `after` cursor back into the domain's position
+(`Listing.open`), fetch one row more than the page, build the connection from the page. A list
+says only what is its own (a `Listing`: its name, how its cursor's values read back, a row's values).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
 
 import strawberry
 from cryptography.exceptions import InvalidTag
@@ -32,9 +38,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from schema.errors import BadUserInput
+from schema.errors import BadUserInput, refusals_as_errors
 
 NodeType = TypeVar("NodeType")
+Row = TypeVar("Row")
+Key = TypeVar("Key")
 DEFAULT_PAGE_SIZE = 20
 
 NOT_A_CURSOR = "after is not a cursor this list issued"
@@ -161,3 +169,87 @@ def page_size(first: int | None, maximum: int) -> int:
     if not 1 <= first <= maximum:
         raise BadUserInput(f"first must be between 1 and {maximum}")
     return first
+
+
+def moment(raw: str) -> datetime:
+    """A time inside a cursor: always with its offset (a naive one is not a time this server sealed)."""
+    value = datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        raise ValueError("a cursor's time has its offset")
+    return value
+
+
+@dataclass(frozen=True)
+class Listing(Generic[Row, Key]):
+    """What is a list's own in its cursors: its name (a cursor opens only in the list it was made
+    for), how each value sealed in a cursor reads back (`int`, `moment`, `UUID`..., a `ValueError`
+    when it does not), the domain's position made of them, and the values of a row."""
+
+    kind: str
+    fields: tuple[Callable[[str], Any], ...]
+    position: Callable[..., Key]
+    values: Callable[[Row], Sequence[str]]
+
+    def open(self, cursors: CursorCodec, cursor: str) -> Key:
+        raw = cursors.open(self.kind, cursor, len(self.fields))
+        try:
+            return self.position(*(read(value) for read, value in zip(self.fields, raw, strict=True)))
+        except ValueError:
+            raise BadUserInput(NOT_A_CURSOR) from None
+
+    def at(self, cursors: CursorCodec, row: Row) -> Position:
+        return cursors.at(self.kind, self.values(row))
+
+
+def newest_first(kind: str, moment_field: str) -> Listing[Any, tuple[datetime, UUID]]:
+    """A patient's record list, newest first: a cursor holds a row's time (`moment_field`) and id,
+    read back as the `before` position the models' list functions take."""
+    return Listing(
+        kind,
+        (moment, UUID),
+        lambda at, row_id: (at, row_id),
+        lambda row: [getattr(row, moment_field).isoformat(), str(row.id)],
+    )
+
+
+class Paging(Protocol):
+    """What paging needs of the request's context (schema.context.Context)."""
+
+    @property
+    def cursors(self) -> CursorCodec: ...
+
+    @property
+    def max_page_size(self) -> int: ...
+
+
+def each(convert: Callable[[Row], NodeType]) -> Callable[[list[Row]], Awaitable[list[NodeType]]]:
+    """A converter of one row, as `paginate` takes it (a page's rows, converted together)."""
+
+    async def nodes(rows: list[Row]) -> list[NodeType]:
+        return [convert(row) for row in rows]
+
+    return nodes
+
+
+async def paginate(
+    context: Paging,
+    listing: Listing[Row, Key],
+    first: int | None,
+    after: str | None,
+    fetch: Callable[[int, Key | None], Awaitable[list[Row]]],
+    nodes: Callable[[list[Row]], Awaitable[list[NodeType]]],
+) -> Connection[NodeType]:
+    """One page of a list: `fetch(limit, position)` reads up to `limit` rows after the position (None:
+    from the start), one more than the page so the page knows whether another follows; a domain
+    refusal is the request-level error of the same meaning (`refusals_as_errors`)."""
+    limit = page_size(first, context.max_page_size)
+    position = listing.open(context.cursors, after) if after is not None else None
+    with refusals_as_errors():
+        rows = await fetch(limit + 1, position)
+    page = rows[:limit]
+    return Connection[NodeType].build(
+        await nodes(page),
+        [listing.at(context.cursors, row) for row in page],
+        has_next_page=len(rows) > limit,
+        after=after,
+    )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, cast
+from typing import Annotated
 
 import strawberry
 from graphql import ExecutionResult, FieldNode, GraphQLError, OperationDefinitionNode
@@ -17,7 +17,7 @@ from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, record_no
 from schema.accounts import ViewerType
 from schema.context import Context
 from schema.errors import Conflict, Forbidden, ValidationError
-from schema.mutations import attempt
+from schema.mutations import payload
 from schema.permissions import viewer_of
 
 # What an enrol-only token may ask for: who it is, and the enrolment itself.
@@ -78,11 +78,10 @@ class SecondFactorMutation:
     )
     async def start_totp_enrollment(self, info: Info[Context, None]) -> TotpEnrollmentPayload:
         viewer = viewer_of(info)
-        outcome = await attempt(lambda: totp.start_enrolment(viewer, now=info.context.now(), policy=_policy(info)))
-        if outcome.value is None:
-            return TotpEnrollmentPayload(result=cast(Conflict, outcome.error))
-        return TotpEnrollmentPayload(
-            result=TotpEnrollment(secret=outcome.value.secret, otpauth_uri=outcome.value.otpauth_uri)
+        return await payload(
+            TotpEnrollmentPayload,
+            lambda: totp.start_enrolment(viewer, now=info.context.now(), policy=_policy(info)),
+            lambda started: TotpEnrollment(secret=started.secret, otpauth_uri=started.otpauth_uri),
         )
 
     @strawberry.mutation(
@@ -91,14 +90,13 @@ class SecondFactorMutation:
     )
     async def confirm_totp_enrollment(self, info: Info[Context, None], input: TotpCodeInput) -> TotpConfirmedPayload:
         viewer = viewer_of(info)
-        outcome = await attempt(
+        return await payload(
+            TotpConfirmedPayload,
             lambda: totp.confirm_enrolment(
                 viewer, input.code, now=info.context.now(), policy=_policy(info), keep_login=info.context.session_id
-            )
+            ),
+            lambda codes: TotpConfirmed(recovery_codes=codes),
         )
-        if outcome.value is None:
-            return TotpConfirmedPayload(result=cast(ValidationError, outcome.error))
-        return TotpConfirmedPayload(result=TotpConfirmed(recovery_codes=outcome.value))
 
     @strawberry.mutation(
         description="Turn the second factor off with a code or a recovery code (not where your role requires "
@@ -106,14 +104,13 @@ class SecondFactorMutation:
     )
     async def disable_totp(self, info: Info[Context, None], input: TotpCodeInput) -> DisableTotpPayload:
         viewer = viewer_of(info)
-        outcome = await attempt(
+        return await payload(
+            DisableTotpPayload,
             lambda: totp.disable(
                 viewer, input.code, now=info.context.now(), policy=_policy(info), keep_login=info.context.session_id
-            )
+            ),
+            lambda _: ViewerType.of(viewer),
         )
-        if outcome.error is not None:
-            return DisableTotpPayload(result=cast(ValidationError, outcome.error))
-        return DisableTotpPayload(result=ViewerType.of(viewer))
 
 
 class SecondFactorGate(SchemaExtension):

@@ -11,11 +11,11 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models.surveys import instruments, survey_records, surveys
-from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
-from schema.mutations import LenientInput, global_id, written
-from schema.pagination import Connection
+from schema.ids import global_id
+from schema.mutations import LenientInput, written
+from schema.pagination import Connection, each, newest_first, paginate
 from schema.permissions import viewer_of
 
 SurveyAssignmentStatus = strawberry.enum(survey_records.AssignmentStatus, name="SurveyAssignmentStatus")
@@ -170,6 +170,10 @@ class SurveyResponseType(relay.Node):
         )
 
 
+_ASSIGNMENTS = newest_first("assignments", "available_at")
+_RESPONSES = newest_first("responses", "submitted_at")
+
+
 @strawberry.type
 class PatientSurveyFields:
     """Survey fields of `Patient` (schema.accounts composes them)."""
@@ -185,34 +189,25 @@ class PatientSurveyFields:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[SurveyAssignmentType] | None:
-        async def fetch(viewer: Any, patient_id: uuid.UUID, *, limit: int, before: Any) -> list[Any]:
-            return await surveys.list_assignments(viewer, patient_id, statuses=status, limit=limit, before=before)
+        patient_id = uuid.UUID(str(self.id))
 
-        return await patient_page(
-            info,
-            "assignments",
-            "available_at",
-            fetch,
-            SurveyAssignmentType.from_model,
-            uuid.UUID(str(self.id)),
-            first,
-            after,
-        )
+        async def fetch(limit: int, before: tuple[datetime, uuid.UUID] | None) -> list[survey_records.SurveyAssignment]:
+            return await surveys.list_assignments(
+                viewer_of(info), patient_id, statuses=status, limit=limit, before=before
+            )
+
+        return await paginate(info.context, _ASSIGNMENTS, first, after, fetch, each(SurveyAssignmentType.from_model))
 
     @strawberry.field(description="Scored survey responses, newest first.")
     async def survey_responses(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[SurveyResponseType] | None:
-        return await patient_page(
-            info,
-            "responses",
-            "submitted_at",
-            surveys.list_responses,
-            SurveyResponseType.from_model,
-            uuid.UUID(str(self.id)),
-            first,
-            after,
-        )
+        patient_id = uuid.UUID(str(self.id))
+
+        async def fetch(limit: int, before: tuple[datetime, uuid.UUID] | None) -> list[survey_records.SurveyResponse]:
+            return await surveys.list_responses(viewer_of(info), patient_id, limit=limit, before=before)
+
+        return await paginate(info.context, _RESPONSES, first, after, fetch, each(SurveyResponseType.from_model))
 
 
 @strawberry.input

@@ -29,6 +29,7 @@ from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.idempotency import Outcome, StoredRefusal, request_fields, run_once
 from models.kernel.policy import BloodPressure, ClinicPolicy
+from models.outcomes.opioids import InteractionWarning
 from models.safety.rules import Findings, Phase, crisis_findings, reading_findings
 from models.safety.screen import Action, Submission, screen
 from models.surveys.surveys import cancel_session_surveys, open_post_session_check_now, schedule_follow_up
@@ -397,6 +398,26 @@ async def start_dosing_session(viewer: Viewer, data: StartSession, *, now: datet
     )  # fmt: skip
     screened = await screen(submission, now=now, policy=policy)
     return await screened.guard(_start(viewer, patient_id, data, now=now, policy=policy), record_type="DosingSession")
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """What `startDosingSession` answers with: the write's outcome, the session, and the CLINICAL.md §8
+    warnings kept on it when it started (`start_warnings`; a retry answers with the same ones)."""
+
+    outcome: Outcome
+    session: DosingSession
+    warnings: tuple[InteractionWarning, ...]
+
+
+async def start_session_with_warnings(
+    viewer: Viewer, data: StartSession, *, now: datetime, policy: ClinicPolicy
+) -> StartedSession:
+    """`start_dosing_session`, then the session as the viewer may read it, with its §8 warnings."""
+    outcome = await start_dosing_session(viewer, data, now=now, policy=policy)
+    session = await get_session(viewer, outcome.resource_id)
+    warnings = tuple(InteractionWarning(kept["code"], kept["message"]) for kept in session.interaction_warnings)
+    return StartedSession(outcome, session, warnings)
 
 
 async def _start(
