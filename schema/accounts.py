@@ -12,7 +12,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models.ehr import consent
-from models.identity import directory
+from models.identity import access, directory
 from models.identity.access import Viewer
 from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.kernel import errors as domain
@@ -223,10 +223,10 @@ class ViewerType:
 
 
 # A cursor of one order opens only in that order: positions of the two differ.
-_CURSOR_KINDS = {directory.PatientOrder.NAME: "patients", directory.PatientOrder.URGENCY: "panel"}
+_CURSOR_KINDS = {access.PatientOrder.NAME: "patients", access.PatientOrder.URGENCY: "panel"}
 
 PatientOrder = strawberry.enum(
-    directory.PatientOrder,
+    access.PatientOrder,
     name="PatientOrder",
     description="URGENCY reads open alerts (clinical data): only for viewers who may see them.",
 )
@@ -240,10 +240,10 @@ class PatientFilter:
     )
 
 
-def _patient_position(info: Info[Context, None], order: directory.PatientOrder, after: str) -> directory.PatientCursor:
+def _patient_position(info: Info[Context, None], order: access.PatientOrder, after: str) -> directory.PatientCursor:
     kind = _CURSOR_KINDS[order]
     try:
-        if order is directory.PatientOrder.NAME:
+        if order is access.PatientOrder.NAME:
             family, given, raw_id = info.context.cursors.open(kind, after, 3)
             return directory.PatientCursor(family, given, uuid.UUID(raw_id))
         rank, deadline, family, given, raw_id = info.context.cursors.open(kind, after, 5)
@@ -253,10 +253,10 @@ def _patient_position(info: Info[Context, None], order: directory.PatientOrder, 
 
 
 def _patient_cursor(
-    info: Info[Context, None], order: directory.PatientOrder, position: directory.PatientCursor
+    info: Info[Context, None], order: access.PatientOrder, position: directory.PatientCursor
 ) -> Position:
     values = [position.family_name, position.given_name, str(position.id)]
-    if order is directory.PatientOrder.URGENCY:
+    if order is access.PatientOrder.URGENCY:
         values = [str(position.severity_rank), position.respond_by.isoformat(), *values]
     return info.context.cursors.at(_CURSOR_KINDS[order], values)
 
@@ -266,7 +266,7 @@ async def patient_connection(
     first: int | None,
     after: str | None,
     *,
-    order: directory.PatientOrder = directory.PatientOrder.NAME,
+    order: access.PatientOrder = access.PatientOrder.NAME,
     care_team_id: uuid.UUID | None = None,
     with_open_alerts: bool | None = None,
 ) -> Connection[PatientType]:
@@ -382,7 +382,7 @@ class AccountsQuery:
         team = node_uuid(info, filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
         if filter and filter.care_team_id and team is None:
             raise BadUserInput("careTeamId is not a care team id")
-        order = order_by or directory.default_patient_order(viewer_of(info))
+        order = order_by or access.default_patient_order(viewer_of(info))
         return await patient_connection(
             info,
             first,

@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models.surveys import instruments, survey_records, surveys
+from models.surveys import assignments, instruments, responses, survey_records
 from schema.clinical import patient_page
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
@@ -186,7 +186,7 @@ class PatientSurveyFields:
         after: str | None = None,
     ) -> Connection[SurveyAssignmentType] | None:
         async def fetch(viewer: Any, patient_id: uuid.UUID, *, limit: int, before: Any) -> list[Any]:
-            return await surveys.list_assignments(viewer, patient_id, statuses=status, limit=limit, before=before)
+            return await assignments.list_assignments(viewer, patient_id, statuses=status, limit=limit, before=before)
 
         return await patient_page(
             info,
@@ -207,7 +207,7 @@ class PatientSurveyFields:
             info,
             "responses",
             "submitted_at",
-            surveys.list_responses,
+            responses.list_responses,
             SurveyResponseType.from_model,
             uuid.UUID(str(self.id)),
             first,
@@ -274,7 +274,7 @@ class SurveyMutation:
 
         async def call() -> Any:
             read = LenientInput()
-            data = surveys.NewResponse(
+            data = responses.NewResponse(
                 answers=tuple((answer.link_id, answer.value) for answer in input.answers),
                 assignment_id=read.id(input.assignment_id, "SurveyAssignment", "assignmentId"),
                 instrument=input.instrument,
@@ -283,10 +283,10 @@ class SurveyMutation:
                 session_id=read.id(input.session_id, "DosingSession", "sessionId"),
                 problems=read.problems,
             )
-            outcome = await surveys.submit_survey_response(
+            outcome = await responses.submit_survey_response(
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
-            return outcome, await surveys.get_response(viewer, outcome.resource_id)
+            return outcome, await responses.get_response(viewer, outcome.resource_id)
 
         result, advice = await written(call, SurveyResponseType.from_model)
         return SubmitSurveyResponsePayload(result=result, **advice)

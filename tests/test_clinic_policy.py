@@ -27,7 +27,7 @@ from models.kernel.policy import (
     policy_overrides,
 )
 from models.notifications.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
-from models.surveys.surveys import follow_up_schedule
+from models.surveys.schedule import follow_up_schedule
 from tests.conftest import Tokens, client_of, running_app
 from tests.support.clinical import complete, start
 

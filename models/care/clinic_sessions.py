@@ -29,16 +29,16 @@ from models.alerts.alerts import raise_alerts
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
 from models.care.plans import FORMULATIONS, dose_problem
-from models.identity.access import Viewer
+from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
-from models.identity.directory import get_providers, treating_provider_patient
+from models.identity.directory import get_providers
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.kernel.errors import Conflict, Forbidden, InvalidInput
 from models.kernel.events import Operation, record_event
 from models.kernel.idempotency import Outcome, request_fields, run_once
 from models.kernel.policy import BloodPressure, ClinicPolicy
 from models.safety.rules import Findings, Phase, reading_findings, respiratory_depression_alert
-from models.surveys.surveys import schedule_follow_up
+from models.surveys.assignments import schedule_follow_up
 
 CLINIC_SETTING = CareSetting.CLINIC.value
 MAX_NOTES = 2000

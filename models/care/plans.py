@@ -31,14 +31,13 @@ from models.care.plan_records import (
     TreatmentPlan,
     TreatmentPlanStatusChange,
 )
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.identity.accounts import Role
-from models.identity.directory import clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.policy import BloodPressure, ClinicPolicy
-from models.surveys.surveys import cancel_recurring_surveys
+from models.surveys.assignments import cancel_recurring_surveys
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,8 @@ from tortoise import fields
 from tortoise.transactions import in_transaction
 
 from models.care.dosing_records import DosingSession, SessionStatus
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patients
 from models.identity.accounts import Patient, Role
-from models.identity.directory import clinical_patients
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput

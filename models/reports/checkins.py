@@ -13,9 +13,8 @@ from tortoise import fields
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models.identity.access import Viewer
+from models.identity.access import Viewer, require_clinical_access, require_clinical_record
 from models.identity.accounts import Patient, Role
-from models.identity.directory import require_clinical_access, require_clinical_record
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound

@@ -17,9 +17,8 @@ from models.alerts.alert_rules import AlertKind, AlertSpec, Severity
 from models.care.dosing_records import DosingSession
 from models.care.plan_records import PlanStatus, TreatmentPlan
 from models.care.plans import change_plan_status
-from models.identity.access import Viewer
+from models.identity.access import Viewer, require_clinical_access, require_clinical_record
 from models.identity.accounts import Patient, Role
-from models.identity.directory import require_clinical_access, require_clinical_record
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound

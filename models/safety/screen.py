@@ -23,9 +23,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models.alerts.alerts import Alert, raise_alerts
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient_ids
 from models.identity.accounts import Patient
-from models.identity.directory import clinical_patient_ids
 from models.kernel.errors import DomainError
 from models.kernel.faults import BackendUnavailable, is_backend_unavailable
 from models.kernel.idempotency import Outcome, fingerprint
