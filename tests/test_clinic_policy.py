@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from api.database import use_database
 from api.settings import Settings, SettingsError
 from models.alerts.alerts import Alert
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE
 from models.kernel.clock import ManualClock
 from models.kernel.policy import (
     DEFAULT_POLICY,

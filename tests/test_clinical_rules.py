@@ -26,7 +26,7 @@ from models.alerts.alert_rules import (
     respond_by,
 )
 from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
 from models.care.pre_dose import (
     CHECKLIST,
     BloodPressureReading,

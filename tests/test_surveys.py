@@ -19,7 +19,7 @@ from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from models.alerts.alerts import Alert
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE
 from models.identity.accounts import Patient
 from models.kernel.clock import ManualClock
 from models.kernel.errors import InvalidInput

@@ -28,7 +28,7 @@ from models.alerts import alert_rules
 from models.alerts.alerts import raise_alerts
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
-from models.care.plans import FORMULATIONS, dose_problem
+from models.care.plan_rules import FORMULATIONS, dose_problem
 from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
 from models.identity.directory import get_providers
