@@ -222,20 +222,39 @@ class StartSession:
         return tuple(code for code in CHECKLIST if code in yes)
 
 
+# Numbers a cuff or a pulse oximeter can show, at home and in clinic: anything else is a typing
+# error, refused.
+PLAUSIBLE: dict[str, tuple[int, int]] = {
+    "systolic": (60, 300),
+    "diastolic": (30, 200),
+    "heartRate": (20, 250),
+    "spo2": (50, 100),
+}
+
+
+def _plausible(name: str, value: int | None) -> bool:
+    low, high = PLAUSIBLE[name]
+    return value is None or low <= value <= high
+
+
 def validate_reading(
     reading: BloodPressureReading | None, field_name: str, now: datetime, policy: ClinicPolicy
 ) -> None:
-    """Numbers a cuff and a pulse oximeter can show, and not taken in the future."""
+    """Numbers a cuff and a pulse oximeter can show (`PLAUSIBLE`), and not taken in the future."""
     if reading is None:
         return
-    if not 60 <= reading.systolic <= 300 or not 30 <= reading.diastolic <= 200:
-        raise InvalidInput(field_name, "blood pressure must be systolic 60-300 and diastolic 30-200 mmHg")
+    if not _plausible("systolic", reading.systolic) or not _plausible("diastolic", reading.diastolic):
+        (low_s, high_s), (low_d, high_d) = PLAUSIBLE["systolic"], PLAUSIBLE["diastolic"]
+        message = f"blood pressure must be systolic {low_s}-{high_s} and diastolic {low_d}-{high_d} mmHg"
+        raise InvalidInput(field_name, message)
     if reading.diastolic >= reading.systolic:
         raise InvalidInput(field_name, "diastolic must be lower than systolic")
-    if reading.heart_rate is not None and not 20 <= reading.heart_rate <= 250:
-        raise InvalidInput(f"{field_name}.heartRate", "heart rate must be 20-250 beats per minute")
-    if reading.spo2 is not None and not 50 <= reading.spo2 <= 100:
-        raise InvalidInput(f"{field_name}.spo2", "SpO2 must be 50-100 %")
+    if not _plausible("heartRate", reading.heart_rate):
+        low, high = PLAUSIBLE["heartRate"]
+        raise InvalidInput(f"{field_name}.heartRate", f"heart rate must be {low}-{high} beats per minute")
+    if not _plausible("spo2", reading.spo2):
+        low, high = PLAUSIBLE["spo2"]
+        raise InvalidInput(f"{field_name}.spo2", f"SpO2 must be {low}-{high} %")
     if reading.measured_at is not None and reading.measured_at.tzinfo is None:
         raise InvalidInput(f"{field_name}.measuredAt", "measuredAt must include a time zone offset")
     if reading.measured_at is not None and reading.measured_at > now + policy.clock_skew:
@@ -299,8 +318,7 @@ def validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> t
     if data.lot_number is not None and len(data.lot_number) > 64:
         raise InvalidInput("lotNumber", "lotNumber must be at most 64 characters")
     validate_reading(data.blood_pressure, "bloodPressure", now, policy)
-    if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
-        raise InvalidInput("recordedAt", problem)
+    policy.check_device_time("recordedAt", data.recorded_at, now)
     return data.answered_yes
 
 

@@ -26,13 +26,17 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 from uuid import UUID
 
 from tortoise.expressions import Q, Subquery
+from tortoise.models import Model
 
 from models.identity.accounts import ApiClient, DataSharingConsent, Patient, Provider, Role, User, client_credential
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, audit_patient_read, denied
 from models.kernel.errors import Forbidden, NotFound
+
+RecordT = TypeVar("RecordT", bound=Model)
 
 
 class ViewerKind(StrEnum):
@@ -315,3 +319,22 @@ async def require_clinical_record(viewer: Viewer, patient_id: UUID, resource_typ
         await require_clinical_access(viewer, patient_id, resource_type)
     except NotFound:
         raise refusal from None
+
+
+def require_patient_self(viewer: Viewer, refusal: Forbidden, action: AuditAction, resource_type: str) -> UUID:
+    """The viewer's own patient id, for what only a patient does for themself (their reports, their
+    sessions, their consent); `refusal`, audited as DENIED, for anyone else."""
+    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
+        raise denied(viewer, refusal, action, resource_type)
+    return viewer.patient_id
+
+
+async def clinical_record(viewer: Viewer, model: type[RecordT], record_id: UUID, refusal: NotFound) -> RecordT:
+    """A patient's record of `model` read by its id, if the viewer may read that patient's
+    clinical record; `refusal` otherwise, as for a record that does not exist (audited either way)."""
+    record = await model.get_or_none(id=record_id)
+    if record is None:
+        raise refusal
+    patient_id: UUID = record.patient_id  # type: ignore[attr-defined]
+    await require_clinical_record(viewer, patient_id, model.__name__, refusal)
+    return record

@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 
 from models.care.dosing_records import DosingSession
 from models.care.plan_records import ScheduledSurvey
 from models.identity.access import Viewer, require_clinical_access
 from models.identity.accounts import Patient
 from models.kernel.events import Operation, record_event
+from models.kernel.pages import newest_first
 from models.kernel.policy import ClinicPolicy
 from models.notifications import notifications
 from models.surveys.schedule import (
@@ -145,15 +146,12 @@ async def _answered_before_assigned(assignment: SurveyAssignment, now: datetime)
     )  # fmt: skip
 
 
+_NOT_YET_ANSWERED = (AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE)
+
+
 async def cancel_session_surveys(session_id: UUID, *, now: datetime) -> int:
     """A voided session cancels its surveys not yet answered or expired (CLINICAL.md §6)."""
-    cancelled = 0
-    for assignment in await SurveyAssignment.filter(
-        session_id=session_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
-    ):
-        if await move_assignment(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
-            cancelled += 1
-    return cancelled
+    return await _cancel(SurveyAssignment.filter(session_id=session_id, status__in=_NOT_YET_ANSWERED), now)
 
 
 _CLOSED = (AssignmentStatus.COMPLETED, AssignmentStatus.EXPIRED, AssignmentStatus.CANCELLED)
@@ -183,23 +181,24 @@ async def move_assignment(assignment: SurveyAssignment, to: AssignmentStatus, no
 
 async def cancel_recurring_surveys(patient_id: UUID, *, now: datetime) -> int:
     """A plan leaving ACTIVE cancels the recurring surveys not yet open (CLINICAL.md §6)."""
-    cancelled = 0
-    for assignment in await SurveyAssignment.filter(
+    not_open = SurveyAssignment.filter(
         patient_id=patient_id, recurrence_key__isnull=False, status=AssignmentStatus.SCHEDULED
-    ):
-        if await move_assignment(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
-            cancelled += 1
-    return cancelled
+    )
+    return await _cancel(not_open, now)
 
 
 async def cancel_surveys_of_deactivated_patient(patient_id: UUID, *, now: datetime) -> int:
     """A deactivated patient cannot answer (models.identity.administration): their scheduled and open
     surveys are cancelled, with their queued notifications, but the post-session check of a
     session, whose expiry alerts the care team (CLINICAL.md §6). Returns how many."""
+    pending = SurveyAssignment.filter(patient_id=patient_id, status__in=_NOT_YET_ANSWERED)
+    return await _cancel(pending.exclude(instrument=POST_SESSION), now)
+
+
+async def _cancel(assignments: QuerySet[SurveyAssignment], now: datetime) -> int:
+    """Cancel each of `assignments` (with its queued notifications); how many this call moved."""
     cancelled = 0
-    for assignment in await SurveyAssignment.filter(
-        patient_id=patient_id, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE]
-    ).exclude(instrument=POST_SESSION):
+    for assignment in await assignments:
         if await move_assignment(assignment, AssignmentStatus.CANCELLED, now, next_reminder_at=None):
             cancelled += 1
     return cancelled
@@ -214,9 +213,7 @@ async def list_assignments(
     query = SurveyAssignment.filter(patient_id=patient_id)
     if statuses:
         query = query.filter(status__in=statuses)
-    if before is not None:
-        query = query.filter(Q(available_at__lt=before[0]) | Q(available_at=before[0], id__lt=before[1]))
-    return list(await query.order_by("-available_at", "-id").limit(limit))
+    return await newest_first(query, "available_at", limit=limit, before=before)
 
 
 async def opened_assignment(patient_id: UUID, assignment_id: UUID) -> SurveyAssignment | None:

@@ -10,22 +10,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models.alerts import alert_rules
 from models.alerts.alerts import resolve_automatically
 from models.care.dosing_records import DosingSession
-from models.identity.access import Viewer, require_clinical_access, require_clinical_record
-from models.identity.accounts import Role
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.identity.access import Viewer, clinical_record, require_clinical_access, require_patient_self
+from models.kernel.audit import AuditAction, denied
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.kernel.events import Operation, record_event
+from models.kernel.events import record_created
 from models.kernel.idempotency import Outcome, run_once
+from models.kernel.pages import newest_first
 from models.kernel.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 from models.outcomes.baselines import pain_baseline
 from models.safety.rules import Findings
-from models.safety.screen import Submission, screen
+from models.safety.screen import Submission, screened_write
 from models.surveys.assignments import move_assignment
 from models.surveys.instruments import (
     ON_DEMAND,
@@ -112,9 +111,8 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
     closes the "unanswered safety check" alert its expiry raised, unless a provider has already
     taken it (see `models.alerts.alerts.resolve_automatically`).
     """
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise denied(viewer, Forbidden("surveys are answered by the patient"), AuditAction.CREATE, "SurveyResponse")
-    patient_id = viewer.patient_id
+    refusal = Forbidden("surveys are answered by the patient")
+    patient_id = require_patient_self(viewer, refusal, AuditAction.CREATE, "SurveyResponse")
     findings, definition = await answer_findings(patient_id, data, policy)
     content = {
         "instrument": definition.code if definition else data.instrument,
@@ -126,8 +124,10 @@ async def submit_survey_response(viewer: Viewer, data: NewResponse, *, now: date
         "submitSurveyResponse", patient_id, content, findings, idempotency_key=data.idempotency_key,
         recorded_at=data.recorded_at,
     )  # fmt: skip
-    screened = await screen(submission, now=now, policy=policy)
-    return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="SurveyResponse")
+    return await screened_write(
+        submission, lambda: _submit(viewer, patient_id, data, now=now, policy=policy), record_type="SurveyResponse",
+        now=now, policy=policy,
+    )  # fmt: skip
 
 
 def _answers(data: NewResponse) -> dict[str, int]:
@@ -210,8 +210,7 @@ async def _submit(
     if data.problems:
         raise data.problems[0]
     answers = _answers(data)
-    if data.recorded_at is not None and (problem := policy.device_time_problem("recordedAt", data.recorded_at, now)):
-        raise InvalidInput("recordedAt", problem)
+    policy.check_device_time("recordedAt", data.recorded_at, now)
     answered_at = data.recorded_at or now
 
     async def write() -> Outcome:
@@ -249,13 +248,8 @@ async def _submit(
                         note=f"Answered on the patient's phone at {answered_at.isoformat()}, inside the window, "
                         f"and received at {now.isoformat()} after the survey expired.",
                     )  # fmt: skip
-            await record_event(
-                "SurveyResponse.created", resource_type="SurveyResponse", resource_id=response.id,
-                operation=Operation.CREATED, version=1, now=now, patient_id=patient_id,
-                payload={"instrument": definition.code},
-            )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "SurveyResponse", AuditOutcome.SUCCESS, patient_id, str(response.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
+            payload = {"instrument": definition.code}
+            await record_created(viewer, "SurveyResponse", response.id, patient_id, now=now, payload=payload)
         return Outcome(response.id)
 
     request: dict[str, Any] = {
@@ -275,16 +269,8 @@ async def list_responses(
 ) -> list[SurveyResponse]:
     """A patient's scored responses, newest first."""
     await require_clinical_access(viewer, patient_id, "SurveyResponse")
-    query = SurveyResponse.filter(patient_id=patient_id)
-    if before is not None:
-        query = query.filter(Q(submitted_at__lt=before[0]) | Q(submitted_at=before[0], id__lt=before[1]))
-    return list(await query.order_by("-submitted_at", "-id").limit(limit))
+    return await newest_first(SurveyResponse.filter(patient_id=patient_id), "submitted_at", limit=limit, before=before)
 
 
 async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
-    response = await SurveyResponse.get_or_none(id=response_id)
-    if response is None:
-        raise NotFound("survey response")
-    refusal = NotFound("survey response")
-    await require_clinical_record(viewer, response.patient_id, "SurveyResponse", refusal)  # type: ignore[attr-defined]
-    return response
+    return await clinical_record(viewer, SurveyResponse, response_id, NotFound("survey response"))
