@@ -262,6 +262,7 @@ def validate_reading(
 
 
 def reading_content(reading: BloodPressureReading | None) -> dict[str, Any] | None:
+    """A reading as the safety screen keeps it (the content an alert came from)."""
     if reading is None:
         return None
     return {
@@ -276,6 +277,7 @@ def reading_content(reading: BloodPressureReading | None) -> dict[str, Any] | No
 def session_reading_findings(
     reading: BloodPressureReading | None, phase: Phase, policy: ClinicPolicy, ceiling: BloodPressure | None = None
 ) -> Findings:
+    """What a session's reading calls for in its phase (CLINICAL.md §2, §3), nothing without one."""
     if reading is None:
         return Findings()
     return reading_findings(
@@ -299,6 +301,8 @@ def start_findings(data: StartSession, ceiling: BloodPressure, policy: ClinicPol
 
 
 def validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> tuple[str, ...]:
+    """`InvalidInput` for a start that cannot be read as CLINICAL.md §2's form (after the screen);
+    the checklist items answered "yes"."""
     if data.problems:
         raise data.problems[0]
     if not Decimal(0) < data.dose_mg <= Decimal(800):

@@ -36,7 +36,8 @@ from models.surveys.schedule import (
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 
 
-async def assignment_event(assignment: SurveyAssignment, event: str, operation: Operation, now: datetime) -> None:
+async def _event(assignment: SurveyAssignment, event: str, operation: Operation, now: datetime) -> None:
+    """An assignment's event in the outbox (the live feed tells the patient's phone)."""
     await record_event(
         event,
         resource_type="SurveyAssignment",
@@ -66,7 +67,7 @@ async def create_assignment(
         reminder_times=[moment.isoformat() for moment in planned.reminders],
         next_reminder_at=planned.reminders[0] if planned.reminders else None,
     )
-    await assignment_event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
+    await _event(assignment, "SurveyAssignment.scheduled", Operation.CREATED, now)
     return assignment
 
 
@@ -175,7 +176,7 @@ async def move_assignment(assignment: SurveyAssignment, to: AssignmentStatus, no
         await notifications.cancel_pending(
             prefixes=[f"survey-available:{assignment.id}", f"survey-reminder:{assignment.id}:"]
         )
-    await assignment_event(assignment, f"SurveyAssignment.{to.value.lower()}", Operation.UPDATED, now)
+    await _event(assignment, f"SurveyAssignment.{to.value.lower()}", Operation.UPDATED, now)
     return True
 
 
