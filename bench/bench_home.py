@@ -52,7 +52,7 @@ from models.kernel.errors import DomainError
 from models.messaging import messaging
 from models.outcomes import outcomes
 from models.reports import checkins
-from models.surveys import survey_records, surveys
+from models.surveys import assignments, survey_records
 from tests.conftest import start_logins
 from tests.support.panel_data import counting_statements
 
@@ -129,7 +129,9 @@ def bare_routes(settings: Settings) -> list[Route]:
         current, facts, open_surveys, recent, unread = await asyncio.gather(
             plans.current_plans(viewer, [patient.id]),
             outcomes.panel_facts(viewer, [patient.id], now=now),
-            surveys.list_assignments(viewer, patient.id, statuses=[survey_records.AssignmentStatus.AVAILABLE], limit=4),
+            assignments.list_assignments(
+                viewer, patient.id, statuses=[survey_records.AssignmentStatus.AVAILABLE], limit=4
+            ),
             checkins.list_check_ins(viewer, patient.id, limit=8),
             messaging.unread_by_patient(viewer, [patient.id]),
         )

@@ -25,8 +25,8 @@ from models.identity.accounts import Patient
 from models.kernel.clock import ManualClock
 from models.kernel.policy import DEFAULT_POLICY
 from models.notifications.notifications import Notification
+from models.surveys.delivery import expire_overdue_surveys, open_due_surveys, send_reminders
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys.surveys import expire_overdue_surveys, open_due_surveys, send_reminders
 
 ROWS = int(os.environ.get("BENCH_ROWS", "100000"))
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)

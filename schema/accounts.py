@@ -12,7 +12,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models.ehr import consent
-from models.identity import directory
+from models.identity import access, directory
 from models.identity.access import Viewer
 from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.kernel import errors as domain
@@ -216,7 +216,7 @@ class ViewerType:
 
 
 PatientOrder = strawberry.enum(
-    directory.PatientOrder,
+    access.PatientOrder,
     name="PatientOrder",
     description="URGENCY reads open alerts (clinical data): only for viewers who may see them.",
 )
@@ -231,14 +231,14 @@ class PatientFilter:
 
 
 # A cursor of one order opens only in that order: positions of the two differ.
-_PATIENT_LISTINGS: dict[directory.PatientOrder, Listing[tuple[Patient, directory.PatientCursor], Any]] = {
-    directory.PatientOrder.NAME: Listing(
+_PATIENT_LISTINGS: dict[access.PatientOrder, Listing[tuple[Patient, directory.PatientCursor], Any]] = {
+    access.PatientOrder.NAME: Listing(
         "patients",
         (str, str, uuid.UUID),
         directory.PatientCursor,
         lambda row: [row[1].family_name, row[1].given_name, str(row[1].id)],
     ),
-    directory.PatientOrder.URGENCY: Listing(
+    access.PatientOrder.URGENCY: Listing(
         "panel",
         (int, datetime.fromisoformat, str, str, uuid.UUID),
         lambda rank, deadline, family, given, row_id: directory.PatientCursor(family, given, row_id, rank, deadline),
@@ -258,7 +258,7 @@ async def patient_connection(
     first: int | None,
     after: str | None,
     *,
-    order: directory.PatientOrder = directory.PatientOrder.NAME,
+    order: access.PatientOrder = access.PatientOrder.NAME,
     care_team_id: uuid.UUID | None = None,
     with_open_alerts: bool | None = None,
 ) -> Connection[PatientType]:
@@ -369,7 +369,7 @@ class AccountsQuery:
         team = node_uuid(filter.care_team_id, "CareTeam") if filter and filter.care_team_id else None
         if filter and filter.care_team_id and team is None:
             raise BadUserInput("careTeamId is not a care team id")
-        order = order_by or directory.default_patient_order(viewer_of(info))
+        order = order_by or access.default_patient_order(viewer_of(info))
         return await patient_connection(
             info,
             first,

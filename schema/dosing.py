@@ -16,7 +16,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models.care import clinic_sessions, dosing, dosing_records, plan_records
+from models.care import clinic_sessions, dosing, dosing_records, plan_records, pre_dose
 from models.kernel.idempotency import Outcome
 from schema.context import Context
 from schema.errors import (
@@ -235,10 +235,10 @@ class VoidDosingSessionInput:
 
 def _reading(
     value: BloodPressureInput | None, field_name: str, read: LenientInput
-) -> dosing.BloodPressureReading | None:
+) -> pre_dose.BloodPressureReading | None:
     if value is None:
         return None
-    return dosing.BloodPressureReading(
+    return pre_dose.BloodPressureReading(
         value.systolic,
         value.diastolic,
         read.time(value.measured_at, f"{field_name}.measuredAt"),
@@ -295,7 +295,7 @@ class DosingMutation:
 
         async def call() -> tuple[Outcome, dosing.StartedSession]:
             read = LenientInput()
-            data = dosing.StartSession(
+            data = pre_dose.StartSession(
                 dose_mg=decimal(input.dose_mg, "doseMg"),
                 monitor_present=input.monitor_present,
                 monitor_name=input.monitor_name,

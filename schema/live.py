@@ -22,7 +22,7 @@ from models.kernel import errors as domain
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome
 from models.kernel.events import REPLAY_WINDOW, BusEvent, events_since
 from models.messaging import messaging
-from models.surveys import surveys
+from models.surveys import assignments
 from schema.alerts import AlertType
 from schema.context import Context
 from schema.errors import BadUserInput, ClientError, Forbidden, RecordNotFound
@@ -196,7 +196,7 @@ class LiveSubscription:
             current = await _next_event(info)
             if current is None:
                 return
-            assignment = await surveys.opened_assignment(viewer.patient_id, event.resource_id)
+            assignment = await assignments.opened_assignment(viewer.patient_id, event.resource_id)
             if assignment is not None:
                 _delivered(current, viewer.patient_id, "SurveyAssignment")
                 yield SurveyAssignmentType.from_model(assignment)

@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models.surveys import instruments, survey_records, surveys
+from models.surveys import assignments, instruments, responses, survey_records
 from schema.context import Context
 from schema.errors import Conflict, IdempotencyConflict, NotFound, ValidationError
 from schema.ids import global_id
@@ -192,7 +192,7 @@ class PatientSurveyFields:
         patient_id = uuid.UUID(str(self.id))
 
         async def fetch(limit: int, before: tuple[datetime, uuid.UUID] | None) -> list[survey_records.SurveyAssignment]:
-            return await surveys.list_assignments(
+            return await assignments.list_assignments(
                 viewer_of(info), patient_id, statuses=status, limit=limit, before=before
             )
 
@@ -205,7 +205,7 @@ class PatientSurveyFields:
         patient_id = uuid.UUID(str(self.id))
 
         async def fetch(limit: int, before: tuple[datetime, uuid.UUID] | None) -> list[survey_records.SurveyResponse]:
-            return await surveys.list_responses(viewer_of(info), patient_id, limit=limit, before=before)
+            return await responses.list_responses(viewer_of(info), patient_id, limit=limit, before=before)
 
         return await paginate(info.context, _RESPONSES, first, after, fetch, each(SurveyResponseType.from_model))
 
@@ -269,7 +269,7 @@ class SurveyMutation:
 
         async def call() -> Any:
             read = LenientInput()
-            data = surveys.NewResponse(
+            data = responses.NewResponse(
                 answers=tuple((answer.link_id, answer.value) for answer in input.answers),
                 assignment_id=read.id(input.assignment_id, "SurveyAssignment", "assignmentId"),
                 instrument=input.instrument,
@@ -278,10 +278,10 @@ class SurveyMutation:
                 session_id=read.id(input.session_id, "DosingSession", "sessionId"),
                 problems=read.problems,
             )
-            outcome = await surveys.submit_survey_response(
+            outcome = await responses.submit_survey_response(
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
-            return outcome, await surveys.get_response(viewer, outcome.resource_id)
+            return outcome, await responses.get_response(viewer, outcome.resource_id)
 
         result, advice = await written(call, SurveyResponseType.from_model)
         return SubmitSurveyResponsePayload(result=result, **advice)

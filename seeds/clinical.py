@@ -22,7 +22,8 @@ from tortoise.transactions import in_transaction
 
 from models.alerts import alerts
 from models.care import dosing, dosing_records, plan_records, plans
-from models.care.dosing import CHECKLIST, BloodPressureReading, CompleteSession, StartSession
+from models.care.dosing import CompleteSession
+from models.care.pre_dose import CHECKLIST, BloodPressureReading, StartSession
 from models.identity.access import Viewer, load_user_viewer
 from models.identity.accounts import Patient, User
 from models.kernel.audit import AuditTrail
@@ -34,7 +35,7 @@ from models.notifications.notifications import Notification, NotificationStatus
 from models.outcomes import opioids
 from models.reports import checkins, side_effects
 from models.safety.screen import alerts_about
-from models.surveys import survey_records, surveys
+from models.surveys import delivery, responses, survey_records
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ def _answers(instrument: str, course: DemoCourse, progress: float) -> dict[str, 
 async def _baseline(patient: Viewer, course: DemoCourse, at: datetime, policy: ClinicPolicy) -> None:
     """Baseline scores two days before the first session (CLINICAL.md §5 outcome definitions)."""
     for code in ("PAIN-NRS", "PHQ-9", "GAD-7", "PEG-3"):
-        response = surveys.NewResponse(answers=tuple(_answers(code, course, 0.0).items()), instrument=code)
-        await surveys.submit_survey_response(patient, response, now=at, policy=policy)
+        response = responses.NewResponse(answers=tuple(_answers(code, course, 0.0).items()), instrument=code)
+        await responses.submit_survey_response(patient, response, now=at, policy=policy)
 
 
 async def _answer_follow_ups(
@@ -180,19 +181,19 @@ async def _answer_follow_ups(
     )
     skipped_one = False
     for index, assignment in enumerate(due):
-        await surveys.open_due_surveys(now=assignment.available_at, policy=policy)
+        await delivery.open_due_surveys(now=assignment.available_at, policy=policy)
         answered_at = assignment.available_at + timedelta(minutes=40)
         if answered_at >= now or (course.patient == "devon@demo.test" and index == len(due) - 1):
             continue
         if course.patient == "blair@demo.test" and assignment.instrument == "PEG-3" and not skipped_one:
             skipped_one = True
             continue
-        response = surveys.NewResponse(
+        response = responses.NewResponse(
             answers=tuple(_answers(assignment.instrument, course, (index + 1) / len(due)).items()),
             assignment_id=assignment.id,
         )
-        await surveys.submit_survey_response(patient, response, now=answered_at, policy=policy)
-    await surveys.expire_overdue_surveys(now=now, policy=policy)
+        await responses.submit_survey_response(patient, response, now=answered_at, policy=policy)
+    await delivery.expire_overdue_surveys(now=now, policy=policy)
 
 
 CONVERSATIONS: dict[str, tuple[str, list[tuple[str, str]]]] = {

@@ -33,7 +33,8 @@ from api.settings import Settings, origin_of
 from models.identity import sign_ins, throttle, totp
 from models.identity.access import Viewer, load_user_viewer
 from models.identity.accounts import CLIENT_ID_PATTERN, ApiClient, Role, User, client_credential, normalise_email
-from models.identity.totp import ENROLMENT_ONLY_SCOPE, SecondFactorPolicy, SecretBox
+from models.identity.totp import ENROLMENT_ONLY_SCOPE, SecondFactorPolicy
+from models.identity.totp_codes import SecretBox
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, record_now
 from models.kernel.clock import Clock
 from models.kernel.errors import InvalidInput

@@ -33,6 +33,7 @@ from models.kernel.base import Entity
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.policy import ClinicPolicy
+from models.kernel.text import MAX_NOTE_LENGTH, kept_note
 
 
 class AlertStatus(StrEnum):
@@ -199,11 +200,9 @@ async def _alert_for(viewer: Viewer, alert_id: UUID) -> Alert:
 
 
 def _note(note: str | None, *, required: bool) -> str:
-    cleaned = (note or "").strip()
+    cleaned = kept_note(note or "")
     if required and not cleaned:
         raise InvalidInput("note", "say how the alert was resolved")
-    if len(cleaned) > 2000:
-        raise InvalidInput("note", "note must be at most 2000 characters")
     return cleaned
 
 
@@ -259,12 +258,12 @@ async def resolve_automatically(
         kind=kind, source_type=source_type, source_id=source_id, status=AlertStatus.OPEN
     ).select_for_update():
         claimed = await Alert.filter(id=alert.id, status=AlertStatus.OPEN, version=alert.version).update(
-            status=AlertStatus.RESOLVED, resolved_at=now, resolution_note=note[:2000], version=alert.version + 1,
-            updated_at=now,
+            status=AlertStatus.RESOLVED, resolved_at=now, resolution_note=note[:MAX_NOTE_LENGTH],
+            version=alert.version + 1, updated_at=now,
         )  # fmt: skip
         if claimed != 1:
             continue  # a provider acknowledged it meanwhile
-        alert.status, alert.resolved_at, alert.resolution_note = AlertStatus.RESOLVED, now, note[:2000]
+        alert.status, alert.resolved_at, alert.resolution_note = AlertStatus.RESOLVED, now, note[:MAX_NOTE_LENGTH]
         alert.version += 1
         await _alert_event(alert, "Alert.resolved", Operation.UPDATED, now)
         patient_id: UUID = alert.patient_id  # type: ignore[attr-defined]

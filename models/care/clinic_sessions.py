@@ -26,31 +26,26 @@ from tortoise.transactions import in_transaction
 
 from models.alerts import alert_rules
 from models.alerts.alerts import raise_alerts
+from models.care.dosing import record_session_written
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
-from models.care.plans import FORMULATIONS, dose_problem
-from models.identity.access import Viewer
+from models.care.plan_rules import FORMULATIONS, dose_problem
+from models.care.pre_dose import PLAUSIBLE
+from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
-from models.identity.directory import get_providers, treating_provider_patient
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.identity.directory import get_providers
+from models.kernel.audit import AuditAction, denied
 from models.kernel.errors import Conflict, Forbidden, InvalidInput
-from models.kernel.events import Operation, record_event
+from models.kernel.events import Operation
 from models.kernel.idempotency import Outcome, request_fields, run_once
 from models.kernel.policy import BloodPressure, ClinicPolicy
+from models.kernel.text import kept_note
 from models.safety.rules import Findings, Phase, reading_findings, respiratory_depression_alert
-from models.surveys.surveys import schedule_follow_up
+from models.surveys.assignments import schedule_follow_up
 
 CLINIC_SETTING = CareSetting.CLINIC.value
-MAX_NOTES = 2000
 MAX_LOT_NUMBER = 64
 MAX_MONITORED_BY = 100
-# Numbers a cuff or a pulse oximeter can show: anything else is a typing error, refused.
-PLAUSIBLE: dict[str, tuple[int, int]] = {
-    "systolic": (60, 300),
-    "diastolic": (30, 200),
-    "heartRate": (20, 250),
-    "spo2": (50, 100),
-}
 
 
 @dataclass(frozen=True)
@@ -145,7 +140,8 @@ async def record_clinic_session(viewer: Viewer, data: ClinicSession, *, now: dat
                 patient, session.id, data.ended_at, plan.schedule,
                 back_to_baseline=data.ready_to_leave_at is not None, now=now, policy=policy,
             )  # fmt: skip
-            await _recorded(viewer, session, now)
+            # The same event as a session completed at home (type, resource, payload), created at once.
+            await record_session_written(viewer, session, "DosingSession.completed", Operation.CREATED, now)
         return Outcome(session.id, findings.advice)
 
     return await run_once(viewer, "recordClinicSession", data.idempotency_key, request_fields(data), write, now=now)
@@ -195,8 +191,7 @@ def _validate(data: ClinicSession, now: datetime, policy: ClinicPolicy) -> None:
         if data.ready_to_leave_at > now + policy.clock_skew:
             raise InvalidInput("readyToLeaveAt", "readyToLeaveAt is in the future")
     _validate_readings(data, policy)
-    if len(data.notes) > MAX_NOTES:
-        raise InvalidInput("notes", f"notes must be at most {MAX_NOTES} characters")
+    kept_note(data.notes, "notes")
 
 
 def _validate_readings(data: ClinicSession, policy: ClinicPolicy) -> None:
@@ -313,7 +308,7 @@ def _columns(
         "respiratory_depression": data.respiratory_depression,
         "ready_to_leave_at": data.ready_to_leave_at,
         "back_to_baseline": data.ready_to_leave_at is not None,
-        "notes": data.notes.strip(),
+        "notes": kept_note(data.notes, "notes"),
         "start_received_at": now,
         "completion_received_at": now,
     }
@@ -327,22 +322,3 @@ def _columns(
                 f"{prefix}_spo2": reading.spo2,
             }
     return columns
-
-
-async def _recorded(viewer: Viewer, session: DosingSession, now: datetime) -> None:
-    """The event and the audit row of a recorded session: the same event as a session completed
-    at home (type, resource, payload), created at once."""
-    patient_id: UUID = session.patient_id  # type: ignore[attr-defined]
-    event = "DosingSession.completed"
-    await record_event(
-        event,
-        resource_type="DosingSession",
-        resource_id=session.id,
-        operation=Operation.CREATED,
-        version=session.version,
-        now=now,
-        patient_id=patient_id,
-        payload={"status": session.status.value, "endedAt": session.ended_at.isoformat() if session.ended_at else None},
-    )
-    entry = AuditEntry(AuditAction.CREATE, "DosingSession", AuditOutcome.SUCCESS, patient_id, str(session.id), event)
-    await record_now(viewer, entry, now=now, trail=viewer.audit)

@@ -24,15 +24,14 @@ from models.care.plan_records import (
     TreatmentPlan,
 )
 from models.care.plans import record_plan_medications
-from models.identity.access import Viewer
-from models.identity.accounts import Role
-from models.kernel.audit import AuditAction, denied
+from models.identity.access import Viewer, require_patient_self
+from models.kernel.audit import AuditAction
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
 from models.kernel.idempotency import Outcome, run_once
 from models.kernel.policy import ClinicPolicy
 from models.outcomes.opioids import InteractionWarning, session_warnings
 from models.safety.rules import Findings, crisis_findings
-from models.safety.screen import Submission, screen
+from models.safety.screen import Submission, screened_write
 
 _SEDATION = "adds to sleepiness and may make ketamine work less well: keep your monitor with you during the session."
 _BLOOD_PRESSURE = (
@@ -126,17 +125,17 @@ def new_medication_alert(medication_class: MedicationClass, note: str) -> AlertS
 async def report_new_medication(viewer: Viewer, data: NewMedication, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """The patient adds a class of medication to their current plan (source PATIENT). The report
     is screened first (CLINICAL.md §0): its alert is raised even when the report is refused."""
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        refusal = Forbidden("new medications are reported by the patient")
-        raise denied(viewer, refusal, AuditAction.UPDATE, "TreatmentPlan")
-    patient_id = viewer.patient_id
+    refusal = Forbidden("new medications are reported by the patient")
+    patient_id = require_patient_self(viewer, refusal, AuditAction.UPDATE, "TreatmentPlan")
     findings = Findings(advice={"safetyInstructions": NEW_MEDICATION_ADVICE})
     findings.add(new_medication_alert(data.medication_class, data.note))
     findings.merge(crisis_findings(data.note, "a medication report", policy))
     content = {"medicationClass": data.medication_class.value, "note": data.note}
     submission = Submission("reportNewMedication", patient_id, content, findings, idempotency_key=data.idempotency_key)
-    screened = await screen(submission, now=now, policy=policy)
-    return await screened.guard(_report(viewer, patient_id, data, now=now), record_type="TreatmentPlan")
+    return await screened_write(
+        submission, lambda: _report(viewer, patient_id, data, now=now), record_type="TreatmentPlan", now=now,
+        policy=policy,
+    )  # fmt: skip
 
 
 async def _report(viewer: Viewer, patient_id: UUID, data: NewMedication, *, now: datetime) -> Outcome:

@@ -1,8 +1,8 @@
-"""Treatment plans: what a provider prescribes, its safety limits, and its status history.
+"""Treatment plans: what a provider prescribes, within the limits of `models.care.plan_rules`
+(CLINICAL.md §1, §2, §6, §8), and its status history.
 
-Formulation dose limits (CLINICAL.md §1) are guard rails against typing errors, not dosing
-advice. A patient has at most one current (ACTIVE or ON_HOLD) plan; a unique index backs the
-check made here. Every status change is kept with its reason and who made it (None: the system,
+A patient has at most one current (ACTIVE or ON_HOLD) plan; a unique index backs the check made
+here. Every status change is kept with its reason and who made it (None: the system,
 e.g. an automatic hold after a severe side effect, which the alert asks a clinician to review).
 """
 
@@ -22,49 +22,28 @@ from models.care.plan_records import (
     CURRENT_STATUSES,
     CareSetting,
     ConcomitantMedication,
-    DoseUnit,
     Formulation,
     MedicationClass,
-    MedicationSource,
     PlanStatus,
     ScheduledSurvey,
     TreatmentPlan,
     TreatmentPlanStatusChange,
 )
-from models.identity.access import Viewer
+from models.care.plan_rules import (
+    DEFAULT_SURVEY_SCHEDULE,
+    FORMULATIONS,
+    ceiling_problem,
+    dose_problem,
+    provider_medication_list,
+    schedule_problem,
+)
+from models.identity.access import Viewer, clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.identity.accounts import Role
-from models.identity.directory import clinical_patient, clinical_patient_ids, treating_provider_patient
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now, record_system
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.policy import BloodPressure, ClinicPolicy
-from models.surveys.surveys import cancel_recurring_surveys
-
-
-@dataclass(frozen=True)
-class FormulationRule:
-    """CLINICAL.md §1: where a formulation may be used and its dose guard rails."""
-
-    settings: frozenset[CareSetting]
-    unit: DoseUnit
-    minimum: Decimal
-    maximum: Decimal
-    allowed_doses: frozenset[Decimal] = frozenset()
-
-
-_BOTH = frozenset({CareSetting.AT_HOME, CareSetting.CLINIC})
-_CLINIC = frozenset({CareSetting.CLINIC})
-
-FORMULATIONS: dict[Formulation, FormulationRule] = {
-    Formulation.SUBLINGUAL_TABLET: FormulationRule(_BOTH, DoseUnit.MG, Decimal(25), Decimal(800)),
-    Formulation.ORAL: FormulationRule(_BOTH, DoseUnit.MG, Decimal(25), Decimal(800)),
-    Formulation.INTRANASAL_KETAMINE: FormulationRule(_BOTH, DoseUnit.MG, Decimal(10), Decimal(200)),
-    Formulation.INTRANASAL_ESKETAMINE: FormulationRule(
-        _CLINIC, DoseUnit.MG, Decimal(28), Decimal(84), frozenset({Decimal(28), Decimal(56), Decimal(84)})
-    ),
-    Formulation.INTRAMUSCULAR: FormulationRule(_CLINIC, DoseUnit.MG_PER_KG, Decimal("0.1"), Decimal("1.0")),
-    Formulation.INTRAVENOUS: FormulationRule(_CLINIC, DoseUnit.MG_PER_KG_PER_HOUR, Decimal("0.1"), Decimal("2.0")),
-}
+from models.surveys.assignments import cancel_recurring_surveys
 
 # CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
 # hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
@@ -79,75 +58,6 @@ STRUCTURAL_CONTRAINDICATIONS = frozenset(
         "UNCONTROLLED_HYPERTENSION",
     }
 )
-
-
-def provider_medication_list(
-    current: list[ConcomitantMedication], classes: tuple[MedicationClass, ...], now: datetime
-) -> list[ConcomitantMedication]:
-    """The plan's medications once a provider lists `classes` in full: a class already on the plan
-    keeps its entry (who reported it, when); a new one is the provider's, as of `now`; a class left
-    out is taken off. Each class once."""
-    repeated = sorted({value.value for value in classes if classes.count(value) > 1})
-    if repeated:
-        raise InvalidInput("concomitantMedications", f"each class once; repeated: {', '.join(repeated)}")
-    kept = [entry for entry in current if entry.medication_class in classes]
-    known = {entry.medication_class for entry in kept}
-    added = [ConcomitantMedication(value, MedicationSource.PROVIDER, now) for value in classes if value not in known]
-    return kept + added
-
-
-# CLINICAL.md §5 instruments a schedule may name.
-INSTRUMENT_CODES = frozenset({"POST-SESSION", "PAIN-NRS", "PEG-3", "PHQ-9", "GAD-7", "WEEKLY-SAFETY"})
-
-
-# CLINICAL.md §6: the default follow-up schedule after each completed session.
-DEFAULT_SURVEY_SCHEDULE: tuple[ScheduledSurvey, ...] = (
-    ScheduledSurvey("POST-SESSION", 2 * 60, 6 * 60),
-    ScheduledSurvey("PAIN-NRS", 24 * 60, 24 * 60),
-    ScheduledSurvey("PEG-3", 72 * 60, 48 * 60),
-    ScheduledSurvey("PHQ-9", 7 * 24 * 60, 72 * 60),
-    ScheduledSurvey("GAD-7", 7 * 24 * 60, 72 * 60),
-)
-
-
-def dose_problem(formulation: Formulation, setting: CareSetting, dose: Decimal) -> str | None:
-    """Why a plan's dose or setting is refused (CLINICAL.md §1), or None."""
-    rule = FORMULATIONS[formulation]
-    if setting not in rule.settings:
-        return f"{formulation.value} is given in clinic only"
-    if rule.allowed_doses and dose not in rule.allowed_doses:
-        allowed = ", ".join(f"{value:g}" for value in sorted(rule.allowed_doses))
-        return f"{formulation.value} dose must be one of {allowed} mg"
-    if not rule.minimum <= dose <= rule.maximum:
-        unit = {DoseUnit.MG: "mg", DoseUnit.MG_PER_KG: "mg/kg", DoseUnit.MG_PER_KG_PER_HOUR: "mg/kg per hour"}
-        return f"{formulation.value} dose must be between {rule.minimum:g} and {rule.maximum:g} {unit[rule.unit]}"
-    return None
-
-
-def ceiling_problem(ceiling: BloodPressure, policy: ClinicPolicy) -> str | None:
-    """CLINICAL.md §2: a plan's ceiling is never above 160/100 (nor absurdly low)."""
-    highest = policy.highest_bp_ceiling
-    if ceiling.systolic > highest.systolic or ceiling.diastolic > highest.diastolic:
-        return f"the blood-pressure ceiling may not be above {highest}"
-    if ceiling.systolic < 90 or ceiling.diastolic < 50 or ceiling.diastolic >= ceiling.systolic:
-        return "the blood-pressure ceiling is not a plausible blood pressure"
-    return None
-
-
-def schedule_problem(schedule: tuple[ScheduledSurvey, ...]) -> str | None:
-    if len(schedule) > 20:
-        return "a survey schedule has at most 20 entries"
-    instruments = [item.instrument for item in schedule]
-    if len(set(instruments)) != len(instruments):
-        return "each instrument appears once in a survey schedule"
-    for item in schedule:
-        if item.instrument not in INSTRUMENT_CODES:
-            return f"unknown instrument {item.instrument!r} (known: {', '.join(sorted(INSTRUMENT_CODES))})"
-        if not 0 <= item.offset_minutes <= 60 * 24 * 60:
-            return f"{item.instrument}: offset must be between 0 and 60 days"
-        if not 60 <= item.window_minutes <= 14 * 24 * 60:
-            return f"{item.instrument}: window must be between 1 hour and 14 days"
-    return None
 
 
 @dataclass(frozen=True)
@@ -316,7 +226,8 @@ async def _changed(
 
 
 async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime, policy: ClinicPolicy) -> TreatmentPlan:
-    """A provider of the patient's care team prescribes a plan (one current plan per patient)."""
+    """A provider of the patient's care team prescribes a plan (one current plan per patient), within
+    CLINICAL.md §1's dose limits and refused while a §2 structural contraindication is marked."""
     prescriber_id = _require_provider(viewer, AuditAction.CREATE)
     patient = await treating_provider_patient(
         viewer, data.patient_id, resource_type="TreatmentPlan", action=AuditAction.CREATE

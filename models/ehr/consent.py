@@ -15,7 +15,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from models.identity.access import Viewer
+from models.identity.access import Viewer, require_patient_self
 from models.identity.accounts import CLIENT_ID_MAX_LENGTH, ApiClient, DataSharingConsent, Role
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
 from models.kernel.errors import Forbidden, NotFound
@@ -31,9 +31,8 @@ class SharingChoice:
 
 
 def _require_patient(viewer: Viewer, action: AuditAction) -> None:
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        refusal = Forbidden("only a patient can grant or revoke consent to share their record")
-        raise denied(viewer, refusal, action, "Consent")
+    refusal = Forbidden("only a patient can grant or revoke consent to share their record")
+    require_patient_self(viewer, refusal, action, "Consent")
 
 
 async def _client_serving(viewer: Viewer, client_id: str) -> ApiClient:

@@ -11,8 +11,8 @@ transaction with its audit row.
   their scheduled and open surveys but the post-session check of a session (its expiry still
   alerts the care team: CLINICAL.md §6). Nothing is deleted: the record, its history and its open
   alerts stay with the care team. While deactivated, no recurring surveys are scheduled and no
-  check-in reminders go out (models.surveys.surveys). Reactivating lets them sign in again with their
-  password; old tokens stay dead. An admin cannot deactivate themself, nor the last active admin.
+  check-in reminders go out (models.surveys.delivery). Reactivating lets them sign in again with
+  their password; old tokens stay dead. An admin cannot deactivate themself, nor the last active admin.
 - Transferring a patient moves their record to another care team: access to the record, its open
   and future alerts, and their escalations follow the patient's team (models.identity.access, models.alerts.alerts
   ask the patient's team, never a copy of it). Consents to EHR clients that do not serve the new
@@ -54,7 +54,7 @@ from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, r
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.notifications.devices import DeactivationReason, Device
-from models.surveys.surveys import cancel_surveys_of_deactivated_patient
+from models.surveys.assignments import cancel_surveys_of_deactivated_patient
 
 REASON_MAX_LENGTH = 500
 SEARCH_MAX_LENGTH = 100

@@ -1,14 +1,15 @@
 """Reading who is who: patients, providers and care teams, as the viewer may see them.
 
-Every read of a patient's record leaves an audit entry (one per patient touched); a refusal is
-audited too and looks exactly like a record that does not exist.
+Lookups only: who may see whom, and which arguments a viewer may order or filter a list by, are
+`models.identity.access`'s decisions, which these lookups ask. Every read of a patient's record
+leaves an audit entry (one per patient touched); a refusal is audited too and looks exactly like
+a record that does not exist.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -16,21 +17,22 @@ from tortoise.expressions import Q, Subquery
 from tortoise.queryset import QuerySet
 
 from models.alerts.alerts import Alert, AlertStatus
-from models.identity.access import Scope, Sensitivity, Viewer, may_read, patients_visible_to
-from models.identity.accounts import CareTeam, Patient, Provider, Role
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied
-from models.kernel.errors import Forbidden, NotFound
-
-
-class PatientOrder(StrEnum):
-    URGENCY = "URGENCY"  # the most urgent open alert first, then its deadline, then name
-    NAME = "NAME"  # family name, given name
-
-
-# What ordering or filtering a patient list by each argument reads: a viewer may use it only if
-# it may read that property (`may_read`, the rule that decides what it may select).
-ORDER_READS = {PatientOrder.URGENCY: Sensitivity.CLINICAL, PatientOrder.NAME: Sensitivity.IDENTITY}
-FILTER_READS = {"careTeamId": Sensitivity.IDENTITY, "hasOpenAlerts": Sensitivity.CLINICAL}
+from models.identity.access import (
+    PatientOrder,
+    Viewer,
+    audit_refusal,
+    care_teams_visible_to,
+    check_patient_list_arguments,
+    patients_visible_to,
+    providers_visible_to,
+)
+from models.identity.access import (
+    # Re-exported for models.ehr.fhir, which reads it from here until its rebuild imports it from access.
+    clinical_patient as clinical_patient,
+)
+from models.identity.accounts import CareTeam, Patient, Provider
+from models.kernel.audit import audit_patient_read
+from models.kernel.errors import NotFound
 
 # A patient without an open alert sorts after every alert, by name.
 NO_ALERT_RANK = 9
@@ -50,37 +52,6 @@ class PatientCursor:
 
     def urgency(self) -> tuple[int, datetime, str, str, UUID]:
         return (self.severity_rank, self.respond_by, self.family_name, self.given_name, self.id)
-
-
-def default_patient_order(viewer: Viewer) -> PatientOrder:
-    """The most urgent first for those who may see alerts; by name for everyone else."""
-    return PatientOrder.URGENCY if may_read(viewer, ORDER_READS[PatientOrder.URGENCY]) else PatientOrder.NAME
-
-
-def check_patient_list_arguments(viewer: Viewer, order: PatientOrder, filters: dict[str, object]) -> None:
-    """`Forbidden`, naming the argument, when a list would be ordered or filtered (`filters`: the
-    given ones, by name) by a property the viewer may not read: an admin, or an EHR client without
-    `clinical:read`, ordering by alerts would learn which patients have urgent ones."""
-    if not may_read(viewer, ORDER_READS[order]):
-        raise Forbidden(
-            f"orderBy: {order.value} sorts by open alerts, clinical data you may not see; use orderBy: NAME",
-            argument="orderBy",
-        )
-    for name, value in filters.items():
-        if value is not None and not may_read(viewer, FILTER_READS[name]):
-            raise Forbidden(f"filter.{name} filters by clinical data you may not see", argument=f"filter.{name}")
-
-
-def audit_refusal(viewer: Viewer, resource_type: str, resource_id: UUID | str, patient_id: UUID | None) -> None:
-    viewer.audit.add(
-        AuditEntry(
-            AuditAction.READ,
-            resource_type,
-            AuditOutcome.DENIED,
-            patient_id=patient_id,
-            resource_id=str(resource_id),
-        )
-    )
 
 
 async def get_patient(viewer: Viewer, patient_id: UUID) -> Patient:
@@ -176,34 +147,17 @@ async def _urgent_page(
     return [(patients[position.id], position) for position in page]
 
 
-def _care_teams_visible_to(viewer: Viewer) -> Q:
-    if viewer.is_role(Role.ADMIN):
-        return Q()
-    if viewer.is_api_client and not viewer.has_scope(Scope.PATIENTS_READ):
-        return Q(pk=None)
-    return Q(id__in=list(viewer.care_team_ids))
-
-
 async def get_care_teams(viewer: Viewer, care_team_ids: list[UUID]) -> dict[UUID, CareTeam]:
-    teams = await CareTeam.filter(_care_teams_visible_to(viewer), id__in=care_team_ids)
+    teams = await CareTeam.filter(care_teams_visible_to(viewer), id__in=care_team_ids)
     return {team.id: team for team in teams}
 
 
 async def list_care_teams(viewer: Viewer) -> list[CareTeam]:
-    return list(await CareTeam.filter(_care_teams_visible_to(viewer)).order_by("name"))
-
-
-def _providers_visible_to(viewer: Viewer) -> Q:
-    """Admins see every provider; others see the providers of the care teams they can see."""
-    if viewer.is_role(Role.ADMIN):
-        return Q()
-    if viewer.is_api_client and not viewer.has_scope(Scope.PATIENTS_READ):
-        return Q(pk=None)
-    return Q(care_teams__id__in=list(viewer.care_team_ids))
+    return list(await CareTeam.filter(care_teams_visible_to(viewer)).order_by("name"))
 
 
 async def get_providers(viewer: Viewer, provider_ids: list[UUID]) -> dict[UUID, Provider]:
-    providers = await Provider.filter(_providers_visible_to(viewer), id__in=provider_ids).distinct()
+    providers = await Provider.filter(providers_visible_to(viewer), id__in=provider_ids).distinct()
     return {provider.id: provider for provider in providers}
 
 
@@ -214,94 +168,5 @@ async def providers_of_care_team(viewer: Viewer, care_team_id: UUID) -> list[Pro
 
 
 async def care_teams_of_provider(viewer: Viewer, provider_id: UUID) -> list[CareTeam]:
-    teams = await CareTeam.filter(_care_teams_visible_to(viewer), providers__id=provider_id).order_by("name")
+    teams = await CareTeam.filter(care_teams_visible_to(viewer), providers__id=provider_id).order_by("name")
     return list(teams)
-
-
-async def clinical_patient(viewer: Viewer, patient_id: UUID, resource_type: str) -> Patient:
-    """The patient whose `resource_type` records the viewer asks for, if it may see them.
-
-    `NotFound` otherwise, exactly as for a patient who does not exist; audited either way.
-    """
-    patient = await Patient.filter(patients_visible_to(viewer), id=patient_id).first()
-    if patient is None or not may_read(viewer, Sensitivity.CLINICAL):
-        audit_refusal(viewer, resource_type, patient_id, patient_id)
-        raise NotFound("patient")
-    audit_patient_read(viewer, patient.id, resource_type)
-    return patient
-
-
-async def clinical_patients(viewer: Viewer, patient_ids: list[UUID], resource_type: str) -> dict[UUID, Patient]:
-    """`clinical_patient` for many patients in one query (for DataLoaders): the allowed ones."""
-    visible = {p.id: p for p in await Patient.filter(patients_visible_to(viewer), id__in=patient_ids)}
-    allowed = visible if may_read(viewer, Sensitivity.CLINICAL) else {}
-    for patient_id in patient_ids:
-        if patient_id in allowed:
-            audit_patient_read(viewer, patient_id, resource_type)
-        else:
-            audit_refusal(viewer, resource_type, patient_id, patient_id)
-    return allowed
-
-
-def _own_record(viewer: Viewer) -> UUID | None:
-    """A patient's own id: for a patient the access decision needs no query (they see their own
-    record and no other, and the account was checked when this request was authenticated)."""
-    if viewer.is_role(Role.PATIENT):
-        return viewer.patient_id
-    return None
-
-
-async def require_clinical_access(viewer: Viewer, patient_id: UUID, resource_type: str) -> None:
-    """`clinical_patient` for callers that need the decision, not the row (a patient reading
-    their own record costs no query)."""
-    own = _own_record(viewer)
-    if own is None:
-        await clinical_patient(viewer, patient_id, resource_type)
-        return
-    if patient_id != own:
-        audit_refusal(viewer, resource_type, patient_id, patient_id)
-        raise NotFound("patient")
-    audit_patient_read(viewer, patient_id, resource_type)
-
-
-async def clinical_patient_ids(viewer: Viewer, patient_ids: list[UUID], resource_type: str) -> list[UUID]:
-    """`clinical_patients` for callers that need the allowed ids, not the rows (DataLoaders)."""
-    own = _own_record(viewer)
-    if own is None:
-        return list(await clinical_patients(viewer, patient_ids, resource_type))
-    for patient_id in patient_ids:
-        if patient_id == own:
-            audit_patient_read(viewer, patient_id, resource_type)
-        else:
-            audit_refusal(viewer, resource_type, patient_id, patient_id)
-    return [patient_id for patient_id in dict.fromkeys(patient_ids) if patient_id == own]
-
-
-async def treating_provider_patient(
-    viewer: Viewer,
-    patient_id: UUID,
-    *,
-    refusal: NotFound | None = None,
-    resource_type: str = "Patient",
-    resource_id: UUID | None = None,
-    action: AuditAction = AuditAction.UPDATE,
-) -> Patient:
-    """The patient, if the viewer is a provider of their care team (who may change their care).
-
-    Otherwise `refusal` (default: patient not found), the very answer the caller gives for a
-    record that does not exist, and a DENIED entry for `resource_type` against the patient."""
-    patient = await Patient.get_or_none(id=patient_id)
-    if patient is None or not viewer.is_role(Role.PROVIDER) or patient.care_team_id not in viewer.care_team_ids:  # type: ignore[attr-defined]
-        refused = refusal or NotFound("patient")
-        raise denied(viewer, refused, action, resource_type, patient_id=patient_id, resource_id=resource_id)
-    return patient
-
-
-async def require_clinical_record(viewer: Viewer, patient_id: UUID, resource_type: str, refusal: NotFound) -> None:
-    """`require_clinical_access` for a record read by its id: a refusal is `refusal`, the very
-    answer for a record that does not exist (not "patient not found", which would tell them
-    apart)."""
-    try:
-        await require_clinical_access(viewer, patient_id, resource_type)
-    except NotFound:
-        raise refusal from None

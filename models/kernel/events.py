@@ -18,6 +18,8 @@ from uuid import UUID
 from tortoise import fields
 from tortoise.models import Model
 
+from models.kernel.audit import Actor, AuditAction, AuditEntry, AuditOutcome, record_now
+
 
 class Operation(StrEnum):
     CREATED = "CREATED"
@@ -66,6 +68,25 @@ async def record_event(
         occurred_at=now,
         payload=payload or {},
     )
+
+
+async def record_created(
+    viewer: Actor,
+    resource_type: str,
+    resource_id: UUID,
+    patient_id: UUID,
+    *,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """A new record's event (`<resource_type>.created`, version 1) and its audit entry, written
+    together inside the transaction that creates it."""
+    await record_event(
+        f"{resource_type}.created", resource_type=resource_type, resource_id=resource_id,
+        operation=Operation.CREATED, version=1, now=now, patient_id=patient_id, payload=payload,
+    )  # fmt: skip
+    entry = AuditEntry(AuditAction.CREATE, resource_type, AuditOutcome.SUCCESS, patient_id, str(resource_id))
+    await record_now(viewer, entry, now=now, trail=viewer.audit)
 
 
 # How far back a subscription's `since` may reach (docs/api.md, "Messages and live updates"). The outbox keeps every

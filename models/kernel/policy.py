@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
+from models.kernel.errors import InvalidInput
 from models.notifications.quiet_hours import QuietHours
 from models.safety.crisis import SEED_CRISIS_PHRASES_FILE, read_crisis_phrases
 
@@ -90,6 +91,11 @@ class ClinicPolicy:
         if moment < now - self.oldest_backdated_entry:
             return f"{field} is more than {self.oldest_backdated_entry.days} days ago"
         return None
+
+    def check_device_time(self, field: str, moment: datetime | None, now: datetime) -> None:
+        """`InvalidInput(field, …)` naming `device_time_problem`'s reason; a time not sent passes."""
+        if moment is not None and (problem := self.device_time_problem(field, moment, now)):
+            raise InvalidInput(field, problem)
 
     def crisis_text(self) -> str:
         """CLINICAL.md §7: the crisis resources shown to a patient, with the clinic's on-call number."""

@@ -21,15 +21,15 @@ from tortoise.transactions import in_transaction
 
 from models.identity.access import Viewer
 from models.identity.accounts import Patient, Provider, Role, User
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied, record_now
+from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, audit_patient_read, denied
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
-from models.kernel.events import Operation, record_event
+from models.kernel.events import record_created
 from models.kernel.idempotency import Outcome, run_once
 from models.kernel.policy import ClinicPolicy
 from models.notifications import notifications
 from models.safety.rules import crisis_findings
-from models.safety.screen import Submission, screen
+from models.safety.screen import Submission, screened_write
 
 MAX_BODY = 4000
 MAX_SUBJECT = 120
@@ -202,9 +202,11 @@ async def create_thread(
         "createMessageThread", viewer.patient_id, {"subject": subject},
         crisis_findings(subject, "a message subject", policy), idempotency_key=idempotency_key,
     )  # fmt: skip
-    screened = await screen(submission, now=now, policy=policy)
-    write = _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now, idempotency_key=idempotency_key)
-    return await screened.guard(write, record_type="MessageThread")
+    return await screened_write(
+        submission,
+        lambda: _create_thread(viewer, subject, patient_id=viewer.patient_id, now=now, idempotency_key=idempotency_key),
+        record_type="MessageThread", now=now, policy=policy,
+    )  # fmt: skip
 
 
 async def _create_thread(
@@ -225,12 +227,7 @@ async def _create_thread(
     async def write() -> Outcome:
         async with in_transaction():
             thread = await MessageThread.create(patient=patient, subject=cleaned, last_message_at=now)
-            await record_event(
-                "MessageThread.created", resource_type="MessageThread", resource_id=thread.id,
-                operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
-            )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "MessageThread", AuditOutcome.SUCCESS, patient.id, str(thread.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
+            await record_created(viewer, "MessageThread", thread.id, patient.id, now=now)
         return Outcome(thread.id)
 
     request = {"subject": cleaned, "patient": str(patient.id)}
@@ -271,8 +268,9 @@ async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, polic
         "sendMessage", viewer.patient_id, {"body": data.body}, crisis_findings(data.body, "a message", policy),
         idempotency_key=data.idempotency_key,
     )  # fmt: skip
-    screened = await screen(submission, now=now, policy=policy)
-    return await screened.guard(_send(viewer, data, now=now), record_type="Message")
+    return await screened_write(
+        submission, lambda: _send(viewer, data, now=now), record_type="Message", now=now, policy=policy
+    )
 
 
 async def _send(viewer: Viewer, data: NewMessage, *, now: datetime) -> Outcome:
@@ -299,9 +297,8 @@ async def _send(viewer: Viewer, data: NewMessage, *, now: datetime) -> Outcome:
             )  # fmt: skip
             await _mark_read(viewer.id, locked.id, locked.message_count, now)
             patient_id: UUID = locked.patient_id  # type: ignore[attr-defined]
-            await record_event(
-                "Message.created", resource_type="Message", resource_id=message.id, operation=Operation.CREATED,
-                version=1, now=now, patient_id=patient_id,
+            await record_created(
+                viewer, "Message", message.id, patient_id, now=now,
                 payload={"threadId": str(locked.id), "number": message.number, "senderId": str(viewer.id)},
             )  # fmt: skip
             for recipient in await participants(locked):
@@ -310,8 +307,6 @@ async def _send(viewer: Viewer, data: NewMessage, *, now: datetime) -> Outcome:
                         recipient, "NEW_MESSAGE", f"thread/{locked.id}",
                         dedup_key=f"message:{message.id}:{recipient}", now=now, not_before=now,
                     )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "Message", AuditOutcome.SUCCESS, patient_id, str(message.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
         return Outcome(message.id)
 
     request = {"thread": str(data.thread_id), "body": body, "replyTo": str(data.reply_to_id)}

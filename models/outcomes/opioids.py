@@ -16,16 +16,15 @@ from zoneinfo import ZoneInfo
 from tortoise import fields
 from tortoise.transactions import in_transaction
 
-from models.care.dosing_records import DosingSession, SessionStatus
-from models.identity.access import Viewer
-from models.identity.accounts import Patient, Role
-from models.identity.directory import clinical_patients
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.identity.access import Viewer, clinical_patients, require_patient_self
+from models.identity.accounts import Patient
+from models.kernel.audit import AuditAction
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput
-from models.kernel.events import Operation, record_event
-from models.kernel.idempotency import Outcome, run_once
+from models.kernel.events import record_created
+from models.kernel.idempotency import Outcome, request_fields, run_once
 from models.kernel.policy import ClinicPolicy
+from models.outcomes.baselines import first_completed_sessions
 from models.outcomes.mme import (
     CATALOGUE,
     DAY,
@@ -89,9 +88,8 @@ def _validate(data: NewOpioidDose, now: datetime, policy: ClinicPolicy) -> str:
 
 async def log_opioid_use(viewer: Viewer, data: NewOpioidDose, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """The patient records an opioid intake (a patch: when it was applied)."""
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise denied(viewer, Forbidden("opioid use is logged by the patient"), AuditAction.CREATE, "OpioidDose")
-    patient_id = viewer.patient_id
+    refusal = Forbidden("opioid use is logged by the patient")
+    patient_id = require_patient_self(viewer, refusal, AuditAction.CREATE, "OpioidDose")
     drug = _validate(data, now, policy)
 
     async def write() -> Outcome:
@@ -105,16 +103,10 @@ async def log_opioid_use(viewer: Viewer, data: NewOpioidDose, *, now: datetime, 
                 taken_at=data.taken_at,
                 recorded_at=now,
             )
-            await record_event(
-                "OpioidDose.created", resource_type="OpioidDose", resource_id=dose.id, operation=Operation.CREATED,
-                version=1, now=now, patient_id=patient_id, payload={"drug": drug},
-            )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "OpioidDose", AuditOutcome.SUCCESS, patient_id, str(dose.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
+            await record_created(viewer, "OpioidDose", dose.id, patient_id, now=now, payload={"drug": drug})
         return Outcome(dose.id)
 
-    request = {k: v for k, v in vars(data).items() if k != "idempotency_key"}
-    return await run_once(viewer, "logOpioidUse", data.idempotency_key, request, write, now=now)
+    return await run_once(viewer, "logOpioidUse", data.idempotency_key, request_fields(data), write, now=now)
 
 
 @dataclass(frozen=True)
@@ -229,10 +221,7 @@ async def summaries_for(
 
     earliest = now - timedelta(days=SUMMARY_DAYS + 40)
     doses = OpioidDose.filter(patient_id__in=list(allowed), taken_at__gte=earliest).order_by("taken_at")
-    firsts = DosingSession.filter(patient_id__in=list(allowed), status=SessionStatus.COMPLETED).order_by("started_at")
-    first_session: dict[UUID, datetime] = {}
-    for patient_id, started_at in await firsts.values_list("patient_id", "started_at"):
-        first_session.setdefault(patient_id, started_at)
+    first_session = await first_completed_sessions(list(allowed))
     by_patient: dict[UUID, list[Intake]] = {patient_id: [] for patient_id in allowed}
     for patient_id, drug, strength, quantity, taken_at in await doses.values_list(
         "patient_id", "drug", "strength", "quantity", "taken_at"

@@ -23,8 +23,7 @@ from models.alerts.alert_rules import Severity
 from models.alerts.alerts import Alert, AlertStatus
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, TreatmentPlan
-from models.identity.access import Viewer
-from models.identity.directory import clinical_patient_ids, clinical_patients
+from models.identity.access import Viewer, clinical_patient_ids, clinical_patients
 from models.kernel.policy import ClinicPolicy
 from models.outcomes.baselines import (
     RecordedValue,

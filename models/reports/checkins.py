@@ -10,22 +10,20 @@ from datetime import datetime
 from uuid import UUID
 
 from tortoise import fields
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from models.identity.access import Viewer
-from models.identity.accounts import Patient, Role
-from models.identity.directory import require_clinical_access, require_clinical_record
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.identity.access import Viewer, clinical_record, require_clinical_access, require_patient_self
+from models.identity.accounts import Patient
+from models.kernel.audit import AuditAction
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
-from models.kernel.events import Operation, record_event
+from models.kernel.events import record_created
 from models.kernel.idempotency import Outcome, request_fields, run_once
+from models.kernel.pages import newest_first
 from models.kernel.policy import ClinicPolicy
+from models.kernel.text import kept_note
 from models.safety.rules import crisis_findings
-from models.safety.screen import Submission, screen
-
-MAX_NOTE = 2000
+from models.safety.screen import Submission, screened_write
 
 
 class CheckIn(Entity):
@@ -64,23 +62,26 @@ def check_in_problem(data: NewCheckIn, now: datetime, policy: ClinicPolicy) -> t
             return name, f"{name} must be between 0 and 10"
     if problem := policy.device_time_problem("recordedAt", data.recorded_at, now):
         return "recordedAt", problem
-    if len(data.note) > MAX_NOTE:
-        return "note", f"note must be at most {MAX_NOTE} characters"
+    try:
+        kept_note(data.note)
+    except InvalidInput as refused:
+        return refused.field, refused.message
     return None
 
 
 async def submit_check_in(viewer: Viewer, data: NewCheckIn, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """Store the patient's check-in. The note is screened first (CLINICAL.md §0, §7): crisis
     wording alerts the care team and returns crisis resources even when the check-in is refused."""
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        raise denied(viewer, Forbidden("check-ins are submitted by the patient"), AuditAction.CREATE, "CheckIn")
-    patient_id = viewer.patient_id
+    refusal = Forbidden("check-ins are submitted by the patient")
+    patient_id = require_patient_self(viewer, refusal, AuditAction.CREATE, "CheckIn")
     submission = Submission(
         "submitCheckIn", patient_id, {"note": data.note}, crisis_findings(data.note, "a check-in note", policy),
         idempotency_key=data.idempotency_key, recorded_at=None if data.problems else data.recorded_at,
     )  # fmt: skip
-    screened = await screen(submission, now=now, policy=policy)
-    return await screened.guard(_submit(viewer, patient_id, data, now=now, policy=policy), record_type="CheckIn")
+    return await screened_write(
+        submission, lambda: _submit(viewer, patient_id, data, now=now, policy=policy), record_type="CheckIn",
+        now=now, policy=policy,
+    )  # fmt: skip
 
 
 async def _submit(
@@ -100,14 +101,9 @@ async def _submit(
                 pain=data.pain,
                 mood=data.mood,
                 sleep=data.sleep,
-                note=data.note.strip(),
+                note=kept_note(data.note),
             )
-            await record_event(
-                "CheckIn.created", resource_type="CheckIn", resource_id=check_in.id, operation=Operation.CREATED,
-                version=1, now=now, patient_id=patient_id,
-            )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "CheckIn", AuditOutcome.SUCCESS, patient_id, str(check_in.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
+            await record_created(viewer, "CheckIn", check_in.id, patient_id, now=now)
         return Outcome(check_in.id)
 
     return await run_once(viewer, "submitCheckIn", data.idempotency_key, request_fields(data), write, now=now)
@@ -118,15 +114,8 @@ async def list_check_ins(
 ) -> list[CheckIn]:
     """A patient's check-ins, most recently recorded first."""
     await require_clinical_access(viewer, patient_id, "CheckIn")
-    query = CheckIn.filter(patient_id=patient_id)
-    if before is not None:
-        query = query.filter(Q(recorded_at__lt=before[0]) | Q(recorded_at=before[0], id__lt=before[1]))
-    return list(await query.order_by("-recorded_at", "-id").limit(limit))
+    return await newest_first(CheckIn.filter(patient_id=patient_id), "recorded_at", limit=limit, before=before)
 
 
 async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
-    check_in = await CheckIn.get_or_none(id=check_in_id)
-    if check_in is None:
-        raise NotFound("check-in")
-    await require_clinical_record(viewer, check_in.patient_id, "CheckIn", NotFound("check-in"))  # type: ignore[attr-defined]
-    return check_in
+    return await clinical_record(viewer, CheckIn, check_in_id, NotFound("check-in"))

@@ -10,22 +10,22 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from tortoise import fields
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from models.alerts.alert_rules import AlertKind, AlertSpec, Severity
 from models.care.dosing_records import DosingSession
 from models.care.plan_records import PlanStatus, TreatmentPlan
 from models.care.plans import change_plan_status
-from models.identity.access import Viewer
-from models.identity.accounts import Patient, Role
-from models.identity.directory import require_clinical_access, require_clinical_record
-from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, record_now
+from models.identity.access import Viewer, clinical_record, require_clinical_access, require_patient_self
+from models.identity.accounts import Patient
+from models.kernel.audit import AuditAction, denied
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
-from models.kernel.events import Operation, record_event
+from models.kernel.events import record_created
 from models.kernel.idempotency import Outcome, request_fields, run_once
+from models.kernel.pages import newest_first
 from models.kernel.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
+from models.kernel.text import kept_note
 from models.safety.rules import Findings, crisis_findings
 from models.safety.screen import Action, Submission, screen
 
@@ -192,13 +192,11 @@ def _validate(data: NewSideEffect, now: datetime, policy: ClinicPolicy) -> datet
         raise InvalidInput("code", f"unknown side effect {data.code!r}")
     if data.code == "OTHER" and not data.note.strip():
         raise InvalidInput("note", "describe the side effect when the code is OTHER")
-    if len(data.note) > 2000:
-        raise InvalidInput("note", "note must be at most 2000 characters")
+    kept_note(data.note)
     if data.onset_at is None:
         raise InvalidInput("onsetAt", "onsetAt is required")
-    for name, moment in (("recordedAt", data.recorded_at), ("onsetAt", data.onset_at)):
-        if moment is not None and (problem := policy.device_time_problem(name, moment, now)):
-            raise InvalidInput(name, problem)
+    policy.check_device_time("recordedAt", data.recorded_at, now)
+    policy.check_device_time("onsetAt", data.onset_at, now)
     if data.recorded_at is not None and data.onset_at > data.recorded_at + policy.clock_skew:
         raise InvalidInput("onsetAt", "onsetAt is after recordedAt: a side effect is reported after it starts")
     if data.resolved_at is not None and not data.onset_at <= data.resolved_at <= now + policy.clock_skew:
@@ -233,10 +231,8 @@ def _automatic_hold(data: NewSideEffect, now: datetime) -> Action:
 async def report_side_effect(viewer: Viewer, data: NewSideEffect, *, now: datetime, policy: ClinicPolicy) -> Outcome:
     """Store a patient's report; alert, hold the plan and advise as CLINICAL.md §4 says. The
     report is screened first (§0): its alert, hold and advice stand even when it is refused."""
-    if not viewer.is_role(Role.PATIENT) or viewer.patient_id is None:
-        refusal = Forbidden("side effects are reported by the patient")
-        raise denied(viewer, refusal, AuditAction.CREATE, "SideEffectReport")
-    patient_id = viewer.patient_id
+    refusal = Forbidden("side effects are reported by the patient")
+    patient_id = require_patient_self(viewer, refusal, AuditAction.CREATE, "SideEffectReport")
     content = {"code": data.code, "grade": data.grade.value, "note": data.note}
     actions = [_automatic_hold(data, now)] if side_effect_holds_plan(data.code, data.grade) else []
     submission = Submission(
@@ -271,14 +267,9 @@ async def _report(
                 resolved_at=data.resolved_at,
                 reported_at=now,
                 recorded_at=data.recorded_at,
-                note=data.note.strip(),
+                note=kept_note(data.note),
             )
-            await record_event(
-                "SideEffectReport.created", resource_type="SideEffectReport", resource_id=report.id,
-                operation=Operation.CREATED, version=1, now=now, patient_id=patient.id,
-            )  # fmt: skip
-            entry = AuditEntry(AuditAction.CREATE, "SideEffectReport", AuditOutcome.SUCCESS, patient.id, str(report.id))
-            await record_now(viewer, entry, now=now, trail=viewer.audit)
+            await record_created(viewer, "SideEffectReport", report.id, patient.id, now=now)
         return Outcome(report.id)
 
     return await run_once(viewer, "reportSideEffect", data.idempotency_key, request_fields(data), write, now=now)
@@ -289,16 +280,8 @@ async def list_side_effects(
 ) -> list[SideEffectReport]:
     """A patient's side-effect reports, most recent onset first."""
     await require_clinical_access(viewer, patient_id, "SideEffectReport")
-    query = SideEffectReport.filter(patient_id=patient_id)
-    if before is not None:
-        query = query.filter(Q(onset_at__lt=before[0]) | Q(onset_at=before[0], id__lt=before[1]))
-    return list(await query.order_by("-onset_at", "-id").limit(limit))
+    return await newest_first(SideEffectReport.filter(patient_id=patient_id), "onset_at", limit=limit, before=before)
 
 
 async def get_side_effect(viewer: Viewer, report_id: UUID) -> SideEffectReport:
-    report = await SideEffectReport.get_or_none(id=report_id)
-    if report is None:
-        raise NotFound("side-effect report")
-    refusal = NotFound("side-effect report")
-    await require_clinical_record(viewer, report.patient_id, "SideEffectReport", refusal)  # type: ignore[attr-defined]
-    return report
+    return await clinical_record(viewer, SideEffectReport, report_id, NotFound("side-effect report"))

@@ -4,7 +4,9 @@ Every patient-side write starts with `screen(...)`, before its input is validate
 plan state and idempotency key are checked. The screen raises the alerts the request's safety
 content calls for, in a transaction of its own, and runs the safety actions that go with them (an
 automatic hold, a post-session check due at once); `Screened.guard` then runs the write and gives
-the screen's advice to the patient whatever its outcome: a refusal carries it too.
+the screen's advice to the patient whatever its outcome: a refusal carries it too. A write calls
+`screened_write`, which does both; one that needs the screen's alerts for its own advice (a
+side effect's deadline) calls the two itself.
 
 The screen keeps what it screened (`SafetyScreening`, the alerts' source). One request is screened
 once: a retry with the same idempotency key and content, or the same content again within ten
@@ -23,9 +25,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from models.alerts.alerts import Alert, raise_alerts
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient_ids
 from models.identity.accounts import Patient
-from models.identity.directory import clinical_patient_ids
 from models.kernel.errors import DomainError
 from models.kernel.faults import BackendUnavailable, is_backend_unavailable
 from models.kernel.idempotency import Outcome, fingerprint
@@ -108,6 +109,16 @@ async def screen(submission: Submission, *, now: datetime, policy: ClinicPolicy)
         if findings.advice and is_backend_unavailable(error):
             raise BackendUnavailable(dict(findings.advice)) from error
         raise
+
+
+async def screened_write(
+    submission: Submission, write: Callable[[], Awaitable[Outcome]], *, record_type: str, now: datetime,
+    policy: ClinicPolicy,
+) -> Outcome:  # fmt: skip
+    """A patient-side write in one call (CLINICAL.md §0): `screen` its safety content, then run
+    `write` under `Screened.guard`, so its outcome and any refusal carry the screen's advice."""
+    screened = await screen(submission, now=now, policy=policy)
+    return await screened.guard(write(), record_type=record_type)
 
 
 async def _screen(submission: Submission, *, now: datetime, policy: ClinicPolicy) -> Screened:

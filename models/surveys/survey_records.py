@@ -1,5 +1,6 @@
 """The survey tables: assignments (what a patient is asked, when) and responses (what they answered).
-Operations on surveys are `models.surveys.surveys`'; this module imports none of them."""
+Operations on surveys are in `models.surveys.assignments`, `delivery` and `responses`; this module
+imports none of them."""
 
 from __future__ import annotations
 

@@ -39,8 +39,8 @@ from models.kernel.idempotency import IdempotencyKey
 from models.messaging.messaging import Message, MessageThread, ThreadReadState, participants
 from models.notifications.notifications import Notification, NotificationStatus
 from models.reports.checkins import CheckIn
+from models.surveys.schedule import POST_SESSION
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys.surveys import POST_SESSION
 from tests.conftest import start_logins
 
 PATIENTS = ("alex@demo.test", "blair@demo.test")

@@ -30,9 +30,9 @@ from strawberry import relay
 from api.database import use_database
 from api.settings import Settings
 from models.alerts.alerts import Alert
-from models.care.dosing import CHECKLIST
 from models.care.dosing_records import DosingSession
 from models.care.plan_records import TreatmentPlan
+from models.care.pre_dose import CHECKLIST
 from models.identity.accounts import DataSharingConsent, Patient, Role
 from models.identity.enrolment import Invitation
 from models.identity.sign_in_records import SessionFamily

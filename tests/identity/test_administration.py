@@ -20,8 +20,8 @@ from models.kernel.audit import AuditEvent, AuditOutcome
 from models.kernel.clock import ManualClock
 from models.kernel.events import DomainEvent
 from models.notifications.devices import Device
+from models.surveys.delivery import schedule_recurring_surveys
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
-from models.surveys.surveys import schedule_recurring_surveys
 from tests.conftest import Tokens
 from tests.support.clinical import ALERTS, REPORT_SIDE_EFFECT
 from tests.support.graphql import gql

@@ -21,7 +21,15 @@ from models.identity import enrolment, totp
 from models.identity.access import load_user_viewer
 from models.identity.accounts import CareTeam, Role, User
 from models.identity.bearer_tokens import hash_token
-from models.identity.totp import MfaChallenge, RecoveryCode, SecretBox, TotpFactor, code_at, matching_step, time_step
+from models.identity.totp import MfaChallenge, RecoveryCode, TotpFactor
+from models.identity.totp_codes import (
+    SecretBox,
+    code_at,
+    matching_step,
+    new_recovery_codes,
+    recovery_code_hash,
+    time_step,
+)
 from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
 from models.kernel.clock import ManualClock
 from models.notifications.mail import MailMessage
@@ -435,11 +443,11 @@ def test_codes_follow_rfc_6238() -> None:
 
 
 def test_recovery_codes_are_random_and_their_hash_ignores_case_spaces_and_dashes() -> None:
-    codes = totp.new_recovery_codes()
+    codes = new_recovery_codes()
     assert len(set(codes)) == 10
     code = codes[0]
-    assert totp.recovery_code_hash(code) == totp.recovery_code_hash(code.upper().replace("-", " "))
-    assert totp.recovery_code_hash(code) != totp.recovery_code_hash(codes[1])
+    assert recovery_code_hash(code) == recovery_code_hash(code.upper().replace("-", " "))
+    assert recovery_code_hash(code) != recovery_code_hash(codes[1])
 
 
 def test_a_sealed_secret_opens_for_its_owner_under_a_listed_key_only() -> None:

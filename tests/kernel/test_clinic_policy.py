@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from api.database import use_database
 from api.settings import Settings, SettingsError
 from models.alerts.alerts import Alert
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE
 from models.kernel.clock import ManualClock
 from models.kernel.policy import (
     DEFAULT_POLICY,
@@ -27,7 +27,7 @@ from models.kernel.policy import (
     policy_overrides,
 )
 from models.notifications.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
-from models.surveys.surveys import follow_up_schedule
+from models.surveys.schedule import follow_up_schedule
 from tests.conftest import Tokens, client_of, running_app
 from tests.support.clinical import complete, start
 

@@ -25,7 +25,9 @@ from models.alerts.alert_rules import (
     not_back_to_baseline_alert,
     respond_by,
 )
-from models.care.dosing import (
+from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
+from models.care.pre_dose import (
     CHECKLIST,
     BloodPressureReading,
     FailedCheck,
@@ -35,8 +37,6 @@ from models.care.dosing import (
     refusal_advice,
     start_findings,
 )
-from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
 from models.kernel.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
 from models.reports.checkins import NewCheckIn, check_in_problem
 from models.reports.side_effects import (

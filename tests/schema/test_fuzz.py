@@ -42,9 +42,9 @@ from tortoise.models import Model
 from api.database import use_database
 from api.settings import Settings
 from models.alerts.alerts import Alert, AlertEscalation
-from models.care.dosing import CHECKLIST
 from models.care.dosing_records import DosingSession
 from models.care.plan_records import TreatmentPlan, TreatmentPlanStatusChange
+from models.care.pre_dose import CHECKLIST
 from models.identity.accounts import ApiClient, CareTeam, DataSharingConsent, Patient, Provider, User
 from models.kernel.audit import AuditEvent
 from models.kernel.events import DomainEvent, Operation

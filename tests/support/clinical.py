@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from strawberry import relay
 
 from api.database import use_database
-from models.care.dosing import CHECKLIST
+from models.care.pre_dose import CHECKLIST
 from models.identity.accounts import NewUser, Patient, Role, create_user
 from tests.conftest import Tokens, start_logins
 from tests.support.graphql import gql

@@ -19,13 +19,13 @@ from api.database import use_database
 from api.settings import Settings
 from jobs import surveys as survey_jobs
 from models.alerts.alerts import Alert
-from models.care.plans import DEFAULT_SURVEY_SCHEDULE
+from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE
 from models.identity.accounts import Patient
 from models.kernel.clock import ManualClock
 from models.kernel.errors import InvalidInput
 from models.kernel.policy import DEFAULT_POLICY
 from models.notifications.notifications import Notification, OutgoingNotification
-from models.surveys import survey_records, surveys
+from models.surveys import assignments, schedule, survey_records
 from models.surveys.instruments import InstrumentDefinition, score
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 from seeds.loader import INSTRUMENTS
@@ -162,7 +162,7 @@ def test_the_schedule_opens_each_survey_at_its_offset_and_keeps_quiet_hours() ->
     ended = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
     planned = {
         p.instrument: p
-        for p in surveys.follow_up_schedule(
+        for p in schedule.follow_up_schedule(
             ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York", quiet=QUIET
         )
     }
@@ -180,7 +180,7 @@ def test_the_schedule_opens_each_survey_at_its_offset_and_keeps_quiet_hours() ->
 
 def test_a_survey_due_in_quiet_hours_is_notified_at_eight() -> None:
     ended = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 22:00 New York
-    planned = surveys.follow_up_schedule(
+    planned = schedule.follow_up_schedule(
         ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=True, time_zone="America/New_York", quiet=QUIET
     )
     pain = next(p for p in planned if p.instrument == "PAIN-NRS")
@@ -191,7 +191,7 @@ def test_a_survey_due_in_quiet_hours_is_notified_at_eight() -> None:
 def test_whole_day_offsets_keep_the_local_time_across_a_dst_change() -> None:
     # Ends 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday 1 November.
     ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
-    planned = surveys.follow_up_schedule(
+    planned = schedule.follow_up_schedule(
         ended, DEFAULT_SURVEY_SCHEDULE, back_to_baseline=False, time_zone="America/New_York", quiet=QUIET
     )
     by_code = {p.instrument: p for p in planned}
@@ -429,10 +429,10 @@ async def test_two_replicas_running_the_jobs_at_once_send_each_notification_once
 def test_the_weekly_surveys_open_on_the_plans_weekday_at_ten_local() -> None:
     plan_start = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)  # a Monday
     now = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday
-    opening = surveys.next_weekly_opening(plan_start, now, "America/Chicago")
+    opening = schedule.next_weekly_opening(plan_start, now, "America/Chicago")
     assert opening == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # Monday 10:00 CST
     monday_morning = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 09:00 CST: today's is still ahead
-    assert surveys.next_weekly_opening(plan_start, monday_morning, "America/Chicago") == opening
+    assert schedule.next_weekly_opening(plan_start, monday_morning, "America/Chicago") == opening
 
 
 async def test_recurring_surveys_are_scheduled_once_and_cancelled_when_the_plan_is_held(
@@ -573,7 +573,7 @@ async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_chang
         patient = await Patient.get(user__email="alex@demo.test").prefetch_related("user")
         # A session ended at 16:00 EDT on Saturday 31 October 2026; clocks fall back on Sunday.
         ended = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
-        await surveys.schedule_follow_up(
+        await assignments.schedule_follow_up(
             patient,
             uuid.uuid4(),
             ended,
