@@ -68,7 +68,7 @@ def bare_routes(settings: Settings) -> list[Route]:
         patient = await directory.get_patient(viewer, viewer.patient_id)
         current, facts, open_surveys, recent, unread = await asyncio.gather(
             plans.current_plans(viewer, [patient.id]),
-            outcomes.panel_facts(viewer, [patient.id], now=now),
+            outcomes.panel_facts(viewer, [patient.id], now=now, wanted=frozenset({outcomes.PanelFact.NEXT_SURVEY})),
             surveys.list_assignments(viewer, patient.id, statuses=[survey_records.AssignmentStatus.AVAILABLE], limit=4),
             checkins.list_check_ins(viewer, patient.id, limit=8),
             messaging.unread_by_patient(viewer, [patient.id]),
