@@ -18,31 +18,28 @@ PostgreSQL (a new database on the server of `BENCH_POSTGRES_URL`, dropped afterw
 `BENCH_HOME_DATABASE_URL=postgres://…/db` names an existing, empty database instead), and
 prints the two side by side with the targets of issue #18. The server is `uvicorn` in a child
 process on a loopback port (one worker, as `ketafollow serve` runs); the load comes from this
-process over keep-alive HTTP/1.1 connections, a small hand-written client so that the load
-generator costs little CPU on a two-core machine. Figures, not assertions: this machine is
+process over keep-alive HTTP/1.1 connections, a small hand-written client (bench.harness) so
+that the load generator costs little CPU on a two-core machine. Figures, not assertions: this machine is
 shared and noisy; server CPU per request (from /proc) is the steadier figure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from starlette.applications import Starlette
 
@@ -52,6 +49,7 @@ from api.database import migrate, open_database
 from api.settings import Environment, Settings
 from bench.bare import bare_routes
 from bench.floor import floor_app
+from bench.harness import cpu_seconds, free_port, percentile, postgres_database, raw_request, read_response
 from models.identity.accounts import User
 from tests.conftest import start_logins
 from tests.support.panel_data import counting_statements
@@ -159,25 +157,6 @@ SCENARIOS: dict[str, tuple[Endpoint, ...]] = {
 }
 
 
-def raw_request(path: str, body: dict[str, Any], token: str) -> bytes:
-    content = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Length: {len(content)}\r\n\r\n"
-    )
-    return head.encode() + content
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
-
-
 async def load(port: int, endpoint: Endpoint, token: str, seconds: float) -> tuple[float, list[float]]:
     """`CONNECTIONS` keep-alive connections sending one request after another for `seconds`:
     requests per second and each request's latency."""
@@ -201,21 +180,6 @@ async def load(port: int, endpoint: Endpoint, token: str, seconds: float) -> tup
 
     await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
     return len(latencies) / (time.perf_counter() - started), latencies
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc): less disturbed by neighbours on
-    a shared machine than req/s, which counts the time the server waited for a core."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-# ------------------------------------------------------------------ the run
 
 
 # ------------------------------------------------------------------ the run
@@ -269,13 +233,6 @@ def _without_new_ids(answer: dict[str, Any]) -> dict[str, Any]:
         result.pop("id", None)
         result.pop("recordedAt", None)
     return answer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_server(settings: Settings, port: int) -> asyncio.subprocess.Process:
@@ -382,36 +339,6 @@ def report(runs: list[Run]) -> None:
         print(f"    home screen ≤ 3 times the floor's CPU: now {ratio:.1f} times ({costs})")
         print(f"    home screen ≤ 4 ms CPU: now {home['GraphQL'].cpu_ms:.2f} ms")
         print(f"    submitCheckIn ≤ 4 ms CPU: now {write['GraphQL'].cpu_ms:.2f} ms")
-
-
-@contextlib.asynccontextmanager
-async def postgres_database() -> AsyncIterator[str | None]:
-    """`BENCH_HOME_DATABASE_URL` (an existing empty database), else a new database on the server
-    of `BENCH_POSTGRES_URL` (dropped afterwards), else None when PostgreSQL does not answer."""
-    given = os.environ.get("BENCH_HOME_DATABASE_URL")
-    if given:
-        yield given
-        return
-    server_url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    try:
-        server = await asyncio.wait_for(asyncpg.connect(server_url), timeout=3)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as failure:
-        print(f"PostgreSQL left out ({type(failure).__name__}: {failure})")
-        yield None
-        return
-    name = f"ketafollow_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        await server.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await server.close()
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        server = await asyncpg.connect(server_url)
-        try:
-            await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await server.close()
 
 
 async def run_on(database_url: str, label: str) -> Run:
