@@ -6,6 +6,12 @@ between, SQLite answers "database is locked" at once, without waiting (to avoid 
 `BEGIN IMMEDIATE` takes the write lock up front, so concurrent writers queue on the busy timeout
 instead of failing. Readers are not affected (WAL mode).
 
+SQLite hands timestamps back as text, and Tortoise parses each with the pure-Python `iso8601`
+package (it prefers `ciso8601`, which is not installed): on the patient's home screen that was
+about a hundred parses a request. They are parsed here with the standard library's C parser
+(`datetime.fromisoformat`, which reads what Tortoise writes: `isoformat(" ")`), the old parser
+kept for any text it does not read.
+
 Tortoise takes the connection's lock before it opens the connection or begins the transaction,
 and gives it back only on leaving the block: a BEGIN that fails (the write lock not had within the
 busy timeout) or is cancelled (the request's deadline), or a file that cannot be opened, kept the
@@ -15,12 +21,28 @@ lock for ever, and every later statement of the process waited on it. Here the l
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from tortoise.backends.base.client import ConnectionWrapper, NestedTransactionContext, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
 from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
+from tortoise.fields import data as field_types
+
+_parse_any_iso8601: Callable[[str], datetime] = field_types.parse_datetime  # type: ignore[attr-defined]
+
+
+def parse_datetime(value: str) -> datetime:
+    """A stored timestamp, parsed in C; the forms `fromisoformat` does not read go to the old parser."""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return _parse_any_iso8601(value)
+
+
+field_types.parse_datetime = parse_datetime  # type: ignore[attr-defined]
 
 
 class ImmediateTransactionWrapper(SqliteTransactionWrapper):

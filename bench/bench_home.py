@@ -1,58 +1,56 @@
-"""Benchmark: the patient app's main read and main write, GraphQL against a bare Starlette route.
+"""Benchmark: the patient app's main read and main write through GraphQL, a bare route and the floor.
 
 The read is the home screen (current plan, next survey, open surveys, recent check-ins, unread
-messages); the write is `submitCheckIn` with an idempotency key. The bare routes live in the same
-app (same middleware, same authentication, same database connections) and call the same
-`models/` operations, so they run the same SQL statements (checked and printed before the
-measurement) and answer the same JSON; only the GraphQL layer differs.
+messages); the write is `submitCheckIn` with an idempotency key. Three routes answer the read:
 
-Run with `make bench` (SQLite in a temporary file; `BENCH_HOME_DATABASE_URL=postgres://…/db` for an
-existing, empty PostgreSQL database). The server is `uvicorn` in a child process on a loopback port
-(one worker, as `ketafollow serve` runs); the load comes from this process over keep-alive
-HTTP/1.1 connections, a small hand-written client so that the load generator costs little CPU
-on a two-core machine. Figures, not assertions: this machine is shared and noisy.
+- `/graphql`, the service as the app calls it;
+- the bare route (bench.bare): same app, middleware, authentication and database connections,
+  the same `models/` operations the resolvers call, so the same SQL; only the GraphQL layer is left out;
+- the floor (bench.floor): the same answer from Starlette, PyJWT and the database driver alone,
+  in six hand-written statements: what the stack's lowest parts cost.
+
+Before measuring, the benchmark checks in process that the routes of a scenario answer the same
+JSON (so neither the bare route nor the floor can take a shortcut) and counts their statements.
+The write has no floor (issue #18 asks for none).
+
+`make bench` runs it on SQLite (a temporary file) and, when 127.0.0.1:5432 answers, on
+PostgreSQL (a new database on the server of `BENCH_POSTGRES_URL`, dropped afterwards;
+`BENCH_HOME_DATABASE_URL=postgres://…/db` names an existing, empty database instead), and
+prints the two side by side with the targets of issue #18. The server is `uvicorn` in a child
+process on a loopback port (one worker, as `ketafollow serve` runs); the load comes from this
+process over keep-alive HTTP/1.1 connections, a small hand-written client (bench.harness) so
+that the load generator costs little CPU on a two-core machine. Figures, not assertions: this machine is
+shared and noisy; server CPU per request (from /proc) is the steadier figure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from api.auth.authenticate import NotAuthenticated, authenticate, bearer_token
 from api.auth.tokens import issue_access_token
 from api.cli import seed_database
 from api.database import migrate, open_database
 from api.settings import Environment, Settings
-from models.care import plans
-from models.identity import directory
-from models.identity.access import Viewer
+from bench.bare import bare_routes
+from bench.floor import floor_app
+from bench.harness import cpu_seconds, free_port, percentile, postgres_database, raw_request, read_response
 from models.identity.accounts import User
-from models.kernel.audit import AuditTrail
-from models.kernel.errors import DomainError
-from models.messaging import messaging
-from models.outcomes import outcomes
-from models.reports import checkins
-from models.surveys import assignments, survey_records
 from tests.conftest import start_logins
 from tests.support.panel_data import counting_statements
 
@@ -86,143 +84,6 @@ mutation CheckIn($input: SubmitCheckInInput!) {
 """
 
 
-# ------------------------------------------------------------------ the bare routes
-
-
-def _global_id(type_name: str, value: uuid.UUID) -> str:
-    return base64.b64encode(f"{type_name}:{value}".encode()).decode()
-
-
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-async def _viewer(request: Request, settings: Settings, now: datetime) -> Viewer:
-    """What `/graphql` does before any GraphQL runs (api.graphql_view)."""
-    trail = AuditTrail(
-        request_id=request.scope.get("state", {}).get("request_id"),
-        client_address=request.client.host if request.client else None,
-    )
-    authenticated = await authenticate(
-        settings,
-        bearer_token(request.headers.get("authorization")),
-        now=now,
-        trail=trail,
-        logins=request.app.state.logins,
-    )
-    return authenticated.viewer
-
-
-def bare_routes(settings: Settings) -> list[Route]:
-    """The home screen and the check-in without GraphQL: the same `models/` calls the resolvers
-    make (concurrently where GraphQL resolves fields concurrently), JSON built by hand."""
-
-    async def home(request: Request) -> Response:
-        now = datetime.now(UTC)
-        try:
-            viewer = await _viewer(request, settings, now)
-        except NotAuthenticated as refusal:
-            return JSONResponse({"errors": [{"message": refusal.message}]}, status_code=401)
-        viewer.audit.operation = "Home"
-        assert viewer.patient_id is not None
-        patient = await directory.get_patient(viewer, viewer.patient_id)
-        current, facts, open_surveys, recent, unread = await asyncio.gather(
-            plans.current_plans(viewer, [patient.id]),
-            outcomes.panel_facts(viewer, [patient.id], now=now),
-            assignments.list_assignments(
-                viewer, patient.id, statuses=[survey_records.AssignmentStatus.AVAILABLE], limit=4
-            ),
-            checkins.list_check_ins(viewer, patient.id, limit=8),
-            messaging.unread_by_patient(viewer, [patient.id]),
-        )
-        plan = current.get(patient.id)
-        fact = facts.get(patient.id)
-        body = {
-            "givenName": patient.given_name,
-            "treatmentPlan": None
-            if plan is None
-            else {
-                "id": _global_id("TreatmentPlan", plan.id),
-                "status": plan.status.name,
-                "formulation": plan.formulation.name,
-                "dose": float(plan.dose),
-                "doseUnit": plan.dose_unit.name,
-                "sessionsPerWeek": plan.sessions_per_week,
-            },
-            "nextSurveyDueAt": _time(fact.next_survey_due if fact else None),
-            "surveyAssignments": {
-                "edges": [
-                    {
-                        "node": {
-                            "id": _global_id("SurveyAssignment", a.id),
-                            "instrument": a.instrument,
-                            "availableAt": _time(a.available_at),
-                            "expiresAt": _time(a.expires_at),
-                        }
-                    }
-                    for a in open_surveys[:3]
-                ]
-            },
-            "checkIns": {
-                "edges": [
-                    {
-                        "node": {
-                            "id": _global_id("CheckIn", c.id),
-                            "recordedAt": _time(c.recorded_at),
-                            "pain": c.pain,
-                            "mood": c.mood,
-                            "sleep": c.sleep,
-                            "note": c.note,
-                        }
-                    }
-                    for c in recent[:7]
-                ]
-            },
-            "unreadMessages": unread.get(patient.id, 0),
-        }
-        await viewer.audit.flush(viewer, now)
-        return JSONResponse({"data": {"me": {"patient": body}}})
-
-    async def check_in(request: Request) -> Response:
-        now = datetime.now(UTC)
-        try:
-            viewer = await _viewer(request, settings, now)
-        except NotAuthenticated as refusal:
-            return JSONResponse({"errors": [{"message": refusal.message}]}, status_code=401)
-        viewer.audit.operation = "CheckIn"
-        given = (await request.json())["input"]
-        data = checkins.NewCheckIn(
-            recorded_at=datetime.fromisoformat(given["recordedAt"]),
-            pain=given["pain"],
-            mood=given.get("mood"),
-            sleep=given.get("sleep"),
-            note=given.get("note", ""),
-            idempotency_key=given.get("idempotencyKey"),
-        )
-        try:
-            outcome = await checkins.submit_check_in(viewer, data, now=now, policy=settings.clinic_policy)
-        except DomainError as refusal:
-            result: dict[str, Any] = {"__typename": type(refusal).__name__, "message": refusal.message}
-            advice: dict[str, Any] = {}
-        else:
-            stored = await checkins.CheckIn.get(id=outcome.resource_id)
-            result = {
-                "__typename": "CheckIn",
-                "id": _global_id("CheckIn", stored.id),
-                "recordedAt": _time(stored.recorded_at),
-                "pain": stored.pain,
-                "mood": stored.mood,
-                "sleep": stored.sleep,
-                "note": stored.note,
-            }
-            advice = outcome.advice
-        await viewer.audit.flush(viewer, now)
-        payload = {"result": result, "crisisResources": advice.get("crisisResources")}
-        return JSONResponse({"data": {"submitCheckIn": payload}})
-
-    return [Route("/bare/home", home, methods=["POST"]), Route("/bare/check-in", check_in, methods=["POST"])]
-
-
 def bench_app(settings: Settings) -> Starlette:
     from api.app import create_app
 
@@ -231,8 +92,22 @@ def bench_app(settings: Settings) -> Starlette:
     return app
 
 
+class WithFloor:
+    """The app, and beside it (not under its middleware) the floor's bare Starlette app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = bench_app(settings)
+        self.floor = floor_app(settings)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/floor/"):
+            await self.floor(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def serve(port: int) -> None:
-    """The child process: the app as `ketafollow serve` runs it, plus the bare routes."""
+    """The child process: the app as `ketafollow serve` runs it, plus the bare routes and the floor."""
     import uvicorn
 
     from api.log import configure_logging
@@ -240,7 +115,7 @@ def serve(port: int) -> None:
     settings = Settings.from_env(env_file=None)
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
-        bench_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        WithFloor(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
     uvicorn.Server(config).run()
 
@@ -269,35 +144,17 @@ def bare(body: dict[str, Any]) -> dict[str, Any]:
     return {"input": body["variables"]["input"]} if "variables" in body else {}
 
 
-SCENARIOS: dict[str, tuple[Endpoint, Endpoint]] = {
+SCENARIOS: dict[str, tuple[Endpoint, ...]] = {
     "home screen (read)": (
         Endpoint("GraphQL", "/graphql", home_body),
         Endpoint("bare", "/bare/home", lambda: bare(home_body())),
+        Endpoint("floor", "/floor/home", lambda: {}),
     ),
     "submitCheckIn (write)": (
         Endpoint("GraphQL", "/graphql", check_in_body),
         Endpoint("bare", "/bare/check-in", lambda: bare(check_in_body())),
     ),
 }
-
-
-def raw_request(path: str, body: dict[str, Any], token: str) -> bytes:
-    content = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Length: {len(content)}\r\n\r\n"
-    )
-    return head.encode() + content
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
 
 
 async def load(port: int, endpoint: Endpoint, token: str, seconds: float) -> tuple[float, list[float]]:
@@ -325,18 +182,6 @@ async def load(port: int, endpoint: Endpoint, token: str, seconds: float) -> tup
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc): less disturbed by neighbours on
-    a shared machine than req/s, which counts the time the server waited for a core."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 # ------------------------------------------------------------------ the run
 
 
@@ -350,25 +195,35 @@ async def fill(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
         return user_id, logins[PATIENT]
 
 
-async def same_work(settings: Settings, token: str) -> None:
-    """In process: both routes answer the same JSON with the same number of SQL statements."""
-    app = bench_app(settings)
+async def same_work(settings: Settings, token: str) -> dict[str, list[int]]:
+    """In process: every route of a scenario answers the same JSON; the SQL statements of each
+    (the floor counts its own: it runs no Tortoise)."""
+    served = WithFloor(settings)
+    driver = served.floor.state.driver
     headers = {"Authorization": f"Bearer {token}"}
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    statements: dict[str, list[int]] = {}
+    async with served.app.router.lifespan_context(served.app):
+        transport = httpx.ASGITransport(app=served)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
             for scenario, endpoints in SCENARIOS.items():
                 answers, counts = [], []
                 for endpoint in endpoints:
+                    await http.post(endpoint.path, json=endpoint.body(), headers=headers)  # login check cached
+                    before = driver.statements
                     with counting_statements() as counter:
                         response = await http.post(endpoint.path, json=endpoint.body(), headers=headers)
                     answer = response.json()
                     if response.status_code != 200 or "errors" in answer:
                         raise SystemExit(f"{endpoint.name} {scenario} failed: {response.text[:300]}")
                     answers.append(_without_new_ids(answer))
-                    counts.append(counter.count)
-                same = "same JSON" if answers[0] == answers[1] else f"DIFFERENT JSON: {answers}"
-                print(f"  {scenario}: SQL statements per request GraphQL {counts[0]}, bare {counts[1]}; {same}")
+                    counts.append(counter.count + driver.statements - before)
+                if any(answer != answers[0] for answer in answers):
+                    raise SystemExit(f"{scenario}: the routes answer DIFFERENT JSON: {answers}")
+                names = ", ".join(f"{e.name} {n}" for e, n in zip(endpoints, counts, strict=True))
+                print(f"  {scenario}: same JSON; SQL statements per request: {names}")
+                statements[scenario] = counts
+        await driver.close()
+    return statements
 
 
 def _without_new_ids(answer: dict[str, Any]) -> dict[str, Any]:
@@ -378,13 +233,6 @@ def _without_new_ids(answer: dict[str, Any]) -> dict[str, Any]:
         result.pop("id", None)
         result.pop("recordedAt", None)
     return answer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_server(settings: Settings, port: int) -> asyncio.subprocess.Process:
@@ -414,67 +262,141 @@ async def start_server(settings: Settings, port: int) -> asyncio.subprocess.Proc
     raise SystemExit("the benchmark server did not start")
 
 
-async def measure(settings: Settings, token: str) -> None:
+@dataclass
+class Figures:
+    """One endpoint's measurements over the rounds."""
+
+    rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(self.cpu) * 1000
+
+
+async def measure(settings: Settings, token: str) -> dict[str, dict[str, Figures]]:
     port = free_port()
     server = await start_server(settings, port)
+    found: dict[str, dict[str, Figures]] = {}
     try:
-        rows = []
         for scenario, endpoints in SCENARIOS.items():
-            rates: dict[str, list[float]] = {e.name: [] for e in endpoints}
-            latencies: dict[str, list[float]] = {e.name: [] for e in endpoints}
-            cpu: dict[str, list[float]] = {e.name: [] for e in endpoints}
+            figures = found[scenario] = {e.name: Figures() for e in endpoints}
             for endpoint in endpoints:  # warm up: imports, caches, connections
                 await load(port, endpoint, token, 1.0)
-            for _ in range(ROUNDS):  # alternate, so a noisy neighbour hurts both sides alike
+            for _ in range(ROUNDS):  # alternate, so a noisy neighbour hurts every side alike
                 for endpoint in endpoints:
                     before = cpu_seconds(server.pid)
                     rate, samples = await load(port, endpoint, token, SECONDS)
-                    cpu[endpoint.name].append((cpu_seconds(server.pid) - before) / len(samples))
-                    rates[endpoint.name].append(rate)
-                    latencies[endpoint.name] += samples
-            rows.append((scenario, rates, latencies, cpu))
+                    figures[endpoint.name].cpu.append((cpu_seconds(server.pid) - before) / len(samples))
+                    figures[endpoint.name].rates.append(rate)
+                    figures[endpoint.name].latencies += samples
     finally:
         server.terminate()
         await server.wait()
-    print(f"\n{'':24}{'endpoint':>9}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'CPU ms':>8}   GraphQL ÷ bare: req/s, CPU")
-    for scenario, rates, latencies, cpu in rows:
-        median = {name: statistics.median(values) for name, values in rates.items()}
-        cost = {name: statistics.median(values) * 1000 for name, values in cpu.items()}
-        for name in rates:
-            ratios = f"   {median['GraphQL'] / median['bare']:.2f}, {cost['GraphQL'] / cost['bare']:.2f}"
-            print(
-                f"{scenario:24}{name:>9}{median[name]:8.0f}{percentile(latencies[name], 0.5) * 1000:8.1f}"
-                f"{percentile(latencies[name], 0.95) * 1000:8.1f}{cost[name]:8.1f}{ratios if name == 'GraphQL' else ''}"
-            )
-            scenario = ""
+    return found
+
+
+@dataclass
+class Run:
+    database: str
+    statements: dict[str, list[int]]
+    figures: dict[str, dict[str, Figures]]
+
+
+def report(runs: list[Run]) -> None:
+    heading = "".join(f"{run.database + ': req/s · p50 / p95 ms · CPU ms · SQL':>52}" for run in runs)
+    print(f"\n{'':24}{'endpoint':>9}{heading}")
+    for scenario, endpoints in SCENARIOS.items():
+        for index, endpoint in enumerate(endpoints):
+            cells = []
+            for run in runs:
+                f = run.figures[scenario][endpoint.name]
+                p50, p95 = percentile(f.latencies, 0.5) * 1000, percentile(f.latencies, 0.95) * 1000
+                sql = run.statements[scenario][index]
+                cells.append(f"{f.rate:.0f} · {p50:.1f} / {p95:.1f} · {f.cpu_ms:.2f} · {sql}".rjust(52))
+            print(f"{scenario if index == 0 else '':24}{endpoint.name:>9}" + "".join(cells))
+        for other in [e.name for e in endpoints[1:]]:
+            cells = []
+            for run in runs:
+                graphql, base = run.figures[scenario]["GraphQL"], run.figures[scenario][other]
+                cells.append(f"req/s {graphql.rate / base.rate:.2f}, CPU {graphql.cpu_ms / base.cpu_ms:.2f}".rjust(52))
+            print(f"{'':24}{'GraphQL ÷ ' + other:>9}" + "".join(cells))
     print(
-        f"(median req/s and server CPU per request of {ROUNDS} rounds of {SECONDS:.0f} s, the two sides "
+        f"(median req/s and server CPU per request of {ROUNDS} rounds of {SECONDS:g} s, the sides "
         f"alternating; latencies over all rounds; {CONNECTIONS} connections)"
     )
+    print("\ntargets (issue #18), today's figures:")
+    for run in runs:
+        home, write = run.figures["home screen (read)"], run.figures["submitCheckIn (write)"]
+        ratio = home["GraphQL"].cpu_ms / home["floor"].cpu_ms
+        print(f"  {run.database}:")
+        costs = f"{home['GraphQL'].cpu_ms:.2f} / {home['floor'].cpu_ms:.2f} ms"
+        print(f"    home screen ≤ 3 times the floor's CPU: now {ratio:.1f} times ({costs})")
+        print(f"    home screen ≤ 4 ms CPU: now {home['GraphQL'].cpu_ms:.2f} ms")
+        print(f"    submitCheckIn ≤ 4 ms CPU: now {write['GraphQL'].cpu_ms:.2f} ms")
+
+
+async def run_on(database_url: str, label: str) -> Run:
+    settings = Settings(env=Environment.TEST, database_url=database_url, secret_key=SECRET, run_scheduler=False)
+    print(f"\n{label}:")
+    user_id, login = await fill(settings)
+    # Long enough for the whole run (the server checks expiry with its own clock).
+    token = issue_access_token(
+        replace(settings, access_token_ttl=timedelta(hours=1)),
+        subject_kind="user",
+        subject_id=user_id,
+        now=datetime.now(UTC),
+        session_id=login,
+    )
+    statements = await same_work(settings, token)
+    return Run(label, statements, await measure(settings, token))
+
+
+async def measure_in_child(database_url: str, label: str) -> Run:
+    """`run_on` in a process of its own: Tortoise keeps one database's dialect per process."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run.json"
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.bench_home", "measure", label, database_url, str(out)
+        )
+        if await child.wait() != 0:
+            raise SystemExit(f"the {label} run failed")
+        saved = json.loads(out.read_text())
+    figures = {
+        scenario: {name: Figures(**values) for name, values in by_name.items()}
+        for scenario, by_name in saved["figures"].items()
+    }
+    return Run(saved["database"], saved["statements"], figures)
+
+
+async def measure_here(label: str, database_url: str, out: str) -> None:
+    run = await run_on(database_url, label)
+    figures = {scenario: {name: asdict(f) for name, f in by_name.items()} for scenario, by_name in run.figures.items()}
+    saved = {"database": run.database, "statements": run.statements, "figures": figures}
+    Path(out).write_text(json.dumps(saved))  # noqa: ASYNC240 (once, after the measurement)
 
 
 async def main() -> None:
-    url = os.environ.get("BENCH_HOME_DATABASE_URL")
+    print("ketafollow home-screen benchmark: GraphQL vs bare Starlette vs the floor, SQLite and PostgreSQL")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    runs = []
     with tempfile.TemporaryDirectory() as folder:
-        database_url = url or f"sqlite://{Path(folder) / 'bench-home.sqlite3'}"
-        settings = Settings(env=Environment.TEST, database_url=database_url, secret_key=SECRET, run_scheduler=False)
-        print(f"ketafollow home-screen benchmark: GraphQL vs bare Starlette on {database_url.split(':')[0]}")
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        user_id, login = await fill(settings)
-        # Long enough for the whole run (the server checks expiry with its own clock).
-        token = issue_access_token(
-            replace(settings, access_token_ttl=timedelta(hours=1)),
-            subject_kind="user",
-            subject_id=user_id,
-            now=datetime.now(UTC),
-            session_id=login,
-        )
-        await same_work(settings, token)
-        await measure(settings, token)
+        runs.append(await measure_in_child(f"sqlite://{Path(folder) / 'bench-home.sqlite3'}", "SQLite"))
+    async with postgres_database() as postgres:
+        if postgres is not None:
+            runs.append(await measure_in_child(postgres, "PostgreSQL"))
+    report(runs)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
         serve(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["measure"]:
+        asyncio.run(measure_here(*sys.argv[2:5]))
     else:
         asyncio.run(main())

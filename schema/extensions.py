@@ -199,13 +199,33 @@ def _shape_refusal(document: DocumentNode) -> str | None:
     return None
 
 
+# Verdicts of `_shape_refusal` by document text: the app sends the same few documents again and
+# again, and walking each twice cost about as much as executing the home screen's plain fields.
+_SHAPE_VERDICTS: dict[str, str | None] = {}
+_SHAPE_VERDICTS_KEPT = 256
+
+
+def _cached_shape_refusal(document: DocumentNode) -> str | None:
+    """`_shape_refusal`, once per document text (the oldest verdict goes first when full)."""
+    text = document.loc.source.body if document.loc is not None else None
+    if text is None:
+        return _shape_refusal(document)
+    if text in _SHAPE_VERDICTS:
+        return _SHAPE_VERDICTS[text]
+    verdict = _shape_refusal(document)
+    if len(_SHAPE_VERDICTS) >= _SHAPE_VERDICTS_KEPT:
+        del _SHAPE_VERDICTS[next(iter(_SHAPE_VERDICTS))]
+    _SHAPE_VERDICTS[text] = verdict
+    return verdict
+
+
 class DocumentShapeLimiter(SchemaExtension):
     """Refuses directive overloading and field duplication with one error, before the validator
     spends time on them (and answers with one error per repeat)."""
 
     def on_validate(self) -> Iterator[None]:
         document = self.execution_context.graphql_document
-        if document is not None and (reason := _shape_refusal(document)) is not None:
+        if document is not None and (reason := _cached_shape_refusal(document)) is not None:
             raise GraphQLError(reason)
         yield
 

@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from models.messaging import messaging
 from models.outcomes import outcomes
-from models.outcomes.outcomes import Measure, PanelFacts, PatientOutcomes
+from models.outcomes.outcomes import Measure, PanelFact, PanelFacts, PatientOutcomes
 from schema.context import Context
 from schema.loaders import loader
 
@@ -127,31 +127,37 @@ class PatientPanelFields:
         found = await loader(info, "outcomes", fetch).load(uuid.UUID(str(self.id)))
         return OutcomesType.from_outcomes(found) if found else None
 
-    async def _facts(self, info: Info[Context, None]) -> PanelFacts | None:
-        async def fetch(viewer: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, PanelFacts]:
-            return await outcomes.panel_facts(viewer, ids, now=info.context.now())
+    async def _facts(self, info: Info[Context, None], fact: PanelFact) -> PanelFacts | None:
+        """The patient's panel facts, read only for the facts the query selects: the loader is keyed
+        by (patient, fact), so one batch reads what its fields asked for, in one query each."""
 
-        facts: PanelFacts | None = await loader(info, "panel_facts", fetch).load(uuid.UUID(str(self.id)))
+        async def fetch(viewer: Any, keys: list[tuple[uuid.UUID, PanelFact]]) -> dict[Any, PanelFacts]:
+            patient_ids = list(dict.fromkeys(patient_id for patient_id, _ in keys))
+            wanted = frozenset(wanted for _, wanted in keys)
+            found = await outcomes.panel_facts(viewer, patient_ids, now=info.context.now(), wanted=wanted)
+            return {key: found[key[0]] for key in keys if key[0] in found}
+
+        facts: PanelFacts | None = await loader(info, "panel_facts", fetch).load((uuid.UUID(str(self.id)), fact))
         return facts
 
     @strawberry.field(description="Open and acknowledged alerts (the care team's).")
     async def open_alert_count(self, info: Info[Context, None]) -> int | None:
-        facts = await self._facts(info)
+        facts = await self._facts(info, PanelFact.ALERTS)
         return facts.open_alerts if facts else None
 
     @strawberry.field
     async def highest_alert_severity(self, info: Info[Context, None]) -> str | None:
-        facts = await self._facts(info)
+        facts = await self._facts(info, PanelFact.ALERTS)
         return facts.highest_severity.value if facts and facts.highest_severity else None
 
     @strawberry.field
     async def next_survey_due_at(self, info: Info[Context, None]) -> datetime | None:
-        facts = await self._facts(info)
+        facts = await self._facts(info, PanelFact.NEXT_SURVEY)
         return facts.next_survey_due if facts else None
 
     @strawberry.field
     async def last_session_at(self, info: Info[Context, None]) -> datetime | None:
-        facts = await self._facts(info)
+        facts = await self._facts(info, PanelFact.LAST_SESSION)
         return facts.last_session_at if facts else None
 
     @strawberry.field(description="Messages in this patient's threads you have not read.")

@@ -1,16 +1,18 @@
-"""`make load`: the load test on SQLite (one worker), then PostgreSQL with one and two workers.
+"""`make load`: the load test on SQLite (one worker), then PostgreSQL with one, two and four workers.
 
 Each configuration gets a fresh database (migrated and seeded by `ketafollow migrate` and
 `ketafollow seed`, plus patients to make 20), its own `ketafollow serve` processes, sign-ins
 through `/auth/token`, LOAD_SECONDS (30) of traffic, and the checks of bench/load/checks.py.
-Prints a table per configuration and, at the end, one for docs/benchmarks.md. Exits 1 when something
+Prints a table per configuration and, at the end, one for docs/benchmarks.md and the targets
+of issue #18 beside this run's figures (server CPU per request and requests per core with one
+worker; throughput per worker with two and four against one: the scale-out). Exits 1 when something
 acknowledged was lost or reached the EHR client twice; latencies and error rates are figures,
 never a failure (the machine is shared and noisy).
 
 Environment: LOAD_SECONDS, LOAD_ONLY (e.g. `sqlite-1,postgres-2`), LOAD_PATIENTS (20, the four demo patients included),
 LOAD_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres, a maintenance database: each
 run creates and drops its own database there). Without PostgreSQL only SQLite runs; without
-Redis on 127.0.0.1:6379 the two-worker configuration is left out. Everything listens on loopback.
+Redis on 127.0.0.1:6379 the two- and four-worker configurations are left out. Everything listens on loopback.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ SIGN_INS_AT_ONCE = 4
 SQLITE_1 = Configuration("sqlite-1", "sqlite", 1)
 POSTGRES_1 = Configuration("postgres-1", "postgres", 1)
 POSTGRES_2 = Configuration("postgres-2", "postgres", 2)
+POSTGRES_4 = Configuration("postgres-4", "postgres", 4)
+# Targets of issue #18 (a quiet 2-core machine, PostgreSQL, one worker).
+TARGET_CPU_MS = 4.0
+TARGET_PER_CORE = 250.0
+TARGET_SCALE_OUT = 0.8  # throughput per worker with more workers, against one worker
 
 
 @dataclass
@@ -232,6 +239,37 @@ def markdown(results: list[Result]) -> None:
             )
 
 
+def requests_of(result: Result) -> int:
+    return sum(stats.requests for stats in result.recorder.operations.values())
+
+
+def targets(results: list[Result]) -> None:
+    """The targets of issue #18 with this run's figures beside them. Per core is counted from the
+    servers' own CPU time (requests per second of server CPU), which neighbours on a shared
+    machine disturb less than the wall-clock rate."""
+    print("\ntargets (issue #18), this run's figures:")
+    for result in results:
+        requests = requests_of(result)
+        cpu_ms = 1000 * result.server_cpu / max(requests, 1)
+        per_core = requests / result.server_cpu if result.server_cpu else 0.0
+        print(
+            f"  {result.label}: mix ≤ {TARGET_CPU_MS:.0f} ms server CPU per request: now {cpu_ms:.1f} ms; "
+            f"≥ {TARGET_PER_CORE:.0f} req/s per core: now {per_core:.0f}"
+        )
+    alone = next((r for r in results if r.configuration == POSTGRES_1), None)
+    for result in results:
+        if alone is None or result.configuration.database != "postgres" or result.configuration.workers == 1:
+            continue
+        workers = result.configuration.workers
+        one = requests_of(alone) / alone.seconds
+        each = requests_of(result) / result.seconds / workers
+        print(
+            f"  scale-out, {workers} workers: throughput per worker within {100 * (1 - TARGET_SCALE_OUT):.0f} % "
+            f"of one worker's: now {each:.1f} req/s per worker against {one:.1f} ({each / one:.2f} of it; "
+            f"{os.cpu_count()} cores shared with PostgreSQL, Redis and the load generator)"
+        )
+
+
 async def main() -> int:
     print(
         f"ketafollow load test: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -245,7 +283,7 @@ async def main() -> int:
     else:
         configurations.append(POSTGRES_1)
         if redis_answers():
-            configurations.append(POSTGRES_2)
+            configurations += [POSTGRES_2, POSTGRES_4]
         else:
             print("Redis is not reachable at 127.0.0.1:6379: no two-worker configuration (it needs shared state)")
     if only := os.environ.get("LOAD_ONLY"):
@@ -256,6 +294,7 @@ async def main() -> int:
             results.append(await run(configuration, Path(folder)))
             report(results[-1])
     markdown(results)
+    targets(results)
     failed = [result.label for result in results if result.verdict.failed]
     if failed:
         print(f"\nA check failed (see FAILED above) in: {', '.join(failed)}", file=sys.stderr)

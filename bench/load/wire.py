@@ -1,6 +1,6 @@
 """A small HTTP/1.1 client over keep-alive loopback connections, and what it records.
 
-Hand-written like the one of bench/bench_home.py, for the same reason: on a two-core
+Hand-written like the one of bench/harness.py (the home-screen benchmark), for the same reason: on a two-core
 machine every millisecond the load generator spends is taken from the servers, and this client
 costs a few tens of microseconds a request (it only writes a request and reads a
 `Content-Length` body).

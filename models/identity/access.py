@@ -32,7 +32,7 @@ from uuid import UUID
 from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 
-from models.identity.accounts import ApiClient, DataSharingConsent, Patient, Provider, Role, User, client_credential
+from models.identity.accounts import ApiClient, DataSharingConsent, Patient, Role, User, client_credential
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, audit_patient_read, denied
 from models.kernel.errors import Forbidden, NotFound
 
@@ -91,29 +91,34 @@ class Viewer:
 
 
 async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
-    """The viewer for a signed-in user, or None if the account is gone or deactivated."""
-    user = await User.get_or_none(id=user_id, is_active=True)
-    if user is None:
+    """The viewer for a signed-in user, or None if the account is gone or deactivated, or its
+    patient or provider profile is missing. One query (asked by every request): the account, its
+    profile and a provider's care teams, one row per care team."""
+    rows = await User.filter(id=user_id, is_active=True).values_list(
+        "role", "email", "patient__id", "patient__care_team_id", "provider__id", "provider__care_teams__id"
+    )
+    if not rows:
         return None
-    patient_id = provider_id = None
+    role, email, patient_id, patient_team, provider_id, _ = rows[0]
+    role = Role(role)
     care_teams: frozenset[UUID] = frozenset()
-    if user.role is Role.PATIENT:
-        patient = await Patient.get_or_none(user_id=user.id)
-        if patient is None:
+    if role is Role.PATIENT:
+        if patient_id is None:
             return None
-        patient_id = patient.id
-        care_teams = frozenset({patient.care_team_id})  # type: ignore[attr-defined]
-    elif user.role is Role.PROVIDER:
-        provider = await Provider.get_or_none(user_id=user.id)
-        if provider is None:
+        care_teams = frozenset({patient_team})
+        provider_id = None
+    elif role is Role.PROVIDER:
+        if provider_id is None:
             return None
-        provider_id = provider.id
-        care_teams = frozenset(team.id for team in await provider.care_teams.all())
+        care_teams = frozenset(row[5] for row in rows if row[5] is not None)
+        patient_id = None
+    else:
+        patient_id = provider_id = None
     return Viewer(
         kind=ViewerKind.USER,
-        id=user.id,
-        label=user.email,
-        role=user.role,
+        id=user_id,
+        label=email,
+        role=role,
         patient_id=patient_id,
         provider_id=provider_id,
         care_team_ids=care_teams,

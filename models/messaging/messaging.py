@@ -15,7 +15,7 @@ from datetime import datetime
 from uuid import UUID
 
 from tortoise import fields
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
@@ -167,12 +167,23 @@ async def unread_counts(viewer: Viewer, thread_ids: list[UUID]) -> dict[UUID, in
 
 
 async def unread_by_patient(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, int]:
-    """Unread messages per patient for the viewer, across that patient's threads (3 queries)."""
-    threads = await MessageThread.filter(_threads_visible_to(viewer), patient_id__in=patient_ids)
-    counts = await unread_counts(viewer, [thread.id for thread in threads])
+    """Unread messages per patient for the viewer, across that patient's threads: others'
+    messages after the viewer's read mark (two queries: the marks in the visible threads, then the
+    messages past them counted per patient; the panel and the home screen ask it every time)."""
+    visible = Subquery(MessageThread.filter(_threads_visible_to(viewer), patient_id__in=patient_ids).values("id"))
+    marks = dict(
+        await ThreadReadState.filter(user_id=viewer.id, thread_id__in=visible).values_list(
+            "thread_id", "last_read_number"
+        )
+    )
+    unread = Message.filter(thread_id__in=visible).exclude(sender_id=viewer.id)
+    if marks:
+        past_marks = [Q(thread_id=thread_id, number__gt=mark) for thread_id, mark in marks.items()]
+        unread = unread.filter(Q(~Q(thread_id__in=list(marks)), *past_marks, join_type="OR"))
+    counted = unread.annotate(unread=Count("id")).group_by("thread__patient_id")
     totals = dict.fromkeys(patient_ids, 0)
-    for thread in threads:
-        totals[thread.patient_id] += counts.get(thread.id, 0)  # type: ignore[attr-defined]
+    for patient_id, count in await counted.values_list("thread__patient_id", "unread"):
+        totals[UUID(str(patient_id))] += int(count)
     return totals
 
 

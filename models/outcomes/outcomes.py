@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -239,29 +240,51 @@ class PanelFacts:
     last_session_at: datetime | None
 
 
-async def panel_facts(viewer: Viewer, patient_ids: list[UUID], *, now: datetime) -> dict[UUID, PanelFacts]:
-    """Open alerts, next survey and last session per patient, in three queries (alerts are the
-    care team's work queue: only providers of the patient's team get them)."""
+class PanelFact(StrEnum):
+    """A fact of `panel_facts`, read only when a field asks for it (one query each)."""
+
+    ALERTS = "alerts"
+    NEXT_SURVEY = "next_survey"
+    LAST_SESSION = "last_session"
+
+
+async def panel_facts(
+    viewer: Viewer, patient_ids: list[UUID], *, now: datetime, wanted: frozenset[PanelFact] = frozenset(PanelFact)
+) -> dict[UUID, PanelFacts]:
+    """Open alerts, next survey and last session per patient, one query for each fact in `wanted`
+    (the patient's home screen shows the next survey: it reads no alerts nor sessions). Alerts are
+    the care team's work queue: only providers of the patient's team get them. Facts not wanted
+    are left empty."""
     ids = await clinical_patient_ids(viewer, patient_ids, "Panel")
-    alerts: dict[UUID, list[Alert]] = defaultdict(list)
-    for alert in await Alert.filter(
-        patient_id__in=ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED]
-    ).order_by("severity_rank", "respond_by"):
-        alerts[alert.patient_id].append(alert)  # type: ignore[attr-defined]
+    alerts: dict[UUID, list[tuple[Severity, datetime]]] = defaultdict(list)
+    if PanelFact.ALERTS in wanted:
+        open_alerts = Alert.filter(patient_id__in=ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
+        for patient_id, severity, respond_by in await open_alerts.order_by("severity_rank", "respond_by").values_list(
+            "patient_id", "severity", "respond_by"
+        ):
+            alerts[patient_id].append((severity, respond_by))
     next_due: dict[UUID, datetime] = {}
-    for assignment in await SurveyAssignment.filter(
-        patient_id__in=ids, status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE], expires_at__gt=now
-    ).order_by("available_at"):
-        next_due.setdefault(assignment.patient_id, assignment.available_at)  # type: ignore[attr-defined]
+    if PanelFact.NEXT_SURVEY in wanted:
+        for patient_id, available_at in (
+            await SurveyAssignment.filter(
+                patient_id__in=ids,
+                status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
+                expires_at__gt=now,
+            )
+            .order_by("available_at")
+            .values_list("patient_id", "available_at")
+        ):
+            next_due.setdefault(patient_id, available_at)
     last_session: dict[UUID, datetime] = {}
-    valid = DosingSession.filter(patient_id__in=ids).exclude(status=SessionStatus.ENTERED_IN_ERROR)
-    for session in await valid.order_by("-started_at"):
-        last_session.setdefault(session.patient_id, session.started_at)  # type: ignore[attr-defined]
+    if PanelFact.LAST_SESSION in wanted:
+        valid = DosingSession.filter(patient_id__in=ids).exclude(status=SessionStatus.ENTERED_IN_ERROR)
+        for patient_id, started_at in await valid.order_by("-started_at").values_list("patient_id", "started_at"):
+            last_session.setdefault(patient_id, started_at)
     return {
         patient_id: PanelFacts(
             open_alerts=len(alerts[patient_id]),
-            highest_severity=alerts[patient_id][0].severity if alerts[patient_id] else None,
-            earliest_respond_by=alerts[patient_id][0].respond_by if alerts[patient_id] else None,
+            highest_severity=alerts[patient_id][0][0] if alerts[patient_id] else None,
+            earliest_respond_by=alerts[patient_id][0][1] if alerts[patient_id] else None,
             next_survey_due=next_due.get(patient_id),
             last_session_at=last_session.get(patient_id),
         )
