@@ -10,7 +10,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from models.ehr import changes, fhir
+from models.ehr import changes
+from models.ehr.fhir import registry
 from models.kernel.events import Operation
 from schema.context import Context
 from schema.errors import BadUserInput, refusals_as_errors
@@ -33,7 +34,7 @@ class FhirQuery:
     )
     async def fhir_resource(self, info: Info[Context, None], resource_type: str, id: strawberry.ID) -> JSON:
         with refusals_as_errors():
-            resource: dict[str, Any] = await fhir.fhir_resource(viewer_of(info), resource_type, str(id))
+            resource: dict[str, Any] = await registry.fhir_resource(viewer_of(info), resource_type, str(id))
         return resource  # type: ignore[return-value]  # JSON is any JSON value
 
     @strawberry.field(description="A patient's record as a FHIR R4 `collection` Bundle.")
@@ -42,7 +43,7 @@ class FhirQuery:
         if patient is None:
             raise BadUserInput("patientId is not a patient id")
         with refusals_as_errors():
-            bundle = await fhir.patient_bundle(viewer_of(info), patient, now=info.context.now())
+            bundle = await registry.patient_bundle(viewer_of(info), patient, now=info.context.now())
         return bundle  # type: ignore[return-value]
 
 

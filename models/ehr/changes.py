@@ -2,7 +2,8 @@
 
 The feed is the domain-event outbox read in commit order, each event rendered as the FHIR
 resources of its record (a dosing session is a MedicationAdministration and the Observations of
-its readings: blood pressure, heart rate, SpO2; a plan a CarePlan and a MedicationRequest).
+its readings: blood pressure, heart rate, SpO2; a plan a CarePlan and a MedicationRequest), by the
+mappers the FHIR registry lists (`models.ehr.fhir.registry.RECORDS`).
 
 Commit order, not insert order: on PostgreSQL a transaction that took `seq` 7 can commit after
 one that took `seq` 8, so a reader who has seen 8 and resumes "after 8" would skip 7 for ever.
@@ -36,35 +37,15 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.connection import get_connection
 from tortoise.transactions import in_transaction
 
-from models.alerts.alerts import Alert
-from models.care.dosing_records import DosingSession
-from models.care.plan_records import TreatmentPlan
-from models.ehr import fhir
+from models.ehr.fhir.registry import RECORDS, RECORDS_BY_EVENT_TYPE
 from models.identity.access import Scope, Viewer
-from models.identity.accounts import DataSharingConsent, Patient
 from models.kernel.audit import AuditAction, audit_patient_read, denied
 from models.kernel.errors import Forbidden
 from models.kernel.events import DomainEvent, Operation
-from models.messaging.messaging import Message
-from models.outcomes.opioids import OpioidDose
-from models.reports.checkins import CheckIn
-from models.reports.side_effects import SideEffectReport
-from models.surveys.instruments import Instrument, InstrumentDefinition
-from models.surveys.survey_records import SurveyResponse
 
-# The records that reach the feed, and the FHIR resource types each becomes.
-SOURCES: dict[str, tuple[str, ...]] = {
-    "Patient": ("Patient",),
-    "Consent": ("Consent",),
-    "TreatmentPlan": ("CarePlan", "MedicationRequest"),
-    "DosingSession": ("MedicationAdministration", "Observation"),
-    "CheckIn": ("Observation",),
-    "SurveyResponse": ("QuestionnaireResponse", "Observation"),
-    "SideEffectReport": ("AdverseEvent",),
-    "Alert": ("Flag",),
-    "Message": ("Communication",),
-    "OpioidDose": ("MedicationStatement",),
-}
+# The records that reach the feed, and the FHIR resource types each becomes (the first: the one a
+# deleted record's tombstone names).
+SOURCES: dict[str, tuple[str, ...]] = {records.event_type: records.resource_types for records in RECORDS}
 FEED_RESOURCE_TYPES = tuple(sorted({kind for kinds in SOURCES.values() for kind in kinds}))
 ALL_PARTS = 1 << 15  # a position past every resource of an event
 MAX_EVENTS_SCANNED = 5_000  # per page, so a page filtered down to little stays quick
@@ -258,112 +239,13 @@ async def _render(events: list[tuple[DomainEvent, int]]) -> dict[int, Rendered]:
         ids[event.resource_type].append(event.resource_id)
     resources: dict[tuple[str, UUID], Rendered] = {}
     for kind, record_ids in ids.items():
-        for record_id, rendered in (await _RENDERERS[kind](record_ids)).items():
-            resources[(kind, record_id)] = rendered
+        for record_id, rendered in (await RECORDS_BY_EVENT_TYPE[kind].by_ids(record_ids)).items():
+            resources[(kind, record_id)] = [
+                (resource["resourceType"], str(resource["id"]), resource) for resource in rendered
+            ]
     result: dict[int, Rendered] = {}
     for event, _ in events:
         found = resources.get((event.resource_type, event.resource_id))
         primary = SOURCES[event.resource_type][0]
         result[event.seq] = found if found else [(primary, str(event.resource_id), None)]
     return result
-
-
-def _one(kind: str, resource: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
-    return (kind, str(resource["id"]), resource)
-
-
-async def _patients(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {
-        patient.id: [_one("Patient", fhir.patient_resource(patient))] for patient in await Patient.filter(id__in=ids)
-    }
-
-
-async def _consents(ids: list[UUID]) -> dict[UUID, Rendered]:
-    rows = await DataSharingConsent.filter(id__in=ids).select_related("api_client")
-    return {row.id: [_one("Consent", fhir.consent(row, row.api_client))] for row in rows}
-
-
-async def _plans(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {
-        plan.id: [
-            _one("CarePlan", fhir.care_plan(plan)),
-            _one("MedicationRequest", fhir.medication_request(plan)),
-        ]
-        for plan in await TreatmentPlan.filter(id__in=ids)
-    }
-
-
-async def _sessions(ids: list[UUID]) -> dict[UUID, Rendered]:
-    found: dict[UUID, Rendered] = {}
-    for session in await DosingSession.filter(id__in=ids):
-        rendered: Rendered = [_one("MedicationAdministration", fhir.medication_administration(session))]
-        rendered += [_one("Observation", observation) for observation in fhir.reading_observations(session)]
-        found[session.id] = rendered
-    return found
-
-
-async def _check_ins(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {row.id: [_one("Observation", fhir.check_in_observation(row))] for row in await CheckIn.filter(id__in=ids)}
-
-
-async def _responses(ids: list[UUID]) -> dict[UUID, Rendered]:
-    responses = await SurveyResponse.filter(id__in=ids)
-    wanted = {(response.instrument, response.instrument_version) for response in responses}
-    definitions = {
-        (row.code, row.version): InstrumentDefinition.parse(row.definition)
-        for row in await Instrument.filter(code__in=sorted({code for code, _ in wanted}))
-    }
-    found: dict[UUID, Rendered] = {}
-    for response in responses:
-        definition = definitions[(response.instrument, response.instrument_version)]
-        rendered: Rendered = [_one("QuestionnaireResponse", fhir.questionnaire_response(response, definition))]
-        if scored := fhir.score_observation(response, definition):
-            rendered.append(_one("Observation", scored))
-        found[response.id] = rendered
-    return found
-
-
-async def _side_effects(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {
-        row.id: [_one("AdverseEvent", fhir.adverse_event(row))] for row in await SideEffectReport.filter(id__in=ids)
-    }
-
-
-async def _alerts(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {row.id: [_one("Flag", fhir.flag(row))] for row in await Alert.filter(id__in=ids)}
-
-
-async def _doses(ids: list[UUID]) -> dict[UUID, Rendered]:
-    return {
-        row.id: [_one("MedicationStatement", fhir.medication_statement(row))]
-        for row in await OpioidDose.filter(id__in=ids)
-    }
-
-
-async def _messages(ids: list[UUID]) -> dict[UUID, Rendered]:
-    messages = await Message.filter(id__in=ids).select_related("thread", "thread__patient")
-    patients = {message.thread.patient.id: message.thread.patient for message in messages}
-    senders = await fhir.sender_references(list(patients.values()), {message.sender_id for message in messages})  # type: ignore[attr-defined]
-    return {
-        message.id: [
-            _one(
-                "Communication",
-                fhir.communication(message, message.thread, message.thread.patient, senders[message.sender_id]),  # type: ignore[attr-defined]
-            )
-        ]
-        for message in messages
-    }
-
-
-_RENDERERS = {
-    "Patient": _patients,
-    "Consent": _consents,
-    "TreatmentPlan": _plans,
-    "DosingSession": _sessions,
-    "CheckIn": _check_ins,
-    "SurveyResponse": _responses,
-    "SideEffectReport": _side_effects,
-    "Alert": _alerts,
-    "Message": _messages,
-    "OpioidDose": _doses,
-}
