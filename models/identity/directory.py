@@ -26,10 +26,6 @@ from models.identity.access import (
     patients_visible_to,
     providers_visible_to,
 )
-from models.identity.access import (
-    # Re-exported for models.ehr.fhir, which reads it from here until its rebuild imports it from access.
-    clinical_patient as clinical_patient,
-)
 from models.identity.accounts import CareTeam, Patient, Provider
 from models.kernel.audit import audit_patient_read
 from models.kernel.errors import NotFound

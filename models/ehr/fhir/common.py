@@ -16,9 +16,8 @@ from uuid import UUID
 
 from tortoise.models import Model
 
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient
 from models.identity.accounts import Patient
-from models.identity.directory import clinical_patient
 from models.kernel.errors import NotFound
 
 LOINC = "http://loinc.org"

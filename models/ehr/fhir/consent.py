@@ -23,9 +23,8 @@ from models.ehr.fhir.common import (
     record_id,
     reference,
 )
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient
 from models.identity.accounts import ApiClient, DataSharingConsent
-from models.identity.directory import clinical_patient
 from models.kernel.audit import AuditAction, denied
 from models.kernel.errors import NotFound
 

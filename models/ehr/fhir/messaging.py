@@ -8,9 +8,8 @@ from typing import Any
 from uuid import UUID
 
 from models.ehr.fhir.common import Readable, Records, Resource, instant, meta, record_id, reference
-from models.identity.access import Viewer
+from models.identity.access import Viewer, clinical_patient
 from models.identity.accounts import Patient, Provider
-from models.identity.directory import clinical_patient
 from models.kernel.errors import NotFound
 from models.messaging.messaging import Message, MessageThread
 

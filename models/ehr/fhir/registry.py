@@ -16,8 +16,7 @@ from uuid import UUID
 
 from models.ehr.fhir import alerts, audit, care, consent, identity, messaging, outcomes, reports, surveys
 from models.ehr.fhir.common import Readable, Records, Resource, instant
-from models.identity.access import Viewer
-from models.identity.directory import clinical_patient
+from models.identity.access import Viewer, clinical_patient
 from models.kernel.errors import InvalidInput, NotFound
 
 # What `fhirResource` serves. A type several records map to has a reader per shape of its ids:

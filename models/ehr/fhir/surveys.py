@@ -36,7 +36,8 @@ SCORE_SUFFIX = "-total"
 
 
 def questionnaire_response(response: SurveyResponse, definition: InstrumentDefinition) -> dict[str, Any]:
-    """A survey answer set, each answer as its LOINC answer code where the instrument has one."""
+    """CLINICAL.md §11 (and §5): a survey answer set, each answer as its LOINC answer code where the
+    instrument has one."""
     items = []
     for item in definition.items:
         if item.link_id not in response.answers:
@@ -132,12 +133,6 @@ def questionnaire(definition: InstrumentDefinition) -> dict[str, Any]:
     if definition.source:
         resource["copyright"] = definition.source
     return resource
-
-
-async def questionnaires() -> list[dict[str, Any]]:
-    """Every instrument version we have served, as Questionnaires (no patient data)."""
-    rows = await Instrument.all().order_by("code", "version")
-    return [questionnaire(InstrumentDefinition.parse(row.definition)) for row in rows]
 
 
 async def _definition(response: SurveyResponse) -> InstrumentDefinition:
