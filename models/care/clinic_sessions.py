@@ -26,7 +26,7 @@ from tortoise.transactions import in_transaction
 
 from models.alerts import alert_rules
 from models.alerts.alerts import raise_alerts
-from models.care.dosing import record_session_written
+from models.care.dosing import ended_early, record_session_written
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
 from models.care.plan_rules import FORMULATIONS, dose_problem
@@ -302,7 +302,7 @@ def _columns(
         "checklist": {},
         "started_at": data.started_at,
         "ended_at": data.ended_at,
-        "ended_early": data.ended_at - data.started_at < policy.minimum_monitoring,
+        "ended_early": ended_early(data.started_at, data.ended_at, policy),
         "sedation_observed": data.sedation,
         "dissociation_observed": data.dissociation,
         "respiratory_depression": data.respiratory_depression,
