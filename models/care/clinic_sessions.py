@@ -16,7 +16,7 @@ expects (`ClinicPolicy.heaviest_patient_kg`), over the session's hours for an in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -30,7 +30,7 @@ from models.care.dosing import ended_early, record_session_written
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
 from models.care.plan_rules import FORMULATIONS, dose_problem
-from models.care.pre_dose import PLAUSIBLE
+from models.care.pre_dose import PLAUSIBLE, reading_is_current
 from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
 from models.identity.directory import get_providers
@@ -228,7 +228,9 @@ def _timing_problem(
     """Why a reading's time does not fit its phase: PRE in the `bp_reading_valid_for` before the
     start (§2), the others between start and end, the 40-minute one before the last."""
     if reading.phase is Phase.PRE:
-        if not data.started_at - policy.bp_reading_valid_for <= reading.measured_at <= data.started_at:
+        # The form's times are all the clinic's own, written by one provider: no clock to allow
+        # for, so a PRE reading is never after the start.
+        if not reading_is_current(reading.measured_at, data.started_at, policy, after_start=timedelta(0)):
             minutes = int(policy.bp_reading_valid_for.total_seconds() // 60)
             return f"a PRE reading is taken in the {minutes} minutes before startedAt"
         return None

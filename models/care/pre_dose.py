@@ -71,6 +71,15 @@ class SafetyFacts:
     next_session_started_at: datetime | None = None
 
 
+def reading_is_current(
+    measured_at: datetime, started_at: datetime, policy: ClinicPolicy, *, after_start: timedelta
+) -> bool:
+    """CLINICAL.md §2 (`BP_MISSING`): a pre-dose reading counts when it was taken in the
+    `bp_reading_valid_for` (30 minutes) before the start, or at most `after_start` after it: the
+    caller says how far the times it compares may disagree."""
+    return started_at - policy.bp_reading_valid_for <= measured_at <= started_at + after_start
+
+
 def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[FailedCheck]:
     """CLINICAL.md §2: run every pre-dose check and return all that fail, in the table's order."""
     failed: list[FailedCheck] = []
@@ -87,10 +96,13 @@ def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[Faile
                 "Confirm that your treatment monitor (a sober adult) is with you, and give their name.",
             )
         )
+    # The reading's time is the phone's and the start's the server's (unless replayed): a phone
+    # clock running a little ahead makes a fresh reading look later than the start, so up to the
+    # clock skew after it still counts.
     reading_is_recent = (
         facts.blood_pressure is not None
         and facts.measured_at is not None
-        and facts.now - policy.bp_reading_valid_for <= facts.measured_at <= facts.now + policy.clock_skew
+        and reading_is_current(facts.measured_at, facts.now, policy, after_start=policy.clock_skew)
     )
     if not reading_is_recent:
         minutes = int(policy.bp_reading_valid_for.total_seconds() // 60)

@@ -34,6 +34,7 @@ from models.care.pre_dose import (
     SafetyFacts,
     StartSession,
     failed_safety_checks,
+    reading_is_current,
     refusal_advice,
     start_findings,
 )
@@ -276,6 +277,24 @@ def test_each_pre_dose_check_fails_alone(facts: SafetyFacts, code: str) -> None:
     failures = failed_safety_checks(facts, POLICY)
     assert codes(failures) == [code]
     assert failures[0].message
+
+
+@pytest.mark.parametrize(
+    ("measured_at", "after_start", "current"),
+    [
+        (NOW - 30 * MINUTE, timedelta(0), True),
+        (NOW - 31 * MINUTE, timedelta(0), False),
+        (NOW, timedelta(0), True),
+        (NOW + MINUTE, timedelta(0), False),
+        (NOW + 5 * MINUTE, POLICY.clock_skew, True),
+        (NOW + 6 * MINUTE, POLICY.clock_skew, False),
+    ],
+)
+def test_a_pre_dose_reading_counts_for_30_minutes_before_the_start_and_the_allowance_after(
+    measured_at: datetime, after_start: timedelta, current: bool
+) -> None:
+    """§2: one rule for the start at home (a phone's clock: the skew) and the clinic form (none)."""
+    assert reading_is_current(measured_at, NOW, POLICY, after_start=after_start) is current
 
 
 def test_a_reading_at_the_ceiling_is_refused() -> None:
