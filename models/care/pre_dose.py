@@ -13,14 +13,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from models.alerts import alert_rules
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
 from models.identity.accounts import Patient
 from models.kernel.errors import InvalidInput
 from models.kernel.idempotency import StoredRefusal
 from models.kernel.policy import BloodPressure, ClinicPolicy
-from models.safety.rules import Findings, Phase, reading_findings
+from models.safety.rules import Findings, Phase, checklist_findings, reading_findings
 
 # CLINICAL.md §2: the pre-dose checklist, asked every session, in the patient's words.
 CHECKLIST: dict[str, str] = {
@@ -36,7 +35,6 @@ CHECKLIST: dict[str, str] = {
     "WILL_DRIVE": "Will you drive or operate machinery before tomorrow after a night's sleep?",
     "NEW_MEDICATION": "Started a new medication since your last session that your care team has not reviewed?",
 }
-_EMERGENCY_ITEMS = frozenset({"CHEST_PAIN_OR_SOB", "SEVERE_HEADACHE"})
 
 
 @dataclass(frozen=True)
@@ -298,16 +296,9 @@ def session_reading_findings(
 
 
 def start_findings(data: StartSession, ceiling: BloodPressure, policy: ClinicPolicy) -> Findings:
-    """CLINICAL.md §0 and §2: what a start's content calls for, whatever else is wrong with it: each
-    "yes" on the checklist that §2 marks with an alert (emergency instructions for chest pain or a
-    severe headache, crisis resources for suicidal thoughts), and the pre-dose reading's values."""
-    findings = Findings()
-    yes = data.answered_yes
-    for spec in alert_rules.checklist_alerts(list(yes)):
-        findings.add(spec)
-    findings.add(None, emergency=bool(set(yes) & _EMERGENCY_ITEMS))
-    if "SUICIDAL_THOUGHTS" in yes:
-        findings.add(None, crisis_resources=policy.crisis_text())
+    """CLINICAL.md §0 and §2: what a start's content calls for, whatever else is wrong with it: the
+    checklist's "yes" answers (`checklist_findings`) and the pre-dose reading's values."""
+    findings = checklist_findings(data.answered_yes, policy)
     findings.merge(session_reading_findings(data.blood_pressure, Phase.PRE, policy, ceiling))
     return findings
 

@@ -51,7 +51,13 @@ from models.reports.side_effects import (
     side_effect_findings,
     side_effect_holds_plan,
 )
-from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
+from models.safety.rules import (
+    Phase,
+    blood_pressure_alert,
+    checklist_findings,
+    oxygen_saturation_alert,
+    reading_findings,
+)
 
 POLICY = DEFAULT_POLICY
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday
@@ -401,6 +407,34 @@ def test_a_start_s_content_gives_emergency_instructions_or_crisis_resources_what
     yes: tuple[str, ...], reading: BloodPressureReading | None, expected: dict[str, str]
 ) -> None:
     assert start_findings(start(yes, reading), bp(140, 90), POLICY).advice == expected
+
+
+# CLINICAL.md §2's checklist, its "on yes" column: (alert severity or None, advice).
+ON_YES: dict[str, tuple[Severity | None, dict[str, str]]] = {
+    "CHEST_PAIN_OR_SOB": (Severity.URGENT, EMERGENCY),
+    "SEVERE_HEADACHE": (Severity.URGENT, EMERGENCY),
+    "SUICIDAL_THOUGHTS": (Severity.URGENT, CRISIS),
+    "PREGNANT": (Severity.HIGH, {}),
+    "SUBSTANCES_24H": (None, {}),
+    "ATE_RECENTLY": (None, {}),
+    "UNWELL": (None, {}),
+    "WILL_DRIVE": (None, {}),
+    "NEW_MEDICATION": (Severity.ROUTINE, {}),
+}
+
+
+def test_the_on_yes_column_names_every_checklist_item() -> None:
+    assert list(ON_YES) == list(CHECKLIST)
+
+
+@pytest.mark.parametrize("item", list(ON_YES))
+def test_each_yes_calls_for_what_the_on_yes_column_says(item: str) -> None:
+    severity, advice = ON_YES[item]
+    found = checklist_findings((item,), POLICY)
+    assert [(spec.kind.value, spec.severity, spec.rule) for spec in found.alerts] == (
+        [("PRE_DOSE_CHECKLIST", severity, item)] if severity else []
+    )
+    assert found.advice == advice
 
 
 @pytest.mark.parametrize(
