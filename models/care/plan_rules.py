@@ -1,7 +1,8 @@
 """What a treatment plan may say, as pure rules: the formulations' settings and dose guard rails
-(CLINICAL.md §1, guard rails against typing errors, not dosing advice), the blood-pressure
-ceiling's bounds (§2), the follow-up survey schedule and its default (§6), and the medication
-list a provider sets (§8). `models.care.plans` applies them to the plans it writes.
+(CLINICAL.md §1, guard rails against typing errors, not dosing advice), the structural
+contraindications that refuse a plan and the blood-pressure ceiling's bounds (§2), the follow-up
+survey schedule and its default (§6), and the medication list a provider sets (§8).
+`models.care.plans` applies them to the plans it writes.
 """
 
 from __future__ import annotations
@@ -87,6 +88,33 @@ def dose_problem(formulation: Formulation, setting: CareSetting, dose: Decimal) 
     if not rule.minimum <= dose <= rule.maximum:
         unit = {DoseUnit.MG: "mg", DoseUnit.MG_PER_KG: "mg/kg", DoseUnit.MG_PER_KG_PER_HOUR: "mg/kg per hour"}
         return f"{formulation.value} dose must be between {rule.minimum:g} and {rule.maximum:g} {unit[rule.unit]}"
+    return None
+
+
+# CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
+# hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
+# any one recorded refuses a plan.
+STRUCTURAL_CONTRAINDICATIONS = frozenset(
+    {
+        "ANEURYSMAL_VASCULAR_DISEASE",
+        "ARTERIOVENOUS_MALFORMATION",
+        "INTRACEREBRAL_HEMORRHAGE",
+        "KETAMINE_HYPERSENSITIVITY",
+        "ACTIVE_PSYCHOSIS",
+        "UNCONTROLLED_HYPERTENSION",
+    }
+)
+
+
+def contraindication_problem(recorded: tuple[str, ...]) -> str | None:
+    """CLINICAL.md §2: a plan cannot be created while a structural contraindication is recorded
+    on it (`STRUCTURAL_CONTRAINDICATIONS`: the label's three, then the product's two); why, or
+    None. A code outside the list is refused as unknown, never ignored."""
+    unknown = sorted(set(recorded) - STRUCTURAL_CONTRAINDICATIONS)
+    if unknown:
+        return f"unknown contraindications: {', '.join(unknown)}"
+    if recorded:
+        return f"a plan cannot be created while a contraindication is recorded: {', '.join(sorted(recorded))}"
     return None
 
 

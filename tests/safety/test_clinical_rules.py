@@ -26,7 +26,14 @@ from models.alerts.alert_rules import (
     respond_by,
 )
 from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
-from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
+from models.care.plan_rules import (
+    DEFAULT_SURVEY_SCHEDULE,
+    STRUCTURAL_CONTRAINDICATIONS,
+    ceiling_problem,
+    contraindication_problem,
+    dose_problem,
+    schedule_problem,
+)
 from models.care.pre_dose import (
     CHECKLIST,
     BloodPressureReading,
@@ -301,6 +308,22 @@ def test_a_pre_dose_reading_counts_for_30_minutes_before_the_start_and_the_allow
 ) -> None:
     """§2: one rule for the start at home (a phone's clock: the skew) and the clinic form (none)."""
     assert reading_is_current(measured_at, NOW, POLICY, after_start=after_start) is current
+
+
+def test_no_structural_contraindication_recorded_lets_a_plan_be_created() -> None:
+    assert contraindication_problem(()) is None
+
+
+@pytest.mark.parametrize("recorded", sorted(STRUCTURAL_CONTRAINDICATIONS))
+def test_each_structural_contraindication_refuses_a_plan_naming_it(recorded: str) -> None:
+    """§2: the label's three and the product's two, each on its own."""
+    assert contraindication_problem((recorded,)) == (
+        f"a plan cannot be created while a contraindication is recorded: {recorded}"
+    )
+
+
+def test_an_unknown_structural_contraindication_is_refused_not_ignored() -> None:
+    assert contraindication_problem(("ACTIVE_PSYCHOSIS", "BROKEN_ARM")) == "unknown contraindications: BROKEN_ARM"
 
 
 def test_a_reading_at_the_ceiling_is_refused() -> None:
