@@ -29,7 +29,7 @@ from models.alerts.alerts import raise_alerts
 from models.care.dosing import ended_early, record_session_written
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
-from models.care.plan_rules import FORMULATIONS, dose_problem
+from models.care.plan_rules import dose_problem, formulation_limits
 from models.care.pre_dose import PLAUSIBLE, reading_is_current
 from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
@@ -259,9 +259,9 @@ def _usable_plan(plan: TreatmentPlan | None) -> TreatmentPlan:
 
 def _dose_problem(plan: TreatmentPlan, data: ClinicSession, policy: ClinicPolicy) -> str | None:
     """CLINICAL.md §1 for a dose given in clinic; see the module docstring for weight-based plans."""
-    rule = FORMULATIONS[plan.formulation]
+    rule = formulation_limits(plan.formulation, policy)
     if rule.unit is DoseUnit.MG:
-        return dose_problem(plan.formulation, CareSetting.CLINIC, data.dose_mg)
+        return dose_problem(plan.formulation, CareSetting.CLINIC, data.dose_mg, policy)
     heaviest = policy.heaviest_patient_kg
     limit = rule.maximum * heaviest
     per = "mg/kg"

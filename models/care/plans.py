@@ -123,7 +123,7 @@ def _resolve(terms: PlanTerms, base: ResolvedTerms | None, policy: ClinicPolicy)
 def _validate(terms: ResolvedTerms, policy: ClinicPolicy) -> None:
     if terms.dose != terms.dose.quantize(Decimal("0.01")):
         raise InvalidInput("dose", "dose has at most 2 decimal places")
-    if problem := dose_problem(terms.formulation, terms.setting, terms.dose):
+    if problem := dose_problem(terms.formulation, terms.setting, terms.dose, policy):
         raise InvalidInput("dose", problem)
     for name, value, low, high in (
         ("sessionsPerWeek", terms.sessions_per_week, 1, 7),

@@ -15,6 +15,7 @@ from typing import Any
 
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
+from models.care.plan_rules import highest_dose_mg
 from models.identity.accounts import Patient
 from models.kernel.errors import InvalidInput
 from models.kernel.idempotency import StoredRefusal
@@ -308,8 +309,8 @@ def validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> t
     the checklist items answered "yes"."""
     if data.problems:
         raise data.problems[0]
-    if not Decimal(0) < data.dose_mg <= Decimal(800):
-        raise InvalidInput("doseMg", "doseMg must be more than 0 and at most 800")
+    if not Decimal(0) < data.dose_mg <= (highest := highest_dose_mg(policy)):
+        raise InvalidInput("doseMg", f"doseMg must be more than 0 and at most {highest:g}")
     codes = [code for code, _ in data.checklist]
     repeated = sorted({code for code in codes if codes.count(code) > 1})
     if repeated:

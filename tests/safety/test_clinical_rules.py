@@ -31,7 +31,10 @@ from models.care.plan_rules import (
     STRUCTURAL_CONTRAINDICATIONS,
     ceiling_problem,
     contraindication_problem,
+    dose_limits_problem,
     dose_problem,
+    formulation_limits,
+    highest_dose_mg,
     schedule_problem,
 )
 from models.care.pre_dose import (
@@ -44,8 +47,16 @@ from models.care.pre_dose import (
     reading_is_current,
     refusal_advice,
     start_findings,
+    validate_start,
 )
-from models.kernel.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
+from models.kernel.errors import InvalidInput
+from models.kernel.policy import (
+    DEFAULT_POLICY,
+    EMERGENCY_INSTRUCTIONS,
+    US_CRISIS_RESOURCES,
+    BloodPressure,
+    DoseLimit,
+)
 from models.reports.checkins import NewCheckIn, check_in_problem
 from models.reports.side_effects import (
     CATALOGUE,
@@ -99,7 +110,7 @@ def bp(systolic: int, diastolic: int) -> BloodPressure:
 def test_a_dose_within_the_formulations_limits_is_accepted(
     formulation: Formulation, setting: CareSetting, dose: str
 ) -> None:
-    assert dose_problem(formulation, setting, Decimal(dose)) is None
+    assert dose_problem(formulation, setting, Decimal(dose), POLICY) is None
 
 
 @pytest.mark.parametrize(
@@ -120,10 +131,76 @@ def test_a_dose_within_the_formulations_limits_is_accepted(
 def test_a_dose_outside_the_limits_or_a_clinic_only_formulation_at_home_is_refused_with_the_limit_named(
     formulation: Formulation, setting: CareSetting, dose: str, problem: str
 ) -> None:
-    refusal = dose_problem(formulation, setting, Decimal(dose))
+    refusal = dose_problem(formulation, setting, Decimal(dose), POLICY)
     assert refusal is not None
     assert formulation.value in refusal
     assert problem in refusal
+
+
+NARROWED = replace(
+    POLICY,
+    dose_limits=(
+        DoseLimit("ORAL", Decimal(50), Decimal(400)),
+        DoseLimit("SUBLINGUAL_TABLET", Decimal(25), Decimal(600)),
+        DoseLimit("INTRANASAL_ESKETAMINE", Decimal(28), Decimal(56)),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("formulation", "dose", "problem"),
+    [
+        (Formulation.ORAL, "401", "ORAL dose must be between 50 and 400 mg"),
+        (Formulation.ORAL, "40", "ORAL dose must be between 50 and 400 mg"),
+        (Formulation.INTRANASAL_ESKETAMINE, "84", "INTRANASAL_ESKETAMINE dose must be one of 28, 56 mg"),
+    ],
+)
+def test_a_limit_the_clinic_narrowed_refuses_a_plan_outside_it_naming_the_limit(
+    formulation: Formulation, dose: str, problem: str
+) -> None:
+    """§1: a clinic may narrow the limits in settings (`ClinicPolicy.dose_limits`)."""
+    assert dose_problem(formulation, CareSetting.CLINIC, Decimal(dose), NARROWED) == problem
+    assert dose_problem(formulation, CareSetting.CLINIC, Decimal(dose), POLICY) is None
+
+
+def test_a_formulation_the_clinic_did_not_narrow_keeps_the_product_s_limits() -> None:
+    assert dose_problem(Formulation.INTRANASAL_KETAMINE, CareSetting.AT_HOME, Decimal(200), NARROWED) is None
+    assert formulation_limits(Formulation.INTRANASAL_KETAMINE, NARROWED) == formulation_limits(
+        Formulation.INTRANASAL_KETAMINE, POLICY
+    )
+
+
+def test_a_start_s_highest_dose_is_the_highest_limit_in_mg_the_clinic_allows() -> None:
+    """§1: the start's guard rail against a mistyped dose is the same limits, whatever the plan."""
+    assert highest_dose_mg(POLICY) == Decimal(800)
+    only_oral = replace(POLICY, dose_limits=NARROWED.dose_limits[:1])
+    assert highest_dose_mg(only_oral) == Decimal(800)  # sublingual tablets keep 800 mg
+    both = NARROWED  # oral 400, sublingual 600, Spravato 56
+    assert highest_dose_mg(both) == Decimal(600)
+    checklist = tuple((code, False) for code in CHECKLIST)
+    with pytest.raises(InvalidInput, match="doseMg must be more than 0 and at most 600"):
+        validate_start(StartSession(Decimal(601), True, "Sam", None, checklist), NOW, both)
+    assert validate_start(StartSession(Decimal(600), True, "Sam", None, checklist), NOW, both) == ()
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ((DoseLimit("ORAL", Decimal(25), Decimal(900)),),
+         "ORAL 25-900 mg is wider than the product's guard rails, 25-800 mg"),
+        ((DoseLimit("ORAL", Decimal(20), Decimal(400)),), "ORAL 20-400 mg is wider than the product's guard rails"),
+        ((DoseLimit("INTRAVENOUS", Decimal("0.1"), Decimal("2.5")),), "INTRAVENOUS 0.1-2.5 mg/kg per hour is wider"),
+        ((DoseLimit("PATCH", Decimal(1), Decimal(2)),), "dose_limits: PATCH is not a formulation"),
+        ((DoseLimit("ORAL", Decimal(25), Decimal(400)), DoseLimit("ORAL", Decimal(25), Decimal(300))),
+         "ORAL is given twice"),
+        ((DoseLimit("INTRANASAL_ESKETAMINE", Decimal(60), Decimal(80)),), "leaves none of 28, 56, 84 mg"),
+    ],
+)  # fmt: skip
+def test_dose_limits_that_widen_the_guard_rails_are_refused(limits: tuple[DoseLimit, ...], problem: str) -> None:
+    """§1: a clinic may narrow the limits, never widen them."""
+    refusal = dose_limits_problem(replace(POLICY, dose_limits=limits))
+    assert refusal is not None and problem in refusal
+    assert dose_limits_problem(NARROWED) is None and dose_limits_problem(POLICY) is None
 
 
 @pytest.mark.parametrize("ceiling", [bp(140, 90), bp(160, 100), bp(120, 80)])
