@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from api.mail_settings import read_mail
 from api.push_settings import read_apns, read_fcm
 from jobs.mail import MailSettings
+from models.care.plan_rules import dose_limits_problem
 from models.identity.accounts import Role
 from models.kernel.policy import DEFAULT_POLICY, US_CRISIS_RESOURCES, ClinicPolicy, PolicyFileError, policy_overrides
 from models.notifications.push.apns import ApnsCredentials
@@ -536,7 +537,10 @@ class _Reader:
         if not raw:
             return {}
         try:
-            return policy_overrides(json.loads(Path(raw).read_text(encoding="utf-8")))
+            overrides = policy_overrides(json.loads(Path(raw).read_text(encoding="utf-8")))
+            if problem := dose_limits_problem(replace(DEFAULT_POLICY, **overrides)):  # type: ignore[arg-type]
+                raise PolicyFileError(problem)
+            return overrides
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             self.problems.append(f"CLINIC_POLICY_FILE: {raw}: cannot be read as JSON ({error})")
         except PolicyFileError as error:

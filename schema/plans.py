@@ -15,7 +15,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from models.care import plan_records, plans
+from models.care import plan_records, plan_rules, plans
 from models.kernel.policy import BloodPressure as DomainBloodPressure
 from schema.context import Context
 from schema.errors import Conflict, NotFound, ValidationError
@@ -210,7 +210,7 @@ class CreateTreatmentPlanInput:
     structural_contraindications: list[str] = strawberry.field(
         default_factory=list,
         description="Recorded contraindications (CLINICAL.md section 2); any one refuses the plan: "
-        + ", ".join(sorted(plans.STRUCTURAL_CONTRAINDICATIONS))
+        + ", ".join(sorted(plan_rules.STRUCTURAL_CONTRAINDICATIONS))
         + ".",
     )
     concomitant_medications: list[MedicationClass] | None = strawberry.field(  # type: ignore[valid-type]

@@ -16,7 +16,7 @@ expects (`ClinicPolicy.heaviest_patient_kg`), over the session's hours for an in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,11 +26,11 @@ from tortoise.transactions import in_transaction
 
 from models.alerts import alert_rules
 from models.alerts.alerts import raise_alerts
-from models.care.dosing import record_session_written
+from models.care.dosing import ended_early, record_session_written
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, DoseUnit, PlanStatus, TreatmentPlan
-from models.care.plan_rules import FORMULATIONS, dose_problem
-from models.care.pre_dose import PLAUSIBLE
+from models.care.plan_rules import dose_problem, formulation_limits
+from models.care.pre_dose import PLAUSIBLE, reading_is_current
 from models.identity.access import Viewer, treating_provider_patient
 from models.identity.accounts import Provider, Role
 from models.identity.directory import get_providers
@@ -228,7 +228,9 @@ def _timing_problem(
     """Why a reading's time does not fit its phase: PRE in the `bp_reading_valid_for` before the
     start (§2), the others between start and end, the 40-minute one before the last."""
     if reading.phase is Phase.PRE:
-        if not data.started_at - policy.bp_reading_valid_for <= reading.measured_at <= data.started_at:
+        # The form's times are all the clinic's own, written by one provider: no clock to allow
+        # for, so a PRE reading is never after the start.
+        if not reading_is_current(reading.measured_at, data.started_at, policy, after_start=timedelta(0)):
             minutes = int(policy.bp_reading_valid_for.total_seconds() // 60)
             return f"a PRE reading is taken in the {minutes} minutes before startedAt"
         return None
@@ -257,9 +259,9 @@ def _usable_plan(plan: TreatmentPlan | None) -> TreatmentPlan:
 
 def _dose_problem(plan: TreatmentPlan, data: ClinicSession, policy: ClinicPolicy) -> str | None:
     """CLINICAL.md §1 for a dose given in clinic; see the module docstring for weight-based plans."""
-    rule = FORMULATIONS[plan.formulation]
+    rule = formulation_limits(plan.formulation, policy)
     if rule.unit is DoseUnit.MG:
-        return dose_problem(plan.formulation, CareSetting.CLINIC, data.dose_mg)
+        return dose_problem(plan.formulation, CareSetting.CLINIC, data.dose_mg, policy)
     heaviest = policy.heaviest_patient_kg
     limit = rule.maximum * heaviest
     per = "mg/kg"
@@ -302,7 +304,7 @@ def _columns(
         "checklist": {},
         "started_at": data.started_at,
         "ended_at": data.ended_at,
-        "ended_early": data.ended_at - data.started_at < policy.minimum_monitoring,
+        "ended_early": ended_early(data.started_at, data.ended_at, policy),
         "sedation_observed": data.sedation,
         "dissociation_observed": data.dissociation,
         "respiratory_depression": data.respiratory_depression,

@@ -264,6 +264,14 @@ async def record_session_written(
         await record_now(viewer, entry, now=now, trail=viewer.audit)
 
 
+def ended_early(started_at: datetime, ended_at: datetime, policy: ClinicPolicy) -> bool:
+    """CLINICAL.md §3: the patient is monitored for at least 2 hours (`minimum_monitoring`, the
+    label's); a session that ended sooner after its start ended early. The record is flagged (at
+    home and in clinic), and a completion at home that early is accepted only with
+    `backToBaseline: true` (`_validate_completion`)."""
+    return ended_at - started_at < policy.minimum_monitoring
+
+
 def _validate_completion(
     data: CompleteSession, session: DosingSession, now: datetime, policy: ClinicPolicy
 ) -> datetime:
@@ -276,7 +284,7 @@ def _validate_completion(
         raise InvalidInput("endedAt", "endedAt is after recordedAt, the time the phone logged the end")
     if ended_at < session.started_at:
         raise InvalidInput("endedAt", "endedAt is before the session started")
-    if ended_at - session.started_at < policy.minimum_monitoring and not data.back_to_baseline:
+    if ended_early(session.started_at, ended_at, policy) and not data.back_to_baseline:
         hours = policy.minimum_monitoring.total_seconds() / 3600
         raise InvalidInput(
             "endedAt",
@@ -361,7 +369,7 @@ async def _complete(
             reading = data.blood_pressure
             current.status = SessionStatus.COMPLETED
             current.ended_at = ended_at
-            current.ended_early = ended_at - current.started_at < policy.minimum_monitoring
+            current.ended_early = ended_early(current.started_at, ended_at, policy)
             current.post_systolic = reading.systolic if reading else None
             current.post_diastolic = reading.diastolic if reading else None
             current.post_measured_at = (reading.measured_at or ended_at) if reading else None

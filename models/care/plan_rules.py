@@ -1,12 +1,13 @@
 """What a treatment plan may say, as pure rules: the formulations' settings and dose guard rails
-(CLINICAL.md §1, guard rails against typing errors, not dosing advice), the blood-pressure
-ceiling's bounds (§2), the follow-up survey schedule and its default (§6), and the medication
-list a provider sets (§8). `models.care.plans` applies them to the plans it writes.
+(CLINICAL.md §1, guard rails against typing errors, not dosing advice), the structural
+contraindications that refuse a plan and the blood-pressure ceiling's bounds (§2), the follow-up
+survey schedule and its default (§6), and the medication list a provider sets (§8).
+`models.care.plans` applies them to the plans it writes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -76,17 +77,94 @@ DEFAULT_SURVEY_SCHEDULE: tuple[ScheduledSurvey, ...] = (
 )
 
 
-def dose_problem(formulation: Formulation, setting: CareSetting, dose: Decimal) -> str | None:
-    """Why a plan's dose or setting is refused (CLINICAL.md §1), or None."""
+UNITS = {DoseUnit.MG: "mg", DoseUnit.MG_PER_KG: "mg/kg", DoseUnit.MG_PER_KG_PER_HOUR: "mg/kg per hour"}
+
+
+def formulation_limits(formulation: Formulation, policy: ClinicPolicy) -> FormulationRule:
+    """CLINICAL.md §1: a formulation's dose limits at this clinic: the product's guard rails
+    (`FORMULATIONS`), narrowed where the clinic set its own (`ClinicPolicy.dose_limits`; Spravato
+    keeps those of its 28, 56 and 84 mg that fall inside them)."""
     rule = FORMULATIONS[formulation]
+    for narrowed in policy.dose_limits:
+        if narrowed.formulation == formulation.value:
+            allowed = frozenset(dose for dose in rule.allowed_doses if narrowed.minimum <= dose <= narrowed.maximum)
+            return replace(rule, minimum=narrowed.minimum, maximum=narrowed.maximum, allowed_doses=allowed)
+    return rule
+
+
+def dose_limits_problem(policy: ClinicPolicy) -> str | None:
+    """CLINICAL.md §1: a clinic may narrow the dose limits, never widen them past the product's
+    guard rails; why its `dose_limits` cannot be, or None (the service refuses to start)."""
+    seen: set[str] = set()
+    for narrowed in policy.dose_limits:
+        code = narrowed.formulation
+        if code not in Formulation.__members__:
+            return f"dose_limits: {code} is not a formulation (known: {', '.join(Formulation.__members__)})"
+        if code in seen:
+            return f"dose_limits: {code} is given twice"
+        seen.add(code)
+        rule = FORMULATIONS[Formulation[code]]
+        unit = UNITS[rule.unit]
+        if narrowed.minimum < rule.minimum or narrowed.maximum > rule.maximum:
+            return (
+                f"dose_limits: {code} {narrowed.minimum:g}-{narrowed.maximum:g} {unit} is wider than the product's "
+                f"guard rails, {rule.minimum:g}-{rule.maximum:g} {unit}: a clinic may narrow them, never widen them"
+            )
+        if rule.allowed_doses and not formulation_limits(Formulation[code], policy).allowed_doses:
+            allowed = ", ".join(f"{value:g}" for value in sorted(rule.allowed_doses))
+            return (
+                f"dose_limits: {code} {narrowed.minimum:g}-{narrowed.maximum:g} {unit} leaves none of {allowed} {unit}"
+            )
+    return None
+
+
+def highest_dose_mg(policy: ClinicPolicy) -> Decimal:
+    """CLINICAL.md §1: the highest dose in mg any formulation allows at this clinic (800 mg by
+    default): a start whose dose is above it is a typing error whatever its plan."""
+    return max(
+        formulation_limits(formulation, policy).maximum
+        for formulation, rule in FORMULATIONS.items()
+        if rule.unit is DoseUnit.MG
+    )
+
+
+def dose_problem(formulation: Formulation, setting: CareSetting, dose: Decimal, policy: ClinicPolicy) -> str | None:
+    """Why a plan's dose or setting is refused (CLINICAL.md §1), naming the limit, or None."""
+    rule = formulation_limits(formulation, policy)
     if setting not in rule.settings:
         return f"{formulation.value} is given in clinic only"
     if rule.allowed_doses and dose not in rule.allowed_doses:
         allowed = ", ".join(f"{value:g}" for value in sorted(rule.allowed_doses))
         return f"{formulation.value} dose must be one of {allowed} mg"
     if not rule.minimum <= dose <= rule.maximum:
-        unit = {DoseUnit.MG: "mg", DoseUnit.MG_PER_KG: "mg/kg", DoseUnit.MG_PER_KG_PER_HOUR: "mg/kg per hour"}
-        return f"{formulation.value} dose must be between {rule.minimum:g} and {rule.maximum:g} {unit[rule.unit]}"
+        return f"{formulation.value} dose must be between {rule.minimum:g} and {rule.maximum:g} {UNITS[rule.unit]}"
+    return None
+
+
+# CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
+# hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
+# any one recorded refuses a plan.
+STRUCTURAL_CONTRAINDICATIONS = frozenset(
+    {
+        "ANEURYSMAL_VASCULAR_DISEASE",
+        "ARTERIOVENOUS_MALFORMATION",
+        "INTRACEREBRAL_HEMORRHAGE",
+        "KETAMINE_HYPERSENSITIVITY",
+        "ACTIVE_PSYCHOSIS",
+        "UNCONTROLLED_HYPERTENSION",
+    }
+)
+
+
+def contraindication_problem(recorded: tuple[str, ...]) -> str | None:
+    """CLINICAL.md §2: a plan cannot be created while a structural contraindication is recorded
+    on it (`STRUCTURAL_CONTRAINDICATIONS`: the label's three, then the product's two); why, or
+    None. A code outside the list is refused as unknown, never ignored."""
+    unknown = sorted(set(recorded) - STRUCTURAL_CONTRAINDICATIONS)
+    if unknown:
+        return f"unknown contraindications: {', '.join(unknown)}"
+    if recorded:
+        return f"a plan cannot be created while a contraindication is recorded: {', '.join(sorted(recorded))}"
     return None
 
 

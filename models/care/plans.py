@@ -33,6 +33,7 @@ from models.care.plan_rules import (
     DEFAULT_SURVEY_SCHEDULE,
     FORMULATIONS,
     ceiling_problem,
+    contraindication_problem,
     dose_problem,
     provider_medication_list,
     schedule_problem,
@@ -44,20 +45,6 @@ from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.policy import BloodPressure, ClinicPolicy
 from models.surveys.assignments import cancel_recurring_surveys
-
-# CLINICAL.md §2: the label's (aneurysmal vascular disease or arteriovenous malformation, intracerebral
-# hemorrhage, known hypersensitivity to ketamine or esketamine), then the product's two choices;
-# any one recorded refuses a plan.
-STRUCTURAL_CONTRAINDICATIONS = frozenset(
-    {
-        "ANEURYSMAL_VASCULAR_DISEASE",
-        "ARTERIOVENOUS_MALFORMATION",
-        "INTRACEREBRAL_HEMORRHAGE",
-        "KETAMINE_HYPERSENSITIVITY",
-        "ACTIVE_PSYCHOSIS",
-        "UNCONTROLLED_HYPERTENSION",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -136,7 +123,7 @@ def _resolve(terms: PlanTerms, base: ResolvedTerms | None, policy: ClinicPolicy)
 def _validate(terms: ResolvedTerms, policy: ClinicPolicy) -> None:
     if terms.dose != terms.dose.quantize(Decimal("0.01")):
         raise InvalidInput("dose", "dose has at most 2 decimal places")
-    if problem := dose_problem(terms.formulation, terms.setting, terms.dose):
+    if problem := dose_problem(terms.formulation, terms.setting, terms.dose, policy):
         raise InvalidInput("dose", problem)
     for name, value, low, high in (
         ("sessionsPerWeek", terms.sessions_per_week, 1, 7),
@@ -232,15 +219,8 @@ async def create_treatment_plan(viewer: Viewer, data: NewPlan, *, now: datetime,
     patient = await treating_provider_patient(
         viewer, data.patient_id, resource_type="TreatmentPlan", action=AuditAction.CREATE
     )
-    unknown = sorted(set(data.structural_contraindications) - STRUCTURAL_CONTRAINDICATIONS)
-    if unknown:
-        raise InvalidInput("structuralContraindications", f"unknown contraindications: {', '.join(unknown)}")
-    if data.structural_contraindications:
-        listed = ", ".join(sorted(data.structural_contraindications))
-        raise InvalidInput(
-            "structuralContraindications",
-            f"a plan cannot be created while a contraindication is recorded: {listed}",
-        )
+    if problem := contraindication_problem(data.structural_contraindications):
+        raise InvalidInput("structuralContraindications", problem)
     terms = _resolve(data.terms, None, policy)
     medications = provider_medication_list([], data.terms.concomitant_medications or (), now)
     if not data.reason.strip():

@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from models.alerts import alert_rules
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, CareSetting, PlanStatus, TreatmentPlan
+from models.care.plan_rules import highest_dose_mg
 from models.identity.accounts import Patient
 from models.kernel.errors import InvalidInput
 from models.kernel.idempotency import StoredRefusal
 from models.kernel.policy import BloodPressure, ClinicPolicy
-from models.safety.rules import Findings, Phase, reading_findings
+from models.safety.rules import Findings, Phase, checklist_findings, reading_findings
 
 # CLINICAL.md §2: the pre-dose checklist, asked every session, in the patient's words.
 CHECKLIST: dict[str, str] = {
@@ -36,7 +36,6 @@ CHECKLIST: dict[str, str] = {
     "WILL_DRIVE": "Will you drive or operate machinery before tomorrow after a night's sleep?",
     "NEW_MEDICATION": "Started a new medication since your last session that your care team has not reviewed?",
 }
-_EMERGENCY_ITEMS = frozenset({"CHEST_PAIN_OR_SOB", "SEVERE_HEADACHE"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,15 @@ class SafetyFacts:
     next_session_started_at: datetime | None = None
 
 
+def reading_is_current(
+    measured_at: datetime, started_at: datetime, policy: ClinicPolicy, *, after_start: timedelta
+) -> bool:
+    """CLINICAL.md §2 (`BP_MISSING`): a pre-dose reading counts when it was taken in the
+    `bp_reading_valid_for` (30 minutes) before the start, or at most `after_start` after it: the
+    caller says how far the times it compares may disagree."""
+    return started_at - policy.bp_reading_valid_for <= measured_at <= started_at + after_start
+
+
 def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[FailedCheck]:
     """CLINICAL.md §2: run every pre-dose check and return all that fail, in the table's order."""
     failed: list[FailedCheck] = []
@@ -87,10 +95,13 @@ def failed_safety_checks(facts: SafetyFacts, policy: ClinicPolicy) -> list[Faile
                 "Confirm that your treatment monitor (a sober adult) is with you, and give their name.",
             )
         )
+    # The reading's time is the phone's and the start's the server's (unless replayed): a phone
+    # clock running a little ahead makes a fresh reading look later than the start, so up to the
+    # clock skew after it still counts.
     reading_is_recent = (
         facts.blood_pressure is not None
         and facts.measured_at is not None
-        and facts.now - policy.bp_reading_valid_for <= facts.measured_at <= facts.now + policy.clock_skew
+        and reading_is_current(facts.measured_at, facts.now, policy, after_start=policy.clock_skew)
     )
     if not reading_is_recent:
         minutes = int(policy.bp_reading_valid_for.total_seconds() // 60)
@@ -286,16 +297,9 @@ def session_reading_findings(
 
 
 def start_findings(data: StartSession, ceiling: BloodPressure, policy: ClinicPolicy) -> Findings:
-    """CLINICAL.md §0 and §2: what a start's content calls for, whatever else is wrong with it: each
-    "yes" on the checklist that §2 marks with an alert (emergency instructions for chest pain or a
-    severe headache, crisis resources for suicidal thoughts), and the pre-dose reading's values."""
-    findings = Findings()
-    yes = data.answered_yes
-    for spec in alert_rules.checklist_alerts(list(yes)):
-        findings.add(spec)
-    findings.add(None, emergency=bool(set(yes) & _EMERGENCY_ITEMS))
-    if "SUICIDAL_THOUGHTS" in yes:
-        findings.add(None, crisis_resources=policy.crisis_text())
+    """CLINICAL.md §0 and §2: what a start's content calls for, whatever else is wrong with it: the
+    checklist's "yes" answers (`checklist_findings`) and the pre-dose reading's values."""
+    findings = checklist_findings(data.answered_yes, policy)
     findings.merge(session_reading_findings(data.blood_pressure, Phase.PRE, policy, ceiling))
     return findings
 
@@ -305,8 +309,8 @@ def validate_start(data: StartSession, now: datetime, policy: ClinicPolicy) -> t
     the checklist items answered "yes"."""
     if data.problems:
         raise data.problems[0]
-    if not Decimal(0) < data.dose_mg <= Decimal(800):
-        raise InvalidInput("doseMg", "doseMg must be more than 0 and at most 800")
+    if not Decimal(0) < data.dose_mg <= (highest := highest_dose_mg(policy)):
+        raise InvalidInput("doseMg", f"doseMg must be more than 0 and at most {highest:g}")
     codes = [code for code, _ in data.checklist]
     repeated = sorted({code for code in codes if codes.count(code) > 1})
     if repeated:

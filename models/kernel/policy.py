@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 
 from models.kernel.errors import InvalidInput
 from models.notifications.quiet_hours import QuietHours
@@ -31,6 +32,17 @@ class BloodPressure:
 
     def __str__(self) -> str:
         return f"{self.systolic}/{self.diastolic} mmHg"
+
+
+@dataclass(frozen=True)
+class DoseLimit:
+    """§1: a clinic's own dose limits for one formulation (its code), in the formulation's unit
+    (mg, mg/kg, mg/kg per hour). They may only narrow the product's guard rails
+    (`models.care.plan_rules.dose_limits_problem`, checked when the service starts)."""
+
+    formulation: str
+    minimum: Decimal
+    maximum: Decimal
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,8 @@ class ClinicPolicy:
     # total in mg; without the patient's weight the total is checked against the formulation's
     # per-kg maximum for a patient this heavy (a guard rail against typing errors, not advice).
     heaviest_patient_kg: int = 250
+    # §1: the dose limits this clinic narrowed, per formulation; the others keep the product's.
+    dose_limits: tuple[DoseLimit, ...] = ()
     # §5 outcome definitions: a baseline is the latest value recorded at most this long before the
     # first completed session.
     baseline_window: timedelta = timedelta(days=30)
@@ -118,8 +132,10 @@ _NOT_IN_THE_FILE = frozenset({"crisis_resources", "on_call_contact", "crisis_phr
 def policy_overrides(data: object) -> dict[str, object]:
     """A clinic's policy file (JSON: an object whose keys are `ClinicPolicy` fields) as the values
     to replace in `DEFAULT_POLICY`. Blood pressures are "systolic/diastolic" ("180/110"),
-    durations a number of minutes, quiet hours "HH:MM-HH:MM", the rest whole numbers. Every key
-    is checked: an unknown key or a value of the wrong kind is an error naming it."""
+    durations a number of minutes, quiet hours "HH:MM-HH:MM", dose limits
+    `{"ORAL": [25, 400]}`, the rest whole numbers. Every key is checked: an unknown key or a value
+    of the wrong kind is an error naming it (dose limits against the product's guard rails are
+    checked by `models.care.plan_rules.dose_limits_problem`, which knows the formulations)."""
     if not isinstance(data, dict):
         raise PolicyFileError("the file must hold a JSON object of policy fields")
     defaults = {name: value for name, value in vars(DEFAULT_POLICY).items() if name not in _NOT_IN_THE_FILE}
@@ -137,7 +153,28 @@ def policy_overrides(data: object) -> dict[str, object]:
     return overrides
 
 
+def _dose_limits(raw: object) -> tuple[DoseLimit, ...]:
+    """`{"ORAL": [25, 400], …}`: per formulation code, the lowest and highest dose, numbers above 0."""
+    problem = 'dose_limits: an object of formulation codes and [lowest, highest] doses, e.g. {"ORAL": [25, 400]}'
+    if not isinstance(raw, dict):
+        raise PolicyFileError(problem)
+    limits = []
+    for code, pair in raw.items():
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise PolicyFileError(f"{problem}; {code} is not")
+        try:
+            low, high = (Decimal(str(value)) for value in pair if not isinstance(value, bool))
+        except (ValueError, InvalidOperation):
+            raise PolicyFileError(f"{problem}; {code} is not") from None
+        if not (low.is_finite() and high.is_finite() and 0 < low <= high):
+            raise PolicyFileError(f"dose_limits: {code}: the lowest dose is above 0 and not above the highest")
+        limits.append(DoseLimit(code, low, high))
+    return tuple(limits)
+
+
 def _policy_value(key: str, raw: object, default: object) -> object:
+    if key == "dose_limits":
+        return _dose_limits(raw)
     if isinstance(default, BloodPressure):
         if isinstance(raw, str) and (match := re.fullmatch(r"\s*(\d{2,3})\s*/\s*(\d{2,3})\s*", raw)):
             return BloodPressure(int(match[1]), int(match[2]))

@@ -1,4 +1,5 @@
-"""The safety rules for readings (CLINICAL.md §2, §3): pure functions, one per rule.
+"""The safety rules for readings and the pre-dose checklist (CLINICAL.md §2, §3): pure
+functions, one per rule.
 
 What a reading calls for does not depend on whether the request that carried it is accepted: a
 stale pre-dose reading, one sent with a refused start or a refused completion, raises the same
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from models.alerts.alert_rules import AlertKind, AlertSpec, Severity, crisis_language_alert
+from models.alerts.alert_rules import AlertKind, AlertSpec, Severity, checklist_alerts, crisis_language_alert
 from models.kernel.policy import EMERGENCY_INSTRUCTIONS, BloodPressure, ClinicPolicy
 from models.safety.crisis import crisis_matches
 
@@ -124,6 +125,26 @@ def reading_findings(
     if spo2 is not None:
         spec = oxygen_saturation_alert(spo2, phase, policy)
         findings.add(spec, emergency=spec is not None and spec.severity is Severity.URGENT)
+    return findings
+
+
+# CLINICAL.md §2, the checklist's "on yes" column beyond its alerts (`CHECKLIST_ALERTS` in
+# models/alerts/alert_rules.py): the items that call for emergency instructions, and for crisis resources.
+CHECKLIST_EMERGENCY_ITEMS = frozenset({"CHEST_PAIN_OR_SOB", "SEVERE_HEADACHE"})
+CHECKLIST_CRISIS_ITEMS = frozenset({"SUICIDAL_THOUGHTS"})
+
+
+def checklist_findings(answered_yes: tuple[str, ...] | list[str], policy: ClinicPolicy) -> Findings:
+    """§2, the pre-dose checklist's "on yes" column: each item answered "yes" raises the alert the
+    table marks it with (`URGENT`, `HIGH` for `PREGNANT`, `ROUTINE` for `NEW_MEDICATION`), chest
+    pain or a severe headache call for emergency instructions, suicidal thoughts for crisis
+    resources; also on a checklist that is incomplete or refused (§0)."""
+    findings = Findings()
+    for spec in checklist_alerts(list(answered_yes)):
+        findings.add(spec)
+    findings.add(None, emergency=bool(set(answered_yes) & CHECKLIST_EMERGENCY_ITEMS))
+    if set(answered_yes) & CHECKLIST_CRISIS_ITEMS:
+        findings.add(None, crisis_resources=policy.crisis_text())
     return findings
 
 

@@ -27,11 +27,12 @@ from models.notifications import notifications
 from models.surveys.schedule import (
     DEFAULT_POST_SESSION_WINDOW_MINUTES,
     POST_SESSION,
-    SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
     PlannedAssignment,
     after_offset,
     follow_up_schedule,
+    notify_from,
     reminder_times,
+    weekly_overlap,
 )
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 
@@ -94,14 +95,14 @@ async def schedule_follow_up(
         created.append(assignment)
         if planned.instrument == POST_SESSION:
             await _answered_before_assigned(assignment, now)
-        if planned.instrument in ("PHQ-9", "GAD-7"):
+        if (overlap := weekly_overlap(planned.instrument, planned.available_at)) is not None:
             for weekly in await SurveyAssignment.filter(
                 patient_id=patient.id,
                 instrument=planned.instrument,
                 recurrence_key__isnull=False,
                 status=AssignmentStatus.SCHEDULED,
-                available_at__gte=planned.available_at - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
-                available_at__lte=planned.available_at + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+                available_at__gte=overlap[0],
+                available_at__lte=overlap[1],
             ):
                 await move_assignment(weekly, AssignmentStatus.CANCELLED, now, next_reminder_at=None)
     return created
@@ -112,7 +113,7 @@ async def open_post_session_check_now(
 ) -> SurveyAssignment | None:
     """CLINICAL.md §3: a patient not back to baseline gets the post-session check at once, also
     when the completion that said so is refused (the safety screen runs this). Open for the
-    plan's post-session window; its notification ignores quiet hours (a safety check). None when
+    plan's post-session window; its notification ignores quiet hours (`notify_from`, §6). None when
     the session already has one."""
 
     if await SurveyAssignment.exists(session_id=session_id, instrument=POST_SESSION):
@@ -124,7 +125,8 @@ async def open_post_session_check_now(
     )
     expires_at = after_offset(now, window, patient.time_zone)
     reminders = tuple(reminder_times(now, expires_at, patient.time_zone, policy.quiet_hours))
-    planned = PlannedAssignment(POST_SESSION, now, expires_at, now, reminders)
+    notify_at = notify_from(POST_SESSION, now, patient.time_zone, policy.quiet_hours)
+    planned = PlannedAssignment(POST_SESSION, now, expires_at, notify_at, reminders)
     assignment = await create_assignment(patient, planned, now=now, session_id=session_id)
     await _answered_before_assigned(assignment, now)
     return assignment

@@ -28,13 +28,14 @@ from models.surveys.assignments import create_assignment, move_assignment
 from models.surveys.schedule import (
     DAILY_REMINDER_AT,
     POST_SESSION,
-    SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
     WEEKLY_SURVEYS,
     WEEKLY_WINDOW,
     PlannedAssignment,
+    breaks_quiet_hours,
     next_weekly_opening,
     notify_from,
     reminder_times,
+    weekly_overlap,
 )
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment
 
@@ -72,7 +73,7 @@ async def open_due_surveys(*, now: datetime, policy: ClinicPolicy) -> int:
                 not_before=notify_from(
                     assignment.instrument, max(assignment.notify_at, now), zones[patient_id], policy.quiet_hours
                 ),
-                quiet_hours_zone=None if assignment.instrument == POST_SESSION else zones[patient_id],
+                quiet_hours_zone=None if breaks_quiet_hours(assignment.instrument) else zones[patient_id],
             )
             opened += 1
     return opened
@@ -156,13 +157,14 @@ async def schedule_recurring_surveys(*, now: datetime, policy: ClinicPolicy) -> 
         opening = next_weekly_opening(plan.created_at, now, patient.time_zone)
         for instrument in WEEKLY_SURVEYS:
             key = f"weekly:{patient.id}:{instrument}:{opening.date().isoformat()}"
-            near_session_survey = instrument != "WEEKLY-SAFETY" and await SurveyAssignment.exists(
+            overlap = weekly_overlap(instrument, opening)
+            near_session_survey = overlap is not None and await SurveyAssignment.exists(
                 patient_id=patient.id,
                 instrument=instrument,
                 session_id__isnull=False,
                 status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
-                available_at__gte=opening - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
-                available_at__lte=opening + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN,
+                available_at__gte=overlap[0],
+                available_at__lte=overlap[1],
             )
             existing = await SurveyAssignment.get_or_none(recurrence_key=key)
             if existing is not None:

@@ -78,10 +78,16 @@ def follow_up_schedule(
     return planned
 
 
+def breaks_quiet_hours(instrument: str) -> bool:
+    """CLINICAL.md §6: the post-session check is a safety check: quiet hours do not hold its
+    notification (its reminders still keep to them). Every other survey's wait until they end."""
+    return instrument == POST_SESSION
+
+
 def notify_from(instrument: str, moment: datetime, time_zone: str, quiet: QuietHours) -> datetime:
-    """When a survey's notification may go out: never in quiet hours, except the post-session
-    check (a safety check), CLINICAL.md §6."""
-    return moment if instrument == POST_SESSION else after_quiet_hours(moment, time_zone, quiet)
+    """When a survey's notification may go out: never in quiet hours, unless it
+    `breaks_quiet_hours` (CLINICAL.md §6)."""
+    return moment if breaks_quiet_hours(instrument) else after_quiet_hours(moment, time_zone, quiet)
 
 
 # CLINICAL.md §6: weekly PHQ-9, GAD-7 and safety survey while the plan is ACTIVE (opening on the
@@ -90,6 +96,8 @@ WEEKLY_SURVEYS = ("PHQ-9", "GAD-7", "WEEKLY-SAFETY")
 WEEKLY_OPENS_AT = time(10, 0)
 WEEKLY_WINDOW = timedelta(hours=72)
 SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN = timedelta(days=3)
+# The weekly surveys a session's own follow-up stands in for (the weekly safety survey has none).
+SESSION_STANDS_IN_FOR = frozenset({"PHQ-9", "GAD-7"})
 DAILY_REMINDER_AT = time(19, 0)
 
 
@@ -103,3 +111,13 @@ def next_weekly_opening(plan_start: datetime, now: datetime, time_zone: str) -> 
     if opening < now:
         opening = datetime.combine(opening.date() + timedelta(days=7), WEEKLY_OPENS_AT, tzinfo=zone)
     return opening.astimezone(now.tzinfo)
+
+
+def weekly_overlap(instrument: str, opens_at: datetime) -> tuple[datetime, datetime] | None:
+    """CLINICAL.md §6: a weekly PHQ-9 or GAD-7 is skipped when a session's own one is due within
+    3 days of it (`SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN`). For a survey of `instrument` opening at
+    `opens_at` (a weekly one or a session's), the span in which the other kind opening is one too
+    many; None when the rule does not apply to `instrument`."""
+    if instrument not in SESSION_STANDS_IN_FOR:
+        return None
+    return opens_at - SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN, opens_at + SKIP_WEEKLY_IF_SESSION_SURVEY_WITHIN

@@ -15,8 +15,7 @@ from strawberry import relay
 from api.database import use_database
 from models.care.medications import INTERACTION_WARNINGS, interaction_warnings
 from models.care.plan_records import ConcomitantMedication, MedicationClass, MedicationSource, TreatmentPlan
-from models.care.plan_rules import provider_medication_list
-from models.care.plans import STRUCTURAL_CONTRAINDICATIONS
+from models.care.plan_rules import STRUCTURAL_CONTRAINDICATIONS, provider_medication_list
 from models.kernel.clock import ManualClock
 from models.kernel.errors import InvalidInput
 from tests.conftest import Tokens

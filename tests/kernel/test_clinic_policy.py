@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,22 @@ from models.kernel.policy import (
     DEFAULT_POLICY,
     EMERGENCY_INSTRUCTIONS,
     BloodPressure,
+    DoseLimit,
     PolicyFileError,
     policy_overrides,
 )
 from models.notifications.quiet_hours import QuietHours, after_quiet_hours, in_quiet_hours
 from models.surveys.schedule import follow_up_schedule
 from tests.conftest import Tokens, client_of, running_app
-from tests.support.clinical import complete, start
+from tests.support.clinical import CREATE_PLAN, complete, patient_global_id, plan_of, start
+from tests.support.graphql import gql
 
 CLINIC = {
     "pre_dose_urgent": "170/105",
     "spo2_high_below": 96,
     "urgent_response": 10,
     "quiet_hours": "21:00-09:00",
+    "dose_limits": {"SUBLINGUAL_TABLET": [25, 400]},
 }
 
 
@@ -48,6 +52,9 @@ CLINIC = {
         ({"spo2_urgent_below": 88, "routine_response_business_days": 1},
          {"spo2_urgent_below": 88, "routine_response_business_days": 1}),
         ({"quiet_hours": "21:30-07:00"}, {"quiet_hours": QuietHours(time(21, 30), time(7, 0))}),
+        ({"dose_limits": {"ORAL": [50, 400], "INTRAMUSCULAR": [0.1, 0.5]}},
+         {"dose_limits": (DoseLimit("ORAL", Decimal(50), Decimal(400)),
+                          DoseLimit("INTRAMUSCULAR", Decimal("0.1"), Decimal("0.5")))}),
         ({}, {}),
     ],
 )  # fmt: skip
@@ -67,6 +74,14 @@ def test_a_policy_file_names_the_fields_it_changes(data: dict[str, Any], expecte
         ({"spo2_high_below": 85}, "spo2_high_below: must be between spo2_urgent_below and 100"),
         ({"default_bp_ceiling": "170/95"}, "default_bp_ceiling: must not be above highest_bp_ceiling"),
         ({"crisis_phrases": []}, "crisis_phrases: not a clinic policy field"),
+        ({"dose_limits": [25, 400]}, "dose_limits: an object of formulation codes and [lowest, highest] doses"),
+        ({"dose_limits": {"ORAL": 400}}, "dose_limits: an object of formulation codes"),
+        ({"dose_limits": {"ORAL": [25, "lots"]}}, "dose_limits: an object of formulation codes"),
+        (
+            {"dose_limits": {"ORAL": [400, 25]}},
+            "dose_limits: ORAL: the lowest dose is above 0 and not above the highest",
+        ),
+        ({"dose_limits": {"ORAL": [0, 25]}}, "dose_limits: ORAL: the lowest dose is above 0"),
         ([1, 2], "a JSON object"),
     ],
 )
@@ -87,6 +102,26 @@ def test_the_server_refuses_to_start_with_a_bad_policy_file_naming_the_variable(
     assert "cannot be read as JSON" in missing.value.problems[0]
 
 
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ({"ORAL": [25, 900]}, "dose_limits: ORAL 25-900 mg is wider than the product's guard rails, 25-800 mg: "
+                              "a clinic may narrow them, never widen them"),
+        ({"INTRANASAL_KETAMINE": [5, 100]}, "dose_limits: INTRANASAL_KETAMINE 5-100 mg is wider"),
+        ({"LOZENGE": [25, 100]}, "dose_limits: LOZENGE is not a formulation"),
+    ],
+)  # fmt: skip
+def test_the_server_refuses_to_start_with_dose_limits_wider_than_the_guard_rails(
+    tmp_path: Path, limits: dict[str, list[int]], problem: str
+) -> None:
+    """CLINICAL.md §1: a clinic may narrow the dose limits in settings, never widen them."""
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"dose_limits": limits}))
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"CLINIC_POLICY_FILE": str(path)}, env_file=None)
+    assert any(p.startswith(f"CLINIC_POLICY_FILE: {path}: {problem}") for p in refused.value.problems), refused
+
+
 def test_the_policy_file_changes_the_policy_and_nothing_else(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(CLINIC))
@@ -95,7 +130,8 @@ def test_the_policy_file_changes_the_policy_and_nothing_else(tmp_path: Path) -> 
     assert policy.spo2_high_below == 96
     assert policy.urgent_response == timedelta(minutes=10)
     assert policy.quiet_hours == QuietHours(time(21, 0), time(9, 0))
-    unchanged = {"pre_dose_urgent", "spo2_high_below", "urgent_response", "quiet_hours"}
+    assert policy.dose_limits == (DoseLimit("SUBLINGUAL_TABLET", Decimal(25), Decimal(400)),)
+    unchanged = {"pre_dose_urgent", "spo2_high_below", "urgent_response", "quiet_hours", "dose_limits"}
     assert {k: v for k, v in vars(policy).items() if k not in unchanged} == {
         k: v for k, v in vars(DEFAULT_POLICY).items() if k not in unchanged
     }
@@ -168,3 +204,28 @@ async def test_the_alert_rules_and_deadlines_follow_the_clinic_policy(
     with use_database(clinic_app.state.database):
         [low] = await Alert.filter(kind="LOW_OXYGEN_SATURATION")
     assert low.severity.value == "HIGH"  # 95 % is fine by default; this clinic wants 96 % or more
+
+
+END_PLAN = """
+mutation End($plan: ID!) {
+  endTreatmentPlan(input: {planId: $plan, status: CANCELLED, reason: "patient moved"}) { result { __typename } }
+}
+"""
+
+
+async def test_a_plan_above_the_limit_the_clinic_narrowed_is_refused_naming_it(
+    clinic_app: Starlette, clinic_client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    """CLINICAL.md §1: this clinic gives sublingual tablets up to 400 mg, not the product's 800."""
+    rivera = tokens.user("dr.rivera@demo.test")
+    blair = await patient_global_id(clinic_app, "blair@demo.test")
+    await gql(clinic_client, END_PLAN, {"plan": (await plan_of(clinic_client, rivera, blair))["id"]}, token=rivera)
+    values = {"patientId": blair, "formulation": "SUBLINGUAL_TABLET", "setting": "AT_HOME", "plannedSessions": 8}
+    body = await gql(clinic_client, CREATE_PLAN, {"input": {**values, "dose": 450}}, token=rivera)
+    assert body["data"]["createTreatmentPlan"]["result"] == {
+        "__typename": "ValidationError",
+        "message": "SUBLINGUAL_TABLET dose must be between 25 and 400 mg",
+        "field": "dose",
+    }
+    body = await gql(clinic_client, CREATE_PLAN, {"input": {**values, "dose": 400}}, token=rivera)
+    assert body["data"]["createTreatmentPlan"]["result"]["__typename"] == "TreatmentPlan"

@@ -26,7 +26,17 @@ from models.alerts.alert_rules import (
     respond_by,
 )
 from models.care.plan_records import CareSetting, Formulation, PlanStatus, ScheduledSurvey
-from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE, ceiling_problem, dose_problem, schedule_problem
+from models.care.plan_rules import (
+    DEFAULT_SURVEY_SCHEDULE,
+    STRUCTURAL_CONTRAINDICATIONS,
+    ceiling_problem,
+    contraindication_problem,
+    dose_limits_problem,
+    dose_problem,
+    formulation_limits,
+    highest_dose_mg,
+    schedule_problem,
+)
 from models.care.pre_dose import (
     CHECKLIST,
     BloodPressureReading,
@@ -34,10 +44,19 @@ from models.care.pre_dose import (
     SafetyFacts,
     StartSession,
     failed_safety_checks,
+    reading_is_current,
     refusal_advice,
     start_findings,
+    validate_start,
 )
-from models.kernel.policy import DEFAULT_POLICY, EMERGENCY_INSTRUCTIONS, US_CRISIS_RESOURCES, BloodPressure
+from models.kernel.errors import InvalidInput
+from models.kernel.policy import (
+    DEFAULT_POLICY,
+    EMERGENCY_INSTRUCTIONS,
+    US_CRISIS_RESOURCES,
+    BloodPressure,
+    DoseLimit,
+)
 from models.reports.checkins import NewCheckIn, check_in_problem
 from models.reports.side_effects import (
     CATALOGUE,
@@ -50,7 +69,13 @@ from models.reports.side_effects import (
     side_effect_findings,
     side_effect_holds_plan,
 )
-from models.safety.rules import Phase, blood_pressure_alert, oxygen_saturation_alert, reading_findings
+from models.safety.rules import (
+    Phase,
+    blood_pressure_alert,
+    checklist_findings,
+    oxygen_saturation_alert,
+    reading_findings,
+)
 
 POLICY = DEFAULT_POLICY
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday
@@ -85,7 +110,7 @@ def bp(systolic: int, diastolic: int) -> BloodPressure:
 def test_a_dose_within_the_formulations_limits_is_accepted(
     formulation: Formulation, setting: CareSetting, dose: str
 ) -> None:
-    assert dose_problem(formulation, setting, Decimal(dose)) is None
+    assert dose_problem(formulation, setting, Decimal(dose), POLICY) is None
 
 
 @pytest.mark.parametrize(
@@ -106,10 +131,76 @@ def test_a_dose_within_the_formulations_limits_is_accepted(
 def test_a_dose_outside_the_limits_or_a_clinic_only_formulation_at_home_is_refused_with_the_limit_named(
     formulation: Formulation, setting: CareSetting, dose: str, problem: str
 ) -> None:
-    refusal = dose_problem(formulation, setting, Decimal(dose))
+    refusal = dose_problem(formulation, setting, Decimal(dose), POLICY)
     assert refusal is not None
     assert formulation.value in refusal
     assert problem in refusal
+
+
+NARROWED = replace(
+    POLICY,
+    dose_limits=(
+        DoseLimit("ORAL", Decimal(50), Decimal(400)),
+        DoseLimit("SUBLINGUAL_TABLET", Decimal(25), Decimal(600)),
+        DoseLimit("INTRANASAL_ESKETAMINE", Decimal(28), Decimal(56)),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("formulation", "dose", "problem"),
+    [
+        (Formulation.ORAL, "401", "ORAL dose must be between 50 and 400 mg"),
+        (Formulation.ORAL, "40", "ORAL dose must be between 50 and 400 mg"),
+        (Formulation.INTRANASAL_ESKETAMINE, "84", "INTRANASAL_ESKETAMINE dose must be one of 28, 56 mg"),
+    ],
+)
+def test_a_limit_the_clinic_narrowed_refuses_a_plan_outside_it_naming_the_limit(
+    formulation: Formulation, dose: str, problem: str
+) -> None:
+    """§1: a clinic may narrow the limits in settings (`ClinicPolicy.dose_limits`)."""
+    assert dose_problem(formulation, CareSetting.CLINIC, Decimal(dose), NARROWED) == problem
+    assert dose_problem(formulation, CareSetting.CLINIC, Decimal(dose), POLICY) is None
+
+
+def test_a_formulation_the_clinic_did_not_narrow_keeps_the_product_s_limits() -> None:
+    assert dose_problem(Formulation.INTRANASAL_KETAMINE, CareSetting.AT_HOME, Decimal(200), NARROWED) is None
+    assert formulation_limits(Formulation.INTRANASAL_KETAMINE, NARROWED) == formulation_limits(
+        Formulation.INTRANASAL_KETAMINE, POLICY
+    )
+
+
+def test_a_start_s_highest_dose_is_the_highest_limit_in_mg_the_clinic_allows() -> None:
+    """§1: the start's guard rail against a mistyped dose is the same limits, whatever the plan."""
+    assert highest_dose_mg(POLICY) == Decimal(800)
+    only_oral = replace(POLICY, dose_limits=NARROWED.dose_limits[:1])
+    assert highest_dose_mg(only_oral) == Decimal(800)  # sublingual tablets keep 800 mg
+    both = NARROWED  # oral 400, sublingual 600, Spravato 56
+    assert highest_dose_mg(both) == Decimal(600)
+    checklist = tuple((code, False) for code in CHECKLIST)
+    with pytest.raises(InvalidInput, match="doseMg must be more than 0 and at most 600"):
+        validate_start(StartSession(Decimal(601), True, "Sam", None, checklist), NOW, both)
+    assert validate_start(StartSession(Decimal(600), True, "Sam", None, checklist), NOW, both) == ()
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        ((DoseLimit("ORAL", Decimal(25), Decimal(900)),),
+         "ORAL 25-900 mg is wider than the product's guard rails, 25-800 mg"),
+        ((DoseLimit("ORAL", Decimal(20), Decimal(400)),), "ORAL 20-400 mg is wider than the product's guard rails"),
+        ((DoseLimit("INTRAVENOUS", Decimal("0.1"), Decimal("2.5")),), "INTRAVENOUS 0.1-2.5 mg/kg per hour is wider"),
+        ((DoseLimit("PATCH", Decimal(1), Decimal(2)),), "dose_limits: PATCH is not a formulation"),
+        ((DoseLimit("ORAL", Decimal(25), Decimal(400)), DoseLimit("ORAL", Decimal(25), Decimal(300))),
+         "ORAL is given twice"),
+        ((DoseLimit("INTRANASAL_ESKETAMINE", Decimal(60), Decimal(80)),), "leaves none of 28, 56, 84 mg"),
+    ],
+)  # fmt: skip
+def test_dose_limits_that_widen_the_guard_rails_are_refused(limits: tuple[DoseLimit, ...], problem: str) -> None:
+    """§1: a clinic may narrow the limits, never widen them."""
+    refusal = dose_limits_problem(replace(POLICY, dose_limits=limits))
+    assert refusal is not None and problem in refusal
+    assert dose_limits_problem(NARROWED) is None and dose_limits_problem(POLICY) is None
 
 
 @pytest.mark.parametrize("ceiling", [bp(140, 90), bp(160, 100), bp(120, 80)])
@@ -278,6 +369,40 @@ def test_each_pre_dose_check_fails_alone(facts: SafetyFacts, code: str) -> None:
     assert failures[0].message
 
 
+@pytest.mark.parametrize(
+    ("measured_at", "after_start", "current"),
+    [
+        (NOW - 30 * MINUTE, timedelta(0), True),
+        (NOW - 31 * MINUTE, timedelta(0), False),
+        (NOW, timedelta(0), True),
+        (NOW + MINUTE, timedelta(0), False),
+        (NOW + 5 * MINUTE, POLICY.clock_skew, True),
+        (NOW + 6 * MINUTE, POLICY.clock_skew, False),
+    ],
+)
+def test_a_pre_dose_reading_counts_for_30_minutes_before_the_start_and_the_allowance_after(
+    measured_at: datetime, after_start: timedelta, current: bool
+) -> None:
+    """§2: one rule for the start at home (a phone's clock: the skew) and the clinic form (none)."""
+    assert reading_is_current(measured_at, NOW, POLICY, after_start=after_start) is current
+
+
+def test_no_structural_contraindication_recorded_lets_a_plan_be_created() -> None:
+    assert contraindication_problem(()) is None
+
+
+@pytest.mark.parametrize("recorded", sorted(STRUCTURAL_CONTRAINDICATIONS))
+def test_each_structural_contraindication_refuses_a_plan_naming_it(recorded: str) -> None:
+    """§2: the label's three and the product's two, each on its own."""
+    assert contraindication_problem((recorded,)) == (
+        f"a plan cannot be created while a contraindication is recorded: {recorded}"
+    )
+
+
+def test_an_unknown_structural_contraindication_is_refused_not_ignored() -> None:
+    assert contraindication_problem(("ACTIVE_PSYCHOSIS", "BROKEN_ARM")) == "unknown contraindications: BROKEN_ARM"
+
+
 def test_a_reading_at_the_ceiling_is_refused() -> None:
     failures = failed_safety_checks(passing(blood_pressure=bp(140, 90)), POLICY)
     assert codes(failures) == ["BP_ABOVE_CEILING"]
@@ -382,6 +507,34 @@ def test_a_start_s_content_gives_emergency_instructions_or_crisis_resources_what
     yes: tuple[str, ...], reading: BloodPressureReading | None, expected: dict[str, str]
 ) -> None:
     assert start_findings(start(yes, reading), bp(140, 90), POLICY).advice == expected
+
+
+# CLINICAL.md §2's checklist, its "on yes" column: (alert severity or None, advice).
+ON_YES: dict[str, tuple[Severity | None, dict[str, str]]] = {
+    "CHEST_PAIN_OR_SOB": (Severity.URGENT, EMERGENCY),
+    "SEVERE_HEADACHE": (Severity.URGENT, EMERGENCY),
+    "SUICIDAL_THOUGHTS": (Severity.URGENT, CRISIS),
+    "PREGNANT": (Severity.HIGH, {}),
+    "SUBSTANCES_24H": (None, {}),
+    "ATE_RECENTLY": (None, {}),
+    "UNWELL": (None, {}),
+    "WILL_DRIVE": (None, {}),
+    "NEW_MEDICATION": (Severity.ROUTINE, {}),
+}
+
+
+def test_the_on_yes_column_names_every_checklist_item() -> None:
+    assert list(ON_YES) == list(CHECKLIST)
+
+
+@pytest.mark.parametrize("item", list(ON_YES))
+def test_each_yes_calls_for_what_the_on_yes_column_says(item: str) -> None:
+    severity, advice = ON_YES[item]
+    found = checklist_findings((item,), POLICY)
+    assert [(spec.kind.value, spec.severity, spec.rule) for spec in found.alerts] == (
+        [("PRE_DOSE_CHECKLIST", severity, item)] if severity else []
+    )
+    assert found.advice == advice
 
 
 @pytest.mark.parametrize(

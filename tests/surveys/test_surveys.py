@@ -435,6 +435,31 @@ def test_the_weekly_surveys_open_on_the_plans_weekday_at_ten_local() -> None:
     assert schedule.next_weekly_opening(plan_start, monday_morning, "America/Chicago") == opening
 
 
+@pytest.mark.parametrize(
+    ("instrument", "breaks"),
+    [("POST-SESSION", True), ("PAIN-NRS", False), ("PEG-3", False), ("PHQ-9", False), ("WEEKLY-SAFETY", False)],
+)
+def test_only_the_post_session_check_breaks_quiet_hours(instrument: str, breaks: bool) -> None:
+    """§6: one rule for the follow-up schedule, the check made due at once and the opening job."""
+    assert schedule.breaks_quiet_hours(instrument) is breaks
+    night = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 23:00 in New York
+    expected = night if breaks else datetime(2026, 11, 26, 13, 0, tzinfo=UTC)  # 08:00 local
+    assert schedule.notify_from(instrument, night, "America/New_York", QUIET) == expected
+
+
+@pytest.mark.parametrize(
+    ("instrument", "overlap"),
+    [("PHQ-9", True), ("GAD-7", True), ("WEEKLY-SAFETY", False), ("POST-SESSION", False), ("PEG-3", False)],
+)
+def test_a_weekly_phq9_or_gad7_within_three_days_of_a_session_s_own_is_one_too_many(
+    instrument: str, overlap: bool
+) -> None:
+    """§6: one span for both queries, the weekly job's skip and the follow-up's cancel."""
+    opens = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+    span = (opens - timedelta(days=3), opens + timedelta(days=3))
+    assert schedule.weekly_overlap(instrument, opens) == (span if overlap else None)
+
+
 async def test_recurring_surveys_are_scheduled_once_and_cancelled_when_the_plan_is_held(
     client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
 ) -> None:
