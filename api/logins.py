@@ -30,7 +30,7 @@ from typing import Protocol
 
 from redis import asyncio as aioredis
 
-from api.redis_guard import GuardedRedis, RedisUnavailable
+from api.redis_guard import GuardedRedis, RedisUnavailable, shared_redis
 from api.settings import Settings
 from models.identity import sign_ins
 from models.kernel.clock import Clock
@@ -115,17 +115,14 @@ class RedisLoginStore:
 
 
 def make_login_store(settings: Settings, clock: Clock) -> LoginStore:
-    if settings.rate_limit_url:
-        redis = GuardedRedis(
-            settings.rate_limit_url,
-            settings,
-            clock,
-            logger=logger,
-            lost="login store unreachable (%s): login checks ask the database until it answers",
-            back="login store answers again: login checks shared through Redis",
-        )
-        return RedisLoginStore(redis, settings.rate_limit_key_prefix)
-    return NoSharedStore()
+    redis = shared_redis(
+        settings,
+        clock,
+        logger=logger,
+        lost="login store unreachable (%s): login checks ask the database until it answers",
+        back="login store answers again: login checks shared through Redis",
+    )
+    return NoSharedStore() if redis is None else RedisLoginStore(redis, settings.rate_limit_key_prefix)
 
 
 LoginsEnded = Callable[[list[uuid.UUID]], Awaitable[None]]

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.auth.authenticate import bearer_token
 from api.auth.tokens import InvalidToken, decode_access_token
 from api.middleware import send_json_error
-from api.redis_guard import GuardedRedis, RedisUnavailable
+from api.redis_guard import GuardedRedis, RedisUnavailable, shared_redis
 from api.settings import BucketPolicy, Settings
 from models.identity.access import Viewer
 from models.kernel.clock import Clock
@@ -174,17 +174,14 @@ class RedisBuckets:
 
 
 def make_bucket_store(settings: Settings, clock: Clock) -> BucketStore:
-    if settings.rate_limit_url:
-        redis = GuardedRedis(
-            settings.rate_limit_url,
-            settings,
-            clock,
-            logger=logger,
-            lost="rate limit store unreachable (%s): each replica enforces the limits on its own until it answers",
-            back="rate limit store answers again: buckets shared through Redis",
-        )
-        return RedisBuckets(redis, settings.rate_limit_key_prefix)
-    return InProcessBuckets()
+    redis = shared_redis(
+        settings,
+        clock,
+        logger=logger,
+        lost="rate limit store unreachable (%s): each replica enforces the limits on its own until it answers",
+        back="rate limit store answers again: buckets shared through Redis",
+    )
+    return InProcessBuckets() if redis is None else RedisBuckets(redis, settings.rate_limit_key_prefix)
 
 
 class RateLimiter:

@@ -89,3 +89,13 @@ class GuardedRedis:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def shared_redis(
+    settings: Settings, clock: Clock, *, logger: logging.Logger, lost: str, back: str
+) -> GuardedRedis | None:
+    """The guarded client of a store the replicas share through `RATE_LIMIT_URL` (the rate limits,
+    the login checks), or None when that is unset and each replica keeps its own."""
+    if not settings.rate_limit_url:
+        return None
+    return GuardedRedis(settings.rate_limit_url, settings, clock, logger=logger, lost=lost, back=back)

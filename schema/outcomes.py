@@ -44,6 +44,14 @@ class PainOutcomeType:
     improvement: str | None = strawberry.field(description="SUBSTANTIAL (50 %+), MEANINGFUL (30 %+) or NONE.")
 
 
+@strawberry.type(name="PegOutcome")
+class PegOutcomeType:
+    baseline: float | None = strawberry.field(description="Latest score before the first session (30 days at most).")
+    latest: float | None = strawberry.field(description="The latest PEG-3 score (the mean of its 3 items).")
+    change_percent: float | None
+    improvement: str | None = strawberry.field(description="SUBSTANTIAL (50 %+), MEANINGFUL (30 %+) or NONE.")
+
+
 @strawberry.type(name="GradeCount")
 class GradeCountType:
     grade: str
@@ -55,6 +63,7 @@ class OutcomesType:
     pain: PainOutcomeType
     phq9: ScoreOutcomeType
     gad7: ScoreOutcomeType
+    peg3: PegOutcomeType = strawberry.field(description="PEG-3 (pain intensity and interference), CLINICAL.md §5.")
     mme_baseline: float | None
     mme_current: float = strawberry.field(description="MME of the last 24 hours (as `OpioidUse.currentMmePerDay`).")
     mme_change: float | None
@@ -67,6 +76,7 @@ class OutcomesType:
     pain_series: list[SeriesPointType]
     phq9_series: list[SeriesPointType]
     gad7_series: list[SeriesPointType]
+    peg3_series: list[SeriesPointType]
     mme_series: list[SeriesPointType]
     mme_incomplete: bool = strawberry.field(description="A drug without an MME factor is left out of the MME figures.")
     mme_unconverted_drugs: list[str] = strawberry.field(description="The drugs left out of the MME figures.")
@@ -94,6 +104,12 @@ class OutcomesType:
             ),
             phq9=score(found.phq9),
             gad7=score(found.gad7),
+            peg3=PegOutcomeType(
+                baseline=_float(found.peg3.baseline),
+                latest=_float(found.peg3.latest),
+                change_percent=_float(found.peg3.change_percent),
+                improvement=found.peg3.pain_improvement,
+            ),
             mme_baseline=_float(found.mme_baseline),
             mme_current=float(found.mme_current),
             mme_change=_float(found.mme_change),
@@ -106,6 +122,7 @@ class OutcomesType:
             pain_series=series(found.pain.series),
             phq9_series=series(found.phq9.series),
             gad7_series=series(found.gad7.series),
+            peg3_series=series(found.peg3.series),
             mme_series=series(found.mme_series),
             mme_incomplete=bool(found.mme_left_out),
             mme_unconverted_drugs=list(found.mme_left_out),

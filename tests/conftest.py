@@ -198,8 +198,13 @@ async def refuse_mail(message: OutgoingMail) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return settings_for(database_url)
+def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings; `@pytest.mark.request_timeout(seconds)` gives a test that queues many
+    writes on purpose (SQLite has one writer) a longer request deadline than the default 8 s, so
+    a busy test machine does not turn its last writes into 503s."""
+    chosen = settings_for(database_url)
+    marker = request.node.get_closest_marker("request_timeout")
+    return replace(chosen, request_timeout=float(marker.args[0])) if marker else chosen
 
 
 @pytest.fixture

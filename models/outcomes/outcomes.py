@@ -3,8 +3,8 @@ queries (ARCHITECTURE.md decision 7: the statement count never grows with the ro
 
 Outcome definitions are CLINICAL.md §5's: the baseline is `models.outcomes.baselines`' (the same one the
 pain alert compares against), never guessed; PHQ-9/GAD-7 response is a ≥ 50 %
-reduction and remission a latest total < 5; pain change of ≥ 30 % is meaningful and ≥ 50 %
-substantial; adherence is surveys answered / surveys made available (expired count as not
+reduction and remission a latest total < 5; a pain change (NRS, or PEG-3's score) of ≥ 30 % is
+meaningful and ≥ 50 % substantial; adherence is surveys answered / surveys made available (expired count as not
 answered).
 """
 
@@ -38,6 +38,8 @@ from models.reports.side_effects import SideEffectReport
 from models.surveys.survey_records import AssignmentStatus, SurveyAssignment, SurveyResponse
 
 ROLLING_DAYS = 7
+# The instruments whose totals are outcomes, each against its own baseline (CLINICAL.md §5).
+SCORED_OUTCOMES = ("PHQ-9", "GAD-7", "PEG-3")
 REMISSION_BELOW = Decimal(5)
 
 
@@ -99,6 +101,7 @@ class PatientOutcomes:
     pain: Measure
     phq9: Measure
     gad7: Measure
+    peg3: Measure
     mme_baseline: Decimal | None
     mme_current: Decimal
     mme_series: list[tuple[date, Decimal]]
@@ -172,7 +175,7 @@ async def outcomes_for(
     ):
         completed[UUID(str(row["patient_id"]))] = int(row["n"])
     scores: dict[tuple[UUID, str], list[RecordedValue]] = defaultdict(list)
-    responses = SurveyResponse.filter(patient_id__in=ids, instrument__in=["PHQ-9", "GAD-7"], total_score__isnull=False)
+    responses = SurveyResponse.filter(patient_id__in=ids, instrument__in=SCORED_OUTCOMES, total_score__isnull=False)
     for key, instrument, submitted_at, recorded_at, total in await responses.values_list(
         "patient_id", "instrument", "submitted_at", "recorded_at", "total_score"
     ):
@@ -210,12 +213,13 @@ async def outcomes_for(
     for patient_id, patient in allowed.items():
         zone, first = patient.time_zone, first_sessions.get(patient_id)
         baseline = pain_baseline.get(patient_id)
-        phq9, gad7 = (sorted(scores[(patient_id, code)], key=_in_time) for code in ("PHQ-9", "GAD-7"))
+        phq9, gad7, peg3 = (sorted(scores[(patient_id, code)], key=_in_time) for code in SCORED_OUTCOMES)
         mme = opioids.get(patient_id)
         result[patient_id] = PatientOutcomes(
             pain=_measure(pain.get(patient_id, []), baseline.value if baseline else None, zone, rolling=True),
             phq9=_measure(phq9, _score_baseline(phq9, first, policy), zone, rolling=False),
             gad7=_measure(gad7, _score_baseline(gad7, first, policy), zone, rolling=False),
+            peg3=_measure(peg3, _score_baseline(peg3, first, policy), zone, rolling=False),
             mme_baseline=mme.baseline_mme_per_day if mme else None,
             mme_current=mme.current_mme_per_day if mme else Decimal(0),
             mme_series=[(day, total.mme) for day, total in sorted(mme.daily.items())] if mme else [],

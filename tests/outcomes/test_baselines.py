@@ -230,3 +230,50 @@ async def test_the_clinic_policy_sets_how_far_back_a_baseline_may_be(
     assert by_default is not None and by_default.value == 4
     assert narrower is None
     assert outcomes[patient.id].pain.baseline is None
+
+
+PEG_OUTCOME = """
+query($id: ID!) {
+  patient(id: $id) { outcomes { peg3 { baseline latest changePercent improvement } peg3Series { value } } }
+}
+"""
+
+
+async def answer_peg(client: httpx.AsyncClient, token: object, *items: int) -> None:
+    answers = [{"linkId": str(number), "value": value} for number, value in enumerate(items, start=1)]
+    body = await gql(client, SUBMIT_PAIN, {"input": {"instrument": "PEG-3", "answers": answers}}, token=token)
+    assert body["data"]["submitSurveyResponse"]["result"]["__typename"] == "SurveyResponse", body
+
+
+async def test_peg3_is_an_outcome_against_its_own_baseline_meaningful_from_30_percent(
+    client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock, app: Starlette
+) -> None:
+    """CLINICAL.md §5: PEG-3's score (the mean of its 3 items) against the latest score before the
+    first completed session; ≥ 30 % less is meaningful, ≥ 50 % substantial."""
+    email, patient_id = await enrol_patient(app, client, tokens, "Robin")
+    robin, rivera = tokens.fresh(email), tokens.fresh("dr.rivera@demo.test")
+
+    async def peg() -> dict[str, Any]:
+        body = await gql(client, PEG_OUTCOME, {"id": patient_id}, token=rivera)
+        return dict(body["data"]["patient"]["outcomes"])
+
+    clock.advance(timedelta(days=1))
+    await answer_peg(client, robin, 8, 8, 8)
+    clock.advance(timedelta(days=1))
+    await answer_peg(client, robin, 7, 6, 8)  # 7.0: the latest before the first session
+    before = await peg()
+    assert before["peg3"] == {"baseline": None, "latest": 7.0, "changePercent": None, "improvement": None}
+
+    clock.advance(timedelta(days=1))
+    await first_session(client, robin, clock)
+    clock.advance(timedelta(days=3))
+    await answer_peg(client, robin, 5, 5, 5)  # 5.0: 28.6 % less, not yet meaningful
+    assert (await peg())["peg3"] == {"baseline": 7.0, "latest": 5.0, "changePercent": -28.6, "improvement": "NONE"}
+    clock.advance(timedelta(days=7))
+    await answer_peg(client, robin, 5, 4, 5)  # 4.7: 32.9 % less
+    assert (await peg())["peg3"]["improvement"] == "MEANINGFUL"
+    clock.advance(timedelta(days=7))
+    await answer_peg(client, robin, 3, 4, 3)  # 3.3: 52.9 % less
+    after = await peg()
+    assert after["peg3"] == {"baseline": 7.0, "latest": 3.3, "changePercent": -52.9, "improvement": "SUBSTANTIAL"}
+    assert [point["value"] for point in after["peg3Series"]] == [8.0, 7.0, 5.0, 4.7, 3.3]
