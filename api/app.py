@@ -124,7 +124,7 @@ async def relay_ended_logins(bus: EventBus, logins: LoginGate) -> None:
 class ShutdownBudget:
     """The lifespan's shutdown steps, each bounded, all within `total` seconds: a backend that
     hangs (a database that does not answer the final audit write, a Redis that does not close)
-    costs its step's share, logged, and the process still stops (api.cli has the last resort)."""
+    costs its step's share, logged, and the process still stops (api.commands.service has the last resort)."""
 
     def __init__(self, total: float, *, per_step: float) -> None:
         self.deadline = asyncio.get_running_loop().time() + total
@@ -149,7 +149,7 @@ class ShutdownBudget:
 def shutdown_shares(shutdown_timeout: float) -> tuple[float, float]:
     """How SHUTDOWN_TIMEOUT_SECONDS is spent: requests in flight get half (uvicorn's graceful
     shutdown), the lifespan's steps four tenths (each at most a fifth), a tenth is the margin
-    before the watchdog ends the process (api.cli)."""
+    before the watchdog ends the process (api.commands.service)."""
     return shutdown_timeout * 0.5, shutdown_timeout * 0.4
 
 

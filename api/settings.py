@@ -1,7 +1,10 @@
 """One typed settings object, read from the environment (and `.env`) and validated at start-up.
 
 Every problem is collected and reported at once, with the variable's name, so an operator fixes a
-bad deployment in one go instead of one restart per mistake.
+bad deployment in one go instead of one restart per mistake. It is longer than our other modules
+on purpose: every variable, its default and its check stand in one place, in the order of
+docs/configuration.md (the mail and push settings, which have parsing of their own, are
+`api.mail_settings` and `api.push_settings`).
 """
 
 from __future__ import annotations

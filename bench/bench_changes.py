@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 
 from api.app import create_app
 from api.auth.tokens import issue_access_token
-from api.cli import seed_database
+from api.commands.service import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary

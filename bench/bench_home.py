@@ -44,7 +44,7 @@ import httpx
 from starlette.applications import Starlette
 
 from api.auth.tokens import issue_access_token
-from api.cli import seed_database
+from api.commands.service import seed_database
 from api.database import migrate, open_database
 from api.settings import Environment, Settings
 from bench.bare import bare_routes

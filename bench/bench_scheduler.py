@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from api.app import create_app
-from api.cli import seed_database
+from api.commands.service import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import Environment, Settings
 from models.identity.accounts import Patient

@@ -154,19 +154,19 @@ async def _response(reader: asyncio.StreamReader) -> bytes:
 
 
 def test_the_watchdog_ends_a_process_whose_shutdown_hangs_past_its_bound(tmp_path: Path) -> None:
-    """The last resort of `ketafollow serve` (api.cli): from the first SIGTERM, a process still
+    """The last resort of `ketafollow serve` (api.commands.service): from the first SIGTERM, a process still
     running SHUTDOWN_TIMEOUT_SECONDS later says so and exits with status 1."""
     script = tmp_path / "hangs.py"
     script.write_text(
         "import logging, signal, sys, time\n"
-        "from api.cli import _watch_shutdown\n"
+        "from api.commands.service import watch_shutdown\n"
         "logging.basicConfig(stream=sys.stderr)\n"
         "class Server:\n"
         "    def handle_exit(self, sig, frame):\n"
         "        with open('stopping', 'w') as mark:\n"
         "            mark.write('uvicorn was told')\n"
         "server = Server()\n"
-        "_watch_shutdown(server, 0.5)\n"
+        "watch_shutdown(server, 0.5)\n"
         "signal.signal(signal.SIGTERM, server.handle_exit)\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)  # a shutdown that never ends\n"

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from api.auth.passwords import hash_password, needs_rehash, verify_password
-from api.cli import seed_database
+from api.commands.service import seed_database
 from api.settings import Environment, Settings
 from models.identity import accounts
 from models.identity.accounts import ApiClient, NewApiClient, NewUser, Patient, Provider, Role, User

@@ -1,0 +1,1 @@
+"""The `ketafollow` command's commands, one module per group; `api.cli` parses the command line."""
