@@ -145,7 +145,7 @@ def bare_routes(settings: Settings) -> list[Route]:
             result: dict[str, Any] = {"__typename": type(refusal).__name__, "message": refusal.message}
             advice: dict[str, Any] = {}
         else:
-            stored = await checkins.CheckIn.get(id=outcome.resource_id)
+            stored = await checkins.submitted_check_in(viewer, outcome)
             result = {
                 "__typename": "CheckIn",
                 "id": _global_id("CheckIn", stored.id),
