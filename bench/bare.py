@@ -65,7 +65,7 @@ def bare_routes(settings: Settings) -> list[Route]:
             return JSONResponse({"errors": [{"message": refusal.message}]}, status_code=401)
         viewer.audit.operation = "Home"
         assert viewer.patient_id is not None
-        patient = await directory.get_patient(viewer, viewer.patient_id)
+        patient = await directory.own_patient(viewer, viewer.patient_id)
         current, facts, open_surveys, recent, unread = await asyncio.gather(
             plans.current_plans(viewer, [patient.id]),
             outcomes.panel_facts(viewer, [patient.id], now=now, wanted=frozenset({outcomes.PanelFact.NEXT_SURVEY})),
