@@ -103,6 +103,8 @@ class GraphQLEndpoint(SocketEndpoint):
         self.sockets = sockets
         self.refused_sign_ins = refused_sign_ins
         self.cursors = CursorCodec([settings.secret_key, *settings.previous_secret_keys.values()])
+        # Made once: its keys are derived from the secret keys (HKDF), which do not change while serving.
+        self.second_factor = second_factor_policy(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -178,7 +180,7 @@ class GraphQLEndpoint(SocketEndpoint):
             public_app_url=self.settings.mail.public_app_url,
             password_hashing=ARGON2,
             logins_ended=request.app.state.logins.ended,
-            second_factor=second_factor_policy(self.settings),
+            second_factor=self.second_factor,
         )
         if isinstance(request, WebSocket):
             context.transport = request

@@ -65,7 +65,7 @@ def bare_routes(settings: Settings) -> list[Route]:
             return JSONResponse({"errors": [{"message": refusal.message}]}, status_code=401)
         viewer.audit.operation = "Home"
         assert viewer.patient_id is not None
-        patient = await directory.get_patient(viewer, viewer.patient_id)
+        patient = await directory.own_patient(viewer, viewer.patient_id)
         current, facts, open_surveys, recent, unread = await asyncio.gather(
             plans.current_plans(viewer, [patient.id]),
             outcomes.panel_facts(viewer, [patient.id], now=now, wanted=frozenset({outcomes.PanelFact.NEXT_SURVEY})),
@@ -145,7 +145,7 @@ def bare_routes(settings: Settings) -> list[Route]:
             result: dict[str, Any] = {"__typename": type(refusal).__name__, "message": refusal.message}
             advice: dict[str, Any] = {}
         else:
-            stored = await checkins.CheckIn.get(id=outcome.resource_id)
+            stored = await checkins.submitted_check_in(viewer, outcome)
             result = {
                 "__typename": "CheckIn",
                 "id": _global_id("CheckIn", stored.id),

@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from models.ehr import consent
 from models.identity import access, directory
-from models.identity.access import Viewer
+from models.identity.access import OwnProfile, Viewer
 from models.identity.accounts import CareTeam, DataSharingConsent, Patient, Provider
 from models.kernel import errors as domain
 from schema.context import Context
@@ -147,14 +147,14 @@ class PatientType(
     care_team_id: strawberry.Private[uuid.UUID]
 
     @classmethod
-    def from_model(cls, patient: Patient) -> PatientType:
+    def from_model(cls, patient: Patient | OwnProfile) -> PatientType:
         return cls(
             id=str(patient.id),
             given_name=patient.given_name,
             family_name=patient.family_name,
             birth_date=patient.birth_date,
             time_zone=patient.time_zone,
-            care_team_id=patient.care_team_id,  # type: ignore[attr-defined]
+            care_team_id=patient.care_team_id,  # type: ignore[union-attr]
         )
 
     @classmethod
@@ -204,7 +204,7 @@ class ViewerType:
         viewer = viewer_of(info)
         if viewer.patient_id is None:
             return None
-        return PatientType.from_model(await directory.get_patient(viewer, viewer.patient_id))
+        return PatientType.from_model(await directory.own_patient(viewer, viewer.patient_id))
 
     @strawberry.field(description="The signed-in provider's profile (providers only).")
     async def provider(self, info: Info[Context, None]) -> ProviderType | None:

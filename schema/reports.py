@@ -199,7 +199,7 @@ class ReportMutation:
                 idempotency_key=input.idempotency_key, problems=read.problems,
             )  # fmt: skip
             outcome = await checkins.submit_check_in(viewer, data, now=info.context.now(), policy=info.context.policy)
-            return outcome, await checkins.get_check_in(viewer, outcome.resource_id)
+            return outcome, await checkins.submitted_check_in(viewer, outcome)
 
         result, advice = await written(call, CheckInType.from_model)
         return SubmitCheckInPayload(result=result, **advice)

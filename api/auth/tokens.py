@@ -6,9 +6,12 @@ Times are checked against our own clock (not PyJWT's), so tests can move time.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 import jwt
 
@@ -79,19 +82,7 @@ def decode_access_token(settings: Settings, token: str, *, now: datetime) -> Acc
     if key is None:
         raise InvalidToken("unknown signing key")
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            audience=settings.token_audience,
-            issuer=settings.token_issuer,
-            options={
-                "require": list(REQUIRED_CLAIMS),
-                "verify_exp": False,
-                "verify_iat": False,
-                "verify_nbf": False,
-            },
-        )
+        claims = _verified(token, key, settings.token_audience, settings.token_issuer)
     except jwt.InvalidAudienceError as error:
         raise InvalidToken("token is for another audience") from error
     except jwt.InvalidIssuerError as error:
@@ -103,7 +94,29 @@ def decode_access_token(settings: Settings, token: str, *, now: datetime) -> Acc
     return _checked_claims(claims, now)
 
 
-def _checked_claims(claims: dict[str, object], now: datetime) -> AccessClaims:
+@functools.lru_cache(maxsize=2048)
+def _verified(token: str, key: str, audience: str, issuer: str) -> Mapping[str, object]:
+    """The claims of a token whose signature, issuer and audience verify under `key`. Kept for
+    the token's next requests (and the same request's second look: the rate limiter, then the
+    authentication), as the answer cannot change for the same token and key; times are checked
+    on every call by `_checked_claims`, and a token that fails is not kept (the error is raised)."""
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=[ALGORITHM],
+        audience=audience,
+        issuer=issuer,
+        options={
+            "require": list(REQUIRED_CLAIMS),
+            "verify_exp": False,
+            "verify_iat": False,
+            "verify_nbf": False,
+        },
+    )
+    return MappingProxyType(claims)
+
+
+def _checked_claims(claims: Mapping[str, object], now: datetime) -> AccessClaims:
     if claims.get("typ") != ACCESS_TYPE:
         raise InvalidToken("not an access token")
     expires, issued = claims.get("exp"), claims.get("iat")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
@@ -62,6 +63,19 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True)
+class OwnProfile:
+    """A patient viewer's own record (its identity fields), read with the account by
+    `load_user_viewer`: `me.patient` needs no second read of the same row."""
+
+    id: UUID
+    care_team_id: UUID
+    given_name: str
+    family_name: str
+    birth_date: date
+    time_zone: str
+
+
+@dataclass(frozen=True)
 class Viewer:
     """An authenticated user or EHR client, resolved once per request."""
 
@@ -74,6 +88,7 @@ class Viewer:
     care_team_ids: frozenset[UUID] = frozenset()
     scopes: frozenset[str] = frozenset()
     audit: AuditTrail = field(default_factory=AuditTrail, compare=False, repr=False)
+    own_profile: OwnProfile | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_api_client(self) -> bool:
@@ -93,19 +108,23 @@ class Viewer:
 async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
     """The viewer for a signed-in user, or None if the account is gone or deactivated, or its
     patient or provider profile is missing. One query (asked by every request): the account, its
-    profile and a provider's care teams, one row per care team."""
+    profile and a provider's care teams, one row per care team; a patient's identity fields come
+    with it (`OwnProfile`)."""
     rows = await User.filter(id=user_id, is_active=True).values_list(
-        "role", "email", "patient__id", "patient__care_team_id", "provider__id", "provider__care_teams__id"
-    )
+        "role", "email", "patient__id", "patient__care_team_id", "provider__id", "provider__care_teams__id",
+        "patient__given_name", "patient__family_name", "patient__birth_date", "patient__time_zone",
+    )  # fmt: skip
     if not rows:
         return None
-    role, email, patient_id, patient_team, provider_id, _ = rows[0]
+    role, email, patient_id, patient_team, provider_id, _, *identity = rows[0]
     role = Role(role)
     care_teams: frozenset[UUID] = frozenset()
+    own_profile = None
     if role is Role.PATIENT:
         if patient_id is None:
             return None
         care_teams = frozenset({patient_team})
+        own_profile = OwnProfile(patient_id, patient_team, *identity)
         provider_id = None
     elif role is Role.PROVIDER:
         if provider_id is None:
@@ -123,6 +142,7 @@ async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
         provider_id=provider_id,
         care_team_ids=care_teams,
         audit=audit,
+        own_profile=own_profile,
     )
 
 

@@ -18,6 +18,7 @@ from tortoise.queryset import QuerySet
 
 from models.alerts.alerts import Alert, AlertStatus
 from models.identity.access import (
+    OwnProfile,
     PatientOrder,
     Viewer,
     audit_refusal,
@@ -26,7 +27,7 @@ from models.identity.access import (
     patients_visible_to,
     providers_visible_to,
 )
-from models.identity.accounts import CareTeam, Patient, Provider
+from models.identity.accounts import CareTeam, Patient, Provider, Role
 from models.kernel.audit import audit_patient_read
 from models.kernel.errors import NotFound
 
@@ -58,6 +59,18 @@ async def get_patient(viewer: Viewer, patient_id: UUID) -> Patient:
         raise NotFound("patient")
     audit_patient_read(viewer, patient.id)
     return patient
+
+
+async def own_patient(viewer: Viewer, patient_id: UUID) -> Patient | OwnProfile:
+    """A patient viewer's own record (`me.patient`): the identity fields the viewer load read with
+    the account, audited as `get_patient` audits the read (a patient sees their own record and no
+    other, so the decision is the same); `get_patient` for a viewer loaded without them."""
+    profile = viewer.own_profile
+    own = viewer.is_role(Role.PATIENT) and viewer.patient_id == patient_id
+    if profile is None or profile.id != patient_id or not own:
+        return await get_patient(viewer, patient_id)
+    audit_patient_read(viewer, profile.id)
+    return profile
 
 
 async def get_patients(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, Patient]:

@@ -18,7 +18,7 @@ from uuid import UUID
 from tortoise import fields
 from tortoise.models import Model
 
-from models.kernel.audit import Actor, AuditAction, AuditEntry, AuditOutcome, record_now
+from models.kernel.audit import Actor, AuditAction, AuditEntry, AuditOutcome, record_all_now, record_now
 
 
 class Operation(StrEnum):
@@ -78,15 +78,23 @@ async def record_created(
     *,
     now: datetime,
     payload: dict[str, Any] | None = None,
+    returned: bool = False,
 ) -> None:
     """A new record's event (`<resource_type>.created`, version 1) and its audit entry, written
-    together inside the transaction that creates it."""
+    together inside the transaction that creates it. `returned`: the record goes back to the
+    viewer in the answer without being read again, and the READ entry that read would have
+    added to the trail is written here, in the same INSERT as the CREATE one (the caller then
+    does not audit the read again)."""
     await record_event(
         f"{resource_type}.created", resource_type=resource_type, resource_id=resource_id,
         operation=Operation.CREATED, version=1, now=now, patient_id=patient_id, payload=payload,
     )  # fmt: skip
     entry = AuditEntry(AuditAction.CREATE, resource_type, AuditOutcome.SUCCESS, patient_id, str(resource_id))
-    await record_now(viewer, entry, now=now, trail=viewer.audit)
+    if not returned:
+        await record_now(viewer, entry, now=now, trail=viewer.audit)
+        return
+    read = AuditEntry(AuditAction.READ, resource_type, AuditOutcome.SUCCESS, patient_id)
+    await record_all_now(viewer, [entry, read], now=now, trail=viewer.audit)
 
 
 # How far back a subscription's `since` may reach (docs/api.md, "Messages and live updates"). The outbox keeps every

@@ -62,10 +62,13 @@ class StoredRefusal(DomainError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a write produced: the id of its main record and any advice for the client."""
+    """What a write produced: the id of its main record and any advice for the client; `record`,
+    the record itself as the write made it (the answer needs no read-back), when it was made by
+    this request (never stored with the key: a replay has only the id)."""
 
     resource_id: UUID
     advice: dict[str, Any] = field(default_factory=dict)
+    record: object | None = field(default=None, compare=False, repr=False)
 
 
 # Inputs added to an operation after keys were first stored: left out of the fingerprint while

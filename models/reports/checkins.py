@@ -103,8 +103,8 @@ async def _submit(
                 sleep=data.sleep,
                 note=kept_note(data.note),
             )
-            await record_created(viewer, "CheckIn", check_in.id, patient_id, now=now)
-        return Outcome(check_in.id)
+            await record_created(viewer, "CheckIn", check_in.id, patient_id, now=now, returned=True)
+        return Outcome(check_in.id, record=check_in)
 
     return await run_once(viewer, "submitCheckIn", data.idempotency_key, request_fields(data), write, now=now)
 
@@ -119,3 +119,11 @@ async def list_check_ins(
 
 async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
     return await clinical_record(viewer, CheckIn, check_in_id, NotFound("check-in"))
+
+
+async def submitted_check_in(viewer: Viewer, outcome: Outcome) -> CheckIn:
+    """The check-in `submit_check_in` answered with: as this request wrote it (its read audited
+    with its creation), or, for a retry answered from the idempotency key, read by its id."""
+    if isinstance(outcome.record, CheckIn):
+        return outcome.record
+    return await get_check_in(viewer, outcome.resource_id)

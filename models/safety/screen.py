@@ -16,7 +16,7 @@ minutes without a key, finds its screening and raises nothing new.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -80,7 +80,7 @@ class Screened:
             await SafetyScreening.filter(id=self.screening_id, record_id__isnull=True).update(
                 record_type=record_type, record_id=outcome.resource_id, refusal=None
             )
-        return Outcome(outcome.resource_id, {**outcome.advice, **self.advice})
+        return replace(outcome, advice={**outcome.advice, **self.advice})
 
 
 def screening_id(submission: Submission, now: datetime) -> UUID:
