@@ -72,7 +72,17 @@ async def postgres_database() -> AsyncIterator[str | None]:
         print(f"PostgreSQL left out ({type(failure).__name__}: {failure})")
         yield None
         return
-    name = f"ketafollow_bench_{uuid.uuid4().hex[:10]}"
+    await server.close()
+    async with scratch_postgres_database(server_url, "ketafollow_bench") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of `server_url` (which names its maintenance
+    database), dropped afterwards whatever happened."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    server = await asyncpg.connect(server_url)
     try:
         await server.execute(f'CREATE DATABASE "{name}"')
     finally:

@@ -18,6 +18,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bench.harness import scratch_postgres_database
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: `bench.load.patients` runs from it
 DEMO_PATIENTS = {"alex@demo.test": True, "blair@demo.test": True, "casey@demo.test": False, "devon@demo.test": False}
 DEMO_PROVIDERS = ("dr.rivera@demo.test", "dr.okafor@demo.test")
@@ -47,20 +49,8 @@ async def fresh_database(configuration: Configuration, folder: Path, postgres_ur
     if configuration.database == "sqlite":
         yield f"sqlite://{folder / f'load-{configuration.name}.sqlite3'}"
         return
-    name = f"ketafollow_load_{uuid.uuid4().hex[:10]}"
-    server = await asyncpg.connect(postgres_url)
-    try:
-        await server.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await server.close()
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        server = await asyncpg.connect(postgres_url)
-        try:
-            await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await server.close()
+    async with scratch_postgres_database(postgres_url, "ketafollow_load") as url:
+        yield url
 
 
 async def postgres_answers(url: str) -> str | None:
