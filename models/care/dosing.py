@@ -434,4 +434,4 @@ async def list_sessions(
 ) -> list[DosingSession]:
     """A patient's sessions, newest first."""
     await require_clinical_access(viewer, patient_id, "DosingSession")
-    return await newest_first(DosingSession.filter(patient_id=patient_id), "started_at", limit=limit, before=before)
+    return await newest_first(DosingSession, "started_at", limit=limit, before=before, patient_id=patient_id)

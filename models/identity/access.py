@@ -27,15 +27,17 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
+from tortoise.queryset import ValuesListQuery
 
 from models.identity.accounts import ApiClient, DataSharingConsent, Patient, Role, User, client_credential
 from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, AuditTrail, audit_patient_read, denied
 from models.kernel.errors import Forbidden, NotFound
+from models.kernel.prepared import prepared, prepared_read
 
 RecordT = TypeVar("RecordT", bound=Model)
 
@@ -105,15 +107,20 @@ class Viewer:
         return self.is_api_client and scope.value in self.scopes
 
 
+@prepared_read(User)
+def _viewer_rows(user_id: UUID) -> ValuesListQuery[Any]:
+    return User.filter(id=user_id, is_active=True).values_list(
+        "role", "email", "patient__id", "patient__care_team_id", "provider__id", "provider__care_teams__id",
+        "patient__given_name", "patient__family_name", "patient__birth_date", "patient__time_zone",
+    )  # fmt: skip
+
+
 async def load_user_viewer(user_id: UUID, audit: AuditTrail) -> Viewer | None:
     """The viewer for a signed-in user, or None if the account is gone or deactivated, or its
     patient or provider profile is missing. One query (asked by every request): the account, its
     profile and a provider's care teams, one row per care team; a patient's identity fields come
     with it (`OwnProfile`)."""
-    rows = await User.filter(id=user_id, is_active=True).values_list(
-        "role", "email", "patient__id", "patient__care_team_id", "provider__id", "provider__care_teams__id",
-        "patient__given_name", "patient__family_name", "patient__birth_date", "patient__time_zone",
-    )  # fmt: skip
+    rows = await prepared(_viewer_rows, user_id=user_id)
     if not rows:
         return None
     role, email, patient_id, patient_team, provider_id, _, *identity = rows[0]

@@ -114,7 +114,7 @@ async def list_check_ins(
 ) -> list[CheckIn]:
     """A patient's check-ins, most recently recorded first."""
     await require_clinical_access(viewer, patient_id, "CheckIn")
-    return await newest_first(CheckIn.filter(patient_id=patient_id), "recorded_at", limit=limit, before=before)
+    return await newest_first(CheckIn, "recorded_at", limit=limit, before=before, patient_id=patient_id)
 
 
 async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:

@@ -280,7 +280,7 @@ async def list_side_effects(
 ) -> list[SideEffectReport]:
     """A patient's side-effect reports, most recent onset first."""
     await require_clinical_access(viewer, patient_id, "SideEffectReport")
-    return await newest_first(SideEffectReport.filter(patient_id=patient_id), "onset_at", limit=limit, before=before)
+    return await newest_first(SideEffectReport, "onset_at", limit=limit, before=before, patient_id=patient_id)
 
 
 async def get_side_effect(viewer: Viewer, report_id: UUID) -> SideEffectReport:

@@ -213,10 +213,10 @@ async def list_assignments(
 ) -> list[SurveyAssignment]:  # fmt: skip
     """A patient's assignments, latest opening first."""
     await require_clinical_access(viewer, patient_id, "SurveyAssignment")
-    query = SurveyAssignment.filter(patient_id=patient_id)
-    if statuses:
-        query = query.filter(status__in=statuses)
-    return await newest_first(query, "available_at", limit=limit, before=before)
+    chosen: dict[str, Any] = {"status__in": list(statuses)} if statuses else {}
+    return await newest_first(
+        SurveyAssignment, "available_at", limit=limit, before=before, patient_id=patient_id, **chosen
+    )
 
 
 async def opened_assignment(patient_id: UUID, assignment_id: UUID) -> SurveyAssignment | None:

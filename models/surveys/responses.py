@@ -271,7 +271,7 @@ async def list_responses(
 ) -> list[SurveyResponse]:
     """A patient's scored responses, newest first."""
     await require_clinical_access(viewer, patient_id, "SurveyResponse")
-    return await newest_first(SurveyResponse.filter(patient_id=patient_id), "submitted_at", limit=limit, before=before)
+    return await newest_first(SurveyResponse, "submitted_at", limit=limit, before=before, patient_id=patient_id)
 
 
 async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
