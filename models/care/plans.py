@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from tortoise.exceptions import IntegrityError
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from models.care.plan_records import (
@@ -44,6 +45,7 @@ from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, denied, r
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import Operation, record_event
 from models.kernel.policy import BloodPressure, ClinicPolicy
+from models.kernel.prepared import prepared, prepared_read
 from models.surveys.assignments import cancel_recurring_surveys
 
 
@@ -336,12 +338,17 @@ async def current_plan(viewer: Viewer, patient_id: UUID) -> TreatmentPlan | None
     return await plans.filter(status__in=CURRENT_STATUSES).first() or await plans.order_by("-created_at").first()
 
 
+@prepared_read(TreatmentPlan)
+def _plans_of(patient_ids: list[UUID]) -> QuerySet[TreatmentPlan]:
+    return TreatmentPlan.filter(patient_id__in=patient_ids).order_by("created_at")
+
+
 async def current_plans(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, TreatmentPlan]:
     """`current_plan` for many patients in two queries (for DataLoaders)."""
     allowed = await clinical_patient_ids(viewer, patient_ids, "TreatmentPlan")
     chosen: dict[UUID, TreatmentPlan] = {}
-    for plan in await TreatmentPlan.filter(patient_id__in=allowed).order_by("created_at"):
-        patient_id: UUID = plan.patient_id  # type: ignore[attr-defined]
+    for plan in await prepared(_plans_of, patient_ids=allowed):
+        patient_id: UUID = plan.patient_id
         known = chosen.get(patient_id)
         if known is None or known.status not in CURRENT_STATUSES:
             chosen[patient_id] = plan

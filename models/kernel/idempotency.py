@@ -25,10 +25,12 @@ from uuid import UUID
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
+from tortoise.queryset import QuerySetSingle
 from tortoise.transactions import in_transaction
 
 from models.identity.access import Viewer
 from models.kernel.errors import DomainError, InvalidInput
+from models.kernel.prepared import prepared, prepared_read
 
 MAX_KEY_LENGTH = 128
 
@@ -148,7 +150,13 @@ async def run_once(
 
 
 async def _stored(viewer: Viewer, operation: str, key: str) -> IdempotencyKey | None:
-    return await IdempotencyKey.get_or_none(viewer_id=viewer.id, operation=operation, key=key)
+    stored: IdempotencyKey | None = await prepared(_stored_key, viewer_id=viewer.id, operation=operation, key=key)
+    return stored
+
+
+@prepared_read(IdempotencyKey)
+def _stored_key(viewer_id: UUID, operation: str, key: str) -> QuerySetSingle[IdempotencyKey | None]:
+    return IdempotencyKey.get_or_none(viewer_id=viewer_id, operation=operation, key=key)
 
 
 def _replay(stored: IdempotencyKey, request_hash: str) -> Outcome:

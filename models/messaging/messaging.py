@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from tortoise import fields
 from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
+from tortoise.queryset import ValuesListQuery
 from tortoise.transactions import in_transaction
 
 from models.identity.access import Viewer
@@ -27,6 +29,7 @@ from models.kernel.errors import Forbidden, InvalidInput, NotFound
 from models.kernel.events import record_created
 from models.kernel.idempotency import Outcome, run_once
 from models.kernel.policy import ClinicPolicy
+from models.kernel.prepared import prepared, prepared_read
 from models.notifications import notifications
 from models.safety.rules import crisis_findings
 from models.safety.screen import Submission, screened_write
@@ -82,11 +85,16 @@ class ThreadReadState(Entity):
 
 def _threads_visible_to(viewer: Viewer) -> Q:
     """A patient's own threads; a provider's care teams' patients' threads. Nobody else."""
+    return Q(**_visible_thread_filters(viewer))
+
+
+def _visible_thread_filters(viewer: Viewer) -> dict[str, Any]:
+    """`_threads_visible_to` as filters (a prepared read takes them as values)."""
     if viewer.is_role(Role.PATIENT) and viewer.patient_id is not None:
-        return Q(patient_id=viewer.patient_id)
+        return {"patient_id": viewer.patient_id}
     if viewer.is_role(Role.PROVIDER):
-        return Q(patient__care_team_id__in=list(viewer.care_team_ids))
-    return Q(pk=None)
+        return {"patient__care_team_id__in": sorted(viewer.care_team_ids)}
+    return {"pk": None}
 
 
 def _require_participant_role(viewer: Viewer, action: AuditAction, resource_type: str = "MessageThread") -> None:
@@ -170,21 +178,44 @@ async def unread_by_patient(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUI
     """Unread messages per patient for the viewer, across that patient's threads: others'
     messages after the viewer's read mark (two queries: the marks in the visible threads, then the
     messages past them counted per patient; the panel and the home screen ask it every time)."""
-    visible = Subquery(MessageThread.filter(_threads_visible_to(viewer), patient_id__in=patient_ids).values("id"))
-    marks = dict(
-        await ThreadReadState.filter(user_id=viewer.id, thread_id__in=visible).values_list(
-            "thread_id", "last_read_number"
-        )
+    visible = _visible_thread_filters(viewer)
+    marks = dict(await prepared(_read_marks, user_id=viewer.id, patient_ids=patient_ids, **visible))
+    counted = await prepared(
+        _unread_per_patient,
+        user_id=viewer.id,
+        patient_ids=patient_ids,
+        marked=list(marks) or None,
+        marks=list(marks.values()) or None,
+        **visible,
     )
-    unread = Message.filter(thread_id__in=visible).exclude(sender_id=viewer.id)
-    if marks:
-        past_marks = [Q(thread_id=thread_id, number__gt=mark) for thread_id, mark in marks.items()]
-        unread = unread.filter(Q(~Q(thread_id__in=list(marks)), *past_marks, join_type="OR"))
-    counted = unread.annotate(unread=Count("id")).group_by("thread__patient_id")
     totals = dict.fromkeys(patient_ids, 0)
-    for patient_id, count in await counted.values_list("thread__patient_id", "unread"):
+    for patient_id, count in counted:
         totals[UUID(str(patient_id))] += int(count)
     return totals
+
+
+def _visible_threads(patient_ids: list[UUID], visible: dict[str, Any]) -> Subquery:
+    return Subquery(MessageThread.filter(patient_id__in=patient_ids, **visible).values("id"))
+
+
+@prepared_read(ThreadReadState)
+def _read_marks(user_id: UUID, patient_ids: list[UUID], **visible: Any) -> ValuesListQuery[Any]:
+    threads = _visible_threads(patient_ids, visible)
+    return ThreadReadState.filter(user_id=user_id, thread_id__in=threads).values_list("thread_id", "last_read_number")
+
+
+@prepared_read(Message)
+def _unread_per_patient(
+    user_id: UUID, patient_ids: list[UUID], marked: list[UUID] | None, marks: list[int] | None, **visible: Any
+) -> ValuesListQuery[Any]:
+    """Others' messages in the visible threads past the read marks (`marked` threads at `marks`),
+    counted per patient."""
+    unread = Message.filter(thread_id__in=_visible_threads(patient_ids, visible)).exclude(sender_id=user_id)
+    if marked and marks:
+        past_marks = [Q(thread_id=thread_id, number__gt=mark) for thread_id, mark in zip(marked, marks, strict=True)]
+        unread = unread.filter(Q(~Q(thread_id__in=marked), *past_marks, join_type="OR"))
+    counted = unread.annotate(unread=Count("id")).group_by("thread__patient_id")
+    return counted.values_list("thread__patient_id", "unread")
 
 
 async def total_unread(viewer: Viewer) -> int:

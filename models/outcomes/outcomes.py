@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from tortoise.functions import Count
+from tortoise.queryset import ValuesListQuery
 
 from models.alerts.alert_rules import Severity
 from models.alerts.alerts import Alert, AlertStatus
@@ -26,6 +28,7 @@ from models.care.dosing_records import DosingSession, SessionStatus
 from models.care.plan_records import CURRENT_STATUSES, TreatmentPlan
 from models.identity.access import Viewer, clinical_patient_ids, clinical_patients
 from models.kernel.policy import ClinicPolicy
+from models.kernel.prepared import prepared, prepared_read
 from models.outcomes.baselines import (
     RecordedValue,
     first_completed_sessions,
@@ -252,6 +255,34 @@ class PanelFact(StrEnum):
     LAST_SESSION = "last_session"
 
 
+@prepared_read(Alert)
+def _open_alerts(patient_ids: list[UUID]) -> ValuesListQuery[Any]:
+    """The patients' open and acknowledged alerts, the most urgent first (panel facts)."""
+    open_alerts = Alert.filter(patient_id__in=patient_ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
+    return open_alerts.order_by("severity_rank", "respond_by").values_list("patient_id", "severity", "respond_by")
+
+
+@prepared_read(SurveyAssignment)
+def _open_surveys(patient_ids: list[UUID], now: datetime) -> ValuesListQuery[Any]:
+    """The patients' surveys still to answer, the earliest opening first (panel facts)."""
+    return (
+        SurveyAssignment.filter(
+            patient_id__in=patient_ids,
+            status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
+            expires_at__gt=now,
+        )
+        .order_by("available_at")
+        .values_list("patient_id", "available_at")
+    )
+
+
+@prepared_read(DosingSession)
+def _sessions_newest_first(patient_ids: list[UUID]) -> ValuesListQuery[Any]:
+    """The patients' sessions not entered in error, the latest first (panel facts)."""
+    valid = DosingSession.filter(patient_id__in=patient_ids).exclude(status=SessionStatus.ENTERED_IN_ERROR)
+    return valid.order_by("-started_at").values_list("patient_id", "started_at")
+
+
 async def panel_facts(
     viewer: Viewer, patient_ids: list[UUID], *, now: datetime, wanted: frozenset[PanelFact] = frozenset(PanelFact)
 ) -> dict[UUID, PanelFacts]:
@@ -262,27 +293,15 @@ async def panel_facts(
     ids = await clinical_patient_ids(viewer, patient_ids, "Panel")
     alerts: dict[UUID, list[tuple[Severity, datetime]]] = defaultdict(list)
     if PanelFact.ALERTS in wanted:
-        open_alerts = Alert.filter(patient_id__in=ids, status__in=[AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED])
-        for patient_id, severity, respond_by in await open_alerts.order_by("severity_rank", "respond_by").values_list(
-            "patient_id", "severity", "respond_by"
-        ):
+        for patient_id, severity, respond_by in await prepared(_open_alerts, patient_ids=ids):
             alerts[patient_id].append((severity, respond_by))
     next_due: dict[UUID, datetime] = {}
     if PanelFact.NEXT_SURVEY in wanted:
-        for patient_id, available_at in (
-            await SurveyAssignment.filter(
-                patient_id__in=ids,
-                status__in=[AssignmentStatus.SCHEDULED, AssignmentStatus.AVAILABLE],
-                expires_at__gt=now,
-            )
-            .order_by("available_at")
-            .values_list("patient_id", "available_at")
-        ):
+        for patient_id, available_at in await prepared(_open_surveys, patient_ids=ids, now=now):
             next_due.setdefault(patient_id, available_at)
     last_session: dict[UUID, datetime] = {}
     if PanelFact.LAST_SESSION in wanted:
-        valid = DosingSession.filter(patient_id__in=ids).exclude(status=SessionStatus.ENTERED_IN_ERROR)
-        for patient_id, started_at in await valid.order_by("-started_at").values_list("patient_id", "started_at"):
+        for patient_id, started_at in await prepared(_sessions_newest_first, patient_ids=ids):
             last_session.setdefault(patient_id, started_at)
     return {
         patient_id: PanelFacts(
