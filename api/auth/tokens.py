@@ -10,7 +10,7 @@ import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 
 import jwt
@@ -72,17 +72,14 @@ def issue_access_token(
 
 def decode_access_token(settings: Settings, token: str, *, now: datetime) -> AccessClaims:
     """Verify signature, algorithm, key id, issuer, audience, type and times; raise `InvalidToken`."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise InvalidToken("malformed token") from error
+    header = _header(token)
     if header.get("alg") != ALGORITHM:
         raise InvalidToken("unexpected signing algorithm")
     key = settings.signing_keys.get(str(header.get("kid")))
     if key is None:
         raise InvalidToken("unknown signing key")
     try:
-        claims = _verified(token, key, settings.token_audience, settings.token_issuer)
+        claims, issued = _verified(token, key, settings.token_audience, settings.token_issuer)
     except jwt.InvalidAudienceError as error:
         raise InvalidToken("token is for another audience") from error
     except jwt.InvalidIssuerError as error:
@@ -91,15 +88,29 @@ def decode_access_token(settings: Settings, token: str, *, now: datetime) -> Acc
         raise InvalidToken(f"token lacks the {error.claim!r} claim") from error
     except jwt.PyJWTError as error:
         raise InvalidToken("token signature or format is invalid") from error
-    return _checked_claims(claims, now)
+    timestamp = now.timestamp()
+    if timestamp >= claims.expires_at.timestamp() + _LEEWAY_SECONDS:
+        raise InvalidToken("token has expired")
+    if issued > timestamp + _LEEWAY_SECONDS:
+        raise InvalidToken("token is issued in the future")
+    return claims
 
 
 @functools.lru_cache(maxsize=2048)
-def _verified(token: str, key: str, audience: str, issuer: str) -> Mapping[str, object]:
-    """The claims of a token whose signature, issuer and audience verify under `key`. Kept for
-    the token's next requests (and the same request's second look: the rate limiter, then the
-    authentication), as the answer cannot change for the same token and key; times are checked
-    on every call by `_checked_claims`, and a token that fails is not kept (the error is raised)."""
+def _header(token: str) -> Mapping[str, object]:
+    try:
+        return MappingProxyType(jwt.get_unverified_header(token))
+    except jwt.PyJWTError as error:
+        raise InvalidToken("malformed token") from error
+
+
+@functools.lru_cache(maxsize=2048)
+def _verified(token: str, key: str, audience: str, issuer: str) -> tuple[AccessClaims, int]:
+    """The claims of a token whose signature, issuer and audience verify under `key`, and when it
+    was issued. Kept for the token's next requests (and the same request's second look: the rate
+    limiter, then the authentication), as the answer cannot change for the same token and key;
+    times are checked on every call by `decode_access_token`, and a token that fails is not kept
+    (the error is raised)."""
     claims = jwt.decode(
         token,
         key,
@@ -113,20 +124,15 @@ def _verified(token: str, key: str, audience: str, issuer: str) -> Mapping[str, 
             "verify_nbf": False,
         },
     )
-    return MappingProxyType(claims)
+    return _claims(claims)
 
 
-def _checked_claims(claims: Mapping[str, object], now: datetime) -> AccessClaims:
+def _claims(claims: Mapping[str, object]) -> tuple[AccessClaims, int]:
     if claims.get("typ") != ACCESS_TYPE:
         raise InvalidToken("not an access token")
     expires, issued = claims.get("exp"), claims.get("iat")
     if not isinstance(expires, int) or not isinstance(issued, int):
         raise InvalidToken("token times are malformed")
-    timestamp = now.timestamp()
-    if timestamp >= expires + _LEEWAY_SECONDS:
-        raise InvalidToken("token has expired")
-    if issued > timestamp + _LEEWAY_SECONDS:
-        raise InvalidToken("token is issued in the future")
     kind, _, raw_id = str(claims.get("sub")).partition(":")
     try:
         subject_id = uuid.UUID(raw_id)
@@ -144,12 +150,13 @@ def _checked_claims(claims: Mapping[str, object], now: datetime) -> AccessClaims
     credential = claims.get("cred")
     if credential is not None and not isinstance(credential, str):
         raise InvalidToken("token credential is malformed")
-    return AccessClaims(
+    access = AccessClaims(
         credential=credential,
         subject_kind=kind,
         subject_id=subject_id,
         scopes=frozenset(str(scope).split()),
         token_id=str(claims["jti"]),
-        expires_at=datetime.fromtimestamp(expires, now.tzinfo),
+        expires_at=datetime.fromtimestamp(expires, UTC),
         session_id=session_id,
     )
+    return access, issued
