@@ -12,12 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from uuid import UUID
 
 from tortoise import fields
 from tortoise.models import Model
+from tortoise.queryset import ValuesListQuery
 
 from models.alerts.alert_rules import AlertKind, AlertSpec, Severity
 from models.kernel.errors import InvalidInput, NotFound
+from models.kernel.prepared import prepared, prepared_read
 
 # CLINICAL.md §5 / PRODUCT.md: what a patient may take at any time, without an assignment.
 ON_DEMAND = frozenset({"PHQ-9", "GAD-7", "PAIN-NRS", "PEG-3"})
@@ -256,15 +259,28 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isascii() and part.isdecimal() else 0 for part in version.split("."))
 
 
+# A stored version never changes (`register_instrument`): each row is parsed once per process.
+_parsed: dict[UUID, InstrumentDefinition] = {}
+
+
+@prepared_read(Instrument)
+def _stored_versions() -> ValuesListQuery[Any]:
+    return Instrument.all().values_list("id", "code", "version")
+
+
 async def current_definitions() -> dict[str, InstrumentDefinition]:
-    """The latest version of every instrument, by code."""
-    latest: dict[str, InstrumentDefinition] = {}
-    for row in await Instrument.all():
-        definition = InstrumentDefinition.parse(row.definition)
-        known = latest.get(definition.code)
-        if known is None or _version_key(definition.version) > _version_key(known.version):
-            latest[definition.code] = definition
-    return latest
+    """The latest version of every instrument, by code (the versions are read every time; a
+    definition is parsed the first time its row is seen)."""
+    latest: dict[str, tuple[UUID, str]] = {}
+    for row_id, code, version in await prepared(_stored_versions):
+        known = latest.get(code)
+        if known is None or _version_key(version) > _version_key(known[1]):
+            latest[code] = (row_id, version)
+    missing = [row_id for row_id, _ in latest.values() if row_id not in _parsed]
+    if missing:
+        for row_id, data in await Instrument.filter(id__in=missing).values_list("id", "definition"):
+            _parsed[row_id] = InstrumentDefinition.parse(data)
+    return {code: _parsed[row_id] for code, (row_id, _) in latest.items()}
 
 
 async def definition_of(code: str) -> InstrumentDefinition:
