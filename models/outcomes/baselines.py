@@ -16,12 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from tortoise.expressions import Q
+from tortoise.queryset import ValuesListQuery
 
 from models.care.dosing_records import DosingSession, SessionStatus
 from models.kernel.policy import ClinicPolicy
+from models.kernel.prepared import prepared, prepared_read
 from models.reports.checkins import CheckIn
 from models.surveys.survey_records import SurveyResponse
 
@@ -77,10 +80,15 @@ def latest_before_first_session(
 async def first_completed_sessions(patient_ids: list[UUID]) -> dict[UUID, datetime]:
     """When each patient's first completed dosing session started (one statement)."""
     first: dict[UUID, datetime] = {}
-    completed = DosingSession.filter(patient_id__in=patient_ids, status=SessionStatus.COMPLETED)
-    for patient_id, started_at in await completed.order_by("started_at").values_list("patient_id", "started_at"):
+    for patient_id, started_at in await prepared(_completed_sessions, patient_ids=patient_ids):
         first.setdefault(patient_id, started_at)
     return first
+
+
+@prepared_read(DosingSession)
+def _completed_sessions(patient_ids: list[UUID]) -> ValuesListQuery[Any]:
+    completed = DosingSession.filter(patient_id__in=patient_ids, status=SessionStatus.COMPLETED)
+    return completed.order_by("started_at").values_list("patient_id", "started_at")
 
 
 async def pain_values(
@@ -89,27 +97,40 @@ async def pain_values(
     """Every pain value of these patients (Pain NRS answers and check-ins), oldest first by the
     time the patient recorded it, optionally only those recorded in [`recorded_from`,
     `recorded_before`) (two statements)."""
-    responses = SurveyResponse.filter(patient_id__in=patient_ids, instrument=PAIN_NRS, total_score__isnull=False)
-    check_ins = CheckIn.filter(patient_id__in=patient_ids)
-    if recorded_from is not None and recorded_before is not None:
-        responses = responses.filter(
-            Q(recorded_at__gte=recorded_from, recorded_at__lt=recorded_before)
-            | Q(recorded_at__isnull=True, submitted_at__gte=recorded_from, submitted_at__lt=recorded_before)
-        )
-        check_ins = check_ins.filter(recorded_at__gte=recorded_from, recorded_at__lt=recorded_before)
     found: dict[UUID, list[RecordedValue]] = defaultdict(list)
-    for patient_id, recorded_at, submitted_at, total in await responses.values_list(
-        "patient_id", "recorded_at", "submitted_at", "total_score"
-    ):
+    window = {"patient_ids": patient_ids, "recorded_from": recorded_from, "recorded_before": recorded_before}
+    for patient_id, recorded_at, submitted_at, total in await prepared(_pain_answers, **window):
         found[patient_id].append(RecordedValue.of_response(recorded_at, submitted_at, total))
-    for patient_id, recorded_at, received_at, pain in await check_ins.values_list(
-        "patient_id", "recorded_at", "received_at", "pain"
-    ):
+    for patient_id, recorded_at, received_at, pain in await prepared(_check_in_pains, **window):
         found[patient_id].append(RecordedValue.of_check_in(recorded_at, received_at, pain))
     return {
         patient_id: sorted(values, key=lambda value: (value.recorded_at, value.value))
         for patient_id, values in found.items()
     }
+
+
+@prepared_read(SurveyResponse)
+def _pain_answers(
+    patient_ids: list[UUID], recorded_from: datetime | None, recorded_before: datetime | None
+) -> ValuesListQuery[Any]:
+    """Scored Pain NRS answers, recorded (or, without a recording time, received) in the window."""
+    responses = SurveyResponse.filter(patient_id__in=patient_ids, instrument=PAIN_NRS, total_score__isnull=False)
+    if recorded_from is not None and recorded_before is not None:
+        responses = responses.filter(
+            Q(recorded_at__gte=recorded_from, recorded_at__lt=recorded_before)
+            | Q(recorded_at__isnull=True, submitted_at__gte=recorded_from, submitted_at__lt=recorded_before)
+        )
+    return responses.values_list("patient_id", "recorded_at", "submitted_at", "total_score")
+
+
+@prepared_read(CheckIn)
+def _check_in_pains(
+    patient_ids: list[UUID], recorded_from: datetime | None, recorded_before: datetime | None
+) -> ValuesListQuery[Any]:
+    check_ins = CheckIn.filter(patient_id__in=patient_ids)
+    if recorded_from is not None and recorded_before is not None:
+        check_ins = check_ins.filter(recorded_at__gte=recorded_from, recorded_at__lt=recorded_before)
+    return check_ins.values_list("patient_id", "recorded_at", "received_at", "pain")
 
 
 async def pain_baselines(patient_ids: list[UUID], *, policy: ClinicPolicy) -> dict[UUID, Baseline]:
