@@ -281,7 +281,7 @@ class SurveyMutation:
             outcome = await responses.submit_survey_response(
                 viewer, data, now=info.context.now(), policy=info.context.policy
             )
-            return outcome, await responses.get_response(viewer, outcome.resource_id)
+            return outcome, await responses.submitted_response(viewer, outcome)
 
         result, advice = await written(call, SurveyResponseType.from_model)
         return SubmitSurveyResponsePayload(result=result, **advice)

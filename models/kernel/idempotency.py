@@ -19,7 +19,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from tortoise import fields
@@ -71,6 +71,17 @@ class Outcome:
     resource_id: UUID
     advice: dict[str, Any] = field(default_factory=dict)
     record: object | None = field(default=None, compare=False, repr=False)
+
+
+Written = TypeVar("Written")
+
+
+async def answered_record(outcome: Outcome, kind: type[Written], read: Callable[[], Awaitable[Written]]) -> Written:
+    """The record a write answers with: as this request made it (its read audited with its
+    creation: `record_created(returned=True)`), or, for a retry answered from the key, `read`."""
+    if isinstance(outcome.record, kind):
+        return outcome.record
+    return await read()
 
 
 # Inputs added to an operation after keys were first stored: left out of the fingerprint while

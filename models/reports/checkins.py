@@ -18,7 +18,7 @@ from models.kernel.audit import AuditAction
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
 from models.kernel.events import record_created
-from models.kernel.idempotency import Outcome, request_fields, run_once
+from models.kernel.idempotency import Outcome, answered_record, request_fields, run_once
 from models.kernel.pages import newest_first
 from models.kernel.policy import ClinicPolicy
 from models.kernel.text import kept_note
@@ -124,6 +124,4 @@ async def get_check_in(viewer: Viewer, check_in_id: UUID) -> CheckIn:
 async def submitted_check_in(viewer: Viewer, outcome: Outcome) -> CheckIn:
     """The check-in `submit_check_in` answered with: as this request wrote it (its read audited
     with its creation), or, for a retry answered from the idempotency key, read by its id."""
-    if isinstance(outcome.record, CheckIn):
-        return outcome.record
-    return await get_check_in(viewer, outcome.resource_id)
+    return await answered_record(outcome, CheckIn, lambda: get_check_in(viewer, outcome.resource_id))

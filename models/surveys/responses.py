@@ -19,7 +19,7 @@ from models.identity.access import Viewer, clinical_record, require_clinical_acc
 from models.kernel.audit import AuditAction, denied
 from models.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.kernel.events import record_created
-from models.kernel.idempotency import Outcome, run_once
+from models.kernel.idempotency import Outcome, answered_record, run_once
 from models.kernel.pages import newest_first
 from models.kernel.policy import EMERGENCY_INSTRUCTIONS, ClinicPolicy
 from models.outcomes.baselines import pain_baseline
@@ -251,8 +251,10 @@ async def _submit(
                         f"and received at {now.isoformat()} after the survey expired.",
                     )  # fmt: skip
             payload = {"instrument": definition.code}
-            await record_created(viewer, "SurveyResponse", response.id, patient_id, now=now, payload=payload)
-        return Outcome(response.id)
+            await record_created(
+                viewer, "SurveyResponse", response.id, patient_id, now=now, payload=payload, returned=True
+            )
+        return Outcome(response.id, record=response)
 
     request: dict[str, Any] = {
         "answers": answers,
@@ -276,3 +278,9 @@ async def list_responses(
 
 async def get_response(viewer: Viewer, response_id: UUID) -> SurveyResponse:
     return await clinical_record(viewer, SurveyResponse, response_id, NotFound("survey response"))
+
+
+async def submitted_response(viewer: Viewer, outcome: Outcome) -> SurveyResponse:
+    """The response `submit_survey_response` answered with: as this request wrote it, or, for a
+    retry answered from the idempotency key, read by its id."""
+    return await answered_record(outcome, SurveyResponse, lambda: get_response(viewer, outcome.resource_id))

@@ -21,6 +21,7 @@ from jobs import surveys as survey_jobs
 from models.alerts.alerts import Alert
 from models.care.plan_rules import DEFAULT_SURVEY_SCHEDULE
 from models.identity.accounts import Patient
+from models.kernel.audit import AuditEvent
 from models.kernel.clock import ManualClock
 from models.kernel.errors import InvalidInput
 from models.kernel.policy import DEFAULT_POLICY
@@ -634,3 +635,48 @@ async def test_the_jobs_open_remind_and_expire_at_local_times_across_a_dst_chang
         assert (await survey_records.SurveyAssignment.get(id=peg.id)).status is survey_records.AssignmentStatus.EXPIRED
     kinds = [n.kind for n in sender.sent if n.link == f"survey/{peg.id}"]
     assert kinds == ["SURVEY_AVAILABLE", "SURVEY_REMINDER", "SURVEY_REMINDER"]
+
+
+RESPONSE_FIELDS = """id instrument instrumentVersion totalScore severity submittedAt recordedAt assignmentId
+    answers { linkId value } timing intendedAssignmentId"""
+
+
+@pytest.mark.parametrize(
+    ("instrument", "given"),
+    [("PEG-3", answers(7, 4, 5)), ("PHQ-9", answers(1, 2, 0, 3, 1, 0, 2, 1, 0)), ("PAIN-NRS", answers(6))],
+)
+async def test_a_submitted_response_answers_with_what_a_later_read_of_it_returns(
+    client: httpx.AsyncClient,
+    tokens: Tokens,
+    app: Starlette,
+    clock: ManualClock,
+    instrument: str,
+    given: dict[str, int],
+) -> None:
+    """The write answers with the record it made, without reading it again: the same JSON as the
+    stored record read afterwards (a fractional PEG-3 mean included), its read audited once."""
+    token = tokens.user("alex@demo.test")
+    recorded = (clock.now() - timedelta(minutes=5)).isoformat()
+    body = await gql(
+        client,
+        f"mutation Submit($input: SubmitSurveyResponseInput!) {{ submitSurveyResponse(input: $input) {{"
+        f" result {{ __typename ... on SurveyResponse {{ {RESPONSE_FIELDS} }} ... on Error {{ message }} }} }} }}",
+        {"input": {"instrument": instrument, "answers": as_input(given), "recordedAt": recorded}},
+        token=token,
+    )
+    answered = body["data"]["submitSurveyResponse"]["result"]
+    assert answered["__typename"] == "SurveyResponse", answered
+    read = await gql(
+        client,
+        f"{{ me {{ patient {{ surveyResponses(first: 1) {{ edges {{ node {{ {RESPONSE_FIELDS} }} }} }} }} }} }}",
+        token=token,
+    )
+    (stored,) = read["data"]["me"]["patient"]["surveyResponses"]["edges"]
+    assert stored["node"] == {key: value for key, value in answered.items() if key != "__typename"}
+    response_id = str(relay.GlobalID.from_id(answered["id"]).node_id)
+    with use_database(app.state.database):
+        created = await AuditEvent.filter(resource_type="SurveyResponse", action="C", resource_id=response_id)
+        assert len(created) == 1
+        first_request = created[0].request_id
+        reads = await AuditEvent.filter(resource_type="SurveyResponse", action="R", request_id=first_request)
+    assert len(reads) == 1  # the answer's read, written with the creation
