@@ -32,8 +32,12 @@ class _DatabaseStatementFilter(logging.Filter):
 
 
 class _RequestIdFilter(logging.Filter):
+    """The request's id on every record, unless the record names its own (a socket's operation
+    or event logs under `<socket>.<n>[.<event>]`, the id its client is given: schema.extensions)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
         return True
 
 

@@ -94,6 +94,7 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
             "a backend is unavailable in %s",
             ".".join(str(p) for p in error.path or []) or "operation",
             exc_info=(type(original), original, original.__traceback__),
+            extra=_under(request_id),
         )
         error.message, error.extensions = _unavailable(original, request_id)
     else:
@@ -101,10 +102,17 @@ def make_public(error: GraphQLError, request_id: str | None) -> None:
             "unexpected error in %s",
             ".".join(str(p) for p in error.path or []) or "operation",
             exc_info=(type(original), original, original.__traceback__) if original is not None else None,
+            extra=_under(request_id),
         )
         error.message = f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error."
         error.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
     error.original_error = None
+
+
+def _under(request_id: str | None) -> dict[str, object]:
+    """Log an error under the id the client is given: on a socket that is the operation's or the
+    event's (`<socket>.<n>[.<event>]`, schema.context), not the socket's own (api.log)."""
+    return {"request_id": request_id} if request_id else {}
 
 
 def _unavailable(error: BaseException, request_id: str | None) -> tuple[str, dict[str, object]]:
@@ -321,10 +329,18 @@ def public_error(error: Exception, request_id: str | None) -> GraphQLError:
     if isinstance(error, ClientError):
         return GraphQLError(error.message, extensions={"code": error.code, **error.extensions})
     if is_backend_unavailable(error):
-        logger.error("a backend is unavailable in an operation", exc_info=(type(error), error, error.__traceback__))
+        logger.error(
+            "a backend is unavailable in an operation",
+            exc_info=(type(error), error, error.__traceback__),
+            extra=_under(request_id),
+        )
         message, extensions = _unavailable(error, request_id)
         return GraphQLError(message, extensions=extensions)
-    logger.error("unexpected error in a subscription", exc_info=(type(error), error, error.__traceback__))
+    logger.error(
+        "unexpected error in a subscription",
+        exc_info=(type(error), error, error.__traceback__),
+        extra=_under(request_id),
+    )
     return GraphQLError(
         f"Unexpected error. Reference: {request_id}" if request_id else "Unexpected error.",
         extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},

@@ -136,6 +136,18 @@ async def test_auth_token_answers_temporarily_unavailable_when_the_database_is_c
     assert (await client.post("/auth/token", data=form)).status_code == 200
 
 
+def assert_logged_once_under(error: dict[str, Any], caplog: pytest.LogCaptureFixture) -> str:
+    """A socket operation's 503 names its own request id (`<socket>.<operation>`), in the message
+    and the extensions, and the failure was logged once, under that id."""
+    request_id: str = error["extensions"]["requestId"]
+    socket_id, _, operation = request_id.rpartition(".")
+    assert len(socket_id) == 32 and operation.isdigit(), request_id
+    assert error["message"].endswith(f"Reference: {request_id}")
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR and "unavailable" in r.getMessage()]
+    assert [getattr(r, "request_id", None) for r in failures] == [request_id], [r.getMessage() for r in failures]
+    return request_id
+
+
 @contextlib.asynccontextmanager
 async def socket_to(app: Starlette) -> AsyncIterator[AsyncWebSocketSession]:
     async with (
@@ -161,18 +173,20 @@ async def test_a_socket_sign_in_while_the_database_is_cut_is_closed_with_try_aga
 
 
 async def test_an_operation_on_an_open_socket_while_the_database_is_cut_answers_unavailable_and_the_socket_stays(
-    app: Starlette, tokens: Tokens, tmp_path: Path
+    app: Starlette, tokens: Tokens, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = tokens.user("dr.rivera@demo.test")
     async with socket_to(app) as socket:
         await socket.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
         assert (await socket.receive_json(timeout=10))["type"] == "connection_ack"
-        async with database_cut(app, tmp_path):
-            await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": ME}})
-            answer = await socket.receive_json(timeout=10)
+        with logs(caplog):
+            async with database_cut(app, tmp_path):
+                await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": ME}})
+                answer = await socket.receive_json(timeout=10)
         assert answer["id"] == "1"
         [error] = answer["payload"] if answer["type"] == "error" else answer["payload"]["errors"]
         assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        assert_logged_once_under(error, caplog)
         # The socket is still open and serves the next operation.
         while answer["type"] != "complete":
             answer = await socket.receive_json(timeout=10)

@@ -6,6 +6,7 @@ sent); sockets are rate limited per address and capped per viewer, and must sign
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -20,6 +21,7 @@ from strawberry import relay
 
 from api.auth.tokens import issue_access_token
 from api.database import use_database
+from api.log import _RequestIdFilter
 from api.settings import BucketPolicy, Settings
 from models.identity.accounts import Patient
 from models.kernel.audit import AuditEvent, AuditOutcome, AuditTrail
@@ -249,7 +251,11 @@ async def test_each_event_is_audited_as_a_request_of_its_own_before_it_is_sent(
 
 
 async def test_an_event_whose_audit_rows_cannot_be_written_is_not_sent(
-    settings: Settings, clock: ManualClock, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    clock: ManualClock,
+    tokens: Tokens,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     written = AuditTrail.flush
 
@@ -260,27 +266,39 @@ async def test_an_event_whose_audit_rows_cannot_be_written_is_not_sent(
 
     monkeypatch.setattr(AuditTrail, "flush", failing)
     since = clock.now()
-    async with served(settings, clock) as server, socket(server, tokens.user(RIVERA)) as live:
-        await subscribe(live, WATCH)
-        await asyncio.sleep(0.2)
-        await alex_reports(server, tokens.user(ALEX), "SHORTNESS_OF_BREATH", clock)
-        payload = await next_payload(live)
-        # The stream ends with it (a stream that went on would have lost the event for good)...
-        then = [await live.receive_json(timeout=5)]
-        while then[-1]["type"] != "complete" and len(then) < 5:
-            then.append(await live.receive_json(timeout=5))
-        monkeypatch.setattr(AuditTrail, "flush", written)
-        # ... and the client, resuming with the time of the last event it saw, receives it.
-        await subscribe(live, RESUMED_WATCH, "2", since=since.isoformat())
-        resumed = await next_payload(live)
+    caplog.handler.addFilter(_RequestIdFilter())  # as the app's log handler does (api.log)
+    with caplog.at_level(logging.ERROR, logger="ketafollow"):
+        async with served(settings, clock) as server, socket(server, tokens.user(RIVERA)) as live:
+            await subscribe(live, WATCH)
+            await asyncio.sleep(0.2)
+            await alex_reports(server, tokens.user(ALEX), "SHORTNESS_OF_BREATH", clock)
+            payload = await next_payload(live)
+            # The stream ends with it (a stream that went on would have lost the event for good)...
+            then = [await live.receive_json(timeout=5)]
+            while then[-1]["type"] != "complete" and len(then) < 5:
+                then.append(await live.receive_json(timeout=5))
+            monkeypatch.setattr(AuditTrail, "flush", written)
+            # ... and the client, resuming with the time of the last event it saw, receives it.
+            await subscribe(live, RESUMED_WATCH, "2", since=since.isoformat())
+            resumed = await next_payload(live)
     assert payload["data"] is None
     [error] = payload["errors"]
     # An unreachable backend: the client is told to try again (api.faults, models.kernel.faults).
     assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    # It names the event's own request id (`<socket>.<operation>.<event>`), the id its failure
+    # was logged under; the error that ends the stream names it too.
+    request_id = error["extensions"]["requestId"]
+    socket_id, operation, event = request_id.split(".")
+    assert (len(socket_id), operation, event) == (32, "1", "1"), request_id
+    assert error["message"].endswith(f"Reference: {request_id}")
+    logged = [r for r in caplog.records if r.name.startswith("ketafollow") and "unavailable" in r.getMessage()]
+    assert logged, [r.getMessage() for r in caplog.records]
+    assert {getattr(r, "request_id", None) for r in logged} == {request_id}
     assert "Alex" not in str(payload)
     *errors, ended = then
     assert (ended["id"], ended["type"]) == ("1", "complete"), then
     assert all(m["type"] == "next" and m["payload"]["data"] is None for m in errors), then  # nothing of it
+    assert {e["extensions"]["requestId"] for m in errors for e in m["payload"]["errors"]} == {request_id}, then
     assert resumed["data"]["alertRaised"]["patient"]["givenName"] == "Alex"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,6 +16,8 @@ import httpx
 import pytest
 from httpx_ws import AsyncWebSocketSession
 from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from api.bus import LIVE_HORIZON, Dispatcher, InProcessBus
 from api.database import use_database
@@ -27,6 +30,7 @@ from tests.conftest import REDIS_URL, Tokens, client_of, job_env, redis_answers,
 from tests.support.clinical import REPORT_SIDE_EFFECT, complete, start
 from tests.support.graphql import gql
 from tests.support.messaging import SEND, next_payload, subscribed, thread_of
+from tests.support.sockets import PROTOCOL, served
 
 MESSAGES = "subscription($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id body } }"
 ALERTS = "subscription($since: DateTime) { alertRaised(since: $since) { summary patient { givenName } } }"
@@ -75,6 +79,82 @@ async def test_a_client_that_resubscribes_with_since_gets_every_missed_message_i
     assert live == ["live"]
 
 
+SEEN = "subscription($t: ID!, $since: DateTime) { messageAdded(threadId: $t, since: $since) { id body sentAt } }"
+
+
+async def messages_until(socket: ClientConnection, last: str) -> list[dict[str, Any]]:
+    """The messages a socket receives up to the one whose body is `last` (at most 20)."""
+    received: list[dict[str, Any]] = []
+    while not received or received[-1]["body"] != last:
+        assert len(received) < 20, received
+        frame = json.loads(await asyncio.wait_for(socket.recv(), timeout=5))
+        assert frame["type"] == "next", frame
+        received.append(frame["payload"]["data"]["messageAdded"])
+    return received
+
+
+async def all_published(app: Starlette) -> None:
+    """Wait until the app's bus has published every event stored so far."""
+    with use_database(app.state.database):
+        last = await DomainEvent.all().order_by("-seq").first()
+    assert last is not None
+    for _ in range(100):
+        if app.state.bus.last_seq >= last.seq:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the bus never published event {last.seq}")
+
+
+async def test_a_client_whose_socket_is_lost_mid_stream_resumes_from_the_last_event_it_saw(
+    settings: Settings, clock: ManualClock, tokens: Tokens, app: Starlette
+) -> None:
+    """What the client of docs/api.md does: its socket is lost (the TCP connection is gone: no close
+    frame, no `complete`) while messages keep coming; it reconnects with `since` = the `sentAt` of
+    the last message it received, drops repeats by `id`, and has every message of the outage, in
+    order, then the live ones. Over real TCP (uvicorn on a loopback port)."""
+    thread = await thread_of(app, "alex@demo.test")
+    alex = tokens.user("alex@demo.test")
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {tokens.user('dr.rivera@demo.test')}"}}
+
+    async def follow(since: str | None) -> ClientConnection:
+        socket = await connect(server.ws_url.replace("http", "ws", 1), subprotocols=[Subprotocol(PROTOCOL)])
+        await socket.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(socket.recv(), timeout=5))["type"] == "connection_ack"
+        payload = {"query": SEEN, "variables": {"t": thread, "since": since}}
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        await asyncio.sleep(0.2)  # the subscription listens
+        return socket
+
+    clock.advance(timedelta(minutes=5))  # the demo thread's messages are older than the replay's overlap
+    async with served(settings, clock) as server:
+        first = await follow(None)
+        await send(server.http, alex, thread, "seen before the loss")
+        [seen] = await messages_until(first, "seen before the loss")
+        first.transport.abort()  # the socket is lost mid-stream
+        for body in ("raised while away", "raised while away, too"):
+            clock.advance(timedelta(seconds=20))
+            await send(server.http, alex, thread, body)
+        await all_published(server.app)  # gone out live, to nobody: only a replay brings them back
+        clock.advance(timedelta(seconds=20))
+        second = await follow(seen["sentAt"])
+        try:
+            resumed = await messages_until(second, "raised while away, too")
+            await send(server.http, alex, thread, "live again")
+            resumed += await messages_until(second, "live again")
+        finally:
+            await second.close()
+    shown = {seen["id"]: seen}
+    for message in resumed:
+        shown.setdefault(message["id"], message)
+    assert [m["body"] for m in shown.values()] == [
+        "seen before the loss",
+        "raised while away",
+        "raised while away, too",
+        "live again",
+    ]
+    assert [m["sentAt"] for m in shown.values()] == sorted(m["sentAt"] for m in shown.values())
+
+
 async def test_an_event_stored_after_a_later_one_is_replayed_to_a_client_that_saw_the_later_one(
     app: Starlette, client: httpx.AsyncClient, tokens: Tokens, clock: ManualClock
 ) -> None:
@@ -91,14 +171,7 @@ async def test_an_event_stored_after_a_later_one_is_replayed_to_a_client_that_sa
     clock.set(started + timedelta(seconds=1))
     await send(client, alex, thread, "started first, committed second")
     clock.set(started + timedelta(seconds=3))
-    with use_database(app.state.database):
-        last = await DomainEvent.all().order_by("-seq").first()
-    assert last is not None
-    for _ in range(100):  # both already went out live, before this client subscribes
-        if app.state.bus.last_seq >= last.seq:
-            break
-        await asyncio.sleep(0.05)
-    assert app.state.bus.last_seq >= last.seq
+    await all_published(app)  # both already went out live, before this client subscribes
     async with subscribed(app, rivera, MESSAGES, {"t": thread, "since": seen.isoformat()}) as provider:
         replayed = await bodies(provider, 2)
         await nothing_more(provider)
