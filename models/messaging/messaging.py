@@ -18,7 +18,7 @@ from uuid import UUID
 from tortoise import fields
 from tortoise.expressions import Q, Subquery
 from tortoise.functions import Count
-from tortoise.queryset import ValuesListQuery
+from tortoise.queryset import QuerySet, QuerySetSingle, ValuesListQuery
 from tortoise.transactions import in_transaction
 
 from models.identity.access import Viewer
@@ -104,12 +104,19 @@ def _require_participant_role(viewer: Viewer, action: AuditAction, resource_type
 
 async def get_thread(viewer: Viewer, thread_id: UUID) -> MessageThread:
     """The thread, if the viewer takes part in it; `NotFound` otherwise (audited)."""
-    thread = await MessageThread.filter(_threads_visible_to(viewer), id=thread_id).first()
+    thread: MessageThread | None = await prepared(
+        _visible_thread, thread_id=thread_id, **_visible_thread_filters(viewer)
+    )
     if thread is None:
         viewer.audit.add(AuditEntry(AuditAction.READ, "MessageThread", AuditOutcome.DENIED, resource_id=str(thread_id)))
         raise NotFound("thread")
     audit_patient_read(viewer, thread.patient_id, "MessageThread")  # type: ignore[attr-defined]
     return thread
+
+
+@prepared_read(MessageThread)
+def _visible_thread(thread_id: UUID, **visible: Any) -> QuerySetSingle[MessageThread | None]:
+    return MessageThread.filter(id=thread_id, **visible).first()
 
 
 @dataclass(frozen=True)
@@ -121,15 +128,25 @@ class ThreadCursor:
 async def list_threads(viewer: Viewer, *, limit: int, after: ThreadCursor | None = None) -> list[MessageThread]:
     """The viewer's threads, the most recently active first."""
     _require_participant_role(viewer, AuditAction.READ)
-    query = MessageThread.filter(_threads_visible_to(viewer))
-    if after is not None:
-        query = query.filter(
-            Q(last_message_at__lt=after.last_message_at) | Q(last_message_at=after.last_message_at, id__lt=after.id)
-        )
-    threads = list(await query.order_by("-last_message_at", "-id").limit(limit))
+    moment, thread_id = (after.last_message_at, after.id) if after is not None else (None, None)
+    visible = _visible_thread_filters(viewer)
+    threads: list[MessageThread] = list(
+        await prepared(_threads_page, limit=limit, moment=moment, thread_id=thread_id, **visible)
+    )
     for thread in threads:
         audit_patient_read(viewer, thread.patient_id, "MessageThread")  # type: ignore[attr-defined]
     return threads
+
+
+@prepared_read(MessageThread)
+def _threads_page(
+    limit: int, moment: datetime | None, thread_id: UUID | None, **visible: Any
+) -> QuerySet[MessageThread]:
+    """Visible threads, the most recently active first, after (`moment`, `thread_id`) when given."""
+    query = MessageThread.filter(**visible)
+    if moment is not None:
+        query = query.filter(Q(last_message_at__lt=moment) | Q(last_message_at=moment, id__lt=thread_id))
+    return query.order_by("-last_message_at", "-id").limit(limit)
 
 
 async def list_messages(
@@ -137,10 +154,15 @@ async def list_messages(
 ) -> list[Message]:
     """A thread's messages, newest first; `before_number` continues a page."""
     thread = await get_thread(viewer, thread_id)
-    query = Message.filter(thread_id=thread.id)
+    return list(await prepared(_messages_page, thread_id=thread.id, limit=limit, before_number=before_number))
+
+
+@prepared_read(Message)
+def _messages_page(thread_id: UUID, limit: int, before_number: int | None) -> QuerySet[Message]:
+    query = Message.filter(thread_id=thread_id)
     if before_number is not None:
         query = query.filter(number__lt=before_number)
-    return list(await query.order_by("-number").limit(limit))
+    return query.order_by("-number").limit(limit)
 
 
 async def messages_after(viewer: Viewer, thread_id: UUID, number: int) -> list[Message]:
@@ -154,24 +176,29 @@ async def unread_counts(viewer: Viewer, thread_ids: list[UUID]) -> dict[UUID, in
     queries for any number of threads)."""
     if not thread_ids:
         return {}
-    marks = {
-        state.thread_id: state.last_read_number  # type: ignore[attr-defined]
-        for state in await ThreadReadState.filter(user_id=viewer.id, thread_id__in=thread_ids)
-    }
-    unread = Q(
-        *[Q(thread_id=thread_id, number__gt=marks.get(thread_id, 0)) for thread_id in thread_ids], join_type="OR"
-    )
-    rows = (
-        await Message.filter(unread)
-        .exclude(sender_id=viewer.id)
-        .annotate(unread=Count("id"))
-        .group_by("thread_id")
-        .values("thread_id", "unread")
-    )
+    marks = dict(await prepared(_thread_marks, user_id=viewer.id, thread_ids=thread_ids))
+    past = [marks.get(thread_id, 0) for thread_id in thread_ids]
     counts = dict.fromkeys(thread_ids, 0)
-    for row in rows:
-        counts[UUID(str(row["thread_id"]))] = int(row["unread"])
+    for thread_id, count in await prepared(_unread_per_thread, user_id=viewer.id, thread_ids=thread_ids, past=past):
+        counts[UUID(str(thread_id))] = int(count)
     return counts
+
+
+@prepared_read(ThreadReadState)
+def _thread_marks(user_id: UUID, thread_ids: list[UUID]) -> ValuesListQuery[Any]:
+    marks = ThreadReadState.filter(user_id=user_id, thread_id__in=thread_ids)
+    return marks.values_list("thread_id", "last_read_number")
+
+
+@prepared_read(Message)
+def _unread_per_thread(user_id: UUID, thread_ids: list[UUID], past: list[int]) -> ValuesListQuery[Any]:
+    """Others' messages past `past[i]` in `thread_ids[i]`, counted per thread."""
+    unread = Q(
+        *[Q(thread_id=thread_id, number__gt=mark) for thread_id, mark in zip(thread_ids, past, strict=True)],
+        join_type="OR",
+    )
+    counted = Message.filter(unread).exclude(sender_id=user_id).annotate(unread=Count("id")).group_by("thread_id")
+    return counted.values_list("thread_id", "unread")
 
 
 async def unread_by_patient(viewer: Viewer, patient_ids: list[UUID]) -> dict[UUID, int]:
@@ -397,16 +424,23 @@ class Sender:
 
 async def message_senders(user_ids: list[UUID]) -> dict[UUID, Sender]:
     """The senders of messages the caller may already read (the thread was checked for the messages)."""
-    users = await User.filter(id__in=user_ids).prefetch_related("patient", "provider")
     senders = {}
-    for user in users:
-        if user.role is Role.PROVIDER:
-            provider = await user.provider  # type: ignore[attr-defined]
-            name = f"{provider.given_name} {provider.family_name}, {provider.credentials}".rstrip(", ")
-        elif user.role is Role.PATIENT:
-            patient = await user.patient  # type: ignore[attr-defined]
-            name = f"{patient.given_name} {patient.family_name}"
+    for user_id, role, provider_given, provider_family, credentials, patient_given, patient_family in await prepared(
+        _sender_names, user_ids=user_ids
+    ):
+        if role is Role.PROVIDER:
+            name = f"{provider_given} {provider_family}, {credentials}".rstrip(", ")
+        elif role is Role.PATIENT:
+            name = f"{patient_given} {patient_family}"
         else:
             name = "Clinic"
-        senders[user.id] = Sender(user.id, user.role, name)
+        senders[user_id] = Sender(user_id, role, name)
     return senders
+
+
+@prepared_read(User)
+def _sender_names(user_ids: list[UUID]) -> ValuesListQuery[Any]:
+    return User.filter(id__in=user_ids).values_list(
+        "id", "role", "provider__given_name", "provider__family_name", "provider__credentials",
+        "patient__given_name", "patient__family_name",
+    )  # fmt: skip
