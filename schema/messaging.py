@@ -245,7 +245,7 @@ class MessagingMutation:
                 problems=read.problems,
             )
             outcome = await messaging.send_message(viewer, data, now=info.context.now(), policy=info.context.policy)
-            return outcome, await messaging.get_message(viewer, outcome.resource_id)
+            return outcome, await messaging.sent_message(viewer, outcome)
 
         result, advice = await written(call, MessageType.from_model)
         return SendMessagePayload(result=result, **advice)

@@ -27,7 +27,7 @@ from models.kernel.audit import AuditAction, AuditEntry, AuditOutcome, audit_pat
 from models.kernel.base import Entity
 from models.kernel.errors import Forbidden, InvalidInput, NotFound
 from models.kernel.events import record_created
-from models.kernel.idempotency import Outcome, run_once
+from models.kernel.idempotency import Outcome, answered_record, run_once
 from models.kernel.policy import ClinicPolicy
 from models.kernel.prepared import prepared, prepared_read
 from models.notifications import notifications
@@ -315,13 +315,20 @@ class NewMessage:
 
 async def participants(thread: MessageThread) -> list[UUID]:
     """User ids of everyone in the thread: the patient and the care team's providers."""
-    patient = await Patient.get(id=thread.patient_id)  # type: ignore[attr-defined]
-    team: UUID = patient.care_team_id  # type: ignore[attr-defined]
+    ((patient_user, team),) = await prepared(_patient_and_team, patient_id=thread.patient_id)  # type: ignore[attr-defined]
     # A provider invited but not yet signed up (or deactivated) is not told of messages.
-    team_providers = Provider.filter(care_teams__id=team, user__is_active=True)
-    providers: list[UUID] = [provider.user_id for provider in await team_providers]  # type: ignore[attr-defined]
-    patient_user: UUID = patient.user_id  # type: ignore[attr-defined]
+    providers: list[UUID] = list(await prepared(_active_team_providers, care_team_id=team))
     return [patient_user, *providers]
+
+
+@prepared_read(Patient)
+def _patient_and_team(patient_id: UUID) -> ValuesListQuery[Any]:
+    return Patient.filter(id=patient_id).values_list("user_id", "care_team_id")
+
+
+@prepared_read(Provider)
+def _active_team_providers(care_team_id: UUID) -> ValuesListQuery[Any]:
+    return Provider.filter(care_teams__id=care_team_id, user__is_active=True).values_list("user_id", flat=True)
 
 
 async def send_message(viewer: Viewer, data: NewMessage, *, now: datetime, policy: ClinicPolicy) -> Outcome:
@@ -376,7 +383,7 @@ async def _send(viewer: Viewer, data: NewMessage, *, now: datetime) -> Outcome:
                         recipient, "NEW_MESSAGE", f"thread/{locked.id}",
                         dedup_key=f"message:{message.id}:{recipient}", now=now, not_before=now,
                     )  # fmt: skip
-        return Outcome(message.id)
+        return Outcome(message.id, record=message)
 
     request = {"thread": str(data.thread_id), "body": body, "replyTo": str(data.reply_to_id)}
     return await run_once(viewer, "sendMessage", data.idempotency_key, request, write, now=now)
@@ -400,6 +407,13 @@ async def mark_thread_read(viewer: Viewer, thread_id: UUID, *, now: datetime) ->
         assert locked is not None
         await _mark_read(viewer.id, locked.id, locked.message_count, now)
     return locked
+
+
+async def sent_message(viewer: Viewer, outcome: Outcome) -> Message:
+    """The message `send_message` answered with: as this request wrote it (the thread's read, all
+    the answer shows of others' records, is in the request's trail from `get_thread`), or, for a
+    retry answered from the idempotency key, read by its id."""
+    return await answered_record(outcome, Message, lambda: get_message(viewer, outcome.resource_id))
 
 
 async def get_message(viewer: Viewer, message_id: UUID) -> Message:

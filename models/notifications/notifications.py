@@ -22,9 +22,11 @@ from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.models import Model
+from tortoise.queryset import ExistsQuery
 from tortoise.transactions import in_transaction
 
 from models.kernel.policy import ClinicPolicy
+from models.kernel.prepared import prepared, prepared_read
 from models.notifications.quiet_hours import after_quiet_hours
 
 MAX_ATTEMPTS = 8
@@ -121,7 +123,7 @@ async def enqueue(
     """Queue one notification (inside the caller's transaction); the same `dedup_key` queues once."""
     if kind not in MESSAGES:
         raise ValueError(f"unknown notification kind {kind}")
-    if await Notification.exists(dedup_key=dedup_key):
+    if await prepared(_queued, dedup_key=dedup_key):
         return
     try:
         async with in_transaction():
@@ -136,6 +138,11 @@ async def enqueue(
             )
     except IntegrityError:
         pass  # queued concurrently
+
+
+@prepared_read(Notification)
+def _queued(dedup_key: str) -> ExistsQuery:
+    return Notification.filter(dedup_key=dedup_key).exists()
 
 
 async def cancel_pending(*, prefixes: list[str]) -> int:

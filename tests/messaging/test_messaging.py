@@ -255,3 +255,31 @@ async def test_a_subscription_ends_when_its_viewer_may_no_longer_see_the_events(
         await gql(client, SEND, {"input": {"threadId": thread, "body": "private"}}, token=tokens.user("alex@demo.test"))
         message = await provider.receive_json(timeout=5)
     assert message == {"id": "1", "type": "complete"}
+
+
+async def test_a_sent_message_answers_with_what_a_later_read_of_it_returns(
+    app: Starlette, client: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    """The write answers with the message it made, without reading it again: the same JSON as
+    the thread's newest message read afterwards, by the patient and by their provider."""
+    thread = await thread_of(app, "alex@demo.test")
+    fields = "id number body sentAt replyToId sender { name role }"
+    sent = await gql(
+        client,
+        "mutation Send($input: SendMessageInput!) { sendMessage(input: $input) {"
+        f" result {{ __typename ... on Message {{ {fields} }} ... on Error {{ message }} }} }} }}",
+        {"input": {"threadId": thread, "body": "  The nausea passed.  ", "idempotencyKey": "answer-1"}},
+        token=tokens.user("alex@demo.test"),
+    )
+    answered = sent["data"]["sendMessage"]["result"]
+    assert answered.pop("__typename") == "Message", answered
+    assert answered["body"] == "The nausea passed."
+    for reader in ("alex@demo.test", "dr.rivera@demo.test"):
+        read = await gql(
+            client,
+            f'{{ node(id: "{thread}") {{ ... on MessageThread {{'
+            f" messages(first: 1) {{ edges {{ node {{ {fields} }} }} }} }} }} }}",
+            token=tokens.user(reader),
+        )
+        (newest,) = read["data"]["node"]["messages"]["edges"]
+        assert newest["node"] == answered
