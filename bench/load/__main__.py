@@ -243,6 +243,23 @@ def requests_of(result: Result) -> int:
     return sum(stats.requests for stats in result.recorder.operations.values())
 
 
+# A patient's day of app traffic, estimated from what the app sends (docs/apps.md): the home
+# screen on each of 6 openings, a token refresh on each (access tokens live 15 minutes), a check-in,
+# a survey answer most days, 2 messages sent and 3 thread reads, the device registration refreshed
+# daily, and the patient's share of their providers' panel and alert reads and of the EHR sync
+# (about 6). Requests of the mix's average cost: the home screen and a refresh cost less, the panel
+# more.
+PATIENT_REQUESTS_PER_DAY = 6 + 6 + 1 + 1 + 2 + 3 + 1 + 6
+# The busiest hour carries this many times the day's average hourly rate (waking hours, evenings).
+PEAK_FACTOR = 3.0
+
+
+def patients_per_core(per_core: float) -> int:
+    """How many patients one core serves at the mix's cost per request, in the busiest hour."""
+    per_patient_per_second = PATIENT_REQUESTS_PER_DAY * PEAK_FACTOR / 86_400
+    return int(per_core / per_patient_per_second)
+
+
 def targets(results: list[Result]) -> None:
     """The targets of issue #18 with this run's figures beside them. Per core is counted from the
     servers' own CPU time (requests per second of server CPU), which neighbours on a shared
@@ -254,7 +271,9 @@ def targets(results: list[Result]) -> None:
         per_core = requests / result.server_cpu if result.server_cpu else 0.0
         print(
             f"  {result.label}: mix ≤ {TARGET_CPU_MS:.0f} ms server CPU per request: now {cpu_ms:.1f} ms; "
-            f"≥ {TARGET_PER_CORE:.0f} req/s per core: now {per_core:.0f}"
+            f"≥ {TARGET_PER_CORE:.0f} req/s per core: now {per_core:.0f} (one core: about "
+            f"{patients_per_core(per_core):,} patients at {PATIENT_REQUESTS_PER_DAY} requests a day each, "
+            f"the busiest hour {PEAK_FACTOR:.0f} times the average)"
         )
     alone = next((r for r in results if r.configuration == POSTGRES_1), None)
     for result in results:
