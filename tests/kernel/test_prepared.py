@@ -148,3 +148,17 @@ async def test_values_of_an_unknown_kind_run_the_plain_query() -> None:
     ids = frozenset(u.id for u in users[:2])  # a set has no order: not a shape
     expected = await _emails(list(ids), True)
     assert sorted(await prepared(_emails, user_ids=ids, active=True)) == sorted(expected)
+
+
+@prepared_read(SurveyAssignment)
+def _by_status_text(status: str) -> QuerySet[SurveyAssignment]:
+    return SurveyAssignment.filter(status=status).order_by("id")
+
+
+async def test_a_value_the_query_refuses_as_a_stand_in_runs_the_plain_query(caplog: pytest.LogCaptureFixture) -> None:
+    """Text where an enum member goes: the stand-in is no member, the real value is."""
+    expected = await _by_status_text("AVAILABLE")
+    with caplog.at_level(logging.WARNING, logger="models.kernel.prepared"):
+        answered = await prepared(_by_status_text, status="AVAILABLE")
+    assert [a.id for a in answered] == [a.id for a in expected]
+    assert "_by_status_text runs unprepared" in caplog.text
