@@ -82,11 +82,11 @@ class _Fixed:
 
 
 _statements: dict[Hashable, _Statement | None] = {}
+_MISSING: Any = object()  # a shape not met yet (None: met, and not preparable)
 
 
 async def prepared(build: Builder, **values: Any) -> Any:
     """What `await build(**values)` answers, without building the query again for a known shape."""
-    query = build.__name__  # for the log only
     shape = _shape(values)
     if shape is None:
         return await build(**values)
@@ -102,7 +102,7 @@ async def prepared(build: Builder, **values: Any) -> Any:
             _statements.clear()
         _statements[key] = statement
         if statement is None:
-            log.warning("the read %s runs unprepared: its statement does not match its values", query)
+            log.warning("the read %s runs unprepared: its statement does not match its values", build.__name__)
     if statement is None:
         return await build(**values)
     assert isinstance(statement, _Statement)
@@ -110,9 +110,6 @@ async def prepared(build: Builder, **values: Any) -> Any:
     run._db = db
     run.query = _Fixed(statement.sql, [_value(parameter, values) for parameter in statement.parameters])  # type: ignore[assignment]
     return await run._execute()
-
-
-_MISSING: Any = object()
 
 
 def _value(parameter: Any, values: dict[str, Any]) -> Any:
