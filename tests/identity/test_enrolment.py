@@ -485,6 +485,34 @@ async def test_a_password_change_is_refused_naming_the_field(
     assert (await clinic.sign_in("blair@demo.test", DEMO_PASSWORD)).status_code == 200
 
 
+async def test_wrong_current_passwords_are_throttled_like_sign_ins_and_each_refusal_is_audited(
+    clinic: Clinic, clock: ManualClock
+) -> None:
+    token = (await clinic.sign_in("blair@demo.test", DEMO_PASSWORD)).json()["access_token"]
+    for _ in range(5):
+        wrong = await clinic.graphql(CHANGE, token, current="not my password", new=NEW_PASSWORD)
+        assert wrong["data"]["changePassword"]["result"]["message"] == "the current password is wrong"
+    throttled = await clinic.graphql(CHANGE, token, current=DEMO_PASSWORD, new=NEW_PASSWORD)
+    assert throttled["data"]["changePassword"]["result"] == {
+        "__typename": "ValidationError",
+        "field": "currentPassword",
+        "message": "too many wrong passwords: wait a few minutes and try again",
+    }
+    with use_database(clinic.app.state.database):
+        blair = await User.get(email="blair@demo.test")
+        refusals = await AuditEvent.filter(
+            resource_type="User", resource_id=str(blair.id), detail__startswith="password change"
+        ).values_list("outcome", "detail")
+    assert sorted(refusals) == sorted(
+        [("DENIED", "password change refused: wrong current password")] * 5
+        + [("DENIED", "password change refused: too many wrong passwords")]
+    )
+    clock.advance(timedelta(minutes=1, seconds=1))
+    changed = await clinic.graphql(CHANGE, token, current=DEMO_PASSWORD, new=NEW_PASSWORD)
+    assert changed["data"]["changePassword"]["result"]["__typename"] == "Viewer"
+    assert (await clinic.sign_in("blair@demo.test", NEW_PASSWORD)).status_code == 200
+
+
 # The outbox
 
 
