@@ -18,13 +18,23 @@ from models.identity import accounts, administration, totp
 from models.identity.access import Viewer
 from models.identity.passwords import password_problem
 from models.kernel.clock import SystemClock
-from models.kernel.errors import DomainError
+from models.kernel.errors import Conflict, DomainError
 
 
 def create_care_team(settings: Settings, args: argparse.Namespace) -> int:
+    """`createCareTeam` from a shell, as the admin named by --by; a taken name exits 2."""
+
     async def work() -> int:
-        team = await accounts.ensure_care_team(args.name)
-        print(f"care team {team.name} ({team.id})")
+        await ensure_migrated()
+        viewer = await _admin_viewer(args.by, "create-care-team")
+        if viewer is None:
+            return 1
+        try:
+            team = await administration.create_care_team(viewer, args.name, now=SystemClock().now())
+        except Conflict as error:
+            print(f"ketafollow: {error.message}", file=sys.stderr)
+            return 2
+        print(f"created care team {team.name} ({team.id})")
         return 0
 
     return run_with_database(settings, work)
