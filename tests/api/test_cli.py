@@ -177,8 +177,12 @@ async def test_create_care_team_calls_the_same_operation_as_the_api(database_url
         created_events = await AuditEvent.filter(resource_type="CareTeam", outcome=AuditOutcome.SUCCESS).values_list(
             "actor_label", "detail", "operation"
         )
+        refusals = await AuditEvent.filter(resource_type="CareTeam", outcome=AuditOutcome.DENIED).values_list(
+            "actor_label", "detail", "operation"
+        )
     assert teams == ["West"]
     assert created_events == [("admin@demo.test", "created care team West", "CLI create-care-team")]
+    assert refusals == [("dr.rivera@demo.test", "only admins may create care teams", "CLI create-care-team")]
 
 
 async def test_the_admin_commands_call_the_same_operations_as_the_api(database_url: str) -> None:
@@ -204,7 +208,9 @@ async def test_the_admin_commands_call_the_same_operations_as_the_api(database_u
         blair = await User.get(email="blair@demo.test")
         client = await ApiClient.get(client_id="demo-ehr")
         details = set(await AuditEvent.filter(actor_label="admin@demo.test").values_list("detail", flat=True))
+        refused_rows = await AuditEvent.filter(actor_label="dr.rivera@demo.test", outcome=AuditOutcome.DENIED).count()
     assert not blair.is_active
+    assert refused_rows == 1  # the provider's refused attempt is audited, as the API's would be
     assert await verify_password(client.secret_hash, secret)
     assert not await verify_password(client.secret_hash, "demo-ehr-secret")
     assert "rotated the secret of demo-ehr" in details
