@@ -25,7 +25,8 @@ examples:
   ketafollow export-schema --check                              is schema.graphql current?
   ADMIN_DATABASE_URL=postgres://postgres@db:5432 ketafollow setup-roles
                                    PostgreSQL: create the owner and service roles (docs/deployment.md)
-  ketafollow create-care-team North
+  ketafollow create-user --email admin@clinic.example --role ADMIN       the first admin
+  ketafollow create-care-team --by admin@clinic.example North
   ketafollow create-user --email dr.lee@clinic.example --role PROVIDER \\
       --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
   ketafollow invite --by admin@clinic.example --email robin@example.org --role PATIENT \\
@@ -104,8 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--check", action="store_true", help="exit 1 if the file differs from the code, write nothing")
     export.set_defaults(handler=service.export_schema)
 
-    team = commands.add_parser("create-care-team", help="create a care team (no-op if it exists)")
+    team = commands.add_parser(
+        "create-care-team",
+        help="create a care team (the operation createCareTeam calls)",
+        description="Create a care team as the admin named by --by (audited). A name already taken, "
+        "whatever its case, exits 2.",
+    )
     team.add_argument("name")
+    team.add_argument("--by", required=True, help="the e-mail of the admin who creates it")
     team.set_defaults(handler=accounts.create_care_team)
 
     user = commands.add_parser(

@@ -1,7 +1,8 @@
 """Reading the e-mail settings from the environment (part of `api.settings`).
 
 `SMTP_URL`: `smtp://user:password@host:587` (STARTTLS) or `smtps://user:password@host:465`
-(TLS from the first byte); user and password percent-encoded. `MAIL_FROM`: the sender address.
+(TLS from the first byte); user and password percent-encoded. `SMTP_CA_FILE`: a PEM file of the
+CA(s) to trust for that server instead of the system's (a private CA). `MAIL_FROM`: the sender address.
 `PUBLIC_APP_URL`: where the links in e-mails point (`http://127.0.0.1:8000` in development,
 required in production). Without `SMTP_URL`, outside production, each message is written as a
 file under `var/mail/` instead of being sent (PRODUCT.md, "Exact shapes for enrolment").
@@ -9,7 +10,9 @@ file under `var/mail/` instead of being sent (PRODUCT.md, "Exact shapes for enro
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from jobs.mail import DEVELOPMENT_APP_URL, DEVELOPMENT_MAIL_FROM, MailSettings, SmtpServer
@@ -20,7 +23,10 @@ _DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
 
 
 def read_mail(values: Mapping[str, str], *, production: bool, problems: list[str]) -> MailSettings:
-    smtp = _smtp(values.get("SMTP_URL", "").strip(), problems)
+    url, ca_name = values.get("SMTP_URL", "").strip(), values.get("SMTP_CA_FILE", "").strip()
+    if ca_name and not url:
+        problems.append("SMTP_CA_FILE is set without SMTP_URL")
+    smtp = _smtp(url, _ca_file(ca_name, problems), problems)
     if production and smtp is None:
         problems.append("SMTP_URL must be set in production (invitations and password resets are e-mailed)")
     mail_from = values.get("MAIL_FROM", "").strip()
@@ -48,7 +54,18 @@ def read_mail(values: Mapping[str, str], *, production: bool, problems: list[str
     )
 
 
-def _smtp(url: str, problems: list[str]) -> SmtpServer | None:
+def _ca_file(name: str, problems: list[str]) -> Path | None:
+    if not name:
+        return None
+    try:
+        ssl.create_default_context(cafile=name)
+    except (OSError, ssl.SSLError) as error:
+        problems.append(f"SMTP_CA_FILE must be a readable file of PEM certificates, got {name!r} ({error})")
+        return None
+    return Path(name)
+
+
+def _smtp(url: str, ca_file: Path | None, problems: list[str]) -> SmtpServer | None:
     if not url:
         return None
     try:
@@ -66,4 +83,5 @@ def _smtp(url: str, problems: list[str]) -> SmtpServer | None:
         implicit_tls=parts.scheme == "smtps",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        ca_file=ca_file,
     )

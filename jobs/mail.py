@@ -36,6 +36,12 @@ class SmtpServer:
     implicit_tls: bool  # smtps://; smtp:// upgrades with STARTTLS
     username: str | None = None
     password: str | None = None
+    # PEM certificates of the CA(s) that signed the server's certificate, trusted instead of the
+    # system's (a clinic's private CA); the certificate and its host name are always checked.
+    ca_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def rfc5322(message: OutgoingMail, sender: str, *, now: datetime) -> EmailMessag
 def smtp_transport(server: SmtpServer, sender: str, *, allow_plain_loopback: bool) -> MailTransport:
     def send(message: OutgoingMail) -> None:
         email = rfc5322(message, sender, now=datetime.now(UTC))
-        context = ssl.create_default_context()
+        context = server.tls_context()
         client: smtplib.SMTP
         if server.implicit_tls:
             client = smtplib.SMTP_SSL(server.host, server.port, timeout=TIMEOUT_SECONDS, context=context)

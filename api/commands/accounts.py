@@ -9,6 +9,7 @@ import getpass
 import secrets
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 
 from api.auth.passwords import ARGON2, hash_password
 from api.commands.service import run_with_database
@@ -18,16 +19,22 @@ from models.identity import accounts, administration, totp
 from models.identity.access import Viewer
 from models.identity.passwords import password_problem
 from models.kernel.clock import SystemClock
-from models.kernel.errors import DomainError
+from models.kernel.errors import Conflict, DomainError
 
 
 def create_care_team(settings: Settings, args: argparse.Namespace) -> int:
-    async def work() -> int:
-        team = await accounts.ensure_care_team(args.name)
-        print(f"care team {team.name} ({team.id})")
+    """`createCareTeam` from a shell, as the admin named by --by; a taken name exits 2."""
+
+    async def act(viewer: Viewer) -> int:
+        try:
+            team = await administration.create_care_team(viewer, args.name, now=SystemClock().now())
+        except Conflict as error:
+            print(f"ketafollow: {error.message}", file=sys.stderr)
+            return 2
+        print(f"created care team {team.name} ({team.id})")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "create-care-team", act)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -75,21 +82,13 @@ def create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def invite(settings: Settings, args: argparse.Namespace) -> int:
     from models.identity import enrolment
-    from models.identity.access import load_user_viewer
-    from models.kernel.audit import AuditTrail
 
     role = accounts.Role(args.role)
     if role is accounts.Role.PATIENT and (len(args.care_team) != 1 or args.birth_date is None):
         print("ketafollow: a patient needs exactly one --care-team and a --birth-date", file=sys.stderr)
         return 2
 
-    async def work() -> int:
-        await ensure_migrated()
-        inviter = await accounts.User.get_or_none(email=args.by.strip().lower(), is_active=True)
-        viewer = await load_user_viewer(inviter.id, AuditTrail(operation="CLI invite")) if inviter else None
-        if viewer is None:
-            print(f"ketafollow: no active account {args.by}", file=sys.stderr)
-            return 1
+    async def act(viewer: Viewer) -> int:
         teams = []
         for name in args.care_team:
             team = await accounts.CareTeam.get_or_none(name=name)
@@ -113,7 +112,7 @@ def invite(settings: Settings, args: argparse.Namespace) -> int:
               f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC); the e-mail leaves with the next mail job run")  # fmt: skip
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "invite", act)
 
 
 def create_client(settings: Settings, args: argparse.Namespace) -> int:
@@ -132,16 +131,25 @@ def create_client(settings: Settings, args: argparse.Namespace) -> int:
     return run_with_database(settings, work)
 
 
-async def _admin_viewer(by: str, operation: str) -> Viewer | None:
-    """The viewer of the active account `by` (the operation itself refuses anyone but an admin)."""
+def _run_as(settings: Settings, by: str, operation: str, act: Callable[[Viewer], Awaitable[int]]) -> int:
+    """Run `act` as the active account `by` (the operation itself refuses whom it must). Its audit
+    trail is written however `act` ends, as a request's is: a refusal is audited too."""
     from models.identity.access import load_user_viewer
     from models.kernel.audit import AuditTrail
 
-    account = await accounts.User.get_or_none(email=by.strip().lower(), is_active=True)
-    viewer = await load_user_viewer(account.id, AuditTrail(operation=f"CLI {operation}")) if account else None
-    if viewer is None:
-        print(f"ketafollow: no active account {by}", file=sys.stderr)
-    return viewer
+    async def work() -> int:
+        await ensure_migrated()
+        account = await accounts.User.get_or_none(email=by.strip().lower(), is_active=True)
+        viewer = await load_user_viewer(account.id, AuditTrail(operation=f"CLI {operation}")) if account else None
+        if viewer is None:
+            print(f"ketafollow: no active account {by}", file=sys.stderr)
+            return 1
+        try:
+            return await act(viewer)
+        finally:
+            await viewer.audit.flush(viewer, SystemClock().now())
+
+    return run_with_database(settings, work)
 
 
 async def _user_id(email: str) -> uuid.UUID:
@@ -152,39 +160,27 @@ async def _user_id(email: str) -> uuid.UUID:
 
 
 def deactivate_user(settings: Settings, args: argparse.Namespace) -> int:
-    async def work() -> int:
-        await ensure_migrated()
-        viewer = await _admin_viewer(args.by, "deactivate-user")
-        if viewer is None:
-            return 1
+    async def act(viewer: Viewer) -> int:
         user, ended = await administration.deactivate_user(
             viewer, await _user_id(args.email), args.reason, now=SystemClock().now()
         )
         print(f"deactivated {user.email}: {len(ended)} login(s) ended (serving replicas close their sockets)")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "deactivate-user", act)
 
 
 def reactivate_user(settings: Settings, args: argparse.Namespace) -> int:
-    async def work() -> int:
-        await ensure_migrated()
-        viewer = await _admin_viewer(args.by, "reactivate-user")
-        if viewer is None:
-            return 1
+    async def act(viewer: Viewer) -> int:
         user = await administration.reactivate_user(viewer, await _user_id(args.email), now=SystemClock().now())
         print(f"reactivated {user.email}")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "reactivate-user", act)
 
 
 def rotate_client_secret(settings: Settings, args: argparse.Namespace) -> int:
-    async def work() -> int:
-        await ensure_migrated()
-        viewer = await _admin_viewer(args.by, "rotate-client-secret")
-        if viewer is None:
-            return 1
+    async def act(viewer: Viewer) -> int:
         rotated = await administration.rotate_api_client_secret(
             viewer, args.client_id, now=SystemClock().now(), hashing=ARGON2
         )
@@ -192,20 +188,16 @@ def rotate_client_secret(settings: Settings, args: argparse.Namespace) -> int:
         print(f"client secret (shown once, store it now): {rotated.secret}")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "rotate-client-secret", act)
 
 
 def deactivate_client(settings: Settings, args: argparse.Namespace) -> int:
-    async def work() -> int:
-        await ensure_migrated()
-        viewer = await _admin_viewer(args.by, "deactivate-client")
-        if viewer is None:
-            return 1
+    async def act(viewer: Viewer) -> int:
         client = await administration.deactivate_api_client(viewer, args.client_id, now=SystemClock().now())
         print(f"deactivated API client {client.client_id}")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "deactivate-client", act)
 
 
 def reset_totp(settings: Settings, args: argparse.Namespace) -> int:

@@ -220,7 +220,9 @@ async def _care_team_named(name: str) -> CareTeam:
 
 
 async def ensure_care_team(name: str) -> CareTeam:
-    """The care team called `name`, created if it does not exist yet."""
+    """The care team called `name`, created if it does not exist yet: for the seeds, which load
+    twice as a no-op. An admin creating a team (API or command line) calls
+    `administration.create_care_team`, audited, which refuses a taken name."""
     cleaned = _require_name("name", name)
     team, _ = await CareTeam.get_or_create(name=cleaned)
     return team

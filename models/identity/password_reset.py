@@ -150,6 +150,11 @@ async def change_password(
     subject = f"user:{user.email}"
     address = viewer.audit.client_address
     if await throttle.reserve_attempt(subject, address, now=now) is not None:
+        await record_now(
+            viewer, AuditEntry(AuditAction.UPDATE, "User", AuditOutcome.DENIED, resource_id=str(user.id),
+                               detail="password change refused: too many wrong passwords"),
+            now=now, trail=viewer.audit,
+        )  # fmt: skip
         raise InvalidInput("currentPassword", "too many wrong passwords: wait a few minutes and try again")
     if not await hashing.verify(user.password_hash, current_password):
         await record_now(

@@ -159,9 +159,9 @@ async def start_enrolment(viewer: Viewer, *, now: datetime, policy: SecondFactor
     return Enrolment(secret=secret, otpauth_uri=otpauth_uri(secret, user.email))
 
 
-async def _throttled(subject: str, viewer: Viewer, *, now: datetime) -> None:
+async def _throttled(subject: str, viewer: Viewer, action: AuditAction, *, now: datetime) -> None:
     if await throttle.reserve_attempt(subject, viewer.audit.client_address, now=now) is not None:
-        await _audit(viewer, AuditAction.UPDATE, AuditOutcome.DENIED, "second factor code throttled", now=now)
+        await _audit(viewer, action, AuditOutcome.DENIED, "second factor code throttled", now=now)
         raise InvalidInput("code", "too many wrong codes: wait a few minutes and try again")
 
 
@@ -175,7 +175,7 @@ async def confirm_enrolment(
         await _audit(viewer, AuditAction.UPDATE, AuditOutcome.DENIED, "confirmation refused: nothing pending", now=now)
         raise InvalidInput("code", "no enrolment is pending: start one with startTotpEnrollment")
     subject = f"mfa:{viewer.label}"
-    await _throttled(subject, viewer, now=now)
+    await _throttled(subject, viewer, AuditAction.UPDATE, now=now)
     secret, _ = policy.box.open(pending.sealed_secret, user_id)
     step = matching_step(secret, code, now, last_step=None)
     if step is None:
@@ -209,7 +209,7 @@ async def disable(
         await _audit(viewer, AuditAction.DELETE, AuditOutcome.DENIED, "turning off refused: not on", now=now)
         raise InvalidInput("code", "no second factor is on")
     subject = f"mfa:{viewer.label}"
-    await _throttled(subject, viewer, now=now)
+    await _throttled(subject, viewer, AuditAction.DELETE, now=now)
     if not await _redeem(factor, code, None, now=now, policy=policy) and not await _redeem(
         factor, None, code, now=now, policy=policy
     ):

@@ -12,6 +12,7 @@ so the body is erased once the message is sent (the token itself is stored only 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from tortoise.models import Model
 from models.notifications.notifications import MAX_ATTEMPTS, NotificationStatus, claim_due, retry_delay
 
 BATCH = 50
+logger = logging.getLogger("ketafollow.mail")
 
 
 class MailMessage(Model):
@@ -68,12 +70,18 @@ async def deliver_due_mail(transport: MailTransport, *, now: datetime) -> int:
             await transport(OutgoingMail(row.id, row.recipient, row.subject, row.body))
         except Exception as error:  # the server's refusal is data: retry later
             attempts = row.attempts + 1
+            given_up = attempts >= MAX_ATTEMPTS
             await MailMessage.filter(id=row.id).update(
-                status=NotificationStatus.FAILED if attempts >= MAX_ATTEMPTS else NotificationStatus.PENDING,
+                status=NotificationStatus.FAILED if given_up else NotificationStatus.PENDING,
                 lease_until=None,
                 not_before=now + retry_delay(attempts),
                 last_error=f"{error.__class__.__name__}: {error}"[:300],
             )
+            # The error's class only: an SMTP refusal may quote the recipient (last_error has it all).
+            logger.warning(
+                "mail %s not sent (attempt %d, %s): %s", row.id, attempts,
+                "given up" if given_up else "retried later", error.__class__.__name__,
+            )  # fmt: skip
             continue
         await MailMessage.filter(id=row.id).update(
             status=NotificationStatus.SENT, sent_at=now, lease_until=None, body=""

@@ -7,9 +7,9 @@ import pytest
 from api.auth.passwords import verify_password
 from api.database import open_database
 from api.settings import Environment, Settings
-from models.identity.accounts import ApiClient, User
+from models.identity.accounts import ApiClient, CareTeam, User
 from models.identity.enrolment import Invitation
-from models.kernel.audit import AuditEvent
+from models.kernel.audit import AuditEvent, AuditOutcome
 from models.notifications.mail import MailMessage
 from tests.support.cli import run
 
@@ -24,6 +24,7 @@ def test_help_lists_every_command(database_url: str) -> None:
         "setup-roles",
         "seed",
         "export-schema",
+        "create-care-team",
         "create-user",
         "invite",
         "create-client",
@@ -86,7 +87,13 @@ def test_export_schema_check_passes_on_the_committed_schema(database_url: str) -
 
 async def test_create_user_and_client_store_only_hashes(blank_database_url: str) -> None:
     database_url = blank_database_url
-    assert run("create-care-team", "North", database_url=database_url).returncode == 0
+    admin = run(
+        "create-user", "--email", "admin@clinic.test", "--role", "ADMIN", "--password-stdin",
+        database_url=database_url, stdin="a lantern for the clinic\n",
+    )  # fmt: skip
+    assert admin.returncode == 0, admin.stderr
+    team = run("create-care-team", "--by", "admin@clinic.test", "North", database_url=database_url)
+    assert team.returncode == 0, team.stderr
     created = run(
         "create-user", "--email", "Dr.Lee@Clinic.test", "--role", "provider", "--given-name", "Ana",
         "--family-name", "Lee", "--time-zone", "America/Chicago", "--care-team", "North",
@@ -153,6 +160,31 @@ async def test_invite_calls_the_same_operation_as_the_api(database_url: str, tea
     assert (invited is not None and not invited.is_active) if status == 0 else invited is None
 
 
+async def test_create_care_team_calls_the_same_operation_as_the_api(database_url: str) -> None:
+    """As createCareTeam: an admin's, audited under their name; a taken name is refused (exit 2)."""
+    refused = run("create-care-team", "--by", "dr.rivera@demo.test", "West", database_url=database_url)
+    assert refused.returncode == 1 and "only admins may create care teams" in refused.stderr
+    unknown = run("create-care-team", "--by", "nobody@demo.test", "West", database_url=database_url)
+    assert unknown.returncode == 1 and "no active account nobody@demo.test" in unknown.stderr
+    created = run("create-care-team", "--by", "admin@demo.test", "  West ", database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created care team West (")
+    again = run("create-care-team", "--by", "admin@demo.test", "west", database_url=database_url)
+    assert again.returncode == 2
+    assert "ketafollow: a care team named 'west' already exists" in again.stderr
+    async with open_database(Settings(env=Environment.TEST, database_url=database_url)):
+        teams = await CareTeam.filter(name__iexact="west").values_list("name", flat=True)
+        created_events = await AuditEvent.filter(resource_type="CareTeam", outcome=AuditOutcome.SUCCESS).values_list(
+            "actor_label", "detail", "operation"
+        )
+        refusals = await AuditEvent.filter(resource_type="CareTeam", outcome=AuditOutcome.DENIED).values_list(
+            "actor_label", "detail", "operation"
+        )
+    assert teams == ["West"]
+    assert created_events == [("admin@demo.test", "created care team West", "CLI create-care-team")]
+    assert refusals == [("dr.rivera@demo.test", "only admins may create care teams", "CLI create-care-team")]
+
+
 async def test_the_admin_commands_call_the_same_operations_as_the_api(database_url: str) -> None:
     """Deactivation and a secret rotation from a shell: refused to a provider, done for an admin,
     audited under the admin's name (models.identity.administration)."""
@@ -176,7 +208,9 @@ async def test_the_admin_commands_call_the_same_operations_as_the_api(database_u
         blair = await User.get(email="blair@demo.test")
         client = await ApiClient.get(client_id="demo-ehr")
         details = set(await AuditEvent.filter(actor_label="admin@demo.test").values_list("detail", flat=True))
+        refused_rows = await AuditEvent.filter(actor_label="dr.rivera@demo.test", outcome=AuditOutcome.DENIED).count()
     assert not blair.is_active
+    assert refused_rows == 1  # the provider's refused attempt is audited, as the API's would be
     assert await verify_password(client.secret_hash, secret)
     assert not await verify_password(client.secret_hash, "demo-ehr-secret")
     assert "rotated the secret of demo-ehr" in details

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.database import use_database
 from api.settings import BucketPolicy, Settings
+from models.identity.password_reset import PasswordReset
 from models.kernel.clock import ManualClock
 from models.reports.checkins import CheckIn
 from tests.conftest import REDIS_URL, UNREACHED, Tokens, redis_answers
@@ -137,6 +138,29 @@ async def test_anonymous_requests_are_limited_per_address_and_health_checks_neve
         assert_rate_limited(await http.post("/graphql", json={"query": ME}), retry_after=30)
         for _ in range(5):
             assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/auth/activate", {"token": "not-a-token", "password": "lantern harbour quiet"}),
+        ("/auth/password-reset", {"email": "blair@demo.test"}),
+        ("/auth/password-reset/confirm", {"token": "not-a-token", "password": "lantern harbour quiet"}),
+    ],
+)
+async def test_activation_and_password_reset_spend_the_addresss_budget(
+    app: Starlette, settings: Settings, clock: ManualClock, store: str | None, path: str, form: dict[str, str]
+) -> None:
+    policy = BucketPolicy(burst=1, per_minute=1)
+    async with served(limited(settings, store, anonymous_rate=policy), clock) as http:
+        first = await http.post(path, data=form)
+        assert first.status_code in {202, 400}, first.text  # answered: an unknown token, a reset recorded
+        refused = await http.post(path, data=form)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"] == "60"
+    assert refused.json()["error"] == "rate_limited"
+    with use_database(app.state.database):  # the refused request recorded nothing
+        assert await PasswordReset.all().count() == (1 if path == "/auth/password-reset" else 0)
 
 
 async def test_signed_in_users_do_not_spend_their_addresss_budget(

@@ -7,6 +7,7 @@ import email
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.message import EmailMessage
@@ -34,6 +35,7 @@ from models.notifications.mail import MailMessage
 from models.notifications.notifications import NotificationStatus
 from tests.conftest import Tokens, client_of, running_app, signed_in_tokens
 from tests.support.panel_data import counting_statements
+from tests.support.tls import LOOPBACK, PrivateCa, private_ca
 
 APP_URL = "https://app.clinic.test"
 SMTP_USER, SMTP_PASSWORD = "ketafollow", "smtp-s3cret"
@@ -47,9 +49,11 @@ class Inbox:
 
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    encrypted: list[bool] = field(default_factory=list)  # per message: did it arrive over TLS?
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content, policy=default_policy))  # type: ignore[arg-type]
+        self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
         return "250 OK"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -71,18 +75,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@contextmanager
+def smtp_server(handler: Inbox, **options: Any) -> Iterator[int]:
+    """An SMTP server on 127.0.0.1 delivering to `handler`; its port."""
+    port = free_port()
+    controller = Controller(handler, hostname=LOOPBACK, port=port, authenticator=handler.authenticate, **options)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
     handler = Inbox()
-    port = free_port()
-    controller = Controller(
-        handler, hostname="127.0.0.1", port=port, authenticator=handler.authenticate, auth_require_tls=False
-    )
-    controller.start()
-    try:
+    with smtp_server(handler, auth_require_tls=False) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 @dataclass
@@ -476,6 +485,34 @@ async def test_a_password_change_is_refused_naming_the_field(
     assert (await clinic.sign_in("blair@demo.test", DEMO_PASSWORD)).status_code == 200
 
 
+async def test_wrong_current_passwords_are_throttled_like_sign_ins_and_each_refusal_is_audited(
+    clinic: Clinic, clock: ManualClock
+) -> None:
+    token = (await clinic.sign_in("blair@demo.test", DEMO_PASSWORD)).json()["access_token"]
+    for _ in range(5):
+        wrong = await clinic.graphql(CHANGE, token, current="not my password", new=NEW_PASSWORD)
+        assert wrong["data"]["changePassword"]["result"]["message"] == "the current password is wrong"
+    throttled = await clinic.graphql(CHANGE, token, current=DEMO_PASSWORD, new=NEW_PASSWORD)
+    assert throttled["data"]["changePassword"]["result"] == {
+        "__typename": "ValidationError",
+        "field": "currentPassword",
+        "message": "too many wrong passwords: wait a few minutes and try again",
+    }
+    with use_database(clinic.app.state.database):
+        blair = await User.get(email="blair@demo.test")
+        refusals = await AuditEvent.filter(
+            resource_type="User", resource_id=str(blair.id), detail__startswith="password change"
+        ).values_list("outcome", "detail")
+    assert sorted(refusals) == sorted(
+        [("DENIED", "password change refused: wrong current password")] * 5
+        + [("DENIED", "password change refused: too many wrong passwords")]
+    )
+    clock.advance(timedelta(minutes=1, seconds=1))
+    changed = await clinic.graphql(CHANGE, token, current=DEMO_PASSWORD, new=NEW_PASSWORD)
+    assert changed["data"]["changePassword"]["result"]["__typename"] == "Viewer"
+    assert (await clinic.sign_in("blair@demo.test", NEW_PASSWORD)).status_code == 200
+
+
 # The outbox
 
 
@@ -499,6 +536,85 @@ async def test_an_email_is_retried_when_the_server_is_down_and_sent_once(
         await row.refresh_from_db()
         assert (row.status, row.body) == (NotificationStatus.SENT, "")  # the link is not kept
     assert len(clinic.inbox.to("robin@example.test")) == 1
+
+
+# Encryption on the way to the SMTP server: a server whose certificate a private CA signed.
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> PrivateCa:
+    return private_ca(tmp_path)
+
+
+def smtp_settings(url: str, ca: PrivateCa | None) -> MailSettings:
+    environ = {"SMTP_URL": url, "MAIL_FROM": "no-reply@clinic.test", "PUBLIC_APP_URL": APP_URL}
+    if ca is not None:
+        environ["SMTP_CA_FILE"] = str(ca.ca_file)
+    return Settings.from_env(environ, env_file=None).mail
+
+
+async def deliver_with(clinic: Clinic, mail: MailSettings) -> tuple[int, MailMessage]:
+    """Run the mail job once through `mail`: how many were sent, and Robin's invitation's row."""
+    with use_database(clinic.app.state.database):
+        sent = await deliver_mail(replace(clinic.env, mailer=mail_transport(mail)))
+        return sent, await MailMessage.get(recipient="robin@example.test")
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+async def test_the_invitation_reaches_the_server_encrypted_with_starttls_or_implicit_tls(
+    clinic: Clinic, ca: PrivateCa, scheme: str
+) -> None:
+    """smtp:// to a server that requires STARTTLS (no login, no message before it); smtps://
+    speaking TLS from the first byte. The client trusts the server's CA through SMTP_CA_FILE."""
+    await invite_robin(clinic)
+    secure = Inbox()
+    if scheme == "smtp":
+        tls: dict[str, Any] = {"tls_context": ca.server_context(), "require_starttls": True}
+    else:
+        # aiosmtpd offers AUTH only after STARTTLS unless told: this connection is TLS from the start.
+        tls = {"ssl_context": ca.server_context(), "auth_require_tls": False}
+    with smtp_server(secure, **tls) as port:
+        url = f"{scheme}://{SMTP_USER}:{SMTP_PASSWORD}@{LOOPBACK}:{port}"
+        sent, row = await deliver_with(clinic, smtp_settings(url, ca))
+    assert (sent, row.status, row.last_error) == (1, NotificationStatus.SENT, None)
+    [message] = secure.to("robin@example.test")
+    assert secure.encrypted == [True]
+    assert secure.logins == [SMTP_USER]
+    token = link_in(message, "activate")
+    assert (await clinic.form("/auth/activate", token=token, password=NEW_PASSWORD)).status_code == 200
+    assert clinic.inbox.messages == []  # nothing went to the plain server
+
+
+async def test_a_server_certificate_the_client_does_not_trust_gets_nothing(clinic: Clinic, ca: PrivateCa) -> None:
+    await invite_robin(clinic)
+    secure = Inbox()
+    with smtp_server(secure, tls_context=ca.server_context(), require_starttls=True) as port:
+        sent, row = await deliver_with(clinic, smtp_settings(f"smtp://{LOOPBACK}:{port}", None))
+    assert (sent, row.status, row.attempts) == (0, NotificationStatus.PENDING, 1)
+    assert row.last_error is not None and row.last_error.startswith("SSLCertVerificationError: ")
+    assert secure.messages == []
+
+
+async def test_a_server_without_starttls_gets_nothing_in_the_clear_and_the_mail_waits(
+    clinic: Clinic, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In production (and to any server not on this machine) STARTTLS is required: a server that
+    does not offer it gets neither the login nor the message; the message is retried later."""
+    await invite_robin(clinic)
+    plain = Inbox()
+    with smtp_server(plain, auth_require_tls=False) as port:
+        url = f"smtp://{SMTP_USER}:{SMTP_PASSWORD}@{LOOPBACK}:{port}"
+        as_in_production = replace(smtp_settings(url, None), allow_plain_loopback=False)
+        with caplog.at_level("WARNING", logger="ketafollow.mail"):
+            sent, row = await deliver_with(clinic, as_in_production)
+    assert (plain.messages, plain.logins) == ([], [])
+    assert (sent, row.status, row.attempts, row.not_before) == (
+        0, NotificationStatus.PENDING, 1, clock.now() + timedelta(seconds=30),
+    )  # fmt: skip
+    assert row.last_error == f"StartTlsUnavailable: {LOOPBACK} does not offer STARTTLS"
+    assert row.body  # kept for the retry
+    [logged] = [record for record in caplog.records if record.name == "ketafollow.mail"]
+    assert logged.getMessage() == f"mail {row.id} not sent (attempt 1, retried later): StartTlsUnavailable"
 
 
 async def test_without_smtp_in_development_each_email_is_a_file(
@@ -541,10 +657,22 @@ def test_in_development_email_goes_to_files_and_links_to_this_machine() -> None:
     assert (mail.smtp, mail.public_app_url, str(mail.directory)) == (None, "http://127.0.0.1:8000", "var/mail")
 
 
+def test_smtp_ca_file_names_the_cas_the_client_trusts(ca: PrivateCa) -> None:
+    environ = {"SMTP_URL": "smtp://smtp.clinic.example", "SMTP_CA_FILE": str(ca.ca_file)}
+    smtp = Settings.from_env(environ, env_file=None).mail.smtp
+    assert smtp is not None and smtp.ca_file == ca.ca_file
+    assert len(smtp.tls_context().get_ca_certs()) == 1  # that CA only, not the system's
+
+
 @pytest.mark.parametrize(
     ("environ", "problem"),
     [
         ({"SMTP_URL": "http://smtp.clinic.example"}, "SMTP_URL must be smtp://host[:port] (STARTTLS)"),
+        (
+            {"SMTP_URL": "smtp://smtp.clinic.example", "SMTP_CA_FILE": "/nonexistent/ca.pem"},
+            "SMTP_CA_FILE must be a readable file of PEM certificates, got '/nonexistent/ca.pem'",
+        ),
+        ({"SMTP_CA_FILE": "/nonexistent/ca.pem"}, "SMTP_CA_FILE is set without SMTP_URL"),
         ({"MAIL_FROM": "not an address"}, "MAIL_FROM must be an e-mail address"),
         ({"PUBLIC_APP_URL": "ftp://app.clinic.example"}, "PUBLIC_APP_URL must be an http(s) URL"),
     ],

@@ -205,6 +205,55 @@ async def test_codes_are_throttled_like_passwords(
     assert int(locked.headers["retry-after"]) > 0
 
 
+THROTTLED = {
+    "__typename": "ValidationError",
+    "field": "code",
+    "message": "too many wrong codes: wait a few minutes and try again",
+}
+
+
+async def throttled_audit_rows() -> list[tuple[str, str]]:
+    rows = await AuditEvent.filter(resource_type="TotpFactor", detail="second factor code throttled").values_list(
+        "action", "outcome"
+    )
+    return [(str(action), str(outcome)) for action, outcome in rows]
+
+
+async def test_confirming_an_enrolment_is_throttled_after_five_wrong_codes(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    access = (await tokens_of(client, PATIENT))["access_token"]
+    secret = (await gql(client, START, token=access))["data"]["startTotpEnrollment"]["result"]["secret"]
+    for _ in range(5):
+        wrong = (await gql(client, CONFIRM, {"code": "000000"}, token=access))["data"]["confirmTotpEnrollment"]
+        assert wrong["result"]["message"].startswith("the code is wrong")
+    right = await gql(client, CONFIRM, {"code": code_now(secret, clock)}, token=access)
+    assert right["data"]["confirmTotpEnrollment"]["result"] == THROTTLED
+    assert (await TotpFactor.get(user__email=PATIENT)).confirmed_at is None  # still pending
+    assert await throttled_audit_rows() == [("U", "DENIED")]
+    clock.advance(timedelta(minutes=1, seconds=1))
+    confirmed = await gql(client, CONFIRM, {"code": code_now(secret, clock)}, token=access)
+    assert confirmed["data"]["confirmTotpEnrollment"]["result"]["__typename"] == "TotpConfirmed"
+
+
+async def test_turning_the_factor_off_is_throttled_after_five_wrong_codes(
+    client: httpx.AsyncClient, clock: ManualClock, enrolled: tuple[str, list[str]]
+) -> None:
+    secret, codes = enrolled
+    access = (await answer(client, await mfa_token(client, PATIENT), otp=code_now(secret, clock))).json()
+    for _ in range(5):
+        wrong = await gql(client, DISABLE, {"code": "000000"}, token=access["access_token"])
+        assert wrong["data"]["disableTotp"]["result"]["message"].startswith("the code is wrong")
+    right = await gql(client, DISABLE, {"code": codes[0]}, token=access["access_token"])
+    assert right["data"]["disableTotp"]["result"] == THROTTLED
+    assert await TotpFactor.exists(user__email=PATIENT, confirmed_at__isnull=False)  # still on
+    assert await RecoveryCode.filter(user__email=PATIENT, used_at__isnull=True).count() == 10  # not spent
+    assert await throttled_audit_rows() == [("D", "DENIED")]
+    clock.advance(timedelta(minutes=1, seconds=1))
+    turned_off = await gql(client, DISABLE, {"code": codes[0]}, token=access["access_token"])
+    assert turned_off["data"]["disableTotp"]["result"] == {"__typename": "Viewer", "name": PATIENT}
+
+
 async def test_an_mfa_token_lives_five_minutes(
     client: httpx.AsyncClient, clock: ManualClock, enrolled: tuple[str, list[str]]
 ) -> None:
