@@ -31,7 +31,7 @@ examples:
       --given-name Ana --family-name Lee --time-zone America/Chicago --care-team North
   ketafollow invite --by admin@clinic.example --email robin@example.org --role PATIENT \\
       --given-name Robin --family-name Quill --birth-date 1984-03-09 --time-zone America/New_York --care-team North
-  ketafollow create-client --client-id acme-ehr --name "Acme EHR" \\
+  ketafollow create-client --by admin@clinic.example --client-id acme-ehr --name "Acme EHR" \\
       --scope patients:read --scope clinical:read --care-team North
   ketafollow deactivate-user --by admin@clinic.example --email dr.lee@clinic.example --reason "left the clinic"
   ketafollow rotate-client-secret --by admin@clinic.example --client-id acme-ehr
@@ -157,8 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     client = commands.add_parser(
         "create-client",
         help="register an EHR client (prints its secret once)",
-        description="Register an EHR integration. Its secret is generated, printed once and stored hashed.",
+        description="Register an EHR integration as the admin named by --by (audited; the operation "
+        "registerApiClient calls). Its secret is generated, printed once and stored hashed.",
     )
+    client.add_argument("--by", required=True, help="the e-mail of the admin who registers it")
     client.add_argument("--client-id", required=True)
     client.add_argument("--name", required=True)
     client.add_argument(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import secrets
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -116,19 +115,26 @@ def invite(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def create_client(settings: Settings, args: argparse.Namespace) -> int:
-    secret = secrets.token_urlsafe(32)
-    data = accounts.NewApiClient(
-        client_id=args.client_id, name=args.name, scopes=tuple(args.scope), care_teams=tuple(args.care_team)
-    )
+    """`registerApiClient` from a shell, as the admin named by --by (care teams by name)."""
 
-    async def work() -> int:
-        await ensure_migrated()
-        client = await accounts.create_api_client(data, secret_hash=await hash_password(secret))
+    async def act(viewer: Viewer) -> int:
+        team_ids = []
+        for name in args.care_team:
+            team = await accounts.CareTeam.get_or_none(name=name)
+            if team is None:
+                print(f"ketafollow: no care team named {name!r}", file=sys.stderr)
+                return 2
+            team_ids.append(team.id)
+        registered = await administration.register_api_client(
+            viewer, args.client_id, args.name, tuple(args.scope), tuple(team_ids),
+            now=SystemClock().now(), hashing=ARGON2,
+        )  # fmt: skip
+        client = registered.client
         print(f"created API client {client.client_id} with scopes {' '.join(client.scopes) or '(none)'}")
-        print(f"client secret (shown once, store it now): {secret}")
+        print(f"client secret (shown once, store it now): {registered.secret}")
         return 0
 
-    return run_with_database(settings, work)
+    return _run_as(settings, args.by, "create-client", act)
 
 
 def _run_as(settings: Settings, by: str, operation: str, act: Callable[[Viewer], Awaitable[int]]) -> int:

@@ -110,8 +110,8 @@ async def test_create_user_and_client_store_only_hashes(blank_database_url: str)
     assert "already exists" in again.stderr
 
     client = run(
-        "create-client", "--client-id", "acme-ehr", "--name", "Acme EHR", "--scope", "patients:read",
-        "--care-team", "North", database_url=database_url,
+        "create-client", "--by", "admin@clinic.test", "--client-id", "acme-ehr", "--name", "Acme EHR",
+        "--scope", "patients:read", "--care-team", "North", database_url=database_url,
     )  # fmt: skip
     assert client.returncode == 0, client.stderr
     secret = client.stdout.rsplit(": ", 1)[1].strip()
@@ -183,6 +183,32 @@ async def test_create_care_team_calls_the_same_operation_as_the_api(database_url
     assert teams == ["West"]
     assert created_events == [("admin@demo.test", "created care team West", "CLI create-care-team")]
     assert refusals == [("dr.rivera@demo.test", "only admins may create care teams", "CLI create-care-team")]
+
+
+async def test_create_client_calls_the_same_operation_as_the_api(database_url: str) -> None:
+    """As registerApiClient: an admin's, audited under their name; a provider is refused (and
+    audited), an unknown care team is named."""
+    args = ("--client-id", "west-ehr", "--name", "West EHR", "--scope", "clinical:read")
+    refused = run(
+        "create-client", "--by", "dr.rivera@demo.test", *args, "--care-team", "North", database_url=database_url
+    )
+    assert refused.returncode == 1 and "only admins may register API clients" in refused.stderr
+    unknown = run(
+        "create-client", "--by", "admin@demo.test", *args, "--care-team", "Nowhere", database_url=database_url
+    )
+    assert unknown.returncode == 2 and "no care team named 'Nowhere'" in unknown.stderr
+    created = run("create-client", "--by", "admin@demo.test", *args, "--care-team", "North", database_url=database_url)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.rsplit(": ", 1)[1].strip()
+    async with open_database(Settings(env=Environment.TEST, database_url=database_url)):
+        stored = await ApiClient.get(client_id="west-ehr").prefetch_related("care_teams")
+        events = await AuditEvent.filter(resource_type="ApiClient").values_list("actor_label", "outcome", "operation")
+    assert await verify_password(stored.secret_hash, secret)
+    assert [team.name for team in stored.care_teams] == ["North"]
+    assert sorted(events) == [
+        ("admin@demo.test", AuditOutcome.SUCCESS, "CLI create-client"),
+        ("dr.rivera@demo.test", AuditOutcome.DENIED, "CLI create-client"),
+    ]
 
 
 async def test_the_admin_commands_call_the_same_operations_as_the_api(database_url: str) -> None:
