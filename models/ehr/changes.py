@@ -111,7 +111,12 @@ async def read_changes(
     async with _consistent_snapshot() as connection:
         query = _EventQuery(connection, viewer, sources, await _horizon(connection))
         while len(collected) <= first and scanned < MAX_EVENTS_SCANNED and sources:
-            events = await query.after(position, limit=first + 1)
+            # Enough events for the rest of the page and one change more (to know there is a next
+            # page), plus the event at `position`: the query starts at it (`>=`, a client may stop
+            # between the resources of an event) and it brings nothing new when it was read whole.
+            # Asking one too few made almost every page read, render and drop a second batch.
+            limit = first + 1 - len(collected) + 1
+            events = await query.after(position, limit=limit)
             if not events:
                 break
             scanned += len(events)
@@ -123,7 +128,7 @@ async def read_changes(
                         continue
                     collected.append(_change(event, here, resource_type, resource_id, resource))
                 position = max(position, FeedPosition(xid, event.seq, ALL_PARTS))
-            if len(events) <= first:  # the query returned all there is
+            if len(events) < limit:  # the query returned all there is
                 break
     page = collected[:first]
     for patient_id in sorted({change.patient_id for change in page if change.patient_id is not None}):
