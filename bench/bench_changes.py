@@ -1,16 +1,23 @@
 """Benchmark: an EHR client paging through 100,000 changes of the feed.
 
-Run with `make bench` (SQLite in a temporary file; `BENCH_CHANGES_DATABASE_URL=postgres://…/db` for
-an existing, empty PostgreSQL database). The demo clinic is loaded, then each consented demo
-patient gets check-ins (each with its event, as `submitCheckIn` writes them) until the feed holds
-BENCH_CHANGES changes. Prints changes per second and the latency of a page, for the default page
-size and the largest one. Figures, not assertions: this machine is shared and noisy.
+`make bench` runs it on SQLite (a temporary file) and, when 127.0.0.1:5432 answers, on
+PostgreSQL (a new database on the server of `BENCH_POSTGRES_URL`, dropped afterwards;
+`BENCH_CHANGES_DATABASE_URL=postgres://…/db` names an existing, empty database instead), each in
+a process of its own. The demo clinic is loaded, then each consented demo patient gets check-ins
+(each with its event, as `submitCheckIn` writes them) until the feed holds BENCH_CHANGES changes.
+Prints changes per second and the latency of a page, for the default page size and the largest
+one, and at the end the target of issue #18 (PostgreSQL, pages of 100: ≥ 5,000 changes/s) beside
+each run's figure. Figures, not assertions: this machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import platform
+import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +35,7 @@ from api.commands.service import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary
+from bench.harness import measure_in_child, percentile, postgres_database
 from models.identity.accounts import ApiClient, DataSharingConsent, client_credential
 from models.kernel.clock import ManualClock
 from models.kernel.events import DomainEvent, Operation
@@ -35,6 +43,8 @@ from models.reports.checkins import CheckIn
 
 CHANGES = int(os.environ.get("BENCH_CHANGES", "100000"))
 BATCH = 5_000
+PAGES = (100, 1000)
+TARGET_PER_SECOND = 5_000  # issue #18: PostgreSQL, pages of 100
 QUERY = """
 query($after: String, $first: Int) {
   changes(after: $after, first: $first) {
@@ -85,7 +95,7 @@ async def fill(settings: Settings) -> int:
         return existing + wanted
 
 
-async def measure(settings: Settings, total: int) -> None:
+async def measure(settings: Settings) -> dict[int, dict[str, float]]:
     clock = ManualClock(NOW)
     unlimited = BucketPolicy(burst=1_000_000, per_minute=1_000_000)
     app = create_app(replace(settings, max_page_size=1000, client_rate=unlimited), clock=clock)
@@ -99,11 +109,11 @@ async def measure(settings: Settings, total: int) -> None:
         )  # fmt: skip
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
-            for page in (100, 1000):
-                await page_through(http, headers, page, total)
+            return {page: await page_through(http, headers, page) for page in PAGES}
 
 
-async def page_through(http: httpx.AsyncClient, headers: dict[str, str], page: int, total: int) -> None:
+async def page_through(http: httpx.AsyncClient, headers: dict[str, str], page: int) -> dict[str, float]:
+    """Pages of `page` from the start to the end: changes per second and a page's latency."""
     after, received, latencies = None, 0, []
     seen: dict[tuple[str, str], int] = {}
     started = time.perf_counter()
@@ -132,20 +142,48 @@ async def page_through(http: httpx.AsyncClient, headers: dict[str, str], page: i
         f"changes feed, pages of {page:>4}: {received} changes in {elapsed:.1f} s = {received / elapsed:,.0f} changes/s"
     )
     print(f"  one page {summary(latencies)}")
+    return {
+        "per_second": received / elapsed,
+        "median_ms": statistics.median(latencies) * 1000,
+        "p95_ms": percentile(latencies, 0.95) * 1000,
+    }
+
+
+async def measure_here(label: str, database_url: str, out: str) -> None:
+    """One database's run (in a process of its own): fill, page through, figures to `out`."""
+    settings = Settings(env=Environment.TEST, database_url=database_url)
+    print(f"\n{label}:")
+    started = time.perf_counter()
+    total = await fill(settings)
+    print(f"filled in {time.perf_counter() - started:.1f} s ({total} changes of the consented patients)")
+    figures = await asyncio.wait_for(measure(settings), timeout=900)
+    Path(out).write_text(json.dumps(figures))  # noqa: ASYNC240 (once, after the measurement)
 
 
 async def main() -> None:
-    url = os.environ.get("BENCH_CHANGES_DATABASE_URL")
+    print(f"ketafollow change-feed benchmark: {CHANGES} changes for the demo EHR client, SQLite and PostgreSQL")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    runs: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
-        database_url = url or f"sqlite://{Path(folder) / 'bench-changes.sqlite3'}"
-        settings = Settings(env=Environment.TEST, database_url=database_url)
-        print(f"ketafollow change-feed benchmark: {CHANGES} changes for the demo EHR client")
-        print(f"database: {database_url.split(':')[0]}")
-        started = time.perf_counter()
-        total = await fill(settings)
-        print(f"filled in {time.perf_counter() - started:.1f} s")
-        await asyncio.wait_for(measure(settings, total), timeout=900)
+        sqlite = f"sqlite://{Path(folder) / 'bench-changes.sqlite3'}"
+        runs["SQLite"] = await measure_in_child("bench.bench_changes", "SQLite", sqlite)
+    async with postgres_database("BENCH_CHANGES_DATABASE_URL") as postgres:
+        if postgres is not None:
+            runs["PostgreSQL"] = await measure_in_child("bench.bench_changes", "PostgreSQL", postgres)
+    print("\ntargets (issue #18), today's figures:")
+    for database, figures in runs.items():
+        now = figures[str(PAGES[0])]  # JSON keys are strings
+        which = "" if database == "PostgreSQL" else " (the target is PostgreSQL's; for comparison)"
+        print(
+            f"  {database}: change feed ≥ {TARGET_PER_SECOND:,} changes/s, pages of {PAGES[0]}: "
+            f"now {now['per_second']:,.0f} changes/s (a page p95 {now['p95_ms']:.0f} ms){which}"
+        )
+    if "PostgreSQL" not in runs:
+        print("  PostgreSQL: not measured (127.0.0.1:5432 did not answer)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["measure"]:
+        asyncio.run(measure_here(*sys.argv[2:5]))
+    else:
+        asyncio.run(main())

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import socket
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,10 +60,11 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def postgres_database() -> AsyncIterator[str | None]:
-    """`BENCH_HOME_DATABASE_URL` (an existing empty database), else a new database on the server
-    of `BENCH_POSTGRES_URL` (dropped afterwards), else None when PostgreSQL does not answer."""
-    given = os.environ.get("BENCH_HOME_DATABASE_URL")
+async def postgres_database(given_variable: str = "BENCH_HOME_DATABASE_URL") -> AsyncIterator[str | None]:
+    """The database the environment variable `given_variable` names (an existing empty one), else
+    a new database on the server of `BENCH_POSTGRES_URL` (dropped afterwards), else None when
+    PostgreSQL does not answer."""
+    given = os.environ.get(given_variable)
     if given:
         yield given
         return
@@ -95,3 +98,16 @@ async def scratch_postgres_database(server_url: str, prefix: str) -> AsyncIterat
             await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await server.close()
+
+
+async def measure_in_child(module: str, label: str, database_url: str) -> Any:
+    """`python -m <module> measure <label> <database_url> <out>` in a process of its own (Tortoise
+    keeps one database's dialect per process): the JSON the child wrote to `out`."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run.json"
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, "measure", label, database_url, str(out)
+        )
+        if await child.wait() != 0:
+            raise SystemExit(f"the {label} run of {module} failed")
+        return json.loads(out.read_text())

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -77,6 +77,21 @@ class Change:
     patient_id: UUID | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """What the feed needs of a domain event (its payload is not read: the resource is rendered
+    from the record as it is now)."""
+
+    seq: int
+    xid: int
+    resource_type: str
+    resource_id: UUID
+    operation: Operation
+    version: int
+    occurred_at: datetime
+    patient_id: UUID | None
+
+
 @dataclass(frozen=True)
 class ChangePage:
     changes: list[Change]
@@ -111,19 +126,24 @@ async def read_changes(
     async with _consistent_snapshot() as connection:
         query = _EventQuery(connection, viewer, sources, await _horizon(connection))
         while len(collected) <= first and scanned < MAX_EVENTS_SCANNED and sources:
-            events = await query.after(position, limit=first + 1)
+            # Enough events for the rest of the page and one change more (to know there is a next
+            # page), plus the event at `position`: the query starts at it (`>=`, a client may stop
+            # between the resources of an event) and it brings nothing new when it was read whole.
+            # Asking one too few made almost every page read, render and drop a second batch.
+            limit = first + 1 - len(collected) + 1
+            events = await query.after(position, limit=limit)
             if not events:
                 break
             scanned += len(events)
             rendered = await _render(events)
-            for event, xid in events:
+            for event in events:
                 for part, (resource_type, resource_id, resource) in enumerate(rendered[event.seq]):
-                    here = FeedPosition(xid, event.seq, part)
+                    here = FeedPosition(event.xid, event.seq, part)
                     if here <= position or (resource_types is not None and resource_type not in resource_types):
                         continue
                     collected.append(_change(event, here, resource_type, resource_id, resource))
-                position = max(position, FeedPosition(xid, event.seq, ALL_PARTS))
-            if len(events) <= first:  # the query returned all there is
+                position = max(position, FeedPosition(event.xid, event.seq, ALL_PARTS))
+            if len(events) < limit:  # the query returned all there is
                 break
     page = collected[:first]
     for patient_id in sorted({change.patient_id for change in page if change.patient_id is not None}):
@@ -135,7 +155,7 @@ async def read_changes(
 
 
 def _change(
-    event: DomainEvent, here: FeedPosition, resource_type: str, resource_id: str, resource: dict[str, Any] | None
+    event: _Event, here: FeedPosition, resource_type: str, resource_id: str, resource: dict[str, Any] | None
 ) -> Change:
     action = Operation.DELETED if resource is None else event.operation
     return Change(
@@ -190,7 +210,7 @@ class _EventQuery:
         self.values.append(value)
         return f"${len(self.values)}" if self.postgres else "?"
 
-    async def after(self, position: FeedPosition, *, limit: int) -> list[tuple[DomainEvent, int]]:
+    async def after(self, position: FeedPosition, *, limit: int) -> list[_Event]:
         self.values = []
         kinds = ", ".join(self._value(source) for source in self.sources)
         if self.postgres:
@@ -210,7 +230,7 @@ class _EventQuery:
         own_consents = self._value(self.viewer.id)
         # Only placeholders and fixed SQL are interpolated: every value is a bound parameter.
         sql = (
-            f"SELECT e.seq, {'e.xid' if self.postgres else '0'} FROM domain_event e "  # noqa: S608
+            f"SELECT e.seq, {'e.xid' if self.postgres else '0'}, {_EVENT_COLUMNS} FROM domain_event e "  # noqa: S608
             f"WHERE {kind_column} IN ({kinds}) AND {start} "
             f"AND ((e.resource_type <> 'Consent' AND {plus}e.patient_id IN ("
             "  SELECT c.patient_id FROM data_sharing_consent c JOIN patient p ON p.id = c.patient_id"
@@ -223,19 +243,28 @@ class _EventQuery:
             f"ORDER BY {order} LIMIT {self._value(limit)}"
         )
         _, rows = await self.connection.execute_query(sql, self.values)
-        xids = {int(row[0]): int(row[1]) for row in rows}
-        events = {event.seq: event for event in await DomainEvent.filter(seq__in=list(xids))}
-        return [(events[seq], xid) for seq, xid in xids.items()]
+        return [_event(row) for row in rows]
+
+
+# The columns of `_Event` after seq and xid, read with the feed query itself, each converted as the
+# model's field converts it (SQLite returns UUIDs and timestamps as text).
+_EVENT_FIELDS = [DomainEvent._meta.fields_map[column.name] for column in fields(_Event)[2:]]
+_EVENT_COLUMNS = ", ".join(f"e.{field.source_field or field.model_field_name}" for field in _EVENT_FIELDS)
+
+
+def _event(row: Any) -> _Event:
+    values = [field.to_python_value(value) for field, value in zip(_EVENT_FIELDS, list(row)[2:], strict=True)]
+    return _Event(int(row[0]), int(row[1]), *values)
 
 
 Rendered = list[tuple[str, str, dict[str, Any] | None]]
 
 
-async def _render(events: list[tuple[DomainEvent, int]]) -> dict[int, Rendered]:
+async def _render(events: list[_Event]) -> dict[int, Rendered]:
     """Each event's resources as FHIR, from the records as they are now (one query per kind of
     record on the page). A record that no longer exists is a tombstone."""
     ids: dict[str, list[UUID]] = defaultdict(list)
-    for event, _ in events:
+    for event in events:
         ids[event.resource_type].append(event.resource_id)
     resources: dict[tuple[str, UUID], Rendered] = {}
     for kind, record_ids in ids.items():
@@ -244,7 +273,7 @@ async def _render(events: list[tuple[DomainEvent, int]]) -> dict[int, Rendered]:
                 (resource["resourceType"], str(resource["id"]), resource) for resource in rendered
             ]
     result: dict[int, Rendered] = {}
-    for event, _ in events:
+    for event in events:
         found = resources.get((event.resource_type, event.resource_id))
         primary = SOURCES[event.resource_type][0]
         result[event.seq] = found if found else [(primary, str(event.resource_id), None)]

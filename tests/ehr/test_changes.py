@@ -19,6 +19,7 @@ from strawberry import relay
 
 from api.database import use_database
 from models.alerts.alerts import Alert
+from models.ehr import changes
 from models.ehr.changes import FEED_RESOURCE_TYPES
 from models.identity.accounts import ApiClient, DataSharingConsent, Patient
 from models.kernel.audit import AuditEvent
@@ -113,6 +114,28 @@ async def test_every_page_size_yields_the_same_changes_in_the_same_order(
     while len(paged.received) < 40 and await paged.pull():
         pass
     assert paged.received == whole.received[: len(paged.received)]
+
+
+@pytest.mark.parametrize("page", [1, 2, 5])
+async def test_a_page_reads_the_feed_once(
+    client: httpx.AsyncClient, tokens: Tokens, app: Starlette, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    """Every event brings at least one change, so the events after a cursor fill a page in one query
+    (the event at the cursor, which the query starts at, counted): no second batch read and dropped."""
+    queries = 0
+    after = changes._EventQuery.after
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return await after(self, *args, **kwargs)
+
+    monkeypatch.setattr(changes._EventQuery, "after", counted)
+    ehr = SyncingClient(app, client, tokens.client("demo-ehr"), page=page)
+    while len(ehr.received) < 40 and await ehr.pull():
+        pass
+    assert ehr.pages > 1
+    assert queries == ehr.pages
 
 
 async def test_resource_types_narrow_the_feed_and_together_make_all_of_it(
