@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -35,7 +34,7 @@ from api.commands.service import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary
-from bench.harness import measure_in_child, percentile, postgres_database
+from bench.harness import measure_on_both, percentile
 from models.identity.accounts import ApiClient, DataSharingConsent, client_credential
 from models.kernel.clock import ManualClock
 from models.kernel.events import DomainEvent, Operation
@@ -163,13 +162,7 @@ async def measure_here(label: str, database_url: str, out: str) -> None:
 async def main() -> None:
     print(f"ketafollow change-feed benchmark: {CHANGES} changes for the demo EHR client, SQLite and PostgreSQL")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        sqlite = f"sqlite://{Path(folder) / 'bench-changes.sqlite3'}"
-        runs["SQLite"] = await measure_in_child("bench.bench_changes", "SQLite", sqlite)
-    async with postgres_database("BENCH_CHANGES_DATABASE_URL") as postgres:
-        if postgres is not None:
-            runs["PostgreSQL"] = await measure_in_child("bench.bench_changes", "PostgreSQL", postgres)
+    runs = await measure_on_both("bench.bench_changes", "bench-changes.sqlite3", "BENCH_CHANGES_DATABASE_URL")
     print("\ntargets (issue #18), today's figures:")
     for database, figures in runs.items():
         now = figures[str(PAGES[0])]  # JSON keys are strings

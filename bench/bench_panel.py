@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -31,7 +30,7 @@ from api.commands.service import seed_database
 from api.database import migrate, open_database, use_database
 from api.settings import BucketPolicy, Environment, Settings
 from bench.bench_scheduler import NOW, summary
-from bench.harness import measure_in_child, percentile, postgres_database
+from bench.harness import measure_on_both, percentile
 from models.identity.accounts import User
 from models.kernel.clock import ManualClock
 from tests.conftest import start_logins
@@ -110,13 +109,7 @@ async def measure_here(label: str, database_url: str, out: str) -> None:
 async def main() -> None:
     print(f"ketafollow panel benchmark: {PATIENTS} patients, {HISTORY_DAYS} days of check-ins and doses each")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        sqlite = f"sqlite://{Path(folder) / 'bench-panel.sqlite3'}"
-        runs["SQLite"] = await measure_in_child("bench.bench_panel", "SQLite", sqlite)
-    async with postgres_database("BENCH_PANEL_DATABASE_URL") as postgres:
-        if postgres is not None:
-            runs["PostgreSQL"] = await measure_in_child("bench.bench_panel", "PostgreSQL", postgres)
+    runs = await measure_on_both("bench.bench_panel", "bench-panel.sqlite3", "BENCH_PANEL_DATABASE_URL")
     print("\ntargets (issue #18), today's figures:")
     for database, figures in runs.items():
         now = figures[str(PORTAL_PAGE)]  # JSON keys are strings

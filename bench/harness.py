@@ -111,3 +111,16 @@ async def measure_in_child(module: str, label: str, database_url: str) -> Any:
         if await child.wait() != 0:
             raise SystemExit(f"the {label} run of {module} failed")
         return json.loads(out.read_text())
+
+
+async def measure_on_both(module: str, file_name: str, given_variable: str) -> dict[str, Any]:
+    """A benchmark's figures on SQLite (`file_name` in a temporary folder) and, when 127.0.0.1:5432
+    answers, on a scratch PostgreSQL database (or the one `given_variable` names), each run in a
+    process of its own: {"SQLite": ..., "PostgreSQL": ...}."""
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        runs["SQLite"] = await measure_in_child(module, "SQLite", f"sqlite://{Path(folder) / file_name}")
+    async with postgres_database(given_variable) as postgres:
+        if postgres is not None:
+            runs["PostgreSQL"] = await measure_in_child(module, "PostgreSQL", postgres)
+    return runs
