@@ -4,10 +4,13 @@ Building a query costs Tortoise far more than running it: resolving filters, clo
 writing the SQL text took about 0.7 ms of CPU per query on the patient's home screen, against
 0.1 ms to run it (issue #18). A read that every request makes (the viewer) or that every screen
 makes (a page of check-ins) is therefore declared once as a builder, a function from its values
-to a Tortoise query, and run through `prepared`:
+to a Tortoise query marked with the model it reads, and run through `prepared`:
 
-    async def _viewer_rows(user_id: UUID) -> ...:
-        return await prepared(_viewer_query, user_id=user_id)
+    @prepared_read(User)
+    def _viewer_rows(user_id: UUID) -> ValuesListQuery[Any]:
+        return User.filter(id=user_id, is_active=True).values_list(...)
+
+    rows = await prepared(_viewer_rows, user_id=user_id)
 
 The first call of a shape builds the query with stand-in values, finds each stand-in among the
 statement's parameters and keeps the SQL text; later calls put the new values where the stand-ins
@@ -17,8 +20,8 @@ only the SQL text is reused.
 
 A shape is the builder, the database's dialect, and for each value its kind: a value the
 statement binds (a UUID, text, a number, a time; a list of them counts its length), or one that
-changes the statement and is part of the shape itself (None, a bool, an enum member, a model
-class, a tuple of enum members). A shape whose statement cannot be matched to its values (a value
+changes the statement and is part of the shape itself (None, a bool, an enum member, a list of
+enum members). A shape whose statement cannot be matched to its values (a value
 Tortoise rewrote, a query with prefetches or related selects) is run as a plain query every time
 and logged once: slower, never wrong.
 """
@@ -45,8 +48,8 @@ B = TypeVar("B", bound=Builder)
 
 # Values a statement binds as parameters: each gets a stand-in of its own type.
 _BOUND = (uuid.UUID, str, int, float, datetime, date)
-# Values that change the statement's text (IS NULL, IN with enum members, another model).
-_SHAPING = (type(None), bool, Enum, type)
+# Values that change the statement's text (IS NULL, a bool's test, IN with enum members).
+_SHAPING = (type(None), bool, Enum)
 # Shapes kept per process; a builder has a handful (first page or later, a list's length).
 MAX_SHAPES = 512
 
@@ -90,10 +93,10 @@ async def prepared(build: Builder, **values: Any) -> Any:
     shape = _shape(values)
     if shape is None:
         return await build(**values)
-    model = _model_of(build, values)
-    db = model._choose_db() if model is not None else None
-    if db is None:
+    model: type[Model] | None = getattr(build, "model", None)
+    if model is None:  # not marked with @prepared_read: nothing says which database it reads
         return await build(**values)
+    db = model._choose_db()
     key = (build, db.capabilities.dialect, shape)
     statement = _statements.get(key, _MISSING)
     if statement is _MISSING:
@@ -154,13 +157,6 @@ def _kind(value: Any) -> Any:
     if isinstance(value, datetime):
         return (datetime, value.tzinfo is not None)
     return type(value)
-
-
-def _model_of(build: Builder, values: dict[str, Any]) -> type[Model] | None:
-    model = getattr(build, "model", None)
-    if model is None:
-        model = next((value for value in values.values() if isinstance(value, type) and issubclass(value, Model)), None)
-    return model
 
 
 def prepared_read(model: type[Model]) -> Callable[[B], B]:
